@@ -1,0 +1,187 @@
+"""Derivative operators of a field ``fn(x)`` or ``score(x, t)``: exact and estimated forms.
+
+The lowest layer of scorepde. Each operator is a pure function of a callable and works
+per sample on x of shape ``[B, ...]`` (t of shape ``[B]``). They rely on the callable
+treating samples independently (``scorepde.checks`` enforces it) and compose with
+``torch.func`` and with ordinary autograd on the callable's parameters.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch.func import jvp, vjp, vmap
+
+Field = Callable[[torch.Tensor], torch.Tensor]
+Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+__all__ = [
+    "broadcast_to_batch", "sample_probes", "time_derivative", "divergence",
+    "jacobian", "PROBES", "STENCILS", "PAPER_STEPS",
+]
+
+#: (h_s, h_d), the backward and forward steps of the paper's stencil (App. C.1).
+PAPER_STEPS = (1e-3, 5e-4)
+
+
+def broadcast_to_batch(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Reshape a per-sample ``[B]`` tensor so it broadcasts against ``x`` of shape ``[B, ...]``."""
+    return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
+
+
+# ---------------------------------------------------------------------------------------
+# Probes: E[v] = 0, E[v v^T] = I.
+# ---------------------------------------------------------------------------------------
+
+def _rademacher(shape, like, generator):
+    bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
+    return bits.to(like.dtype).mul_(2).sub_(1)
+
+
+def _gaussian(shape, like, generator):
+    return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def _sphere(shape, like, generator):
+    """Uniform on the sphere of radius sqrt(D), per sample: also E[v v^T] = I."""
+    v = _gaussian(shape, like, generator)
+    flat = v.flatten(2)
+    return (flat * (math.sqrt(flat.shape[-1]) / flat.norm(dim=-1, keepdim=True))).view(shape)
+
+
+PROBES = {"rademacher": _rademacher, "gaussian": _gaussian, "sphere": _sphere}
+
+
+def sample_probes(x: torch.Tensor, n: int = 1, kind: str = "rademacher",
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Draw ``n`` probe tensors shaped like ``x``: returns ``[n, B, ...]`` with E[v v^T] = I."""
+    if kind not in PROBES:
+        raise ValueError(f"unknown probe {kind!r}; choose one of {sorted(PROBES)}")
+    if n < 1:
+        raise ValueError(f"the number of probes must be at least 1, got {n}")
+    return PROBES[kind]((n,) + tuple(x.shape), x, generator)
+
+
+# ---------------------------------------------------------------------------------------
+# d/dt s(x, t)
+# ---------------------------------------------------------------------------------------
+
+#: Named finite-difference stencils: offsets in t around a centre, as functions of h.
+STENCILS = {
+    # App. C.1 (Lemma C.1): nodes t - h_s, t, t + h_d, error O(h_s h_d).
+    "fd3": lambda h: (-h[0], 0.0, h[1]),
+    "central": lambda h: (-h[0], 0.0, h[0]),
+}
+
+
+def _lagrange_derivative_weights(t: torch.Tensor, nodes: Sequence[torch.Tensor]) -> list:
+    """Weights w_i with p'(t) = sum_i w_i p(nodes_i) for the interpolating polynomial p."""
+    weights = []
+    for i, ti in enumerate(nodes):
+        others = [tj for j, tj in enumerate(nodes) if j != i]
+        denom = torch.ones_like(t)
+        for tj in others:
+            denom = denom * (ti - tj)
+        numer = torch.zeros_like(t)
+        for j, tj in enumerate(others):
+            term = torch.ones_like(t)
+            for k, tk in enumerate(others):
+                if k != j:
+                    term = term * (t - tk)
+            numer = numer + term
+        weights.append(numer / denom)
+    return weights
+
+
+def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, method: str = "jvp", *,
+                    h: Sequence[float] = PAPER_STEPS, T: float = 1.0,
+                    center: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """∂t s(x, t), shaped like x.
+
+    ``"jvp"`` is exact (one forward-mode pass). ``"fd3"`` is the paper's asymmetric
+    3-point stencil (App. C.1) with ``h = (h_s, h_d)``; ``"central"`` uses ``h[0]`` both ways.
+    Both are O(h²). Nodes stay inside [0, T]: near an end the stencil shifts inwards and
+    the interpolant is differentiated at t itself, which keeps the O(h²) order. ``center``
+    may pass s(x, t) when the caller already has it, saving one evaluation.
+    """
+    if method == "jvp":
+        return jvp(lambda tt: score(x, tt), (t,), (torch.ones_like(t),))[1]
+    if method not in STENCILS:
+        raise ValueError(f"unknown time-derivative method {method!r}; "
+                         f"choose 'jvp' or one of {sorted(STENCILS)}")
+    offsets = STENCILS[method](tuple(h))
+    if min(h) <= 0 or max(offsets) - min(offsets) > T:
+        raise ValueError(f"finite-difference steps must be positive and fit in [0, {T}], got h={tuple(h)}")
+    c = t.clamp(-min(offsets), T - max(offsets))
+    nodes = [c + o for o in offsets]
+    weights = _lagrange_derivative_weights(t, nodes)
+    shifted = bool((c != t).any())
+    needed = [i for i, w in enumerate(weights) if bool((w != 0).any())]
+    reuse = None
+    if center is not None and not shifted and 0.0 in offsets:
+        reuse = offsets.index(0.0)
+    evals = [i for i in needed if i != reuse]
+    values = {}
+    if evals:  # one batched forward for all stencil points
+        B = x.shape[0]
+        out = score(x.repeat((len(evals),) + (1,) * (x.dim() - 1)), torch.cat([nodes[i] for i in evals]))
+        values = dict(zip(evals, out.split(B)))
+    if reuse is not None and reuse in needed:
+        values[reuse] = center
+    return sum(broadcast_to_batch(weights[i], x) * values[i] for i in needed)
+
+
+# ---------------------------------------------------------------------------------------
+# div_x fn(x) and the Jacobian
+# ---------------------------------------------------------------------------------------
+
+def _basis(x: torch.Tensor) -> torch.Tensor:
+    """The D unit vectors, each repeated over the batch: ``[D, B, ...]``."""
+    D = x[0].numel()
+    eye = torch.eye(D, dtype=x.dtype, device=x.device)
+    return eye.reshape((D, 1) + tuple(x.shape[1:])).expand((D,) + tuple(x.shape))
+
+
+def divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
+               probes: Optional[torch.Tensor] = None, n_probes: int = 1, probe: str = "rademacher",
+               generator: Optional[torch.Generator] = None, mode: str = "forward",
+               chunk_size: Optional[int] = None) -> torch.Tensor:
+    """div_x fn(x) = tr(∂fn/∂x) per sample, shape ``[B]``.
+
+    ``"exact"``: D batched Jacobian-vector products (fine for small D; ``chunk_size``
+    bounds memory). ``"hutchinson"``: (1/M) Σ_m v_mᵀ (∂fn/∂x) v_m with E[v vᵀ] = I
+    (App. C.2), using the given ``probes`` ``[M, B, ...]`` or ``n_probes`` fresh ones.
+    ``mode`` picks how each vᵀJv is formed: ``"forward"`` (J v, a jvp) or ``"reverse"``
+    (vᵀ J, a vjp, as the paper's code does).
+    """
+    if method == "exact":
+        V = _basis(x)
+    elif method == "hutchinson":
+        V = probes if probes is not None else sample_probes(x, n_probes, probe, generator)
+    else:
+        raise ValueError(f"unknown divergence method {method!r}; choose 'exact' or 'hutchinson'")
+
+    if mode not in ("forward", "reverse"):
+        raise ValueError(f"unknown divergence mode {mode!r}; choose 'forward' or 'reverse'")
+
+    def quadratic_form(v):
+        Jv = jvp(fn, (x,), (v,))[1] if mode == "forward" else vector_jacobian(fn, x, v)
+        return (Jv * v).flatten(1).sum(1)
+
+    if V.shape[0] == 1:
+        total = quadratic_form(V[0])
+    else:
+        total = vmap(quadratic_form, chunk_size=chunk_size)(V).sum(0)
+    return total if method == "exact" else total / V.shape[0]
+
+
+def jacobian(fn: Field, x: torch.Tensor, *, chunk_size: Optional[int] = None) -> torch.Tensor:
+    """Per-sample Jacobian J[b, i, j] = ∂fn_i/∂x_j of the flattened field, ``[B, D, D]``."""
+    columns = vmap(lambda v: jvp(fn, (x,), (v,))[1], chunk_size=chunk_size)(_basis(x))  # [D(j), B, ...]
+    return columns.flatten(2).permute(1, 2, 0)
+
+
+def vector_jacobian(fn: Field, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """vᵀ ∂fn/∂x per sample (reverse mode), shaped like x."""
+    return vjp(fn, x)[1](v)[0]

@@ -1,0 +1,156 @@
+"""The score Fokker–Planck equation: L[s] (Eq. 7) and the residual ε[s] (Eq. 9).
+
+    L[s](x, t) = ½g² div_x s + ½g² ‖s‖² − ⟨f, s⟩ − div_x f          (Eq. 7: ∂t log q_t = L[q's score])
+    ε[s](x, t) = ∂t s − ∇x L[s]                                       (Eq. 9: zero for the true score)
+
+An estimator is a named choice of three parts: how ∂t s is formed (``dt``: ``"jvp"`` exact,
+``"fd3"`` the paper's stencil, ``"central"``), how div_x s is formed (``div``: ``"exact"``
+or ``"hutchinson"``) and how ∇x L is formed (``grad``: ``"full"`` by reverse mode, or
+``"directional"``, Eq. 24, ⟨ε, v⟩ v with E[v vᵀ] = I). ``ESTIMATORS`` names the presets;
+any part can be overridden by keyword.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple, Union
+
+import torch
+from torch.func import grad, jvp, vmap
+
+from .checks import check_batch_independent, check_inputs, check_output
+from .derivatives import PAPER_STEPS, broadcast_to_batch, divergence, sample_probes, time_derivative
+from .sde import SDE
+
+Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+__all__ = ["fpe_rhs", "residual", "projected_residual", "ESTIMATORS"]
+
+#: Named estimators of ε[s]: presets of (dt, div, grad) and their probes.
+ESTIMATORS = {
+    "exact": dict(dt="jvp", div="exact", grad="full"),
+    # The published recipe (App. C): 3-point stencil in t, one Gaussian Hutchinson probe
+    # formed by a vector-Jacobian product, then autograd's gradient of L.
+    "paper": dict(dt="fd3", div="hutchinson", probe="gaussian", div_mode="reverse", grad="full"),
+    "hutchinson": dict(dt="jvp", div="hutchinson", grad="full"),
+    "directional": dict(dt="jvp", div="hutchinson", grad="directional"),
+}
+
+_DEFAULTS = dict(dt="jvp", div="exact", grad="full", probe="rademacher", n_probes=1,
+                 div_mode="forward", direction_probe="rademacher", n_directions=1,
+                 h=PAPER_STEPS, chunk_size=None)
+
+
+def _options(estimator: str, overrides: dict) -> dict:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}")
+    unknown = set(overrides) - set(_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown residual option(s) {sorted(unknown)}; valid: {sorted(_DEFAULTS)}")
+    return {**_DEFAULTS, **ESTIMATORS[estimator], **overrides}
+
+
+def _rhs(score: Score, sde: SDE, x, t, div: str, probes, opts) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(L[s](x, t), s(x, t)) with the divergence formed as ``div`` says (Eq. 7)."""
+    s = score(x, t)
+    g2 = sde.diffusion(t) ** 2
+    div_s = divergence(lambda y: score(y, t), x, div, probes=probes, mode=opts["div_mode"],
+                       chunk_size=opts["chunk_size"])
+    f = sde.drift(x, t)
+    L = (0.5 * g2 * (div_s + s.flatten(1).pow(2).sum(1))
+         - (f * s).flatten(1).sum(1) - sde.drift_divergence(x, t))
+    return L, s
+
+
+def _div_probes(x, opts, generator):
+    if opts["div"] != "hutchinson":
+        return None
+    return sample_probes(x, opts["n_probes"], opts["probe"], generator)
+
+
+def _full(score, sde, x, t, opts, generator):
+    """ε = ∂t s − ∇x L with ∇x L by reverse mode."""
+    probes = _div_probes(x, opts, generator)
+
+    def total_rhs(y):
+        L, s = _rhs(score, sde, y, t, opts["div"], probes, opts)
+        return L.sum(), (L, s)
+
+    grad_L, (L, s) = grad(total_rhs, has_aux=True)(x)
+    dt_s = time_derivative(score, x, t, opts["dt"], h=opts["h"], T=sde.T, center=s)
+    return dt_s - grad_L, L
+
+
+def projected_residual(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
+                       *, generator: Optional[torch.Generator] = None, **options
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(⟨ε[s], v⟩, L[s]) per sample, each ``[B]``: ⟨∂t s, v⟩ − D_v L (App. C.4, Lemma C.3).
+
+    Forward mode only: no reverse pass over x. ``options`` as in ``residual``
+    (``dt``, ``div``, ``probe``, ``n_probes``, ``h``); inputs are not validated here.
+    """
+    opts = _options("directional", options)
+    probes = _div_probes(x, opts, generator)
+    L, dv_L = jvp(lambda y: _rhs(score, sde, y, t, opts["div"], probes, opts)[0], (x,), (v,))
+    if opts["dt"] == "jvp":
+        dt_sv = jvp(lambda tt: (score(x, tt) * v).flatten(1).sum(1), (t,), (torch.ones_like(t),))[1]
+    else:
+        dt_sv = (time_derivative(score, x, t, opts["dt"], h=opts["h"], T=sde.T) * v).flatten(1).sum(1)
+    return dt_sv - dv_L, L
+
+
+def _directional(score, sde, x, t, opts, generator):
+    """ε ≈ (1/K) Σ_k ⟨ε, v_k⟩ v_k, E[v vᵀ] = I (Eq. 24): unbiased for ε."""
+    V = sample_probes(x, opts["n_directions"], opts["direction_probe"], generator)
+    sub = {k: opts[k] for k in ("dt", "div", "probe", "n_probes", "div_mode", "h", "chunk_size")}
+    one = lambda v: projected_residual(score, sde, x, t, v, generator=generator, **sub)
+    if V.shape[0] == 1:
+        proj, L = one(V[0])
+        return broadcast_to_batch(proj, x) * V[0], L
+    # Probes must differ per direction: draw them outside vmap, one set per direction.
+    projs, Ls = zip(*(one(v) for v in V))
+    eps = sum(broadcast_to_batch(p, x) * v for p, v in zip(projs, V)) / V.shape[0]
+    return eps, torch.stack(Ls).mean(0)
+
+
+_GRADIENTS = {"full": _full, "directional": _directional}
+
+
+def residual(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float],
+             estimator: str = "exact", *, generator: Optional[torch.Generator] = None,
+             return_rhs: bool = False, validate: bool = True, **options):
+    """The score-FPE residual ε[s](x, t) = ∂t s − ∇x L[s] (Eq. 9), shaped like x.
+
+    ``model`` is any callable ``(x [B, ...], t [B]) -> score`` shaped like x. ``estimator``
+    is one of ``ESTIMATORS``: ``"exact"`` (autograd), ``"paper"`` (App. C: 3-point stencil,
+    one Gaussian Hutchinson probe), ``"hutchinson"`` (exact ∂t, Hutchinson div) or
+    ``"directional"`` (Eq. 24). Options override its parts: ``dt``, ``div``, ``probe``
+    (``"rademacher"``, ``"gaussian"``, ``"sphere"``), ``n_probes``, ``direction_probe``,
+    ``n_directions``, ``h = (h_s, h_d)``, ``div_mode``, ``chunk_size``. Stochastic
+    estimators draw from ``generator``. With ``return_rhs`` returns ``(ε, L[s])``.
+    ``validate`` checks shapes, t ∈ [0, T], finiteness and that the model keeps samples
+    independent (turn it off inside torch.func transforms).
+    """
+    opts = _options(estimator, options)
+    if opts["grad"] not in _GRADIENTS:
+        raise ValueError(f"unknown grad option {opts['grad']!r}; choose one of {sorted(_GRADIENTS)}")
+    if validate:
+        t = check_inputs(x, t, sde.T)
+        check_batch_independent(model, x, t)
+        model = _shape_checked(model)
+    eps, L = _GRADIENTS[opts["grad"]](model, sde, x, t, opts, generator)
+    return (eps, L) if return_rhs else eps
+
+
+def fpe_rhs(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float], *,
+            div: str = "exact", probe: str = "rademacher", n_probes: int = 1,
+            generator: Optional[torch.Generator] = None, validate: bool = True) -> torch.Tensor:
+    """L[s](x, t) = ½g² div_x s + ½g² ‖s‖² − ⟨f, s⟩ − div_x f, shape ``[B]`` (Eq. 7)."""
+    opts = {**_DEFAULTS, "div": div, "probe": probe, "n_probes": n_probes}
+    if validate:
+        t = check_inputs(x, t, sde.T)
+        check_batch_independent(model, x, t)
+        model = _shape_checked(model)
+    return _rhs(model, sde, x, t, div, _div_probes(x, opts, generator), opts)[0]
+
+
+def _shape_checked(model: Score) -> Score:
+    return lambda x, t: check_output(model(x, t), x)

@@ -1,0 +1,188 @@
+"""Forward SDEs dx = f(x, t) dt + g(t) dw on t ∈ [0, T].
+
+One abstraction, ``SDE``: drift f, diffusion g, div f, and where a closed form exists the
+transition kernel q_0t(x_t | x_0) = N(a(t) x_0, σ_t² I) and the prior. ``LinearSDE``
+(f = c(t) x) gets div f and the kernel-based helpers for free, so VE, VP and sub-VP are a
+few lines each. Everything takes t of shape ``[B]`` and x of shape ``[B, ...]``.
+"""
+from __future__ import annotations
+
+import abc
+import math
+from typing import Callable, Optional, Tuple
+
+import torch
+
+from .derivatives import broadcast_to_batch, divergence
+
+__all__ = ["SDE", "LinearSDE", "VESDE", "VPSDE", "SubVPSDE", "GenericSDE"]
+
+
+class SDE(abc.ABC):
+    """dx = f(x, t) dt + g(t) dw on [0, T]."""
+
+    T: float = 1.0
+
+    @abc.abstractmethod
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """f(x, t), shaped like x."""
+
+    @abc.abstractmethod
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        """g(t), shape ``[B]``."""
+
+    def drift_divergence(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """div_x f(x, t), shape ``[B]`` (exact, by autograd, unless a subclass knows better)."""
+        return divergence(lambda y: self.drift(y, t), x, "exact")
+
+    def marginal(self, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(a(t), σ_t), each ``[B]``: x_t | x_0 ~ N(a(t) x_0, σ_t² I)."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form transition kernel")
+
+    @property
+    def prior_std(self) -> float:
+        """Standard deviation of the isotropic Gaussian prior p_T ≈ q_T."""
+        raise NotImplementedError(f"{type(self).__name__} has no prior; pass prior_std")
+
+    # -- derived -----------------------------------------------------------------------
+    def perturb(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """x_t = a(t) x_0 + σ_t z, a draw from q_0t(· | x_0) for z ~ N(0, I)."""
+        a, std = self.marginal(t)
+        return broadcast_to_batch(a, x0) * x0 + broadcast_to_batch(std, x0) * noise
+
+    def prior_sample(self, shape, *, generator: Optional[torch.Generator] = None,
+                     device=None, dtype=None) -> torch.Tensor:
+        """x_T ~ N(0, prior_std² I)."""
+        return self.prior_std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    def prior_log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log N(x; 0, prior_std² I) per sample, shape ``[B]``."""
+        D = x[0].numel()
+        s2 = self.prior_std ** 2
+        return -0.5 * D * math.log(2 * math.pi * s2) - x.flatten(1).pow(2).sum(1) / (2 * s2)
+
+
+class LinearSDE(SDE):
+    """f(x, t) = c(t) x: the kernel is Gaussian, so closed forms exist everywhere."""
+
+    @abc.abstractmethod
+    def drift_coeff(self, t: torch.Tensor) -> torch.Tensor:
+        """c(t), shape ``[B]``."""
+
+    def drift(self, x, t):
+        return broadcast_to_batch(self.drift_coeff(t), x) * x
+
+    def drift_divergence(self, x, t):
+        return self.drift_coeff(t) * x[0].numel()
+
+
+class VESDE(LinearSDE):
+    """Variance exploding: f = 0, σ(t) = σ_min (σ_max/σ_min)^t, g² = dσ²/dt.
+
+    The kernel's std is the exact sqrt(σ(t)² − σ_min²), so q_0 is the data itself
+    (score_sde uses σ(t), the same process started from data blurred by σ_min).
+    """
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def sigma(self, t):
+        """The noise level σ(t) = σ_min (σ_max/σ_min)^t (what a network conditions on)."""
+        return self.sigma_min * torch.exp(t * self._log_ratio)
+
+    def drift_coeff(self, t):
+        return torch.zeros_like(t)
+
+    def diffusion(self, t):
+        return self.sigma(t) * math.sqrt(2 * self._log_ratio)
+
+    def marginal(self, t):
+        # σ(t)² − σ_min² = σ_min² expm1(2 t log ratio), accurate near t = 0.
+        std = self.sigma_min * torch.sqrt(torch.expm1(2 * t * self._log_ratio))
+        return torch.ones_like(t), std
+
+    @property
+    def prior_std(self):
+        return self.sigma_max
+
+    def __repr__(self):
+        return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
+
+
+class VPSDE(LinearSDE):
+    """Variance preserving: f = −½β(t) x, g² = β(t), β(t) = β_min + t(β_max − β_min)."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        if not 0 <= beta_min < beta_max:
+            raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def integrated_beta(self, t):
+        """∫₀ᵗ β(s) ds."""
+        return self.beta_min * t + 0.5 * t ** 2 * (self.beta_max - self.beta_min)
+
+    def drift_coeff(self, t):
+        return -0.5 * self.beta(t)
+
+    def diffusion(self, t):
+        return torch.sqrt(self.beta(t))
+
+    def marginal(self, t):
+        B = self.integrated_beta(t)
+        return torch.exp(-0.5 * B), torch.sqrt(-torch.expm1(-B))
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+    def __repr__(self):
+        return f"{type(self).__name__}(beta_min={self.beta_min}, beta_max={self.beta_max})"
+
+
+class SubVPSDE(VPSDE):
+    """sub-VP: f = −½β(t) x, g² = β(t)(1 − exp(−2∫₀ᵗβ)); σ_t = 1 − exp(−∫₀ᵗβ)."""
+
+    def diffusion(self, t):
+        return torch.sqrt(self.beta(t) * -torch.expm1(-2 * self.integrated_beta(t)))
+
+    def marginal(self, t):
+        B = self.integrated_beta(t)
+        return torch.exp(-0.5 * B), -torch.expm1(-B)
+
+
+class GenericSDE(SDE):
+    """A user's SDE from plain callables ``drift(x, t)`` and ``diffusion(t)``.
+
+    ``drift_divergence(x, t)`` is optional (autograd otherwise); ``marginal(t)`` and
+    ``prior_std`` are optional and only needed by what uses them (DSM, sampling, likelihood).
+    """
+
+    def __init__(self, drift: Callable, diffusion: Callable, *,
+                 drift_divergence: Optional[Callable] = None,
+                 marginal: Optional[Callable] = None,
+                 prior_std: Optional[float] = None, T: float = 1.0):
+        self._drift, self._diffusion = drift, diffusion
+        self._div, self._marginal, self._prior_std = drift_divergence, marginal, prior_std
+        self.T = float(T)
+
+    def drift(self, x, t):
+        return self._drift(x, t)
+
+    def diffusion(self, t):
+        return self._diffusion(t)
+
+    def drift_divergence(self, x, t):
+        return self._div(x, t) if self._div is not None else super().drift_divergence(x, t)
+
+    def marginal(self, t):
+        return self._marginal(t) if self._marginal is not None else super().marginal(t)
+
+    @property
+    def prior_std(self):
+        return self._prior_std if self._prior_std is not None else super().prior_std
