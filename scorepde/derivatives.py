@@ -155,6 +155,7 @@ def divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
     ``mode`` picks how each vᵀJv is formed: ``"forward"`` (J v, a jvp) or ``"reverse"``
     (vᵀ J, a vjp, as the paper's code does).
     """
+    x = x.contiguous()  # jvp refuses primals whose elements alias (expanded views)
     if method == "exact":
         V = _basis(x)
     elif method == "hutchinson":
@@ -178,6 +179,7 @@ def divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
 
 def jacobian(fn: Field, x: torch.Tensor, *, chunk_size: Optional[int] = None) -> torch.Tensor:
     """Per-sample Jacobian J[b, i, j] = ∂fn_i/∂x_j of the flattened field, ``[B, D, D]``."""
+    x = x.contiguous()
     columns = vmap(lambda v: jvp(fn, (x,), (v,))[1], chunk_size=chunk_size)(_basis(x))  # [D(j), B, ...]
     return columns.flatten(2).permute(1, 2, 0)
 

@@ -49,10 +49,10 @@ class GaussianMixture:
             raise ValueError(f"x has {xf.shape[1]} features per sample; this mixture is {self.dim}-D")
         mu, s2, w = (v.to(x) for v in (self.means, self.stds ** 2, self.weights))
         if sde is None:
-            a, std = torch.ones_like(xf[:, 0]), torch.zeros_like(xf[:, 0])
+            a, noise_var = torch.ones_like(xf[:, 0]), torch.zeros_like(xf[:, 0])
         else:
-            a, std = sde.marginal(t)
-        var = a[:, None] ** 2 * s2 + std[:, None] ** 2                     # [B, K]
+            a, noise_var = sde.marginal(t)[0], sde.marginal_variance(t)
+        var = a[:, None] ** 2 * s2 + noise_var[:, None]                     # [B, K]
         diff = xf[:, None, :] - a[:, None, None] * mu                       # [B, K, D]
         logn = -0.5 * (diff.pow(2).sum(-1) / var + self.dim * torch.log(2 * math.pi * var))
         return torch.log(w) + logn, diff, var

@@ -39,6 +39,10 @@ class SDE(abc.ABC):
         """(a(t), σ_t), each ``[B]``: x_t | x_0 ~ N(a(t) x_0, σ_t² I)."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form transition kernel")
 
+    def marginal_variance(self, t: torch.Tensor) -> torch.Tensor:
+        """σ_t², ``[B]``; subclasses give a form whose t-derivative is finite at t = 0."""
+        return self.marginal(t)[1] ** 2
+
     @property
     def prior_std(self) -> float:
         """Standard deviation of the isotropic Gaussian prior p_T ≈ q_T."""
@@ -99,10 +103,12 @@ class VESDE(LinearSDE):
     def diffusion(self, t):
         return self.sigma(t) * math.sqrt(2 * self._log_ratio)
 
-    def marginal(self, t):
+    def marginal_variance(self, t):
         # σ(t)² − σ_min² = σ_min² expm1(2 t log ratio), accurate near t = 0.
-        std = self.sigma_min * torch.sqrt(torch.expm1(2 * t * self._log_ratio))
-        return torch.ones_like(t), std
+        return self.sigma_min ** 2 * torch.expm1(2 * t * self._log_ratio)
+
+    def marginal(self, t):
+        return torch.ones_like(t), torch.sqrt(self.marginal_variance(t))
 
     @property
     def prior_std(self):
@@ -133,9 +139,11 @@ class VPSDE(LinearSDE):
     def diffusion(self, t):
         return torch.sqrt(self.beta(t))
 
+    def marginal_variance(self, t):
+        return -torch.expm1(-self.integrated_beta(t))
+
     def marginal(self, t):
-        B = self.integrated_beta(t)
-        return torch.exp(-0.5 * B), torch.sqrt(-torch.expm1(-B))
+        return torch.exp(-0.5 * self.integrated_beta(t)), torch.sqrt(self.marginal_variance(t))
 
     @property
     def prior_std(self):
@@ -151,9 +159,11 @@ class SubVPSDE(VPSDE):
     def diffusion(self, t):
         return torch.sqrt(self.beta(t) * -torch.expm1(-2 * self.integrated_beta(t)))
 
+    def marginal_variance(self, t):
+        return torch.expm1(-self.integrated_beta(t)) ** 2
+
     def marginal(self, t):
-        B = self.integrated_beta(t)
-        return torch.exp(-0.5 * B), -torch.expm1(-B)
+        return torch.exp(-0.5 * self.integrated_beta(t)), -torch.expm1(-self.integrated_beta(t))
 
 
 class GenericSDE(SDE):

@@ -1,0 +1,100 @@
+"""Derivative operators: exact forms against closed forms, estimators against exact forms."""
+import pytest
+import torch
+from torch.func import jacfwd, vmap
+
+import scorepde as sp
+from scorepde.derivatives import PAPER_STEPS
+
+
+def _field(x, t):
+    """A smooth field with known ∂t and Jacobian."""
+    return torch.stack([torch.sin(x[:, 0] * t) + x[:, 1] ** 2, x[:, 0] * x[:, 1] * torch.exp(t)], 1)
+
+
+def test_time_derivative_exact_matches_closed_form():
+    x = torch.randn(10, 2, dtype=torch.float64)
+    t = torch.rand(10, dtype=torch.float64)
+    expected = torch.stack([torch.cos(x[:, 0] * t) * x[:, 0], x[:, 0] * x[:, 1] * torch.exp(t)], 1)
+    torch.testing.assert_close(sp.time_derivative(_field, x, t), expected)
+
+
+@pytest.mark.parametrize("method", ["fd3", "central"])
+def test_finite_differences_are_second_order_down_to_round_off(method, gmm2):
+    """Error(h)/Error(h/2) ≈ 4 while truncation dominates; below that, round-off ~ eps/h."""
+    sde = sp.VPSDE()
+    model = lambda x, t: gmm2.score(x, t, sde)
+    x = 2 * torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.full((16,), 0.3, dtype=torch.float64)
+    exact = sp.time_derivative(model, x, t)
+
+    def err(c):
+        h = (c * PAPER_STEPS[0] / PAPER_STEPS[0] * 2, c) if method == "fd3" else (c, c)
+        return (sp.time_derivative(model, x, t, method, h=h) - exact).abs().max().item()
+
+    errs = [err(c) for c in (0.02, 0.01, 0.005)]
+    for coarse, fine in zip(errs, errs[1:]):
+        assert 3.3 < coarse / fine < 4.7, errs
+    assert err(1e-11) > 10 * err(1e-5)  # the round-off floor: a far tinier step is worse
+
+
+@pytest.mark.parametrize("t0", [0.0, 1e-4, 1.0])
+def test_stencil_stays_inside_horizon_and_keeps_its_order(t0, gmm2):
+    sde = sp.VESDE()
+    seen = []
+
+    def model(x, t):
+        seen.append(t.detach().clone())
+        return gmm2.score(x, t, sde)
+
+    x = torch.randn(4, 2, dtype=torch.float64)
+    t = torch.full((4,), t0, dtype=torch.float64)
+    exact = sp.time_derivative(lambda x, t: gmm2.score(x, t, sde), x, t)
+    errs = []
+    for c in (0.02, 0.01):
+        seen.clear()
+        approx = sp.time_derivative(model, x, t, "fd3", h=(2 * c, c))
+        assert all(((s >= 0) & (s <= 1)).all() for s in seen)
+        errs.append((approx - exact).abs().max().item())
+    assert errs[0] / errs[1] > 3.0, errs
+
+
+def test_paper_stencil_weights_match_lemma_c1():
+    """At interior t the stencil is [h_s² φ(t+h_d) + (h_d² − h_s²) φ(t) − h_d² φ(t−h_s)] / (h_s h_d (h_s+h_d))."""
+    hs, hd = PAPER_STEPS
+    phi = lambda x, t: x * torch.exp(3 * t)[:, None]
+    x = torch.ones(1, 1, dtype=torch.float64)
+    t = torch.tensor([0.5], dtype=torch.float64)
+    f = lambda s: torch.exp(torch.tensor(3 * s, dtype=torch.float64))
+    expected = (hs ** 2 * f(0.5 + hd) + (hd ** 2 - hs ** 2) * f(0.5) - hd ** 2 * f(0.5 - hs)) / (hs * hd * (hs + hd))
+    torch.testing.assert_close(sp.time_derivative(phi, x, t, "fd3")[0, 0], expected)
+
+
+def test_exact_divergence_and_jacobian():
+    x = torch.randn(6, 2, dtype=torch.float64)
+    t = torch.rand(6, dtype=torch.float64)
+    J = vmap(jacfwd(lambda xi, ti: _field(xi[None], ti[None])[0]))(x, t)
+    torch.testing.assert_close(sp.jacobian(lambda y: _field(y, t), x), J)
+    torch.testing.assert_close(sp.divergence(lambda y: _field(y, t), x), J.diagonal(dim1=1, dim2=2).sum(1))
+
+
+@pytest.mark.parametrize("probe", ["rademacher", "gaussian", "sphere"])
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_hutchinson_divergence_is_unbiased(probe, mode):
+    """Mean of N independent estimates within 5 standard errors of the exact divergence."""
+    A = torch.randn(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    fn = lambda y: torch.tanh(y @ A.T) + y ** 3
+    x = torch.randn(1, 5, dtype=torch.float64).expand(4000, 5)  # one point, 4000 probes
+    est = sp.divergence(fn, x, "hutchinson", probe=probe, mode=mode,
+                        generator=torch.Generator().manual_seed(0))
+    exact = sp.divergence(fn, x[:1])
+    assert abs(est.mean() - exact) < 5 * est.std() / len(est) ** 0.5
+
+
+def test_probes_have_identity_second_moment():
+    x = torch.zeros(20000, 3, dtype=torch.float64)
+    for kind in ("rademacher", "gaussian", "sphere"):
+        v = sp.sample_probes(x, 1, kind, torch.Generator().manual_seed(0))[0]
+        torch.testing.assert_close(v.T @ v / len(v), torch.eye(3, dtype=torch.float64), atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="unknown probe"):
+        sp.sample_probes(x, 1, "uniform")
