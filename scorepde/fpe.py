@@ -22,7 +22,7 @@ from .sde import SDE
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["fpe_rhs", "residual", "projected_residual", "ESTIMATORS"]
+__all__ = ["fpe_rhs", "residual", "projected_residual", "residual_norm_sq", "ESTIMATORS"]
 
 #: Named estimators of ε[s]: presets of (dt, div, grad) and their probes.
 ESTIMATORS = {
@@ -138,6 +138,43 @@ def residual(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, flo
         model = _shape_checked(model)
     eps, L = _GRADIENTS[opts["grad"]](model, sde, x, t, opts, generator)
     return (eps, L) if return_rhs else eps
+
+
+def residual_norm_sq(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float],
+                     estimator: str = "exact", *, unbiased: bool = True,
+                     generator: Optional[torch.Generator] = None, validate: bool = True,
+                     **options) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(an estimate of ‖ε[s]‖², L[s]) per sample, each ``[B]``.
+
+    Deterministic estimators give ‖ε‖² itself. For a stochastic one, ``unbiased`` forms the
+    product of two independent estimates, E[ε̂₁·ε̂₂] = ‖ε‖² (for ``"directional"``:
+    ⟨ε,v⟩ from two independent inner probe sets along one shared v, E_v⟨ε,v⟩² = ‖ε‖²);
+    both draws run as one batched call. The single-draw plug-in ‖ε̂‖² (``unbiased=False``)
+    is biased upwards by tr Cov(ε̂). The paper estimator keeps its O(h²) stencil bias.
+    """
+    opts = _options(estimator, options)
+    if validate:
+        t = check_inputs(x, t, sde.T)
+        check_batch_independent(model, x, t)
+        model = _shape_checked(model)
+    stochastic = opts["div"] == "hutchinson"
+    if opts["grad"] == "directional":
+        sub = {k: opts[k] for k in ("dt", "div", "probe", "n_probes", "div_mode", "h", "chunk_size")}
+        v = sample_probes(x, 1, opts["direction_probe"], generator)[0]
+        if not (stochastic and unbiased):
+            proj, L = projected_residual(model, sde, x, t, v, generator=generator, **sub)
+            return proj ** 2, L
+        proj, L = projected_residual(model, sde, torch.cat([x, x]), torch.cat([t, t]),
+                                     torch.cat([v, v]), generator=generator, **sub)
+        p1, p2 = proj.chunk(2)
+        return p1 * p2, L.chunk(2)[0]
+    run = _GRADIENTS[opts["grad"]]
+    if not (stochastic and unbiased):
+        eps, L = run(model, sde, x, t, opts, generator)
+        return eps.flatten(1).pow(2).sum(1), L
+    eps, L = run(model, sde, torch.cat([x, x]), torch.cat([t, t]), opts, generator)
+    e1, e2 = eps.chunk(2)
+    return (e1 * e2).flatten(1).sum(1), L.chunk(2)[0]
 
 
 def fpe_rhs(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float], *,

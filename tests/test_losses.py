@@ -1,0 +1,101 @@
+"""DSM and the FP regularizer: vanilla at β = γ = 0, unbiased ‖ε‖², refusals."""
+import pytest
+import torch
+
+import scorepde as sp
+from scorepde.losses import FPObjective, dsm_loss, fp_regularizer
+from conftest import MLP
+
+
+class Counting(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, x, t):
+        self.calls += 1
+        return self.inner(x, t)
+
+
+def test_zero_beta_gamma_is_exactly_dsm_at_no_extra_cost():
+    x0 = torch.randn(32, 2, dtype=torch.float64)
+    model = Counting(MLP(2))
+    plain = dsm_loss(model, sp.VPSDE(), x0, generator=torch.Generator().manual_seed(0))
+    calls = model.calls
+    total, parts = FPObjective(model, sp.VPSDE(), beta=0.0, gamma=0.0)(x0, torch.Generator().manual_seed(0))
+    assert total.item() == plain.item() and parts["fp"].item() == 0.0
+    assert model.calls - calls == calls == 1
+
+
+def test_dsm_prefers_the_true_score(gmm2):
+    sde = sp.VESDE(sigma_max=10.0)
+    x0 = gmm2.sample(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    true = lambda x, t: gmm2.score(x, t, sde)
+    off = lambda x, t: 1.2 * gmm2.score(x, t, sde)
+    for w in ("sigma2", "g2"):  # unweighted DSM is too noisy at small t for this batch
+        a = dsm_loss(true, sde, x0, weighting=w, eps=0.05, generator=torch.Generator().manual_seed(1))
+        b = dsm_loss(off, sde, x0, weighting=w, eps=0.05, generator=torch.Generator().manual_seed(1))
+        assert a < b, w
+
+
+@pytest.mark.parametrize("estimator", ["exact", "paper", "hutchinson", "directional"])
+@pytest.mark.parametrize("m", [1, 2])
+def test_fp_training_step_runs(estimator, m):
+    torch.manual_seed(0)
+    model = MLP(2, dtype=torch.float32)
+    objective = FPObjective(model, sp.VESDE(), beta=0.01, gamma=0.01, m=m, estimator=estimator,
+                            fp_weighting="g2" if m == 2 else "none", subbatch=8)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x0 = torch.randn(16, 2)
+    for _ in range(3):
+        total, parts = objective(x0, torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        assert torch.isfinite(total) and set(parts) == {"dsm", "fp", "fp_residual", "fp_rhs"}
+        assert parts["fp"] != 0  # the unbiased m = 2 product may be negative
+        assert parts["fp_rhs"] > 0
+
+
+@pytest.mark.parametrize("estimator,options", [("hutchinson", {}), ("paper", {}), ("directional", {}),
+                                               ("directional", {"div": "exact"})])
+def test_unbiased_squared_norm(estimator, options):
+    """Mean of the product estimator matches ‖ε‖² to 5 SE; the plug-in ‖ε̂‖² is biased up."""
+    sde, model = sp.VPSDE(), MLP(3)
+    x1 = torch.randn(1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    t1 = torch.tensor([0.5], dtype=torch.float64)
+    exact = sp.residual(model, sde, x1, t1).pow(2).sum()
+    n = 6000
+    x, t = x1.repeat(n, 1), t1.repeat(n)
+    g = torch.Generator().manual_seed(0)
+    est, _ = sp.residual_norm_sq(model, sde, x, t, estimator, generator=g, validate=False, **options)
+    se = est.std() / n ** 0.5
+    assert abs(est.mean() - exact) < 5 * se + 1e-5 * exact, (est.mean(), exact, se)
+    plug, _ = sp.residual_norm_sq(model, sde, x, t, estimator, unbiased=False, generator=g,
+                                  validate=False, **options)
+    if estimator == "directional" and options.get("div") == "exact":
+        assert abs(plug.mean() - exact) < 5 * plug.std() / n ** 0.5  # exact projections: no bias
+    else:
+        assert plug.mean() - exact > 5 * plug.std() / n ** 0.5  # E‖ε̂‖² = ‖ε‖² + tr Cov(ε̂)
+
+
+def test_deterministic_estimator_gives_the_exact_norm():
+    sde, model = sp.VESDE(), MLP(2)
+    x, t = torch.randn(4, 2, dtype=torch.float64), torch.rand(4, dtype=torch.float64)
+    sq, L = sp.residual_norm_sq(model, sde, x, t)
+    torch.testing.assert_close(sq, sp.residual(model, sde, x, t).pow(2).sum(1))
+    torch.testing.assert_close(L, sp.fpe_rhs(model, sde, x, t))
+
+
+def test_refusals():
+    model, sde = MLP(2), sp.VPSDE()
+    x0 = torch.randn(4, 2, dtype=torch.float64)
+    for eps in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="eps must lie"):
+            dsm_loss(model, sde, x0, eps=eps)
+    with pytest.raises(ValueError, match="unknown weighting"):
+        FPObjective(model, sde, fp_weighting="g^2")
+    with pytest.raises(ValueError, match="DSM loss.*non-finite"):
+        dsm_loss(lambda x, t: model(x, t) * float("nan"), sde, x0)
+    with pytest.raises(ValueError, match="FP regularizer.*non-finite"):
+        fp_regularizer(lambda x, t: model(x, t) * float("inf"), sde, x0, torch.rand(4, dtype=torch.float64), beta=1.0)
