@@ -30,7 +30,7 @@ def residual_curves(model: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[fl
     ``estimator`` and ``options`` go to ``scorepde.residual``.
     """
     ts = [float(t) for t in ts]
-    check_inputs(x0, torch.tensor(ts, dtype=x0.dtype).reshape(-1)[:1].expand(x0.shape[0]), sde.T)
+    check_inputs(x0, 0.0, sde.T)
     if any(not 0 <= t <= sde.T for t in ts):
         raise ValueError(f"every t must lie in [0, {sde.T}], got {ts}")
     bs = batch_size or x0.shape[0]
