@@ -1,0 +1,91 @@
+"""Preconditioning: how a network's output becomes a score (kept apart from the architecture).
+
+    s(x, t) = −net(x, c(t)) / σ̃(t),      σ̃(t) = sqrt(σ_t² + min_std²)
+
+with σ_t the transition kernel's std (``sde.marginal(t)[1]``): the network predicts the
+noise z of x_t = a(t) x_0 + σ_t z, whose posterior mean gives ∇ log q_t = −E[z | x_t]/σ_t.
+The noise label c(t) is a named choice (``CONDITIONS``): ``"log_sigma"``, c = log σ(t)
+for an SDE with a noise level ``sde.sigma(t)`` (VE, NCSN++), or ``"time"``, c = 999 t
+(VP/sub-VP, DDPM++'s 1000-step convention). ``min_std`` keeps t = 0 finite: by default
+σ_min for an SDE that has one, so for VE σ̃(t) = σ(t) exactly as NCSN++ divides by; else 1e-5.
+NCSN++ uses +net/σ for VE: the same family up to the sign of the last layer.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..derivatives import broadcast_to_batch
+from ..sde import SDE
+
+__all__ = ["ScoreModel", "CONDITIONS", "TIME_SCALE"]
+
+#: c = TIME_SCALE·t for time-conditioned networks (DDPM's N = 1000 steps, as score_sde).
+TIME_SCALE = 999.0
+
+#: Named noise labels c(t) a network is conditioned on.
+CONDITIONS = {
+    "log_sigma": lambda sde, t: torch.log(sde.sigma(t)),
+    "time": lambda sde, t: TIME_SCALE * t,
+}
+
+
+class ScoreModel(nn.Module):
+    """``score(x [B, ...], t [B])`` = −net(x, c(t)) / σ̃(t) for any ``net(x, c) -> like x``.
+
+    ``condition``: a key of ``CONDITIONS`` or ``"auto"`` (``"log_sigma"`` if the SDE has
+    ``sigma(t)``, else ``"time"``). Match the network's embedding to it: ``"fourier"`` for
+    log σ, ``"sinusoidal"`` for 999 t. Needs an SDE with a closed-form ``marginal``.
+    """
+
+    def __init__(self, net: nn.Module, sde: SDE, *, condition: str = "auto",
+                 min_std: Optional[float] = None):
+        super().__init__()
+        if condition == "auto":
+            condition = "log_sigma" if callable(getattr(sde, "sigma", None)) else "time"
+        if condition not in CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r}; choose 'auto' or one of {sorted(CONDITIONS)}")
+        if condition == "log_sigma" and not callable(getattr(sde, "sigma", None)):
+            raise ValueError(f"condition 'log_sigma' needs an SDE with a noise level sigma(t); "
+                             f"{type(sde).__name__} has none, use condition='time'")
+        try:
+            sde.marginal(torch.zeros(1))
+        except NotImplementedError:
+            raise ValueError(f"ScoreModel divides by the kernel std, but {type(sde).__name__} has no "
+                             "closed-form marginal(t); pass marginal= to GenericSDE or use the "
+                             "network as a score directly") from None
+        if min_std is None:
+            min_std = float(getattr(sde, "sigma_min", 1e-5))
+        if min_std < 0:
+            raise ValueError(f"min_std must be >= 0, got {min_std}")
+        self.net, self.sde, self.condition, self.min_std = net, sde, condition, float(min_std)
+
+    def noise_label(self, t: torch.Tensor) -> torch.Tensor:
+        """c(t), shape ``[B]``: what the network is conditioned on."""
+        return CONDITIONS[self.condition](self.sde, t)
+
+    def output_scale(self, t: torch.Tensor) -> torch.Tensor:
+        """σ̃(t) = sqrt(σ_t² + min_std²), shape ``[B]``."""
+        std = self.sde.marginal(t)[1]
+        return torch.sqrt(std ** 2 + self.min_std ** 2)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if t.dim() != 1 or t.shape[0] != x.shape[0]:
+            raise ValueError(f"t must have shape [B] = [{x.shape[0]}] to match x {tuple(x.shape)}, "
+                             f"got {tuple(t.shape)}; pass one time per sample")
+        for m in self.net.modules():
+            if isinstance(m, _BatchNorm) and (m.training or m.running_mean is None):
+                raise ValueError(f"{type(m).__name__} uses batch statistics here, which couples "
+                                 "samples and breaks every per-sample derivative; use GroupNorm, "
+                                 "or call model.eval() with running statistics")
+        out = self.net(x, self.noise_label(t))
+        if out.shape != x.shape:
+            raise ValueError(f"the network returned shape {tuple(out.shape)} for x of shape "
+                             f"{tuple(x.shape)}; its output must be shaped like x")
+        return -out / broadcast_to_batch(self.output_scale(t), out)
+
+    def extra_repr(self) -> str:
+        return f"sde={self.sde!r}, condition={self.condition!r}, min_std={self.min_std:g}"

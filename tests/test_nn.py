@@ -1,0 +1,193 @@
+"""scorepde.nn: shapes, the score parametrization, and the derivatives the score FPE needs
+(jvp, vmap over tangents, reverse-over-forward, double backward) through tiny networks."""
+import pytest
+import torch
+from torch import nn
+from torch.func import grad, jvp, vmap
+
+import scorepde
+from scorepde.nn import MLPScore, ScoreModel, UNet
+
+SDES = [scorepde.VESDE(), scorepde.VPSDE(), scorepde.SubVPSDE()]
+
+
+def tiny_unet(in_channels=1, channel_mult=(1, 2), dtype=torch.float64, **kw):
+    torch.manual_seed(0)
+    kw = {"channels": 8, "num_res_blocks": 1, **kw}
+    return UNet(in_channels, channel_mult=channel_mult, **kw).to(dtype)
+
+
+def batch(shape, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=dtype)
+    t = 0.05 + 0.9 * torch.rand(shape[0], generator=g, dtype=dtype)
+    return x, t
+
+
+@pytest.mark.parametrize("shape, channel_mult", [
+    ((3, 1, 8, 8), (1, 2)),
+    ((3, 1, 28, 28), (1, 2, 2)),      # 28 → 14 → 7: two downsamplings divide exactly
+    ((3, 1, 28, 28), (1, 2, 2, 2)),   # padded to 32 and cropped back
+    ((3, 3, 32, 32), (1, 2, 2)),
+])
+@pytest.mark.parametrize("sde", SDES, ids=repr)
+def test_unet_score_shapes(shape, channel_mult, sde):
+    embedding = "fourier" if isinstance(sde, scorepde.VESDE) else "sinusoidal"
+    net = tiny_unet(shape[1], channel_mult, torch.float32, embedding=embedding)
+    x, t = batch(shape, torch.float32)
+    s = ScoreModel(net, sde)(x, t)
+    assert s.shape == x.shape and s.dtype == torch.float32 and bool(torch.isfinite(s).all())
+
+
+@pytest.mark.parametrize("embedding", ["fourier", "sinusoidal"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mlp_shapes(embedding, dtype):
+    torch.manual_seed(0)
+    net = MLPScore(2, hidden=16, depth=2, embedding=embedding).to(dtype)
+    x, t = batch((5, 2), dtype)
+    assert net(x, t).shape == (5, 2) and net(x, t).dtype == dtype
+    assert ScoreModel(net, scorepde.VPSDE())(x, t).shape == (5, 2)
+    assert not any(isinstance(m, nn.ReLU) for m in net.modules())
+
+
+@pytest.mark.parametrize("sde", SDES, ids=repr)
+def test_parametrization(sde):
+    net = tiny_unet()
+    model = ScoreModel(net, sde)
+    x, t = batch((2, 1, 8, 8))
+    a, std = sde.marginal(t)
+    if isinstance(sde, scorepde.VESDE):
+        label, scale = torch.log(sde.sigma(t)), sde.sigma(t)   # NCSN++: divide by σ(t)
+    else:
+        label, scale = 999 * t, torch.sqrt(std ** 2 + 1e-10)   # score_sde continuous VP
+    expected = -net(x, label) / scale[:, None, None, None]
+    torch.testing.assert_close(model(x, t), expected)
+    assert bool(torch.isfinite(model(x, torch.zeros_like(t))).all())  # t = 0 stays finite
+
+
+def test_jvp_matches_finite_difference():
+    model = ScoreModel(tiny_unet(), scorepde.VESDE())
+    x, t = batch((2, 1, 8, 8))
+    v = torch.randn_like(x)
+    h = 1e-5
+    _, Jv = jvp(lambda y: model(y, t), (x,), (v,))
+    fd = (model(x + h * v, t) - model(x - h * v, t)) / (2 * h)
+    torch.testing.assert_close(Jv, fd, rtol=1e-6, atol=1e-6 * fd.abs().max().item())
+    # ∂t through the log σ embedding (high frequencies: a smaller step) and the 1/σ(t) scale.
+    _, dt = jvp(lambda tt: model(x, tt), (t,), (torch.ones_like(t),))
+    h = 1e-7
+    fd = (model(x, t + h) - model(x, t - h)) / (2 * h)
+    torch.testing.assert_close(dt, fd, rtol=1e-5, atol=1e-5 * fd.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vmap_over_tangents(dtype):
+    net = tiny_unet(dtype=dtype)
+    x, t = batch((2, 1, 8, 8), dtype)
+    V = torch.randn((3,) + x.shape, dtype=dtype)
+    f = lambda y: net(y, t)
+    batched = vmap(lambda v: jvp(f, (x,), (v,))[1])(V)
+    looped = torch.stack([jvp(f, (x,), (v,))[1] for v in V])
+    torch.testing.assert_close(batched, looped)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reverse_over_forward_equals_double_backward(dtype):
+    """∇x ⟨w, J(x) v⟩ by torch.func.grad of a jvp and by autograd's double backward."""
+    model = ScoreModel(tiny_unet(dtype=dtype), scorepde.VPSDE())
+    x, t = batch((2, 1, 8, 8), dtype)
+    v, w = torch.randn_like(x), torch.randn_like(x)
+    rof = grad(lambda y: (jvp(lambda z: model(z, t), (y,), (v,))[1] * w).sum())(x)
+    xr = x.clone().requires_grad_()
+    Jtw, = torch.autograd.grad(model(xr, t), xr, w, create_graph=True)
+    dbl, = torch.autograd.grad((Jtw * v).sum(), xr)
+    tol = 1e-10 if dtype == torch.float64 else 1e-3
+    torch.testing.assert_close(rof, dbl, rtol=tol, atol=tol * dbl.abs().max().item())
+    if dtype == torch.float64:  # and both against a finite difference of ⟨Jᵀw, v⟩ along u
+        u, h = torch.randn_like(x), 1e-5
+
+        def first_order(y):
+            y = y.clone().requires_grad_()
+            return (torch.autograd.grad(model(y, t), y, w)[0] * v).sum()
+        fd = (first_order(x + h * u) - first_order(x - h * u)) / (2 * h)
+        torch.testing.assert_close((dbl * u).sum(), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_residual_exact_on_unet_and_its_parameter_gradient():
+    sde = scorepde.VESDE()
+    model = ScoreModel(tiny_unet(channels=4, heads=2), sde)
+    x, t = batch((2, 1, 8, 8))
+    eps = scorepde.residual(model, sde, x, t, "exact")   # D = 64 jvps inside a reverse pass
+    assert eps.shape == x.shape and bool(torch.isfinite(eps).all())
+    eps.pow(2).mean().backward()                          # training through the residual
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+    assert any(bool((g != 0).any()) for g in grads)
+
+
+def test_residual_estimators_on_mlp():
+    sde = scorepde.VPSDE()
+    torch.manual_seed(0)
+    model = ScoreModel(MLPScore(2, hidden=16, depth=2, embedding="sinusoidal").double(), sde)
+    x, t = batch((4, 2))
+    exact = scorepde.residual(model, sde, x, t, "exact")
+    g = torch.Generator().manual_seed(0)
+    for name in ("paper", "hutchinson", "directional"):
+        assert scorepde.residual(model, sde, x, t, name, generator=g).shape == x.shape
+    assert bool(torch.isfinite(exact).all())
+
+
+def test_batch_independence():
+    x, t = batch((3, 1, 8, 8))
+    model = ScoreModel(tiny_unet(), scorepde.VESDE()).train()   # GroupNorm: fine in train mode
+    scorepde.check_batch_independent(model, x, t)
+    padded = ScoreModel(tiny_unet(channel_mult=(1, 2, 2, 2)), scorepde.VESDE())
+    scorepde.check_batch_independent(padded, *batch((3, 1, 28, 28)))
+
+    torch.manual_seed(0)
+    bn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.SiLU(),
+                       nn.Conv2d(4, 1, 3, padding=1)).double()
+    raw = lambda y, tt: bn(y)
+    with pytest.raises(ValueError, match="couples samples"):
+        scorepde.check_batch_independent(raw, x, t)
+    wrapped = ScoreModel(lambda_net(bn), scorepde.VESDE())
+    with pytest.raises(ValueError, match="BatchNorm"):
+        wrapped(x, t)
+    wrapped.eval()                                               # running statistics: independent
+    scorepde.check_batch_independent(wrapped, x, t)
+
+
+class lambda_net(nn.Module):
+    """Adapts an unconditional module to the ``net(x, c)`` signature."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x, c):
+        return self.module(x)
+
+
+def test_dropout_in_train_mode_still_differentiates():
+    model = ScoreModel(tiny_unet(dropout=0.5), scorepde.VPSDE())
+    x, t = batch((2, 1, 8, 8))
+    _, Jv = jvp(lambda y: model(y, t), (x,), (torch.randn_like(x),))
+    assert bool(torch.isfinite(Jv).all())
+    eps = scorepde.residual(model, model.sde, x, t, "paper", validate=False)  # one probe: no vmap
+    assert bool(torch.isfinite(eps).all())
+    model.eval()
+    torch.testing.assert_close(model(x, t), model(x, t))
+
+
+def test_errors_name_the_fix():
+    with pytest.raises(ValueError, match="in_channels=3"):
+        tiny_unet()(torch.zeros(1, 3, 8, 8, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="embedding"):
+        UNet(1, 8, embedding="learned")
+    with pytest.raises(ValueError, match="marginal"):
+        ScoreModel(tiny_unet(), scorepde.GenericSDE(lambda x, t: 0 * x, lambda t: torch.ones_like(t)))
+    with pytest.raises(ValueError, match="condition='time'"):
+        ScoreModel(tiny_unet(), scorepde.VPSDE(), condition="log_sigma")
+    x, t = batch((2, 1, 8, 8))
+    with pytest.raises(ValueError, match="one time per sample"):
+        ScoreModel(tiny_unet(), scorepde.VPSDE())(x, t[:1])
