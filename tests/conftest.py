@@ -3,6 +3,9 @@ import torch
 
 import scorepde as sp
 
+# Tests run many tiny ops: one thread avoids oversubscription on small, busy machines.
+torch.set_num_threads(1)
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
