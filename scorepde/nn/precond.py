@@ -69,8 +69,8 @@ class ScoreModel(nn.Module):
 
     def output_scale(self, t: torch.Tensor) -> torch.Tensor:
         """σ̃(t) = sqrt(σ_t² + min_std²), shape ``[B]``."""
-        std = self.sde.marginal(t)[1]
-        return torch.sqrt(std ** 2 + self.min_std ** 2)
+        # marginal_variance, not std²: its t-derivative stays finite at t = 0.
+        return torch.sqrt(self.sde.marginal_variance(t) + self.min_std ** 2)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if t.dim() != 1 or t.shape[0] != x.shape[0]:
