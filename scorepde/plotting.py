@@ -1,0 +1,131 @@
+"""Figures for the toy experiments (matplotlib, Agg backend): heat maps on a shared colour
+scale, scatter panels, 1-D densities and curves over t. Each function writes one PNG and
+returns its path. No math here: callers pass arrays they computed with the library.
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Sequence, Tuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+__all__ = ["grid_points", "heatmaps", "scatters", "densities_1d", "curves", "histogram_density"]
+
+
+def _np(a):
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def grid_points(extent: Tuple[float, float], n: int, dim: int = 2, dtype=torch.float32) -> torch.Tensor:
+    """A regular grid over ``extent`` per axis: ``[n, 1]`` for dim 1, ``[n*n, 2]`` (row-major,
+    y slowest) for dim 2, matching ``heatmaps``' ``reshape(n, n)``."""
+    side = torch.linspace(extent[0], extent[1], n, dtype=dtype)
+    if dim == 1:
+        return side[:, None]
+    if dim != 2:
+        raise ValueError(f"grids are for 1-D or 2-D data, got dim={dim}")
+    yy, xx = torch.meshgrid(side, side, indexing="ij")
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], 1)
+
+
+def _save(fig, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def heatmaps(panels: Dict[str, np.ndarray], extent: Tuple[float, float], path: str, *,
+             label: str = "density", vmin: Optional[float] = None, vmax: Optional[float] = None,
+             suptitle: Optional[str] = None, cmap: str = "inferno") -> str:
+    """Side-by-side heat maps of ``[n, n]`` arrays (row index = y) on one colour scale.
+
+    The scale spans all panels (or ``vmin``/``vmax``) and one colour bar labelled ``label``
+    serves them all.
+    """
+    arrays = {k: _np(v) for k, v in panels.items()}
+    finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays.values()])
+    vmin = float(finite.min()) if vmin is None else vmin
+    vmax = float(finite.max()) if vmax is None else vmax
+    fig, axes = plt.subplots(1, len(arrays), figsize=(3.6 * len(arrays) + 0.8, 3.6), squeeze=False)
+    im = None
+    for ax, (title, a) in zip(axes[0], arrays.items()):
+        im = ax.imshow(a, origin="lower", extent=(*extent, *extent), vmin=vmin, vmax=vmax,
+                       cmap=cmap, aspect="equal")
+        ax.set_title(title)
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+    fig.colorbar(im, ax=list(axes[0]), label=label, shrink=0.85)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return _save(fig, path)
+
+
+def scatters(panels: Dict[str, np.ndarray], extent: Tuple[float, float], path: str, *,
+             suptitle: Optional[str] = None, size: float = 2.0) -> str:
+    """Side-by-side 2-D scatter plots of ``[N, 2]`` point sets on the same axes limits."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
+    for ax, (title, pts) in zip(axes[0], panels.items()):
+        p = _np(pts)
+        ax.scatter(p[:, 0], p[:, 1], s=size, alpha=0.5, linewidths=0)
+        ax.set_xlim(*extent)
+        ax.set_ylim(*extent)
+        ax.set_aspect("equal")
+        ax.set_title(title)
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return _save(fig, path)
+
+
+def densities_1d(x: np.ndarray, series: Dict[str, np.ndarray], path: str, *,
+                 title: Optional[str] = None, ylabel: str = "density") -> str:
+    """Several 1-D densities over the same points ``x`` in one axes."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, y in series.items():
+        ax.plot(_np(x).ravel(), _np(y).ravel(), label=name)
+    ax.set_xlabel("x")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def curves(t: Sequence[float], series: Dict[str, Sequence[float]], path: str, *, ylabel: str,
+           xlabel: str = "t", title: Optional[str] = None, logy: bool = True,
+           panels: Optional[Dict[str, Dict[str, Sequence[float]]]] = None) -> str:
+    """Curves over t: one axes with ``series``, or one axes per entry of ``panels``
+    (``{panel title: {label: values}}``, all sharing ``ylabel``); log y by default."""
+    groups = panels if panels is not None else {title or "": series}
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.6), squeeze=False)
+    for ax, (gtitle, ser) in zip(axes[0], groups.items()):
+        for name, y in ser.items():
+            y = np.asarray(y, dtype=float)
+            if logy:
+                y = np.where(y > 0, y, np.nan)
+            ax.plot(list(t), y, label=name, marker=".")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        if gtitle:
+            ax.set_title(gtitle)
+    return _save(fig, path)
+
+
+def histogram_density(samples, extent: Tuple[float, float], n: int) -> np.ndarray:
+    """An ``[n, n]`` normalised 2-D histogram of ``[N, 2]`` samples over ``extent`` (row = y),
+    for showing a data set whose density has no closed form."""
+    p = _np(samples)
+    edges = np.linspace(extent[0], extent[1], n + 1)
+    h, _, _ = np.histogram2d(p[:, 1], p[:, 0], bins=[edges, edges], density=True)
+    return h
