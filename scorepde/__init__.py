@@ -1,14 +1,22 @@
 """scorepde: the score Fokker–Planck equation of diffusion models, in PyTorch.
 
 The currency is a callable ``score(x, t)`` (x: ``[B, ...]``, t: ``[B]``). SDEs define the
-forward process; ``fpe_rhs`` and ``residual`` are L[s] and ε[s] of Lai et al. (ICML 2023).
+forward process; ``fpe_rhs`` and ``residual`` are L[s] and ε[s] of Lai et al. (ICML 2023);
+likelihoods, samplers and losses are plain functions of the same callable.
 """
+from . import nn
+from .bpd import bits_per_dim, dequantize, evaluate_bpd
 from .checks import check_batch_independent, check_inputs
 from .curl import antisymmetry, curl
 from .curves import residual_curves
+from .data import SCALINGS, ImageData, from_model_space, load_dataset, to_model_space
 from .derivatives import divergence, jacobian, sample_probes, time_derivative
 from .fpe import ESTIMATORS, fpe_rhs, projected_residual, residual, residual_norm_sq
 from .gmm import GaussianMixture
+from .likelihood import log_likelihood, probability_flow_drift
+from .losses import FPObjective, dsm_loss, fp_regularizer
+from .nn import MLPScore, ScoreModel, UNet
+from .sampling import euler_maruyama, predictor_corrector, probability_flow
 from .sde import SDE, GenericSDE, LinearSDE, SubVPSDE, VESDE, VPSDE
 
 __version__ = "0.1.0"
@@ -18,5 +26,10 @@ __all__ = [
     "time_derivative", "divergence", "jacobian", "sample_probes",
     "fpe_rhs", "residual", "projected_residual", "residual_norm_sq", "ESTIMATORS",
     "GaussianMixture", "curl", "antisymmetry", "residual_curves",
+    "log_likelihood", "probability_flow_drift", "dequantize", "bits_per_dim", "evaluate_bpd",
+    "euler_maruyama", "predictor_corrector", "probability_flow",
+    "dsm_loss", "fp_regularizer", "FPObjective",
+    "nn", "ScoreModel", "UNet", "MLPScore",
+    "ImageData", "load_dataset", "to_model_space", "from_model_space", "SCALINGS",
     "check_inputs", "check_batch_independent",
 ]

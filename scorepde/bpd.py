@@ -57,7 +57,8 @@ def dequantize(k: torch.Tensor, levels: int, generator: Optional[torch.Generator
     """u = (k + U) / levels with U ~ Uniform[0, 1)^D: a point of k's bin in [0, 1)^D."""
     check_discrete(k, levels)
     noise = torch.rand(k.shape, generator=generator, dtype=dtype, device=k.device)
-    return (k.to(dtype) + noise) / levels
+    # (k + U) can round up to k + 1 in float32 (255 + 0.99999994 → 256): stay inside [0, 1).
+    return ((k.to(dtype) + noise) / levels).clamp_max(1.0 - torch.finfo(dtype).eps / 2)
 
 
 def bits_per_dim(log_px: torch.Tensor, dim: int, levels: int, scale: float) -> torch.Tensor:

@@ -7,7 +7,7 @@ One scaling convention, used by training, sampling and bits/dim alike:
 
     u = (k + δ) / levels ∈ [0, 1),     x = a·u + b
 
-with δ ~ U[0, 1) for dequantized data (``dequantize``) and δ = ½, the bin centre, for a
+with δ ~ U[0, 1) for dequantized data (``scorepde.bpd.dequantize``) and δ = ½, the bin centre, for a
 deterministic view (``to_unit``). ``SCALINGS`` names (a, b): ``"[0,1]"`` is (1, 0) and
 ``"[-1,1]"`` is (2, −1). A density p_x on x gives p_u(u) = aᴰ p_x(a·u + b) on the unit cube,
 and the discrete data then get bits/dim ≥ −(log p_x(x) + D log a) / (D log 2) + log₂(levels).
@@ -25,9 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from .bpd import check_discrete, dequantize
+
 __all__ = [
     "ImageData", "load_dataset", "DATASETS", "SCALINGS", "scaling_coefficients",
-    "dequantize", "to_unit", "to_model_space", "from_model_space", "read_idx",
+    "to_unit", "to_model_space", "from_model_space", "read_idx",
 ]
 
 PathLike = Union[str, Path]
@@ -85,25 +87,9 @@ def scaling_coefficients(scaling: str) -> Tuple[float, float]:
     return SCALINGS[scaling]
 
 
-def _check_levels(images: torch.Tensor, levels: int) -> None:
-    if torch.is_floating_point(images):
-        raise ValueError(f"images must hold integers k in [0, levels), got {images.dtype}; "
-                         "pass the uint8 images of an ImageData")
-    if not 2 <= levels <= 256:
-        raise ValueError(f"levels must be in [2, 256], got {levels}")
-
-
-def dequantize(images: torch.Tensor, levels: int, generator: Optional[torch.Generator] = None,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """u = (k + δ) / levels with δ ~ U[0, 1) per pixel: uniform dequantization into [0, 1)."""
-    _check_levels(images, levels)
-    delta = torch.rand(images.shape, generator=generator, dtype=dtype, device=images.device)
-    return ((images.to(dtype) + delta) / levels).clamp_max(1.0 - torch.finfo(dtype).eps / 2)
-
-
 def to_unit(images: torch.Tensor, levels: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """u = (k + ½) / levels: each integer at the centre of its bin in [0, 1)."""
-    _check_levels(images, levels)
+    check_discrete(images, levels)
     return (images.to(dtype) + 0.5) / levels
 
 
@@ -116,7 +102,7 @@ def to_model_space(images: torch.Tensor, levels: int, scaling: str = "[0,1]", *,
     computation needs (see the module docstring).
     """
     a, b = scaling_coefficients(scaling)
-    u = dequantize(images, levels, generator, dtype) if dequantized else to_unit(images, levels, dtype)
+    u = dequantize(images, levels, generator, dtype=dtype) if dequantized else to_unit(images, levels, dtype)
     return a * u + b, (a, b)
 
 

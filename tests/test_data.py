@@ -153,7 +153,7 @@ def test_digits_split():
 def test_scaling_convention():
     k = torch.arange(17, dtype=torch.uint8).reshape(1, 1, 1, 17)
     g = torch.Generator().manual_seed(0)
-    u = dequantize(k, 17, g, torch.float64)
+    u = dequantize(k, 17, g, dtype=torch.float64)
     assert bool((u >= 0).all() and (u < 1).all())
     assert torch.equal(torch.floor(u * 17).to(torch.uint8), k)  # each u stays in its own bin
     assert torch.allclose(to_unit(k, 17, torch.float64), (k.double() + 0.5) / 17)
@@ -172,7 +172,7 @@ def test_scaling_convention():
     with pytest.raises(ValueError, match="scaling"):
         to_model_space(k, 17, "[0,255]")
     with pytest.raises(ValueError, match="integers"):
-        dequantize(k.float(), 17)
+        dequantize(k[..., :-1].float() + 0.5, 17)
 
 
 def test_image_data_validates():
