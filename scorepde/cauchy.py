@@ -33,7 +33,11 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: Where ``CauchyObjective`` enforces the initial condition.
 INIT_POINTS = ("data", "data+colloc")
 
-__all__ = ["INIT_POINTS", "RESIDUAL_WEIGHTINGS", "residual_weight", "cauchy_loss", "CauchyObjective"]
+#: How ``CauchyObjective`` draws collocation times: t ~ U(0, T), or half of them with
+#: log ŝ(t) uniform (ŝ² = a² data_std² + σ_t²), which spends the points where q_t changes.
+TIME_SAMPLINGS = ("uniform", "log_scale")
+
+__all__ = ["INIT_POINTS", "TIME_SAMPLINGS", "sample_collocation_time", "RESIDUAL_WEIGHTINGS", "residual_weight", "cauchy_loss", "CauchyObjective"]
 
 
 def _scale(sde: SDE, t: torch.Tensor, data_std: float) -> torch.Tensor:
@@ -54,6 +58,28 @@ def residual_weight(name: str, sde: SDE, t: torch.Tensor, data_std: float = 1.0)
     if name not in RESIDUAL_WEIGHTINGS:
         raise ValueError(f"unknown residual weighting {name!r}; choose one of {sorted(RESIDUAL_WEIGHTINGS)}")
     return RESIDUAL_WEIGHTINGS[name](sde, t, float(data_std))
+
+
+def sample_collocation_time(n: int, sde: SDE, sampling: str = "uniform", *, data_std: float = 1.0,
+                            generator: Optional[torch.Generator] = None, device=None,
+                            dtype=None) -> torch.Tensor:
+    """n collocation times in [0, T], shape ``[n]`` (``sampling`` in ``TIME_SAMPLINGS``).
+
+    ``"log_scale"``: the first half uniform in t, the second uniform in c = log ŝ(t) over
+    [c(0), c(T)], mapped back to t by interpolating c on a 2049-point grid (c is monotone).
+    """
+    if sampling not in TIME_SAMPLINGS:
+        raise ValueError(f"unknown time sampling {sampling!r}; choose one of {TIME_SAMPLINGS}")
+    u = torch.rand(n, generator=generator, device=device, dtype=dtype)
+    if sampling == "uniform":
+        return sde.T * u
+    grid = torch.linspace(0.0, sde.T, 2049, dtype=torch.float64)
+    c = torch.log(_scale(sde, grid, data_std))
+    target = c[0] + (c[-1] - c[0]) * u[n // 2:].to(torch.float64).cpu()
+    i = torch.searchsorted(c, target).clamp(1, grid.numel() - 1)
+    w = (target - c[i - 1]) / (c[i] - c[i - 1]).clamp_min(1e-300)
+    t_c = grid[i - 1] + w * (grid[i] - grid[i - 1])
+    return torch.cat([sde.T * u[: n // 2], t_c.to(u)])
 
 
 def cauchy_loss(model: Score, sde: SDE, x_colloc: torch.Tensor, t_colloc: torch.Tensor,
@@ -81,7 +107,7 @@ def cauchy_loss(model: Score, sde: SDE, x_colloc: torch.Tensor, t_colloc: torch.
 class CauchyObjective(torch.nn.Module):
     """Eq. (21) as an objective for ``scorepde.training.fit``: ``forward(x0, generator)``.
 
-    From a batch of data x_0 it draws t ~ U(0, T) and z ~ N(0, I), enforces the PDE at
+    From a batch of data x_0 it draws t (``time_sampling``) and z ~ N(0, I), enforces the PDE at
     x_t = a(t) x_0 + σ_t z and the initial condition at x_0 (``init_points="data"``) or at
     x_0 and the x_t too (``"data+colloc"``). The second matters: s₀ fixed on the data alone
     leaves the initial score free where q_0 is tiny, and through the PDE (a heat equation
@@ -92,8 +118,11 @@ class CauchyObjective(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, sde: SDE,
                  init_score: Callable[[torch.Tensor], torch.Tensor], *, weighting: str = "scaled",
                  data_std: float = 1.0, init_weight: float = 1.0, estimator: str = "exact",
-                 init_points: str = "data+colloc", **options):
+                 init_points: str = "data+colloc", time_sampling: str = "log_scale", **options):
         super().__init__()
+        if time_sampling not in TIME_SAMPLINGS:
+            raise ValueError(f"unknown time sampling {time_sampling!r}; choose one of {TIME_SAMPLINGS}")
+        self.time_sampling = time_sampling
         if init_points not in INIT_POINTS:
             raise ValueError(f"unknown init_points {init_points!r}; choose one of {INIT_POINTS}")
         self.init_points = init_points
@@ -104,7 +133,8 @@ class CauchyObjective(torch.nn.Module):
         self._checked = False
 
     def forward(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None):
-        t = self.sde.T * torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
+        t = sample_collocation_time(x0.shape[0], self.sde, self.time_sampling, data_std=self.data_std,
+                                    generator=generator, device=x0.device, dtype=x0.dtype)
         z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         xt = self.sde.perturb(x0, t, z)
         if not self._checked:

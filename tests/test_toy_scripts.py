@@ -1,0 +1,85 @@
+"""Each toy script runs end to end with --quick and writes finite metrics and its figures."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, tmp_path, *extra):
+    out = tmp_path / script
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "toy", f"{script}.py"), "--quick",
+                           "--out", str(out), *extra], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(out / "metrics.json") as f:
+        return json.load(f), out, proc.stdout
+
+
+def numbers(obj):
+    """Every number in a JSON tree (None allowed only where the caller says)."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from numbers(v)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield obj
+
+
+def assert_finite(tree):
+    vals = list(numbers(tree))
+    assert vals and all(math.isfinite(v) for v in vals)
+
+
+def pngs(out):
+    files = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
+    for name in files:
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    return files
+
+
+@pytest.mark.parametrize("script", ["cauchy_gmm", "density", "conservativity"])
+def test_help(script):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "toy", f"{script}.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--quick" in proc.stdout and "--device" in proc.stdout
+
+
+def test_cauchy_gmm_quick(tmp_path):
+    m, out, stdout = run("cauchy_gmm", tmp_path)
+    for key in ("score_rel_l2", "score_rel_l2_curve", "residual_curves", "nll_model", "nll_true"):
+        assert key in m
+    assert_finite({k: m[k] for k in ("score_rel_l2", "score_rel_l2_curve", "residual_curves",
+                                     "nll_model", "nll_true")})
+    assert 0 <= m["score_rel_l2"]
+    assert max(m["residual_curves"]["true"]["r_fp"]) < 1e-6          # the closed form solves the PDE
+    assert {"rel_l2_over_t.png", "residual_over_t.png", "samples.png", "density.png"} <= set(pngs(out))
+    assert "score_rel_l2" in stdout
+
+
+def test_density_quick(tmp_path):
+    m, out, stdout = run("density", tmp_path)
+    for name in ("gmm1d", "checkerboard", "swiss_rolls", "gmm8"):
+        entry = m[name]
+        for key in ("nll_vanilla", "nll_fp", "nll_true", "nll_vanilla_std", "nll_fp_std"):
+            assert key in entry
+        assert_finite({k: v for k, v in entry.items() if v is not None})
+        assert f"density_{name}.png" in pngs(out)
+    assert m["swiss_rolls"]["nll_true"] is None
+    assert m["checkerboard"]["nll_true"] == pytest.approx(math.log(32.0))
+    assert all(m[n]["nll_true"] is not None for n in ("gmm1d", "gmm8"))
+
+
+def test_conservativity_quick(tmp_path):
+    m, out, stdout = run("conservativity", tmp_path)
+    assert set(m["curl_mse"]) == {"dsm", "fp_beta_0.003", "fp_beta_0.01", "true"}
+    assert_finite(m["curl_mse"])
+    assert_finite(m["residual_curves"])
+    assert m["curl_mse"]["true"] < 1e-12
+    assert max(m["residual_curves"]["true"]["r_fp"]) < 1e-6
+    assert {"curl_mse_over_t.png", "residual_over_t.png"} <= set(pngs(out))

@@ -1,0 +1,106 @@
+"""Plumbing shared by the toy scripts: arguments, seeding, building and training a toy score
+model, and writing metrics. No math: every loss, residual and likelihood comes from scorepde.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from typing import Iterator, Optional
+
+import torch
+
+import scorepde as sp
+from scorepde.losses import FPObjective
+from scorepde.nn import MLPScore
+from scorepde.toy import ToyDataset, ToyScore
+from scorepde.training import fit, make_optimizer
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default=None, help="output folder for metrics.json and figures "
+                   "(default: toy/out/<script name>)")
+    p.add_argument("--quick", action="store_true", help="a tiny run (<1 min) for tests")
+    p.add_argument("--seed", type=int, default=0, help="base random seed")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default 1: the toy nets are too small to gain from more)")
+    return p
+
+
+def setup(args, script: str) -> str:
+    """Make the output folder, set threads; returns the folder."""
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", script)
+    os.makedirs(out, exist_ok=True)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for, but torch sees no CUDA device")
+    torch.set_num_threads(args.threads or 1)
+    return out
+
+
+def generator(seed: int, device="cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def make_model(ds: ToyDataset, sde, *, hidden: int, depth: int = 3, data_std: Optional[float] = None,
+               seed: int = 0, device="cpu", skip: bool = True) -> ToyScore:
+    """A ``ToyScore`` over an ``MLPScore`` (Fourier features of log ŝ, scale 1)."""
+    torch.manual_seed(seed)
+    net = MLPScore(ds.dim, hidden=hidden, depth=depth, embedding="fourier", fourier_scale=1.0)
+    return ToyScore(net, sde, data_std=data_std or ds.data_std, skip=skip).to(device)
+
+
+def batches(ds: ToyDataset, batch_size: int, gen: torch.Generator, device="cpu") -> Iterator[torch.Tensor]:
+    while True:
+        yield ds.sample(batch_size, gen).to(device)
+
+
+def train(objective, model, ds: ToyDataset, *, steps: int, batch_size: int, lr: float, seed: int,
+          desc: str, device="cpu", progress: bool = True) -> dict:
+    """Adam with a cosine decay over ``steps``; returns the last log and the wall time."""
+    opt, _ = make_optimizer(model.parameters(), lr=lr, warmup=0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
+    gen = generator(seed)
+    t0 = time.time()
+    logs = fit(objective, opt, batches(ds, batch_size, gen, device), steps, generator=gen,
+               scheduler=sched, grad_clip=1.0, progress=progress, desc=desc)
+    return {"last": logs[-1], "seconds": time.time() - t0}
+
+
+def fp_objective(model, sde, beta: float, *, eps: float = 1e-5,
+                 subbatch: Optional[int] = None) -> FPObjective:
+    """The paper's toy objective (β, γ, λ_FP, m) = (beta, 0, 1, 1), exact residual on the first
+    ``subbatch`` samples of each batch; β = 0 is DSM."""
+    return FPObjective(model, sde, beta=beta, gamma=0.0, fp_weighting="none", m=1,
+                       estimator="exact", eps=eps, subbatch=subbatch)
+
+
+def finite_or_none(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def write_metrics(out: str, metrics: dict) -> str:
+    path = os.path.join(out, "metrics.json")
+    with open(path, "w") as f:
+        json.dump(metrics, f, indent=2, default=float)
+    return path
+
+
+def table(rows, headers) -> str:
+    """A plain fixed-width table (rows of already formatted cells)."""
+    cols = [headers] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cols) for i in range(len(headers))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cols[1:]])
+
+
+def fmt(mean, std=None, digits=3) -> str:
+    if mean is None:
+        return "—"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
