@@ -8,7 +8,7 @@ treating samples independently (``scorepde.checks`` enforces it) and compose wit
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch.func import jvp, vjp, vmap
@@ -18,7 +18,7 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = [
     "broadcast_to_batch", "sample_probes", "time_derivative", "divergence",
-    "jacobian", "PROBES", "STENCILS", "PAPER_STEPS",
+    "jacobian", "stencil_points", "PROBES", "STENCILS", "PAPER_STEPS",
 ]
 
 #: (h_s, h_d), the backward and forward steps of the paper's stencil (App. C.1).
@@ -94,6 +94,31 @@ def _lagrange_derivative_weights(t: torch.Tensor, nodes: Sequence[torch.Tensor])
     return weights
 
 
+def _stencil(t: torch.Tensor, method: str, h: Sequence[float], T: float):
+    """(offsets, nodes [B] each, derivative weights [B] each, whether any node was shifted)."""
+    if method not in STENCILS:
+        raise ValueError(f"unknown time-derivative method {method!r}; "
+                         f"choose 'jvp' or one of {sorted(STENCILS)}")
+    offsets = STENCILS[method](tuple(h))
+    if min(h) <= 0 or max(offsets) - min(offsets) > T:
+        raise ValueError(f"finite-difference steps must be positive and fit in [0, {T}], got h={tuple(h)}")
+    c = t.clamp(-min(offsets), T - max(offsets))
+    nodes = [c + o for o in offsets]
+    return offsets, nodes, _lagrange_derivative_weights(t, nodes), bool((c != t).any())
+
+
+def stencil_points(t: torch.Tensor, method: str = "fd3", *, h: Sequence[float] = PAPER_STEPS,
+                   T: float = 1.0) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    """The times and weights of a finite-difference ``method``: ∂t s(x, t) ≈ Σ_i w_i s(x, t_i).
+
+    Returns ``(times, weights)``, lists of ``[B]`` tensors, keeping only nodes with a nonzero
+    weight, so a caller can put the stencil in a batched forward of its own.
+    """
+    _, nodes, weights, _ = _stencil(t, method, h, T)
+    keep = [i for i, w in enumerate(weights) if bool((w != 0).any())]
+    return [nodes[i] for i in keep], [weights[i] for i in keep]
+
+
 def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, method: str = "jvp", *,
                     h: Sequence[float] = PAPER_STEPS, T: float = 1.0,
                     center: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -107,16 +132,7 @@ def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, method: str 
     """
     if method == "jvp":
         return jvp(lambda tt: score(x, tt), (t,), (torch.ones_like(t),))[1]
-    if method not in STENCILS:
-        raise ValueError(f"unknown time-derivative method {method!r}; "
-                         f"choose 'jvp' or one of {sorted(STENCILS)}")
-    offsets = STENCILS[method](tuple(h))
-    if min(h) <= 0 or max(offsets) - min(offsets) > T:
-        raise ValueError(f"finite-difference steps must be positive and fit in [0, {T}], got h={tuple(h)}")
-    c = t.clamp(-min(offsets), T - max(offsets))
-    nodes = [c + o for o in offsets]
-    weights = _lagrange_derivative_weights(t, nodes)
-    shifted = bool((c != t).any())
+    offsets, nodes, weights, shifted = _stencil(t, method, h, T)
     needed = [i for i, w in enumerate(weights) if bool((w != 0).any())]
     reuse = None
     if center is not None and not shifted and 0.0 in offsets:

@@ -6,8 +6,9 @@
 An estimator is a named choice of three parts: how ∂t s is formed (``dt``: ``"jvp"`` exact,
 ``"fd3"`` the paper's stencil, ``"central"``), how div_x s is formed (``div``: ``"exact"``
 or ``"hutchinson"``) and how ∇x L is formed (``grad``: ``"full"`` by reverse mode, or
-``"directional"``, Eq. 24, ⟨ε, v⟩ v with E[v vᵀ] = I). ``ESTIMATORS`` names the presets;
-any part can be overridden by keyword.
+``"directional"``, Eq. 24, ⟨ε, v⟩ v with E[v vᵀ] = I, or ``"directional_fd"``, the same
+projection from plain forward passes only). ``ESTIMATORS`` names the presets; any part can
+be overridden by keyword.
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ import torch
 from torch.func import grad, jvp, vmap
 
 from .checks import check_batch_independent, check_inputs, check_output
-from .derivatives import PAPER_STEPS, broadcast_to_batch, divergence, sample_probes, time_derivative
+from .derivatives import (PAPER_STEPS, broadcast_to_batch, divergence, sample_probes, stencil_points,
+                          time_derivative)
 from .sde import SDE
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["fpe_rhs", "residual", "projected_residual", "residual_norm_sq", "ESTIMATORS"]
+__all__ = ["fpe_rhs", "residual", "projected_residual", "projected_residual_fd", "residual_norm_sq",
+           "ESTIMATORS"]
 
 #: Named estimators of ε[s]: presets of (dt, div, grad) and their probes.
 ESTIMATORS = {
@@ -32,11 +35,14 @@ ESTIMATORS = {
     "paper": dict(dt="fd3", div="hutchinson", probe="gaussian", div_mode="reverse", grad="full"),
     "hutchinson": dict(dt="jvp", div="hutchinson", grad="full"),
     "directional": dict(dt="jvp", div="hutchinson", grad="directional"),
+    # ⟨ε, v⟩ v with every derivative a central difference of plain forwards, all in one
+    # batched forward (no autograd in x or t): steps hx·σ_t in x, h in t.
+    "forward_fd": dict(dt="central", div="hutchinson", grad="directional_fd"),
 }
 
 _DEFAULTS = dict(dt="jvp", div="exact", grad="full", probe="rademacher", n_probes=1,
                  div_mode="forward", direction_probe="rademacher", n_directions=1,
-                 h=PAPER_STEPS, chunk_size=None)
+                 h=PAPER_STEPS, chunk_size=None, hx=0.05)
 
 
 def _options(estimator: str, overrides: dict) -> dict:
@@ -97,11 +103,66 @@ def projected_residual(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor,
     return dt_sv - dv_L, L
 
 
+def _x_step(sde: SDE, t: torch.Tensor, hx: float) -> torch.Tensor:
+    """The step in x, per sample ``[B]``: hx·σ_t (the score varies on the scale σ_t), or hx
+    itself for an SDE without a closed-form kernel."""
+    if hx <= 0:
+        raise ValueError(f"the step in x must be positive, got hx={hx}")
+    try:
+        std = sde.marginal(t)[1]
+    except NotImplementedError:
+        return torch.full_like(t, hx)
+    return hx * std
+
+
+def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
+                          *, generator: Optional[torch.Generator] = None, probe: str = "rademacher",
+                          hx: float = 0.05, dt: str = "central", h=PAPER_STEPS
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(⟨ε[s], v⟩, L[s]) per sample from plain forward passes: ⟨∂t s, v⟩ − D_v L by central
+    differences, with one Hutchinson probe u for the divergence (App. C.2 and C.4).
+
+    With δ = hx·σ_t and s_ab = s(x + aδu + bδv, t) at the four corners a, b = ±1,
+
+        D_v div s ≈ ⟨u, s₊₊ − s₊₋ − s₋₊ + s₋₋⟩ / 4δ²      div s ≈ ⟨u, s₊₊ + s₊₋ − s₋₊ − s₋₋⟩ / 4δ
+        D_v s     ≈ (s₊₊ − s₊₋ + s₋₊ − s₋₋) / 4δ           s     ≈ (s₊₊ + s₊₋ + s₋₊ + s₋₋) / 4
+
+    and ∂t s by the stencil ``dt`` with steps ``h`` (``"central"``: 2 nodes). The corners and
+    the stencil's nodes go through the network in one batched forward (6 points per sample
+    for ``"central"``); ``dt="jvp"`` is exact but adds a forward-mode pass. Each difference is
+    O(δ²) (O(h²) in t); round-off grows like machine ε / hx², independently of σ_t because
+    the step scales with it. The drift's derivatives are exact (forward mode on f alone,
+    never through the network). No reverse pass over x or t.
+    """
+    B = x.shape[0]
+    u = sample_probes(x, 1, probe, generator)[0]
+    d = _x_step(sde, t, hx).to(x.dtype)
+    du, dv = broadcast_to_batch(d, x) * u, broadcast_to_batch(d, x) * v
+    corners = [x + du + dv, x + du - dv, x - du + dv, x - du - dv]
+    times, weights = ([], []) if dt == "jvp" else stencil_points(t, dt, h=h, T=sde.T)
+    out = score(torch.cat(corners + [x] * len(times)), torch.cat([t] * 4 + times)).split(B)
+    s_pp, s_pm, s_mp, s_mm = out[:4]
+    dot = lambda a, b: (a * b).flatten(1).sum(1)
+    mixed = dot(s_pp - s_pm - s_mp + s_mm, u) / (4 * d ** 2)
+    div_s = dot(s_pp + s_pm - s_mp - s_mm, u) / (4 * d)
+    s = 0.25 * (s_pp + s_pm + s_mp + s_mm)
+    dv_s = (s_pp - s_pm + s_mp - s_mm) / broadcast_to_batch(4 * d, x)
+    if dt == "jvp":
+        dt_sv = jvp(lambda tt: dot(score(x, tt), v), (t,), (torch.ones_like(t),))[1]
+    else:
+        dt_sv = sum(w * dot(o, v) for w, o in zip(weights, out[4:]))
+    f, dv_f = jvp(lambda y: sde.drift(y, t), (x,), (v,))
+    div_f, dv_div_f = jvp(lambda y: sde.drift_divergence(y, t), (x,), (v,))
+    g2 = sde.diffusion(t) ** 2
+    L = 0.5 * g2 * (div_s + dot(s, s)) - dot(f, s) - div_f
+    dv_L = 0.5 * g2 * (mixed + 2 * dot(s, dv_s)) - dot(dv_f, s) - dot(f, dv_s) - dv_div_f
+    return dt_sv - dv_L, L
+
+
 def _directional(score, sde, x, t, opts, generator):
     """ε ≈ (1/K) Σ_k ⟨ε, v_k⟩ v_k, E[v vᵀ] = I (Eq. 24): unbiased for ε."""
     V = sample_probes(x, opts["n_directions"], opts["direction_probe"], generator)
-    sub = {k: opts[k] for k in ("dt", "div", "probe", "n_probes", "div_mode", "h", "chunk_size")}
-    one = lambda v: projected_residual(score, sde, x, t, v, generator=generator, **sub)
+    one = lambda v: _projection(opts)(score, sde, x, t, v, generator=generator)
     if V.shape[0] == 1:
         proj, L = one(V[0])
         return broadcast_to_batch(proj, x) * V[0], L
@@ -111,7 +172,19 @@ def _directional(score, sde, x, t, opts, generator):
     return eps, torch.stack(Ls).mean(0)
 
 
-_GRADIENTS = {"full": _full, "directional": _directional}
+def _projection(opts: dict) -> Callable:
+    """⟨ε, v⟩ by forward mode (``grad="directional"``) or by differences (``"directional_fd"``)."""
+    if opts["grad"] == "directional_fd":
+        if opts["div"] != "hutchinson" or opts["n_probes"] != 1:
+            raise ValueError("grad='directional_fd' forms div s with one Hutchinson probe: "
+                             "use div='hutchinson', n_probes=1")
+        sub = {k: opts[k] for k in ("probe", "hx", "dt", "h")}
+        return lambda *a, **kw: projected_residual_fd(*a, **kw, **sub)
+    sub = {k: opts[k] for k in ("dt", "div", "probe", "n_probes", "div_mode", "h", "chunk_size")}
+    return lambda *a, **kw: projected_residual(*a, **kw, **sub)
+
+
+_GRADIENTS = {"full": _full, "directional": _directional, "directional_fd": _directional}
 
 
 def residual(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float],
@@ -121,10 +194,12 @@ def residual(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, flo
 
     ``model`` is any callable ``(x [B, ...], t [B]) -> score`` shaped like x. ``estimator``
     is one of ``ESTIMATORS``: ``"exact"`` (autograd), ``"paper"`` (App. C: 3-point stencil,
-    one Gaussian Hutchinson probe), ``"hutchinson"`` (exact ∂t, Hutchinson div) or
-    ``"directional"`` (Eq. 24). Options override its parts: ``dt``, ``div``, ``probe``
+    one Gaussian Hutchinson probe), ``"hutchinson"`` (exact ∂t, Hutchinson div),
+    ``"directional"`` (Eq. 24) or ``"forward_fd"`` (Eq. 24 from plain forwards, see
+    ``projected_residual_fd``). Options override its parts: ``dt``, ``div``, ``probe``
     (``"rademacher"``, ``"gaussian"``, ``"sphere"``), ``n_probes``, ``direction_probe``,
-    ``n_directions``, ``h = (h_s, h_d)``, ``div_mode``, ``chunk_size``. Stochastic
+    ``n_directions``, ``h = (h_s, h_d)``, ``hx`` (the relative step in x of ``"forward_fd"``),
+    ``div_mode``, ``chunk_size``. Stochastic
     estimators draw from ``generator``. With ``return_rhs`` returns ``(ε, L[s])``.
     ``validate`` checks shapes, t ∈ [0, T], finiteness and that the model keeps samples
     independent (turn it off inside torch.func transforms).
@@ -158,14 +233,14 @@ def residual_norm_sq(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Ten
         check_batch_independent(model, x, t)
         model = _shape_checked(model)
     stochastic = opts["div"] == "hutchinson"
-    if opts["grad"] == "directional":
-        sub = {k: opts[k] for k in ("dt", "div", "probe", "n_probes", "div_mode", "h", "chunk_size")}
+    if opts["grad"] in ("directional", "directional_fd"):
+        project = _projection(opts)
         v = sample_probes(x, 1, opts["direction_probe"], generator)[0]
         if not (stochastic and unbiased):
-            proj, L = projected_residual(model, sde, x, t, v, generator=generator, **sub)
+            proj, L = project(model, sde, x, t, v, generator=generator)
             return proj ** 2, L
-        proj, L = projected_residual(model, sde, torch.cat([x, x]), torch.cat([t, t]),
-                                     torch.cat([v, v]), generator=generator, **sub)
+        proj, L = project(model, sde, torch.cat([x, x]), torch.cat([t, t]),
+                          torch.cat([v, v]), generator=generator)
         p1, p2 = proj.chunk(2)
         return p1 * p2, L.chunk(2)[0]
     run = _GRADIENTS[opts["grad"]]

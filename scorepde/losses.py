@@ -10,11 +10,15 @@ The paper's settings map to the arguments as
     CIFAR-10 (Table 6):   beta=0.15,   gamma=0.01, fp_weighting="g2",   m=2
     toy (Sec. 7.1):       beta=0.0015, gamma=0,    fp_weighting="none", m=1
 
-β = γ = 0 is exactly DSM and computes nothing else.
+β = γ = 0 is exactly DSM and computes nothing else. ``DEFAULT_FP`` is scorepde's default way
+to evaluate R_FP (``FPObjective(model, sde, beta=..., **DEFAULT_FP)``): the forward-only
+directional estimator on an eighth of the batch, which costs well under 2× a DSM step
+(``benchmarks/step_cost.py`` measures it; ``benchmarks/RESULTS.md`` has the numbers).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+import math
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -23,7 +27,7 @@ from .derivatives import broadcast_to_batch
 from .fpe import residual, residual_norm_sq
 from .sde import SDE
 
-__all__ = ["WEIGHTINGS", "sample_time", "dsm_loss", "fp_regularizer", "FPObjective"]
+__all__ = ["WEIGHTINGS", "DEFAULT_FP", "sample_time", "dsm_loss", "fp_regularizer", "FPObjective"]
 
 #: λ(t) by name: g(t)² (likelihood weighting), σ_t² (score_sde's default), or 1.
 WEIGHTINGS: Dict[str, Callable[[SDE, torch.Tensor], torch.Tensor]] = {
@@ -31,6 +35,12 @@ WEIGHTINGS: Dict[str, Callable[[SDE, torch.Tensor], torch.Tensor]] = {
     "sigma2": lambda sde, t: sde.marginal_variance(t),
     "none": lambda sde, t: torch.ones_like(t),
 }
+
+
+#: The default R_FP evaluation: ⟨ε, v⟩ from one batched plain forward of 6 points per sample
+#: (``"forward_fd"``, Eq. 24 by central differences), m = 2 with a single draw, on 1/8 of
+#: the DSM batch. The single-draw ⟨ε̂, v⟩² over-estimates ‖ε‖² by the probe variance.
+DEFAULT_FP = dict(estimator="forward_fd", m=2, unbiased=False, subbatch=0.125)
 
 
 def _weighting(name: str, sde: SDE, t: torch.Tensor) -> torch.Tensor:
@@ -106,19 +116,22 @@ class FPObjective(torch.nn.Module):
     DDP must wrap this, not the bare network: forward-mode jvp does not pass through a
     DDP-wrapped module. ``forward(x0, generator)`` returns ``(total, parts)`` with the
     detached parts ``dsm``, ``fp`` and, when the regularizer runs, ``fp_residual``, ``fp_rhs``.
-    ``subbatch`` evaluates R_FP on the first ``subbatch`` perturbed samples only.
+    ``subbatch`` evaluates R_FP on the first ``subbatch`` perturbed samples only: a count
+    (an int), or a fraction of the batch (a float in (0, 1], rounded up to at least one).
     """
 
     def __init__(self, model: torch.nn.Module, sde: SDE, *, beta: float = 0.0, gamma: float = 0.0,
                  fp_weighting: str = "none", m: int = 1, estimator: str = "exact",
                  dsm_weighting: str = "sigma2", eps: float = 1e-5,
-                 subbatch: Optional[int] = None, unbiased: bool = True, **options):
+                 subbatch: Optional[Union[int, float]] = None, unbiased: bool = True, **options):
         super().__init__()
         _check_eps(eps, sde)
         _weighting(dsm_weighting, sde, torch.zeros(1))
         _weighting(fp_weighting, sde, torch.zeros(1))
-        if subbatch is not None and subbatch < 1:
-            raise ValueError(f"subbatch must be a positive batch size, got {subbatch}")
+        if subbatch is not None and not (isinstance(subbatch, int) and subbatch >= 1
+                                         or isinstance(subbatch, float) and 0 < subbatch <= 1):
+            raise ValueError(f"subbatch must be a positive batch size (int) or a fraction of the "
+                             f"batch in (0, 1] (float), got {subbatch!r}")
         self.model, self.sde = model, sde
         self.beta, self.gamma, self.fp_weighting, self.m = float(beta), float(gamma), fp_weighting, m
         self.estimator, self.dsm_weighting, self.eps = estimator, dsm_weighting, eps
@@ -129,6 +142,14 @@ class FPObjective(torch.nn.Module):
     def regularized(self) -> bool:
         return self.beta > 0 or self.gamma > 0
 
+    def fp_batch_size(self, batch: int) -> int:
+        """How many of ``batch`` perturbed samples R_FP is evaluated on."""
+        if self.subbatch is None:
+            return batch
+        if isinstance(self.subbatch, float):
+            return max(1, math.ceil(self.subbatch * batch))
+        return min(self.subbatch, batch)
+
     def forward(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None):
         dsm, xt, t = dsm_loss(self.model, self.sde, x0, weighting=self.dsm_weighting, eps=self.eps,
                               generator=generator, return_samples=True)
@@ -136,7 +157,7 @@ class FPObjective(torch.nn.Module):
         if not self.regularized:
             parts["fp"] = torch.zeros_like(parts["dsm"])
             return dsm, parts
-        k = self.subbatch or x0.shape[0]
+        k = self.fp_batch_size(x0.shape[0])
         if not self._independence_checked:  # once: per-sample derivatives need it
             check_batch_independent(self.model, xt, t)
             self._independence_checked = True

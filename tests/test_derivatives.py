@@ -98,3 +98,15 @@ def test_probes_have_identity_second_moment():
         torch.testing.assert_close(v.T @ v / len(v), torch.eye(3, dtype=torch.float64), atol=0.05, rtol=0)
     with pytest.raises(ValueError, match="unknown probe"):
         sp.sample_probes(x, 1, "uniform")
+
+
+def test_stencil_points_reproduce_time_derivative():
+    from scorepde.derivatives import stencil_points
+    score = lambda x, t: torch.sin(3 * t)[:, None] * x
+    x = torch.randn(4, 2, dtype=torch.float64)
+    t = torch.tensor([0.0, 1e-4, 0.5, 1.0], dtype=torch.float64)  # both ends shift the nodes
+    for method in ("fd3", "central"):
+        times, weights = stencil_points(t, method)
+        by_hand = sum(w[:, None] * score(x, ti) for ti, w in zip(times, weights))
+        torch.testing.assert_close(by_hand, sp.time_derivative(score, x, t, method))
+        assert all(((ti >= 0) & (ti <= 1)).all() for ti in times)

@@ -54,6 +54,8 @@ CASES = [
     ("directional", {}),
     ("directional", {"direction_probe": "gaussian", "n_directions": 2}),
     ("directional", {"div": "exact", "dt": "fd3"}),
+    ("forward_fd", {}),
+    ("forward_fd", {"dt": "jvp", "direction_probe": "sphere"}),
 ]
 
 
@@ -170,3 +172,33 @@ def test_batch_coupling_is_refused():
         sp.fpe_rhs(model, sp.VPSDE(), x, t)
     model.eval()  # running statistics: samples are independent again
     assert sp.residual(model, sp.VPSDE(), x, t).shape == x.shape
+
+
+def test_forward_fd_matches_forward_mode_draw_for_draw():
+    """Same generator, same probes u and v: the differences agree with forward mode to O(hx², h²)."""
+    model, x, t = MLP(3), torch.randn(6, 3, dtype=torch.float64), torch.full((6,), 0.5, dtype=torch.float64)
+    for sde in (sp.VPSDE(), sp.VESDE(), sp.SubVPSDE()):
+        a, La = sp.residual(model, sde, x, t, "directional", dt="central", return_rhs=True,
+                            generator=torch.Generator().manual_seed(1))
+        b, Lb = sp.residual(model, sde, x, t, "forward_fd", hx=1e-3, return_rhs=True,
+                            generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(Lb, La, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_fd_is_one_batched_forward_of_six_points():
+    model = _Counting(MLP(2))
+    x, t = torch.randn(5, 2, dtype=torch.float64), torch.full((5,), 0.5, dtype=torch.float64)
+    sp.residual(model, sp.VPSDE(), x, t, "forward_fd", validate=False)
+    assert model.batches == [30]
+    model.batches.clear()
+    sp.residual_norm_sq(model, sp.VPSDE(), x, t, "forward_fd", validate=False)
+    assert model.batches == [60]  # unbiased: two inner probes along one direction, batched
+
+
+def test_forward_fd_refuses_what_it_cannot_do():
+    model, x, t = MLP(2), torch.randn(4, 2, dtype=torch.float64), torch.rand(4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="one Hutchinson probe"):
+        sp.residual(model, sp.VPSDE(), x, t, "forward_fd", n_probes=2)
+    with pytest.raises(ValueError, match="positive"):
+        sp.residual(model, sp.VPSDE(), x, t, "forward_fd", hx=0.0)

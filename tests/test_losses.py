@@ -99,3 +99,17 @@ def test_refusals():
         dsm_loss(lambda x, t: model(x, t) * float("nan"), sde, x0)
     with pytest.raises(ValueError, match="FP regularizer.*non-finite"):
         fp_regularizer(lambda x, t: model(x, t) * float("inf"), sde, x0, torch.rand(4, dtype=torch.float64), beta=1.0)
+
+
+def test_default_fp_runs_on_a_fraction_of_the_batch():
+    from scorepde.losses import DEFAULT_FP
+    model = Counting(MLP(2, dtype=torch.float32))
+    objective = FPObjective(model, sp.VPSDE(), beta=0.1, **DEFAULT_FP)
+    assert objective.fp_batch_size(64) == 8 and objective.fp_batch_size(3) == 1
+    total, parts = objective(torch.randn(64, 2), torch.Generator().manual_seed(0))
+    total.backward()
+    assert torch.isfinite(total) and parts["fp_residual"] >= 0
+    assert FPObjective(model, sp.VPSDE(), beta=0.1, subbatch=100).fp_batch_size(64) == 64
+    for bad in (0, 0.0, 1.5, -2):
+        with pytest.raises(ValueError, match="subbatch"):
+            FPObjective(model, sp.VPSDE(), beta=0.1, subbatch=bad)
