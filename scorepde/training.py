@@ -4,21 +4,32 @@ atomic checkpoints and a NaN guard. No math lives here; the loss is any objectiv
 """
 from __future__ import annotations
 
+import json
 import os
 import random
+import signal
 import tempfile
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 __all__ = ["NonFiniteLossError", "make_optimizer", "make_ema", "train_step", "fit",
-           "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+           "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
+           "training_state", "restore_training_state", "AutocastObjective", "JsonlLog",
+           "StopRequested", "InterruptFlag"]
 
 
 class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or inf; training stops rather than continue on garbage."""
+    """A loss became NaN or inf; training stops rather than continue on garbage.
+
+    ``step`` is the step whose loss it was; the parameters are still those before it.
+    """
+
+    def __init__(self, message: str, step: Optional[int] = None):
+        super().__init__(message)
+        self.step = step
 
 
 def make_optimizer(params, lr: float = 2e-4, warmup: int = 0, **adam_kwargs):
@@ -36,13 +47,21 @@ def make_ema(model: torch.nn.Module, decay: float = 0.999) -> AveragedModel:
 def train_step(objective: Callable, optimizer, x0: torch.Tensor, *, step: int,
                generator: Optional[torch.Generator] = None, scheduler=None,
                grad_clip: Optional[float] = None, ema: Optional[AveragedModel] = None,
-               model: Optional[torch.nn.Module] = None) -> Dict[str, float]:
-    """One optimiser step; raises ``NonFiniteLossError`` naming ``step`` before any update."""
+               model: Optional[torch.nn.Module] = None,
+               all_finite: Optional[Callable[[bool], bool]] = None) -> Dict[str, float]:
+    """One optimiser step; raises ``NonFiniteLossError`` naming ``step`` before any update.
+
+    ``all_finite`` turns this process's verdict into everyone's (under DDP: an all-reduce,
+    so every rank stops together instead of one waiting forever for the others' gradients).
+    """
     loss, parts = objective(x0, generator)
-    if not bool(torch.isfinite(loss)):
+    finite = bool(torch.isfinite(loss))
+    if all_finite is not None:
+        finite = all_finite(finite)
+    if not finite:
         raise NonFiniteLossError(f"the loss is {loss.item()} at step {step} "
                                  f"(parts: { {k: float(v) for k, v in parts.items()} }); "
-                                 "lower the learning rate or beta, or check the data")
+                                 "lower the learning rate or beta, or check the data", step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip is not None:
@@ -59,8 +78,13 @@ def fit(objective: Callable, optimizer, batches: Iterator[torch.Tensor], steps: 
         generator: Optional[torch.Generator] = None, scheduler=None, grad_clip: Optional[float] = None,
         ema: Optional[AveragedModel] = None, model: Optional[torch.nn.Module] = None,
         progress: bool = True, desc: str = "train", start: int = 0,
-        on_step: Optional[Callable[[int, Dict[str, float]], None]] = None) -> list:
-    """Run steps ``start .. steps-1``; returns the per-step logs."""
+        on_step: Optional[Callable[[int, Dict[str, float]], None]] = None,
+        all_finite: Optional[Callable[[bool], bool]] = None) -> list:
+    """Run steps ``start .. steps-1``; returns the per-step logs.
+
+    ``on_step(step, log)`` runs after each completed step; raising ``StopRequested`` there
+    ends training cleanly (the step is done, nothing is half-updated).
+    """
     logs = []
     it = range(start, steps)
     if progress:
@@ -68,7 +92,8 @@ def fit(objective: Callable, optimizer, batches: Iterator[torch.Tensor], steps: 
         it = tqdm(it, desc=desc, initial=start, total=steps, dynamic_ncols=True)
     for step in it:
         log = train_step(objective, optimizer, next(batches), step=step, generator=generator,
-                         scheduler=scheduler, grad_clip=grad_clip, ema=ema, model=model)
+                         scheduler=scheduler, grad_clip=grad_clip, ema=ema, model=model,
+                         all_finite=all_finite)
         logs.append(log)
         if progress:
             it.set_postfix(loss=f"{log['loss']:.4g}")
@@ -118,3 +143,136 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}; pass the path of a .pt file written by training")
     return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def training_state(step: int, model: torch.nn.Module, optimizer, scheduler=None,
+                   ema: Optional[AveragedModel] = None, rng: Optional[List[dict]] = None,
+                   config: Optional[dict] = None, **extra) -> dict:
+    """What a checkpoint holds: weights, EMA, optimiser and schedule, the next ``step``,
+    every process's random states (``rng[rank]``) and the run's config."""
+    state = {"step": int(step), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "rng": rng or [], "config": config or {}, **extra}
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    return state
+
+
+def restore_training_state(state: dict, model: torch.nn.Module, optimizer=None, scheduler=None,
+                           ema: Optional[AveragedModel] = None) -> int:
+    """Load what ``training_state`` saved into the given objects; returns the next step."""
+    model.load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    if ema is not None and "ema" in state:
+        ema.load_state_dict(state["ema"])
+    return int(state["step"])
+
+
+class AutocastObjective(torch.nn.Module):
+    """Run an ``FPObjective`` with its plain forward pass (the DSM term) under autocast
+    (bf16 on CUDA) while the regularizer's derivatives stay in the model's own precision.
+
+    With ``dtype=None`` it is the objective unchanged. Wrap this module in DDP as you
+    would the objective (it holds the model, so DDP sees the parameters).
+    """
+
+    def __init__(self, objective: torch.nn.Module, device_type: str, dtype: Optional[torch.dtype]):
+        super().__init__()
+        self.objective, self.device_type, self.dtype = objective, device_type, dtype
+
+    def forward(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None):
+        if self.dtype is None:
+            return self.objective(x0, generator)
+        from .losses import dsm_loss, fp_regularizer
+        from .checks import check_batch_independent
+        obj = self.objective
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            dsm, xt, t = dsm_loss(obj.model, obj.sde, x0, weighting=obj.dsm_weighting, eps=obj.eps,
+                                  generator=generator, return_samples=True)
+        dsm, xt, t = dsm.float(), xt.detach(), t.detach()
+        parts = {"dsm": dsm.detach()}
+        if not obj.regularized:
+            parts["fp"] = torch.zeros_like(parts["dsm"])
+            return dsm, parts
+        k = obj.subbatch or x0.shape[0]
+        if not obj._independence_checked:
+            check_batch_independent(obj.model, xt, t)
+            obj._independence_checked = True
+        fp, fp_parts = fp_regularizer(obj.model, obj.sde, xt[:k], t[:k], beta=obj.beta,
+                                      gamma=obj.gamma, fp_weighting=obj.fp_weighting, m=obj.m,
+                                      estimator=obj.estimator, unbiased=obj.unbiased,
+                                      generator=generator, **obj.options)
+        parts.update(fp=fp.detach(), **fp_parts)
+        return dsm + fp, parts
+
+
+class JsonlLog:
+    """One JSON object per line. Opened at ``start`` > 0 (a resumed run), lines of steps
+    ``>= start`` left by the interrupted run are dropped first, so the log holds each step
+    once and reads like an uninterrupted run's."""
+
+    def __init__(self, path: str, start: int = 0):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        kept = []
+        if start > 0 and os.path.isfile(path):
+            with open(path) as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut short by the interruption
+                    if rec.get("step", -1) < start:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+        self.path = path
+        self._f = open(path, "w")
+        self._f.writelines(kept)
+        self._f.flush()
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    @staticmethod
+    def read(path: str) -> List[dict]:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+
+class StopRequested(Exception):
+    """Raised from ``fit``'s ``on_step`` to end training after a completed step."""
+
+
+class InterruptFlag:
+    """A context that turns SIGINT/SIGTERM into a flag, checked between steps, so an
+    interrupted run stops after a whole step and can save a consistent checkpoint. A
+    second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.raised: Optional[int] = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.raised is not None:
+            raise KeyboardInterrupt
+        self.raised = signum
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False

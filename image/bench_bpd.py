@@ -1,0 +1,94 @@
+"""Benchmark: vanilla DSM vs FP-Diffusion test bits/dim, same steps, seeds and network.
+
+    python image/bench_bpd.py --data-dir ../shared/data --out runs/bench
+
+For each dataset, runs ``image/train.py`` twice (``--objective dsm`` and ``--objective fp``)
+with identical flags otherwise, then gathers each run's metrics.json into bench.json and a
+markdown table (bench.md). A script, not a test: it takes as long as the steps ask for.
+Datasets: ``digits`` (no files), ``mnist-10k`` and ``fashion-mnist`` (IDX folders under
+--data-dir; ``mnist-10k`` is read with the ``mnist`` loader).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: Benchmark name → (loader name, sub-folder of --data-dir or None, its train.py flags).
+DATASETS = {
+    "digits": ("digits", None, "--channel-mult 1,2 --batch-size 64"),
+    "mnist-10k": ("mnist", "mnist-10k", "--channel-mult 1,2,2 --batch-size 32"),
+    "fashion-mnist": ("fashion-mnist", "fashion-mnist", "--channel-mult 1,2,2 --batch-size 32"),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="digits,mnist-10k,fashion-mnist",
+                   help=f"comma-separated, from {sorted(DATASETS)}")
+    p.add_argument("--data-dir", default=os.path.join(HERE, "..", "..", "shared", "data"),
+                   help="folder holding mnist-10k/ and fashion-mnist/ (default ../shared/data)")
+    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--steps", default="digits=1000,mnist-10k=200,fashion-mnist=200",
+                   help="steps per dataset, name=N,... (same for both objectives)")
+    p.add_argument("--eval-images", type=int, default=64)
+    p.add_argument("--eval-repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--extra", default="--channels 16", help="more flags for both train.py runs, quoted")
+    p.add_argument("--fp-flags", default="", help="more flags for the FP run only, quoted")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        sys.exit(f"error: unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
+    steps = dict(kv.split("=") for kv in args.steps.split(",") if kv)
+    os.makedirs(args.out, exist_ok=True)
+    results = []
+    for name in names:
+        loader, sub, flags = DATASETS[name]
+        for objective in ("dsm", "fp"):
+            out = os.path.join(args.out, f"{name}-{objective}")
+            cmd = [sys.executable, os.path.join(HERE, "train.py"), "--dataset", loader,
+                   "--objective", objective, *flags.split(), "--steps", steps.get(name, "400"),
+                   "--seed", str(args.seed), "--threads", str(args.threads), "--out", out,
+                   "--eval-images", str(args.eval_images), "--eval-repeats", str(args.eval_repeats),
+                   "--no-progress", *args.extra.split(), *(args.fp_flags.split() if objective == "fp" else [])]
+            if sub:
+                cmd += ["--data-dir", os.path.join(args.data_dir, sub)]
+            print("$", " ".join(cmd), flush=True)
+            t0 = time.perf_counter()
+            rc = subprocess.call(cmd)
+            if rc:
+                print(f"error: {name} {objective} exited with {rc}", file=sys.stderr, flush=True)
+                continue
+            with open(os.path.join(out, "metrics.json")) as f:
+                m = json.load(f)
+            m.update(benchmark=name, wall_s=time.perf_counter() - t0, command=" ".join(cmd))
+            results.append(m)
+            with open(os.path.join(args.out, "bench.json"), "w") as f:
+                json.dump(results, f, indent=2)
+    rows = ["| dataset | objective | steps | test images × repeats | bits/dim | train s | total s |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m in results:
+        rows.append(f"| {m['benchmark']} | {m['objective']} | {m['steps']} | "
+                    f"{m.get('eval_images')} × {m.get('eval_repeats')} | "
+                    f"{m['bpd']:.3f} ± {m['bpd_std']:.3f} | {m['train_time_s']:.0f} | {m['wall_s']:.0f} |")
+    table = "\n".join(rows)
+    with open(os.path.join(args.out, "bench.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
