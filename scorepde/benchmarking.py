@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import torch
 
-__all__ = ["synchronize", "interleaved_timings", "summarize", "ratios", "peak_memory",
+__all__ = ["synchronize", "interleaved_timings", "summarize", "ratios", "peak_memory", "error_stats",
            "machine_info", "device_name"]
 
 
@@ -143,3 +143,24 @@ def machine_info(device: Any = "cpu") -> Dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def error_stats(draws: torch.Tensor, exact: torch.Tensor, scale: float) -> Dict[str, float]:
+    """Bias, variance and RMSE of repeated estimates against the exact value.
+
+    ``draws``: ``[R, P, ...]``, R independent estimates at each of P points; ``exact``:
+    ``[P, ...]``. Per point, squared norms are summed over the trailing dimensions, then
+    averaged over points: ``bias`` = RMS ‖mean_r draw − exact‖ with the noise of the mean
+    (tr Cov / R) taken out (clamped at 0), ``variance`` = mean tr Cov,
+    ``rmse`` = RMS ‖draw − exact‖; the ``rel_`` forms divide by ``scale`` (RMSE, bias)
+    or ``scale²`` (variance).
+    """
+    if draws.shape[1:] != exact.shape:
+        raise ValueError(f"draws {tuple(draws.shape)} must be [R] + exact's shape {tuple(exact.shape)}")
+    d = (draws - exact).double().reshape(draws.shape[0], draws.shape[1], -1)
+    var = d.var(0).sum(-1).mean().item() if draws.shape[0] > 1 else 0.0
+    bias_sq = max(0.0, d.mean(0).pow(2).sum(-1).mean().item() - var / draws.shape[0])
+    mse = d.pow(2).sum(-1).mean().item()
+    scale = float(scale)
+    return {"bias": bias_sq ** 0.5, "variance": var, "rmse": mse ** 0.5, "scale": scale,
+            "rel_bias": bias_sq ** 0.5 / scale, "rel_variance": var / scale ** 2, "rel_rmse": mse ** 0.5 / scale}

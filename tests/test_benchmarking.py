@@ -61,3 +61,15 @@ def test_peak_memory_refuses_other_devices():
 def test_machine_info_names_the_cpu():
     info = machine_info()
     assert info["device"] == "cpu" and info["cpu_model"] and info["torch"] == torch.__version__
+
+
+def test_error_stats_split_bias_and_variance():
+    from scorepde.benchmarking import error_stats
+    exact = torch.zeros(3, 2)
+    draws = torch.tensor([[1.0, 0.0], [3.0, 0.0]])[:, None, :].expand(2, 3, 2)  # mean 2, var 2 in dim 0
+    s = error_stats(draws, exact, scale=2.0)
+    assert s["bias"] == pytest.approx(3.0 ** 0.5) and s["variance"] == pytest.approx(2.0)  # 4 − 2/2
+    assert s["rmse"] == pytest.approx(5.0 ** 0.5) and s["rel_rmse"] == pytest.approx(5.0 ** 0.5 / 2)
+    assert error_stats(exact[None], exact, 1.0)["rmse"] == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        error_stats(draws, exact[:2], 1.0)
