@@ -54,12 +54,20 @@ def train_step(objective: Callable, optimizer, x0: torch.Tensor, *, step: int,
     ``all_finite`` turns this process's verdict into everyone's (under DDP: an all-reduce,
     so every rank stops together instead of one waiting forever for the others' gradients).
     """
-    loss, parts = objective(x0, generator)
-    finite = bool(torch.isfinite(loss))
+    try:
+        loss, parts = objective(x0, generator)
+        finite, what = bool(torch.isfinite(loss)), None
+    except ValueError as err:  # scorepde's own finiteness checks inside the objective
+        if "non-finite" not in str(err):
+            raise
+        loss, parts, finite, what = None, {}, False, str(err)
     if all_finite is not None:
         finite = all_finite(finite)
     if not finite:
-        raise NonFiniteLossError(f"the loss is {loss.item()} at step {step} "
+        what = what or (f"the loss is {loss.item()}" if loss is not None else "another process's loss is non-finite")
+        if loss is not None and bool(torch.isfinite(loss)):
+            what = "another process's loss is non-finite"
+        raise NonFiniteLossError(f"{what} at step {step} "
                                  f"(parts: { {k: float(v) for k, v in parts.items()} }); "
                                  "lower the learning rate or beta, or check the data", step)
     optimizer.zero_grad(set_to_none=True)

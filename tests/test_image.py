@@ -1,0 +1,164 @@
+"""image/train.py, image/eval.py and the library pieces they stand on (scorepde.imaging).
+
+The scripts run in-process (their ``main(argv)``) with a tiny U-Net, a few steps and a few
+test images, so the whole file takes well under a minute on two busy cores.
+"""
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from scorepde.imaging import (TABLE4_TIMES, ImageConfig, build_objective, build_score_model,
+                              build_sde, residual_table, save_grid)
+from scorepde.training import JsonlLog, load_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--channels", "8", "--batch-size", "16", "--threads", "1", "--no-progress",
+        "--sample-steps", "5", "--n-samples", "4", "--ckpt-every", "1000"]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"image_{name}", os.path.join(ROOT, "image", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train, evaluate, bench = _script("train"), _script("eval"), _script("bench_bpd")
+
+
+def _losses(out):
+    return [{k: v for k, v in r.items() if k != "step_time"} for r in JsonlLog.read(os.path.join(out, "log.jsonl"))]
+
+
+@pytest.mark.parametrize("module", [train, evaluate, bench], ids=["train", "eval", "bench_bpd"])
+def test_help(module, capsys):
+    with pytest.raises(SystemExit) as e:
+        module.parse_args(["--help"])
+    assert e.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("objective", ["dsm", "fp"])
+def test_a_few_steps_on_digits(tmp_path, objective):
+    out = str(tmp_path / objective)
+    code = train.main(TINY + ["--steps", "3", "--objective", objective, "--subbatch", "4",
+                              "--out", out, "--eval-images", "-1"])
+    assert code == 0
+    logs = _losses(out)
+    assert [r["step"] for r in logs] == [0, 1, 2]
+    assert all(math.isfinite(r["loss"]) for r in logs)
+    assert all((r["fp"] > 0) == (objective == "fp") for r in logs)
+    state = load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    assert state["step"] == 3 and state["config"]["objective"] == objective
+    assert {"model", "ema", "optimizer", "scheduler", "rng", "config"} <= set(state)
+    assert os.path.isfile(os.path.join(out, "samples.png"))
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "config.json", "log.jsonl", "metrics.json", "samples.png"]
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    common = TINY + ["--objective", "fp", "--subbatch", "4", "--eval-images", "-1", "--warmup", "2"]
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    assert train.main(common + ["--steps", "6", "--out", straight]) == 0
+    assert train.main(common + ["--steps", "3", "--out", split]) == 0
+    torch.manual_seed(999)  # nothing may depend on the process's global state
+    assert train.main(common + ["--steps", "6", "--out", split, "--resume"]) == 0
+    a, b = _losses(straight), _losses(split)
+    assert [r["step"] for r in b] == list(range(6))
+    assert a == b  # bit-identical losses, parts and learning rates
+    sa = load_checkpoint(os.path.join(straight, "checkpoint.pt"))
+    sb = load_checkpoint(os.path.join(split, "checkpoint.pt"))
+    assert all(torch.equal(sa["ema"][k], sb["ema"][k]) for k in sa["ema"])
+
+
+@pytest.mark.slow
+def test_epoch_boundary_resume_matches(tmp_path):
+    """Resume mid-epoch and across the epoch boundary: the batch order depends on (seed, epoch)."""
+    common = TINY + ["--batch-size", "500", "--eval-images", "-1", "--channel-mult", "1", "--attention", "0"]
+    straight, split = str(tmp_path / "a"), str(tmp_path / "b")  # 1438 images: 2 batches per epoch
+    assert train.main(common + ["--steps", "5", "--out", straight]) == 0
+    assert train.main(common + ["--steps", "3", "--out", split]) == 0
+    assert train.main(common + ["--steps", "5", "--out", split, "--resume"]) == 0
+    assert _losses(straight) == _losses(split)
+
+
+def test_eval_gives_finite_bpd_and_the_table(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert train.main(TINY + ["--steps", "2", "--out", out, "--eval-images", "8", "--eval-repeats", "1",
+                              "--eval-rtol", "1e-3"]) == 0
+    assert "test bits/dim" in capsys.readouterr().out
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    assert math.isfinite(m["bpd"]) and m["eval_images"] == 8
+    ev = str(tmp_path / "eval")
+    assert evaluate.main([os.path.join(out, "checkpoint.pt"), "--out", ev, "--images", "4",
+                          "--repeats", "2", "--rtol", "1e-3", "--residual-images", "4",
+                          "--n-samples", "4", "--sample-steps", "5", "--no-progress"]) == 0
+    m = json.load(open(os.path.join(ev, "metrics.json")))
+    assert math.isfinite(m["bpd"]) and math.isfinite(m["bpd_std"]) and len(m["bpd_per_repeat"]) == 2
+    assert m["residual_curves"]["t"] == list(TABLE4_TIMES)
+    assert all(math.isfinite(v) for v in m["residual_curves"]["r_fp"] + m["residual_curves"]["r_dsm"])
+    table = open(os.path.join(ev, "residuals.md")).read()
+    assert "r_FP(t)" in table and "r_DSM-like(t)" in table and "| 0.001 |" in table
+
+
+def test_init_from_fine_tunes(tmp_path):
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    assert train.main(TINY + ["--steps", "2", "--out", src, "--eval-images", "-1"]) == 0
+    assert train.main(TINY + ["--steps", "1", "--out", dst, "--eval-images", "-1", "--objective", "fp",
+                              "--subbatch", "2", "--init-from", os.path.join(src, "checkpoint.pt")]) == 0
+    assert json.load(open(os.path.join(dst, "config.json")))["init_from"].endswith("checkpoint.pt")
+    with pytest.raises(SystemExit) as e:  # the architecture comes from the source model
+        train.main(TINY + ["--out", dst, "--channels", "16", "--init-from", os.path.join(src, "checkpoint.pt")])
+    assert e.value.code == 2
+
+
+def test_nan_guard_saves_and_names_the_step(tmp_path, capsys):
+    out = str(tmp_path / "nan")
+    code = train.main(TINY + ["--steps", "20", "--out", out, "--eval-images", "-1", "--lr", "1e30",
+                              "--warmup", "0", "--grad-clip", "0"])
+    err = capsys.readouterr().err
+    assert code == 1 and "training stopped" in err and "at step" in err
+    state = load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    assert f"at step {state['step']}" in err  # the saved state is the last good one
+
+
+def test_bad_input_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(TINY + ["--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2 and "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(TINY + ["--beta", "-1", "--out", str(tmp_path / "o")])
+    assert "beta" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(TINY + ["--resume", "--out", str(tmp_path / "none")])
+    assert "no checkpoint" in capsys.readouterr().err
+    assert evaluate.main([str(tmp_path / "nope.pt")]) == 2
+
+
+@pytest.mark.parametrize("sde", ["ve", "vp", "subvp"])
+def test_builders(sde):
+    cfg = ImageConfig(sde=sde, channels=8, channel_mult=(1, 2), objective="fp", subbatch=2)
+    s = build_sde(cfg, (1, 8, 8))
+    model = build_score_model(cfg, s, (1, 8, 8))
+    obj = build_objective(cfg, model, s)
+    x = torch.rand(4, 1, 8, 8)
+    loss, parts = obj(x, torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and parts["fp"] > 0
+    if sde == "ve":
+        assert s.sigma_max == pytest.approx(8.0)  # the [0,1]^64 cube's diameter
+    with pytest.raises(ValueError, match="objective"):
+        ImageConfig(objective="ssm")
+
+
+def test_save_grid_and_table(tmp_path):
+    import matplotlib.image as mpimg
+    k = torch.randint(0, 17, (5, 1, 8, 8), dtype=torch.uint8)
+    path = save_grid(k, 17, str(tmp_path / "g.png"), nrow=3, pad=1, min_cell=8)
+    img = mpimg.imread(path)
+    assert img.shape[:2] == (2 * 9 + 1, 3 * 9 + 1)
+    rgb = save_grid(torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8), 256, str(tmp_path / "c.png"))
+    assert os.path.isfile(rgb)
+    curves = {"t": [1e-3, 0.1], "r_fp": [1.0, 2.0], "r_dsm": [3.0, 4.0]}
+    assert residual_table(curves, "VE").splitlines()[2] == "| r_FP(t) | 1.000 | 2.000 |"
