@@ -162,3 +162,24 @@ def test_save_grid_and_table(tmp_path):
     assert os.path.isfile(rgb)
     curves = {"t": [1e-3, 0.1], "r_fp": [1.0, 2.0], "r_dsm": [3.0, 4.0]}
     assert residual_table(curves, "VE").splitlines()[2] == "| r_FP(t) | 1.000 | 2.000 |"
+
+
+def test_ctrl_c_saves_a_checkpoint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = str(tmp_path / "int")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "image", "train.py"), *TINY,
+                             "--steps", "100000", "--out", out, "--eval-images", "-1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = os.path.join(out, "log.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.isfile(log) and len(open(log).readlines()) >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    state = load_checkpoint(os.path.join(out, "checkpoint.pt"))
+    assert state["step"] == len(JsonlLog.read(log)) >= 2  # every logged step is in the checkpoint
+    assert "--resume" in err

@@ -67,3 +67,31 @@ def test_nan_guard_names_the_step():
 def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(str(tmp_path / "nope.pt"))
+
+
+def test_jsonl_log_drops_steps_after_the_resume_point(tmp_path):
+    from scorepde.training import JsonlLog
+    path = str(tmp_path / "log.jsonl")
+    log = JsonlLog(path)
+    for s in range(5):
+        log.write({"step": s, "loss": float(s)})
+    log.close()
+    with open(path, "a") as f:
+        f.write('{"step": 5, "lo')  # a line cut short by a crash
+    log = JsonlLog(path, start=3)
+    log.write({"step": 3, "loss": -1.0})
+    log.close()
+    assert [(r["step"], r["loss"]) for r in JsonlLog.read(path)] == [(0, 0.0), (1, 1.0), (2, 2.0), (3, -1.0)]
+
+
+def test_training_state_round_trip(tmp_path):
+    from scorepde.training import restore_training_state, training_state
+    model, objective, opt, sched, ema = _setup()
+    fit(objective, opt, _batches(torch.Generator().manual_seed(0)), 2, scheduler=sched, ema=ema,
+        model=model, progress=False)
+    path = str(tmp_path / "c.pt")
+    save_checkpoint(path, training_state(2, model, opt, sched, ema, [rng_state()], {"a": 1}))
+    model2, _, opt2, sched2, ema2 = _setup()
+    assert restore_training_state(load_checkpoint(path), model2, opt2, sched2, ema2) == 2
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
+    assert sched2.last_epoch == 2 and int(ema2.n_averaged) == 2
