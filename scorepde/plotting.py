@@ -52,7 +52,8 @@ def heatmaps(panels: Dict[str, np.ndarray], extent: Tuple[float, float], path: s
     finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays.values()])
     vmin = float(finite.min()) if vmin is None else vmin
     vmax = float(finite.max()) if vmax is None else vmax
-    fig, axes = plt.subplots(1, len(arrays), figsize=(3.6 * len(arrays) + 0.8, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(arrays), figsize=(3.6 * len(arrays) + 0.8, 3.6), squeeze=False,
+                             constrained_layout=True)
     im = None
     for ax, (title, a) in zip(axes[0], arrays.items()):
         im = ax.imshow(a, origin="lower", extent=(*extent, *extent), vmin=vmin, vmax=vmax,
@@ -60,7 +61,7 @@ def heatmaps(panels: Dict[str, np.ndarray], extent: Tuple[float, float], path: s
         ax.set_title(title)
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
-    fig.colorbar(im, ax=list(axes[0]), label=label, shrink=0.85)
+    fig.colorbar(im, ax=list(axes[0]), label=label, shrink=0.9)
     if suptitle:
         fig.suptitle(suptitle)
     return _save(fig, path)
@@ -81,6 +82,7 @@ def scatters(panels: Dict[str, np.ndarray], extent: Tuple[float, float], path: s
         ax.set_ylabel("$x_2$")
     if suptitle:
         fig.suptitle(suptitle)
+    fig.tight_layout()
     return _save(fig, path)
 
 

@@ -150,7 +150,11 @@ class ToyScore(torch.nn.Module):
     moves in t while σ_t ≪ data_std, as the true score does. ``condition="time"`` feeds
     c = t instead. The skip term makes F = 0 the score of N(0, ŝ² I), which the true score
     approaches as σ_t grows (F is then ŝ⁻¹ times a denoiser); without it a network must
-    learn the far field −x/ŝ² itself, which a PDE-only fit (``scorepde.cauchy``) does poorly. ``net(x, c)`` is e.g. ``scorepde.nn.MLPScore`` with a smooth embedding
+    learn the far field −x/ŝ² itself, which a PDE-only fit (``scorepde.cauchy``) does poorly.
+
+    Not for DSM: with its σ_t² weighting, ‖σ_t s + z‖² reaches F through σ_t/ŝ(t) → 0 as
+    t → 0, so the fine structure of q_0 gets no gradient (measured: DSM fits a Gaussian).
+    For DSM use ``scorepde.nn.ScoreModel`` (s = −F/σ_t, gradients O(1) at every t). ``net(x, c)`` is e.g. ``scorepde.nn.MLPScore`` with a smooth embedding
     (Fourier features of scale ~1: the score FPE differentiates in t).
     """
 

@@ -131,3 +131,15 @@ def test_plotting_writes_pngs(tmp_path):
     ]
     assert all(open(p, "rb").read(4) == b"\x89PNG" for p in paths)
     assert plotting.histogram_density(grid, (-1, 1), 4).shape == (4, 4)
+
+
+def test_collocation_times():
+    from scorepde.cauchy import sample_collocation_time
+    sde = sp.VESDE()
+    t = sample_collocation_time(4000, sde, "log_scale", data_std=1.0, generator=gen(13))
+    assert t.shape == (4000,) and float(t.min()) >= 0 and float(t.max()) <= 1
+    # The log-ŝ half sits where σ_t is comparable to the data: mostly t > 0.5 under VE(0.01, 50).
+    assert float((t[2000:] > 0.5).float().mean()) > 0.9
+    assert 0.4 < float((t[:2000] > 0.5).float().mean()) < 0.6
+    with pytest.raises(ValueError, match="log_scale"):
+        sample_collocation_time(4, sde, "beta")

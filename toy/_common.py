@@ -14,7 +14,7 @@ import torch
 
 import scorepde as sp
 from scorepde.losses import FPObjective
-from scorepde.nn import MLPScore
+from scorepde.nn import MLPScore, ScoreModel
 from scorepde.toy import ToyDataset, ToyScore
 from scorepde.training import fit, make_optimizer
 
@@ -46,10 +46,20 @@ def generator(seed: int, device="cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int(seed))
 
 
+#: Score parametrizations the scripts can train (``--param``).
+PARAMS = ("toy", "score_model")
+
+
 def make_model(ds: ToyDataset, sde, *, hidden: int, depth: int = 3, data_std: Optional[float] = None,
-               seed: int = 0, device="cpu", skip: bool = True) -> ToyScore:
-    """A ``ToyScore`` over an ``MLPScore`` (Fourier features of log ŝ, scale 1)."""
+               seed: int = 0, device="cpu", skip: bool = True, param: str = "toy") -> torch.nn.Module:
+    """``"toy"``: a ``ToyScore`` over an ``MLPScore`` (Fourier features of log ŝ, scale 1).
+    ``"score_model"``: the library's NCSN++-style ``ScoreModel`` (−net/σ_t, Fourier features
+    of log σ(t) at scale 16) over the same MLP, the parametrization of score_sde's toys."""
     torch.manual_seed(seed)
+    if param == "score_model":
+        return ScoreModel(MLPScore(ds.dim, hidden=hidden, depth=depth), sde).to(device)
+    if param != "toy":
+        raise ValueError(f"unknown param {param!r}; choose one of {PARAMS}")
     net = MLPScore(ds.dim, hidden=hidden, depth=depth, embedding="fourier", fourier_scale=1.0)
     return ToyScore(net, sde, data_std=data_std or ds.data_std, skip=skip).to(device)
 

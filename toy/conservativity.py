@@ -33,6 +33,8 @@ def main(argv=None):
     p.add_argument("--fp-subbatch", type=int, default=64, help="samples per step the FP residual sees")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--param", default="score_model", choices=C.PARAMS,
+                   help="score parametrization: ToyScore (skip + EDM scalings) or the NCSN++-style ScoreModel")
     args = p.parse_args(argv)
     out = C.setup(args, "conservativity")
     dev = args.device
@@ -44,7 +46,7 @@ def main(argv=None):
     gmm, sde = ds.mixture, sp.VESDE(0.01, 50.0)
     scores, train_info = {}, {}
     for name, beta in RUNS.items():
-        model = C.make_model(ds, sde, hidden=args.hidden, seed=args.seed, device=dev)
+        model = C.make_model(ds, sde, hidden=args.hidden, seed=args.seed, device=dev, param=args.param)
         obj = C.fp_objective(model, sde, beta, eps=EPS, subbatch=args.fp_subbatch)
         train_info[name] = C.train(obj, model, ds, steps=steps, batch_size=args.batch_size, lr=args.lr,
                                    seed=args.seed, desc=name, device=dev)
@@ -62,11 +64,14 @@ def main(argv=None):
     curl_curves["true"] = curl_mse(true, sde, x64, ts, generator=C.generator(args.seed + 2000))
     res_curves["true"] = sp.residual_curves(true, sde, x64[:500], ts, generator=C.generator(args.seed + 3000))
 
-    plotting.curves(ts, {k: v["curl_mse"] for k, v in curl_curves.items()},
-                    os.path.join(out, "curl_mse_over_t.png"), ylabel=r"$E_{q_t}[(\partial_1 s_2 - \partial_2 s_1)^2]$",
-                    title="MSE of the curl over t (2-D GMM, VE)")
+    trained = [k for k in curl_curves if k != "true"]
+    plotting.curves(ts, {}, os.path.join(out, "curl_mse_over_t.png"),
+                    ylabel=r"$E_{q_t}[(\partial_1 s_2 - \partial_2 s_1)^2]$",
+                    panels={"trained scores": {k: curl_curves[k]["curl_mse"] for k in trained},
+                            "closed-form score (float64 rounding)": {"true": curl_curves["true"]["curl_mse"]}})
     plotting.curves(ts, {}, os.path.join(out, "residual_over_t.png"), ylabel="residual",
-                    panels={r"$r_{FP}(t) = E\|\varepsilon[s]\|$": {k: v["r_fp"] for k, v in res_curves.items()},
+                    panels={r"$r_{FP}(t) = E\|\varepsilon[s]\|$, trained": {k: res_curves[k]["r_fp"] for k in trained},
+                            r"$r_{FP}(t)$, closed form": {"true": res_curves["true"]["r_fp"]},
                             r"$r_{DSM-like}(t) = E\|s + z/\sigma_t\|$":
                                 {k: v["r_dsm"] for k, v in res_curves.items()}})
 

@@ -47,6 +47,8 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--n-test", type=int, default=None, help="held-out samples (default 500, quick 64)")
+    p.add_argument("--param", default="score_model", choices=C.PARAMS,
+                   help="score parametrization: the NCSN++-style ScoreModel, or ToyScore")
     args = p.parse_args(argv)
     out = C.setup(args, "density")
     dev = args.device
@@ -66,7 +68,7 @@ def main(argv=None):
             vals = []
             for k in range(n_seeds):
                 seed = args.seed + k
-                model = C.make_model(ds, sde, hidden=args.hidden, seed=seed, device=dev)
+                model = C.make_model(ds, sde, hidden=args.hidden, seed=seed, device=dev, param=args.param)
                 obj = C.fp_objective(model, sde, beta, eps=EPS, subbatch=args.fp_subbatch)
                 C.train(obj, model, ds, steps=steps, batch_size=args.batch_size, lr=args.lr,
                         seed=seed, desc=f"{name}/{method}/seed{seed}", device=dev)
