@@ -29,7 +29,8 @@ from scorepde.losses import DEFAULT_FP, FPObjective, dsm_loss, sample_time
 from scorepde.nn import MLPScore, ScoreModel, UNet
 from scorepde.training import fit, make_optimizer
 
-MNIST_DIR = "/work/shared/data/mnist-10k"
+#: MNIST as shipped beside the repository (see ../shared/data/README.md); --data-dir overrides.
+MNIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist-10k")
 FP = dict(beta=0.1, fp_weighting="g2", m=2)  # the paper's CIFAR-10 form (Table 6), m = 2
 
 #: name → (FPObjective keyword arguments, description). Plug-in ‖ε̂‖² (one draw) throughout.
@@ -55,12 +56,14 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5, quick 2)")
     p.add_argument("--effect-steps", type=int, default=None, help="toy training steps per model (default 1500, quick 30)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=MNIST_DIR,
+                   help="folder with MNIST IDX files (default: ../shared/data/mnist-10k); digits if absent")
     return p.parse_args(argv)
 
 
-def image_batch(quick: bool, batch: int, device, seed: int) -> torch.Tensor:
+def image_batch(quick: bool, batch: int, device, seed: int, mnist_dir: str = MNIST_DIR) -> torch.Tensor:
     """MNIST (28×28) when the files are there, else sklearn's 8×8 digits; quick: digits."""
-    name, data_dir = ("mnist", MNIST_DIR) if not quick and os.path.isdir(MNIST_DIR) else ("digits", None)
+    name, data_dir = ("mnist", mnist_dir) if not quick and os.path.isdir(mnist_dir) else ("digits", None)
     data = load_dataset(name, "train", data_dir)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=g)[:batch]
@@ -88,7 +91,7 @@ def time_steps(args, device):
     batch = args.batch or (8 if args.quick else 32)
     repeats = args.repeats or (2 if args.quick else 5)
     model = build_unet(args.quick, device, args.seed)
-    x0, data_name = image_batch(args.quick, batch, device, args.seed)
+    x0, data_name = image_batch(args.quick, batch, device, args.seed, args.data_dir)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the model stays the same
     objectives = {name: FPObjective(model, model.sde, **kw) for name, (kw, _) in CONFIGS.items()}
     fns = {name: step_fn(obj, optimizer, x0, args.seed) for name, obj in objectives.items()}

@@ -24,7 +24,7 @@ import torch
 
 from .checks import check_batch_independent, check_finite
 from .derivatives import broadcast_to_batch
-from .fpe import residual, residual_norm_sq
+from .fpe import ESTIMATORS, residual, residual_norm_sq
 from .sde import SDE
 
 __all__ = ["WEIGHTINGS", "DEFAULT_FP", "sample_time", "dsm_loss", "fp_regularizer", "FPObjective"]
@@ -61,6 +61,21 @@ def sample_time(n: int, sde: SDE, eps: float = 1e-5, *, generator=None, device=N
     return eps + (sde.T - eps) * u
 
 
+def _perturbed_batch(sde: SDE, x0: torch.Tensor, eps: float, generator):
+    """(x_t, t, z): t ~ U(eps, T), z ~ N(0, I), x_t = a(t) x_0 + σ_t z."""
+    t = sample_time(x0.shape[0], sde, eps, generator=generator, device=x0.device, dtype=x0.dtype)
+    z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return sde.perturb(x0, t, z), t, z
+
+
+def _dsm_from_score(s: torch.Tensor, sde: SDE, t: torch.Tensor, z: torch.Tensor, weighting: str):
+    if s.shape != z.shape:
+        raise ValueError(f"the model returned shape {tuple(s.shape)} for x of shape {tuple(z.shape)}")
+    std = broadcast_to_batch(sde.marginal(t)[1], z)
+    per_sample = 0.5 * _weighting(weighting, sde, t) * (s + z / std).flatten(1).pow(2).sum(1)
+    return check_finite(per_sample.mean(), "the DSM loss")
+
+
 def dsm_loss(model: Callable, sde: SDE, x0: torch.Tensor, *, weighting: str = "sigma2",
              eps: float = 1e-5, generator: Optional[torch.Generator] = None,
              return_samples: bool = False):
@@ -68,16 +83,29 @@ def dsm_loss(model: Callable, sde: SDE, x0: torch.Tensor, *, weighting: str = "s
 
     With ``return_samples`` also returns the perturbed ``(x_t, t)`` it drew.
     """
-    t = sample_time(x0.shape[0], sde, eps, generator=generator, device=x0.device, dtype=x0.dtype)
-    z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    xt = sde.perturb(x0, t, z)
-    std = broadcast_to_batch(sde.marginal(t)[1], x0)
-    s = model(xt, t)
-    if s.shape != x0.shape:
-        raise ValueError(f"the model returned shape {tuple(s.shape)} for x of shape {tuple(x0.shape)}")
-    per_sample = 0.5 * _weighting(weighting, sde, t) * (s + z / std).flatten(1).pow(2).sum(1)
-    loss = check_finite(per_sample.mean(), "the DSM loss")
+    xt, t, z = _perturbed_batch(sde, x0, eps, generator)
+    loss = _dsm_from_score(model(xt, t), sde, t, z, weighting)
     return (loss, xt, t) if return_samples else loss
+
+
+class _Piggyback:
+    """A score callable whose first call also evaluates (x, t) in the same batched forward.
+
+    Lets R_FP's plain forward carry the DSM batch along: one network call per step instead
+    of two. Only for estimators whose model calls are plain forwards (no torch.func
+    transform around them), so the extra outputs can leave the call.
+    """
+
+    def __init__(self, model: Callable, x: torch.Tensor, t: torch.Tensor):
+        self.model, self.x, self.t, self.out = model, x, t, None
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.out is not None:
+            return self.model(x, t)
+        B = self.x.shape[0]
+        out = self.model(torch.cat([self.x, x]), torch.cat([self.t, t]))
+        self.out = out[:B]
+        return out[B:]
 
 
 def fp_regularizer(model: Callable, sde: SDE, x: torch.Tensor, t: torch.Tensor, *,
@@ -150,20 +178,26 @@ class FPObjective(torch.nn.Module):
             return max(1, math.ceil(self.subbatch * batch))
         return min(self.subbatch, batch)
 
+    @property
+    def fused(self) -> bool:
+        """Whether R_FP's estimator makes only plain forwards, so DSM can share its forward."""
+        return self.regularized and ESTIMATORS[self.estimator]["grad"] == "directional_fd" \
+            and self.options.get("grad", "directional_fd") == "directional_fd"
+
     def forward(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None):
-        dsm, xt, t = dsm_loss(self.model, self.sde, x0, weighting=self.dsm_weighting, eps=self.eps,
-                              generator=generator, return_samples=True)
-        parts = {"dsm": dsm.detach()}
+        xt, t, z = _perturbed_batch(self.sde, x0, self.eps, generator)
         if not self.regularized:
-            parts["fp"] = torch.zeros_like(parts["dsm"])
-            return dsm, parts
+            dsm = _dsm_from_score(self.model(xt, t), self.sde, t, z, self.dsm_weighting)
+            return dsm, {"dsm": dsm.detach(), "fp": torch.zeros_like(dsm.detach())}
         k = self.fp_batch_size(x0.shape[0])
         if not self._independence_checked:  # once: per-sample derivatives need it
             check_batch_independent(self.model, xt, t)
             self._independence_checked = True
-        fp, fp_parts = fp_regularizer(self.model, self.sde, xt[:k], t[:k], beta=self.beta,
+        score = _Piggyback(self.model, xt, t) if self.fused else self.model
+        fp, fp_parts = fp_regularizer(score, self.sde, xt[:k], t[:k], beta=self.beta,
                                       gamma=self.gamma, fp_weighting=self.fp_weighting, m=self.m,
                                       estimator=self.estimator, unbiased=self.unbiased,
                                       generator=generator, **self.options)
-        parts.update(fp=fp.detach(), **fp_parts)
-        return dsm + fp, parts
+        s = score.out if self.fused else self.model(xt, t)
+        dsm = _dsm_from_score(s, self.sde, t, z, self.dsm_weighting)
+        return dsm + fp, {"dsm": dsm.detach(), "fp": fp.detach(), **fp_parts}

@@ -113,3 +113,26 @@ def test_default_fp_runs_on_a_fraction_of_the_batch():
     for bad in (0, 0.0, 1.5, -2):
         with pytest.raises(ValueError, match="subbatch"):
             FPObjective(model, sp.VPSDE(), beta=0.1, subbatch=bad)
+
+
+def test_forward_fd_objective_shares_one_forward_with_dsm():
+    """DEFAULT_FP's estimator makes plain forwards only: DSM rides in the same network call,
+    and the loss equals DSM plus the separately computed regularizer."""
+    from scorepde.losses import DEFAULT_FP
+    model = Counting(MLP(2))
+    sde = sp.VPSDE()
+    x0 = torch.randn(16, 2, dtype=torch.float64)
+    objective = FPObjective(model, sde, beta=0.1, gamma=0.01, **DEFAULT_FP)
+    assert objective.fused
+    objective(x0, torch.Generator().manual_seed(0))  # the first call also probes independence
+    model.calls = 0
+    total, parts = objective(x0, torch.Generator().manual_seed(0))
+    assert model.calls == 1
+
+    g = torch.Generator().manual_seed(0)
+    dsm, xt, t = dsm_loss(model, sde, x0, generator=g, return_samples=True)
+    k = objective.fp_batch_size(16)
+    opts = {key: val for key, val in DEFAULT_FP.items() if key != "subbatch"}
+    fp, _ = fp_regularizer(model, sde, xt[:k], t[:k], beta=0.1, gamma=0.01, generator=g, **opts)
+    torch.testing.assert_close(total, dsm + fp)
+    torch.testing.assert_close(parts["dsm"], dsm)
