@@ -47,7 +47,7 @@ class ImageConfig:
     beta_min: float = 0.1
     beta_max: float = 20.0
     # U-Net
-    channels: int = 32
+    channels: int = 16
     channel_mult: Tuple[int, ...] = (1, 2)
     num_res_blocks: int = 1
     attention: bool = True
@@ -68,9 +68,9 @@ class ImageConfig:
     lr: float = 1e-3
     warmup: int = 100
     grad_clip: Optional[float] = 1.0
-    ema_decay: float = 0.999
+    ema_decay: float = 0.995          # short CPU runs; 0.999+ for long ones
     batch_size: int = 64
-    steps: int = 3000
+    steps: int = 2000
     seed: int = 0
 
     def __post_init__(self):
