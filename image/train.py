@@ -80,7 +80,7 @@ def parse_args(argv=None):
     g.add_argument("--init-from", metavar="CKPT", help="fine-tune: start from CKPT's weights (fresh optimiser/EMA)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="bf16 autocast of the plain forward pass (auto: on CUDA)")
-    g.add_argument("--threads", type=int, help="torch CPU threads per process (default: cores / processes)")
+    g.add_argument("--threads", type=int, help="torch CPU threads per process (default 1; more helps only big images on idle cores)")
     g.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
     g.add_argument("--sample-every", type=int, default=0, help="sample grid every N steps (0: only at the end)")
     g.add_argument("--n-samples", type=int, default=64, help="images in a sample grid")
@@ -141,7 +141,9 @@ def main(argv=None) -> int:
         fail(str(err))
 
     info = dd.setup(args.device)
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // info.world_size))
+    # One thread by default: this model's ops are small, and on a shared or busy machine
+    # extra threads oversubscribe the cores and slow every op down many times over.
+    torch.set_num_threads(args.threads or 1)
     amp = {"auto": torch.bfloat16 if info.device.type == "cuda" else None,
            "bf16": torch.bfloat16, "off": None}[args.amp]
     try:
