@@ -63,7 +63,7 @@ def heatmaps(panels: Dict[str, np.ndarray], extent: Tuple[float, float], path: s
         ax.set_ylabel("$x_2$")
     fig.colorbar(im, ax=list(axes[0]), label=label, shrink=0.9)
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, y=1.06)
     return _save(fig, path)
 
 
@@ -87,13 +87,16 @@ def scatters(panels: Dict[str, np.ndarray], extent: Tuple[float, float], path: s
 
 
 def densities_1d(x: np.ndarray, series: Dict[str, np.ndarray], path: str, *,
-                 title: Optional[str] = None, ylabel: str = "density") -> str:
-    """Several 1-D densities over the same points ``x`` in one axes."""
+                 title: Optional[str] = None, ylabel: str = "density",
+                 ymax: Optional[float] = None) -> str:
+    """Several 1-D densities over the same points ``x`` in one axes (y clipped at ``ymax``)."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, y in series.items():
         ax.plot(_np(x).ravel(), _np(y).ravel(), label=name)
     ax.set_xlabel("x")
     ax.set_ylabel(ylabel)
+    if ymax is not None:
+        ax.set_ylim(0, ymax)
     ax.legend()
     if title:
         ax.set_title(title)

@@ -92,8 +92,9 @@ def main(argv=None):
         if ds.dim == 1:
             grid = maps["vanilla"][0]
             series = {"vanilla DSM": maps["vanilla"][1], "FP (β=0.0015)": maps["fp"][1]}
-            series = {"true": ds.log_prob(grid).exp(), **series}
-            plotting.densities_1d(grid, series, fig, title=f"{name}: PF-ODE densities (seed {args.seed})")
+            true = ds.log_prob(grid).exp()
+            plotting.densities_1d(grid, {"true": true, **series}, fig, ymax=1.5 * float(true.max()),
+                                  title=f"{name}: PF-ODE densities (seed {args.seed}; y clipped)")
         else:
             shape = (maps["vanilla"][0].shape[0] ** 0.5,) * 2
             shape = tuple(int(round(s)) for s in shape)
