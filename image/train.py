@@ -24,7 +24,7 @@ from scorepde import distributed as dd
 from scorepde.data import load_dataset, to_model_space
 from scorepde.imaging import (ImageConfig, build_objective, build_score_model, build_sde,
                               model_scaling, sample_grid, test_bpd)
-from scorepde.training import (AutocastObjective, InterruptFlag, JsonlLog, NonFiniteLossError,
+from scorepde.training import (InterruptFlag, JsonlLog, NonFiniteLossError,
                                StopRequested, fit, load_checkpoint, make_ema, make_optimizer,
                                restore_training_state, rng_state, save_checkpoint, set_rng_state,
                                training_state)
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     model = build_score_model(cfg, sde, shape).to(info.device)
     if args.init_from:
         model.load_state_dict(source["model"])
-    objective = AutocastObjective(build_objective(cfg, model, sde), info.device.type, amp)
+    objective = build_objective(cfg, model, sde, autocast=amp)
     opt, sched = make_optimizer(model.parameters(), lr=cfg.lr, warmup=cfg.warmup)
     ema = make_ema(model, cfg.ema_decay)
     gen = torch.Generator(info.device).manual_seed(cfg.seed * 1000 + info.rank)

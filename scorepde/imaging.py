@@ -140,13 +140,16 @@ def build_score_model(cfg: ImageConfig, sde: SDE, shape: Sequence[int]) -> Score
     return ScoreModel(net, sde)
 
 
-def build_objective(cfg: ImageConfig, model: torch.nn.Module, sde: SDE) -> FPObjective:
-    """J_DSM (objective "dsm") or J_DSM + R_FP (objective "fp") as one module for DDP."""
+def build_objective(cfg: ImageConfig, model: torch.nn.Module, sde: SDE,
+                    autocast: Optional[torch.dtype] = None) -> FPObjective:
+    """J_DSM (objective "dsm") or J_DSM + R_FP (objective "fp") as one module for DDP;
+    ``autocast`` runs the plain DSM forward in that dtype (bf16 on CUDA)."""
     if not cfg.fp_on:
-        return FPObjective(model, sde, dsm_weighting=cfg.dsm_weighting, eps=cfg.t_eps)
+        return FPObjective(model, sde, dsm_weighting=cfg.dsm_weighting, eps=cfg.t_eps,
+                           autocast=autocast)
     return FPObjective(model, sde, beta=cfg.beta, gamma=cfg.gamma, fp_weighting=cfg.fp_weighting,
                        m=cfg.m, estimator=cfg.estimator, dsm_weighting=cfg.dsm_weighting,
-                       eps=cfg.t_eps, subbatch=cfg.subbatch)
+                       eps=cfg.t_eps, subbatch=cfg.subbatch, autocast=autocast)
 
 
 def save_grid(images: torch.Tensor, levels: int, path: str, *, nrow: Optional[int] = None,

@@ -146,12 +146,15 @@ class FPObjective(torch.nn.Module):
     detached parts ``dsm``, ``fp`` and, when the regularizer runs, ``fp_residual``, ``fp_rhs``.
     ``subbatch`` evaluates R_FP on the first ``subbatch`` perturbed samples only: a count
     (an int), or a fraction of the batch (a float in (0, 1], rounded up to at least one).
+    ``autocast`` (e.g. ``torch.bfloat16`` on CUDA) runs the plain DSM forward under
+    ``torch.autocast`` while R_FP's derivatives stay in the model's precision.
     """
 
     def __init__(self, model: torch.nn.Module, sde: SDE, *, beta: float = 0.0, gamma: float = 0.0,
                  fp_weighting: str = "none", m: int = 1, estimator: str = "exact",
                  dsm_weighting: str = "sigma2", eps: float = 1e-5,
-                 subbatch: Optional[Union[int, float]] = None, unbiased: bool = True, **options):
+                 subbatch: Optional[Union[int, float]] = None, unbiased: bool = True,
+                 autocast: Optional[torch.dtype] = None, **options):
         super().__init__()
         _check_eps(eps, sde)
         _weighting(dsm_weighting, sde, torch.zeros(1))
@@ -164,6 +167,7 @@ class FPObjective(torch.nn.Module):
         self.beta, self.gamma, self.fp_weighting, self.m = float(beta), float(gamma), fp_weighting, m
         self.estimator, self.dsm_weighting, self.eps = estimator, dsm_weighting, eps
         self.subbatch, self.unbiased, self.options = subbatch, unbiased, options
+        self.autocast = autocast
         self._independence_checked = False
 
     @property
@@ -181,13 +185,21 @@ class FPObjective(torch.nn.Module):
     @property
     def fused(self) -> bool:
         """Whether R_FP's estimator makes only plain forwards, so DSM can share its forward."""
-        return self.regularized and ESTIMATORS[self.estimator]["grad"] == "directional_fd" \
+        return self.regularized and self.autocast is None \
+            and ESTIMATORS[self.estimator]["grad"] == "directional_fd" \
             and self.options.get("grad", "directional_fd") == "directional_fd"
+
+    def _plain_score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """s(x, t) for the DSM term, under autocast if asked."""
+        if self.autocast is None:
+            return self.model(x, t)
+        with torch.autocast(x.device.type, dtype=self.autocast):
+            return self.model(x, t).to(x.dtype)
 
     def forward(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None):
         xt, t, z = _perturbed_batch(self.sde, x0, self.eps, generator)
         if not self.regularized:
-            dsm = _dsm_from_score(self.model(xt, t), self.sde, t, z, self.dsm_weighting)
+            dsm = _dsm_from_score(self._plain_score(xt, t), self.sde, t, z, self.dsm_weighting)
             return dsm, {"dsm": dsm.detach(), "fp": torch.zeros_like(dsm.detach())}
         k = self.fp_batch_size(x0.shape[0])
         if not self._independence_checked:  # once: per-sample derivatives need it
@@ -198,6 +210,6 @@ class FPObjective(torch.nn.Module):
                                       gamma=self.gamma, fp_weighting=self.fp_weighting, m=self.m,
                                       estimator=self.estimator, unbiased=self.unbiased,
                                       generator=generator, **self.options)
-        s = score.out if self.fused else self.model(xt, t)
+        s = score.out if self.fused else self._plain_score(xt, t)
         dsm = _dsm_from_score(s, self.sde, t, z, self.dsm_weighting)
         return dsm + fp, {"dsm": dsm.detach(), "fp": fp.detach(), **fp_parts}

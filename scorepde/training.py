@@ -17,7 +17,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 __all__ = ["NonFiniteLossError", "make_optimizer", "make_ema", "train_step", "fit",
            "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
-           "training_state", "restore_training_state", "AutocastObjective", "JsonlLog",
+           "training_state", "restore_training_state", "JsonlLog",
            "StopRequested", "InterruptFlag"]
 
 
@@ -178,44 +178,6 @@ def restore_training_state(state: dict, model: torch.nn.Module, optimizer=None, 
     if ema is not None and "ema" in state:
         ema.load_state_dict(state["ema"])
     return int(state["step"])
-
-
-class AutocastObjective(torch.nn.Module):
-    """Run an ``FPObjective`` with its plain forward pass (the DSM term) under autocast
-    (bf16 on CUDA) while the regularizer's derivatives stay in the model's own precision.
-
-    With ``dtype=None`` it is the objective unchanged. Wrap this module in DDP as you
-    would the objective (it holds the model, so DDP sees the parameters).
-    """
-
-    def __init__(self, objective: torch.nn.Module, device_type: str, dtype: Optional[torch.dtype]):
-        super().__init__()
-        self.objective, self.device_type, self.dtype = objective, device_type, dtype
-
-    def forward(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None):
-        if self.dtype is None:
-            return self.objective(x0, generator)
-        from .losses import dsm_loss, fp_regularizer
-        from .checks import check_batch_independent
-        obj = self.objective
-        with torch.autocast(self.device_type, dtype=self.dtype):
-            dsm, xt, t = dsm_loss(obj.model, obj.sde, x0, weighting=obj.dsm_weighting, eps=obj.eps,
-                                  generator=generator, return_samples=True)
-        dsm, xt, t = dsm.float(), xt.detach(), t.detach()
-        parts = {"dsm": dsm.detach()}
-        if not obj.regularized:
-            parts["fp"] = torch.zeros_like(parts["dsm"])
-            return dsm, parts
-        k = obj.subbatch or x0.shape[0]
-        if not obj._independence_checked:
-            check_batch_independent(obj.model, xt, t)
-            obj._independence_checked = True
-        fp, fp_parts = fp_regularizer(obj.model, obj.sde, xt[:k], t[:k], beta=obj.beta,
-                                      gamma=obj.gamma, fp_weighting=obj.fp_weighting, m=obj.m,
-                                      estimator=obj.estimator, unbiased=obj.unbiased,
-                                      generator=generator, **obj.options)
-        parts.update(fp=fp.detach(), **fp_parts)
-        return dsm + fp, parts
 
 
 class JsonlLog:

@@ -136,3 +136,14 @@ def test_forward_fd_objective_shares_one_forward_with_dsm():
     fp, _ = fp_regularizer(model, sde, xt[:k], t[:k], beta=0.1, gamma=0.01, generator=g, **opts)
     torch.testing.assert_close(total, dsm + fp)
     torch.testing.assert_close(parts["dsm"], dsm)
+
+
+def test_autocast_applies_to_the_dsm_forward_only():
+    """bf16 autocast (CPU here) changes the DSM term a little and R_FP not at all."""
+    model, sde = MLP(2, dtype=torch.float32), sp.VESDE()
+    x0 = torch.randn(16, 2)
+    kw = dict(beta=0.1, gamma=0.01, estimator="hutchinson", subbatch=8)
+    full, p_full = FPObjective(model, sde, **kw)(x0, torch.Generator().manual_seed(0))
+    amp, p_amp = FPObjective(model, sde, autocast=torch.bfloat16, **kw)(x0, torch.Generator().manual_seed(0))
+    assert p_amp["fp"] == p_full["fp"] and p_amp["dsm"].dtype == torch.float32
+    assert p_amp["dsm"] != p_full["dsm"] and abs(p_amp["dsm"] / p_full["dsm"] - 1) < 0.05
