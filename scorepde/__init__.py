@@ -10,11 +10,12 @@ from .checks import check_batch_independent, check_inputs
 from .curl import antisymmetry, curl
 from .curves import residual_curves
 from .data import SCALINGS, ImageData, from_model_space, load_dataset, to_model_space
-from .derivatives import divergence, jacobian, sample_probes, time_derivative
-from .fpe import ESTIMATORS, fpe_rhs, projected_residual, residual, residual_norm_sq
+from .derivatives import divergence, jacobian, sample_probes, stencil_points, time_derivative
+from .fpe import (ESTIMATORS, fpe_rhs, projected_residual, projected_residual_fd, residual,
+                  residual_norm_sq)
 from .gmm import GaussianMixture
 from .likelihood import log_likelihood, probability_flow_drift
-from .losses import FPObjective, dsm_loss, fp_regularizer
+from .losses import DEFAULT_FP, FPObjective, dsm_loss, fp_regularizer
 from .nn import MLPScore, ScoreModel, UNet
 from .sampling import euler_maruyama, predictor_corrector, probability_flow
 from .sde import SDE, GenericSDE, LinearSDE, SubVPSDE, VESDE, VPSDE
@@ -23,12 +24,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SDE", "LinearSDE", "VESDE", "VPSDE", "SubVPSDE", "GenericSDE",
-    "time_derivative", "divergence", "jacobian", "sample_probes",
-    "fpe_rhs", "residual", "projected_residual", "residual_norm_sq", "ESTIMATORS",
+    "time_derivative", "divergence", "jacobian", "sample_probes", "stencil_points",
+    "fpe_rhs", "residual", "projected_residual", "projected_residual_fd", "residual_norm_sq",
+    "ESTIMATORS",
     "GaussianMixture", "curl", "antisymmetry", "residual_curves",
     "log_likelihood", "probability_flow_drift", "dequantize", "bits_per_dim", "evaluate_bpd",
     "euler_maruyama", "predictor_corrector", "probability_flow",
-    "dsm_loss", "fp_regularizer", "FPObjective",
+    "dsm_loss", "fp_regularizer", "FPObjective", "DEFAULT_FP",
     "nn", "ScoreModel", "UNet", "MLPScore",
     "ImageData", "load_dataset", "to_model_space", "from_model_space", "SCALINGS",
     "check_inputs", "check_batch_independent",
