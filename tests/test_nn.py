@@ -7,6 +7,7 @@ from torch.func import grad, jvp, vmap
 
 import scorepde
 from scorepde.nn import MLPScore, ScoreModel, UNet
+from scorepde.nn.precond import ToyScore
 
 SDES = [scorepde.VESDE(), scorepde.VPSDE(), scorepde.SubVPSDE()]
 
@@ -191,3 +192,21 @@ def test_errors_name_the_fix():
     x, t = batch((2, 1, 8, 8))
     with pytest.raises(ValueError, match="one time per sample"):
         ScoreModel(tiny_unet(), scorepde.VPSDE())(x, t[:1])
+
+
+class Zero(nn.Module):
+    def forward(self, x, c):
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("sde", [scorepde.VESDE(), scorepde.VPSDE()], ids=["ve", "vp"])
+def test_toy_score_far_field(sde):
+    """With F = 0 the skip form is the score of N(0, ŝ² I), ŝ² = a² d² + σ_t²."""
+    model = ToyScore(Zero(), sde, data_std=2.0)
+    x, t = torch.randn(5, 2, dtype=torch.float64), torch.rand(5, dtype=torch.float64)
+    a, _ = sde.marginal(t)
+    var = a ** 2 * 4.0 + sde.marginal_variance(t)
+    assert torch.allclose(model(x, t), -x / var[:, None])
+    assert torch.equal(ToyScore(Zero(), sde, skip=False)(x, t), torch.zeros_like(x))
+    with pytest.raises(ValueError):
+        ToyScore(Zero(), sde, condition="sigma")

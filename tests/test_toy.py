@@ -1,4 +1,4 @@
-"""Toy-lab library pieces: data sets, ToyScore, the Cauchy loss, metrics, plotting."""
+"""Toy-lab library pieces: data sets, σ_max from data, the Cauchy loss, metrics, plotting."""
 import math
 
 import pytest
@@ -8,7 +8,8 @@ import scorepde as sp
 from scorepde import plotting
 from scorepde.cauchy import RESIDUAL_WEIGHTINGS, CauchyObjective, cauchy_loss, residual_weight
 from scorepde.metrics import cross_entropy, curl_mse, nll, relative_score_error
-from scorepde.toy import TOY_DATASETS, ToyScore, checkerboard_log_prob, toy_dataset
+from scorepde.toy import (TOY_DATASETS, ToyScore, checkerboard_log_prob, sigma_max_from_data,
+                          toy_dataset)
 
 
 def gen(seed=0):
@@ -50,22 +51,20 @@ def test_checkerboard_density_integrates_to_one():
         == pytest.approx(math.log(32.0))
 
 
-class Zero(torch.nn.Module):
-    def forward(self, x, c):
-        return torch.zeros_like(x)
+def test_toy_score_is_reexported_from_precond():
+    from scorepde.nn.precond import ToyScore as Precond
+    assert ToyScore is Precond
 
 
-@pytest.mark.parametrize("sde", [sp.VESDE(), sp.VPSDE()], ids=["ve", "vp"])
-def test_toy_score_far_field(sde):
-    """With F = 0 the skip form is the score of N(0, ŝ² I), ŝ² = a² d² + σ_t²."""
-    model = ToyScore(Zero(), sde, data_std=2.0)
-    x, t = torch.randn(5, 2, dtype=torch.float64), torch.rand(5, dtype=torch.float64)
-    a, _ = sde.marginal(t)
-    var = a ** 2 * 4.0 + sde.marginal_variance(t)
-    assert torch.allclose(model(x, t), -x / var[:, None])
-    assert torch.equal(ToyScore(Zero(), sde, skip=False)(x, t), torch.zeros_like(x))
+def test_sigma_max_from_data_is_the_largest_pairwise_distance():
+    x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0]])
+    assert sigma_max_from_data(x) == pytest.approx(5.0)
+    assert sigma_max_from_data(x.reshape(3, 1, 2)) == pytest.approx(5.0)   # flattened per sample
     with pytest.raises(ValueError):
-        ToyScore(Zero(), sde, condition="sigma")
+        sigma_max_from_data(x[:1])
+    # the unit-circle mixture: diameter 2 plus a few component stds
+    s = sigma_max_from_data(toy_dataset("gmm8").sample(2000, gen(2)))
+    assert 2.0 < s < 3.2
 
 
 @pytest.mark.parametrize("weighting", sorted(RESIDUAL_WEIGHTINGS))

@@ -15,7 +15,8 @@ import torch
 import scorepde as sp
 from scorepde.losses import FPObjective
 from scorepde.nn import MLPScore, ScoreModel
-from scorepde.toy import ToyDataset, ToyScore
+from scorepde.nn.precond import ToyScore
+from scorepde.toy import ToyDataset
 from scorepde.training import fit, make_optimizer
 
 
@@ -51,16 +52,20 @@ PARAMS = ("toy", "score_model")
 
 
 def make_model(ds: ToyDataset, sde, *, hidden: int, depth: int = 3, data_std: Optional[float] = None,
-               seed: int = 0, device="cpu", skip: bool = True, param: str = "toy") -> torch.nn.Module:
+               seed: int = 0, device="cpu", skip: bool = True, param: str = "toy",
+               fourier_scale: Optional[float] = None) -> torch.nn.Module:
     """``"toy"``: a ``ToyScore`` over an ``MLPScore`` (Fourier features of log ŝ, scale 1).
     ``"score_model"``: the library's NCSN++-style ``ScoreModel`` (−net/σ_t, Fourier features
-    of log σ(t) at scale 16) over the same MLP, the parametrization of score_sde's toys."""
+    of log σ(t), by default at NCSN++'s scale 16) over the same MLP. ``fourier_scale``
+    overrides the embedding's frequency scale for either."""
     torch.manual_seed(seed)
     if param == "score_model":
-        return ScoreModel(MLPScore(ds.dim, hidden=hidden, depth=depth), sde).to(device)
+        net = MLPScore(ds.dim, hidden=hidden, depth=depth, fourier_scale=fourier_scale or 16.0)
+        return ScoreModel(net, sde).to(device)
     if param != "toy":
         raise ValueError(f"unknown param {param!r}; choose one of {PARAMS}")
-    net = MLPScore(ds.dim, hidden=hidden, depth=depth, embedding="fourier", fourier_scale=1.0)
+    net = MLPScore(ds.dim, hidden=hidden, depth=depth, embedding="fourier",
+                   fourier_scale=fourier_scale or 1.0)
     return ToyScore(net, sde, data_std=data_std or ds.data_std, skip=skip).to(device)
 
 

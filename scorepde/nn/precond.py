@@ -9,6 +9,12 @@ for an SDE with a noise level ``sde.sigma(t)`` (VE, NCSN++), or ``"time"``, c = 
 (VP/sub-VP, DDPM++'s 1000-step convention). ``min_std`` keeps t = 0 finite: by default
 σ_min for an SDE that has one, so for VE σ̃(t) = σ(t) exactly as NCSN++ divides by; else 1e-5.
 NCSN++ uses +net/σ for VE: the same family up to the sign of the last layer.
+
+Two preconditionings live here, the only places a network becomes a score:
+
+    ScoreModel   s = −net(x, c(t)) / σ̃(t)                 noise prediction (NCSN++); for DSM
+    ToyScore     s = −(x/ŝ − net(x/ŝ, log ŝ)) / ŝ          EDM-style scalings with a Gaussian
+                 ŝ(t)² = a(t)² data_std² + σ_t²           skip; for PDE-only fits (Cauchy)
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..derivatives import broadcast_to_batch
 from ..sde import SDE
 
-__all__ = ["ScoreModel", "CONDITIONS", "TIME_SCALE"]
+__all__ = ["ScoreModel", "ToyScore", "CONDITIONS", "TIME_SCALE"]
 
 #: c = TIME_SCALE·t for time-conditioned networks (DDPM's N = 1000 steps, as score_sde).
 TIME_SCALE = 999.0
@@ -89,3 +95,54 @@ class ScoreModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"sde={self.sde!r}, condition={self.condition!r}, min_std={self.min_std:g}"
+
+
+class ToyScore(nn.Module):
+    """A preconditioned toy score (EDM-style scalings, Karras et al. 2022):
+
+        s(x, t) = −(x/ŝ − F) / ŝ   (``skip=True``)   or   −F / ŝ   (``skip=False``),
+        F = net(x / ŝ(t), log ŝ(t)),                  ŝ(t)² = a(t)² data_std² + σ_t²
+
+    with (a(t), σ_t) the SDE's kernel. ŝ is the scale of x_t, so the network sees O(1)
+    inputs and returns O(1) outputs at every t, while the score itself falls from
+    O(1/data_std) to O(1/σ_max) over t (VE). The network is conditioned on c = log ŝ(t)
+    (``condition="log_scale"``), the natural clock of the score FPE: dc/dt = (dŝ²/dt)/(2ŝ²)
+    is g²/(2ŝ²) for VE, so ∂t s carries the factor g² that ∇x L[s] carries, and s hardly
+    moves in t while σ_t ≪ data_std, as the true score does. ``condition="time"`` feeds
+    c = t instead. The skip term makes F = 0 the score of N(0, ŝ² I), which the true score
+    approaches as σ_t grows (F is then ŝ⁻¹ times a denoiser); without it a network must
+    learn the far field −x/ŝ² itself, which a PDE-only fit (``scorepde.cauchy``) does poorly.
+
+    Not for DSM: with its σ_t² weighting, ‖σ_t s + z‖² reaches F through σ_t/ŝ(t) → 0 as
+    t → 0, so the fine structure of q_0 gets no gradient (measured: DSM fits a Gaussian).
+    For DSM use ``scorepde.nn.ScoreModel`` (s = −F/σ_t, gradients O(1) at every t). ``net(x, c)`` is e.g. ``scorepde.nn.MLPScore`` with a smooth embedding
+    (Fourier features of scale ~1: the score FPE differentiates in t).
+    """
+
+    CONDITIONS = ("log_scale", "time")
+
+    def __init__(self, net: nn.Module, sde, data_std: float = 1.0, condition: str = "log_scale",
+                 skip: bool = True):
+        super().__init__()
+        if data_std <= 0:
+            raise ValueError(f"data_std must be positive, got {data_std}")
+        if condition not in self.CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r}; choose one of {self.CONDITIONS}")
+        self.net, self.sde, self.data_std, self.condition = net, sde, float(data_std), condition
+        self.skip = bool(skip)
+
+    def scale(self, t: torch.Tensor) -> torch.Tensor:
+        """ŝ(t) = sqrt(a(t)² data_std² + σ_t²), shape ``[B]``."""
+        a, _ = self.sde.marginal(t)
+        return torch.sqrt(a ** 2 * self.data_std ** 2 + self.sde.marginal_variance(t))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        scale = self.scale(t)
+        c = torch.log(scale) if self.condition == "log_scale" else t
+        scale = scale.reshape(-1, *([1] * (x.dim() - 1)))
+        u = x / scale
+        F = self.net(u, c)
+        return -(u - F) / scale if self.skip else -F / scale
+
+    def extra_repr(self) -> str:
+        return f"data_std={self.data_std:g}, condition={self.condition!r}, skip={self.skip}"
