@@ -14,7 +14,6 @@ Writes metrics.json, table.md, error_vs_time.png and fd_sweep.png to --out.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -28,6 +27,9 @@ from scorepde.benchmarking import error_stats, interleaved_timings, machine_info
 from scorepde.losses import FPObjective, sample_time
 from scorepde.nn import MLPScore
 from scorepde.training import fit, make_optimizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import base_parser  # noqa: E402
 
 PROBES = ("rademacher", "gaussian", "sphere")
 
@@ -45,17 +47,10 @@ def estimator_grid(ms):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/estimator_error", help="output folder")
-    p.add_argument("--quick", action="store_true", help="D = 2 only, few draws (for tests)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads (default 1: on a shared machine OpenMP spin-waits make 2 threads far slower)")
+    p = base_parser(__doc__, "runs/estimator_error", "D = 2 only, few draws (for tests)")
     p.add_argument("--points", type=int, default=None, help="evaluation points (default 8, quick 4)")
     p.add_argument("--draws", type=int, default=None, help="draws per point per round (default 16, quick 4)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds (default 3, quick 2)")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 

@@ -13,7 +13,6 @@ regularizer's effect. Writes metrics.json, table.md and step_cost.png to --out.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -28,6 +27,9 @@ from scorepde.data import load_dataset, to_model_space
 from scorepde.losses import DEFAULT_FP, FPObjective, dsm_loss, sample_time
 from scorepde.nn import MLPScore, ScoreModel, UNet
 from scorepde.training import fit, make_optimizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import base_parser  # noqa: E402
 
 #: MNIST as shipped beside the repository (see ../shared/data/README.md); --data-dir overrides.
 MNIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist-10k")
@@ -45,17 +47,10 @@ CONFIGS = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/step_cost", help="output folder")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, for tests (well under a minute)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads (default 1: on a shared machine OpenMP spin-waits make 2 threads far slower)")
+    p = base_parser(__doc__, "runs/step_cost", "tiny sizes, for tests (well under a minute)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default 32, quick 8)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds (default 5, quick 2)")
     p.add_argument("--effect-steps", type=int, default=None, help="toy training steps per model (default 1500, quick 30)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=MNIST_DIR,
                    help="folder with MNIST IDX files (default: ../shared/data/mnist-10k); digits if absent")
     return p.parse_args(argv)
