@@ -1,11 +1,11 @@
-"""Networks for scores: a U-Net, a toy MLP, their noise-label embeddings, and ``ScoreModel``,
-which turns a network ``net(x, c)`` into a score ``s(x, t)`` for a given SDE."""
+"""Networks for scores: a U-Net, a toy MLP, their noise-label embeddings, and the
+preconditioners ``ScoreModel`` and ``ToyScore``, which turn a network into a score ``s(x, t)``."""
 from .embedding import EMBEDDINGS, GaussianFourierEmbedding, SinusoidalEmbedding
 from .mlp import MLPScore
-from .precond import CONDITIONS, TIME_SCALE, ScoreModel
+from .precond import CONDITIONS, TIME_SCALE, ScoreModel, ToyScore
 from .unet import UNet
 
 __all__ = [
-    "UNet", "MLPScore", "ScoreModel", "CONDITIONS", "TIME_SCALE",
+    "UNet", "MLPScore", "ScoreModel", "ToyScore", "CONDITIONS", "TIME_SCALE",
     "EMBEDDINGS", "GaussianFourierEmbedding", "SinusoidalEmbedding",
 ]
