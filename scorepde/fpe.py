@@ -104,15 +104,16 @@ def projected_residual(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor,
 
 
 def _x_step(sde: SDE, t: torch.Tensor, hx: float) -> torch.Tensor:
-    """The step in x, per sample ``[B]``: hx·σ_t (the score varies on the scale σ_t), or hx
-    itself for an SDE without a closed-form kernel."""
+    """The step in x, per sample ``[B]``: hx·sqrt(σ_t² + σ_floor²), since the score varies
+    on the scale σ_t; the floor (the SDE's ``sigma_min``, else 1e-3) keeps it positive at
+    t = 0, where σ_t = 0. hx itself for an SDE without a closed-form kernel."""
     if hx <= 0:
         raise ValueError(f"the step in x must be positive, got hx={hx}")
     try:
-        std = sde.marginal(t)[1]
+        var = sde.marginal_variance(t)
     except NotImplementedError:
         return torch.full_like(t, hx)
-    return hx * std
+    return hx * torch.sqrt(var + getattr(sde, "sigma_min", 1e-3) ** 2)
 
 
 def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,

@@ -202,3 +202,12 @@ def test_forward_fd_refuses_what_it_cannot_do():
         sp.residual(model, sp.VPSDE(), x, t, "forward_fd", n_probes=2)
     with pytest.raises(ValueError, match="positive"):
         sp.residual(model, sp.VPSDE(), x, t, "forward_fd", hx=0.0)
+
+
+@pytest.mark.parametrize("sde", [sp.VESDE(), sp.VPSDE()])
+def test_forward_fd_is_finite_at_t_zero(sde):
+    """σ_0 = 0: the step in x must not collapse to zero there."""
+    model = MLP(2)
+    x, t = torch.randn(4, 2, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    eps = sp.residual(model, sde, x, t, "forward_fd", generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(eps).all()
