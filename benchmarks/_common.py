@@ -12,3 +12,17 @@ def base_parser(doc: str, default_out: str, quick_help: str) -> argparse.Argumen
                    help="CPU threads (default 1: on a shared machine OpenMP spin-waits make 2 threads far slower)")
     p.add_argument("--seed", type=int, default=0)
     return p
+
+
+def setup_run(args) -> "torch.device":
+    """Apply --threads and --device (refusing CUDA where there is none) and make --out."""
+    import os
+    import sys
+
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available here")
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.out, exist_ok=True)
+    return torch.device(args.device)

@@ -29,7 +29,7 @@ from scorepde.nn import MLPScore
 from scorepde.training import fit, make_optimizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import base_parser  # noqa: E402
+from _common import base_parser, setup_run  # noqa: E402
 
 PROBES = ("rademacher", "gaussian", "sphere")
 
@@ -241,11 +241,7 @@ def plot(rows, sweep, out):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device is available here")
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    os.makedirs(args.out, exist_ok=True)
+    device = setup_run(args)
     points = args.points or (4 if args.quick else 8)
     draws = args.draws or (4 if args.quick else 16)
     rounds = args.rounds or (2 if args.quick else 3)

@@ -29,7 +29,7 @@ from scorepde.nn import MLPScore, ScoreModel, UNet
 from scorepde.training import fit, make_optimizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import base_parser  # noqa: E402
+from _common import base_parser, setup_run  # noqa: E402
 
 #: MNIST as shipped beside the repository (see ../shared/data/README.md); --data-dir overrides.
 MNIST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist-10k")
@@ -201,11 +201,7 @@ def plot(rows, path):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device is available here")
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    os.makedirs(args.out, exist_ok=True)
+    device = setup_run(args)
     info = machine_info(device)
     rows, setup = time_steps(args, device)
     effect = default_effect(args, device)
