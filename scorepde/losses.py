@@ -24,7 +24,7 @@ import torch
 
 from .checks import check_batch_independent, check_finite
 from .derivatives import broadcast_to_batch
-from .fpe import ESTIMATORS, residual, residual_norm_sq
+from .fpe import ESTIMATORS, residual_norm_sq
 from .sde import SDE
 
 __all__ = ["WEIGHTINGS", "DEFAULT_FP", "sample_time", "dsm_loss", "fp_regularizer", "FPObjective"]
@@ -117,21 +117,19 @@ def fp_regularizer(model: Callable, sde: SDE, x: torch.Tensor, t: torch.Tensor, 
 
     For m = 2 and a stochastic estimator, ``unbiased`` uses ``residual_norm_sq``'s product of
     two independent draws (unbiased for E‖ε‖²). For m = 1 no unbiased estimate of ‖ε‖ exists:
-    the plug-in ‖ε̂‖ is biased (upwards, by Jensen, for an unbiased ε̂) unless ``estimator``
-    is deterministic. ``options`` go to ``scorepde.residual``.
+    it is the square root of the single-draw estimate of ‖ε‖², i.e. the plug-in ‖ε̂‖ (biased
+    upwards, by Jensen, for an unbiased ε̂) or, for the directional estimators, |⟨ε, v⟩|
+    (not ‖⟨ε, v⟩ v‖, which would inflate it by ‖v‖ ≈ √D); exact for deterministic
+    estimators. ``options`` go to ``scorepde.residual``.
     """
     if m not in (1, 2):
         raise ValueError(f"m must be 1 or 2, got {m}")
     if beta < 0 or gamma < 0:
         raise ValueError(f"beta and gamma must be non-negative, got {beta}, {gamma}")
-    if m == 2:
-        sq, L = residual_norm_sq(model, sde, x, t, estimator, unbiased=unbiased,
-                                 generator=generator, validate=validate, **options)
-        norm_m = sq
-    else:
-        eps, L = residual(model, sde, x, t, estimator, generator=generator, validate=validate,
-                          return_rhs=True, **options)
-        norm_m = eps.flatten(1).norm(dim=1)
+    sq, L = residual_norm_sq(model, sde, x, t, estimator, unbiased=unbiased and m == 2,
+                             generator=generator, validate=validate, **options)
+    # m = 1: sqrt with a floor far below float32 resolution, so its gradient at ε = 0 is 0.
+    norm_m = sq if m == 2 else torch.sqrt(sq + torch.finfo(sq.dtype).tiny)
     res = (_weighting(fp_weighting, sde, t) * norm_m).mean()
     rhs = L.abs().mean()
     total = check_finite(beta * res + gamma * rhs, "the FP regularizer")

@@ -147,3 +147,27 @@ def test_autocast_applies_to_the_dsm_forward_only():
     amp, p_amp = FPObjective(model, sde, autocast=torch.bfloat16, **kw)(x0, torch.Generator().manual_seed(0))
     assert p_amp["fp"] == p_full["fp"] and p_amp["dsm"].dtype == torch.float32
     assert p_amp["dsm"] != p_full["dsm"] and abs(p_amp["dsm"] / p_full["dsm"] - 1) < 0.05
+
+
+@pytest.mark.parametrize("estimator", ["directional", "forward_fd"])
+def test_m1_directional_is_not_inflated_by_the_dimension(estimator):
+    """m = 1 uses |⟨ε, v⟩|, of the size of ‖ε‖, not ‖⟨ε, v⟩ v‖ ≈ √D |⟨ε, v⟩|."""
+    sde, model = sp.VPSDE(), MLP(16)
+    x1 = torch.randn(1, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x, t = x1.repeat(2000, 1), torch.full((2000,), 0.5, dtype=torch.float64)
+    exact = sp.residual(model, sde, x1, t[:1]).norm()
+    _, parts = fp_regularizer(model, sde, x, t, beta=1.0, m=1, estimator=estimator, div="exact"
+                              if estimator == "directional" else "hutchinson",
+                              generator=torch.Generator().manual_seed(1))
+    assert 0.5 < parts["fp_residual"] / exact < 1.2, parts["fp_residual"] / exact
+
+
+def test_m1_exact_regularizer_is_the_norm_and_differentiable_at_zero(gmm2):
+    sde, model = sp.VESDE(), MLP(2)
+    x, t = torch.randn(6, 2, dtype=torch.float64), torch.rand(6, dtype=torch.float64) * 0.9 + 0.05
+    _, parts = fp_regularizer(model, sde, x, t, beta=1.0, m=1)
+    torch.testing.assert_close(parts["fp_residual"], sp.residual(model, sde, x, t).norm(dim=1).mean())
+    true = lambda x, t: gmm2.score(x, t, sde) * (1 + 0 * sum(p.sum() for p in model.parameters()))
+    total, _ = fp_regularizer(true, sde, x, t, beta=1.0, m=1)
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
