@@ -5,7 +5,11 @@ from typing import Callable, Union
 
 import torch
 
-__all__ = ["check_inputs", "check_output", "check_batch_independent", "check_finite"]
+__all__ = ["NonFiniteError", "check_inputs", "check_output", "check_batch_independent", "check_finite"]
+
+
+class NonFiniteError(ValueError):
+    """A value that must be finite holds NaN or inf (raised by ``check_finite``)."""
 
 
 def check_inputs(x: torch.Tensor, t: Union[torch.Tensor, float], T: float = 1.0) -> torch.Tensor:
@@ -36,7 +40,7 @@ def check_finite(value: torch.Tensor, name: str) -> torch.Tensor:
     """Raise if ``value`` holds NaN or inf, naming where it arose."""
     if not bool(torch.isfinite(value).all()):
         bad = (~torch.isfinite(value)).sum().item()
-        raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or inf); "
+        raise NonFiniteError(f"{name} has {bad} non-finite value(s) (NaN or inf); "
                          f"check the data, the step size and the learning rate")
     return value
 

@@ -22,7 +22,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-from .checks import check_batch_independent, check_finite
+from .checks import check_batch_independent, check_finite, check_output
 from .derivatives import broadcast_to_batch
 from .fpe import ESTIMATORS, residual_norm_sq
 from .sde import SDE
@@ -69,8 +69,7 @@ def _perturbed_batch(sde: SDE, x0: torch.Tensor, eps: float, generator):
 
 
 def _dsm_from_score(s: torch.Tensor, sde: SDE, t: torch.Tensor, z: torch.Tensor, weighting: str):
-    if s.shape != z.shape:
-        raise ValueError(f"the model returned shape {tuple(s.shape)} for x of shape {tuple(z.shape)}")
+    check_output(s, z)
     std = broadcast_to_batch(sde.marginal(t)[1], z)
     per_sample = 0.5 * _weighting(weighting, sde, t) * (s + z / std).flatten(1).pow(2).sum(1)
     return check_finite(per_sample.mean(), "the DSM loss")

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .checks import NonFiniteError
+
 __all__ = ["NonFiniteLossError", "make_optimizer", "make_ema", "train_step", "fit",
            "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
            "training_state", "restore_training_state", "JsonlLog",
@@ -57,16 +59,14 @@ def train_step(objective: Callable, optimizer, x0: torch.Tensor, *, step: int,
     try:
         loss, parts = objective(x0, generator)
         finite, what = bool(torch.isfinite(loss)), None
-    except ValueError as err:  # scorepde's own finiteness checks inside the objective
-        if "non-finite" not in str(err):
-            raise
+    except NonFiniteError as err:  # scorepde's own finiteness checks inside the objective
         loss, parts, finite, what = None, {}, False, str(err)
     if all_finite is not None:
         finite = all_finite(finite)
     if not finite:
-        what = what or (f"the loss is {loss.item()}" if loss is not None else "another process's loss is non-finite")
-        if loss is not None and bool(torch.isfinite(loss)):
-            what = "another process's loss is non-finite"
+        if what is None:
+            what = (f"the loss is {loss.item()}" if not bool(torch.isfinite(loss))
+                    else "another process's loss is non-finite")
         raise NonFiniteLossError(f"{what} at step {step} "
                                  f"(parts: { {k: float(v) for k, v in parts.items()} }); "
                                  "lower the learning rate or beta, or check the data", step)
