@@ -17,7 +17,14 @@ from .derivatives import broadcast_to_batch
 from .fpe import residual
 from .sde import SDE
 
-__all__ = ["residual_curves"]
+__all__ = ["residual_curves", "perturb_at"]
+
+
+def perturb_at(sde: SDE, x0: torch.Tensor, t: float, generator: Optional[torch.Generator] = None):
+    """(x_t, t, z): every x_0 pushed to the one time ``t`` with fresh z ~ N(0, I)."""
+    tt = torch.full((x0.shape[0],), float(t), dtype=x0.dtype, device=x0.device)
+    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+    return sde.perturb(x0, tt, z), tt, z
 
 
 def residual_curves(model: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
@@ -42,9 +49,7 @@ def residual_curves(model: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[fl
     for t in iterator:
         fp, dsm = 0.0, 0.0
         for chunk in x0.split(bs):
-            tt = torch.full((chunk.shape[0],), t, dtype=chunk.dtype, device=chunk.device)
-            z = torch.randn(chunk.shape, generator=generator, dtype=chunk.dtype, device=chunk.device)
-            xt = sde.perturb(chunk, tt, z)
+            xt, tt, z = perturb_at(sde, chunk, t, generator)
             eps = residual(model, sde, xt, tt, estimator, generator=generator, **options)
             fp += eps.detach().flatten(1).norm(dim=1).sum().item()
             with torch.no_grad():

@@ -15,6 +15,7 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 
 from .curl import curl
+from .curves import perturb_at
 from .likelihood import log_likelihood
 from .sde import SDE
 
@@ -30,19 +31,13 @@ def _progress(ts, progress, desc):
     return tqdm(ts, desc=desc, leave=False)
 
 
-def _perturbed(sde: SDE, x0: torch.Tensor, t: float, generator):
-    tt = torch.full((x0.shape[0],), float(t), dtype=x0.dtype, device=x0.device)
-    z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-    return sde.perturb(x0, tt, z), tt
-
-
 def relative_score_error(model: Score, reference: Score, sde: SDE, x0: torch.Tensor,
                          ts: Sequence[float], *, generator: Optional[torch.Generator] = None,
                          progress: bool = False) -> Dict:
     """rel_L2(t) of ``model`` against ``reference`` on the grid ``ts`` (both ``score(x, t)``)."""
     out = {"t": [float(t) for t in ts], "rel_l2": []}
     for t in _progress(out["t"], progress, "score rel. L2"):
-        xt, tt = _perturbed(sde, x0, t, generator)
+        xt, tt, _ = perturb_at(sde, x0, t, generator)
         with torch.no_grad():
             ref = reference(xt, tt)
             err = (model(xt, tt) - ref).flatten(1).pow(2).sum(1).mean()
@@ -56,7 +51,7 @@ def curl_mse(model: Score, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
     """curl_MSE(t) of a 2-D score on the grid ``ts``: the mean squared curl under q_t."""
     out = {"t": [float(t) for t in ts], "curl_mse": []}
     for t in _progress(out["t"], progress, "curl MSE"):
-        xt, tt = _perturbed(sde, x0, t, generator)
+        xt, tt, _ = perturb_at(sde, x0, t, generator)
         out["curl_mse"].append(float(curl(model, xt, tt).detach().pow(2).mean()))
     out["mean"] = sum(out["curl_mse"]) / len(out["curl_mse"])
     return out
