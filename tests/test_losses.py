@@ -208,3 +208,21 @@ def test_paper_settings_are_objective_arguments(name):
     objective = FPObjective(MLP(2), sp.VESDE(), **preset)
     total, parts = objective(torch.randn(4, 2, dtype=torch.float64), torch.Generator().manual_seed(0))
     assert torch.isfinite(total) and parts["fp"] > 0
+
+
+def test_validation_does_not_swallow_the_fused_dsm_forward():
+    """Defect 4: with validate=True the no-grad independence probe became the DSM forward
+    of the fused forward_fd objective, and the DSM gradient silently fell ~20×."""
+    def grads(**kw):
+        model = MLP(2)
+        objective = FPObjective(model, sp.VESDE(), beta=0.01, estimator="forward_fd", **kw)
+        assert objective.fused
+        total, parts = objective(torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)),
+                                 torch.Generator().manual_seed(0))
+        total.backward()
+        return total.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    plain, g_plain = grads()
+    checked, g_checked = grads(validate=True)
+    torch.testing.assert_close(checked, plain)
+    torch.testing.assert_close(g_checked, g_plain)
