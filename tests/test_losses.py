@@ -226,3 +226,17 @@ def test_validation_does_not_swallow_the_fused_dsm_forward():
     checked, g_checked = grads(validate=True)
     torch.testing.assert_close(checked, plain)
     torch.testing.assert_close(g_checked, g_plain)
+
+
+def test_training_below_the_stencil_step_warns():
+    """Item 4: with t_eps < h_s the stencil in t is shifted inwards for t < h_s and loses
+    accuracy; training must not lean on it silently."""
+    import warnings
+    model, sde = MLP(2), sp.VPSDE()
+    with pytest.warns(UserWarning, match="eps=1e-05 is below.*h_s=0.001"):
+        FPObjective(model, sde, beta=1.0, estimator="paper", eps=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        FPObjective(model, sde, beta=1.0, estimator="paper", eps=1e-3)     # t ≥ h_s
+        FPObjective(model, sde, beta=1.0, estimator="hutchinson", eps=1e-5)  # jvp in t
+        FPObjective(model, sde, beta=0.0, estimator="paper", eps=1e-5)      # no regularizer
