@@ -15,7 +15,7 @@ from .fpe import (ESTIMATORS, fpe_rhs, projected_residual, projected_residual_fd
                   residual_norm_sq)
 from .gmm import GaussianMixture
 from .likelihood import log_likelihood, probability_flow_drift
-from .losses import DEFAULT_FP, FPObjective, dsm_loss, fp_regularizer
+from .losses import DEFAULT_FP, PAPER_SETTINGS, FPObjective, dsm_loss, fp_regularizer
 from .nn import MLPScore, ScoreModel, UNet
 from .sampling import euler_maruyama, predictor_corrector, probability_flow
 from .sde import SDE, GenericSDE, LinearSDE, SubVPSDE, VESDE, VPSDE
@@ -30,7 +30,7 @@ __all__ = [
     "GaussianMixture", "curl", "antisymmetry", "residual_curves",
     "log_likelihood", "probability_flow_drift", "dequantize", "bits_per_dim", "evaluate_bpd",
     "euler_maruyama", "predictor_corrector", "probability_flow",
-    "dsm_loss", "fp_regularizer", "FPObjective", "DEFAULT_FP",
+    "dsm_loss", "fp_regularizer", "FPObjective", "DEFAULT_FP", "PAPER_SETTINGS",
     "nn", "ScoreModel", "UNet", "MLPScore",
     "ImageData", "load_dataset", "to_model_space", "from_model_space", "SCALINGS",
     "check_inputs", "check_batch_independent",

@@ -237,9 +237,10 @@ def residual_norm_sq(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Ten
     """(an estimate of ‖ε[s]‖², L[s]) per sample, each ``[B]``.
 
     Deterministic estimators give ‖ε‖² itself. For a stochastic one, ``unbiased`` forms the
-    product of two independent estimates, E[ε̂₁·ε̂₂] = ‖ε‖² (for ``"directional"``:
-    ⟨ε,v⟩ from two independent inner probe sets along one shared v, E_v⟨ε,v⟩² = ‖ε‖²);
-    both draws run as one batched call. The single-draw plug-in ‖ε̂‖² (``unbiased=False``)
+    product of two independent estimates, E[ε̂₁·ε̂₂] = ‖ε‖² (for ``"directional"`` and
+    ``"forward_fd"``: (1/K) Σ_k ⟨ε,v_k⟩⟨ε,v_k⟩' over K = ``n_directions`` directions, each
+    ⟨ε,v_k⟩ from two independent inner probe sets along a shared v_k, E_v⟨ε,v⟩² = ‖ε‖²);
+    all draws run as one batched call, and L[s] is their mean. The single-draw plug-in ‖ε̂‖² (``unbiased=False``)
     is biased upwards by tr Cov(ε̂). The paper estimator keeps its O(h²) stencil bias.
     """
     opts = _options(estimator, options)
@@ -249,15 +250,17 @@ def residual_norm_sq(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Ten
         model = _shape_checked(model)
     stochastic = opts["div"] == "hutchinson"
     if opts["grad"] in ("directional", "directional_fd"):
-        project = _projection(opts)
-        v = sample_probes(x, 1, opts["direction_probe"], generator)[0]
-        if not (stochastic and unbiased):
-            proj, L = project(model, sde, x, t, v, generator=generator)
-            return proj ** 2, L
-        proj, L = project(model, sde, torch.cat([x, x]), torch.cat([t, t]),
-                          torch.cat([v, v]), generator=generator)
-        p1, p2 = proj.chunk(2)
-        return p1 * p2, L.chunk(2)[0]
+        # (1/K) Σ_k ⟨ε, v_k⟩² over K = n_directions directions, E_v⟨ε, v⟩² = ‖ε‖²; unbiased:
+        # each ⟨ε, v_k⟩² as the product of two independent inner draws. One batched call.
+        V = sample_probes(x, opts["n_directions"], opts["direction_probe"], generator)
+        reps = 2 if (stochastic and unbiased) else 1
+        n = V.shape[0] * reps
+        vs = V.repeat_interleave(reps, dim=0).flatten(0, 1)
+        proj, L = _projection(opts)(model, sde, x.repeat((n,) + (1,) * (x.dim() - 1)), t.repeat(n),
+                                    vs, generator=generator)
+        proj = proj.view(V.shape[0], reps, x.shape[0])
+        sq = proj[:, 0] * proj[:, -1]  # p₁p₂ (unbiased) or p² (single draw)
+        return sq.mean(0), L.view(n, x.shape[0]).mean(0)
     run = _GRADIENTS[opts["grad"]]
     if not (stochastic and unbiased):
         eps, L = run(model, sde, x, t, opts, generator)

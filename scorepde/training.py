@@ -51,7 +51,8 @@ def train_step(objective: Callable, optimizer, x0: torch.Tensor, *, step: int,
                grad_clip: Optional[float] = None, ema: Optional[AveragedModel] = None,
                model: Optional[torch.nn.Module] = None,
                all_finite: Optional[Callable[[bool], bool]] = None) -> Dict[str, float]:
-    """One optimiser step; raises ``NonFiniteLossError`` naming ``step`` before any update.
+    """One optimiser step; raises ``NonFiniteLossError`` naming ``step`` before any update,
+    when the loss or any gradient is NaN or inf (the parameters are then those before it).
 
     ``all_finite`` turns this process's verdict into everyone's (under DDP: an all-reduce,
     so every rank stops together instead of one waiting forever for the others' gradients).
@@ -72,6 +73,18 @@ def train_step(objective: Callable, optimizer, x0: torch.Tensor, *, step: int,
                                  "lower the learning rate or beta, or check the data", step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    # A finite loss can still have NaN/inf gradients (e.g. a derivative that overflows): one
+    # optimiser step on them would corrupt every weight, so the guard checks them too.
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    bad = [i for i, p in enumerate(params) if not bool(torch.isfinite(p.grad).all())]
+    grads_finite = all_finite(not bad) if all_finite is not None else not bad
+    if not grads_finite:
+        optimizer.zero_grad(set_to_none=True)
+        what = (f"{len(bad)} parameter tensor(s) have non-finite gradients" if bad
+                else "another process's gradients are non-finite")
+        raise NonFiniteLossError(f"{what} at step {step} although the loss is finite "
+                                 f"({loss.item():.6g}); the weights were not updated. "
+                                 "Lower the learning rate or beta, or set a grad clip", step)
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     optimizer.step()

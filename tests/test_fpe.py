@@ -211,3 +211,87 @@ def test_forward_fd_is_finite_at_t_zero(sde):
     x, t = torch.randn(4, 2, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
     eps = sp.residual(model, sde, x, t, "forward_fd", generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(eps).all()
+
+
+@pytest.mark.parametrize("estimator", sorted(sp.ESTIMATORS))
+@pytest.mark.parametrize("as_", ["float", "0-d"])
+def test_a_scalar_time_is_one_time_for_the_whole_batch(estimator, as_):
+    """Defect 2: a Python-float or 0-d t used to be an expanded (aliased) view, which jvp refuses."""
+    model, sde = MLP(2), sp.VPSDE()
+    x = torch.randn(4, 2, dtype=torch.float64)
+    scalar = 0.4 if as_ == "float" else torch.tensor(0.4, dtype=torch.float64)
+    got = sp.residual(model, sde, x, scalar, estimator, generator=torch.Generator().manual_seed(3))
+    want = sp.residual(model, sde, x, torch.full((4,), 0.4, dtype=torch.float64), estimator,
+                       generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got, want)
+    sq, _ = sp.residual_norm_sq(model, sde, x, scalar, estimator, generator=torch.Generator().manual_seed(3))
+    assert sq.shape == (4,)
+    assert sp.fpe_rhs(model, sde, x, scalar).shape == (4,)
+
+
+def test_norm_sq_uses_every_direction():
+    """Defect 3: residual_norm_sq ignored n_directions. With a deterministic inner estimate
+    (div="exact") it is (1/K) Σ_k ⟨ε, v_k⟩² over the K directions drawn from the generator."""
+    model, sde = MLP(3), sp.VESDE()
+    x, t = torch.randn(5, 3, dtype=torch.float64), torch.rand(5, dtype=torch.float64) * 0.8 + 0.1
+    eps = sp.residual(model, sde, x, t)
+    for K in (1, 4):
+        sq, _ = sp.residual_norm_sq(model, sde, x, t, "directional", div="exact", n_directions=K,
+                                    generator=torch.Generator().manual_seed(5))
+        V = sp.sample_probes(x, K, "rademacher", torch.Generator().manual_seed(5))
+        want = ((V * eps).sum(-1) ** 2).mean(0)
+        torch.testing.assert_close(sq, want)
+
+
+@pytest.mark.parametrize("estimator", ["directional", "forward_fd"])
+def test_more_directions_shrink_the_norm_sq_spread(estimator):
+    """Defect 3, end to end: the spread over seeds falls with n_directions (unbiased product)."""
+    model, sde = MLP(4), sp.VESDE()
+    x, t = torch.randn(3, 4, dtype=torch.float64), torch.full((3,), 0.5, dtype=torch.float64)
+
+    def spread(K):
+        draws = torch.stack([sp.residual_norm_sq(model, sde, x, t, estimator, n_directions=K,
+                                                 generator=torch.Generator().manual_seed(s))[0]
+                             for s in range(40)])
+        return draws.std(0).mean()
+
+    assert spread(8) < 0.6 * spread(1)
+
+
+def test_a_random_model_is_refused_with_the_reason():
+    """Defect 5: dropout in train mode was reported as 'couples samples across the batch'."""
+    class Dropped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.drop = MLP(2), torch.nn.Dropout(0.3)
+
+        def forward(self, x, t):
+            return self.drop(self.inner(x, t))
+
+    model, sde = Dropped(), sp.VPSDE()
+    x, t = torch.randn(6, 2, dtype=torch.float64), torch.rand(6, dtype=torch.float64)
+    for estimator in sorted(sp.ESTIMATORS):
+        with pytest.raises(ValueError, match="model is random.*[Dd]ropout"):
+            sp.residual(model, sde, x, t, estimator)
+    with pytest.raises(ValueError, match="model is random"):
+        sp.FPObjective(model, sde, beta=1.0)(x)
+    model.eval()
+    assert sp.residual(model, sde, x, t).shape == x.shape
+    # the coupling probe itself runs its two calls under one RNG state: no false "couples"
+    model.train()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        try:
+            sp.check_batch_independent(model, x, t)
+        except ValueError as err:
+            assert "couples" not in str(err)
+
+
+def test_a_wrong_shape_is_reported_in_the_users_shapes():
+    """Issue 13, item 9: the checker's 2-sample probe leaked into the message."""
+    model = MLP(2)
+    x, t = torch.randn(7, 2, dtype=torch.float64), torch.rand(7, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"returned shape \(7, 1\) for x of shape \(7, 2\)"):
+        sp.residual(lambda y, tt: model(y, tt)[:, :1], sp.VESDE(), x, t)
+    with pytest.raises(ValueError, match=r"returned shape \(7, 1\) for x of shape \(7, 2\)"):
+        sp.check_batch_independent(lambda y, tt: model(y, tt)[:, :1], x, t)

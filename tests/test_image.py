@@ -123,6 +123,8 @@ def test_nan_guard_saves_and_names_the_step(tmp_path, capsys):
     assert code == 1 and "training stopped" in err and "at step" in err
     state = load_checkpoint(os.path.join(out, "checkpoint.pt"))
     assert f"at step {state['step']}" in err  # the saved state is the last good one
+    saved = [v for part in ("model", "ema") for v in state[part].values() if v.is_floating_point()]
+    assert saved and all(bool(torch.isfinite(v).all()) for v in saved)  # and not corrupted
 
 
 def test_bad_input_is_named(tmp_path, capsys):

@@ -171,3 +171,58 @@ def test_m1_exact_regularizer_is_the_norm_and_differentiable_at_zero(gmm2):
     total, _ = fp_regularizer(true, sde, x, t, beta=1.0, m=1)
     total.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_normalize_dim_is_the_plain_value_over_d_to_the_m(m):
+    """The official code's units: β_paper E[λ‖ε‖^m] / D^m. Exactly plain / D^m, image-shaped."""
+    model, sde, D = MLP(12), sp.VPSDE(), 12
+    x, t = torch.randn(5, D, dtype=torch.float64), torch.rand(5, dtype=torch.float64) * 0.8 + 0.1
+    kw = dict(beta=1.0, gamma=0.0, m=m, fp_weighting="g2")
+    plain, pp = fp_regularizer(model, sde, x, t, normalize="none", **kw)
+    dim, pd = fp_regularizer(model, sde, x, t, normalize="dim", **kw)
+    assert plain.item() > 0
+    assert dim.item() == pytest.approx(plain.item() / D ** m, rel=1e-14)
+    assert pd["fp_residual"].item() == pytest.approx(pp["fp_residual"].item() / D ** m, rel=1e-14)
+    with pytest.raises(ValueError, match="normalize"):
+        fp_regularizer(model, sde, x, t, normalize="D", **kw)
+
+
+def test_batch_l2_rhs_is_the_l2_norm_over_the_batch():
+    model, sde = MLP(2), sp.VESDE()
+    x, t = torch.randn(9, 2, dtype=torch.float64), torch.rand(9, dtype=torch.float64) * 0.8 + 0.1
+    L = sp.fpe_rhs(model, sde, x, t)
+    _, a = fp_regularizer(model, sde, x, t, beta=0.0, gamma=1.0, rhs_reduction="mean_abs")
+    _, b = fp_regularizer(model, sde, x, t, beta=0.0, gamma=1.0, rhs_reduction="batch_l2")
+    torch.testing.assert_close(a["fp_rhs"], L.abs().mean())
+    torch.testing.assert_close(b["fp_rhs"], (L ** 2).sum().sqrt())
+    assert b["fp_rhs"] >= a["fp_rhs"] * 3 - 1e-12  # ‖L‖₂ ≥ √B mean|L| (Cauchy–Schwarz), B = 9
+    with pytest.raises(ValueError, match="rhs_reduction"):
+        FPObjective(model, sde, beta=1.0, rhs_reduction="l2")
+
+
+@pytest.mark.parametrize("name", sorted(sp.PAPER_SETTINGS))
+def test_paper_settings_are_objective_arguments(name):
+    preset = sp.PAPER_SETTINGS[name]
+    assert preset["normalize"] == "dim" and preset["beta"] > 0
+    objective = FPObjective(MLP(2), sp.VESDE(), **preset)
+    total, parts = objective(torch.randn(4, 2, dtype=torch.float64), torch.Generator().manual_seed(0))
+    assert torch.isfinite(total) and parts["fp"] > 0
+
+
+def test_validation_does_not_swallow_the_fused_dsm_forward():
+    """Defect 4: with validate=True the no-grad independence probe became the DSM forward
+    of the fused forward_fd objective, and the DSM gradient silently fell ~20×."""
+    def grads(**kw):
+        model = MLP(2)
+        objective = FPObjective(model, sp.VESDE(), beta=0.01, estimator="forward_fd", **kw)
+        assert objective.fused
+        total, parts = objective(torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)),
+                                 torch.Generator().manual_seed(0))
+        total.backward()
+        return total.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    plain, g_plain = grads()
+    checked, g_checked = grads(validate=True)
+    torch.testing.assert_close(checked, plain)
+    torch.testing.assert_close(g_checked, g_plain)

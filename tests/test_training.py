@@ -64,6 +64,26 @@ def test_nan_guard_names_the_step():
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+def test_nan_guard_checks_the_gradients_too():
+    """Defect 6: a finite loss with a NaN gradient used to reach optimizer.step()."""
+    model, objective, opt, sched, ema = _setup()
+    x0 = torch.randn(16, 2)
+
+    def finite_loss_nan_grad(x, g):
+        loss, parts = objective(x, g)
+        w = next(model.parameters())
+        return loss + torch.sqrt((w - w.detach()).sum()), parts  # + sqrt(0): value 0, grad inf·1 → inf
+
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(NonFiniteLossError, match="non-finite gradients at step 3"):
+        train_step(finite_loss_nan_grad, opt, x0, step=3, grad_clip=1.0, ema=ema, model=model)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not opt.state  # Adam never stepped: its moments hold no NaN either
+    log = train_step(objective, opt, x0, step=3)  # and training can go on from here
+    assert all(torch.isfinite(p).all() for p in model.parameters()) and log["loss"] == log["loss"]
+
+
 def test_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(str(tmp_path / "nope.pt"))
