@@ -28,8 +28,8 @@ from scorepde.data import load_dataset, to_model_space
 from scorepde.fpe import ESTIMATORS
 from scorepde.imaging import (ImageConfig, auto_eval_images, bpd_standard_error, bpd_summary,
                               build_objective, build_score_model, build_sde, model_scaling,
-                              run_label, sample_grid, test_bpd)
-from scorepde.losses import WEIGHTINGS
+                              preset_config, run_label, sample_grid, test_bpd)
+from scorepde.losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS
 from scorepde.plotting import training_curves
 from scorepde.training import (InterruptFlag, JsonlLog, NonFiniteLossError,
                                StopRequested, fit, load_checkpoint, make_ema, make_optimizer,
@@ -65,6 +65,10 @@ def parse_args(argv=None):
     g.add_argument("--fourier-scale", type=float, help=f"VE Fourier-feature scale (default {D.fourier_scale})")
     g = p.add_argument_group("objective: J_DSM + β E[λ_FP(t) ‖ε[s]‖^m] + γ E|L[s]|")
     g.add_argument("--objective", choices=["dsm", "fp"], help=f"default {D.objective}")
+    g.add_argument("--preset", choices=sorted(PAPER_SETTINGS),
+                   help="start the FP flags from the paper's setting for this data set (scorepde.losses."
+                   "PAPER_SETTINGS, in the official code's units; implies --objective fp); flags given "
+                   "override it")
     g.add_argument("--beta", type=float, help=f"β (default {D.beta}, the paper's best on MNIST)")
     g.add_argument("--gamma", type=float, help=f"γ (default {D.gamma})")
     g.add_argument("--fp-weighting", choices=sorted(WEIGHTINGS), help=f"λ_FP(t) (default {D.fp_weighting})")
@@ -74,6 +78,12 @@ def parse_args(argv=None):
                    "stencil + one probe; forward_fd is the library's cheap default, DEFAULT_FP)")
     g.add_argument("--subbatch", type=int, help=f"samples of each batch the regularizer sees (default {D.subbatch}; 0 = all)")
     g.add_argument("--dsm-weighting", choices=sorted(WEIGHTINGS), help=f"λ(t) of DSM (default {D.dsm_weighting})")
+    g.add_argument("--normalize", choices=sorted(NORMALIZATIONS),
+                   help=f"divide the ε-term by 1 (none) or D^m (dim: the official code's units, those of "
+                   f"the paper's β) (default {D.normalize})")
+    g.add_argument("--gamma-reduction", dest="rhs_reduction", choices=sorted(RHS_REDUCTIONS),
+                   help=f"the γ-term: E|L[s]| (mean_abs) or ‖L[s]‖₂ over the batch (batch_l2: the "
+                   f"official code's) (default {D.rhs_reduction})")
     g.add_argument("--t-eps", type=float, help=f"smallest time, for training and likelihood (default {D.t_eps})")
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr", type=float, help=f"Adam learning rate (default {D.lr})")
@@ -113,6 +123,8 @@ def parse_args(argv=None):
 def make_config(args) -> ImageConfig:
     """The flags given, over the defaults (or over a resumed/fine-tuned checkpoint's config)."""
     given = {k: v for k, v in vars(args).items() if v is not None and k in ImageConfig.__dataclass_fields__}
+    if args.preset:
+        given = {**preset_config(args.preset), **given}
     if "channel_mult" in given:
         given["channel_mult"] = tuple(int(c) for c in str(given["channel_mult"]).split(",") if c.strip())
     if "attention" in given:
@@ -179,9 +191,9 @@ def make_run_config(args, given: dict, ckpt_path: str):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    given = make_config(args)
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
     with user_errors():
+        given = make_config(args)
         cfg, state, source = make_run_config(args, given, ckpt_path)
         info = dd.setup(args.device)
     # One thread by default: this model's ops are small, and on a shared or busy machine

@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from .data import SCALINGS
-from .losses import FPObjective, WEIGHTINGS
+from .losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, FPObjective, WEIGHTINGS
 from .fpe import ESTIMATORS
 from .nn import ScoreModel, UNet
 from .sde import SDE, SubVPSDE, VESDE, VPSDE
 
 __all__ = ["ImageConfig", "SDE_NAMES", "OBJECTIVES", "build_sde", "build_score_model",
-           "build_objective", "model_scaling", "save_grid", "load_trained", "sample_grid",
+           "build_objective", "preset_config", "model_scaling", "save_grid", "load_trained", "sample_grid",
            "run_label", "auto_eval_images", "bpd_summary", "bpd_standard_error", "test_bpd", "TABLE4_TIMES", "residual_table"]
 
 #: The time grid of the paper's Table 4 (App. B.2): 1e-3, 0.1, 0.2, …, 1.0.
@@ -63,6 +63,10 @@ class ImageConfig:
     estimator: str = "paper"
     subbatch: Optional[int] = 16
     dsm_weighting: str = "sigma2"
+    normalize: str = "none"        # ε-term divided by 1 or D^m (the official code's units)
+    rhs_reduction: str = "mean_abs"  # γ-term: E|L| or ‖L‖₂ over the batch (the official code's)
+    unbiased: bool = True          # m = 2: product of two independent draws
+    preset: Optional[str] = None   # the PAPER_SETTINGS entry the FP flags started from
     t_eps: float = 1e-3
     # optimisation
     lr: float = 1e-3
@@ -84,6 +88,10 @@ class ImageConfig:
             (self.fp_weighting in WEIGHTINGS, f"fp-weighting must be one of {sorted(WEIGHTINGS)}"),
             (self.dsm_weighting in WEIGHTINGS, f"dsm-weighting must be one of {sorted(WEIGHTINGS)}"),
             (self.m in (1, 2), f"m must be 1 or 2, got {self.m}"),
+            (self.normalize in NORMALIZATIONS, f"normalize must be one of {sorted(NORMALIZATIONS)}"),
+            (self.rhs_reduction in RHS_REDUCTIONS, f"gamma-reduction must be one of {sorted(RHS_REDUCTIONS)}"),
+            (self.preset is None or self.preset in PAPER_SETTINGS,
+             f"preset must be one of {sorted(PAPER_SETTINGS)}, got {self.preset!r}"),
             (self.beta >= 0 and self.gamma >= 0, f"beta and gamma must be >= 0, got {self.beta}, {self.gamma}"),
             (self.subbatch is None or self.subbatch >= 1, f"subbatch must be >= 1, got {self.subbatch}"),
             (self.batch_size >= 1, f"batch-size must be >= 1, got {self.batch_size}"),
@@ -153,7 +161,24 @@ def build_objective(cfg: ImageConfig, model: torch.nn.Module, sde: SDE,
                            autocast=autocast)
     return FPObjective(model, sde, beta=cfg.beta, gamma=cfg.gamma, fp_weighting=cfg.fp_weighting,
                        m=cfg.m, estimator=cfg.estimator, dsm_weighting=cfg.dsm_weighting,
-                       eps=cfg.t_eps, subbatch=cfg.subbatch, autocast=autocast)
+                       eps=cfg.t_eps, subbatch=cfg.subbatch, normalize=cfg.normalize,
+                       rhs_reduction=cfg.rhs_reduction, unbiased=cfg.unbiased, autocast=autocast)
+
+
+#: ``FPObjective`` keyword → ``ImageConfig`` field, where the names differ.
+_PRESET_FIELDS = {"eps": "t_eps"}
+
+
+def preset_config(name: str) -> dict:
+    """The ``ImageConfig`` fields of the paper's setting ``PAPER_SETTINGS[name]`` (objective "fp")."""
+    if name not in PAPER_SETTINGS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PAPER_SETTINGS)}")
+    fields = {f.name for f in dataclasses.fields(ImageConfig)}
+    mapped = {_PRESET_FIELDS.get(k, k): v for k, v in PAPER_SETTINGS[name].items()}
+    unknown = set(mapped) - fields
+    if unknown:  # a new preset key this config cannot carry: say so rather than drop it
+        raise ValueError(f"preset {name!r} sets {sorted(unknown)}, which image runs do not support")
+    return {**mapped, "objective": "fp", "preset": name}
 
 
 def save_grid(images: torch.Tensor, levels: int, path: str, *, nrow: Optional[int] = None,
@@ -189,13 +214,17 @@ def save_grid(images: torch.Tensor, levels: int, path: str, *, nrow: Optional[in
     if title is None:
         mpimg.imsave(path, canvas)
         return path
+    import textwrap
     from matplotlib import pyplot as plt
     height, width = canvas.shape[:2]
-    fig = plt.figure(figsize=(max(4.0, width / 80), max(4.0, width / 80) * height / width + 0.6))
-    ax = fig.add_axes([0, 0, 1, 1 - 0.6 / fig.get_figheight()])
+    fig_w = max(5.0, width / 80)
+    lines = textwrap.wrap(title, width=int(fig_w * 11))
+    head = 0.2 + 0.2 * len(lines)  # inches of title
+    fig = plt.figure(figsize=(fig_w, fig_w * height / width + head))
+    ax = fig.add_axes([0, 0, 1, 1 - head / fig.get_figheight()])
     ax.imshow(canvas, interpolation="nearest")
     ax.set_axis_off()
-    fig.suptitle(title, fontsize=10, y=0.995, va="top")
+    fig.suptitle("\n".join(lines), fontsize=10, y=0.995, va="top")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
