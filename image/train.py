@@ -202,10 +202,6 @@ def main(argv=None) -> int:
     amp = {"auto": torch.bfloat16 if info.device.type == "cuda" else None,
            "bf16": torch.bfloat16, "off": None}[args.amp]
     eval_images = auto_eval_images(cfg.steps) if args.eval_images is None else args.eval_images
-    if args.eval_images is None and eval_images < 0 and info.is_main:
-        print(f"note: no final bits/dim for a {cfg.steps}-step run (a barely trained model's ODE is "
-              "stiff: minutes for a number that means little); pass --eval-images N to have one, or "
-              "run image/eval.py on the checkpoint", file=sys.stderr, flush=True)
     try:
         train = load_dataset(cfg.dataset, "train", cfg.data_dir)
         test = load_dataset(cfg.dataset, "test", cfg.data_dir) if eval_images >= 0 else None
@@ -259,6 +255,10 @@ def main(argv=None) -> int:
               f"{type(sde).__name__}, {cfg.objective.upper()}; "
               f"{sum(p.numel() for p in model.parameters())} parameters; {info.world_size} "
               f"process(es) on {info.device}; steps {start}..{cfg.steps}", flush=True)
+        if args.eval_images is None and eval_images < 0:
+            print(f"note: no final bits/dim for a {cfg.steps}-step run (a barely trained model's ODE is "
+                  "stiff: minutes for a number that means little); pass --eval-images N to have one, "
+                  "or run image/eval.py on the checkpoint", file=sys.stderr, flush=True)
 
     def checkpoint(next_step: int):
         rngs = dd.gather_objects(rng_state(gen), info)

@@ -270,13 +270,17 @@ def _parser_of(call):
 
 
 def _toy_parsers():
-    sys.path.insert(0, str(ROOT / "toy"))
+    saved = sys.modules.pop("_common", None)  # toy/ and benchmarks/ each have a _common
     try:
         for name in ("cauchy_gmm", "density", "conservativity"):
             module = _load(ROOT / "toy" / f"{name}.py", f"cli_toy_{name}")
             yield name, _parser_of(lambda: module.main([]))
     finally:
-        sys.path.remove(str(ROOT / "toy"))
+        sys.modules.pop("_common", None)
+        if saved is not None:
+            sys.modules["_common"] = saved
+        while str(ROOT / "toy") in sys.path:
+            sys.path.remove(str(ROOT / "toy"))
 
 
 def test_every_flag_has_help_and_one_default():
@@ -302,15 +306,11 @@ def test_run_says_where_it_wrote(tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["out"] == str(out)
     assert json.loads((out / "config.json").read_text())["out"] == str(out)
-    sys.path.insert(0, str(ROOT / "toy"))
-    try:
-        import _common
-        args = argparse.Namespace(out=None, device="cpu", threads=None)
-        folder = _common.setup(args, "cli_test_default")
-        assert args.out == folder and os.path.isabs(folder)  # recorded, not null
-        os.rmdir(folder)
-    finally:
-        sys.path.remove(str(ROOT / "toy"))
+    toy_common = _load(ROOT / "toy" / "_common.py", "cli_toy_common")
+    args = argparse.Namespace(out=None, device="cpu", threads=None)
+    folder = toy_common.setup(args, "cli_test_default")
+    assert args.out == folder and os.path.isabs(folder)  # recorded, not null
+    os.rmdir(folder)
 
 
 # 12. Figures: training curves and titles.
