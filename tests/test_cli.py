@@ -21,8 +21,6 @@ import pytest
 import torch
 
 import scorepde as sp
-from scorepde.imaging import auto_eval_images, bpd_summary, save_grid
-from scorepde.losses import PAPER_SETTINGS
 from scorepde.training import JsonlLog, fit, load_checkpoint, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +132,7 @@ def test_data_dir_is_the_dataset_folder_or_its_parent(tmp_path):
 
 # 4. The default evaluation is scaled to the run; short runs say how to get one.
 def test_short_runs_skip_the_default_evaluation_and_say_so(run_dir, tmp_path, capsys):
+    from scorepde.imaging import auto_eval_images
     assert auto_eval_images(2000) == 64 and auto_eval_images(400) == 25 and auto_eval_images(20) == -1
     out = tmp_path / "short"
     assert train.main(TINY + ["--steps", "2", "--out", str(out)]) == 0
@@ -209,6 +208,7 @@ def test_existing_out_is_refused_without_overwrite(run_dir, tmp_path, capsys):
 
 # 7. Choices come from the library's tables.
 def test_choices_come_from_estimators_and_presets():
+    from scorepde.losses import PAPER_SETTINGS
     for name in sp.ESTIMATORS:
         assert train.parse_args(["--estimator", name]).estimator == name
         assert evaluate.parse_args(["ckpt", "--residual-estimator", name]).residual_estimator == name
@@ -316,6 +316,7 @@ def test_run_says_where_it_wrote(tmp_path, capsys):
 # 12. Figures: training curves and titles.
 def test_training_curves_and_titled_samples(run_dir, tmp_path):
     import matplotlib.image as mpimg
+    from scorepde.imaging import save_grid
     assert (run_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     k = torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8)
     plain = mpimg.imread(save_grid(k, 17, str(tmp_path / "a.png")))
@@ -339,6 +340,7 @@ def test_progress_bar_shows_what_on_step_returns(capsys):
 
 # 14. No ± from one repeat; the line names images, repeats and the wall time.
 def test_bpd_line_has_no_error_bar_from_one_repeat():
+    from scorepde.imaging import bpd_summary
     one = bpd_summary({"bpd": 2.0, "bpd_std": 0.0}, 359, 1, 12.3)
     assert "±" not in one and "359 test images" in one and "12.3 s" in one
     two = bpd_summary({"bpd": 2.0, "bpd_std": 0.1}, 359, 4, 12.3)
