@@ -32,14 +32,16 @@ def parse_args(argv=None):
     p.add_argument("--datasets", default="digits,mnist-10k,fashion-mnist",
                    help=f"comma-separated, from {sorted(DATASETS)}")
     p.add_argument("--data-dir", default=os.path.join(HERE, "..", "..", "shared", "data"),
-                   help="folder holding mnist-10k/ and fashion-mnist/ (default ../shared/data)")
-    p.add_argument("--out", default="runs/bench")
+                   help="the folder holding mnist-10k/ and fashion-mnist/ (default ../shared/data), or, "
+                   "for one dataset, its own folder (as image/train.py takes)")
+    p.add_argument("--out", default="runs/bench",
+                   help="output folder: one sub-folder per run, bench.json and bench.md (default runs/bench)")
     p.add_argument("--steps", default="digits=1000,mnist-10k=200,fashion-mnist=200",
-                   help="steps per dataset, name=N,... (same for both objectives)")
-    p.add_argument("--eval-images", type=int, default=64)
-    p.add_argument("--eval-repeats", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+                   help="steps per dataset, name=N,... (same for both objectives; default %(default)s)")
+    p.add_argument("--eval-images", type=int, default=64, help="test images for bits/dim (default 64)")
+    p.add_argument("--eval-repeats", type=int, default=2, help="evaluation repeats (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of both runs (default 0)")
     p.add_argument("--extra", default="--channels 16", help="more flags for both train.py runs, quoted")
     p.add_argument("--fp-flags", default="", help="more flags for the FP run only, quoted")
     return p.parse_args(argv)
@@ -51,7 +53,10 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         sys.exit(f"error: unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
-    steps = dict(kv.split("=") for kv in args.steps.split(",") if kv)
+    try:
+        steps = {k.strip(): str(int(v)) for k, v in (kv.split("=") for kv in args.steps.split(",") if kv)}
+    except ValueError:
+        sys.exit(f"error: --steps must read name=N,... (e.g. digits=600), got {args.steps!r}")
     os.makedirs(args.out, exist_ok=True)
     results = []
     for name in names:
@@ -62,9 +67,11 @@ def main(argv=None) -> int:
                    "--objective", objective, *flags.split(), "--steps", steps.get(name, "400"),
                    "--seed", str(args.seed), "--threads", str(args.threads), "--out", out,
                    "--eval-images", str(args.eval_images), "--eval-repeats", str(args.eval_repeats),
-                   "--no-progress", *args.extra.split(), *(args.fp_flags.split() if objective == "fp" else [])]
-            if sub:
-                cmd += ["--data-dir", os.path.join(args.data_dir, sub)]
+                   "--no-progress", "--overwrite", *args.extra.split(),
+                   *(args.fp_flags.split() if objective == "fp" else [])]
+            if sub:  # --data-dir: the folder holding the dataset's folder, or that folder itself
+                inside = os.path.join(args.data_dir, sub)
+                cmd += ["--data-dir", inside if os.path.isdir(inside) else args.data_dir]
             print("$", " ".join(cmd), flush=True)
             t0 = time.perf_counter()
             rc = subprocess.call(cmd)

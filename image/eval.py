@@ -9,7 +9,8 @@ Writes to --out (default: the checkpoint's folder/eval):
                  paper's Table 4 (App. B.2)
   samples.png    a sample grid (Euler–Maruyama)
 Bits/dim: PF-ODE from t_eps, uniform dequantization at the dataset's levels, Hutchinson
-trace, mean ± std over --repeats repeats (the paper's five). All math is in scorepde.
+trace, mean ± standard error over --repeats repeats (the paper's five); the line printed names
+the test images, repeats and wall time. All math is in scorepde.
 """
 from __future__ import annotations
 
@@ -17,13 +18,17 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import torch
 
+from scorepde import distributed as dd
+from scorepde.cli import user_errors
 from scorepde.curves import residual_curves
 from scorepde.data import load_dataset, to_model_space
-from scorepde.imaging import (TABLE4_TIMES, load_trained, model_scaling, residual_table,
-                              sample_grid, test_bpd)
+from scorepde.fpe import ESTIMATORS
+from scorepde.imaging import (TABLE4_TIMES, bpd_standard_error, bpd_summary, load_trained,
+                              model_scaling, residual_table, sample_grid, test_bpd)
 from scorepde.training import load_checkpoint
 
 
@@ -31,22 +36,27 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="checkpoint.pt written by image/train.py")
     p.add_argument("--out", help="output folder (default: CKPT's folder/eval)")
-    p.add_argument("--data-dir", help="the dataset's folder, if not where the checkpoint's run found it")
+    p.add_argument("--data-dir", help="the dataset's folder or the folder holding it, if not where the "
+                   "checkpoint's run found it")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="EMA (default) or raw weights")
-    p.add_argument("--images", type=int, default=0, help="test images for bits/dim (0: all; -1: skip)")
-    p.add_argument("--repeats", type=int, default=5, help="repeats of dequantization + Hutchinson probe")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--rtol", type=float, default=1e-5, help="ODE rtol (and atol)")
-    p.add_argument("--residual-images", type=int, default=64, help="test images for the residual curves (0: skip)")
-    p.add_argument("--residual-estimator", default="auto",
-                   choices=["auto", "exact", "hutchinson", "directional", "paper"],
-                   help="ε[s] estimator (auto: exact up to 256 dims, else hutchinson, whose ‖ε̂‖ is biased up)")
-    p.add_argument("--n-samples", type=int, default=64, help="images in the sample grid (0: none)")
-    p.add_argument("--sample-steps", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--images", type=int, default=0,
+                   help="test images for bits/dim (default 0: the whole test split; -1: skip)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="repeats of dequantization + Hutchinson probe; the ± is their standard error (default 5)")
+    p.add_argument("--batch-size", type=int, default=256, help="test images per ODE solve (default 256)")
+    p.add_argument("--rtol", type=float, default=1e-5, help="ODE rtol (and atol) (default 1e-5, the paper's)")
+    p.add_argument("--residual-images", type=int, default=64,
+                   help="test images for the residual curves (default 64; 0: skip)")
+    p.add_argument("--residual-estimator", default="auto", choices=["auto", *sorted(ESTIMATORS)],
+                   help="ε[s] estimator, from scorepde.ESTIMATORS (default auto: exact up to 256 dims, "
+                   "else hutchinson, whose ‖ε̂‖ is biased up)")
+    p.add_argument("--n-samples", type=int, default=64, help="images in the sample grid (default 64; 0: none)")
+    p.add_argument("--sample-steps", type=int, default=500, help="Euler–Maruyama steps for samples (default 500)")
+    p.add_argument("--seed", type=int, default=0, help="seed of dequantization, probes and samples (default 0)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to evaluate (default auto: CUDA if torch sees a GPU, else CPU)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
 
 
@@ -54,15 +64,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
-    try:
+    with user_errors():
+        if args.repeats < 1 or args.rtol <= 0 or args.batch_size < 1:
+            raise ValueError(f"--repeats and --batch-size must be >= 1 and --rtol > 0, got "
+                             f"{args.repeats}, {args.batch_size} and {args.rtol}")
+        device = dd.setup(args.device).device
         state = load_checkpoint(args.checkpoint, map_location=device)
         config = state.get("config", {})
         test = load_dataset(config.get("dataset", "digits"), "test", args.data_dir or config.get("data_dir"))
         cfg, sde, model = load_trained(state, test.shape, args.weights, device)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval")
     os.makedirs(out, exist_ok=True)
     gen = lambda k: torch.Generator(device).manual_seed(args.seed * 100 + k)
@@ -73,13 +83,16 @@ def main(argv=None) -> int:
 
     if args.images >= 0:
         n = len(test) if args.images == 0 else min(args.images, len(test))
+        t0 = time.perf_counter()
         res = test_bpd(model, sde, cfg, test.images[:n], test.levels, repeats=args.repeats,
                        batch_size=args.batch_size, rtol=args.rtol, atol=args.rtol, generator=gen(1),
                        progress=progress, device=device)
-        metrics.update(bpd=res["bpd"], bpd_std=res["bpd_std"], bpd_per_repeat=res["per_repeat"],
-                       nfe=res["nfe"], images=n, repeats=args.repeats, rtol=args.rtol)
-        print(f"test bits/dim: {res['bpd']:.4f} ± {res['bpd_std']:.4f} ({n} images, "
-              f"{args.repeats} repeats, PF-ODE, Hutchinson trace)", flush=True)
+        seconds = time.perf_counter() - t0
+        metrics.update(bpd=res["bpd"], bpd_std=res["bpd_std"],
+                       bpd_stderr=bpd_standard_error(res, args.repeats),
+                       bpd_per_repeat=res["per_repeat"], nfe=res["nfe"], images=n,
+                       repeats=args.repeats, rtol=args.rtol, bpd_time_s=seconds)
+        print(bpd_summary(res, n, args.repeats, seconds), flush=True)
 
     if args.residual_images > 0:
         k = test.images[:min(args.residual_images, len(test))].to(device)

@@ -148,9 +148,14 @@ def _find(data_dir: Optional[PathLike], name: str, files: Sequence[Sequence[str]
     """For each group of alternative file names, the first that exists under data_dir[/subdir]."""
     expected = ", ".join(" or ".join(g) for g in files)
     if data_dir is None:
-        raise ValueError(f"{name} is read from files and needs data_dir: pass the folder holding "
-                         f"{expected}")
+        raise ValueError(f"{name} is read from files and needs a data folder: pass --data-dir "
+                         f"(data_dir in Python), the folder holding {expected}")
     root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"the data folder {root} does not exist; pass --data-dir (data_dir "
+                                f"in Python) as the folder holding {name}'s files {expected}")
+    # The data set's own folder, or the folder holding it (one convention for every script).
+    subdirs = tuple(dict.fromkeys([*subdirs, name]))
     searched = [root / s if s else root for s in subdirs]
     found, missing = [], []
     for group in files:
@@ -158,9 +163,13 @@ def _find(data_dir: Optional[PathLike], name: str, files: Sequence[Sequence[str]
         (found if hit is not None else missing).append(hit if hit is not None else " or ".join(group))
     if missing:
         where = " or ".join(str(d) for d in searched)
+        holders = sorted(str(d) for d in root.iterdir() if d.is_dir()
+                         and all(any((d / f).is_file() for f in g) for g in files))
+        hint = (f"; these subfolders hold such files: {', '.join(holders)}: pass the right one as "
+                "--data-dir" if holders else ". Download them yourself (scorepde never does) and "
+                "pass their folder as --data-dir (data_dir in Python)")
         raise FileNotFoundError(f"{name} needs the files {expected} in {where}; missing: "
-                                f"{', '.join(missing)}. Download them yourself (scorepde never "
-                                "does) and pass their folder as data_dir")
+                                f"{', '.join(missing)}{hint}")
     return found
 
 
@@ -256,11 +265,15 @@ DATASETS: Dict[str, Callable[[str, Optional[PathLike]], ImageData]] = {
     "imagenet32": _imagenet32,
 }
 
+#: Datasets that read no files (a data folder given for them is a mistake).
+FILELESS = ("digits",)
+
 
 def load_dataset(name: str, split: str = "train", data_dir: Optional[PathLike] = None) -> ImageData:
     """Load the ``"train"`` or ``"test"`` split of a dataset in ``DATASETS`` from ``data_dir``.
 
-    ``digits`` needs no files. ``mnist``/``fashion-mnist``: the IDX files
+    ``data_dir`` is the dataset's own folder or the folder holding it (e.g. ``data`` or
+    ``data/fashion-mnist``). ``digits`` needs no files (and refuses a data_dir). ``mnist``/``fashion-mnist``: the IDX files
     ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``. ``cifar10``: the python batches
     ``data_batch_1..5``/``test_batch`` in data_dir or data_dir/cifar-10-batches-py.
     ``imagenet32``: ``train_data_batch_1..10.npz``/``val_data.npz`` (labels made 0-based).
@@ -269,4 +282,8 @@ def load_dataset(name: str, split: str = "train", data_dir: Optional[PathLike] =
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if name in FILELESS and data_dir is not None:
+        raise ValueError(f"{name} comes with scikit-learn and reads no files, yet a data folder "
+                         f"({data_dir}) was given: drop --data-dir (data_dir in Python), or pick "
+                         "the dataset that folder holds with --dataset")
     return DATASETS[name](split, data_dir)

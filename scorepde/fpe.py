@@ -12,6 +12,7 @@ be overridden by keyword.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Optional, Tuple, Union
 
 import torch
@@ -200,10 +201,15 @@ def _projection(opts: dict) -> Callable:
 _GRADIENTS = {"full": _full, "directional": _directional, "directional_fd": _directional}
 
 
-def residual(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float],
-             estimator: str = "exact", *, generator: Optional[torch.Generator] = None,
-             return_rhs: bool = False, validate: bool = True, **options):
+def residual(model: Score, sde: SDE, x: Optional[torch.Tensor] = None,
+             t: Union[torch.Tensor, float, None] = None, estimator: str = "exact", *,
+             generator: Optional[torch.Generator] = None, return_rhs: bool = False,
+             validate: bool = True, **options):
     """The score-FPE residual ε[s](x, t) = ∂t s − ∇x L[s] (Eq. 9), shaped like x.
+
+    ``residual(model, sde, **options)`` (no x, t) returns the residual *operator*, a
+    callable ``(x, t) -> ε`` with the estimator, generator and options bound;
+    ``residual(model, sde, x, t, ...)`` evaluates it at once. Both give the same numbers.
 
     ``model`` is any callable ``(x [B, ...], t [B]) -> score`` shaped like x. ``estimator``
     is one of ``ESTIMATORS``: ``"exact"`` (autograd), ``"paper"`` (App. C: 3-point stencil,
@@ -219,9 +225,17 @@ def residual(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, flo
     ``validate`` checks shapes, t ∈ [0, T], finiteness and that the model keeps samples
     independent (turn it off inside torch.func transforms).
     """
+    if isinstance(x, str) and t is None:  # residual(model, sde, "paper"): the estimator
+        x, estimator = None, x
     opts = _options(estimator, options, model, getattr(x, "dtype", torch.float32))
     if opts["grad"] not in _GRADIENTS:
         raise ValueError(f"unknown grad option {opts['grad']!r}; choose one of {sorted(_GRADIENTS)}")
+    if x is None and t is None:
+        return functools.partial(residual, model, sde, estimator=estimator, generator=generator,
+                                 return_rhs=return_rhs, validate=validate, **options)
+    if x is None or t is None:
+        raise ValueError("residual needs both x and t (to evaluate ε there) or neither (for the "
+                         "operator (x, t) -> ε); got only one of them")
     if validate:
         t = check_inputs(x, t, sde.T)
         check_batch_independent(model, x, t)

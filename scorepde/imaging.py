@@ -16,14 +16,14 @@ import numpy as np
 import torch
 
 from .data import SCALINGS
-from .losses import FPObjective, WEIGHTINGS
+from .losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, FPObjective, WEIGHTINGS
 from .fpe import ESTIMATORS
 from .nn import ScoreModel, UNet
 from .sde import SDE, SubVPSDE, VESDE, VPSDE
 
 __all__ = ["ImageConfig", "SDE_NAMES", "OBJECTIVES", "build_sde", "build_score_model",
-           "build_objective", "model_scaling", "save_grid", "load_trained", "sample_grid",
-           "test_bpd", "TABLE4_TIMES", "residual_table"]
+           "build_objective", "preset_config", "model_scaling", "save_grid", "load_trained", "sample_grid",
+           "run_label", "auto_eval_images", "bpd_summary", "bpd_standard_error", "test_bpd", "TABLE4_TIMES", "residual_table"]
 
 #: The time grid of the paper's Table 4 (App. B.2): 1e-3, 0.1, 0.2, …, 1.0.
 TABLE4_TIMES = (1e-3,) + tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -63,6 +63,10 @@ class ImageConfig:
     estimator: str = "paper"
     subbatch: Optional[int] = 16
     dsm_weighting: str = "sigma2"
+    normalize: str = "none"        # ε-term divided by 1 or D^m (the official code's units)
+    rhs_reduction: str = "mean_abs"  # γ-term: E|L| or ‖L‖₂ over the batch (the official code's)
+    unbiased: bool = True          # m = 2: product of two independent draws
+    preset: Optional[str] = None   # the PAPER_SETTINGS entry the FP flags started from
     t_eps: float = 1e-3
     # optimisation
     lr: float = 1e-3
@@ -84,10 +88,18 @@ class ImageConfig:
             (self.fp_weighting in WEIGHTINGS, f"fp-weighting must be one of {sorted(WEIGHTINGS)}"),
             (self.dsm_weighting in WEIGHTINGS, f"dsm-weighting must be one of {sorted(WEIGHTINGS)}"),
             (self.m in (1, 2), f"m must be 1 or 2, got {self.m}"),
+            (self.normalize in NORMALIZATIONS, f"normalize must be one of {sorted(NORMALIZATIONS)}"),
+            (self.rhs_reduction in RHS_REDUCTIONS, f"gamma-reduction must be one of {sorted(RHS_REDUCTIONS)}"),
+            (self.preset is None or self.preset in PAPER_SETTINGS,
+             f"preset must be one of {sorted(PAPER_SETTINGS)}, got {self.preset!r}"),
             (self.beta >= 0 and self.gamma >= 0, f"beta and gamma must be >= 0, got {self.beta}, {self.gamma}"),
             (self.subbatch is None or self.subbatch >= 1, f"subbatch must be >= 1, got {self.subbatch}"),
-            (self.batch_size >= 1 and self.steps >= 0, "batch-size must be >= 1 and steps >= 0"),
-            (self.lr > 0 and 0 <= self.ema_decay < 1, "lr must be > 0 and ema-decay in [0, 1)"),
+            (self.batch_size >= 1, f"batch-size must be >= 1, got {self.batch_size}"),
+            (self.steps >= 1, f"steps must be >= 1 (the total number of optimiser steps), got {self.steps}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.ema_decay < 1, f"ema-decay must lie in [0, 1), got {self.ema_decay}"),
+            (self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad-clip must be > 0 (0 = off), got {self.grad_clip}"),
             (0 < self.t_eps < 1, f"t-eps must lie in (0, 1), got {self.t_eps}"),
             (self.channels >= 1 and self.num_res_blocks >= 1 and len(self.channel_mult) >= 1,
              "channels and num-res-blocks must be >= 1 and channel-mult non-empty"),
@@ -149,15 +161,33 @@ def build_objective(cfg: ImageConfig, model: torch.nn.Module, sde: SDE,
                            autocast=autocast)
     return FPObjective(model, sde, beta=cfg.beta, gamma=cfg.gamma, fp_weighting=cfg.fp_weighting,
                        m=cfg.m, estimator=cfg.estimator, dsm_weighting=cfg.dsm_weighting,
-                       eps=cfg.t_eps, subbatch=cfg.subbatch, autocast=autocast)
+                       eps=cfg.t_eps, subbatch=cfg.subbatch, normalize=cfg.normalize,
+                       rhs_reduction=cfg.rhs_reduction, unbiased=cfg.unbiased, autocast=autocast)
+
+
+#: ``FPObjective`` keyword → ``ImageConfig`` field, where the names differ.
+_PRESET_FIELDS = {"eps": "t_eps"}
+
+
+def preset_config(name: str) -> dict:
+    """The ``ImageConfig`` fields of the paper's setting ``PAPER_SETTINGS[name]`` (objective "fp")."""
+    if name not in PAPER_SETTINGS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PAPER_SETTINGS)}")
+    fields = {f.name for f in dataclasses.fields(ImageConfig)}
+    mapped = {_PRESET_FIELDS.get(k, k): v for k, v in PAPER_SETTINGS[name].items()}
+    unknown = set(mapped) - fields
+    if unknown:  # a new preset key this config cannot carry: say so rather than drop it
+        raise ValueError(f"preset {name!r} sets {sorted(unknown)}, which image runs do not support")
+    return {**mapped, "objective": "fp", "preset": name}
 
 
 def save_grid(images: torch.Tensor, levels: int, path: str, *, nrow: Optional[int] = None,
-              pad: int = 1, min_cell: int = 32) -> str:
+              pad: int = 1, min_cell: int = 32, title: Optional[str] = None) -> str:
     """Write integer images ``[N, C, H, W]`` (values in [0, levels)) as one PNG grid.
 
     Grey for C = 1, RGB for C = 3; ``nrow`` images per row (default ⌈√N⌉); small images
     are enlarged by an integer factor (nearest neighbour) to at least ``min_cell`` pixels.
+    Without ``title`` the PNG is the grid pixel for pixel; with it, a titled figure.
     """
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"images must be [N, 1 or 3, H, W], got {tuple(images.shape)}")
@@ -181,7 +211,22 @@ def save_grid(images: torch.Tensor, levels: int, path: str, *, nrow: Optional[in
         canvas[pad + r * (h + pad):pad + r * (h + pad) + h,
                pad + q * (w + pad):pad + q * (w + pad) + w] = tile if c == 3 else tile.repeat(3, axis=2)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    mpimg.imsave(path, canvas)
+    if title is None:
+        mpimg.imsave(path, canvas)
+        return path
+    import textwrap
+    from matplotlib import pyplot as plt
+    height, width = canvas.shape[:2]
+    fig_w = max(5.0, width / 80)
+    lines = textwrap.wrap(title, width=int(fig_w * 11))
+    head = 0.2 + 0.2 * len(lines)  # inches of title
+    fig = plt.figure(figsize=(fig_w, fig_w * height / width + head))
+    ax = fig.add_axes([0, 0, 1, 1 - head / fig.get_figheight()])
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    fig.suptitle("\n".join(lines), fontsize=10, y=0.995, va="top")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return path
 
 
@@ -205,18 +250,50 @@ def load_trained(state: dict, shape: Sequence[int], weights: str = "ema", device
     return cfg, sde, model.to(device).eval()
 
 
+def run_label(cfg: ImageConfig) -> str:
+    """A short name for a run, for titles: dataset, SDE, objective (with β when FP is on)."""
+    fp = f" (β={cfg.beta:g}, {cfg.estimator})" if cfg.fp_on else ""
+    return f"{cfg.dataset}, {cfg.sde.upper()}, {cfg.objective.upper()}{fp}"
+
+
 @torch.no_grad()
 def sample_grid(model, sde: SDE, cfg: ImageConfig, shape: Sequence[int], levels: int, path: str, *,
                 n: int = 64, steps: int = 500, generator: Optional[torch.Generator] = None,
-                device=None) -> str:
+                device=None, title: Optional[str] = None) -> str:
     """Draw ``n`` samples by Euler–Maruyama (``steps`` steps down to t_eps), quantize them to
-    the data's levels and write a PNG grid."""
+    the data's levels and write a PNG grid titled ``title`` (default: the run and the sampler)."""
     from .data import from_model_space
     from .sampling import euler_maruyama
 
     x = euler_maruyama(model, sde, (n, *shape), steps=steps, eps=cfg.t_eps, generator=generator,
                        device=device)
-    return save_grid(from_model_space(x, levels, model_scaling(cfg)).cpu(), levels, path)
+    title = title or f"{n} samples: {run_label(cfg)}; Euler–Maruyama, {steps} steps"
+    return save_grid(from_model_space(x, levels, model_scaling(cfg)).cpu(), levels, path, title=title)
+
+
+def auto_eval_images(steps: int, full: int = 64, min_steps: int = 200) -> int:
+    """The default number of test images for the bits/dim at the end of a training run:
+    ``full`` for runs of 1000 steps or more, steps // 16 from ``min_steps`` on, and -1 (no
+    evaluation) for shorter runs, whose barely trained model makes the PF-ODE stiff: minutes
+    of solving, whatever the number of images, for a number that means little."""
+    return -1 if steps < min_steps else min(full, int(steps) // 16)
+
+
+def bpd_summary(res: dict, images: int, repeats: int, seconds: float) -> str:
+    """One line for a bits/dim result of ``test_bpd``: the mean, its standard error over the
+    repeats (none from one repeat), the test images, repeats and wall time."""
+    if repeats > 1:
+        value = (f"{res['bpd']:.4f} ± {bpd_standard_error(res, repeats):.4f} (standard error over "
+                 f"{repeats} repeats)")
+    else:
+        value = f"{res['bpd']:.4f} (1 repeat: no error bar)"
+    return (f"test bits/dim: {value}; {images} test images × {repeats} repeat(s), "
+            f"{seconds:.1f} s, PF-ODE, Hutchinson trace")
+
+
+def bpd_standard_error(res: dict, repeats: int) -> Optional[float]:
+    """The standard error of the mean over repeats, std/√repeats (None for one repeat)."""
+    return res["bpd_std"] / math.sqrt(repeats) if repeats > 1 else None
 
 
 def test_bpd(model, sde: SDE, cfg: ImageConfig, images: torch.Tensor, levels: int, *,

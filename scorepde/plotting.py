@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-__all__ = ["grid_points", "heatmaps", "scatters", "densities_1d", "curves", "histogram_density"]
+__all__ = ["grid_points", "heatmaps", "scatters", "densities_1d", "curves", "histogram_density",
+           "training_curves"]
 
 
 def _np(a):
@@ -105,9 +106,11 @@ def densities_1d(x: np.ndarray, series: Dict[str, np.ndarray], path: str, *,
 
 def curves(t: Sequence[float], series: Dict[str, Sequence[float]], path: str, *, ylabel: str,
            xlabel: str = "t", title: Optional[str] = None, logy: bool = True,
-           panels: Optional[Dict[str, Dict[str, Sequence[float]]]] = None) -> str:
+           panels: Optional[Dict[str, Dict[str, Sequence[float]]]] = None,
+           suptitle: Optional[str] = None) -> str:
     """Curves over t: one axes with ``series``, or one axes per entry of ``panels``
-    (``{panel title: {label: values}}``, all sharing ``ylabel``); log y by default."""
+    (``{panel title: {label: values}}``, all sharing ``ylabel``); log y by default;
+    ``suptitle`` above them all."""
     groups = panels if panels is not None else {title or "": series}
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.6), squeeze=False)
     for ax, (gtitle, ser) in zip(axes[0], groups.items()):
@@ -124,6 +127,9 @@ def curves(t: Sequence[float], series: Dict[str, Sequence[float]], path: str, *,
         ax.legend(fontsize=8)
         if gtitle:
             ax.set_title(gtitle)
+    if suptitle:
+        fig.suptitle(suptitle)
+        fig.tight_layout()
     return _save(fig, path)
 
 
@@ -134,3 +140,26 @@ def histogram_density(samples, extent: Tuple[float, float], n: int) -> np.ndarra
     edges = np.linspace(extent[0], extent[1], n + 1)
     h, _, _ = np.histogram2d(p[:, 1], p[:, 0], bins=[edges, edges], density=True)
     return h
+
+
+#: Log fields that are bookkeeping, not terms of the objective.
+_NOT_LOSSES = ("step", "lr", "step_time")
+
+
+def training_curves(records: Sequence[dict], path: str, *, title: Optional[str] = None) -> str:
+    """The training curves of a ``log.jsonl`` (one dict per step): the loss and its parts
+    (``dsm``, ``fp``) in one panel, the regularizer's own parts (``fp_*``) in a second when the
+    regularizer ran; log y where every value is positive."""
+    if not records:
+        raise ValueError("no training records to plot; the log is empty")
+    steps = [r["step"] for r in records]
+    names = [k for k in records[0] if k not in _NOT_LOSSES and isinstance(records[0][k], (int, float))]
+    series = {k: [float(r.get(k, np.nan)) for r in records] for k in names}
+    series = {k: v for k, v in series.items() if any(x != 0 for x in v)}  # fp = 0 under DSM
+    main = {k: v for k, v in series.items() if not k.startswith("fp_")}
+    parts = {k: v for k, v in series.items() if k.startswith("fp_")}
+    panels = {"loss and its terms": main, **({"regularizer parts": parts} if parts else {})}
+    positive = all(x > 0 for v in series.values() for x in v if np.isfinite(x))
+    fig_path = curves(steps, {}, path, ylabel="value (per step)", xlabel="step", logy=positive,
+                      panels=panels, suptitle=title)
+    return fig_path

@@ -104,7 +104,9 @@ def fit(objective: Callable, optimizer, batches: Iterator[torch.Tensor], steps: 
     """Run steps ``start .. steps-1``; returns the per-step logs.
 
     ``on_step(step, log)`` runs after each completed step; raising ``StopRequested`` there
-    ends training cleanly (the step is done, nothing is half-updated).
+    ends training cleanly (the step is done, nothing is half-updated). If it returns a dict
+    (e.g. the log averaged over DDP ranks), the progress bar shows that dict's loss, so the
+    bar and the written log show the same number.
     """
     logs = []
     it = range(start, steps)
@@ -116,10 +118,9 @@ def fit(objective: Callable, optimizer, batches: Iterator[torch.Tensor], steps: 
                          scheduler=scheduler, grad_clip=grad_clip, ema=ema, model=model,
                          all_finite=all_finite)
         logs.append(log)
+        shown = on_step(step, log) if on_step is not None else None
         if progress:
-            it.set_postfix(loss=f"{log['loss']:.4g}")
-        if on_step is not None:
-            on_step(step, log)
+            it.set_postfix(loss=f"{(shown if isinstance(shown, dict) else log)['loss']:.4g}")
     return logs
 
 
@@ -161,9 +162,25 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """The state a ``save_checkpoint`` wrote; ``FileNotFoundError``/``ValueError`` naming
+    ``path`` when it is missing or not a readable checkpoint (corrupt, truncated, not torch's).
+
+    Unpickles: load only checkpoints you trust.
+    """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}; pass the path of a .pt file written by training")
-    return torch.load(path, map_location=map_location, weights_only=False)
+        raise FileNotFoundError(f"no checkpoint at {path}; pass the path of a checkpoint.pt "
+                                "written by training")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch/pickle/zip raise many types for bad bytes
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        raise ValueError(f"{path} is not a readable scorepde checkpoint ({type(err).__name__}: "
+                         f"{reason}); it is corrupt or truncated or not a checkpoint: pass another, "
+                         "or delete it and train again") from err
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise ValueError(f"{path} is a torch file but not a scorepde checkpoint (no model "
+                         "weights and step); pass a checkpoint.pt written by training")
+    return state
 
 
 def training_state(step: int, model: torch.nn.Module, optimizer, scheduler=None,

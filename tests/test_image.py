@@ -55,7 +55,8 @@ def test_a_few_steps_on_digits(tmp_path, objective):
     assert state["step"] == 3 and state["config"]["objective"] == objective
     assert {"model", "ema", "optimizer", "scheduler", "rng", "config"} <= set(state)
     assert os.path.isfile(os.path.join(out, "samples.png"))
-    assert sorted(os.listdir(out)) == ["checkpoint.pt", "config.json", "log.jsonl", "metrics.json", "samples.png"]
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "config.json", "log.jsonl", "metrics.json", "samples.png",
+                                       "training_curves.png"]
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
@@ -136,7 +137,9 @@ def test_bad_input_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(TINY + ["--resume", "--out", str(tmp_path / "none")])
     assert "no checkpoint" in capsys.readouterr().err
-    assert evaluate.main([str(tmp_path / "nope.pt")]) == 2
+    with pytest.raises(SystemExit) as e:
+        evaluate.main([str(tmp_path / "nope.pt")])
+    assert e.value.code == 2
 
 
 @pytest.mark.parametrize("sde", ["ve", "vp", "subvp"])

@@ -18,3 +18,98 @@ def test_ci_uses_the_readme_commands():
     text = README.read_text()
     assert "<!-- ci:install -->" in text and "<!-- ci:test -->" in text and "ci:install" in ci
     assert len(BLOCKS) >= 2
+
+
+# ---------------------------------------------------------------------------------------
+# The README's shell commands: every one names a script that exists and flags it accepts;
+# the short ones run as written, from a fresh folder.
+# ---------------------------------------------------------------------------------------
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+ROOT = README.parent
+#: Commands of the README that the test suite runs as written (each well under a minute).
+SHORT = ["python image/train.py --steps 100 --out runs/try"]
+
+
+def readme_commands():
+    """Each shell command of the README's bash blocks, continuation lines joined, comments dropped."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                commands.append(words)
+    return commands
+
+
+def _script_and_argv(words):
+    if words[0] == "torchrun":
+        words = words[next(i for i, w in enumerate(words) if w.endswith(".py")) - 1:]
+        words = ["python", *words[1:]] if not words[0].endswith(".py") else ["python", *words]
+    if words[0] != "python" or len(words) < 2 or not words[1].endswith(".py"):
+        return None, None
+    return ROOT / words[1], words[2:]
+
+
+class _Parsed(Exception):
+    pass
+
+
+def _parse_with_script(path, argv):
+    """Parse ``argv`` with the parser the script builds (found when it parses), never running it."""
+    parsers = []
+    original = argparse.ArgumentParser.parse_args
+
+    def capture(self, args=None, namespace=None):
+        parsers.append(self)
+        raise _Parsed
+
+    saved = sys.modules.pop("_common", None)  # toy/ and benchmarks/ each have a _common
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        spec = importlib.util.spec_from_file_location(f"readme_{path.parent.name}_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        try:
+            (getattr(module, "parse_args", None) or module.main)([])
+        except _Parsed:
+            pass
+    finally:
+        argparse.ArgumentParser.parse_args = original
+        sys.modules.pop("_common", None)
+        if saved is not None:
+            sys.modules["_common"] = saved
+        while str(path.parent) in sys.path:
+            sys.path.remove(str(path.parent))
+    return parsers[0].parse_args(argv)
+
+
+def test_every_readme_command_names_a_script_and_flags_it_takes():
+    checked = 0
+    for words in readme_commands():
+        path, argv = _script_and_argv(words)
+        if path is None:
+            assert words[0] in ("python", "python3", "pip", "torchrun") or "venv" in " ".join(words), words
+            continue
+        assert path.is_file(), f"README names {path}, which does not exist"
+        _parse_with_script(path, argv)  # argparse exits with status 2 on a flag it does not take
+        checked += 1
+    assert checked >= 10
+    assert all(shlex.split(c) in readme_commands() for c in SHORT), "SHORT must quote the README"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", SHORT)
+def test_short_readme_commands_run_as_written(command, tmp_path):
+    for folder in ("image", "toy", "benchmarks"):
+        os.symlink(ROOT / folder, tmp_path / folder)
+    proc = subprocess.run(shlex.split(command.replace("python", sys.executable, 1)), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "wrote" in proc.stdout and (tmp_path / "runs" / "try" / "checkpoint.pt").is_file()

@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 import torch
 
 import scorepde as sp
+from scorepde.cli import fail
 from scorepde.losses import FPObjective
 from scorepde.nn import MLPScore, ScoreModel
 from scorepde.nn.precond import ToyScore
@@ -20,9 +21,38 @@ from scorepde.toy import ToyDataset
 from scorepde.training import fit, make_optimizer
 
 
+#: Help for the flags the toy scripts share, used where a script gives none.
+SHARED_HELP = {
+    "--batch-size": "samples per training step",
+    "--hidden": "width of the MLP's hidden layers",
+    "--lr": "Adam learning rate (cosine decay to 5%% of it over the run)",
+    "--device": "where to train and evaluate",
+    "--datasets": "which data sets to run",
+    "--init-points": "where the initial condition is enforced: the data, the collocation points, or both",
+    "--time-sampling": "how the collocation times are drawn",
+}
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where the help does not state its default already and
+    the default is a value (not None, not a flag's False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    def add_argument(self, *names, **kwargs):
+        if not kwargs.get("help"):
+            kwargs["help"] = next((SHARED_HELP[n] for n in names if n in SHARED_HELP), None)
+        return super().add_argument(*names, **kwargs)
+
+
 def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = _Parser(description=description, formatter_class=_HelpFormatter)
     p.add_argument("--out", default=None, help="output folder for metrics.json and figures "
                    "(default: toy/out/<script name>)")
     p.add_argument("--quick", action="store_true", help="a tiny run (<1 min) for tests")
@@ -35,10 +65,11 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def setup(args, script: str) -> str:
     """Make the output folder, set threads; returns the folder."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", script)
     os.makedirs(out, exist_ok=True)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was asked for, but torch sees no CUDA device")
+    args.out = os.path.abspath(out)  # so the config recorded in metrics.json says where it went
     torch.set_num_threads(args.threads or 1)
     return out
 
