@@ -17,6 +17,7 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 from torch.func import grad, jvp, vmap
 
+from .autodiff import explain_autodiff_errors
 from .checks import check_batch_independent, check_inputs, check_output
 from .derivatives import (PAPER_STEPS, broadcast_to_batch, divergence, sample_probes, stencil_points,
                           time_derivative)
@@ -188,6 +189,7 @@ def _projection(opts: dict) -> Callable:
 _GRADIENTS = {"full": _full, "directional": _directional, "directional_fd": _directional}
 
 
+@explain_autodiff_errors
 def residual(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float],
              estimator: str = "exact", *, generator: Optional[torch.Generator] = None,
              return_rhs: bool = False, validate: bool = True, **options):
@@ -216,6 +218,7 @@ def residual(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, flo
     return (eps, L) if return_rhs else eps
 
 
+@explain_autodiff_errors
 def residual_norm_sq(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float],
                      estimator: str = "exact", *, unbiased: bool = True,
                      generator: Optional[torch.Generator] = None, validate: bool = True,
