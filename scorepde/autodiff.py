@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-__all__ = ["AutodiffError", "explain_autodiff_errors", "math_attention", "MathAttention"]
+__all__ = ["AutodiffError", "explain_autodiff_errors", "explained", "math_attention", "MathAttention"]
 
 #: The estimator that needs plain forward passes only (no autograd through the model).
 FORWARD_ONLY = "forward_fd"
@@ -37,14 +37,14 @@ class AutodiffError(ValueError):
     """PyTorch cannot form a derivative an estimator needs; the message says what works."""
 
 
-def _explain(err: BaseException, estimator: str):
+def _explain(err: BaseException, what: str):
     text = str(err)
-    for pattern, what in _FAILURES:
+    for pattern, needs in _FAILURES:
         match = re.search(pattern, text)
         if match:
             op = match.group(1) if match.groups() else "an operation of the model"
             return AutodiffError(
-                f"estimator {estimator!r} needs {what} through {op}, which PyTorch does not provide "
+                f"{what} needs {needs} through {op}, which PyTorch does not provide "
                 f"for this model. Use estimator={FORWARD_ONLY!r}: it needs plain forward passes only. "
                 "For a diffusers model, scorepde.from_diffusers (or the context manager "
                 "scorepde.math_attention(unet)) runs attention as math attention, which every "
@@ -52,22 +52,30 @@ def _explain(err: BaseException, estimator: str):
     return None
 
 
+@contextlib.contextmanager
+def explained(what: str):
+    """Inside, PyTorch's autodiff failures become an ``AutodiffError`` that says ``what``
+    needed which derivative through which operation, and what works instead."""
+    try:
+        yield
+    except (RuntimeError, NotImplementedError) as err:
+        explanation = _explain(err, what)
+        if explanation is None:
+            raise
+        raise explanation from err
+
+
 def explain_autodiff_errors(fn: Callable) -> Callable:
     """Decorate ``fn(model, sde, x, t, estimator=...)`` so that PyTorch's autodiff failures
-    inside it become an ``AutodiffError`` naming the operation and ``"forward_fd"``."""
+    inside it become an ``AutodiffError`` naming the estimator, the operation and ``"forward_fd"``."""
     signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        bound = signature.bind_partial(*args, **kwargs)
+        estimator = bound.arguments.get("estimator", signature.parameters["estimator"].default)
+        with explained(f"estimator {estimator!r}"):
             return fn(*args, **kwargs)
-        except (RuntimeError, NotImplementedError) as err:
-            bound = signature.bind_partial(*args, **kwargs)
-            estimator = bound.arguments.get("estimator", signature.parameters["estimator"].default)
-            explained = _explain(err, estimator)
-            if explained is None:
-                raise
-            raise explained from err
     return wrapper
 
 
