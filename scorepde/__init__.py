@@ -5,6 +5,7 @@ forward process; ``fpe_rhs`` and ``residual`` are L[s] and ε[s] of Lai et al. (
 likelihoods, samplers and losses are plain functions of the same callable.
 """
 from . import nn
+from .autodiff import AutodiffError, math_attention
 from .bpd import bits_per_dim, dequantize, evaluate_bpd
 from .checks import check_batch_independent, check_inputs
 from .curl import antisymmetry, curl
@@ -16,9 +17,9 @@ from .fpe import (ESTIMATORS, fpe_rhs, projected_residual, projected_residual_fd
 from .gmm import GaussianMixture
 from .likelihood import log_likelihood, probability_flow_drift
 from .losses import DEFAULT_FP, PAPER_SETTINGS, FPObjective, dsm_loss, fp_regularizer
-from .nn import MLPScore, ScoreModel, UNet
+from .nn import MLPScore, ScoreModel, UNet, from_denoiser, from_diffusers
 from .sampling import euler_maruyama, predictor_corrector, probability_flow
-from .sde import SDE, GenericSDE, LinearSDE, SubVPSDE, VESDE, VPSDE
+from .sde import SDE, DiscreteVPSDE, EDMSDE, GenericSDE, LinearSDE, SubVPSDE, VESDE, VPSDE
 
 __version__ = "0.1.0"
 
@@ -34,4 +35,5 @@ __all__ = [
     "nn", "ScoreModel", "UNet", "MLPScore",
     "ImageData", "load_dataset", "to_model_space", "from_model_space", "SCALINGS",
     "check_inputs", "check_batch_independent",
+    "DiscreteVPSDE", "EDMSDE", "from_diffusers", "from_denoiser", "math_attention", "AutodiffError",
 ]

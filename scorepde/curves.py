@@ -17,7 +17,7 @@ from .derivatives import broadcast_to_batch
 from .fpe import residual
 from .sde import SDE
 
-__all__ = ["residual_curves", "perturb_at"]
+__all__ = ["residual_curves", "perturb_at", "dsm_like"]
 
 
 def perturb_at(sde: SDE, x0: torch.Tensor, t: float, generator: Optional[torch.Generator] = None):
@@ -25,6 +25,13 @@ def perturb_at(sde: SDE, x0: torch.Tensor, t: float, generator: Optional[torch.G
     tt = torch.full((x0.shape[0],), float(t), dtype=x0.dtype, device=x0.device)
     z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     return sde.perturb(x0, tt, z), tt, z
+
+
+def dsm_like(model: Callable, sde: SDE, xt: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """‖s(x_t, t) − ∇ log q_0t(x_t | x_0)‖₂ per sample ``[B]``, with ∇ log q_0t = −z/σ_t."""
+    with torch.no_grad():
+        std = broadcast_to_batch(sde.marginal(t)[1], xt)
+        return (model(xt, t) + z / std).flatten(1).norm(dim=1)
 
 
 def residual_curves(model: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
@@ -52,9 +59,7 @@ def residual_curves(model: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[fl
             xt, tt, z = perturb_at(sde, chunk, t, generator)
             eps = residual(model, sde, xt, tt, estimator, generator=generator, **options)
             fp += eps.detach().flatten(1).norm(dim=1).sum().item()
-            with torch.no_grad():
-                std = broadcast_to_batch(sde.marginal(tt)[1], chunk)
-                dsm += (model(xt, tt) + z / std).flatten(1).norm(dim=1).sum().item()
+            dsm += dsm_like(model, sde, xt, tt, z).sum().item()
         out["r_fp"].append(fp / x0.shape[0])
         out["r_dsm"].append(dsm / x0.shape[0])
     return out

@@ -18,6 +18,7 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 from torch.func import grad, jvp, vmap
 
+from .autodiff import explain_autodiff_errors
 from .checks import check_batch_independent, check_inputs, check_output
 from .derivatives import (PAPER_STEPS, broadcast_to_batch, divergence, sample_probes, stencil_points,
                           time_derivative, time_steps)
@@ -201,6 +202,7 @@ def _projection(opts: dict) -> Callable:
 _GRADIENTS = {"full": _full, "directional": _directional, "directional_fd": _directional}
 
 
+@explain_autodiff_errors
 def residual(model: Score, sde: SDE, x: Optional[torch.Tensor] = None,
              t: Union[torch.Tensor, float, None] = None, estimator: str = "exact", *,
              generator: Optional[torch.Generator] = None, return_rhs: bool = False,
@@ -244,6 +246,7 @@ def residual(model: Score, sde: SDE, x: Optional[torch.Tensor] = None,
     return (eps, L) if return_rhs else eps
 
 
+@explain_autodiff_errors
 def residual_norm_sq(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float],
                      estimator: str = "exact", *, unbiased: bool = True,
                      generator: Optional[torch.Generator] = None, validate: bool = True,

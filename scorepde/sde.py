@@ -15,7 +15,7 @@ import torch
 
 from .derivatives import broadcast_to_batch, divergence
 
-__all__ = ["SDE", "LinearSDE", "VESDE", "VPSDE", "SubVPSDE", "GenericSDE"]
+__all__ = ["SDE", "LinearSDE", "VESDE", "VPSDE", "SubVPSDE", "GenericSDE", "DiscreteVPSDE", "EDMSDE"]
 
 
 class SDE(abc.ABC):
@@ -196,3 +196,120 @@ class GenericSDE(SDE):
     @property
     def prior_std(self):
         return self._prior_std if self._prior_std is not None else super().prior_std
+
+
+class DiscreteVPSDE(LinearSDE):
+    """The VP SDE of a discrete DDPM schedule ᾱ_0 > … > ᾱ_{N−1} (diffusers' ``alphas_cumprod``).
+
+    Time map (one for the SDE and for the network): step k ↔ t_k = (k + 1)/N, so
+    k(t) = N t − 1, t = 0 is the clean data (ᾱ = 1) and t = 1 is the last step k = N − 1.
+    Between the nodes, y(t) = log ᾱ(t) is the monotone C¹ cubic Hermite interpolant of
+    (t_k, log ᾱ_k) with Fritsch–Butland slopes, so at every step a(t_k)² = ᾱ_k and
+    σ²(t_k) = 1 − ᾱ_k exactly, and
+
+        f = ½ y'(t) x,   g² = β(t) = −y'(t),   a(t) = e^{y/2},   σ_t² = 1 − e^{y}.
+
+    On [t_{k−1}, t_k] the integral of β is −log(1 − β_k) ≈ β_k: the continuous-time limit
+    β(t) ≈ N β_k of score_sde's VPSDE, here matched at every step instead of on average.
+    """
+
+    def __init__(self, alphas_cumprod):
+        ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64).detach().cpu().flatten()
+        if ac.numel() < 2 or not bool(torch.isfinite(ac).all()):
+            raise ValueError("alphas_cumprod must be a finite 1-D sequence of at least 2 values")
+        if not bool(((ac > 0) & (ac < 1)).all()):
+            raise ValueError(f"alphas_cumprod must lie in (0, 1), got values in [{ac.min().item():.3g}, "
+                             f"{ac.max().item():.3g}]; a zero terminal SNR (ᾱ = 0, e.g. "
+                             "rescale_betas_zero_snr=True) has no VP SDE with finite β(t)")
+        if not bool((ac[1:] < ac[:-1]).all()):
+            raise ValueError("alphas_cumprod must decrease strictly (every beta > 0)")
+        self.N = ac.numel()
+        y = torch.cat([torch.zeros(1, dtype=torch.float64), torch.log(ac)])     # at t_i = i / N
+        d = (y[1:] - y[:-1]) * self.N                                           # secant slopes, < 0
+        m = torch.cat([d[:1], 2 * d[:-1] * d[1:] / (d[:-1] + d[1:]), d[-1:]])   # harmonic means
+        self._y, self._m = y, m
+
+    def timestep(self, t: torch.Tensor) -> torch.Tensor:
+        """k(t) = N t − 1, the (fractional) integer step a DDPM network is conditioned on."""
+        return self.N * t - 1
+
+    def time(self, k) -> torch.Tensor:
+        """t(k) = (k + 1)/N, the inverse of ``timestep``."""
+        return (torch.as_tensor(k, dtype=torch.float64) + 1) / self.N
+
+    def _hermite(self, t):
+        """(y(t), y'(t)) of the cubic Hermite interpolant of log ᾱ."""
+        y, m = self._y.to(t), self._m.to(t)
+        u = t * self.N
+        i = u.detach().floor().clamp(0, self.N - 1).long()
+        s = u - i.to(t)
+        y0, y1, m0, m1 = y[i], y[i + 1], m[i] / self.N, m[i + 1] / self.N
+        s2, s3 = s * s, s * s * s
+        val = (2 * s3 - 3 * s2 + 1) * y0 + (s3 - 2 * s2 + s) * m0 + (3 * s2 - 2 * s3) * y1 + (s3 - s2) * m1
+        der = (6 * s2 - 6 * s) * (y0 - y1) + (3 * s2 - 4 * s + 1) * m0 + (3 * s2 - 2 * s) * m1
+        return val, der * self.N
+
+    def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        """ᾱ(t) = a(t)², equal to ``alphas_cumprod[k]`` at t = t_k."""
+        return torch.exp(self._hermite(t)[0])
+
+    def beta(self, t):
+        """β(t) = −d log ᾱ / dt."""
+        return -self._hermite(t)[1]
+
+    def drift_coeff(self, t):
+        return -0.5 * self.beta(t)
+
+    def diffusion(self, t):
+        return torch.sqrt(self.beta(t))
+
+    def marginal_variance(self, t):
+        return -torch.expm1(self._hermite(t)[0])
+
+    def marginal(self, t):
+        return torch.exp(0.5 * self._hermite(t)[0]), torch.sqrt(self.marginal_variance(t))
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+    def __repr__(self):
+        return f"DiscreteVPSDE(N={self.N})"
+
+
+class EDMSDE(LinearSDE):
+    """EDM's process (Karras et al. 2022): x_t = x_0 + t z, i.e. σ(t) = t, f = 0, g² = 2t.
+
+    Time is the noise level itself, so t ∈ [0, T] with T = ``sigma_max`` (EDM: 80).
+    ``sigma_min`` (EDM: 0.002) is the smallest level a denoiser was trained on; the
+    process itself starts from the data at t = 0.
+    """
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.T = self.sigma_max
+
+    def sigma(self, t):
+        """The noise level σ(t) = t."""
+        return t
+
+    def drift_coeff(self, t):
+        return torch.zeros_like(t)
+
+    def diffusion(self, t):
+        return torch.sqrt(2 * t)
+
+    def marginal_variance(self, t):
+        return t * t
+
+    def marginal(self, t):
+        return torch.ones_like(t), t
+
+    @property
+    def prior_std(self):
+        return self.sigma_max
+
+    def __repr__(self):
+        return f"EDMSDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
