@@ -34,7 +34,8 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 INIT_POINTS = ("data", "data+colloc")
 
 #: How ``CauchyObjective`` draws collocation times: t ~ U(0, T), or half of them with
-#: log ŝ(t) uniform (ŝ² = a² data_std² + σ_t²), which spends the points where q_t changes.
+#: log(ŝ(t)/a(t)) uniform (ŝ² = a² data_std² + σ_t²; log ŝ under VE), which spends the
+#: points where q_t changes.
 TIME_SAMPLINGS = ("uniform", "log_scale")
 
 __all__ = ["INIT_POINTS", "TIME_SAMPLINGS", "sample_collocation_time", "RESIDUAL_WEIGHTINGS", "residual_weight", "cauchy_loss", "CauchyObjective"]
@@ -60,24 +61,41 @@ def residual_weight(name: str, sde: SDE, t: torch.Tensor, data_std: float = 1.0)
     return RESIDUAL_WEIGHTINGS[name](sde, t, float(data_std))
 
 
+def _log_relative_scale(sde: SDE, t: torch.Tensor, data_std: float) -> torch.Tensor:
+    """c(t) = log(ŝ(t)/a(t)) = ½ log(data_std² + σ_t²/a(t)²), increasing in t for every
+    linear SDE (σ_t²/a² = ∫₀ᵗ g²/a² ds). It is the log-scale of the equivalent VE process
+    x_t/a(t); for VE (a = 1) it is log ŝ(t) itself. log ŝ alone is not monotone under VP
+    (constant for data_std = 1, falling for data_std > 1) nor under sub-VP."""
+    try:
+        a, _ = sde.marginal(t)
+    except NotImplementedError:
+        raise ValueError(f"time sampling 'log_scale' needs the SDE's kernel, but {type(sde).__name__} "
+                         "has no closed-form marginal(t); use time_sampling='uniform'") from None
+    return 0.5 * torch.log(data_std ** 2 + sde.marginal_variance(t) / a ** 2)
+
+
 def sample_collocation_time(n: int, sde: SDE, sampling: str = "uniform", *, data_std: float = 1.0,
                             generator: Optional[torch.Generator] = None, device=None,
                             dtype=None) -> torch.Tensor:
     """n collocation times in [0, T], shape ``[n]`` (``sampling`` in ``TIME_SAMPLINGS``).
 
-    ``"log_scale"``: the first half uniform in t, the second uniform in c = log ŝ(t) over
-    [c(0), c(T)], mapped back to t by interpolating c on a 2049-point grid (c is monotone).
+    ``"log_scale"``: the first half uniform in t, the second uniform in c(t) = log(ŝ(t)/a(t))
+    over [c(0), c(T)] (``_log_relative_scale``; log ŝ under VE), mapped back to t by
+    interpolating c on a 2049-point grid (c is increasing).
     """
     if sampling not in TIME_SAMPLINGS:
         raise ValueError(f"unknown time sampling {sampling!r}; choose one of {TIME_SAMPLINGS}")
+    if data_std <= 0:
+        raise ValueError(f"data_std must be positive, got {data_std}")
     u = torch.rand(n, generator=generator, device=device, dtype=dtype)
     if sampling == "uniform":
         return sde.T * u
     grid = torch.linspace(0.0, sde.T, 2049, dtype=torch.float64)
-    c = torch.log(_scale(sde, grid, data_std))
+    # cummax guards the interpolation against round-off wiggles of a flat c.
+    c = torch.cummax(_log_relative_scale(sde, grid, float(data_std)), 0).values
     target = c[0] + (c[-1] - c[0]) * u[n // 2:].to(torch.float64).cpu()
     i = torch.searchsorted(c, target).clamp(1, grid.numel() - 1)
-    w = (target - c[i - 1]) / (c[i] - c[i - 1]).clamp_min(1e-300)
+    w = ((target - c[i - 1]) / (c[i] - c[i - 1]).clamp_min(1e-300)).clamp(0.0, 1.0)
     t_c = grid[i - 1] + w * (grid[i] - grid[i - 1])
     return torch.cat([sde.T * u[: n // 2], t_c.to(u)])
 
