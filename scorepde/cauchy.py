@@ -25,7 +25,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 from .checks import check_batch_independent, check_finite
-from .fpe import residual
+from .fpe import residual_norm_sq
 from .sde import SDE
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -103,19 +103,24 @@ def sample_collocation_time(n: int, sde: SDE, sampling: str = "uniform", *, data
 def cauchy_loss(model: Score, sde: SDE, x_colloc: torch.Tensor, t_colloc: torch.Tensor,
                 init_score: Callable[[torch.Tensor], torch.Tensor], x_init: torch.Tensor, *,
                 weighting: str = "scaled", data_std: float = 1.0, init_weight: float = 1.0,
-                estimator: str = "exact", generator: Optional[torch.Generator] = None,
+                estimator: str = "exact", unbiased: bool = False,
+                generator: Optional[torch.Generator] = None,
                 validate: bool = False, **options) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """J of Eq. (21) at given points; returns (J, parts) with detached ``residual`` and ``init``.
 
     ``x_colloc [B, ...]``, ``t_colloc [B]``: where the PDE is enforced. ``init_score(x)``:
     the known score s₀ at t = 0, enforced at ``x_init [N, ...]`` (for a mixture,
-    ``lambda x: gmm.score(x)``). ``estimator`` and ``options`` go to ``scorepde.residual``
-    (``"exact"`` is cheap for small D); ``validate`` as there.
+    ``lambda x: gmm.score(x)``). ‖ε‖² comes from ``scorepde.residual_norm_sq`` with
+    ``estimator`` and ``options`` (``"exact"`` is cheap for small D; ``validate`` as there):
+    for a stochastic estimator the single-draw plug-in ‖ε̂‖² (``unbiased=False``) is biased
+    upwards by the estimator's variance, the product of two independent draws
+    (``unbiased=True``, twice the cost) is not. For ``"directional"``/``"forward_fd"`` it is
+    ⟨ε̂, v⟩², whose mean is ‖ε‖² (not ‖⟨ε̂, v⟩v‖² = D⟨ε̂, v⟩² for Rademacher v).
     """
-    eps = residual(model, sde, x_colloc, t_colloc, estimator, generator=generator,
-                   validate=validate, **options)
+    sq, _ = residual_norm_sq(model, sde, x_colloc, t_colloc, estimator, unbiased=unbiased,
+                             generator=generator, validate=validate, **options)
     w = residual_weight(weighting, sde, t_colloc, data_std)
-    res = (w.reshape(-1, *([1] * (eps.dim() - 1))) * eps).flatten(1).pow(2).sum(1).mean()
+    res = (w ** 2 * sq).mean()
     t0 = torch.zeros(x_init.shape[0], dtype=x_init.dtype, device=x_init.device)
     init = (model(x_init, t0) - init_score(x_init)).flatten(1).pow(2).sum(1).mean()
     total = check_finite(res + init_weight * init, "the Cauchy-problem loss")
@@ -130,13 +135,15 @@ class CauchyObjective(torch.nn.Module):
     x_0 and the x_t too (``"data+colloc"``). The second matters: s₀ fixed on the data alone
     leaves the initial score free where q_0 is tiny, and through the PDE (a heat equation
     for q_t) a wrong s₀ there becomes spurious mass at later t. Only the data and
-    ``init_score`` are used: no DSM target, no closed-form score at t > 0.
+    ``init_score`` are used: no DSM target, no closed-form score at t > 0. ``estimator``,
+    ``unbiased`` and ``options`` as in ``cauchy_loss``.
     """
 
     def __init__(self, model: torch.nn.Module, sde: SDE,
                  init_score: Callable[[torch.Tensor], torch.Tensor], *, weighting: str = "scaled",
                  data_std: float = 1.0, init_weight: float = 1.0, estimator: str = "exact",
-                 init_points: str = "data+colloc", time_sampling: str = "log_scale", **options):
+                 unbiased: bool = False, init_points: str = "data+colloc",
+                 time_sampling: str = "log_scale", **options):
         super().__init__()
         if time_sampling not in TIME_SAMPLINGS:
             raise ValueError(f"unknown time sampling {time_sampling!r}; choose one of {TIME_SAMPLINGS}")
@@ -147,7 +154,7 @@ class CauchyObjective(torch.nn.Module):
         residual_weight(weighting, sde, torch.full((1,), 0.5), data_std)   # fail early on a bad name
         self.model, self.sde, self.init_score = model, sde, init_score
         self.weighting, self.data_std, self.init_weight = weighting, float(data_std), float(init_weight)
-        self.estimator, self.options = estimator, options
+        self.estimator, self.unbiased, self.options = estimator, bool(unbiased), options
         self._checked = False
 
     def forward(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None):
@@ -162,4 +169,4 @@ class CauchyObjective(torch.nn.Module):
         return cauchy_loss(self.model, self.sde, xt, t, self.init_score, x_init,
                            weighting=self.weighting, data_std=self.data_std,
                            init_weight=self.init_weight, estimator=self.estimator,
-                           generator=generator, **self.options)
+                           unbiased=self.unbiased, generator=generator, **self.options)
