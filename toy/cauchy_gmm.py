@@ -12,6 +12,7 @@ rel_l2_over_t.png, rel_l2_over_time.png.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -43,7 +44,7 @@ ODE_TOL = 1e-4      # rtol = atol of the PF-ODE solves
 SDES = {"ve": lambda: sp.VESDE(0.01, 50.0), "vp": lambda: sp.VPSDE(0.1, 20.0)}
 METHODS = ("cauchy", "dsm")
 #: Flags that only mean something with --dim (their defaults are filled in by run_dim).
-DIM_ONLY = ("components", "sde", "method", "estimator", "unbiased", "minutes", "condition",
+DIM_ONLY = ("summarize", "components", "sde", "method", "estimator", "unbiased", "minutes", "condition",
             "n_evals")
 DIM_DEFAULTS = dict(components=4, sde="ve", method="cauchy", estimator="hutchinson",
                     unbiased=False, minutes=20.0, condition="log_scale", n_evals=20)
@@ -55,6 +56,10 @@ def add_dim_flags(p):
                    help="solve for a K-component Gaussian mixture in D dimensions "
                         "(scorepde.gmm.separated_mixture) instead of the paper's 2-D problem")
     g.add_argument("--components", type=int, default=None, help="K, the mixture's components (4)")
+    g.add_argument("--summarize", default=None, metavar="DIR",
+                   help="train nothing: read DIR/*/metrics.json of earlier --dim runs and write "
+                        "DIR/summary.md (the README's tables) and DIR/rel_l2_over_t.png, "
+                        "DIR/estimators_d32.png")
     g.add_argument("--sde", choices=sorted(SDES), default=None, help="VE(0.01, 50) or VP(0.1, 20) (ve)")
     g.add_argument("--method", choices=METHODS, default=None,
                    help="'cauchy': initial score + score-FPE residual only; 'dsm': the baseline, "
@@ -206,6 +211,62 @@ def run_dim(args, p):
 
 
 
+def _load_runs(folder: str) -> dict:
+    runs = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name, "metrics.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                runs[name] = json.load(f)
+    if not runs:
+        raise SystemExit(f"no */metrics.json under {folder}; run toy/cauchy_gmm.py --dim D --out {folder}/NAME first")
+    return runs
+
+
+def _row(name, m):
+    cfg = m["config"]
+    method = cfg["method"] + (f" ({cfg['estimator']}{', unbiased' if cfg['unbiased'] else ''})"
+                              if cfg["method"] == "cauchy" else "")
+    budget = f"{cfg['steps']} steps" if cfg["steps"] else f"{cfg['minutes']:g} min"
+    return [f"`{name}`", str(cfg["dim"]), cfg["sde"].split("(")[0], method, f"{m['score_rel_l2']:.4f}",
+            f"{m['worst_rel_l2']:.3f} at t = {m['worst_t']:.2f}", f"{m['train_seconds'] / 60:.1f} min",
+            str(m["steps"]), budget, f"{m['load_average'][0]:.1f}"]
+
+
+def summarize(folder: str):
+    """Tables and figures from finished --dim runs (no training)."""
+    runs = _load_runs(folder)
+    head = ["run", "D", "SDE", "method", "score_rel_l2 (mean over t)", "worst t", "train wall time",
+            "steps", "budget", "load (1 min)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(_row(n, m)) + " |" for n, m in runs.items()]
+    with open(os.path.join(folder, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    panels = {}
+    for name, m in runs.items():
+        cfg = m["config"]
+        if name.startswith("est_"):
+            continue
+        key = f"D = {cfg['dim']}, {cfg['sde'].split('(')[0]}"
+        panels.setdefault(key, {})[cfg["method"]] = m["score_rel_l2_curve"]["rel_l2"]
+        ts = m["score_rel_l2_curve"]["t"]
+    if panels:
+        plotting.curves(ts, {}, os.path.join(folder, "rel_l2_over_t.png"), ylabel="relative L2 error",
+                        panels=dict(sorted(panels.items(), key=lambda kv: (kv[0].split(",")[1], int(kv[0].split()[2].rstrip(","))))))
+    est = {n: m for n, m in runs.items() if n.startswith("est_")}
+    if est:
+        # Evaluations run at the same fractions of each budget, so they share a time axis.
+        first = next(iter(est.values()))
+        grid = [60 * first["config"]["minutes"] * k / first["config"]["n_evals"]
+                for k in range(len(first["history"]))]
+        series = {_row(n, m)[3]: [h["score_rel_l2"] for h in m["history"]][:len(grid)] for n, m in est.items()}
+        plotting.curves(grid, series, os.path.join(folder, "estimators_d32.png"),
+                        xlabel="training wall time (s)", ylabel="time-averaged rel. L2",
+                        title="Cauchy fit at D = 32 (VE): error against wall time")
+    print("\n".join(lines))
+    return runs
+
+
 def main(argv=None):
     p = C.parser(__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=None,
@@ -228,6 +289,8 @@ def main(argv=None):
                    help="the data scale in ŝ(t)² = data_std² + σ_t² (the components' std)")
     add_dim_flags(p)
     args = p.parse_args(argv)
+    if args.summarize is not None:
+        return summarize(args.summarize)
     if args.dim is not None:
         return run_dim(args, p)
     reject_dim_only_flags(args, p)
