@@ -25,7 +25,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 from .checks import check_batch_independent, check_finite
-from .fpe import residual
+from .fpe import residual_norm_sq
 from .sde import SDE
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -34,7 +34,8 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 INIT_POINTS = ("data", "data+colloc")
 
 #: How ``CauchyObjective`` draws collocation times: t ~ U(0, T), or half of them with
-#: log ŝ(t) uniform (ŝ² = a² data_std² + σ_t²), which spends the points where q_t changes.
+#: log(ŝ(t)/a(t)) uniform (ŝ² = a² data_std² + σ_t²; log ŝ under VE), which spends the
+#: points where q_t changes.
 TIME_SAMPLINGS = ("uniform", "log_scale")
 
 __all__ = ["INIT_POINTS", "TIME_SAMPLINGS", "sample_collocation_time", "RESIDUAL_WEIGHTINGS", "residual_weight", "cauchy_loss", "CauchyObjective"]
@@ -60,24 +61,41 @@ def residual_weight(name: str, sde: SDE, t: torch.Tensor, data_std: float = 1.0)
     return RESIDUAL_WEIGHTINGS[name](sde, t, float(data_std))
 
 
+def _log_relative_scale(sde: SDE, t: torch.Tensor, data_std: float) -> torch.Tensor:
+    """c(t) = log(ŝ(t)/a(t)) = ½ log(data_std² + σ_t²/a(t)²), increasing in t for every
+    linear SDE (σ_t²/a² = ∫₀ᵗ g²/a² ds). It is the log-scale of the equivalent VE process
+    x_t/a(t); for VE (a = 1) it is log ŝ(t) itself. log ŝ alone is not monotone under VP
+    (constant for data_std = 1, falling for data_std > 1) nor under sub-VP."""
+    try:
+        a, _ = sde.marginal(t)
+    except NotImplementedError:
+        raise ValueError(f"time sampling 'log_scale' needs the SDE's kernel, but {type(sde).__name__} "
+                         "has no closed-form marginal(t); use time_sampling='uniform'") from None
+    return 0.5 * torch.log(data_std ** 2 + sde.marginal_variance(t) / a ** 2)
+
+
 def sample_collocation_time(n: int, sde: SDE, sampling: str = "uniform", *, data_std: float = 1.0,
                             generator: Optional[torch.Generator] = None, device=None,
                             dtype=None) -> torch.Tensor:
     """n collocation times in [0, T], shape ``[n]`` (``sampling`` in ``TIME_SAMPLINGS``).
 
-    ``"log_scale"``: the first half uniform in t, the second uniform in c = log ŝ(t) over
-    [c(0), c(T)], mapped back to t by interpolating c on a 2049-point grid (c is monotone).
+    ``"log_scale"``: the first half uniform in t, the second uniform in c(t) = log(ŝ(t)/a(t))
+    over [c(0), c(T)] (``_log_relative_scale``; log ŝ under VE), mapped back to t by
+    interpolating c on a 2049-point grid (c is increasing).
     """
     if sampling not in TIME_SAMPLINGS:
         raise ValueError(f"unknown time sampling {sampling!r}; choose one of {TIME_SAMPLINGS}")
+    if data_std <= 0:
+        raise ValueError(f"data_std must be positive, got {data_std}")
     u = torch.rand(n, generator=generator, device=device, dtype=dtype)
     if sampling == "uniform":
         return sde.T * u
     grid = torch.linspace(0.0, sde.T, 2049, dtype=torch.float64)
-    c = torch.log(_scale(sde, grid, data_std))
+    # cummax guards the interpolation against round-off wiggles of a flat c.
+    c = torch.cummax(_log_relative_scale(sde, grid, float(data_std)), 0).values
     target = c[0] + (c[-1] - c[0]) * u[n // 2:].to(torch.float64).cpu()
     i = torch.searchsorted(c, target).clamp(1, grid.numel() - 1)
-    w = (target - c[i - 1]) / (c[i] - c[i - 1]).clamp_min(1e-300)
+    w = ((target - c[i - 1]) / (c[i] - c[i - 1]).clamp_min(1e-300)).clamp(0.0, 1.0)
     t_c = grid[i - 1] + w * (grid[i] - grid[i - 1])
     return torch.cat([sde.T * u[: n // 2], t_c.to(u)])
 
@@ -85,19 +103,24 @@ def sample_collocation_time(n: int, sde: SDE, sampling: str = "uniform", *, data
 def cauchy_loss(model: Score, sde: SDE, x_colloc: torch.Tensor, t_colloc: torch.Tensor,
                 init_score: Callable[[torch.Tensor], torch.Tensor], x_init: torch.Tensor, *,
                 weighting: str = "scaled", data_std: float = 1.0, init_weight: float = 1.0,
-                estimator: str = "exact", generator: Optional[torch.Generator] = None,
+                estimator: str = "exact", unbiased: bool = False,
+                generator: Optional[torch.Generator] = None,
                 validate: bool = False, **options) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """J of Eq. (21) at given points; returns (J, parts) with detached ``residual`` and ``init``.
 
     ``x_colloc [B, ...]``, ``t_colloc [B]``: where the PDE is enforced. ``init_score(x)``:
     the known score s₀ at t = 0, enforced at ``x_init [N, ...]`` (for a mixture,
-    ``lambda x: gmm.score(x)``). ``estimator`` and ``options`` go to ``scorepde.residual``
-    (``"exact"`` is cheap for small D); ``validate`` as there.
+    ``lambda x: gmm.score(x)``). ‖ε‖² comes from ``scorepde.residual_norm_sq`` with
+    ``estimator`` and ``options`` (``"exact"`` is cheap for small D; ``validate`` as there):
+    for a stochastic estimator the single-draw plug-in ‖ε̂‖² (``unbiased=False``) is biased
+    upwards by the estimator's variance, the product of two independent draws
+    (``unbiased=True``, twice the cost) is not. For ``"directional"``/``"forward_fd"`` it is
+    ⟨ε̂, v⟩², whose mean is ‖ε‖² (not ‖⟨ε̂, v⟩v‖² = D⟨ε̂, v⟩² for Rademacher v).
     """
-    eps = residual(model, sde, x_colloc, t_colloc, estimator, generator=generator,
-                   validate=validate, **options)
+    sq, _ = residual_norm_sq(model, sde, x_colloc, t_colloc, estimator, unbiased=unbiased,
+                             generator=generator, validate=validate, **options)
     w = residual_weight(weighting, sde, t_colloc, data_std)
-    res = (w.reshape(-1, *([1] * (eps.dim() - 1))) * eps).flatten(1).pow(2).sum(1).mean()
+    res = (w ** 2 * sq).mean()
     t0 = torch.zeros(x_init.shape[0], dtype=x_init.dtype, device=x_init.device)
     init = (model(x_init, t0) - init_score(x_init)).flatten(1).pow(2).sum(1).mean()
     total = check_finite(res + init_weight * init, "the Cauchy-problem loss")
@@ -112,13 +135,15 @@ class CauchyObjective(torch.nn.Module):
     x_0 and the x_t too (``"data+colloc"``). The second matters: s₀ fixed on the data alone
     leaves the initial score free where q_0 is tiny, and through the PDE (a heat equation
     for q_t) a wrong s₀ there becomes spurious mass at later t. Only the data and
-    ``init_score`` are used: no DSM target, no closed-form score at t > 0.
+    ``init_score`` are used: no DSM target, no closed-form score at t > 0. ``estimator``,
+    ``unbiased`` and ``options`` as in ``cauchy_loss``.
     """
 
     def __init__(self, model: torch.nn.Module, sde: SDE,
                  init_score: Callable[[torch.Tensor], torch.Tensor], *, weighting: str = "scaled",
                  data_std: float = 1.0, init_weight: float = 1.0, estimator: str = "exact",
-                 init_points: str = "data+colloc", time_sampling: str = "log_scale", **options):
+                 unbiased: bool = False, init_points: str = "data+colloc",
+                 time_sampling: str = "log_scale", **options):
         super().__init__()
         if time_sampling not in TIME_SAMPLINGS:
             raise ValueError(f"unknown time sampling {time_sampling!r}; choose one of {TIME_SAMPLINGS}")
@@ -129,7 +154,7 @@ class CauchyObjective(torch.nn.Module):
         residual_weight(weighting, sde, torch.full((1,), 0.5), data_std)   # fail early on a bad name
         self.model, self.sde, self.init_score = model, sde, init_score
         self.weighting, self.data_std, self.init_weight = weighting, float(data_std), float(init_weight)
-        self.estimator, self.options = estimator, options
+        self.estimator, self.unbiased, self.options = estimator, bool(unbiased), options
         self._checked = False
 
     def forward(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None):
@@ -144,4 +169,4 @@ class CauchyObjective(torch.nn.Module):
         return cauchy_loss(self.model, self.sde, xt, t, self.init_score, x_init,
                            weighting=self.weighting, data_std=self.data_std,
                            init_weight=self.init_weight, estimator=self.estimator,
-                           generator=generator, **self.options)
+                           unbiased=self.unbiased, generator=generator, **self.options)

@@ -18,7 +18,7 @@ import torch
 
 from .sde import SDE
 
-__all__ = ["GaussianMixture"]
+__all__ = ["GaussianMixture", "separated_mixture"]
 
 
 class GaussianMixture:
@@ -75,5 +75,37 @@ class GaussianMixture:
         x = self.means[k] + self.stds[k, None] * z
         return x.to(dtype=dtype, device=device)
 
+    def coordinate_std(self) -> float:
+        """The data's scale: sqrt of the per-coordinate variance of q_0, averaged over
+        coordinates, Var_j = Σ_k w_k (μ_kj² + s_k²) − (Σ_k w_k μ_kj)²."""
+        w = self.weights[:, None]
+        second = (w * (self.means ** 2 + self.stds[:, None] ** 2)).sum(0)
+        return float((second - (w * self.means).sum(0) ** 2).mean().sqrt())
+
     def __repr__(self):
         return f"GaussianMixture(K={len(self.weights)}, D={self.dim})"
+
+
+def separated_mixture(dim: int, n_components: int = 4, *, offset: float = 3.0,
+                      std_range=(0.5, 1.2), seed: int = 0) -> GaussianMixture:
+    """K well-separated components in D dimensions with unequal weights and stds.
+
+    Means: K distinct sign vectors in {±offset}ᴰ (drawn with ``seed``), so two means are at
+    least 2·offset apart (6 at the default, five of the widest stds). Stds evenly spaced
+    over ``std_range``; weights ∝ K, K−1, ..., 1 (0.4, 0.3, 0.2, 0.1 for K = 4).
+    """
+    if dim < 1 or n_components < 1:
+        raise ValueError(f"need dim >= 1 and n_components >= 1, got {dim}, {n_components}")
+    if dim < 63 and n_components > 2 ** dim:
+        raise ValueError(f"only 2^{dim} = {2 ** dim} distinct sign vectors exist in {dim}-D; "
+                         f"ask for at most that many components, not {n_components}")
+    gen = torch.Generator().manual_seed(int(seed))
+    signs: list = []
+    while len(signs) < n_components:
+        v = (torch.randint(0, 2, (dim,), generator=gen) * 2 - 1).tolist()
+        if v not in signs:
+            signs.append(v)
+    means = offset * torch.tensor(signs, dtype=torch.float64)
+    stds = torch.linspace(std_range[0], std_range[1], n_components, dtype=torch.float64)
+    weights = torch.arange(n_components, 0, -1, dtype=torch.float64)
+    return GaussianMixture(means, stds, weights / weights.sum())

@@ -132,13 +132,37 @@ def test_plotting_writes_pngs(tmp_path):
     assert plotting.histogram_density(grid, (-1, 1), 4).shape == (4, 4)
 
 
-def test_collocation_times():
-    from scorepde.cauchy import sample_collocation_time
-    sde = sp.VESDE()
-    t = sample_collocation_time(4000, sde, "log_scale", data_std=1.0, generator=gen(13))
-    assert t.shape == (4000,) and float(t.min()) >= 0 and float(t.max()) <= 1
-    # The log-ŝ half sits where σ_t is comparable to the data: mostly t > 0.5 under VE(0.01, 50).
-    assert float((t[2000:] > 0.5).float().mean()) > 0.9
+@pytest.mark.parametrize("sde", [sp.VESDE(), sp.VPSDE(), sp.SubVPSDE()], ids=["ve", "vp", "subvp"])
+@pytest.mark.parametrize("data_std", [1.0, 5.0])
+def test_collocation_times(sde, data_std):
+    """Both halves lie in [0, T]; the log-scale half follows c(t) = log(ŝ/a), uniformly in c."""
+    from scorepde.cauchy import _log_relative_scale, sample_collocation_time
+    t = sample_collocation_time(4000, sde, "log_scale", data_std=data_std, generator=gen(13))
+    assert t.shape == (4000,) and torch.isfinite(t).all()
+    assert float(t.min()) >= 0 and float(t.max()) <= sde.T
     assert 0.4 < float((t[:2000] > 0.5).float().mean()) < 0.6
+    tc = t[2000:].double()
+    assert float((tc == 0).float().mean()) < 0.01          # (VP, std 1 put half of them at 0)
+    # Uniform in c: the quartiles of c(t_c) sit at the quartiles of [c(0), c(T)].
+    ends = _log_relative_scale(sde, torch.tensor([0.0, sde.T], dtype=torch.float64), data_std)
+    frac = (_log_relative_scale(sde, tc, data_std) - ends[0]) / (ends[1] - ends[0])
+    assert torch.allclose(frac.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)),
+                          torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), atol=0.04)
     with pytest.raises(ValueError, match="log_scale"):
         sample_collocation_time(4, sde, "beta")
+
+
+def test_collocation_times_under_vp_spend_points_where_the_noise_passes_the_data():
+    """Regression (issue 9, defect 1): log ŝ is not increasing under VP/sub-VP, so searchsorted
+    on it gave t = 0 for half the points (VP, std 1), ±8e299 (VP, std 5) and t > T (sub-VP)."""
+    from scorepde.cauchy import sample_collocation_time
+    for sde, d in ((sp.VPSDE(), 1.0), (sp.VPSDE(), 5.0), (sp.SubVPSDE(), 1.0)):
+        tc = sample_collocation_time(2000, sde, "log_scale", data_std=d, generator=gen(14))[1000:]
+        assert float(tc.min()) > 0 and float(tc.max()) <= sde.T
+        # σ_t/a(t) passes the data scale d inside (0.1, 0.6) for these; most points lie beyond.
+        assert float((tc > 0.1).float().mean()) > 0.8
+    # ... and VE keeps its behaviour: the log-ŝ half sits at t > 0.5 under VE(0.01, 50).
+    tc = sample_collocation_time(4000, sp.VESDE(), "log_scale", data_std=1.0, generator=gen(13))[2000:]
+    assert float((tc > 0.5).float().mean()) > 0.9
+    with pytest.raises(ValueError, match="uniform"):
+        sample_collocation_time(4, sp.GenericSDE(lambda x, t: 0 * x, lambda t: 1 + 0 * t), "log_scale")

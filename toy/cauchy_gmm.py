@@ -1,15 +1,22 @@
 """The Cauchy problem of the score FPE (Sec. 6.1, Eqs. 20-21): learn s(x, t) for
-½N((−5,−5), I) + ½N((5,5), I) under VE from the initial score and the PDE alone.
+½N((−5,−5), I) + ½N((5,5), I) under VE (or, with --dim D, a K-component mixture in D
+dimensions under VE or VP) from the initial score and the PDE alone.
 
     python toy/cauchy_gmm.py [--out DIR] [--quick] [--seed N] [--device cpu|cuda]
+    python toy/cauchy_gmm.py --dim 32 [--sde ve|vp] [--method cauchy|dsm] [--minutes M]
 
 Writes DIR/metrics.json (score_rel_l2, its per-t curve, residual curves, NLLs) and figures:
-rel_l2_over_t.png, residual_over_t.png, samples.png, density.png.
+rel_l2_over_t.png, residual_over_t.png, samples.png, density.png. With --dim: metrics.json
+(score_rel_l2, its per-t curve, the error against training wall time) and
+rel_l2_over_t.png, rel_l2_over_time.png.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
+import time
 
 import torch
 
@@ -22,31 +29,278 @@ from scorepde.cauchy import INIT_POINTS, RESIDUAL_WEIGHTINGS, TIME_SAMPLINGS, Ca
 from scorepde.likelihood import log_likelihood  # noqa: E402
 from scorepde.metrics import cross_entropy, nll, relative_score_error  # noqa: E402
 from scorepde.sampling import probability_flow  # noqa: E402
-from scorepde.toy import toy_dataset  # noqa: E402
+from scorepde.fpe import ESTIMATORS  # noqa: E402
+from scorepde.gmm import separated_mixture  # noqa: E402
+from scorepde.losses import FPObjective  # noqa: E402
+from scorepde.nn import MLPScore  # noqa: E402
+from scorepde.toy import ToyDataset, ToyScore, toy_dataset  # noqa: E402
+from scorepde.training import NonFiniteLossError, make_optimizer, train_step  # noqa: E402
 
 EPS = 1e-5          # smallest t for likelihoods and the t grid
 ODE_TOL = 1e-4      # rtol = atol of the PF-ODE solves
 
+# -- --dim D: a K-component mixture in D dimensions, a wall-time budget, and a DSM baseline --------
+
+SDES = {"ve": lambda: sp.VESDE(0.01, 50.0), "vp": lambda: sp.VPSDE(0.1, 20.0)}
+METHODS = ("cauchy", "dsm")
+#: Flags that only mean something with --dim (their defaults are filled in by run_dim).
+DIM_ONLY = ("summarize", "components", "sde", "method", "estimator", "unbiased", "minutes", "condition",
+            "n_evals")
+DIM_DEFAULTS = dict(components=4, sde="ve", method="cauchy", estimator="hutchinson",
+                    unbiased=False, minutes=20.0, condition="log_scale", n_evals=20)
+
+
+def add_dim_flags(p):
+    g = p.add_argument_group("high dimension (--dim D)")
+    g.add_argument("--dim", type=int, default=None,
+                   help="solve for a K-component Gaussian mixture in D dimensions "
+                        "(scorepde.gmm.separated_mixture) instead of the paper's 2-D problem")
+    g.add_argument("--components", type=int, default=None, help="K, the mixture's components (4)")
+    g.add_argument("--summarize", default=None, metavar="DIR",
+                   help="train nothing: read DIR/*/metrics.json of earlier --dim runs and write "
+                        "DIR/summary.md (the README's tables) and DIR/rel_l2_over_t.png, "
+                        "DIR/estimators_d32.png")
+    g.add_argument("--sde", choices=sorted(SDES), default=None, help="VE(0.01, 50) or VP(0.1, 20) (ve)")
+    g.add_argument("--method", choices=METHODS, default=None,
+                   help="'cauchy': initial score + score-FPE residual only; 'dsm': the baseline, "
+                        "plain DSM on samples of q_0 with the same budget (cauchy)")
+    g.add_argument("--estimator", choices=sorted(ESTIMATORS), default=None,
+                   help="residual estimator of the Cauchy fit (hutchinson; see the README's "
+                        "measurement)")
+    g.add_argument("--unbiased", action="store_const", const=True, default=None,
+                   help="square the residual as the product of two independent draws "
+                        "(unbiased, twice the cost) instead of one draw squared")
+    g.add_argument("--minutes", type=float, default=None,
+                   help="training wall-time budget, evaluations excluded (20; --steps overrides)")
+    g.add_argument("--condition", choices=ToyScore.CONDITIONS, default=None,
+                   help="what the Cauchy fit's ToyScore conditions on (log_scale)")
+    g.add_argument("--n-evals", type=int, default=None,
+                   help="evaluations of the error during training, for the error-vs-time curve (20)")
+
+
+def reject_dim_only_flags(args, p):
+    given = [f"--{k.replace('_', '-')}" for k in DIM_ONLY if getattr(args, k) is not None]
+    if given:
+        p.error(f"{', '.join(given)} only apply with --dim D")
+
+
+def _mixture_dataset(dim: int, k: int) -> ToyDataset:
+    gmm = separated_mixture(dim, k)
+    return ToyDataset(f"gmm{k}_d{dim}", dim, lambda n, g: gmm.sample(n, generator=g), (-6.0, 6.0),
+                      gmm.coordinate_std(), log_prob=lambda x: gmm.log_prob(x), mixture=gmm)
+
+
+def _build(args, ds: ToyDataset, sde):
+    """(model, objective) of the chosen method; no math here, only scorepde pieces."""
+    gmm = ds.mixture
+    if args.method == "dsm":
+        model = C.make_model(ds, sde, hidden=args.hidden, depth=args.depth, seed=args.seed,
+                             device=args.device, param="score_model")
+        return model, FPObjective(model, sde, beta=0.0, eps=EPS)
+    torch.manual_seed(args.seed)
+    net = MLPScore(ds.dim, hidden=args.hidden, depth=args.depth, embedding="fourier", fourier_scale=1.0)
+    model = ToyScore(net, sde, data_std=args.data_std, condition=args.condition).to(args.device)
+    obj = CauchyObjective(model, sde, lambda x: gmm.score(x), weighting=args.weighting,
+                          data_std=args.data_std, init_points=args.init_points,
+                          init_weight=args.init_weight, time_sampling=args.time_sampling,
+                          estimator=args.estimator,
+                          unbiased=args.unbiased)
+    return model, obj
+
+
+def _budgeted_training(args, model, objective, ds, evaluate):
+    """Adam, cosine decay to 5% over the budget (steps, or training wall time); ``evaluate()``
+    runs ``n_evals + 1`` times with the clock stopped. Returns (history, steps, seconds)."""
+    from tqdm.auto import tqdm
+
+    budget = float(args.steps) if args.steps else 60.0 * args.minutes
+    opt, _ = make_optimizer(model.parameters(), lr=args.lr, warmup=0)
+    gen = C.generator(args.seed)
+    batches = C.batches(ds, args.batch_size, gen, args.device)
+    history, step, seconds, next_eval = [], 0, 0.0, 0
+    bar = tqdm(total=round(budget), desc=f"{args.method} D={args.dim}",
+               unit="step" if args.steps else "s", dynamic_ncols=True)
+    while True:
+        frac = min(1.0, (step if args.steps else seconds) / budget)
+        if frac >= next_eval / args.n_evals:
+            model.eval()
+            history.append({"step": step, "train_seconds": seconds, **evaluate()})
+            model.train()
+            bar.set_postfix(rel_l2=f"{history[-1]['score_rel_l2']:.4f}")
+            next_eval = math.floor(frac * args.n_evals) + 1
+        if frac >= 1.0:
+            break
+        for group in opt.param_groups:
+            group["lr"] = args.lr * (0.05 + 0.475 * (1 + math.cos(math.pi * frac)))
+        t0 = time.perf_counter()
+        try:
+            train_step(objective, opt, next(batches), step=step, generator=gen, grad_clip=1.0)
+        except NonFiniteLossError as err:
+            raise SystemExit(f"training stopped: {err}") from None
+        seconds += time.perf_counter() - t0
+        step += 1
+        bar.update(1 if args.steps else round(seconds) - bar.n)
+    bar.close()
+    return history, step, seconds
+
+
+def run_dim(args, p):
+    for k, v in DIM_DEFAULTS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.quick:
+        args.steps = args.steps or 200
+        args.n_evals = min(args.n_evals, 4)
+    args.hidden = args.hidden or (64 if args.quick else 256)
+    # In D dims the x_t at large t lie far outside q_0, where s0 is huge and irrelevant: the
+    # initial condition there swamped the data's (D = 8, 400 steps: t = 0 error 0.62 vs 0.26).
+    args.init_points = args.init_points or "data"
+    if args.dim < 1 or args.components < 1 or args.n_evals < 1:
+        p.error("--dim, --components and --n-evals must be positive")
+    if args.minutes <= 0 or (args.steps is not None and args.steps < 1):
+        p.error("--minutes and --steps must be positive")
+    if args.dim < 63 and args.components > 2 ** args.dim:
+        p.error(f"--components {args.components} needs at least {math.ceil(math.log2(args.components))} "
+                "dimensions (the means are distinct sign vectors)")
+    out = C.setup(args, f"cauchy_gmm_d{args.dim}")
+    ds, sde = _mixture_dataset(args.dim, args.components), SDES[args.sde]()
+    true_score = lambda x, t: ds.mixture.score(x, t, sde)
+    model, objective = _build(args, ds, sde)
+
+    n_eval = 200 if args.quick else 2000
+    ts = torch.linspace(EPS, 1.0, 11 if args.quick else 21).tolist()
+    x_eval = ds.sample(n_eval, C.generator(args.seed + 1000)).to(args.device)
+
+    def evaluate(n=n_eval // 4):
+        rel = relative_score_error(model, true_score, sde, x_eval[:n], ts,
+                                   generator=C.generator(args.seed + 2000))
+        return {"score_rel_l2": rel["mean"], "worst_rel_l2": max(rel["rel_l2"])}
+
+    history, steps, seconds = _budgeted_training(args, model, objective, ds, evaluate)
+    model.eval()
+    rel = relative_score_error(model, true_score, sde, x_eval, ts, generator=C.generator(args.seed + 3000))
+    worst = max(range(len(ts)), key=lambda i: rel["rel_l2"][i])
+    label = f"{args.method}" + (f" ({args.estimator}{', unbiased' if args.unbiased else ''})"
+                                if args.method == "cauchy" else "")
+    plotting.curves(ts, {label: rel["rel_l2"]}, os.path.join(out, "rel_l2_over_t.png"),
+                    ylabel=r"$\|s_\theta - s\|_{L^2(q_t)} / \|s\|_{L^2(q_t)}$",
+                    title=f"D={args.dim}, {args.sde.upper()}: mean {rel['mean']:.4f}")
+    plotting.curves([h["train_seconds"] for h in history],
+                    {label: [h["score_rel_l2"] for h in history]},
+                    os.path.join(out, "rel_l2_over_time.png"), xlabel="training wall time (s)",
+                    ylabel="time-averaged rel. L2", title=f"D={args.dim}, {args.sde.upper()}")
+    metrics = {
+        "score_rel_l2": rel["mean"],
+        "score_rel_l2_curve": {"t": rel["t"], "rel_l2": rel["rel_l2"]},
+        "worst_t": rel["t"][worst], "worst_rel_l2": rel["rel_l2"][worst],
+        "history": history, "steps": steps, "train_seconds": seconds,
+        "load_average": list(os.getloadavg()),
+        "mixture": {"dim": args.dim, "components": args.components, "data_std": ds.data_std,
+                    "weights": ds.mixture.weights.tolist(), "stds": ds.mixture.stds.tolist()},
+        "config": {**vars(args), "sde": repr(sde), "eps": EPS, "n_eval": n_eval},
+    }
+    C.write_metrics(out, metrics)
+    print(C.table([["score_rel_l2 (mean over t)", f"{rel['mean']:.4f}"],
+                   ["worst t / its rel_l2", f"{rel['t'][worst]:.3f} / {rel['rel_l2'][worst]:.4f}"],
+                   ["rel_l2 at first / last evaluation",
+                    f"{history[0]['score_rel_l2']:.4f} / {history[-1]['score_rel_l2']:.4f}"],
+                   ["training steps / wall time (s)", f"{steps} / {seconds:.0f}"]],
+                  ["metric", "value"]))
+    print(f"wrote {out}/metrics.json")
+    return metrics
+
+
+
+def _load_runs(folder: str) -> dict:
+    runs = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name, "metrics.json")
+        if os.path.isfile(path):
+            with open(path) as f:
+                runs[name] = json.load(f)
+    if not runs:
+        raise SystemExit(f"no */metrics.json under {folder}; run toy/cauchy_gmm.py --dim D --out {folder}/NAME first")
+    return runs
+
+
+def _row(name, m):
+    cfg = m["config"]
+    method = cfg["method"] + (f" ({cfg['estimator']}{', unbiased' if cfg['unbiased'] else ''})"
+                              if cfg["method"] == "cauchy" else "")
+    budget = f"{cfg['steps']} steps" if cfg["steps"] else f"{cfg['minutes']:g} min"
+    return [f"`{name}`", str(cfg["dim"]), cfg["sde"].split("(")[0], method, f"{m['score_rel_l2']:.4f}",
+            f"{m['worst_rel_l2']:.3f} at t = {m['worst_t']:.2f}", f"{m['train_seconds'] / 60:.1f} min",
+            str(m["steps"]), budget, f"{m['load_average'][0]:.1f}"]
+
+
+def summarize(folder: str):
+    """Tables and figures from finished --dim runs (no training)."""
+    runs = _load_runs(folder)
+    head = ["run", "D", "SDE", "method", "score_rel_l2 (mean over t)", "worst t", "train wall time",
+            "steps", "budget", "load (1 min)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    lines += ["| " + " | ".join(_row(n, m)) + " |" for n, m in runs.items()]
+    with open(os.path.join(folder, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    panels = {}
+    for name, m in runs.items():
+        cfg = m["config"]
+        if name.startswith("est_"):
+            continue
+        key = f"D = {cfg['dim']}, {cfg['sde'].split('(')[0]}"
+        panels.setdefault(key, {})[cfg["method"]] = m["score_rel_l2_curve"]["rel_l2"]
+        ts = m["score_rel_l2_curve"]["t"]
+    if panels:
+        plotting.curves(ts, {}, os.path.join(folder, "rel_l2_over_t.png"), ylabel="relative L2 error",
+                        panels=dict(sorted(panels.items(), key=lambda kv: (kv[0].split(",")[1], int(kv[0].split()[2].rstrip(","))))))
+    est = {n: m for n, m in runs.items() if n.startswith("est_")}
+    if est:
+        # Evaluations run at the same fractions of each budget, so they share a time axis.
+        first = next(iter(est.values()))
+        grid = [60 * first["config"]["minutes"] * k / first["config"]["n_evals"]
+                for k in range(len(first["history"]))]
+        series = {_row(n, m)[3]: [h["score_rel_l2"] for h in m["history"]][:len(grid)] for n, m in est.items()}
+        plotting.curves(grid, series, os.path.join(folder, "estimators_d32.png"),
+                        xlabel="training wall time (s)", ylabel="time-averaged rel. L2",
+                        title="Cauchy fit at D = 32 (VE): error against wall time")
+    print("\n".join(lines))
+    return runs
+
 
 def main(argv=None):
     p = C.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 2000, quick 150)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps (default 2000, quick 150; with --dim: default none, "
+                        "train for --minutes of wall time instead)")
+    p.add_argument("--batch-size", type=int, default=256, help="data samples x_0 per step")
+    p.add_argument("--hidden", type=int, default=None, help="MLP width (default 64; with --dim 256)")
+    p.add_argument("--depth", type=int, default=3, help="MLP hidden layers")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine decay to 5%%)")
     p.add_argument("--weighting", default="scaled", choices=sorted(RESIDUAL_WEIGHTINGS),
                    help="w(t) on the residual; 'none' is the paper's plain Eq. 21")
-    p.add_argument("--init-points", default="data+colloc", choices=INIT_POINTS)
-    p.add_argument("--time-sampling", default="log_scale", choices=TIME_SAMPLINGS)
+    p.add_argument("--init-points", default=None, choices=INIT_POINTS,
+                   help="where s(x, 0) = s0(x) is enforced (default data+colloc; with --dim: data)")
+    p.add_argument("--init-weight", type=float, default=1.0,
+                   help="λ0, the weight of the initial-condition term of Eq. 21")
+    p.add_argument("--time-sampling", default="log_scale", choices=TIME_SAMPLINGS,
+                   help="collocation times: uniform, or half of them uniform in log(ŝ/a)")
     p.add_argument("--no-skip", action="store_true", help="drop ToyScore's Gaussian skip term")
     p.add_argument("--data-std", type=float, default=1.0,
                    help="the data scale in ŝ(t)² = data_std² + σ_t² (the components' std)")
+    add_dim_flags(p)
     args = p.parse_args(argv)
+    if args.summarize is not None:
+        return summarize(args.summarize)
+    if args.dim is not None:
+        return run_dim(args, p)
+    reject_dim_only_flags(args, p)
+    args.hidden = args.hidden or 64
+    args.init_points = args.init_points or "data+colloc"
     out = C.setup(args, "cauchy_gmm")
     dev = args.device
     steps = args.steps or (150 if args.quick else 2000)
     n_grid_t = 6 if args.quick else 21
-    n_eval = 300 if args.quick else 2000
+    n_eval = 200 if args.quick else 2000
     n_nll = 64 if args.quick else 1000
     n_side = 12 if args.quick else 48
     n_samples = 200 if args.quick else 2000
@@ -54,11 +308,11 @@ def main(argv=None):
     ds = toy_dataset("gmm2")
     gmm, sde = ds.mixture, sp.VESDE(0.01, 50.0)
     true_score = lambda x, t: gmm.score(x, t, sde)
-    model = C.make_model(ds, sde, hidden=args.hidden, data_std=args.data_std, seed=args.seed, device=dev,
+    model = C.make_model(ds, sde, hidden=args.hidden, depth=args.depth, data_std=args.data_std, seed=args.seed, device=dev,
                          skip=not args.no_skip)
     objective = CauchyObjective(model, sde, lambda x: gmm.score(x), weighting=args.weighting,
                                 data_std=args.data_std, init_points=args.init_points,
-                                time_sampling=args.time_sampling)
+                                init_weight=args.init_weight, time_sampling=args.time_sampling)
     info = C.train(objective, model, ds, steps=steps, batch_size=args.batch_size, lr=args.lr,
                    seed=args.seed, desc="cauchy", device=dev)
     model.eval()
