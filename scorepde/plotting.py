@@ -163,3 +163,28 @@ def training_curves(records: Sequence[dict], path: str, *, title: Optional[str] 
     fig_path = curves(steps, {}, path, ylabel="value (per step)", xlabel="step", logy=positive,
                       panels=panels, suptitle=title)
     return fig_path
+
+
+def errorbars(panels: Dict[str, Dict[str, Tuple[Sequence[float], Sequence[float], Sequence[float]]]],
+              path: str, *, xlabel: str, ylabel: str, logx: bool = True, zero_line: bool = True,
+              suptitle: Optional[str] = None) -> str:
+    """Points with error bars, one axes per panel: ``{panel: {label: (x, y, half_width)}}``
+    (a half-width of None or NaN draws the point alone); a dashed line at y = 0 if asked."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels.items()):
+        for label, (x, y, h) in series.items():
+            h = np.asarray([np.nan if v is None else v for v in h], dtype=float)
+            ax.errorbar(list(x), np.asarray(y, dtype=float), yerr=np.where(np.isfinite(h), h, 0.0),
+                        marker="o", capsize=3, label=label, linestyle="-")
+        if zero_line:
+            ax.axhline(0.0, color="k", lw=0.8, ls="--")
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return _save(fig, path)

@@ -1,22 +1,25 @@
-"""Synthetic density benchmarks (Sec. 7.1, Figs. 4-5): vanilla DSM against FP-Diffusion
-with the paper's toy setting (β, γ, λ_FP, m) = (0.0015, 0, 1, 1) under VE, on the 1-D 3-mode
-GMM, the checkerboard, the Swiss rolls and the 8-mode GMM; test NLL by the PF-ODE (exact trace).
+"""Synthetic density benchmarks (Sec. 7.1, Figs. 4-5, App. D.1): vanilla DSM against
+FP-Diffusion at the paper's toy setting in the official code's units
+(``scorepde.losses.PAPER_SETTINGS["toy"]``: β = 0.0015 on ‖ε‖/D, γ = 0, λ_FP = 1, m = 1, the
+one-probe "paper" estimator, start time 1e-5) and β 10× either side, under VE, on the 1-D
+3-mode GMM, the checkerboard, the Swiss rolls and the 8-mode GMM; test NLL by the PF-ODE.
 
-    python toy/density.py [--out DIR] [--quick] [--seed N] [--device cpu|cuda]
+    python toy/density.py                        # the paper's 0.1M steps (many hours: see --budget)
+    python toy/density.py --budget small         # 2k steps per run
+    python toy/density.py --budget small --shard 0/2 &  python toy/density.py --budget small --shard 1/2
+    python toy/density.py --budget small --report     # tables and figures from what is done
 
-Setting (measured in toy/RESULTS.md §3): VE with σ_min = 0.01 and σ_max the largest pairwise
-distance of 2000 draws of each data set (``scorepde.toy.sigma_max_from_data``; ≈ 2 for the
-1-D GMM, 2.6 for the 8 modes, 11 for the checkerboard, 20 for the Swiss rolls), the
-``ScoreModel`` over a 3×64 MLP with Fourier features of log σ at scale 1, 1000 Adam steps of
-batch 1024 at lr 1e-2 (cosine decay), 3 seeds.
-
-Writes DIR/metrics.json ({dataset: nll_vanilla, nll_fp, nll_true and their stds}) and one
-density figure per data set (data | vanilla | FP, on a shared colour scale).
+Resumable: one result file per (data set, β, seed, budget) in OUT/runs/, skipped when present;
+a run interrupted (Ctrl-C, SIGTERM) saves OUT/ckpt/<run>.pt and continues from it exactly.
+Both methods see the same seeds, weights at init, data batches and (t, z) draws.
+Writes OUT/metrics.json (per-seed NLLs, paired FP − vanilla differences with 95% t-intervals),
+OUT/nll_vs_beta.png, OUT/learning_curves.png and one density figure per data set.
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -26,17 +29,34 @@ import _common as C  # noqa: E402
 
 import scorepde as sp  # noqa: E402
 from scorepde import plotting  # noqa: E402
+from scorepde.curves import residual_curves  # noqa: E402
 from scorepde.likelihood import log_likelihood  # noqa: E402
+from scorepde.losses import PAPER_SETTINGS, FPObjective, dsm_loss  # noqa: E402
 from scorepde.metrics import cross_entropy, nll  # noqa: E402
+from scorepde.runstore import RunStore, parse_shard, shard_of  # noqa: E402
+from scorepde.stats import mean_se, paired_difference  # noqa: E402
 from scorepde.toy import sigma_max_from_data, toy_dataset  # noqa: E402
+from scorepde.training import (InterruptFlag, StopRequested, fit, load_checkpoint,  # noqa: E402
+                               make_optimizer, restore_training_state, rng_state,
+                               save_checkpoint, set_rng_state, training_state)
 
 DATASETS = ("gmm1d", "checkerboard", "swiss_rolls", "gmm8")
-METHODS = {"vanilla": 0.0, "fp": 0.0015}     # β; γ = 0, λ_FP = 1, m = 1 for both
-EPS = 1e-5                                   # start time for training and likelihood
-ODE_TOL = 1e-4
+PRESET = PAPER_SETTINGS["toy"]
+BETA = PRESET["beta"]                        # 0.0015, in the official code's units (‖ε‖/D)
+SWEEP = (BETA, BETA / 10, BETA * 10)         # the preset first: a cut-short grid has it
+#: Training steps per run. "paper": App. D.1's 0.1M iterations.
+BUDGETS = {"paper": 100_000, "medium": 20_000, "small": 2_000, "tiny": 30}
+EPS = PRESET["eps"]                          # start time for training and likelihood
+ODE_TOL = 1e-5
 SIGMA_MIN = 0.01
 N_SIGMA_MAX = 2000                           # draws that σ_max is measured on
 FOURIER_SCALE = 1.0                          # log σ spans ~10: scale 16 makes c ↦ emb(c) noise
+TEST_SEED = 10_000                           # one test set per data set, shared by every model
+EVAL_TIMES = (0.01, 0.1, 0.5, 0.9)           # where the residual and held-out DSM are measured
+
+
+def _label(beta: float) -> str:
+    return "vanilla" if beta == 0 else "fp"
 
 
 def _density_grid(model, sde, ds, n_side):
@@ -46,84 +66,297 @@ def _density_grid(model, sde, ds, n_side):
     return grid, logp.exp()
 
 
+def _setup(name, dev):
+    ds = toy_dataset(name)
+    sde = sp.VESDE(SIGMA_MIN, sigma_max_from_data(ds.sample(N_SIGMA_MAX, C.generator(20_000))))
+    return ds, sde
+
+
+def _objective(model, sde, beta, subbatch):
+    """DSM (β = 0) or DSM + the toy preset's R_FP at ``beta`` (reference units)."""
+    return FPObjective(model, sde, **{**PRESET, "beta": beta, "subbatch": subbatch})
+
+
+def _noise_seed(seed: int, step: int) -> int:
+    """The (t, z, probe) draws of ``step``: a function of (seed, step) alone, so both methods
+    and a resumed run see the same (t, z) whatever the other draws consumed."""
+    return seed * 1_000_003 + step
+
+
+def _held_out(model, sde, x_test, seed=1, repeats=10):
+    """On the shared test set: the held-out DSM loss (the training objective's DSM term, mean
+    of ``repeats`` draws of (t, z)) and r_FP(t) = E‖ε‖, r_DSM(t) = E‖s + z/σ_t‖ at EVAL_TIMES
+    (``scorepde.residual_curves``, exact ε; Table 4's quantities)."""
+    gen = C.generator(seed)
+    with torch.no_grad():
+        dsm = float(np.mean([float(dsm_loss(model, sde, x_test, weighting=PRESET["dsm_weighting"],
+                                            eps=EPS, generator=gen)) for _ in range(repeats)]))
+    curves = residual_curves(model, sde, x_test, EVAL_TIMES, generator=gen)
+    return dsm, curves
+
+
+def run_one(name, beta, seed, budget, args, store, ckpt_dir, *, want_grid, n_test):
+    """Train one model (resuming from its checkpoint if any), evaluate it, save its result."""
+    key = dict(data=name, beta=float(beta), seed=seed, budget=budget)
+    steps = BUDGETS[budget] if args.steps is None else args.steps
+    ds, sde = _setup(name, args.device)
+    model = C.make_model(ds, sde, hidden=args.hidden, seed=seed, device=args.device,
+                         param="score_model", fourier_scale=FOURIER_SCALE)
+    objective = _objective(model, sde, beta, args.fp_subbatch)
+    opt, _ = make_optimizer(model.parameters(), lr=args.lr, warmup=0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=args.lr * 0.05)
+    data_gen, noise_gen = C.generator(seed), C.generator(0)
+    ckpt = os.path.join(ckpt_dir, os.path.basename(store.path(**key))[:-5] + ".pt")
+    start, curve, resumed, wall = 0, [], [], 0.0
+    acc = {"n": 0, "loss": 0.0, "dsm": 0.0}   # the learning curve's running window
+    if os.path.isfile(ckpt):
+        state = load_checkpoint(ckpt)
+        start = restore_training_state(state, model, opt, sched)
+        set_rng_state(state["rng"][0], data_gen)
+        curve, resumed, wall = state["curve"], state["resumed_at"] + [start], state["train_s"]
+        acc = state.get("window", acc)
+    noise_gen.manual_seed(_noise_seed(seed, start))
+    log_every = max(1, steps // 200)
+    t0 = time.time()
+
+    def save(next_step):
+        save_checkpoint(ckpt, training_state(next_step, model, opt, sched, rng=[rng_state(data_gen)],
+                                             curve=curve, resumed_at=resumed, window=dict(acc),
+                                             train_s=wall + time.time() - t0))
+
+    def on_step(step, log):
+        noise_gen.manual_seed(_noise_seed(seed, step + 1))
+        acc["n"] += 1
+        acc["loss"] += log["loss"]
+        acc["dsm"] += log["dsm"]
+        if (step + 1) % log_every == 0:
+            curve.append({"step": step + 1, "loss": acc["loss"] / acc["n"], "dsm": acc["dsm"] / acc["n"]})
+            acc.update(n=0, loss=0.0, dsm=0.0)
+        if flag.raised is not None:
+            save(step + 1)
+            raise StopRequested
+        if (step + 1) % args.ckpt_every == 0 and step + 1 < steps:
+            save(step + 1)
+
+    desc = f"{name} β={beta:g} seed{seed} [{budget}]"
+    with InterruptFlag() as flag:
+        fit(objective, opt, C.batches(ds, args.batch_size, data_gen, args.device), steps,
+            generator=noise_gen, scheduler=sched, grad_clip=1.0, progress=not args.no_progress,
+            desc=desc, start=start, on_step=on_step)
+    train_s = wall + time.time() - t0
+
+    model.eval()
+    t1 = time.time()
+    x_test = ds.sample(n_test, C.generator(TEST_SEED)).to(args.device)
+    per_sample = nll(model, sde, x_test, EPS, rtol=ODE_TOL, atol=ODE_TOL)
+    dsm, curves = _held_out(model, sde, x_test)
+    result = {"method": _label(beta), "steps": steps, "nll": float(per_sample.mean()),
+              "nll_se": float(per_sample.std() / len(per_sample) ** 0.5), "n_test": n_test,
+              "heldout_dsm": dsm, "residual_curves": curves,
+              "curve": curve, "train_s": train_s, "eval_s": time.time() - t1,
+              "resumed_at": resumed, "sde": repr(sde),
+              "config": {"lr": args.lr, "batch_size": args.batch_size, "hidden": args.hidden,
+                         "fp_subbatch": args.fp_subbatch, "ode_tol": ODE_TOL, "eps": EPS,
+                         "objective": {**PRESET, "beta": beta}}}
+    if want_grid:
+        n_side = 400 if ds.dim == 1 else args.grid
+        grid, dens = _density_grid(model, sde, ds, n_side)
+        result["grid"] = {"n_side": n_side, "density": dens.tolist()}
+    store.save(result, **key)
+    if os.path.isfile(ckpt):
+        os.remove(ckpt)
+    return result
+
+
+def grid_runs(datasets, betas, seeds, budget):
+    """The grid in the order it should fill: β (preset first), then seed, then data set,
+    each FP run right after the vanilla run it is paired with."""
+    runs = []
+    for i, beta in enumerate(betas):
+        for seed in seeds:
+            for name in datasets:
+                if i == 0:
+                    runs.append((name, 0.0, seed))
+                runs.append((name, beta, seed))
+    return runs
+
+
+def report(store, datasets, betas, seeds, budget, out, base_seed):
+    """metrics.json, the tables and the figures from the finished runs of ``budget``."""
+    done = {(r["data"], r["beta"], r["seed"]): r for r in store.all() if r["budget"] == budget}
+    metrics, rows = {}, []
+    panels, curves = {}, {}
+    for name in datasets:
+        ds = toy_dataset(name)
+        entry = {"betas": {}}
+        n_test = next((r["n_test"] for k, r in done.items() if k[0] == name), None)
+        entry["nll_true"] = (None if ds.log_prob is None or n_test is None
+                             else cross_entropy(ds.log_prob, ds.sample(n_test, C.generator(TEST_SEED))))
+        van = {s: done[(name, 0.0, s)] for s in seeds if (name, 0.0, s) in done}
+        if van:
+            ms = mean_se([r["nll"] for r in van.values()])
+            entry["vanilla"] = {"seeds": list(van), "nll": [r["nll"] for r in van.values()], **ms,
+                                **_tradeoff(van.values())}
+        xs, ys, hs = [], [], []
+        for beta in betas:
+            fp = {s: done[(name, beta, s)] for s in seeds if (name, beta, s) in done}
+            if not fp:
+                continue
+            e = {"seeds": list(fp), "nll": [r["nll"] for r in fp.values()],
+                 **mean_se([r["nll"] for r in fp.values()]),
+                 **_tradeoff(fp.values())}
+            both = [s for s in fp if s in van]
+            if both:
+                e["paired"] = paired_difference([fp[s]["nll"] for s in both], [van[s]["nll"] for s in both])
+                e["paired"]["seeds"] = both
+                e["eval_se"] = float(np.mean([fp[s]["nll_se"] for s in both]))
+                xs.append(beta)
+                ys.append(e["paired"]["mean"])
+                hs.append(e["paired"]["half_width"])
+            entry["betas"][repr(beta)] = e
+            pd = e.get("paired", {})
+            rows.append([name, f"{beta:g}", f"{len(e['seeds'])}",
+                         C.fmt(entry.get("vanilla", {}).get("mean")), C.fmt(e["mean"]),
+                         _ci(pd), C.fmt(e.get("eval_se"))])
+        if xs:
+            panels[name] = {"FP − vanilla": (xs, ys, hs)}
+        # keys the quick test and older readers use: the preset β's summary
+        pre = entry["betas"].get(repr(BETA))
+        if "vanilla" in entry and pre:
+            entry.update(nll_vanilla=entry["vanilla"]["mean"], nll_vanilla_std=entry["vanilla"]["sd"] or 0.0,
+                         nll_fp=pre["mean"], nll_fp_std=pre["sd"] or 0.0)
+        metrics[name] = entry
+        for beta in (0.0, BETA):
+            r = done.get((name, beta, base_seed))
+            if r:
+                curves.setdefault(name, {})[f"{_label(beta)} β={beta:g}"] = r["curve"]
+        _density_figure(name, ds, done, base_seed, out)
+    if panels:
+        plotting.errorbars(panels, os.path.join(out, "nll_vs_beta.png"), xlabel="β (official units, ‖ε‖/D)",
+                           ylabel="NLL FP − vanilla (nats)",
+                           suptitle=f"paired over seeds, 95% t-interval; budget {budget} ({BUDGETS[budget]} steps)")
+    if curves:
+        steps = next(iter(next(iter(curves.values())).values()))
+        plotting.curves([c["step"] for c in steps],
+                        {}, os.path.join(out, "learning_curves.png"), ylabel="train DSM loss (window mean)",
+                        xlabel="step", logy=True,
+                        panels={n: {k: [c["dsm"] for c in v] for k, v in s.items()} for n, s in curves.items()})
+    return metrics, rows
+
+
+def _tradeoff(results):
+    """Seed means of what FP trades: held-out DSM loss, r_FP(t) and r_DSM(t)."""
+    rs = list(results)
+    return {"heldout_dsm": float(np.mean([r["heldout_dsm"] for r in rs])),
+            "r_fp": np.mean([r["residual_curves"]["r_fp"] for r in rs], 0).tolist(),
+            "r_dsm": np.mean([r["residual_curves"]["r_dsm"] for r in rs], 0).tolist()}
+
+
+def _ci(pd):
+    if not pd:
+        return "—"
+    if pd.get("half_width") is None:
+        return f"{pd['mean']:+.3f} (1 seed)"
+    return f"{pd['mean']:+.3f} [{pd['lo']:+.3f}, {pd['hi']:+.3f}]"
+
+
+def _density_figure(name, ds, done, seed, out):
+    maps = {lab: done[(name, b, seed)]["grid"] for lab, b in (("vanilla DSM", 0.0), (f"FP (β={BETA:g})", BETA))
+            if (name, b, seed) in done and "grid" in done[(name, b, seed)]}
+    if len(maps) < 2:
+        return
+    fig = os.path.join(out, f"density_{name}.png")
+    n_side = next(iter(maps.values()))["n_side"]
+    grid = plotting.grid_points(ds.extent, n_side, ds.dim)
+    series = {k: np.asarray(v["density"]) for k, v in maps.items()}
+    if ds.dim == 1:
+        true = ds.log_prob(grid).exp()
+        plotting.densities_1d(grid, {"true": true, **series}, fig, ymax=1.5 * float(true.max()),
+                              title=f"{name}: PF-ODE densities (seed {seed}; y clipped)")
+        return
+    shape = (n_side, n_side)
+    data = (ds.log_prob(grid).exp().reshape(shape) if ds.log_prob is not None
+            else plotting.histogram_density(ds.sample(100_000, C.generator(1)), ds.extent, n_side))
+    plotting.heatmaps({"data": data, **{k: v.reshape(shape) for k, v in series.items()}},
+                      ds.extent, fig, label="density", suptitle=f"{name}: PF-ODE densities (seed {seed})")
+
+
 def main(argv=None):
     p = C.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--budget", default="paper", choices=list(BUDGETS),
+                   help="steps per run: " + ", ".join(f"{k} = {v}" for k, v in BUDGETS.items())
+                   + " (paper: App. D.1's 0.1M iterations; --quick: tiny)")
+    p.add_argument("--steps", type=int, default=None, help="override the budget's steps (results are "
+                   "still filed under --budget: use only for experiments, never for tables)")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--seeds", type=int, default=None, help="seeds per run (default 3, quick 1)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 1000, quick 40)")
-    p.add_argument("--batch-size", type=int, default=1024)
-    p.add_argument("--fp-subbatch", type=int, default=32, help="samples per step the FP residual sees")
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--n-test", type=int, default=None, help="held-out samples (default 500, quick 64)")
-    p.add_argument("--param", default="score_model", choices=C.PARAMS,
-                   help="score parametrization: the NCSN++-style ScoreModel, or ToyScore")
+    p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, quick 2)")
+    p.add_argument("--betas", type=float, nargs="+", default=None,
+                   help=f"FP β values in the official units (default {' '.join(f'{b:g}' for b in SWEEP)}; "
+                   "quick: the preset only); vanilla (β = 0) always runs")
+    p.add_argument("--batch-size", type=int, default=500,
+                   help="App. D.1 reads '?00' (a digit lost in the extraction); 500 assumed")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (App. D.1: 1e-2), cosine decay to 5%%")
+    p.add_argument("--fp-subbatch", type=int, default=None,
+                   help="samples per step R_FP sees (default: the whole batch, as the official code)")
+    p.add_argument("--hidden", type=int, default=64, help="MLP width (3 layers)")
+    p.add_argument("--n-test", type=int, default=None, help="held-out samples (default 2000, quick 64)")
+    p.add_argument("--grid", type=int, default=40, help="density-figure grid side (2-D)")
+    p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps within a run")
+    p.add_argument("--shard", default=None, help="'i/n': run only every n-th run of the grid, from "
+                   "the i-th (two processes: 0/2 and 1/2)")
+    p.add_argument("--report", action="store_true", help="train nothing: tables and figures from the "
+                   "finished runs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    try:
+        shard = parse_shard(args.shard)
+    except ValueError as err:
+        p.error(str(err))
+    if args.quick:
+        args.budget = "tiny"
     out = C.setup(args, "density")
-    dev = args.device
-    n_seeds = args.seeds or (1 if args.quick else 3)
-    steps = args.steps or (40 if args.quick else 1000)
-    n_test = args.n_test or (64 if args.quick else 500)
-    n_side = 10 if args.quick else 40
+    store = RunStore(os.path.join(out, "runs"))
+    ckpt_dir = os.path.join(out, "ckpt")
+    os.makedirs(ckpt_dir, exist_ok=True)
+    seeds = list(range(args.seed, args.seed + (args.seeds or (2 if args.quick else 3))))
+    betas = args.betas or ([BETA] if args.quick else list(SWEEP))
+    if any(b <= 0 for b in betas):
+        p.error("--betas are the FP runs' β and must be positive; vanilla (β = 0) always runs")
+    n_test = args.n_test or (64 if args.quick else 2000)
 
-    metrics, rows, sdes = {}, [], {}
-    for name in args.datasets:
-        ds = toy_dataset(name)
-        sde = sp.VESDE(SIGMA_MIN, sigma_max_from_data(ds.sample(N_SIGMA_MAX, C.generator(20_000))))
-        sdes[name] = repr(sde)
-        x_test = ds.sample(n_test, C.generator(10_000 + args.seed)).to(dev)
-        nll_true = None if ds.log_prob is None else cross_entropy(ds.log_prob, x_test.cpu())
-        per_method, maps = {}, {}
-        for method, beta in METHODS.items():
-            vals = []
-            for k in range(n_seeds):
-                seed = args.seed + k
-                model = C.make_model(ds, sde, hidden=args.hidden, seed=seed, device=dev, param=args.param,
-                                     fourier_scale=FOURIER_SCALE)
-                obj = C.fp_objective(model, sde, beta, eps=EPS, subbatch=args.fp_subbatch)
-                C.train(obj, model, ds, steps=steps, batch_size=args.batch_size, lr=args.lr,
-                        seed=seed, desc=f"{name}/{method}/seed{seed}", device=dev)
-                model.eval()
-                vals.append(float(nll(model, sde, x_test, EPS, rtol=ODE_TOL, atol=ODE_TOL).mean()))
-                if k == 0:
-                    maps[method] = _density_grid(model, sde, ds, 400 if ds.dim == 1 and not args.quick
-                                                 else n_side)
-            per_method[method] = vals
-        entry = {}
-        for method, vals in per_method.items():
-            entry[f"nll_{method}"] = float(np.mean(vals))
-            entry[f"nll_{method}_std"] = float(np.std(vals))
-            entry[f"nll_{method}_seeds"] = vals
-        entry["nll_true"] = nll_true
-        metrics[name] = entry
-        rows.append([name, C.fmt(entry["nll_vanilla"], entry["nll_vanilla_std"]),
-                     C.fmt(entry["nll_fp"], entry["nll_fp_std"]), C.fmt(nll_true)])
+    if not args.report:
+        runs = list(shard_of(grid_runs(args.datasets, betas, seeds, args.budget), shard))
+        todo = [r for r in runs if not store.done(data=r[0], beta=float(r[1]), seed=r[2], budget=args.budget)]
+        print(f"budget {args.budget} ({args.steps or BUDGETS[args.budget]} steps/run): "
+              f"{len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go", flush=True)
+        t_grid = time.time()
+        for i, (name, beta, seed) in enumerate(todo):
+            try:
+                r = run_one(name, beta, seed, args.budget, args, store, ckpt_dir,
+                            want_grid=seed == args.seed and beta in (0.0, BETA), n_test=n_test)
+            except StopRequested:
+                print(f"\ninterrupted: {name} β={beta:g} seed {seed} checkpointed in {ckpt_dir}; "
+                      "run the same command to continue", file=sys.stderr, flush=True)
+                return 130
+            left = (time.time() - t_grid) / (i + 1) * (len(todo) - i - 1)
+            print(f"[{i + 1}/{len(todo)}] {name} β={beta:g} seed {seed}: NLL {r['nll']:.4f} "
+                  f"({r['train_s']:.0f} s train, {r['eval_s']:.0f} s eval); grid ETA {left / 60:.1f} min",
+                  flush=True)
 
-        fig = os.path.join(out, f"density_{name}.png")
-        if ds.dim == 1:
-            grid = maps["vanilla"][0]
-            series = {"vanilla DSM": maps["vanilla"][1], "FP (β=0.0015)": maps["fp"][1]}
-            true = ds.log_prob(grid).exp()
-            plotting.densities_1d(grid, {"true": true, **series}, fig, ymax=1.5 * float(true.max()),
-                                  title=f"{name}: PF-ODE densities (seed {args.seed}; y clipped)")
-        else:
-            shape = (maps["vanilla"][0].shape[0] ** 0.5,) * 2
-            shape = tuple(int(round(s)) for s in shape)
-            data = (ds.log_prob(maps["vanilla"][0]).exp().reshape(shape) if ds.log_prob is not None
-                    else plotting.histogram_density(ds.sample(100_000, C.generator(1)), ds.extent, shape[0]))
-            plotting.heatmaps({"data": data,
-                               "vanilla DSM": maps["vanilla"][1].reshape(shape),
-                               "FP (β=0.0015)": maps["fp"][1].reshape(shape)},
-                              ds.extent, fig, label="density",
-                              suptitle=f"{name}: PF-ODE densities (seed {args.seed})")
-
-    metrics["config"] = {**vars(args), "seeds": n_seeds, "steps": steps, "n_test": n_test,
-                         "sde": sdes, "fourier_scale": FOURIER_SCALE, "eps": EPS, "ode_tol": ODE_TOL, "methods": METHODS}
+    metrics, rows = report(store, args.datasets, betas, seeds, args.budget, out, args.seed)
+    metrics["config"] = {"budget": args.budget, "steps": args.steps or BUDGETS[args.budget],
+                         "paper_steps": BUDGETS["paper"], "seeds": seeds, "betas": betas,
+                         "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
+                         "fp_subbatch": args.fp_subbatch, "n_test": n_test, "eps": EPS,
+                         "ode_tol": ODE_TOL, "preset": PRESET, "fourier_scale": FOURIER_SCALE}
     C.write_metrics(out, metrics)
-    print(C.table(rows, ["dataset", "NLL vanilla", "NLL FP", "NLL true"]))
-    print(f"(nats per sample, mean ± std over {n_seeds} seed(s)); wrote {out}/metrics.json")
+    print(C.table(rows, ["dataset", "β", "seeds", "NLL vanilla", "NLL FP", "FP − vanilla [95% CI]",
+                         "eval SE"]))
+    print(f"(nats per sample; budget {args.budget}: {args.steps or BUDGETS[args.budget]} steps/run, "
+          f"the paper's is {BUDGETS['paper']}); wrote {out}/metrics.json")
     return metrics
 
 
 if __name__ == "__main__":
-    main()
+    res = main()
+    sys.exit(res if isinstance(res, int) else 0)

@@ -1,0 +1,102 @@
+"""One JSON file per finished run, so an experiment grid resumes where it stopped.
+
+A run is named by its fields (e.g. data set, method, β, seed, budget); ``run_name`` turns
+them into a file name, ``RunStore.done`` says whether that run has a result, and
+``RunStore.save`` writes it atomically (a half-written file never counts as done).
+Scripts loop over their grid and skip what is done; two processes can share a grid by
+``shard`` (run i of the grid belongs to shard i mod n).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+
+__all__ = ["run_name", "RunStore", "parse_shard", "shard_of"]
+
+T = TypeVar("T")
+_SAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return repr(v)  # shortest exact form: 0.0015 and 0.00150001 stay apart
+    return str(v)
+
+
+def run_name(**fields) -> str:
+    """``key=value`` pairs in the given order, joined by ``__`` (a file-name-safe stem)."""
+    if not fields:
+        raise ValueError("a run needs at least one field to be named by")
+    parts = []
+    for k, v in fields.items():
+        s = f"{k}={_fmt(v)}"
+        if _SAFE.search(s.replace("=", "")):
+            raise ValueError(f"run field {k}={v!r} has characters unsafe in a file name; "
+                             "use letters, digits and . _ + -")
+        parts.append(s)
+    return "__".join(parts)
+
+
+class RunStore:
+    """A folder of finished runs, ``DIR/<run_name>.json``, each holding its fields and result."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+
+    def path(self, **fields) -> str:
+        return os.path.join(self.folder, run_name(**fields) + ".json")
+
+    def done(self, **fields) -> bool:
+        return os.path.isfile(self.path(**fields))
+
+    def load(self, **fields) -> dict:
+        with open(self.path(**fields)) as f:
+            return json.load(f)
+
+    def save(self, result: dict, **fields) -> str:
+        """Write ``{**fields, **result}`` atomically; returns the path."""
+        path = self.path(**fields)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({**fields, **result}, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return path
+
+    def all(self) -> List[dict]:
+        """Every finished run in the folder (sorted by file name)."""
+        out = []
+        for name in sorted(os.listdir(self.folder)):
+            if name.endswith(".json") and not name.startswith("."):
+                with open(os.path.join(self.folder, name)) as f:
+                    out.append(json.load(f))
+        return out
+
+
+def parse_shard(text: Optional[str]) -> Tuple[int, int]:
+    """``"i/n"`` (0 ≤ i < n) to (i, n); None to (0, 1)."""
+    if text is None:
+        return 0, 1
+    m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
+    if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
+        raise ValueError(f"shard must be 'i/n' with 0 <= i < n (e.g. 0/2 and 1/2 for two "
+                         f"processes), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_of(items: Sequence[T], shard: Tuple[int, int]) -> Iterator[T]:
+    """The items of the grid that belong to ``shard = (i, n)``: every n-th, from the i-th."""
+    i, n = shard
+    for k, item in enumerate(items):
+        if k % n == i:
+            yield item

@@ -1,0 +1,44 @@
+"""scorepde.runstore: one result file per run, atomic, skipped when present; grid shards."""
+import json
+import os
+
+import pytest
+
+from scorepde.runstore import RunStore, parse_shard, run_name, shard_of
+
+
+def test_run_name_keeps_fields_apart():
+    a = run_name(data="gmm8", beta=0.0015, seed=0, budget="small")
+    assert a == "data=gmm8__beta=0.0015__seed=0__budget=small"
+    assert run_name(data="gmm8", beta=0.00150001, seed=0, budget="small") != a
+    assert run_name(data="gmm8", beta=0.0015, seed=1, budget="small") != a
+    with pytest.raises(ValueError, match="unsafe"):
+        run_name(data="a/b")
+
+
+def test_save_load_done(tmp_path):
+    store = RunStore(str(tmp_path / "runs"))
+    key = dict(data="gmm8", beta=0.0, seed=2, budget="tiny")
+    assert not store.done(**key)
+    path = store.save({"nll": 1.5}, **key)
+    assert store.done(**key) and os.path.basename(path).startswith("data=gmm8")
+    assert store.load(**key) == {**key, "nll": 1.5}
+    assert [r["nll"] for r in store.all()] == [1.5]
+    assert not [f for f in os.listdir(tmp_path / "runs") if f.startswith(".tmp")]
+
+
+def test_failed_write_leaves_no_result(tmp_path):
+    store = RunStore(str(tmp_path))
+    with pytest.raises(TypeError):
+        store.save({"nll": object()}, data="x", seed=0)                # not JSON
+    assert not store.done(data="x", seed=0) and os.listdir(tmp_path) == []
+
+
+def test_shards_partition_the_grid():
+    grid = list(range(7))
+    parts = [list(shard_of(grid, parse_shard(f"{i}/3"))) for i in range(3)]
+    assert sorted(sum(parts, [])) == grid and parts[0] == [0, 3, 6]
+    assert list(shard_of(grid, parse_shard(None))) == grid
+    for bad in ("2/2", "a/b", "1"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
