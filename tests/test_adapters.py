@@ -153,6 +153,11 @@ def test_forward_fd_agrees_with_exact_on_a_diffusers_unet():
     z = (draws.mean(0) - exact) / (draws.std(0) / K ** 0.5)
     assert z.abs().max() < 5, z.abs().max()
     assert 0.6 < z.pow(2).mean() < 1.5, z.pow(2).mean()
+    # sharper: along ε itself, ⟨ε̂, ε/‖ε‖⟩ has mean ‖ε‖ per sample
+    unit = exact / exact.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
+    proj = (draws * unit).flatten(2).sum(2)  # [K, B]
+    zp = (proj.mean(0) - exact.flatten(1).norm(dim=1)) / (proj.std(0) / K ** 0.5)
+    assert zp.abs().max() < 4, zp
 
 
 # -- from_denoiser -------------------------------------------------------------------------
