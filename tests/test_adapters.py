@@ -60,6 +60,18 @@ def test_edm_sde_kernel_solves_its_sde():
     assert torch.equal(std, t) and torch.equal(da, torch.zeros_like(t))
 
 
+@pytest.mark.parametrize("sde", [sp.DiscreteVPSDE(torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)),
+                                 sp.EDMSDE()], ids=["discrete_vp", "edm"])
+def test_true_score_solves_the_score_fpe_of_the_new_sdes(sde, gmm2):
+    """The closed-form mixture score under each new SDE has zero residual: f, g and the kernel agree."""
+    x = 2 * torch.randn(32, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = sde.T * (0.02 + 0.96 * torch.rand(32, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    score = lambda y, tt: gmm2.score(y, tt, sde)
+    eps = sp.residual(score, sde, x, t)
+    scale = sp.time_derivative(score, x, t).abs().max()
+    assert eps.abs().max() < 1e-8 * scale
+
+
 @pytest.mark.parametrize("bad, match", [([0.9, 0.5, 0.0], "zero terminal SNR"), ([0.9, 0.95], "decrease"),
                                         ([0.5], "at least 2")])
 def test_discrete_vp_refuses_unconvertible_schedules(bad, match):
