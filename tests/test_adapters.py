@@ -160,7 +160,7 @@ def test_forward_fd_agrees_with_exact_on_a_diffusers_unet():
     x, t = torch.randn(2, 1, 8, 8, generator=gen, dtype=torch.float64), torch.tensor([0.3, 0.7], dtype=torch.float64)
     exact = sp.residual(score, sde, x, t, "exact")
     K = 160
-    draws = sp.residual(score, sde, x.repeat(K, 1, 1, 1), t.repeat(K), "forward_fd", generator=gen)
+    draws = sp.residual(score, sde, x.repeat(K, 1, 1, 1), t.repeat(K), "forward_fd", generator=gen, h=sde.fd_h)
     draws = draws.reshape(K, *x.shape)
     z = (draws.mean(0) - exact) / (draws.std(0) / K ** 0.5)
     assert z.abs().max() < 5, z.abs().max()
@@ -170,6 +170,17 @@ def test_forward_fd_agrees_with_exact_on_a_diffusers_unet():
     proj = (draws * unit).flatten(2).sum(2)  # [K, B]
     zp = (proj.mean(0) - exact.flatten(1).norm(dim=1)) / (proj.std(0) / K ** 0.5)
     assert zp.abs().max() < 4, zp
+
+
+def test_fd_steps_in_t_must_be_a_fraction_of_one_ddpm_step():
+    """A UNet sees k = N t − 1: the default h = 1e-3 is a whole step and misses ∂t s by ~20%;
+    the SDE's fd_h (1/20 step) is within 1%."""
+    diffusers = pytest.importorskip("diffusers")
+    score, sde = sp.from_diffusers(_example().tiny_unet().double(), diffusers.DDPMScheduler())
+    x, t = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([0.3, 0.7], dtype=torch.float64)
+    exact = sp.time_derivative(score, x, t)
+    err = lambda h: ((sp.time_derivative(score, x, t, "central", h=h) - exact).norm() / exact.norm()).item()
+    assert err(sde.fd_h) < 1e-2 < 5e-2 < err((1e-3, 1e-3))
 
 
 # -- from_denoiser -------------------------------------------------------------------------
