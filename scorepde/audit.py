@@ -63,7 +63,8 @@ def audit(score: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
           generator: Optional[torch.Generator] = None, progress: bool = True, **options) -> Dict:
     """The audit's numbers on the grid ``ts`` for held-out ``x0 [N, ...]`` (module docstring).
 
-    ``estimator`` (and ``options``) go to ``scorepde.residual_norm_sq``; ``curl`` is the
+    ``estimator`` (and ``options``) go to ``scorepde.residual_norm_sq``, with the SDE's
+    ``fd_h`` as the steps in t where it has one (``DiscreteVPSDE``); ``curl`` is the
     method of ``scorepde.antisymmetry`` (``"exact"``, ``"hutchinson"``) or ``None`` to skip it.
     Returns ``{"t": [...], name: [{"mean", "se", ...} per t]}``.
     """
@@ -71,13 +72,15 @@ def audit(score: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
     if any(not 0 < t <= sde.T for t in ts):
         raise ValueError(f"every t must lie in (0, {sde.T}], got {list(ts)}")
     chunks = x0.split(batch_size)
+    # a DDPM network's clock: finite differences in t need steps of a fraction of one step k
+    step = {"h": sde.fd_h} if hasattr(sde, "fd_h") and "h" not in options else {}
     out = {"t": [float(t) for t in ts], **{k: [] for k in QUANTITIES}}
     bar = tqdm(total=len(ts) * len(chunks), desc="audit", disable=not progress)
     for t in ts:
         parts = {k: [] for k in QUANTITIES}
         for chunk in chunks:
             xt, tt, z = perturb_at(sde, chunk, t, generator)
-            sq, L = residual_norm_sq(score, sde, xt, tt, estimator, generator=generator, **options)
+            sq, L = residual_norm_sq(score, sde, xt, tt, estimator, generator=generator, **step, **options)
             parts["r_fp"].append(sq.detach())
             parts["abs_L"].append(L.detach().abs())
             parts["r_dsm"].append(dsm_like(score, sde, xt, tt, z) ** 2)
@@ -181,8 +184,8 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=64, help="held-out samples (default 64; --quick: 16)")
     p.add_argument("--times", type=int, default=12, help="points of the log grid in t (default 12; --quick: 5)")
     p.add_argument("--t-min", type=float,
-                   help="smallest t (default: 10/N, step k = 9, for a DiscreteVPSDE, else 1e-2·T: the "
-                        "finite-difference step in t, 1e-3, should be small against t)")
+                   help="smallest t (default: 10/N, step k = 9, for a DiscreteVPSDE, else 1e-2·T; "
+                        "nearer t = 0 the score moves like 1/σ_t)")
     p.add_argument("--estimator", default="forward_fd", choices=sorted(ESTIMATORS),
                    help="estimator of ‖ε‖² (default forward_fd: plain forward passes, any model)")
     p.add_argument("--curl", default="hutchinson", choices=["hutchinson", "exact", "none"],

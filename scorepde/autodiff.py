@@ -45,7 +45,8 @@ def _explain(err: BaseException, what: str):
             op = match.group(1) if match.groups() else "an operation of the model"
             return AutodiffError(
                 f"{what} needs {needs} through {op}, which PyTorch does not provide "
-                f"for this model. Use estimator={FORWARD_ONLY!r}: it needs plain forward passes only. "
+                f"for this model. For the residual use estimator={FORWARD_ONLY!r}: it needs plain forward "
+                f"passes only. "
                 "For a diffusers model, scorepde.from_diffusers (or the context manager "
                 "scorepde.math_attention(unet)) runs attention as math attention, which every "
                 f"estimator can differentiate. PyTorch said: {text.splitlines()[0]}")

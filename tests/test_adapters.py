@@ -60,6 +60,18 @@ def test_edm_sde_kernel_solves_its_sde():
     assert torch.equal(std, t) and torch.equal(da, torch.zeros_like(t))
 
 
+@pytest.mark.parametrize("sde", [sp.DiscreteVPSDE(torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)),
+                                 sp.EDMSDE()], ids=["discrete_vp", "edm"])
+def test_true_score_solves_the_score_fpe_of_the_new_sdes(sde, gmm2):
+    """The closed-form mixture score under each new SDE has zero residual: f, g and the kernel agree."""
+    x = 2 * torch.randn(32, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = sde.T * (0.02 + 0.96 * torch.rand(32, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))
+    score = lambda y, tt: gmm2.score(y, tt, sde)
+    eps = sp.residual(score, sde, x, t)
+    scale = sp.time_derivative(score, x, t).abs().max()
+    assert eps.abs().max() < 1e-8 * scale
+
+
 @pytest.mark.parametrize("bad, match", [([0.9, 0.5, 0.0], "zero terminal SNR"), ([0.9, 0.95], "decrease"),
                                         ([0.5], "at least 2")])
 def test_discrete_vp_refuses_unconvertible_schedules(bad, match):
@@ -148,11 +160,27 @@ def test_forward_fd_agrees_with_exact_on_a_diffusers_unet():
     x, t = torch.randn(2, 1, 8, 8, generator=gen, dtype=torch.float64), torch.tensor([0.3, 0.7], dtype=torch.float64)
     exact = sp.residual(score, sde, x, t, "exact")
     K = 160
-    draws = sp.residual(score, sde, x.repeat(K, 1, 1, 1), t.repeat(K), "forward_fd", generator=gen)
+    draws = sp.residual(score, sde, x.repeat(K, 1, 1, 1), t.repeat(K), "forward_fd", generator=gen, h=sde.fd_h)
     draws = draws.reshape(K, *x.shape)
     z = (draws.mean(0) - exact) / (draws.std(0) / K ** 0.5)
     assert z.abs().max() < 5, z.abs().max()
     assert 0.6 < z.pow(2).mean() < 1.5, z.pow(2).mean()
+    # sharper: along ε itself, ⟨ε̂, ε/‖ε‖⟩ has mean ‖ε‖ per sample
+    unit = exact / exact.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
+    proj = (draws * unit).flatten(2).sum(2)  # [K, B]
+    zp = (proj.mean(0) - exact.flatten(1).norm(dim=1)) / (proj.std(0) / K ** 0.5)
+    assert zp.abs().max() < 4, zp
+
+
+def test_fd_steps_in_t_must_be_a_fraction_of_one_ddpm_step():
+    """A UNet sees k = N t − 1: the default h = 1e-3 is a whole step and misses ∂t s by ~20%;
+    the SDE's fd_h (1/20 step) is within 1%."""
+    diffusers = pytest.importorskip("diffusers")
+    score, sde = sp.from_diffusers(_example().tiny_unet().double(), diffusers.DDPMScheduler())
+    x, t = torch.randn(2, 1, 8, 8, dtype=torch.float64), torch.tensor([0.3, 0.7], dtype=torch.float64)
+    exact = sp.time_derivative(score, x, t)
+    err = lambda h: ((sp.time_derivative(score, x, t, "central", h=h) - exact).norm() / exact.norm()).item()
+    assert err(sde.fd_h) < 1e-2 < 5e-2 < err((1e-3, 1e-3))
 
 
 # -- from_denoiser -------------------------------------------------------------------------

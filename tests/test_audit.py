@@ -63,9 +63,26 @@ def test_readme_audit_command_runs_in_one_step(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--model", "no_such_thing"], "package.module:factory"),
     (["--model", "no_such_module_xyz:factory", "--data", "digits"], "cannot load"),
-    (["--model", "math:pi", "--data", "digits"], "must return \\(score, sde\\)|not callable"),
+    (["--model", "math:pi", "--data", "digits"], "not a factory"),
 ])
 def test_bad_model_is_one_line_error(argv, message, capsys):
     code = main(argv + ["--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and re.search(message, err) and err.count("\n") == 1
+
+
+def test_audit_of_an_image_train_checkpoint(tmp_path, capsys):
+    """The other --model form: a checkpoint of image/train.py, audited on its own dataset."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("image_train", ROOT / "image" / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    run = tmp_path / "run"
+    assert train.main(["--channels", "8", "--batch-size", "8", "--threads", "1", "--no-progress", "--steps", "1",
+                       "--eval-images", "-1", "--n-samples", "0", "--out", str(run)]) == 0
+    out = tmp_path / "audit"
+    assert main(["--model", str(run / "checkpoint.pt"), "--quick", "--times", "2", "--n", "4",
+                 "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == "digits" and metrics["shape"] == [1, 8, 8] and len(metrics["t"]) == 2
+    assert all(math.isfinite(r["mean"]) for r in metrics["r_fp"] + metrics["curl"])
