@@ -126,7 +126,11 @@ def make_config(args) -> ImageConfig:
     if args.preset:
         given = {**preset_config(args.preset), **given}
     if "channel_mult" in given:
-        given["channel_mult"] = tuple(int(c) for c in str(given["channel_mult"]).split(",") if c.strip())
+        try:
+            given["channel_mult"] = tuple(int(c) for c in str(given["channel_mult"]).split(",") if c.strip())
+        except ValueError:
+            raise ValueError(f"--channel-mult must be comma-separated integers such as 1,2,2, got "
+                             f"{given['channel_mult']!r}") from None
     if "attention" in given:
         given["attention"] = bool(given["attention"])
     if given.get("subbatch") == 0:

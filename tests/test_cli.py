@@ -237,6 +237,7 @@ def test_forward_fd_trains_from_the_cli(tmp_path):
     (["--data-dir", "/nonexistent"], "drop --data-dir", None),
     (["--dataset", "mnist"], "--data-dir", None),
     (["--ckpt-every", "0"], "--ckpt-every", None),
+    (["--channel-mult", "1,x"], "--channel-mult must be comma-separated integers", None),
 ])
 def test_bad_numbers_are_named(tmp_path, capsys, flags, needle, absent):
     out = tmp_path / "o"
