@@ -18,11 +18,19 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = [
     "broadcast_to_batch", "sample_probes", "time_derivative", "divergence",
-    "jacobian", "stencil_points", "PROBES", "STENCILS", "PAPER_STEPS",
+    "jacobian", "stencil_points", "time_steps", "PROBES", "STENCILS", "PAPER_STEPS", "FD_PHASE",
 ]
 
-#: (h_s, h_d), the backward and forward steps of the paper's stencil (App. C.1).
+#: (h_s, h_d), the backward and forward steps of the paper's stencil (App. C.1). Fine for a
+#: net that sees t itself (≈3e-3 relative error on an MLP); 10-20% off on nets conditioned
+#: on 999 t or Fourier features of log σ, which turn ~1 radian over h = 1e-3.
 PAPER_STEPS = (1e-3, 5e-4)
+
+#: φ: the phase, in radians, by which a step h = φ / rate may turn a score's fastest time
+#: feature (``time_steps``), per dtype. A central difference's truncation error grows like
+#: φ²/6, its round-off like (machine ε)/φ; φ = 0.03 is where they meet in float32 on the
+#: default image U-Nets (``benchmarks/time_steps.py`` sweeps φ against the jvp).
+FD_PHASE = {torch.float16: 0.3, torch.bfloat16: 0.3, torch.float32: 0.03, torch.float64: 1e-4}
 
 
 def broadcast_to_batch(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -119,6 +127,27 @@ def stencil_points(t: torch.Tensor, method: str = "fd3", *, h: Sequence[float] =
     return [nodes[i] for i in keep], [weights[i] for i in keep]
 
 
+def time_steps(score: Score, h="auto", dtype: torch.dtype = torch.float32) -> Tuple[float, float]:
+    """The steps (h_s, h_d) of a stencil in t for ``score``.
+
+    ``h`` as given, or for ``h="auto"`` from how the score sees time: a score that says how
+    fast its fastest time feature turns (``score.time_rate()``, radians per unit t, as
+    ``scorepde.nn.ScoreModel`` does) gets h_s = h_d = φ / rate, φ = ``FD_PHASE[dtype]``
+    (equal steps: the fd3 stencil is then the central one, whose round-off is lower than
+    with h_d = h_s/2); any other callable gets ``PAPER_STEPS``.
+    """
+    if isinstance(h, str):
+        if h != "auto":
+            raise ValueError(f"h must be (h_s, h_d) or 'auto', got {h!r}")
+        rate_of = getattr(score, "time_rate", None)
+        rate = rate_of() if callable(rate_of) else None
+        if not rate:
+            return PAPER_STEPS
+        step = FD_PHASE.get(dtype, FD_PHASE[torch.float32]) / rate
+        return (step, step)
+    return tuple(h)
+
+
 def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, method: str = "jvp", *,
                     h: Sequence[float] = PAPER_STEPS, T: float = 1.0,
                     center: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -126,13 +155,14 @@ def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, method: str 
 
     ``"jvp"`` is exact (one forward-mode pass). ``"fd3"`` is the paper's asymmetric
     3-point stencil (App. C.1) with ``h = (h_s, h_d)``; ``"central"`` uses ``h[0]`` both ways.
+    ``h="auto"`` takes the steps from the score's time conditioning (``time_steps``).
     Both are O(h²). Nodes stay inside [0, T]: near an end the stencil shifts inwards and
     the interpolant is differentiated at t itself, which keeps the O(h²) order. ``center``
     may pass s(x, t) when the caller already has it, saving one evaluation.
     """
     if method == "jvp":
         return jvp(lambda tt: score(x, tt), (t,), (torch.ones_like(t),))[1]
-    offsets, nodes, weights, shifted = _stencil(t, method, h, T)
+    offsets, nodes, weights, shifted = _stencil(t, method, time_steps(score, h, x.dtype), T)
     needed = [i for i, w in enumerate(weights) if bool((w != 0).any())]
     reuse = None
     if center is not None and not shifted and 0.0 in offsets:

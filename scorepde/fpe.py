@@ -20,7 +20,7 @@ from torch.func import grad, jvp, vmap
 
 from .checks import check_batch_independent, check_inputs, check_output
 from .derivatives import (PAPER_STEPS, broadcast_to_batch, divergence, sample_probes, stencil_points,
-                          time_derivative)
+                          time_derivative, time_steps)
 from .sde import SDE
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -31,28 +31,38 @@ __all__ = ["fpe_rhs", "residual", "projected_residual", "projected_residual_fd",
 #: Named estimators of ε[s]: presets of (dt, div, grad) and their probes.
 ESTIMATORS = {
     "exact": dict(dt="jvp", div="exact", grad="full"),
-    # The published recipe (App. C): 3-point stencil in t, one Gaussian Hutchinson probe
-    # formed by a vector-Jacobian product, then autograd's gradient of L.
-    "paper": dict(dt="fd3", div="hutchinson", probe="gaussian", div_mode="reverse", grad="full"),
+    # The published recipe (App. C): 3-point stencil in t with the published steps (h_s, h_d)
+    # = (1e-3, 5e-4), one Gaussian Hutchinson probe formed by a vector-Jacobian product, then
+    # autograd's gradient of L. Those steps turn the fastest time feature of a net conditioned
+    # on 999 t or on Fourier features of log σ by about a radian: ∂t s is then 10-20% off the
+    # jvp (benchmarks/time_steps.py). Pass h="auto" for steps from the net's conditioning.
+    "paper": dict(dt="fd3", div="hutchinson", probe="gaussian", div_mode="reverse", grad="full",
+                  h=PAPER_STEPS),
     "hutchinson": dict(dt="jvp", div="hutchinson", grad="full"),
     "directional": dict(dt="jvp", div="hutchinson", grad="directional"),
     # ⟨ε, v⟩ v with every derivative a central difference of plain forwards, all in one
-    # batched forward (no autograd in x or t): steps hx·σ_t in x, h in t.
+    # batched forward (no autograd in x or t): steps hx·σ_t in x, h in t (by default from the
+    # net's time conditioning, ``derivatives.time_steps``).
     "forward_fd": dict(dt="central", div="hutchinson", grad="directional_fd"),
 }
 
 _DEFAULTS = dict(dt="jvp", div="exact", grad="full", probe="rademacher", n_probes=1,
                  div_mode="forward", direction_probe="rademacher", n_directions=1,
-                 h=PAPER_STEPS, chunk_size=None, hx=0.05)
+                 h="auto", chunk_size=None, hx=0.05)
 
 
-def _options(estimator: str, overrides: dict) -> dict:
+def _options(estimator: str, overrides: dict, model: Optional[Score] = None,
+             dtype: torch.dtype = torch.float32) -> dict:
+    """The estimator's parts with ``overrides``; ``h="auto"`` resolved against ``model``."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose one of {sorted(ESTIMATORS)}")
     unknown = set(overrides) - set(_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown residual option(s) {sorted(unknown)}; valid: {sorted(_DEFAULTS)}")
-    return {**_DEFAULTS, **ESTIMATORS[estimator], **overrides}
+    opts = {**_DEFAULTS, **ESTIMATORS[estimator], **overrides}
+    if model is not None:
+        opts["h"] = time_steps(model, opts["h"], dtype)
+    return opts
 
 
 def _rhs(score: Score, sde: SDE, x, t, div: str, probes, opts) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +104,7 @@ def projected_residual(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor,
     Forward mode only: no reverse pass over x. ``options`` as in ``residual``
     (``dt``, ``div``, ``probe``, ``n_probes``, ``h``); inputs are not validated here.
     """
-    opts = _options("directional", options)
+    opts = _options("directional", options, score, x.dtype)
     probes = _div_probes(x, opts, generator)
     L, dv_L = jvp(lambda y: _rhs(score, sde, y, t, opts["div"], probes, opts)[0], (x,), (v,))
     if opts["dt"] == "jvp":
@@ -119,7 +129,7 @@ def _x_step(sde: SDE, t: torch.Tensor, hx: float) -> torch.Tensor:
 
 def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
                           *, generator: Optional[torch.Generator] = None, probe: str = "rademacher",
-                          hx: float = 0.05, dt: str = "central", h=PAPER_STEPS
+                          hx: float = 0.05, dt: str = "central", h="auto"
                           ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(⟨ε[s], v⟩, L[s]) per sample from plain forward passes: ⟨∂t s, v⟩ − D_v L by central
     differences, with one Hutchinson probe u for the divergence (App. C.2 and C.4).
@@ -129,7 +139,8 @@ def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tens
         D_v div s ≈ ⟨u, s₊₊ − s₊₋ − s₋₊ + s₋₋⟩ / 4δ²      div s ≈ ⟨u, s₊₊ + s₊₋ − s₋₊ − s₋₋⟩ / 4δ
         D_v s     ≈ (s₊₊ − s₊₋ + s₋₊ − s₋₋) / 4δ           s     ≈ (s₊₊ + s₊₋ + s₋₊ + s₋₋) / 4
 
-    and ∂t s by the stencil ``dt`` with steps ``h`` (``"central"``: 2 nodes). The corners and
+    and ∂t s by the stencil ``dt`` with steps ``h`` (``"central"``: 2 nodes; ``"auto"``: from
+    the score's time conditioning, ``scorepde.derivatives.time_steps``). The corners and
     the stencil's nodes go through the network in one batched forward (6 points per sample
     for ``"central"``); ``dt="jvp"`` is exact but adds a forward-mode pass. Each difference is
     O(δ²) (O(h²) in t); round-off grows like machine ε / hx², independently of σ_t because
@@ -141,6 +152,7 @@ def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tens
     d = _x_step(sde, t, hx).to(x.dtype)
     du, dv = broadcast_to_batch(d, x) * u, broadcast_to_batch(d, x) * v
     corners = [x + du + dv, x + du - dv, x - du + dv, x - du - dv]
+    h = time_steps(score, h, x.dtype)
     times, weights = ([], []) if dt == "jvp" else stencil_points(t, dt, h=h, T=sde.T)
     out = score(torch.cat(corners + [x] * len(times)), torch.cat([t] * 4 + times)).split(B)
     s_pp, s_pm, s_mp, s_mm = out[:4]
@@ -205,7 +217,9 @@ def residual(model: Score, sde: SDE, x: Optional[torch.Tensor] = None,
     ``"directional"`` (Eq. 24) or ``"forward_fd"`` (Eq. 24 from plain forwards, see
     ``projected_residual_fd``). Options override its parts: ``dt``, ``div``, ``probe``
     (``"rademacher"``, ``"gaussian"``, ``"sphere"``), ``n_probes``, ``direction_probe``,
-    ``n_directions``, ``h = (h_s, h_d)``, ``hx`` (the relative step in x of ``"forward_fd"``),
+    ``n_directions``, ``h = (h_s, h_d)`` or ``"auto"`` (steps in t from the model's time
+    conditioning, ``derivatives.time_steps``; the default except for ``"paper"``), ``hx`` (the
+    relative step in x of ``"forward_fd"``),
     ``div_mode``, ``chunk_size``. Stochastic
     estimators draw from ``generator``. With ``return_rhs`` returns ``(ε, L[s])``.
     ``validate`` checks shapes, t ∈ [0, T], finiteness and that the model keeps samples
@@ -213,15 +227,17 @@ def residual(model: Score, sde: SDE, x: Optional[torch.Tensor] = None,
     """
     if isinstance(x, str) and t is None:  # residual(model, sde, "paper"): the estimator
         x, estimator = None, x
-    opts = _options(estimator, options)
-    if opts["grad"] not in _GRADIENTS:
-        raise ValueError(f"unknown grad option {opts['grad']!r}; choose one of {sorted(_GRADIENTS)}")
-    if x is None and t is None:
+    if x is None and t is None:  # the operator; bad names are refused now, not at its first call
+        if _options(estimator, options)["grad"] not in _GRADIENTS:
+            raise ValueError(f"unknown grad option {options['grad']!r}; choose one of {sorted(_GRADIENTS)}")
         return functools.partial(residual, model, sde, estimator=estimator, generator=generator,
                                  return_rhs=return_rhs, validate=validate, **options)
     if x is None or t is None:
         raise ValueError("residual needs both x and t (to evaluate ε there) or neither (for the "
                          "operator (x, t) -> ε); got only one of them")
+    opts = _options(estimator, options, model, getattr(x, "dtype", torch.float32))
+    if opts["grad"] not in _GRADIENTS:
+        raise ValueError(f"unknown grad option {opts['grad']!r}; choose one of {sorted(_GRADIENTS)}")
     if validate:
         t = check_inputs(x, t, sde.T)
         check_batch_independent(model, x, t)
@@ -243,7 +259,7 @@ def residual_norm_sq(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Ten
     all draws run as one batched call, and L[s] is their mean. The single-draw plug-in ‖ε̂‖² (``unbiased=False``)
     is biased upwards by tr Cov(ε̂). The paper estimator keeps its O(h²) stencil bias.
     """
-    opts = _options(estimator, options)
+    opts = _options(estimator, options, model, getattr(x, "dtype", torch.float32))
     if validate:
         t = check_inputs(x, t, sde.T)
         check_batch_independent(model, x, t)

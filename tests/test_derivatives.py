@@ -110,3 +110,27 @@ def test_stencil_points_reproduce_time_derivative():
         by_hand = sum(w[:, None] * score(x, ti) for ti, w in zip(times, weights))
         torch.testing.assert_close(by_hand, sp.time_derivative(score, x, t, method))
         assert all(((ti >= 0) & (ti <= 1)).all() for ti in times)
+
+
+def test_time_steps_come_from_the_score_when_it_says_how_it_sees_time():
+    from scorepde.derivatives import FD_PHASE, PAPER_STEPS, time_steps
+
+    class Fast:
+        def time_rate(self):
+            return 2000.0
+
+        def __call__(self, x, t):
+            return x * torch.sin(2000.0 * t)[:, None]
+
+    assert time_steps(lambda x, t: x, "auto") == PAPER_STEPS  # a plain callable: the paper's
+    h = time_steps(Fast(), "auto", torch.float32)
+    assert h == pytest.approx((FD_PHASE[torch.float32] / 2000.0,) * 2)
+    assert time_steps(Fast(), (1e-3, 5e-4)) == (1e-3, 5e-4)    # explicit steps are kept
+    with pytest.raises(ValueError, match="auto"):
+        time_steps(Fast(), "automatic")
+    x, t = torch.randn(4, 2, dtype=torch.float64), torch.full((4,), 0.5, dtype=torch.float64)
+    exact = sp.time_derivative(Fast(), x, t, "jvp")
+    auto = sp.time_derivative(Fast(), x, t, "central", h="auto")
+    assert ((auto - exact).norm() / exact.norm()) < 1e-6
+    paper = sp.time_derivative(Fast(), x, t, "fd3")              # (1e-3, 5e-4): 2 radians
+    assert ((paper - exact).norm() / exact.norm()) > 0.1

@@ -31,6 +31,11 @@ class MLPScore(nn.Module):
             width = hidden
         self.net = nn.Sequential(*layers, nn.Linear(width, dim))
 
+    def time_rate(self) -> float:
+        """Radians per unit c by which the fastest time feature turns: used bare, c = t, so
+        this is the rate in t that finite differences take their step from."""
+        return self.embed.max_frequency
+
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"MLPScore expects x of shape [B, {self.dim}], got {tuple(x.shape)}")

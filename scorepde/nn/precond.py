@@ -22,12 +22,13 @@ from typing import Optional
 
 import torch
 from torch import nn
+from torch.func import jvp
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..derivatives import broadcast_to_batch
 from ..sde import SDE
 
-__all__ = ["ScoreModel", "ToyScore", "CONDITIONS", "TIME_SCALE"]
+__all__ = ["ScoreModel", "ToyScore", "CONDITIONS", "TIME_SCALE", "embedding_rate"]
 
 #: c = TIME_SCALE·t for time-conditioned networks (DDPM's N = 1000 steps, as score_sde).
 TIME_SCALE = 999.0
@@ -37,6 +38,18 @@ CONDITIONS = {
     "log_sigma": lambda sde, t: torch.log(sde.sigma(t)),
     "time": lambda sde, t: TIME_SCALE * t,
 }
+
+
+def embedding_rate(net: nn.Module, label, T: float) -> Optional[float]:
+    """How fast ``net``'s time features can turn, in radians per unit t:
+    max_k ω_k · max_t |dc/dt| over its embeddings' ``max_frequency`` ω and the label c(t)
+    (``label``, a function of t alone). None if the network has no such embedding."""
+    omegas = [m.max_frequency for m in net.modules() if hasattr(type(m), "max_frequency")]
+    if not omegas:
+        return None
+    t = torch.linspace(0.0, T, 257, dtype=torch.float64)
+    dc = jvp(label, (t,), (torch.ones_like(t),))[1]
+    return max(omegas) * float(dc.abs().max())
 
 
 class ScoreModel(nn.Module):
@@ -72,6 +85,12 @@ class ScoreModel(nn.Module):
     def noise_label(self, t: torch.Tensor) -> torch.Tensor:
         """c(t), shape ``[B]``: what the network is conditioned on."""
         return CONDITIONS[self.condition](self.sde, t)
+
+    def time_rate(self) -> Optional[float]:
+        """Radians per unit t by which the network's fastest time feature turns (c = 999 t
+        with ω = 1: 999; c = log σ with Fourier scale 16: thousands). Finite differences in
+        t take their step from it (``scorepde.derivatives.time_steps``)."""
+        return embedding_rate(self.net, self.noise_label, self.sde.T)
 
     def output_scale(self, t: torch.Tensor) -> torch.Tensor:
         """σ̃(t) = sqrt(σ_t² + min_std²), shape ``[B]``."""
@@ -130,6 +149,11 @@ class ToyScore(nn.Module):
             raise ValueError(f"unknown condition {condition!r}; choose one of {self.CONDITIONS}")
         self.net, self.sde, self.data_std, self.condition = net, sde, float(data_std), condition
         self.skip = bool(skip)
+
+    def time_rate(self) -> Optional[float]:
+        """As ``ScoreModel.time_rate``, for c = log ŝ(t) or c = t."""
+        label = (lambda t: torch.log(self.scale(t))) if self.condition == "log_scale" else (lambda t: t)
+        return embedding_rate(self.net, label, self.sde.T)
 
     def scale(self, t: torch.Tensor) -> torch.Tensor:
         """ŝ(t) = sqrt(a(t)² data_std² + σ_t²), shape ``[B]``."""
