@@ -72,7 +72,7 @@ def main(argv=None) -> int:
                 raise ValueError(f"{flag} must be >= {low}, got {value}")
         if args.rtol <= 0:
             raise ValueError(f"--rtol must be > 0, got {args.rtol}")
-        device = dd.setup(args.device).device
+        device = dd.resolve_device(args.device)
         state = load_checkpoint(args.checkpoint, map_location=device)
         config = state.get("config", {})
         test = load_dataset(config.get("dataset", "digits"), "test", args.data_dir or config.get("data_dir"))
