@@ -64,9 +64,9 @@ def parse_args(argv=None):
     g.add_argument("--dropout", type=float, help=f"dropout (default {D.dropout})")
     g.add_argument("--fourier-scale", type=float, help=f"VE Fourier-feature scale (default {D.fourier_scale})")
     g = p.add_argument_group("objective: J_DSM + β E[λ_FP(t) ‖ε[s]‖^m] + γ E|L[s]|")
-    g.add_argument("--objective", choices=["dsm", "fp"], help=f"default {D.objective}")
+    g.add_argument("--objective", choices=["dsm", "fp"], help=f"dsm, or fp: DSM plus the score-FPE regularizer (default {D.objective})")
     g.add_argument("--preset", choices=sorted(PAPER_SETTINGS),
-                   help="start the FP flags from the paper's setting for this data set (scorepde.losses."
+                   help="start the objective's flags from the paper's setting for this data set (scorepde.losses."
                    "PAPER_SETTINGS, in the official code's units; implies --objective fp); flags given "
                    "override it")
     g.add_argument("--beta", type=float, help=f"β (default {D.beta}, the paper's best on MNIST)")
@@ -100,7 +100,7 @@ def parse_args(argv=None):
     g.add_argument("--init-from", metavar="CKPT", help="fine-tune: start from CKPT's weights (fresh optimiser/EMA)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to train (default auto: CUDA if torch sees a GPU, else CPU)")
-    g.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="bf16 autocast of the plain forward pass (auto: on CUDA)")
+    g.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="bf16 autocast of the plain forward pass (default auto: bf16 on CUDA, off on CPU)")
     g.add_argument("--threads", type=int, help="torch CPU threads per process (default 1; more helps only big images on idle cores)")
     g.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps (default 500)")
     g.add_argument("--ckpt-seconds", type=float, default=60.0,
