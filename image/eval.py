@@ -65,10 +65,14 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     with user_errors():
-        if args.repeats < 1 or args.rtol <= 0 or args.batch_size < 1:
-            raise ValueError(f"--repeats and --batch-size must be >= 1 and --rtol > 0, got "
-                             f"{args.repeats}, {args.batch_size} and {args.rtol}")
-        device = dd.setup(args.device).device
+        for flag, value, low in [("--repeats", args.repeats, 1), ("--batch-size", args.batch_size, 1),
+                                 ("--images", args.images, -1), ("--residual-images", args.residual_images, 0),
+                                 ("--n-samples", args.n_samples, 0), ("--sample-steps", args.sample_steps, 1)]:
+            if value < low:
+                raise ValueError(f"{flag} must be >= {low}, got {value}")
+        if args.rtol <= 0:
+            raise ValueError(f"--rtol must be > 0, got {args.rtol}")
+        device = dd.resolve_device(args.device)
         state = load_checkpoint(args.checkpoint, map_location=device)
         config = state.get("config", {})
         test = load_dataset(config.get("dataset", "digits"), "test", args.data_dir or config.get("data_dir"))

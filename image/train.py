@@ -64,9 +64,9 @@ def parse_args(argv=None):
     g.add_argument("--dropout", type=float, help=f"dropout (default {D.dropout})")
     g.add_argument("--fourier-scale", type=float, help=f"VE Fourier-feature scale (default {D.fourier_scale})")
     g = p.add_argument_group("objective: J_DSM + β E[λ_FP(t) ‖ε[s]‖^m] + γ E|L[s]|")
-    g.add_argument("--objective", choices=["dsm", "fp"], help=f"default {D.objective}")
+    g.add_argument("--objective", choices=["dsm", "fp"], help=f"dsm, or fp: DSM plus the score-FPE regularizer (default {D.objective})")
     g.add_argument("--preset", choices=sorted(PAPER_SETTINGS),
-                   help="start the FP flags from the paper's setting for this data set (scorepde.losses."
+                   help="start the objective's flags from the paper's setting for this data set (scorepde.losses."
                    "PAPER_SETTINGS, in the official code's units; implies --objective fp); flags given "
                    "override it")
     g.add_argument("--beta", type=float, help=f"β (default {D.beta}, the paper's best on MNIST)")
@@ -100,14 +100,14 @@ def parse_args(argv=None):
     g.add_argument("--init-from", metavar="CKPT", help="fine-tune: start from CKPT's weights (fresh optimiser/EMA)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to train (default auto: CUDA if torch sees a GPU, else CPU)")
-    g.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="bf16 autocast of the plain forward pass (auto: on CUDA)")
+    g.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="bf16 autocast of the plain forward pass (default auto: bf16 on CUDA, off on CPU)")
     g.add_argument("--threads", type=int, help="torch CPU threads per process (default 1; more helps only big images on idle cores)")
     g.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps (default 500)")
     g.add_argument("--ckpt-seconds", type=float, default=60.0,
                    help="also checkpoint when this many seconds passed since the last one (default 60; "
                    "0: every step); always at the end and on Ctrl-C")
     g.add_argument("--sample-every", type=int, default=0, help="sample grid every N steps (default 0: only at the end)")
-    g.add_argument("--n-samples", type=int, default=64, help="images in a sample grid (default 64)")
+    g.add_argument("--n-samples", type=int, default=64, help="images in a sample grid (default 64; 0: none)")
     g.add_argument("--sample-steps", type=int, default=500, help="Euler–Maruyama steps for samples (default 500)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("final test evaluation (rank 0, EMA weights)")
@@ -126,7 +126,11 @@ def make_config(args) -> ImageConfig:
     if args.preset:
         given = {**preset_config(args.preset), **given}
     if "channel_mult" in given:
-        given["channel_mult"] = tuple(int(c) for c in str(given["channel_mult"]).split(",") if c.strip())
+        try:
+            given["channel_mult"] = tuple(int(c) for c in str(given["channel_mult"]).split(",") if c.strip())
+        except ValueError:
+            raise ValueError(f"--channel-mult must be comma-separated integers such as 1,2,2, got "
+                             f"{given['channel_mult']!r}") from None
     if "attention" in given:
         given["attention"] = bool(given["attention"])
     if given.get("subbatch") == 0:
@@ -179,13 +183,16 @@ def make_run_config(args, given: dict, ckpt_path: str):
     if not args.resume and not args.overwrite and existing_run(args.out):
         raise ValueError(f"{args.out} already holds a run ({', '.join(existing_run(args.out))}); "
                          "pass --resume to continue it, --overwrite to replace it, or another --out")
-    for flag, value in (("--ckpt-every", args.ckpt_every), ("--eval-repeats", args.eval_repeats),
-                        ("--eval-batch-size", args.eval_batch_size)):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
-    if args.ckpt_seconds < 0 or args.eval_rtol <= 0:
-        raise ValueError("--ckpt-seconds must be >= 0 and --eval-rtol > 0, got "
-                         f"{args.ckpt_seconds} and {args.eval_rtol}")
+    limits = [("--ckpt-every", args.ckpt_every, 1), ("--eval-repeats", args.eval_repeats, 1),
+              ("--eval-batch-size", args.eval_batch_size, 1), ("--sample-steps", args.sample_steps, 1),
+              ("--n-samples", args.n_samples, 0), ("--sample-every", args.sample_every, 0),
+              ("--ckpt-seconds", args.ckpt_seconds, 0), ("--threads", args.threads or 1, 1),
+              ("--eval-images", -1 if args.eval_images is None else args.eval_images, -1)]
+    for flag, value, low in limits:
+        if value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    if args.eval_rtol <= 0:
+        raise ValueError(f"--eval-rtol must be > 0, got {args.eval_rtol}")
     return cfg, state, source
 
 
@@ -233,7 +240,8 @@ def main(argv=None) -> int:
     ddp_objective = dd.wrap(objective, info)
 
     images = train.images.to(info.device)
-    order = dd.ShardedBatches(len(train), cfg.batch_size, seed=cfg.seed, info=info, start=start)
+    with user_errors():  # a batch larger than this process's share of the data
+        order = dd.ShardedBatches(len(train), cfg.batch_size, seed=cfg.seed, info=info, start=start)
 
     def batches():
         for idx in order:
@@ -282,7 +290,7 @@ def main(argv=None) -> int:
         if (step + 1) % args.ckpt_every == 0 or stop or due:
             checkpoint(step + 1)
             clock["saved"] = time.perf_counter()
-        if info.is_main and args.sample_every and (step + 1) % args.sample_every == 0:
+        if info.is_main and args.sample_every and args.n_samples and (step + 1) % args.sample_every == 0:
             sample_grid(ema.module, sde, cfg, shape, levels, os.path.join(args.out, f"samples_{step + 1:07d}.png"),
                         n=args.n_samples, steps=args.sample_steps, generator=sample_gen(), device=info.device)
         if stop:
@@ -330,10 +338,12 @@ def main(argv=None) -> int:
         training_curves(records, os.path.join(args.out, "training_curves.png"),
                         title=f"training: {run_label(cfg)}, steps 0..{cfg.steps}")
         written.append("training_curves.png")
-    grid = sample_grid(ema_model, sde, cfg, shape, levels, os.path.join(args.out, "samples.png"),
-                       n=args.n_samples, steps=args.sample_steps, generator=sample_gen(),
-                       device=info.device)
-    written.append("samples.png")
+    grid = None
+    if args.n_samples:
+        grid = sample_grid(ema_model, sde, cfg, shape, levels, os.path.join(args.out, "samples.png"),
+                           n=args.n_samples, steps=args.sample_steps, generator=sample_gen(),
+                           device=info.device)
+        written.append("samples.png")
     metrics = {"dataset": cfg.dataset, "sde": cfg.sde, "objective": cfg.objective,
                "steps": cfg.steps, "train_time_s": train_time, "samples": grid,
                "final_loss": logs[-1]["loss"] if logs else None,

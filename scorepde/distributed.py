@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["DistInfo", "setup", "teardown", "exit_process", "wrap", "unwrap", "barrier",
+__all__ = ["DistInfo", "resolve_device", "setup", "teardown", "exit_process", "wrap", "unwrap", "barrier",
            "mean_across_ranks", "gather_objects", "params_agree", "ShardedBatches"]
 
 
@@ -40,17 +40,24 @@ class DistInfo:
         return self.rank == 0
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` (CUDA if torch sees a GPU, else CPU), ``"cpu"`` or ``"cuda"`` as a device;
+    a ``ValueError`` saying what to pass instead when CUDA is asked for and absent."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
+    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
+                        else "cpu")
+
+
 def setup(device: str = "auto", backend: Optional[str] = None) -> DistInfo:
     """Join torchrun's process group if there is one; pick this process's device.
 
     ``device``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``. Under
     torchrun the backend is NCCL on CUDA and gloo on CPU unless ``backend`` says otherwise.
     """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    use_cuda = resolve_device(device).type == "cuda"
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:

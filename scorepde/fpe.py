@@ -229,15 +229,17 @@ def residual(model: Score, sde: SDE, x: Optional[torch.Tensor] = None,
     """
     if isinstance(x, str) and t is None:  # residual(model, sde, "paper"): the estimator
         x, estimator = None, x
-    opts = _options(estimator, options, model, getattr(x, "dtype", torch.float32))
-    if opts["grad"] not in _GRADIENTS:
-        raise ValueError(f"unknown grad option {opts['grad']!r}; choose one of {sorted(_GRADIENTS)}")
-    if x is None and t is None:
+    if x is None and t is None:  # the operator; bad names are refused now, not at its first call
+        if _options(estimator, options)["grad"] not in _GRADIENTS:
+            raise ValueError(f"unknown grad option {options['grad']!r}; choose one of {sorted(_GRADIENTS)}")
         return functools.partial(residual, model, sde, estimator=estimator, generator=generator,
                                  return_rhs=return_rhs, validate=validate, **options)
     if x is None or t is None:
         raise ValueError("residual needs both x and t (to evaluate ε there) or neither (for the "
                          "operator (x, t) -> ε); got only one of them")
+    opts = _options(estimator, options, model, getattr(x, "dtype", torch.float32))
+    if opts["grad"] not in _GRADIENTS:
+        raise ValueError(f"unknown grad option {opts['grad']!r}; choose one of {sorted(_GRADIENTS)}")
     if validate:
         t = check_inputs(x, t, sde.T)
         check_batch_independent(model, x, t)

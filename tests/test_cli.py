@@ -237,12 +237,22 @@ def test_forward_fd_trains_from_the_cli(tmp_path):
     (["--data-dir", "/nonexistent"], "drop --data-dir", None),
     (["--dataset", "mnist"], "--data-dir", None),
     (["--ckpt-every", "0"], "--ckpt-every", None),
+    (["--channel-mult", "1,x"], "--channel-mult must be comma-separated integers", None),
+    (["--ckpt-seconds", "-1"], "--ckpt-seconds must be >= 0", "rtol"),
+    (["--sample-steps", "0"], "--sample-steps must be >= 1", None),
+    (["--batch-size", "5000"], "lower --batch-size", None),
 ])
 def test_bad_numbers_are_named(tmp_path, capsys, flags, needle, absent):
     out = tmp_path / "o"
     line = one_line_error(capsys, lambda: train.main(TINY + flags + ["--out", str(out)]), needle)
     assert absent is None or absent not in line  # one condition per message
     assert not (out / "samples.png").exists()
+
+
+def test_eval_bad_numbers_are_named(run_dir, capsys):
+    ckpt = str(run_dir / "checkpoint.pt")
+    one_line_error(capsys, lambda: evaluate.main([ckpt, "--repeats", "0"]), "--repeats must be >= 1")
+    one_line_error(capsys, lambda: evaluate.main([ckpt, "--rtol", "0"]), "--rtol must be > 0")
 
 
 # 10. --help: every flag has help, no doubled defaults (toy and image scripts).

@@ -186,14 +186,18 @@ def test_batch_coupling_is_refused():
 
 def test_forward_fd_matches_forward_mode_draw_for_draw():
     """Same generator, same probes u and v: the differences agree with forward mode to O(hx², h²)."""
-    model, x, t = MLP(3), torch.randn(6, 3, dtype=torch.float64), torch.full((6,), 0.5, dtype=torch.float64)
+    # x from its own generator: drawn from the global RNG, it depended on the tests run before,
+    # and an element-wise rtol failed now and then on an element near 0 (O(hx²) is relative
+    # to the whole vector, not to each element)
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model, t = MLP(3), torch.full((6,), 0.5, dtype=torch.float64)
     for sde in (sp.VPSDE(), sp.VESDE(), sp.SubVPSDE()):
         a, La = sp.residual(model, sde, x, t, "directional", dt="central", return_rhs=True,
                             generator=torch.Generator().manual_seed(1))
         b, Lb = sp.residual(model, sde, x, t, "forward_fd", hx=1e-3, return_rhs=True,
                             generator=torch.Generator().manual_seed(1))
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(Lb, La, rtol=1e-5, atol=1e-6)
+        assert ((b - a).norm(dim=1) / a.norm(dim=1)).max() < 1e-5
+        assert ((Lb - La).abs() / La.abs()).max() < 1e-5
 
 
 def test_forward_fd_is_one_batched_forward_of_six_points():

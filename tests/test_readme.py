@@ -97,7 +97,10 @@ def test_every_readme_command_names_a_script_and_flags_it_takes():
             assert words[0] in ("python", "python3", "pip", "torchrun") or "venv" in " ".join(words), words
             continue
         assert path.is_file(), f"README names {path}, which does not exist"
-        _parse_with_script(path, argv)  # argparse exits with status 2 on a flag it does not take
+        args = _parse_with_script(path, argv)  # argparse exits with status 2 on a flag it does not take
+        for passed_on in ("extra", "fp_flags"):  # bench_bpd.py hands these to image/train.py
+            if getattr(args, passed_on, None):
+                _parse_with_script(ROOT / "image" / "train.py", shlex.split(getattr(args, passed_on)))
         checked += 1
     assert checked >= 10
     assert all(shlex.split(c) in readme_commands() for c in SHORT), "SHORT must quote the README"
