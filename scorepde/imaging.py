@@ -89,6 +89,8 @@ class ImageConfig:
             (self.batch_size >= 1 and self.steps >= 0, "batch-size must be >= 1 and steps >= 0"),
             (self.lr > 0 and 0 <= self.ema_decay < 1, "lr must be > 0 and ema-decay in [0, 1)"),
             (0 < self.t_eps < 1, f"t-eps must lie in (0, 1), got {self.t_eps}"),
+            (self.objective != "fp" or self.dropout == 0, "dropout must be 0 with objective fp: "
+             "dropout makes the score random, and the FP residual's derivatives combine several calls"),
             (self.channels >= 1 and self.num_res_blocks >= 1 and len(self.channel_mult) >= 1,
              "channels and num-res-blocks must be >= 1 and channel-mult non-empty"),
         ]
