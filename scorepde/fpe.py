@@ -216,8 +216,9 @@ def residual(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, flo
     relative step in x of ``"forward_fd"``),
     ``div_mode``, ``chunk_size``. Stochastic
     estimators draw from ``generator``. With ``return_rhs`` returns ``(ε, L[s])``.
-    ``validate`` checks shapes, t ∈ [0, T], finiteness and that the model keeps samples
-    independent (turn it off inside torch.func transforms).
+    ``validate`` checks shapes, t ∈ [0, T], finiteness and that the model is a function that
+    keeps samples independent (no BatchNorm or dropout in train mode; turn it off inside
+    torch.func transforms).
     """
     opts = _options(estimator, options, model, getattr(x, "dtype", torch.float32))
     if opts["grad"] not in _GRADIENTS:
