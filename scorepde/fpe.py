@@ -224,8 +224,9 @@ def residual(model: Score, sde: SDE, x: Optional[torch.Tensor] = None,
     relative step in x of ``"forward_fd"``),
     ``div_mode``, ``chunk_size``. Stochastic
     estimators draw from ``generator``. With ``return_rhs`` returns ``(ε, L[s])``.
-    ``validate`` checks shapes, t ∈ [0, T], finiteness and that the model keeps samples
-    independent (turn it off inside torch.func transforms).
+    ``validate`` checks shapes, t ∈ [0, T], finiteness and that the model is a function that
+    keeps samples independent (no BatchNorm or dropout in train mode; turn it off inside
+    torch.func transforms).
     """
     if isinstance(x, str) and t is None:  # residual(model, sde, "paper"): the estimator
         x, estimator = None, x

@@ -101,6 +101,8 @@ class ImageConfig:
             (self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}"),
             (self.grad_clip is None or self.grad_clip > 0, f"grad-clip must be > 0 (0 = off), got {self.grad_clip}"),
             (0 < self.t_eps < 1, f"t-eps must lie in (0, 1), got {self.t_eps}"),
+            (self.objective != "fp" or self.dropout == 0, "dropout must be 0 with objective fp: "
+             "dropout makes the score random, and the FP residual's derivatives combine several calls"),
             (self.channels >= 1 and self.num_res_blocks >= 1 and len(self.channel_mult) >= 1,
              "channels and num-res-blocks must be >= 1 and channel-mult non-empty"),
         ]

@@ -231,6 +231,11 @@ def test_time_rate_follows_the_conditioning():
     want = 2 * torch.pi * W.abs().max().item() * torch.log(torch.tensor(50.0 / 0.01)).item()
     assert ve.time_rate() == pytest.approx(want, rel=1e-6)
     assert ScoreModel(lambda_net(nn.Identity()), scorepde.VPSDE()).time_rate() is None
+    toy = ToyScore(MLPScore(2, embedding="fourier").double(), scorepde.VESDE(), data_std=1.0)
+    t = torch.linspace(0, 1, 257, dtype=torch.float64)
+    dc = jvp(lambda tt: torch.log(toy.scale(tt)), (t,), (torch.ones_like(t),))[1]
+    assert toy.time_rate() == pytest.approx(toy.net.embed.max_frequency * dc.abs().max().item())
+    assert MLPScore(2, embedding="sinusoidal").time_rate() == pytest.approx(1.0)  # bare: c = t
 
 
 @pytest.mark.parametrize("sde,embedding", [(scorepde.VESDE(), "fourier"), (scorepde.VPSDE(), "sinusoidal")],
