@@ -134,7 +134,9 @@ def time_steps(score: Score, h="auto", dtype: torch.dtype = torch.float32) -> Tu
     fast its fastest time feature turns (``score.time_rate()``, radians per unit t, as
     ``scorepde.nn.ScoreModel`` does) gets h_s = h_d = φ / rate, φ = ``FD_PHASE[dtype]``
     (equal steps: the fd3 stencil is then the central one, whose round-off is lower than
-    with h_d = h_s/2); any other callable gets ``PAPER_STEPS``.
+    with h_d = h_s/2); any other callable gets ``PAPER_STEPS``. A score whose time features
+    are computed in a lower precision than x says so as ``score.time_dtype`` (diffusers'
+    step embedding is float32 whatever x is), and φ follows that dtype.
     """
     if isinstance(h, str):
         if h != "auto":
@@ -143,6 +145,7 @@ def time_steps(score: Score, h="auto", dtype: torch.dtype = torch.float32) -> Tu
         rate = rate_of() if callable(rate_of) else None
         if not rate:
             return PAPER_STEPS
+        dtype = getattr(score, "time_dtype", dtype)
         step = FD_PHASE.get(dtype, FD_PHASE[torch.float32]) / rate
         return (step, step)
     return tuple(h)

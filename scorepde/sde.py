@@ -215,7 +215,9 @@ class DiscreteVPSDE(LinearSDE):
     ``fd_h`` = (0.05/N, 0.05/N) are finite-difference steps in t for a network conditioned
     on k: the default 1e-3 is a whole step for N = 1000, over which a sinusoidal embedding's
     fastest feature sin(k) turns by a radian (∂t s off by 21% on a diffusers UNet; tested).
-    Pass ``h=sde.fd_h`` to the ``"paper"`` and ``"forward_fd"`` estimators.
+    The score of ``from_diffusers`` says its time rate (N rad per unit t), so ``"forward_fd"``
+    and other ``h="auto"`` stencils pick a fitting step by themselves; pass ``h=sde.fd_h`` to
+    ``"paper"``, or with a hand-wrapped network.
     """
 
     def __init__(self, alphas_cumprod):

@@ -181,6 +181,7 @@ def test_fd_steps_in_t_must_be_a_fraction_of_one_ddpm_step():
     exact = sp.time_derivative(score, x, t)
     err = lambda h: ((sp.time_derivative(score, x, t, "central", h=h) - exact).norm() / exact.norm()).item()
     assert err(sde.fd_h) < 1e-2 < 5e-2 < err((1e-3, 1e-3))
+    assert err("auto") < 1e-2  # the adapter's score says its time rate: N rad per unit t
 
 
 # -- from_denoiser -------------------------------------------------------------------------
