@@ -82,3 +82,18 @@ def test_likelihood_cost_quick(tmp_path):
     assert set(first) == {"first", "second", "extra"}
     assert not any(name.endswith(".pt") for name in os.listdir(tmp_path))  # the U-Net weights are cleaned up
     assert (tmp_path / "table.md").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_bpd_cost_quick(tmp_path):
+    """Structure only: each strategy reports bits/dim, stderr, points, repeats, time, NFE."""
+    m = _run("bpd_cost.py", tmp_path)
+    assert set(m["strategies"]) == {"one_solve", "chunks", "chunks_sorted", "per_sample"}
+    assert m["fastest"] in m["strategies"]
+    for r in m["strategies"].values():
+        for key in ("bpd", "bpd_stderr", "seconds", "nfe", "bpd_diff_in_stderr", "max_abs_diff_from_one_solve"):
+            assert isinstance(r[key], float)
+        assert r["points"] == len(r["per_sample"]) and isinstance(r["repeats"], int)
+    assert m["strategies"]["per_sample"]["solves"] == m["strategies"]["per_sample"]["points"]
+    assert m["strategies"]["one_solve"]["max_abs_diff_from_one_solve"] == 0.0
+    assert (tmp_path / "table.md").stat().st_size > 0
