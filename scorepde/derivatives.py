@@ -215,7 +215,9 @@ def value_and_divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
         out = fn(xr)
         total = torch.zeros(x.shape[0], dtype=out.dtype, device=out.device)
         for i in range(V.shape[0]):
-            vJ = torch.autograd.grad(out, xr, V[i], retain_graph=i < V.shape[0] - 1)[0]
+            # a scalar ⟨out, v⟩ rather than grad_outputs=v: the latter's shape check imports
+            # torch.fx's symbolic shapes (and sympy) on first use, ~1–2 s of a fresh process
+            vJ = torch.autograd.grad((out * V[i]).sum(), xr, retain_graph=i < V.shape[0] - 1)[0]
             total = total + (vJ * V[i]).flatten(1).sum(1)
     return out.detach(), total if method == "exact" else total / V.shape[0]
 
