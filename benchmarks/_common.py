@@ -26,3 +26,27 @@ def setup_run(args) -> "torch.device":
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     return torch.device(args.device)
+
+
+class busy_neighbour:
+    """A second single-threaded job for the duration of a ``with`` block: a torch matmul loop
+    in its own process (yields its pid), ended by pid when the block exits."""
+
+    LOOP = ("import torch; torch.set_num_threads(1); a = torch.randn(512, 512)\n"
+            "while True: a = torch.tanh(a @ a)")
+
+    def __enter__(self):
+        import subprocess
+        import sys
+        import time
+
+        self.proc = subprocess.Popen([sys.executable, "-c", self.LOOP], env={"OMP_NUM_THREADS": "1", "PATH": ""})
+        time.sleep(2.0)  # let it import torch and start spinning
+        if self.proc.poll() is not None:
+            raise RuntimeError("the busy neighbour job exited at once")
+        return self.proc.pid
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        return False

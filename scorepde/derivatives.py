@@ -18,7 +18,8 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = [
     "broadcast_to_batch", "sample_probes", "time_derivative", "divergence",
-    "jacobian", "stencil_points", "time_steps", "PROBES", "STENCILS", "PAPER_STEPS", "FD_PHASE",
+    "jacobian", "stencil_points", "time_steps", "value_and_divergence", "PROBES", "STENCILS",
+    "PAPER_STEPS", "FD_PHASE",
 ]
 
 #: (h_s, h_d), the backward and forward steps of the paper's stencil (App. C.1). Fine for a
@@ -224,6 +225,35 @@ def divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
     else:
         total = vmap(quadratic_form, chunk_size=chunk_size)(V).sum(0)
     return total if method == "exact" else total / V.shape[0]
+
+
+def value_and_divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
+                         probes: Optional[torch.Tensor] = None, n_probes: int = 1,
+                         probe: str = "rademacher", generator: Optional[torch.Generator] = None
+                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(fn(x), div_x fn(x)) from one forward pass: the value, detached, and ``[B]``.
+
+    The same estimate as ``divergence(fn, x, method, mode="reverse")`` with the same probes
+    (D unit vectors for ``"exact"``), but every vᵀ(∂fn/∂x) is an ordinary ``autograd.grad``
+    on the graph of a single forward whose output is returned too, for callers that need
+    fn(x) as well (the probability-flow ODE). No graph is kept.
+    """
+    if method == "exact":
+        V = _basis(x)
+    elif method == "hutchinson":
+        V = probes if probes is not None else sample_probes(x, n_probes, probe, generator)
+    else:
+        raise ValueError(f"unknown divergence method {method!r}; choose 'exact' or 'hutchinson'")
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        out = fn(xr)
+        total = torch.zeros(x.shape[0], dtype=out.dtype, device=out.device)
+        for i in range(V.shape[0]):
+            # a scalar ⟨out, v⟩ rather than grad_outputs=v: the latter's shape check imports
+            # torch.fx's symbolic shapes (and sympy) on first use, ~1–2 s of a fresh process
+            vJ = torch.autograd.grad((out * V[i]).sum(), xr, retain_graph=i < V.shape[0] - 1)[0]
+            total = total + (vJ * V[i]).flatten(1).sum(1)
+    return out.detach(), total if method == "exact" else total / V.shape[0]
 
 
 def jacobian(fn: Field, x: torch.Tensor, *, chunk_size: Optional[int] = None) -> torch.Tensor:

@@ -7,9 +7,14 @@ so integrating x from x(eps) = x up to x(T) gives
 
     log p_eps(x) = log p_T(x(T)) + ∫_eps^T div_x [f − ½g² s](x(t), t) dt
 
-with p_T the SDE's prior. The divergence is exact (D Jacobian-vector products) or
+with p_T the SDE's prior. The divergence is exact (D products with unit vectors) or
 Hutchinson's estimate with probes drawn once per solve and held fixed along it, which keeps
-the integral an unbiased estimate of the exact one.
+the integral an unbiased estimate of the exact one. By default (``mode="reverse"``) each ODE
+evaluation makes one network forward and reverse-mode vector-Jacobian products on its graph,
+which give the drift and the divergence together; ``mode="forward"`` is the older path
+(a plain forward for the drift, Jacobian-vector products for the divergence), kept as the
+reference the fast path is tested against. ``benchmarks/likelihood_cost.py`` times both
+against a score_sde-style SciPy loop.
 """
 from __future__ import annotations
 
@@ -19,15 +24,17 @@ import torch
 from torchdiffeq import odeint
 
 from .checks import check_finite, check_inputs, check_output
-from .derivatives import broadcast_to_batch, divergence, sample_probes
+from .derivatives import broadcast_to_batch, divergence, sample_probes, value_and_divergence
 from .sde import SDE
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["probability_flow_drift", "solve_ode", "log_likelihood", "TRACES"]
+__all__ = ["probability_flow_drift", "solve_ode", "log_likelihood", "joint_rms_norm", "TRACES", "MODES"]
 
 #: How div_x s is formed along the solve.
 TRACES = ("exact", "hutchinson")
+#: How each ODE evaluation differentiates: one forward + vjps ("reverse"), or forward + jvps.
+MODES = ("reverse", "forward")
 
 #: torchdiffeq's adaptive Runge–Kutta solvers, which accept ``step_t``.
 _ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
@@ -43,6 +50,14 @@ def _flow_divergence(model: Score, sde: SDE, x, t, trace: str, probes) -> torch.
     """div_x [f − ½g² s] = div f − ½g² div s, shape ``[B]`` (div f in the SDE's closed form)."""
     div_s = divergence(lambda y: model(y, t), x, trace, probes=probes)
     return sde.drift_divergence(x, t) - 0.5 * sde.diffusion(t) ** 2 * div_s
+
+
+def _drift_and_divergence(model: Score, sde: SDE, x, t, trace: str, probes):
+    """(f − ½g² s, div_x [f − ½g² s]) from one forward of the model and vjps on its graph."""
+    s, div_s = value_and_divergence(lambda y: model(y, t), x, trace, probes=probes)
+    g2 = sde.diffusion(t) ** 2
+    return (sde.drift(x, t) - 0.5 * broadcast_to_batch(g2, x) * s,
+            sde.drift_divergence(x, t) - 0.5 * g2 * div_s)
 
 
 def solve_ode(func: Callable, y0, t0: float, t1: float, *, rtol: float, atol: float,
@@ -70,15 +85,27 @@ def solve_ode(func: Callable, y0, t0: float, t1: float, *, rtol: float, atol: fl
     return tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]
 
 
+def joint_rms_norm(tensors) -> torch.Tensor:
+    """The RMS of every component of the ODE state together (x and log p as one vector).
+
+    The error norm of SciPy's ``solve_ivp`` and so of score_sde's likelihood loop;
+    torchdiffeq's default for a tuple state is the max of per-tensor RMS norms, which lets
+    the B log p components alone drive the step size.
+    """
+    return torch.sqrt(sum(t.pow(2).sum() for t in tensors) / sum(t.numel() for t in tensors))
+
+
 def log_likelihood(model: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
                    trace: str = "exact", *, probe: str = "rademacher", n_probes: int = 1,
                    generator: Optional[torch.Generator] = None, rtol: float = 1e-5,
                    atol: float = 1e-5, method: str = "dopri5", options: Optional[dict] = None,
-                   return_stats: bool = False):
+                   mode: str = "reverse", return_stats: bool = False):
     """log p_eps(x) in nats, shape ``[B]``, by the probability-flow ODE from eps to T.
 
     ``trace`` picks the divergence: ``"exact"`` or ``"hutchinson"`` with ``n_probes``
-    probes of kind ``probe`` drawn once from ``generator``. ``rtol``, ``atol``, ``method``
+    probes of kind ``probe`` drawn once from ``generator``. ``mode="reverse"`` (default)
+    forms the drift and the divergence from one forward and vjps, ``"forward"`` from a
+    forward plus jvps; both give the same estimate for the same probes. ``rtol``, ``atol``, ``method``
     and ``options`` go to ``torchdiffeq.odeint``. With ``return_stats`` also returns a dict:
     ``nfe`` (ODE function evaluations), ``prior_logp`` = log p_T(x(T)), ``delta_logp`` =
     ∫ div dt (both ``[B]``) and ``x_T``. No autograd graph is kept.
@@ -89,6 +116,8 @@ def log_likelihood(model: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
                          f"a small positive value such as 1e-5 is usual")
     if trace not in TRACES:
         raise ValueError(f"unknown trace {trace!r}; choose one of {list(TRACES)}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
     t_eps = check_inputs(x, eps, T)
     B = x.shape[0]
     nfe = 0
@@ -105,10 +134,15 @@ def log_likelihood(model: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
             nfe += 1
             y = state[0]
             tb = t.to(y.dtype).expand(B)
+            if mode == "reverse":
+                return _drift_and_divergence(model, sde, y, tb, trace, probes)
             return (probability_flow_drift(model, sde, y, tb),
                     _flow_divergence(model, sde, y, tb, trace, probes))
 
         y0 = (x, torch.zeros(B, dtype=x.dtype, device=x.device))
+        options = dict(options or {})
+        if method in _ADAPTIVE:
+            options.setdefault("norm", joint_rms_norm)
         x_T, delta_logp = solve_ode(ode, y0, eps, T, rtol=rtol, atol=atol, method=method,
                                     options=options)
         check_finite(x_T, "the ODE's end point x(T)")

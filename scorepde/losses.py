@@ -268,6 +268,9 @@ class FPObjective(torch.nn.Module):
     ``dsm_weighting`` is λ(t) of J_DSM (one of ``WEIGHTINGS``; the paper's CIFAR run uses
     ``"g2"``); ``normalize`` and ``rhs_reduction`` as in ``fp_regularizer``. The paper's
     settings are presets: ``FPObjective(net, sde, **PAPER_SETTINGS["cifar10"])``.
+    ``every = k`` evaluates R_FP on every k-th call only, weighted by k (calls 0, k, 2k, …):
+    the same expected gradient at 1/k of the regularizer's cost. The call count is part of
+    the module's ``state_dict``, so a resumed run keeps the phase.
     """
 
     def __init__(self, model: torch.nn.Module, sde: SDE, *, beta: float = 0.0, gamma: float = 0.0,
@@ -275,8 +278,10 @@ class FPObjective(torch.nn.Module):
                  dsm_weighting: str = "sigma2", eps: float = 1e-5,
                  subbatch: Optional[Union[int, float]] = None, unbiased: bool = True,
                  normalize: str = "none", rhs_reduction: str = "mean_abs",
-                 autocast: Optional[torch.dtype] = None, **options):
+                 autocast: Optional[torch.dtype] = None, every: int = 1, **options):
         super().__init__()
+        if not (isinstance(every, int) and every >= 1):
+            raise ValueError(f"every must be a positive integer (R_FP on every k-th step, weighted by k), got {every!r}")
         _check_eps(eps, sde)
         _weighting(dsm_weighting, sde, torch.zeros(1))
         _weighting(fp_weighting, sde, torch.zeros(1))
@@ -293,10 +298,16 @@ class FPObjective(torch.nn.Module):
         self.estimator, self.dsm_weighting, self.eps = estimator, dsm_weighting, eps
         self.subbatch, self.unbiased, self.options = subbatch, unbiased, options
         self.normalize, self.rhs_reduction = normalize, rhs_reduction
-        self.autocast = autocast
+        self.autocast, self.every, self.calls = autocast, every, 0
         self._independence_checked = False
         if self.regularized:
             _warn_if_stencil_leaves_the_horizon(model, sde, eps, estimator, options)
+
+    def get_extra_state(self):
+        return {"calls": self.calls}
+
+    def set_extra_state(self, state):
+        self.calls = int(state["calls"])
 
     @property
     def regularized(self) -> bool:
@@ -326,7 +337,9 @@ class FPObjective(torch.nn.Module):
 
     def forward(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None):
         xt, t, z = _perturbed_batch(self.sde, x0, self.eps, generator)
-        if not self.regularized:
+        skip = self.calls % self.every != 0
+        self.calls += 1
+        if not self.regularized or skip:
             dsm = _dsm_from_score(self._plain_score(xt, t), self.sde, t, z, self.dsm_weighting)
             return dsm, {"dsm": dsm.detach(), "fp": torch.zeros_like(dsm.detach())}
         k = self.fp_batch_size(x0.shape[0])
@@ -341,4 +354,5 @@ class FPObjective(torch.nn.Module):
                                       generator=generator, **self.options)
         s = score.out if self.fused else self._plain_score(xt, t)
         dsm = _dsm_from_score(s, self.sde, t, z, self.dsm_weighting)
+        fp = self.every * fp
         return dsm + fp, {"dsm": dsm.detach(), "fp": fp.detach(), **fp_parts}

@@ -140,3 +140,47 @@ def test_nan_model_named(gmm):
 
     with pytest.raises(ValueError, match="ODE solve .* failed"):
         log_likelihood(late_nan, sde, x)
+
+
+def test_value_and_divergence_matches_the_jvp_divergence():
+    """The one-forward vjp path (the likelihood's default) against the forward-mode
+    divergence it replaces, exact and Hutchinson with the same probes, float64."""
+    from scorepde.derivatives import divergence, value_and_divergence
+    torch.manual_seed(0)
+    net, x = MLP(3).double(), torch.randn(5, 3, dtype=torch.float64)
+    t = torch.rand(5, dtype=torch.float64)
+    fn = lambda y: net(y, t)
+    probes = sample_probes(x, 3, "gaussian", torch.Generator().manual_seed(1))
+    for method, kw in (("exact", {}), ("hutchinson", dict(probes=probes))):
+        value, div = value_and_divergence(fn, x, method, **kw)
+        torch.testing.assert_close(value, fn(x), rtol=0, atol=1e-12)
+        torch.testing.assert_close(div, divergence(fn, x, method, **kw), rtol=1e-10, atol=1e-10)
+        assert not value.requires_grad and not div.requires_grad
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_reverse_mode_likelihood_matches_forward_mode(trace):
+    """The default (one forward + vjps) against the older jvp path, same probe, within the
+    solver tolerance (float64, tol 1e-6; the two differ only by round-off per evaluation)."""
+    torch.manual_seed(0)
+    model, sde = MLP(2).double(), sp.VPSDE()
+    x = torch.randn(6, 2, dtype=torch.float64)
+    kw = dict(trace=trace, rtol=1e-6, atol=1e-6)
+    rev = log_likelihood(model, sde, x, generator=torch.Generator().manual_seed(2), **kw)
+    fwd = log_likelihood(model, sde, x, generator=torch.Generator().manual_seed(2), mode="forward", **kw)
+    assert (rev - fwd).abs().max() < 1e-6
+    other = log_likelihood(model, sde, x, generator=torch.Generator().manual_seed(3), **kw)
+    if trace == "hutchinson":  # a different probe gives a different estimate: the check has teeth
+        assert (other - rev).abs().max() > 1e-3
+
+
+def test_joint_norm_is_the_rms_of_the_whole_state():
+    from scorepde.likelihood import joint_rms_norm
+    a, b = torch.tensor([3.0, 4.0]), torch.tensor([0.0])
+    assert joint_rms_norm((a, b)).item() == pytest.approx((25 / 3) ** 0.5)
+
+
+def test_unknown_mode_refused(gmm):
+    sde = sp.VPSDE()
+    with pytest.raises(ValueError, match="unknown mode"):
+        log_likelihood(lambda x, t: gmm.score(x, t, sde), sde, _points(gmm, n=4), mode="sideways")

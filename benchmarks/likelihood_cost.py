@@ -1,0 +1,302 @@
+"""The price of a likelihood: scorepde.log_likelihood against a score_sde-style SciPy loop.
+
+    python benchmarks/likelihood_cost.py [--out DIR] [--quick] [--points N] [--repeats R]
+
+The baseline is the loop users know from score_sde_pytorch's ``likelihood.py``, written here
+from its description: ``scipy.integrate.solve_ivp`` (RK45) on one flat float64 state of the
+whole batch, a numpy → torch → numpy round trip at every evaluation, the drift from a plain
+forward and the divergence from a second forward with ``autograd.grad`` (Hutchinson with one
+fixed Rademacher probe; the exact trace by D gradients). scorepde runs the same points, the
+same probe and the same tolerance (rtol = atol = 1e-5 by default) with ``mode="reverse"``
+(its default: one forward and vjps per evaluation) and ``mode="forward"`` (the older jvp
+path). Cases: a 2-D Gaussian mixture (exact score) with the exact and the Hutchinson trace,
+and a 784-D 28×28 U-Net (briefly DSM-trained on MNIST, else on 8×8 digits) with Hutchinson.
+
+Solves are interleaved (A B C, C B A, …) after one warmup each; every ratio is a ratio of
+medians from one run. The first-call cost (a fresh process's first solve minus its second)
+is measured in a subprocess per method. Writes metrics.json and table.md to --out.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+import torch
+from scipy.integrate import solve_ivp
+
+import scorepde as sp
+from scorepde.benchmarking import interleaved_timings, machine_info, summarize
+from scorepde.derivatives import sample_probes
+from scorepde.losses import dsm_loss
+from scorepde.training import make_optimizer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import base_parser, setup_run  # noqa: E402
+from step_cost import MNIST_DIR, build_unet, image_batch  # noqa: E402
+
+EPS = 1e-5
+METHODS = ("scipy_rk45", "scorepde_reverse", "scorepde_forward")
+CASES = ("mixture_exact", "mixture_hutchinson", "unet_hutchinson")
+
+
+def parse_args(argv=None):
+    p = base_parser(__doc__, "runs/likelihood_cost", "tiny sizes, for tests (well under a minute)")
+    p.add_argument("--points", type=int, default=None, help="points per solve, mixture (default 64, quick 8)")
+    p.add_argument("--unet-points", type=int, default=None, help="points per solve, U-Net (default 4, quick 2)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds, mixture (default 5, quick 1)")
+    p.add_argument("--unet-repeats", type=int, default=None, help="timed rounds, U-Net (default 3, quick 1)")
+    p.add_argument("--unet-forward", action="store_true",
+                   help="also time scorepde's forward-mode path on the U-Net (about 6× slower per evaluation)")
+    p.add_argument("--tol", type=float, default=None, help="rtol = atol of every solver (default 1e-5, quick 1e-3)")
+    p.add_argument("--unet-train-steps", type=int, default=None,
+                   help="DSM steps that train the U-Net before timing (default 300, quick 5)")
+    p.add_argument("--data-dir", default=MNIST_DIR,
+                   help="folder with MNIST IDX files for the U-Net (default: ../shared/data/mnist-10k); digits if absent")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    p.add_argument("--no-first-call", action="store_true",
+                   help="skip the fresh-process first-call measurement (it starts one process per method)")
+    p.add_argument("--first-call", default=None, help=argparse_hidden())
+    return p.parse_args(argv)
+
+
+def argparse_hidden():
+    import argparse
+    return argparse.SUPPRESS
+
+
+# ---------------------------------------------------------------------------------------
+# The score_sde-style baseline: solve_ivp RK45, numpy round trip per evaluation.
+# ---------------------------------------------------------------------------------------
+
+def scipy_log_likelihood(model, sde, x, trace, probe, *, eps=EPS, rtol=1e-5, atol=1e-5):
+    """log p_eps(x) and the NFE, as score_sde_pytorch's likelihood loop computes it."""
+    shape, B, dtype = x.shape, x.shape[0], x.dtype
+    nfe = 0
+
+    def drift_fn(y, t):
+        return sp.probability_flow_drift(model, sde, y, t)
+
+    def div_fn(y, t):
+        with torch.enable_grad():
+            y = y.detach().requires_grad_(True)
+            out = drift_fn(y, t)
+            if trace == "hutchinson":
+                grad = torch.autograd.grad((out * probe).sum(), y)[0]
+                return (grad * probe).flatten(1).sum(1)
+            flat = out.flatten(1)
+            return sum(torch.autograd.grad(flat[:, i].sum(), y, retain_graph=i < flat.shape[1] - 1)[0]
+                       .flatten(1)[:, i] for i in range(flat.shape[1]))
+
+    def ode_func(t, state):
+        nonlocal nfe
+        nfe += 1
+        y = torch.from_numpy(state[:-B]).to(dtype).reshape(shape)
+        vec_t = torch.full((B,), t, dtype=dtype)
+        with torch.no_grad():
+            drift = drift_fn(y, vec_t).numpy().reshape(-1)
+        logp_grad = div_fn(y, vec_t).detach().numpy().reshape(-1)
+        return np.concatenate([drift, logp_grad]).astype(np.float64)
+
+    init = np.concatenate([x.detach().numpy().reshape(-1), np.zeros(B)]).astype(np.float64)
+    sol = solve_ivp(ode_func, (eps, float(sde.T)), init, rtol=rtol, atol=atol, method="RK45")
+    z = torch.from_numpy(sol.y[:-B, -1]).to(dtype).reshape(shape)
+    delta = torch.from_numpy(sol.y[-B:, -1]).to(dtype)
+    return sde.prior_log_prob(z) + delta, nfe
+
+
+# ---------------------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------------------
+
+def mixture_case(args, trace):
+    sde = sp.VPSDE()
+    gmm = sp.GaussianMixture([[-2.0, -1.0], [3.0, 2.0], [0.5, 4.0]], [0.3, 0.5, 0.4], [0.2, 0.5, 0.3])
+    n = args.points or (8 if args.quick else 64)
+    x = gmm.sample(n, generator=torch.Generator().manual_seed(args.seed))
+    return (lambda y, t: gmm.score(y, t, sde)), sde, x, trace
+
+
+def unet_case(args):
+    """The step-cost U-Net, trained briefly by DSM so its ODE is a trained network's (the
+    weights are kept in --out, so the first-call processes load instead of retraining)."""
+    model = build_unet(args.quick, "cpu", args.seed)
+    steps = args.unet_train_steps if args.unet_train_steps is not None else (5 if args.quick else 300)
+    data, _ = image_batch(args.quick, 2048 if not args.quick else 64, "cpu", args.seed, args.data_dir)
+    weights = os.path.join(args.out, f"unet_dsm{steps}_seed{args.seed}{'_quick' if args.quick else ''}.pt")
+    if os.path.exists(weights):
+        model.load_state_dict(torch.load(weights))
+    else:
+        opt, _ = make_optimizer(model.parameters(), lr=2e-3)
+        g = torch.Generator().manual_seed(args.seed)
+        for _ in tqdm(range(steps), desc="DSM-train the U-Net", disable=args.first_call is not None):
+            idx = torch.randint(0, data.shape[0], (32,), generator=g)
+            loss = dsm_loss(model, model.sde, data[idx], generator=g)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        torch.save(model.state_dict(), weights + ".tmp")
+        os.replace(weights + ".tmp", weights)
+    model.eval().requires_grad_(False)
+    n = args.unet_points or (2 if args.quick else 4)
+    x = data[-n:]
+    return model, model.sde, x, "hutchinson"
+
+
+def build_case(args, name):
+    if name == "unet_hutchinson":
+        return unet_case(args)
+    return mixture_case(args, name.split("_")[1])
+
+
+def solvers(model, sde, x, trace, tol, seed):
+    """name → a function that solves once and returns (log-likelihood, NFE); one probe for all."""
+    probe = sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(seed))[0]
+
+    def ours(mode):
+        def run():
+            ll, stats = sp.log_likelihood(model, sde, x, EPS, trace, rtol=tol, atol=tol, mode=mode,
+                                          generator=torch.Generator().manual_seed(seed), return_stats=True)
+            return ll, stats["nfe"]
+        return run
+
+    return {"scipy_rk45": lambda: scipy_log_likelihood(model, sde, x, trace, probe, rtol=tol, atol=tol),
+            "scorepde_reverse": ours("reverse"), "scorepde_forward": ours("forward")}
+
+
+def first_call(args, case, method):
+    """(first solve, second solve) seconds in a fresh process, after imports and set-up."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--first-call", f"{case}:{method}", "--seed", str(args.seed),
+           "--tol", str(args.tol), "--data-dir", args.data_dir, "--out", args.out]
+    for flag, value in (("--points", args.points), ("--unet-points", args.unet_points),
+                        ("--unet-train-steps", args.unet_train_steps)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if args.quick:
+        cmd.append("--quick")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"first-call measurement {case}:{method} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _first_call_child(args):
+    case, method = args.first_call.split(":")
+    model, sde, x, trace = build_case(args, case)
+    fn = solvers(model, sde, x, trace, args.tol, args.seed)[method]
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    print(json.dumps({"first": seconds[0], "second": seconds[1]}))
+
+
+def case_methods(args, name):
+    if name == "unet_hutchinson" and not args.unet_forward:
+        return [m for m in METHODS if m != "scorepde_forward"]
+    return list(METHODS)
+
+
+def run_case(args, name):
+    model, sde, x, trace = build_case(args, name)
+    fns = {m: fn for m, fn in solvers(model, sde, x, trace, args.tol, args.seed).items()
+           if m in case_methods(args, name)}
+    answers = {m: fn() for m, fn in fns.items()}  # also the warmup
+    if name == "unet_hutchinson":
+        repeats = args.unet_repeats or (1 if args.quick else 3)
+    else:
+        repeats = args.repeats or (1 if args.quick else 5)
+    times = interleaved_timings({m: (lambda fn=fn: fn()) for m, fn in fns.items()}, repeats=repeats,
+                                warmup=0, progress=True, desc=name)
+    ref = answers["scipy_rk45"][0].double()
+    # A tight solve (tol / 100, same probe) says how far each method is from the ODE's answer:
+    # the two agree "within solver tolerance" when their gap is no larger than their own errors.
+    tight = sp.log_likelihood(model, sde, x, EPS, trace, rtol=args.tol / 100, atol=args.tol / 100,
+                              generator=torch.Generator().manual_seed(args.seed)).double()
+    own_error = {m: (answers[m][0].double() - tight).abs().max().item() for m in fns}
+    base = statistics.median(times["scipy_rk45"])
+    rows = {}
+    for m in fns:
+        ll, nfe = answers[m]
+        med = statistics.median(times[m])
+        diff = (ll.double() - ref).abs()
+        rows[m] = dict(nfe=nfe, seconds=summarize(times[m]), seconds_per_nfe=med / nfe,
+                       speedup_over_scipy=base / med, max_abs_diff_nats=diff.max().item(),
+                       max_abs_diff_nats_per_dim=diff.max().item() / x[0].numel(),
+                       max_abs_error_vs_tight_solve=own_error[m],
+                       mean_loglik=ll.double().mean().item(), times=times[m])
+    band = 2 * max(own_error.values())
+    return dict(points=x.shape[0], dim=x[0].numel(), trace=trace, rows=rows,
+                agreement_band_nats=band, answers_agree=all(r["max_abs_diff_nats"] <= band for r in rows.values()))
+
+
+def write_table(results, info, args, path):
+    lines = [f"Device: {info['device_name']} ({info['torch_threads']} thread), load average "
+             f"{', '.join(f'{v:.2f}' for v in info['load_average'])} at the start; rtol = atol = {args.tol}, "
+             f"eps = {EPS}; medians of interleaved solves.", "",
+             "| case | D | points | method | NFE | solve (s) | ms / NFE | × faster than SciPy | "
+             "first-call extra (s) | max \\|Δ log p\\| vs SciPy (nats) | max error vs tol/100 solve (nats) |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for case, res in results.items():
+        for m, r in res["rows"].items():
+            fc = r.get("first_call")
+            fcs = "–" if fc is None else f"{fc['first'] - fc['second']:.2f}"
+            lines.append(f"| {case} | {res['dim']} | {res['points']} | {m} | {r['nfe']} | "
+                         f"{r['seconds']['median']:.3f} | {1e3 * r['seconds_per_nfe']:.2f} | "
+                         f"{r['speedup_over_scipy']:.2f} | {fcs} | {r['max_abs_diff_nats']:.2e} | "
+                         f"{r['max_abs_error_vs_tight_solve']:.2e} |")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    args.tol = args.tol or (1e-3 if args.quick else 1e-5)
+    if args.first_call:
+        torch.set_num_threads(args.threads)
+        return _first_call_child(args)
+    device = setup_run(args)
+    if device.type != "cpu":
+        sys.exit("likelihood_cost.py compares against a numpy loop: --device cpu only")
+    cases = [c for c in args.cases.split(",") if c]
+    bad = [c for c in cases if c not in CASES]
+    if bad:
+        sys.exit(f"unknown case(s) {bad}; choose from {list(CASES)}")
+    info = machine_info(device)
+    results = {}
+    for case in cases:
+        results[case] = run_case(args, case)
+        # the first-call extra is per process, not per model: measured on the mixture only
+        if not args.no_first_call and case != "unet_hutchinson" and not (args.quick and case != "mixture_hutchinson"):
+            for m in results[case]["rows"]:
+                fc = first_call(args, case, m)
+                results[case]["rows"][m]["first_call"] = dict(fc, extra=fc["first"] - fc["second"])
+    info["load_average_end"] = list(os.getloadavg())
+    speedups = {c: r["rows"]["scorepde_reverse"]["speedup_over_scipy"] for c, r in results.items()}
+    metrics = dict(
+        speedup_over_scipy=speedups,
+        min_speedup_over_scipy=min(speedups.values()),
+        goals=dict(at_least_1_5x_faster=min(speedups.values()) >= 1.5,
+                   answers_agree=all(r["answers_agree"] for r in results.values())),
+        cases=results, machine=info, tol=args.tol, eps=EPS,
+        command=" ".join(["python", "benchmarks/likelihood_cost.py"] + (sys.argv[1:] if argv is None else list(argv))),
+    )
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    for name in os.listdir(args.out):  # the U-Net weights were only for the first-call processes
+        if name.startswith("unet_dsm") and name.endswith(".pt"):
+            os.remove(os.path.join(args.out, name))
+    write_table(results, info, args, os.path.join(args.out, "table.md"))
+    print(open(os.path.join(args.out, "table.md")).read())
+    print(json.dumps({k: metrics[k] for k in ("speedup_over_scipy", "goals")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
