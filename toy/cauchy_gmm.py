@@ -245,12 +245,10 @@ def summarize(folder: str):
             "steps", "budget", "load (1 min)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     lines += ["| " + " | ".join(_row(n, m)) + " |" for n, m in runs.items()]
-    with open(os.path.join(folder, "summary.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
     panels = {}
     for name, m in runs.items():
         cfg = m["config"]
-        if name.startswith("est_"):
+        if name.startswith(("est_", "abl_")):       # estimator and ablation runs: tables only
             continue
         key = f"D = {cfg['dim']}, {cfg['sde'].split('(')[0]}"
         panels.setdefault(key, {})[cfg["method"]] = m["score_rel_l2_curve"]["rel_l2"]
@@ -260,6 +258,16 @@ def summarize(folder: str):
                         panels=dict(sorted(panels.items(), key=lambda kv: (kv[0].split(",")[1], int(kv[0].split()[2].rstrip(","))))))
     est = {n: m for n, m in runs.items() if n.startswith("est_")}
     if est:
+        # Error at equal steps too: the history interpolated at the smallest run's step count.
+        fewest = min(m["steps"] for m in est.values())
+        at = lambda h: next(x["score_rel_l2"] for x in h if x["step"] >= fewest)
+        eh = ["estimator (D = 32, VE)", "steps", "wall s / step", "score_rel_l2", f"at step ≥ {fewest}",
+              "rel_l2 at t = 0", "load (1 min)"]
+        lines += ["", "| " + " | ".join(eh) + " |", "|" + " --- |" * len(eh)]
+        lines += [f"| {_row(n, m)[3]} | {m['steps']} | {m['train_seconds'] / m['steps']:.3f} | "
+                  f"{m['score_rel_l2']:.4f} | {at(m['history']):.4f} | "
+                  f"{m['score_rel_l2_curve']['rel_l2'][0]:.3f} | {m['load_average'][0]:.1f} |"
+                  for n, m in est.items()]
         # Evaluations run at the same fractions of each budget, so they share a time axis.
         first = next(iter(est.values()))
         grid = [60 * first["config"]["minutes"] * k / first["config"]["n_evals"]
@@ -268,6 +276,8 @@ def summarize(folder: str):
         plotting.curves(grid, series, os.path.join(folder, "estimators_d32.png"),
                         xlabel="training wall time (s)", ylabel="time-averaged rel. L2",
                         title="Cauchy fit at D = 32 (VE): error against wall time")
+    with open(os.path.join(folder, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     return runs
 
