@@ -235,6 +235,7 @@ def _row(name, m):
     budget = f"{cfg['steps']} steps" if cfg["steps"] else f"{cfg['minutes']:g} min"
     return [f"`{name}`", str(cfg["dim"]), cfg["sde"].split("(")[0], method, f"{m['score_rel_l2']:.4f}",
             f"{m['worst_rel_l2']:.3f} at t = {m['worst_t']:.2f}", f"{m['train_seconds'] / 60:.1f} min",
+            f"{m['train_cpu_seconds'] / 60:.1f} min" if "train_cpu_seconds" in m else "—",
             str(m["steps"]), budget, f"{m['load_average'][0]:.1f}"]
 
 
@@ -242,7 +243,7 @@ def summarize(folder: str):
     """Tables and figures from finished --dim runs (no training)."""
     runs = _load_runs(folder)
     head = ["run", "D", "SDE", "method", "score_rel_l2 (mean over t)", "worst t", "train wall time",
-            "steps", "budget", "load (1 min)"]
+            "its CPU time", "steps", "budget", "load (1 min)"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     lines += ["| " + " | ".join(_row(n, m)) + " |" for n, m in runs.items()]
     panels = {}
