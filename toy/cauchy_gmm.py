@@ -244,8 +244,13 @@ def summarize(folder: str):
     runs = _load_runs(folder)
     head = ["run", "D", "SDE", "method", "score_rel_l2 (mean over t)", "worst t", "train wall time",
             "its CPU time", "steps", "budget", "load (1 min)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    lines += ["| " + " | ".join(_row(n, m)) + " |" for n, m in runs.items()]
+    lines = []
+    for title, keep in (("Runs", lambda n: not n.startswith(("est_", "abl_"))),
+                        ("Estimator runs", lambda n: n.startswith("est_")),
+                        ("Ablations", lambda n: n.startswith("abl_"))):
+        rows = ["| " + " | ".join(_row(n, m)) + " |" for n, m in runs.items() if keep(n)]
+        if rows:
+            lines += ["", f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)] + rows
     panels = {}
     for name, m in runs.items():
         cfg = m["config"]
@@ -257,6 +262,31 @@ def summarize(folder: str):
     if panels:
         plotting.curves(ts, {}, os.path.join(folder, "rel_l2_over_t.png"), ylabel="relative L2 error",
                         panels=dict(sorted(panels.items(), key=lambda kv: (kv[0].split(",")[1], int(kv[0].split()[2].rstrip(","))))))
+    pairs = {}
+    for name, m in runs.items():
+        if not name.startswith(("est_", "abl_")):
+            pairs.setdefault((m["config"]["dim"], m["config"]["sde"].split("(")[0]), {})[m["config"]["method"]] = m
+    ch = ["D", "SDE", "Cauchy lower at t in", "rel_l2 Cauchy / DSM at t = 0", "t = 0.25", "t = 0.5",
+          "t = 0.75", "t = 1"]
+    crow = []
+    for (dim, sde_name), both in sorted(pairs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if set(both) != set(METHODS):
+            continue
+        t, a, b = (both["cauchy"]["score_rel_l2_curve"]["t"], both["cauchy"]["score_rel_l2_curve"]["rel_l2"],
+                   both["dsm"]["score_rel_l2_curve"]["rel_l2"])
+        spans, start = [], None
+        for i, better in enumerate([x < y for x, y in zip(a, b)] + [False]):
+            if better and start is None:
+                start = i
+            if not better and start is not None:
+                spans.append(f"[{t[start]:.2f}, {t[i - 1]:.2f}]")
+                start = None
+        at = lambda v: min(range(len(t)), key=lambda i: abs(t[i] - v))
+        crow.append([str(dim), sde_name, " ∪ ".join(spans) or "none"]
+                    + [f"{a[at(v)]:.3f} / {b[at(v)]:.3f}" for v in (0.0, 0.25, 0.5, 0.75, 1.0)])
+    if crow:
+        lines += ["", "**Where each method wins**", "", "| " + " | ".join(ch) + " |", "|" + " --- |" * len(ch)]
+        lines += ["| " + " | ".join(r) + " |" for r in crow]
     est = {n: m for n, m in runs.items() if n.startswith("est_")}
     if est:
         # Error at equal steps too: the history interpolated at the smallest run's step count.
