@@ -284,6 +284,20 @@ def summarize(folder: str):
         at = lambda v: min(range(len(t)), key=lambda i: abs(t[i] - v))
         crow.append([str(dim), sde_name, " ∪ ".join(spans) or "none"]
                     + [f"{a[at(v)]:.3f} / {b[at(v)]:.3f}" for v in (0.0, 0.25, 0.5, 0.75, 1.0)])
+    compact = []
+    for (dim, sde_name), both in sorted(pairs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if set(both) == set(METHODS):
+            c, d = both["cauchy"], both["dsm"]
+            cpu = lambda m: f"{m['train_cpu_seconds'] / 60:.1f}" if "train_cpu_seconds" in m else "—"
+            compact.append([str(dim), sde_name, f"**{c['score_rel_l2']:.3f}** / {d['score_rel_l2']:.3f}",
+                            f"{c['worst_rel_l2']:.2f} at {c['worst_t']:.2f} / {d['worst_rel_l2']:.2f} at {d['worst_t']:.2f}",
+                            f"{c['train_seconds'] / 60:.1f} ({cpu(c)}) / {d['train_seconds'] / 60:.1f} ({cpu(d)})",
+                            f"{c['steps']} / {d['steps']}", f"{c['config']['estimator']}"])
+    if compact:
+        kh = ["D", "SDE", "score_rel_l2, Cauchy / DSM", "worst rel_l2 at t, Cauchy / DSM",
+              "train min, wall (CPU), Cauchy / DSM", "steps, Cauchy / DSM", "estimator"]
+        lines += ["", "**Cauchy vs DSM**", "", "| " + " | ".join(kh) + " |", "|" + " --- |" * len(kh)]
+        lines += ["| " + " | ".join(r) + " |" for r in compact]
     if crow:
         lines += ["", "**Where each method wins**", "", "| " + " | ".join(ch) + " |", "|" + " --- |" * len(ch)]
         lines += ["| " + " | ".join(r) + " |" for r in crow]
