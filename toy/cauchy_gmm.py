@@ -289,7 +289,8 @@ def summarize(folder: str):
         if set(both) == set(METHODS):
             c, d = both["cauchy"], both["dsm"]
             cpu = lambda m: f"{m['train_cpu_seconds'] / 60:.1f}" if "train_cpu_seconds" in m else "—"
-            compact.append([str(dim), sde_name, f"**{c['score_rel_l2']:.3f}** / {d['score_rel_l2']:.3f}",
+            compact.append([str(dim), sde_name, " / ".join(f"**{v:.3f}**" if v == min(c["score_rel_l2"], d["score_rel_l2"]) else f"{v:.3f}"
+                                       for v in (c["score_rel_l2"], d["score_rel_l2"])),
                             f"{c['worst_rel_l2']:.2f} at {c['worst_t']:.2f} / {d['worst_rel_l2']:.2f} at {d['worst_t']:.2f}",
                             f"{c['train_seconds'] / 60:.1f} ({cpu(c)}) / {d['train_seconds'] / 60:.1f} ({cpu(d)})",
                             f"{c['steps']} / {d['steps']}", f"{c['config']['estimator']}"])
