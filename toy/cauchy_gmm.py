@@ -297,10 +297,13 @@ def summarize(folder: str):
                                        for v in (c["score_rel_l2"], d["score_rel_l2"])),
                             f"{c['worst_rel_l2']:.2f} at {c['worst_t']:.2f} / {d['worst_rel_l2']:.2f} at {d['worst_t']:.2f}",
                             f"{c['train_seconds'] / 60:.1f} ({cpu(c)}) / {d['train_seconds'] / 60:.1f} ({cpu(d)})",
+                            " / ".join(f"{sum(r[1:]) / (len(r) - 1):.3f}" for r in
+                                       (c["score_rel_l2_curve"]["rel_l2"], d["score_rel_l2_curve"]["rel_l2"])),
                             f"{c['steps']} / {d['steps']}", f"{c['config']['estimator']}"])
     if compact:
         kh = ["D", "SDE", "score_rel_l2, Cauchy / DSM", "worst rel_l2 at t, Cauchy / DSM",
-              "train min, wall (CPU), Cauchy / DSM", "steps, Cauchy / DSM", "estimator"]
+              "train min, wall (CPU), Cauchy / DSM", "mean without t = 1e-5", "steps, Cauchy / DSM",
+              "estimator"]
         lines += ["", "**Cauchy vs DSM**", "", "| " + " | ".join(kh) + " |", "|" + " --- |" * len(kh)]
         lines += ["| " + " | ".join(r) + " |" for r in compact]
     if crow:
