@@ -110,3 +110,16 @@ def test_help_names_the_high_dimension_flags():
     assert proc.returncode == 0
     for flag in ("--dim", "--method", "--estimator", "--unbiased", "--minutes", "--sde"):
         assert flag in proc.stdout
+
+
+def test_summarize_tables_both_methods_and_the_figure(tmp_path):
+    for method in ("cauchy", "dsm"):
+        _main("--dim", "2", "--quick", "--steps", "3", "--n-evals", "1", "--method", method,
+              "--out", str(tmp_path / f"{method}_ve_d2"))
+    runs = _main("--summarize", str(tmp_path))
+    assert set(runs) == {"cauchy_ve_d2", "dsm_ve_d2"}
+    text = (tmp_path / "summary.md").read_text()
+    assert "Where each method wins" in text and "`dsm_ve_d2`" in text and "3 steps" in text
+    assert (tmp_path / "rel_l2_over_t.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SystemExit, match="no \\*/metrics.json"):
+        _main("--summarize", str(tmp_path / "cauchy_ve_d2"))

@@ -44,10 +44,10 @@ ODE_TOL = 1e-4      # rtol = atol of the PF-ODE solves
 SDES = {"ve": lambda: sp.VESDE(0.01, 50.0), "vp": lambda: sp.VPSDE(0.1, 20.0)}
 METHODS = ("cauchy", "dsm")
 #: Flags that only mean something with --dim (their defaults are filled in by run_dim).
-DIM_ONLY = ("summarize", "components", "sde", "method", "estimator", "unbiased", "minutes", "condition",
+DIM_ONLY = ("summarize", "components", "sde", "method", "estimator", "unbiased", "minutes", "clock", "condition",
             "n_evals")
-DIM_DEFAULTS = dict(components=4, sde="ve", method="cauchy", estimator="hutchinson",
-                    unbiased=False, minutes=20.0, condition="log_scale", n_evals=20)
+DIM_DEFAULTS = dict(components=4, sde="ve", method="cauchy", estimator="forward_fd",
+                    unbiased=False, minutes=20.0, clock="wall", n_evals=20)
 
 
 def add_dim_flags(p):
@@ -65,15 +65,19 @@ def add_dim_flags(p):
                    help="'cauchy': initial score + score-FPE residual only; 'dsm': the baseline, "
                         "plain DSM on samples of q_0 with the same budget (cauchy)")
     g.add_argument("--estimator", choices=sorted(ESTIMATORS), default=None,
-                   help="residual estimator of the Cauchy fit (hutchinson; see the README's "
+                   help="residual estimator of the Cauchy fit (forward_fd; see the README's "
                         "measurement)")
     g.add_argument("--unbiased", action="store_const", const=True, default=None,
                    help="square the residual as the product of two independent draws "
                         "(unbiased, twice the cost) instead of one draw squared")
     g.add_argument("--minutes", type=float, default=None,
                    help="training wall-time budget, evaluations excluded (20; --steps overrides)")
+    g.add_argument("--clock", choices=("wall", "cpu"), default=None,
+                   help="what --minutes counts: wall time, or this process's CPU time (equal "
+                        "budgets on a shared machine; the same on an idle core) (wall)")
     g.add_argument("--condition", choices=ToyScore.CONDITIONS, default=None,
-                   help="what the Cauchy fit's ToyScore conditions on (log_scale)")
+                   help="what the Cauchy fit's ToyScore conditions on (log_scale for VE, time for "
+                        "VP: log ŝ(t) barely moves once σ_t/a(t) passes the data scale under VP)")
     g.add_argument("--n-evals", type=int, default=None,
                    help="evaluations of the error during training, for the error-vs-time curve (20)")
 
@@ -117,14 +121,14 @@ def _budgeted_training(args, model, objective, ds, evaluate):
     opt, _ = make_optimizer(model.parameters(), lr=args.lr, warmup=0)
     gen = C.generator(args.seed)
     batches = C.batches(ds, args.batch_size, gen, args.device)
-    history, step, seconds, next_eval = [], 0, 0.0, 0
+    history, step, seconds, cpu, next_eval = [], 0, 0.0, 0.0, 0
     bar = tqdm(total=round(budget), desc=f"{args.method} D={args.dim}",
                unit="step" if args.steps else "s", dynamic_ncols=True)
     while True:
-        frac = min(1.0, (step if args.steps else seconds) / budget)
+        frac = min(1.0, (step if args.steps else cpu if args.clock == "cpu" else seconds) / budget)
         if frac >= next_eval / args.n_evals:
             model.eval()
-            history.append({"step": step, "train_seconds": seconds, **evaluate()})
+            history.append({"step": step, "train_seconds": seconds, "cpu_seconds": cpu, **evaluate()})
             model.train()
             bar.set_postfix(rel_l2=f"{history[-1]['score_rel_l2']:.4f}")
             next_eval = math.floor(frac * args.n_evals) + 1
@@ -132,16 +136,17 @@ def _budgeted_training(args, model, objective, ds, evaluate):
             break
         for group in opt.param_groups:
             group["lr"] = args.lr * (0.05 + 0.475 * (1 + math.cos(math.pi * frac)))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             train_step(objective, opt, next(batches), step=step, generator=gen, grad_clip=1.0)
         except NonFiniteLossError as err:
             raise SystemExit(f"training stopped: {err}") from None
         seconds += time.perf_counter() - t0
+        cpu += time.process_time() - c0       # this process's CPU time: the load-free cost
         step += 1
-        bar.update(1 if args.steps else round(seconds) - bar.n)
+        bar.update(1 if args.steps else round(cpu if args.clock == "cpu" else seconds) - bar.n)
     bar.close()
-    return history, step, seconds
+    return history, step, seconds, cpu
 
 
 def run_dim(args, p):
@@ -152,6 +157,9 @@ def run_dim(args, p):
         args.steps = args.steps or 200
         args.n_evals = min(args.n_evals, 4)
     args.hidden = args.hidden or (64 if args.quick else 256)
+    # Under VP ŝ(t)² = 1 + a²(data_std² − 1) flattens to 1 by t ≈ 0.6: a clock on log ŝ squeezes
+    # the late times together (D = 8, --quick: 0.48 on log ŝ against 0.31 on t).
+    args.condition = args.condition or ("time" if args.sde == "vp" else "log_scale")
     # In D dims the x_t at large t lie far outside q_0, where s0 is huge and irrelevant: the
     # initial condition there swamped the data's (D = 8, 400 steps: t = 0 error 0.62 vs 0.26).
     args.init_points = args.init_points or "data"
@@ -176,7 +184,7 @@ def run_dim(args, p):
                                    generator=C.generator(args.seed + 2000))
         return {"score_rel_l2": rel["mean"], "worst_rel_l2": max(rel["rel_l2"])}
 
-    history, steps, seconds = _budgeted_training(args, model, objective, ds, evaluate)
+    history, steps, seconds, cpu = _budgeted_training(args, model, objective, ds, evaluate)
     model.eval()
     rel = relative_score_error(model, true_score, sde, x_eval, ts, generator=C.generator(args.seed + 3000))
     worst = max(range(len(ts)), key=lambda i: rel["rel_l2"][i])
@@ -193,7 +201,7 @@ def run_dim(args, p):
         "score_rel_l2": rel["mean"],
         "score_rel_l2_curve": {"t": rel["t"], "rel_l2": rel["rel_l2"]},
         "worst_t": rel["t"][worst], "worst_rel_l2": rel["rel_l2"][worst],
-        "history": history, "steps": steps, "train_seconds": seconds,
+        "history": history, "steps": steps, "train_seconds": seconds, "train_cpu_seconds": cpu,
         "load_average": list(os.getloadavg()),
         "mixture": {"dim": args.dim, "components": args.components, "data_std": ds.data_std,
                     "weights": ds.mixture.weights.tolist(), "stds": ds.mixture.stds.tolist()},
@@ -227,9 +235,11 @@ def _row(name, m):
     cfg = m["config"]
     method = cfg["method"] + (f" ({cfg['estimator']}{', unbiased' if cfg['unbiased'] else ''})"
                               if cfg["method"] == "cauchy" else "")
-    budget = f"{cfg['steps']} steps" if cfg["steps"] else f"{cfg['minutes']:g} min"
+    budget = (f"{cfg['steps']} steps" if cfg["steps"] else
+              f"{cfg['minutes']:g} min" + (" CPU" if cfg.get("clock") == "cpu" else ""))
     return [f"`{name}`", str(cfg["dim"]), cfg["sde"].split("(")[0], method, f"{m['score_rel_l2']:.4f}",
             f"{m['worst_rel_l2']:.3f} at t = {m['worst_t']:.2f}", f"{m['train_seconds'] / 60:.1f} min",
+            f"{m['train_cpu_seconds'] / 60:.1f} min" if "train_cpu_seconds" in m else "—",
             str(m["steps"]), budget, f"{m['load_average'][0]:.1f}"]
 
 
@@ -237,15 +247,18 @@ def summarize(folder: str):
     """Tables and figures from finished --dim runs (no training)."""
     runs = _load_runs(folder)
     head = ["run", "D", "SDE", "method", "score_rel_l2 (mean over t)", "worst t", "train wall time",
-            "steps", "budget", "load (1 min)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    lines += ["| " + " | ".join(_row(n, m)) + " |" for n, m in runs.items()]
-    with open(os.path.join(folder, "summary.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+            "its CPU time", "steps", "budget", "load (1 min)"]
+    lines = []
+    for title, keep in (("Runs", lambda n: not n.startswith(("est_", "abl_"))),
+                        ("Estimator runs", lambda n: n.startswith("est_")),
+                        ("Ablations", lambda n: n.startswith("abl_"))):
+        rows = ["| " + " | ".join(_row(n, m)) + " |" for n, m in runs.items() if keep(n)]
+        if rows:
+            lines += ["", f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)] + rows
     panels = {}
     for name, m in runs.items():
         cfg = m["config"]
-        if name.startswith("est_"):
+        if name.startswith(("est_", "abl_")):       # estimator and ablation runs: tables only
             continue
         key = f"D = {cfg['dim']}, {cfg['sde'].split('(')[0]}"
         panels.setdefault(key, {})[cfg["method"]] = m["score_rel_l2_curve"]["rel_l2"]
@@ -253,8 +266,61 @@ def summarize(folder: str):
     if panels:
         plotting.curves(ts, {}, os.path.join(folder, "rel_l2_over_t.png"), ylabel="relative L2 error",
                         panels=dict(sorted(panels.items(), key=lambda kv: (kv[0].split(",")[1], int(kv[0].split()[2].rstrip(","))))))
+    pairs = {}
+    for name, m in runs.items():
+        if not name.startswith(("est_", "abl_")):
+            pairs.setdefault((m["config"]["dim"], m["config"]["sde"].split("(")[0]), {})[m["config"]["method"]] = m
+    ch = ["D", "SDE", "Cauchy lower at t in", "rel_l2 Cauchy / DSM at t = 0", "t = 0.25", "t = 0.5",
+          "t = 0.75", "t = 1"]
+    crow = []
+    for (dim, sde_name), both in sorted(pairs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if set(both) != set(METHODS):
+            continue
+        t, a, b = (both["cauchy"]["score_rel_l2_curve"]["t"], both["cauchy"]["score_rel_l2_curve"]["rel_l2"],
+                   both["dsm"]["score_rel_l2_curve"]["rel_l2"])
+        spans, start = [], None
+        for i, better in enumerate([x < y for x, y in zip(a, b)] + [False]):
+            if better and start is None:
+                start = i
+            if not better and start is not None:
+                spans.append(f"[{t[start]:.2f}, {t[i - 1]:.2f}]")
+                start = None
+        at = lambda v: min(range(len(t)), key=lambda i: abs(t[i] - v))
+        crow.append([str(dim), sde_name, " ∪ ".join(spans) or "none"]
+                    + [f"{a[at(v)]:.3f} / {b[at(v)]:.3f}" for v in (0.0, 0.25, 0.5, 0.75, 1.0)])
+    compact = []
+    for (dim, sde_name), both in sorted(pairs.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        if set(both) == set(METHODS):
+            c, d = both["cauchy"], both["dsm"]
+            cpu = lambda m: f"{m['train_cpu_seconds'] / 60:.1f}" if "train_cpu_seconds" in m else "—"
+            compact.append([str(dim), sde_name, " / ".join(f"**{v:.3f}**" if v == min(c["score_rel_l2"], d["score_rel_l2"]) else f"{v:.3f}"
+                                       for v in (c["score_rel_l2"], d["score_rel_l2"])),
+                            f"{c['worst_rel_l2']:.2f} at {c['worst_t']:.2f} / {d['worst_rel_l2']:.2f} at {d['worst_t']:.2f}",
+                            f"{c['train_seconds'] / 60:.1f} ({cpu(c)}) / {d['train_seconds'] / 60:.1f} ({cpu(d)})",
+                            " / ".join(f"{sum(r[1:]) / (len(r) - 1):.3f}" for r in
+                                       (c["score_rel_l2_curve"]["rel_l2"], d["score_rel_l2_curve"]["rel_l2"])),
+                            f"{c['steps']} / {d['steps']}", f"{c['config']['estimator']}"])
+    if compact:
+        kh = ["D", "SDE", "score_rel_l2, Cauchy / DSM", "worst rel_l2 at t, Cauchy / DSM",
+              "train min, wall (CPU), Cauchy / DSM", "mean without t = 1e-5", "steps, Cauchy / DSM",
+              "estimator"]
+        lines += ["", "**Cauchy vs DSM**", "", "| " + " | ".join(kh) + " |", "|" + " --- |" * len(kh)]
+        lines += ["| " + " | ".join(r) + " |" for r in compact]
+    if crow:
+        lines += ["", "**Where each method wins**", "", "| " + " | ".join(ch) + " |", "|" + " --- |" * len(ch)]
+        lines += ["| " + " | ".join(r) + " |" for r in crow]
     est = {n: m for n, m in runs.items() if n.startswith("est_")}
     if est:
+        # Error at equal steps too: the history interpolated at the smallest run's step count.
+        fewest = min(m["steps"] for m in est.values())
+        at = lambda h: next(x["score_rel_l2"] for x in h if x["step"] >= fewest)
+        eh = ["estimator (D = 32, VE)", "steps", "wall s / step", "score_rel_l2", f"at step ≥ {fewest}",
+              "rel_l2 at t = 0", "load (1 min)"]
+        lines += ["", "| " + " | ".join(eh) + " |", "|" + " --- |" * len(eh)]
+        lines += [f"| {_row(n, m)[3]} | {m['steps']} | {m['train_seconds'] / m['steps']:.3f} | "
+                  f"{m['score_rel_l2']:.4f} | {at(m['history']):.4f} | "
+                  f"{m['score_rel_l2_curve']['rel_l2'][0]:.3f} | {m['load_average'][0]:.1f} |"
+                  for n, m in est.items()]
         # Evaluations run at the same fractions of each budget, so they share a time axis.
         first = next(iter(est.values()))
         grid = [60 * first["config"]["minutes"] * k / first["config"]["n_evals"]
@@ -263,6 +329,8 @@ def summarize(folder: str):
         plotting.curves(grid, series, os.path.join(folder, "estimators_d32.png"),
                         xlabel="training wall time (s)", ylabel="time-averaged rel. L2",
                         title="Cauchy fit at D = 32 (VE): error against wall time")
+    with open(os.path.join(folder, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     return runs
 
