@@ -289,7 +289,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None, help="override the budget's steps (results are "
                    "still filed under --budget: use only for experiments, never for tables)")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, quick 2)")
+    p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, quick 1)")
     p.add_argument("--betas", type=float, nargs="+", default=None,
                    help=f"FP β values in the official units (default {' '.join(f'{b:g}' for b in SWEEP)}; "
                    "quick: the preset only); vanilla (β = 0) always runs")
@@ -318,7 +318,7 @@ def main(argv=None):
     store = RunStore(os.path.join(out, "runs"))
     ckpt_dir = os.path.join(out, "ckpt")
     os.makedirs(ckpt_dir, exist_ok=True)
-    seeds = list(range(args.seed, args.seed + (args.seeds or (2 if args.quick else 3))))
+    seeds = list(range(args.seed, args.seed + (args.seeds or (1 if args.quick else 3))))
     betas = args.betas or ([BETA] if args.quick else list(SWEEP))
     if any(b <= 0 for b in betas):
         p.error("--betas are the FP runs' β and must be positive; vanilla (β = 0) always runs")
