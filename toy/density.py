@@ -17,6 +17,7 @@ OUT/nll_vs_beta.png, OUT/learning_curves.png and one density figure per data set
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -95,10 +96,9 @@ def _held_out(model, sde, x_test, seed=1, repeats=10):
     return dsm, curves
 
 
-def run_one(name, beta, seed, budget, args, store, ckpt_dir, *, want_grid, n_test):
+def run_one(name, beta, seed, budget, steps, args, store, ckpt_dir, *, want_grid, n_test):
     """Train one model (resuming from its checkpoint if any), evaluate it, save its result."""
     key = dict(data=name, beta=float(beta), seed=seed, budget=budget)
-    steps = BUDGETS[budget] if args.steps is None else args.steps
     ds, sde = _setup(name, args.device)
     model = C.make_model(ds, sde, hidden=args.hidden, seed=seed, device=args.device,
                          param="score_model", fourier_scale=FOURIER_SCALE)
@@ -181,9 +181,14 @@ def grid_runs(datasets, betas, seeds, budget):
     return runs
 
 
-def report(store, datasets, betas, seeds, budget, out, base_seed):
+def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
     """metrics.json, the tables and the figures from the finished runs of ``budget``."""
     done = {(r["data"], r["beta"], r["seed"]): r for r in store.all() if r["budget"] == budget}
+    setups = {json.dumps({k: v for k, v in r["config"].items() if k != "objective"}, sort_keys=True)
+              for r in done.values()}
+    if len(setups) > 1:
+        print(f"warning: the runs of budget {budget} differ in their settings ({len(setups)} kinds: "
+              f"{sorted(setups)}); compare only runs made with the same flags", file=sys.stderr)
     metrics, rows = {}, []
     panels, curves = {}, {}
     for name in datasets:
@@ -234,7 +239,7 @@ def report(store, datasets, betas, seeds, budget, out, base_seed):
     if panels:
         plotting.errorbars(panels, os.path.join(out, "nll_vs_beta.png"), xlabel="β (official units, ‖ε‖/D)",
                            ylabel="NLL FP − vanilla (nats)",
-                           suptitle=f"paired over seeds, 95% t-interval; budget {budget} ({BUDGETS[budget]} steps)")
+                           suptitle=f"paired over seeds, 95% t-interval; budget {budget} ({steps} steps)")
     if curves:
         steps = next(iter(next(iter(curves.values())).values()))
         plotting.curves([c["step"] for c in steps],
@@ -286,8 +291,8 @@ def main(argv=None):
     p.add_argument("--budget", default="paper", choices=list(BUDGETS),
                    help="steps per run: " + ", ".join(f"{k} = {v}" for k, v in BUDGETS.items())
                    + " (paper: App. D.1's 0.1M iterations; --quick: tiny)")
-    p.add_argument("--steps", type=int, default=None, help="override the budget's steps (results are "
-                   "still filed under --budget: use only for experiments, never for tables)")
+    p.add_argument("--steps", type=int, default=None, help="override the budget's steps; the runs are "
+                   "then filed under the budget 'stepsN', apart from the named budgets")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, quick 1)")
     p.add_argument("--betas", type=float, nargs="+", default=None,
@@ -314,6 +319,10 @@ def main(argv=None):
         p.error(str(err))
     if args.quick:
         args.budget = "tiny"
+    if args.steps is not None and args.steps < 1:
+        p.error("--steps must be >= 1")
+    steps = BUDGETS[args.budget] if args.steps is None else args.steps
+    budget = args.budget if args.steps is None else f"steps{args.steps}"
     out = C.setup(args, "density")
     store = RunStore(os.path.join(out, "runs"))
     ckpt_dir = os.path.join(out, "ckpt")
@@ -325,14 +334,14 @@ def main(argv=None):
     n_test = args.n_test or (64 if args.quick else 2000)
 
     if not args.report:
-        runs = list(shard_of(grid_runs(args.datasets, betas, seeds, args.budget), shard))
-        todo = [r for r in runs if not store.done(data=r[0], beta=float(r[1]), seed=r[2], budget=args.budget)]
-        print(f"budget {args.budget} ({args.steps or BUDGETS[args.budget]} steps/run): "
+        runs = list(shard_of(grid_runs(args.datasets, betas, seeds, budget), shard))
+        todo = [r for r in runs if not store.done(data=r[0], beta=float(r[1]), seed=r[2], budget=budget)]
+        print(f"budget {budget} ({steps} steps/run): "
               f"{len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go", flush=True)
         t_grid = time.time()
         for i, (name, beta, seed) in enumerate(todo):
             try:
-                r = run_one(name, beta, seed, args.budget, args, store, ckpt_dir,
+                r = run_one(name, beta, seed, budget, steps, args, store, ckpt_dir,
                             want_grid=seed == args.seed and beta in (0.0, BETA), n_test=n_test)
             except StopRequested:
                 print(f"\ninterrupted: {name} β={beta:g} seed {seed} checkpointed in {ckpt_dir}; "
@@ -343,8 +352,8 @@ def main(argv=None):
                   f"({r['train_s']:.0f} s train, {r['eval_s']:.0f} s eval); grid ETA {left / 60:.1f} min",
                   flush=True)
 
-    metrics, rows = report(store, args.datasets, betas, seeds, args.budget, out, args.seed)
-    metrics["config"] = {"budget": args.budget, "steps": args.steps or BUDGETS[args.budget],
+    metrics, rows = report(store, args.datasets, betas, seeds, budget, steps, out, args.seed)
+    metrics["config"] = {"budget": budget, "steps": steps,
                          "paper_steps": BUDGETS["paper"], "seeds": seeds, "betas": betas,
                          "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
                          "fp_subbatch": args.fp_subbatch, "n_test": n_test, "eps": EPS,
@@ -352,7 +361,7 @@ def main(argv=None):
     C.write_metrics(out, metrics)
     print(C.table(rows, ["dataset", "β", "seeds", "NLL vanilla", "NLL FP", "FP − vanilla [95% CI]",
                          "eval SE"]))
-    print(f"(nats per sample; budget {args.budget}: {args.steps or BUDGETS[args.budget]} steps/run, "
+    print(f"(nats per sample; budget {budget}: {steps} steps/run, "
           f"the paper's is {BUDGETS['paper']}); wrote {out}/metrics.json")
     return metrics
 
