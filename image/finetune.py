@@ -143,8 +143,9 @@ def base_phase(args, bench, store, out) -> None:
     ckpt = os.path.join(base_dir, "checkpoint.pt")
     for steps in sorted(args.base_stages):
         key = dict(phase="base", data=args.dataset, steps=steps)
-        if store.done(**key):
-            continue
+        stage = os.path.join(base_dir, f"stage_{steps}.pt")
+        if store.done(**key) and os.path.isfile(stage):
+            continue  # (checkpoints are not in git: a fresh checkout retrains the base, deterministically)
         have = load_checkpoint(ckpt)["step"] if os.path.isfile(ckpt) else 0
         if have > steps:
             fail(f"{ckpt} is at step {have}, past stage {steps}: stages must be run in order; "
@@ -162,7 +163,6 @@ def base_phase(args, bench, store, out) -> None:
         if proc.returncode != 0:
             fail(f"image/train.py stopped with code {proc.returncode}; run this command again to continue",
                  proc.returncode)
-        stage = os.path.join(base_dir, f"stage_{steps}.pt")
         shutil.copyfile(ckpt, stage)
         state = load_checkpoint(stage)
         cfg, sde, model = load_trained(state, bench.shape)
