@@ -312,7 +312,8 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(HERE, "results", f"finetune_{args.dataset}")
     store = RunStore(os.path.join(out, "runs"))
     preset_beta = PAPER_SETTINGS[PRESETS[args.dataset]]["beta"]
-    betas = args.betas or [preset_beta, preset_beta / 10, preset_beta * 10]
+    # 10 significant digits: 0.1/10 and a typed 0.01 name the same run
+    betas = [float(f"{b:.10g}") for b in (args.betas or [preset_beta, preset_beta / 10, preset_beta * 10])]
     seeds = list(range(args.seed, args.seed + args.seeds))
 
     if not args.report:

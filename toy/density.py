@@ -44,7 +44,12 @@ from scorepde.training import (InterruptFlag, StopRequested, fit, load_checkpoin
 DATASETS = ("gmm1d", "checkerboard", "swiss_rolls", "gmm8")
 PRESET = PAPER_SETTINGS["toy"]
 BETA = PRESET["beta"]                        # 0.0015, in the official code's units (‖ε‖/D)
-SWEEP = (BETA, BETA / 10, BETA * 10)         # the preset first: a cut-short grid has it
+def beta_key(beta: float) -> float:
+    """β as it names a run: 10 significant digits, so 0.0015/10 and a typed 0.00015 agree."""
+    return float(f"{float(beta):.10g}")
+
+
+SWEEP = tuple(beta_key(b) for b in (BETA, BETA / 10, BETA * 10))  # the preset first: a cut-short grid has it
 #: Training steps per run. "paper": App. D.1's 0.1M iterations.
 BUDGETS = {"paper": 100_000, "medium": 20_000, "small": 2_000, "tiny": 30}
 EPS = PRESET["eps"]                          # start time for training and likelihood
@@ -328,7 +333,7 @@ def main(argv=None):
     ckpt_dir = os.path.join(out, "ckpt")
     os.makedirs(ckpt_dir, exist_ok=True)
     seeds = list(range(args.seed, args.seed + (args.seeds or (1 if args.quick else 3))))
-    betas = args.betas or ([BETA] if args.quick else list(SWEEP))
+    betas = [beta_key(b) for b in args.betas] if args.betas else ([BETA] if args.quick else list(SWEEP))
     if any(b <= 0 for b in betas):
         p.error("--betas are the FP runs' β and must be positive; vanilla (β = 0) always runs")
     n_test = args.n_test or (64 if args.quick else 2000)
