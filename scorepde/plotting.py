@@ -173,8 +173,11 @@ def errorbars(panels: Dict[str, Dict[str, Tuple[Sequence[float], Sequence[float]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (title, series) in zip(axes[0], panels.items()):
         for label, (x, y, h) in series.items():
-            h = np.asarray([np.nan if v is None else v for v in h], dtype=float)
-            ax.errorbar(list(x), np.asarray(y, dtype=float), yerr=np.where(np.isfinite(h), h, 0.0),
+            order = np.argsort(np.asarray(x, dtype=float))           # draw the line left to right
+            x = np.asarray(x, dtype=float)[order]
+            y = np.asarray(y, dtype=float)[order]
+            h = np.asarray([np.nan if v is None else v for v in h], dtype=float)[order]
+            ax.errorbar(x, y, yerr=np.where(np.isfinite(h), h, 0.0),
                         marker="o", capsize=3, label=label, linestyle="-")
         if zero_line:
             ax.axhline(0.0, color="k", lw=0.8, ls="--")
@@ -186,5 +189,5 @@ def errorbars(panels: Dict[str, Dict[str, Tuple[Sequence[float], Sequence[float]
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, y=1.03)
     return _save(fig, path)

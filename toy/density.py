@@ -17,6 +17,7 @@ OUT/nll_vs_beta.png, OUT/learning_curves.png and one density figure per data set
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -43,7 +44,12 @@ from scorepde.training import (InterruptFlag, StopRequested, fit, load_checkpoin
 DATASETS = ("gmm1d", "checkerboard", "swiss_rolls", "gmm8")
 PRESET = PAPER_SETTINGS["toy"]
 BETA = PRESET["beta"]                        # 0.0015, in the official code's units (‖ε‖/D)
-SWEEP = (BETA, BETA / 10, BETA * 10)         # the preset first: a cut-short grid has it
+def beta_key(beta: float) -> float:
+    """β as it names a run: 10 significant digits, so 0.0015/10 and a typed 0.00015 agree."""
+    return float(f"{float(beta):.10g}")
+
+
+SWEEP = tuple(beta_key(b) for b in (BETA, BETA / 10, BETA * 10))  # the preset first: a cut-short grid has it
 #: Training steps per run. "paper": App. D.1's 0.1M iterations.
 BUDGETS = {"paper": 100_000, "medium": 20_000, "small": 2_000, "tiny": 30}
 EPS = PRESET["eps"]                          # start time for training and likelihood
@@ -95,10 +101,9 @@ def _held_out(model, sde, x_test, seed=1, repeats=10):
     return dsm, curves
 
 
-def run_one(name, beta, seed, budget, args, store, ckpt_dir, *, want_grid, n_test):
+def run_one(name, beta, seed, budget, steps, args, store, ckpt_dir, *, want_grid, n_test):
     """Train one model (resuming from its checkpoint if any), evaluate it, save its result."""
     key = dict(data=name, beta=float(beta), seed=seed, budget=budget)
-    steps = BUDGETS[budget] if args.steps is None else args.steps
     ds, sde = _setup(name, args.device)
     model = C.make_model(ds, sde, hidden=args.hidden, seed=seed, device=args.device,
                          param="score_model", fourier_scale=FOURIER_SCALE)
@@ -181,9 +186,14 @@ def grid_runs(datasets, betas, seeds, budget):
     return runs
 
 
-def report(store, datasets, betas, seeds, budget, out, base_seed):
+def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
     """metrics.json, the tables and the figures from the finished runs of ``budget``."""
     done = {(r["data"], r["beta"], r["seed"]): r for r in store.all() if r["budget"] == budget}
+    setups = {json.dumps({k: v for k, v in r["config"].items() if k != "objective"}, sort_keys=True)
+              for r in done.values()}
+    if len(setups) > 1:
+        print(f"warning: the runs of budget {budget} differ in their settings ({len(setups)} kinds: "
+              f"{sorted(setups)}); compare only runs made with the same flags", file=sys.stderr)
     metrics, rows = {}, []
     panels, curves = {}, {}
     for name in datasets:
@@ -234,7 +244,7 @@ def report(store, datasets, betas, seeds, budget, out, base_seed):
     if panels:
         plotting.errorbars(panels, os.path.join(out, "nll_vs_beta.png"), xlabel="β (official units, ‖ε‖/D)",
                            ylabel="NLL FP − vanilla (nats)",
-                           suptitle=f"paired over seeds, 95% t-interval; budget {budget} ({BUDGETS[budget]} steps)")
+                           suptitle=f"paired over seeds, 95% t-interval; budget {budget} ({steps} steps)")
     if curves:
         steps = next(iter(next(iter(curves.values())).values()))
         plotting.curves([c["step"] for c in steps],
@@ -286,10 +296,10 @@ def main(argv=None):
     p.add_argument("--budget", default="paper", choices=list(BUDGETS),
                    help="steps per run: " + ", ".join(f"{k} = {v}" for k, v in BUDGETS.items())
                    + " (paper: App. D.1's 0.1M iterations; --quick: tiny)")
-    p.add_argument("--steps", type=int, default=None, help="override the budget's steps (results are "
-                   "still filed under --budget: use only for experiments, never for tables)")
+    p.add_argument("--steps", type=int, default=None, help="override the budget's steps; the runs are "
+                   "then filed under the budget 'stepsN', apart from the named budgets")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, quick 2)")
+    p.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, quick 1)")
     p.add_argument("--betas", type=float, nargs="+", default=None,
                    help=f"FP β values in the official units (default {' '.join(f'{b:g}' for b in SWEEP)}; "
                    "quick: the preset only); vanilla (β = 0) always runs")
@@ -314,25 +324,29 @@ def main(argv=None):
         p.error(str(err))
     if args.quick:
         args.budget = "tiny"
+    if args.steps is not None and args.steps < 1:
+        p.error("--steps must be >= 1")
+    steps = BUDGETS[args.budget] if args.steps is None else args.steps
+    budget = args.budget if args.steps is None else f"steps{args.steps}"
     out = C.setup(args, "density")
     store = RunStore(os.path.join(out, "runs"))
     ckpt_dir = os.path.join(out, "ckpt")
     os.makedirs(ckpt_dir, exist_ok=True)
-    seeds = list(range(args.seed, args.seed + (args.seeds or (2 if args.quick else 3))))
-    betas = args.betas or ([BETA] if args.quick else list(SWEEP))
+    seeds = list(range(args.seed, args.seed + (args.seeds or (1 if args.quick else 3))))
+    betas = [beta_key(b) for b in args.betas] if args.betas else ([BETA] if args.quick else list(SWEEP))
     if any(b <= 0 for b in betas):
         p.error("--betas are the FP runs' β and must be positive; vanilla (β = 0) always runs")
     n_test = args.n_test or (64 if args.quick else 2000)
 
     if not args.report:
-        runs = list(shard_of(grid_runs(args.datasets, betas, seeds, args.budget), shard))
-        todo = [r for r in runs if not store.done(data=r[0], beta=float(r[1]), seed=r[2], budget=args.budget)]
-        print(f"budget {args.budget} ({args.steps or BUDGETS[args.budget]} steps/run): "
+        runs = list(shard_of(grid_runs(args.datasets, betas, seeds, budget), shard))
+        todo = [r for r in runs if not store.done(data=r[0], beta=float(r[1]), seed=r[2], budget=budget)]
+        print(f"budget {budget} ({steps} steps/run): "
               f"{len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go", flush=True)
         t_grid = time.time()
         for i, (name, beta, seed) in enumerate(todo):
             try:
-                r = run_one(name, beta, seed, args.budget, args, store, ckpt_dir,
+                r = run_one(name, beta, seed, budget, steps, args, store, ckpt_dir,
                             want_grid=seed == args.seed and beta in (0.0, BETA), n_test=n_test)
             except StopRequested:
                 print(f"\ninterrupted: {name} β={beta:g} seed {seed} checkpointed in {ckpt_dir}; "
@@ -343,8 +357,8 @@ def main(argv=None):
                   f"({r['train_s']:.0f} s train, {r['eval_s']:.0f} s eval); grid ETA {left / 60:.1f} min",
                   flush=True)
 
-    metrics, rows = report(store, args.datasets, betas, seeds, args.budget, out, args.seed)
-    metrics["config"] = {"budget": args.budget, "steps": args.steps or BUDGETS[args.budget],
+    metrics, rows = report(store, args.datasets, betas, seeds, budget, steps, out, args.seed)
+    metrics["config"] = {"budget": budget, "steps": steps,
                          "paper_steps": BUDGETS["paper"], "seeds": seeds, "betas": betas,
                          "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
                          "fp_subbatch": args.fp_subbatch, "n_test": n_test, "eps": EPS,
@@ -352,7 +366,7 @@ def main(argv=None):
     C.write_metrics(out, metrics)
     print(C.table(rows, ["dataset", "β", "seeds", "NLL vanilla", "NLL FP", "FP − vanilla [95% CI]",
                          "eval SE"]))
-    print(f"(nats per sample; budget {args.budget}: {args.steps or BUDGETS[args.budget]} steps/run, "
+    print(f"(nats per sample; budget {budget}: {steps} steps/run, "
           f"the paper's is {BUDGETS['paper']}); wrote {out}/metrics.json")
     return metrics
 

@@ -1,0 +1,353 @@
+"""The fine-tuning protocol of Table 5 (App. E.1) on small images: train DSM to convergence,
+then fine-tune for equal steps with DSM and with FP (``PAPER_SETTINGS["mnist"]``: β = 0.1
+on ‖ε‖/D, γ = 0, λ_FP = 1, m = 1, the one-probe estimator, t_eps = 1e-3) at β and 10× either
+side, several fine-tuning seeds; test bits/dim at rtol 1e-5 with 5 dequantization repeats.
+
+    python image/finetune.py                                # digits: base curve, then the grid
+    python image/finetune.py --dataset mnist --data-dir ../shared/data/mnist-10k --eval-images 500
+    python image/finetune.py --report                       # tables and figures from what is done
+
+Phases, each resumable (one result file per stage or run in OUT/runs/, skipped when present):
+  base   image/train.py (a subprocess; DSM, the image defaults) in stages --base-stages,
+         each continued with --resume; after each stage the EMA model's held-out DSM loss
+         (the learning curve: pick the budget where it flattens).
+  tune   from the EMA weights of the --base-steps stage: fresh Adam and EMA, --steps steps
+         of DSM (β = 0) or DSM + R_FP, per seed; the same batches, dequantization and (t, z)
+         for every β (seeded per step); checkpoints within a run, SIGTERM-safe.
+  eval   bits/dim (PF-ODE, Hutchinson, rtol = atol = --rtol, --eval-repeats repeats, the same
+         dequantization and probes for every model), held-out DSM loss, r_FP(t) and
+         r_DSM(t) (Table 4's times, exact ε) of every model, the base included.
+Writes OUT/metrics.json (per-seed values, paired FP − DSM differences with 95% t-intervals,
+the evaluation's standard error beside them), OUT/bpd_vs_beta.png, OUT/base_curve.png,
+OUT/finetune_curves.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from scorepde import plotting
+from scorepde.curves import residual_curves
+from scorepde.data import load_dataset, to_model_space
+from scorepde.distributed import DistInfo, ShardedBatches
+from scorepde.imaging import TABLE4_TIMES, ImageConfig, load_trained, model_scaling, test_bpd
+from scorepde.losses import PAPER_SETTINGS, FPObjective, dsm_loss
+from scorepde.resumable import resumable_fit, step_seed
+from scorepde.runstore import RunStore, parse_shard, shard_of
+from scorepde.stats import mean_se, paired_difference
+from scorepde.training import StopRequested, load_checkpoint, make_ema, make_optimizer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PRESETS = {"digits": "mnist", "mnist": "mnist", "fashion-mnist": "fashion-mnist"}
+EVAL_SEED = 4242            # dequantization and probes of every evaluation: shared by all models
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="digits", choices=sorted(PRESETS), help="data set (default digits)")
+    p.add_argument("--data-dir", help="folder of the data set's IDX files (mnist, fashion-mnist)")
+    p.add_argument("--out", default=None, help="output folder (default image/results/finetune_<dataset>)")
+    p.add_argument("--base-stages", type=int, nargs="+", default=[1000, 2000, 4000, 8000],
+                   help="DSM base: the cumulative steps after which its held-out DSM loss is measured")
+    p.add_argument("--base-steps", type=int, default=None,
+                   help="the base stage to fine-tune from (default: the last of --base-stages)")
+    p.add_argument("--base-args", default="", help="extra flags for image/train.py's base run, one string")
+    p.add_argument("--steps", type=int, default=2250,
+                   help="fine-tuning steps, the same for every β (default 2250 ≈ 100 epochs of digits' "
+                   "1437 images at batch 64, the paper's fine-tuning length in epochs)")
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the base's)")
+    p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="first fine-tuning seed")
+    p.add_argument("--betas", type=float, nargs="+", default=None,
+                   help="FP β in the official units (default: the preset's 0.1, then 0.01 and 1.0)")
+    p.add_argument("--fp-subbatch", type=int, default=None,
+                   help="samples per step R_FP sees (default: the whole batch, as the official code)")
+    p.add_argument("--eval-images", type=int, default=0,
+                   help="test images for bits/dim: 0 = the whole test split, N = the first N (fixed)")
+    p.add_argument("--eval-repeats", type=int, default=5, help="dequantization repeats (paper: 5)")
+    p.add_argument("--rtol", type=float, default=1e-5, help="ODE rtol = atol (paper: 1e-5)")
+    p.add_argument("--eval-batch-size", type=int, default=500)
+    p.add_argument("--heldout-repeats", type=int, default=10, help="draws of (t, z) for the held-out DSM loss")
+    p.add_argument("--residual-images", type=int, default=32, help="test images for r_FP(t), r_DSM(t)")
+    p.add_argument("--residual-estimator", default="hutchinson", choices=["exact", "hutchinson"],
+                   help="ε for r_FP(t): exact costs 3.5x the one-probe Hutchinson on digits and agrees "
+                   "with it to a few percent (same images and probes for every model)")
+    p.add_argument("--ckpt-every", type=int, default=250, help="checkpoint every N fine-tuning steps")
+    p.add_argument("--shard", default=None, help="'i/n': only every n-th fine-tuning run, from the i-th")
+    p.add_argument("--base-only", action="store_true", help="only the base phase (the learning curve)")
+    p.add_argument("--report", action="store_true", help="train nothing: tables and figures from what is done")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    return p, p.parse_args(argv)
+
+
+def fail(message: str, code: int = 2):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+class Bench:
+    """The data, the shared test tensors and the evaluations every model gets."""
+
+    def __init__(self, args):
+        self.args = args
+        self.train = load_dataset(args.dataset, "train", args.data_dir)
+        self.test = load_dataset(args.dataset, "test", args.data_dir)
+        n = len(self.test) if args.eval_images == 0 else min(args.eval_images, len(self.test))
+        self.eval_images = self.test.images[:n]
+        self.shape, self.levels = self.train.shape, self.train.levels
+
+    def heldout_dsm(self, model, sde, cfg) -> dict:
+        """The DSM loss on the test split: ``heldout_repeats`` draws of dequantization and
+        (t, z), the same for every model; mean and its standard error."""
+        gen = torch.Generator().manual_seed(EVAL_SEED + 1)
+        scaling = model_scaling(cfg)
+        with torch.no_grad():
+            held = [float(dsm_loss(model, sde, to_model_space(self.test.images, self.levels, scaling,
+                                                              dequantized=True, generator=gen)[0],
+                                   weighting=cfg.dsm_weighting, eps=cfg.t_eps, generator=gen))
+                    for _ in range(self.args.heldout_repeats)]
+        return {"heldout_dsm": float(np.mean(held)),
+                "heldout_dsm_se": float(np.std(held, ddof=1) / len(held) ** 0.5) if len(held) > 1 else None}
+
+    def evaluate(self, model, sde, cfg) -> dict:
+        """Bits/dim, held-out DSM loss and r_FP(t), r_DSM(t) of one model."""
+        a = self.args
+        t0 = time.time()
+        res = test_bpd(model, sde, cfg, self.eval_images, self.levels, repeats=a.eval_repeats,
+                       batch_size=a.eval_batch_size, rtol=a.rtol, atol=a.rtol,
+                       generator=torch.Generator().manual_seed(EVAL_SEED), progress=not a.no_progress)
+        t_bpd = time.time() - t0
+        gen = torch.Generator().manual_seed(EVAL_SEED + 2)
+        x0, _ = to_model_space(self.test.images[:a.residual_images], self.levels, model_scaling(cfg),
+                               dequantized=True, generator=gen)
+        curves = residual_curves(model, sde, x0, TABLE4_TIMES, estimator=a.residual_estimator,
+                                 batch_size=16, generator=gen)
+        return {"bpd": res["bpd"], "bpd_per_repeat": res["per_repeat"],
+                "eval_se": res["bpd_std"] / a.eval_repeats ** 0.5, "nfe": res["nfe"],
+                "eval_images": len(self.eval_images), "eval_repeats": a.eval_repeats, "rtol": a.rtol,
+                **self.heldout_dsm(model, sde, cfg), "residual_curves": curves,
+                "residual_estimator": a.residual_estimator, "bpd_s": t_bpd, "eval_s": time.time() - t0}
+
+
+def base_phase(args, bench, store, out) -> None:
+    base_dir = os.path.join(out, "base")
+    ckpt = os.path.join(base_dir, "checkpoint.pt")
+    for steps in sorted(args.base_stages):
+        key = dict(phase="base", data=args.dataset, steps=steps)
+        stage = os.path.join(base_dir, f"stage_{steps}.pt")
+        if store.done(**key) and os.path.isfile(stage):
+            continue  # (checkpoints are not in git: a fresh checkout retrains the base, deterministically)
+        have = load_checkpoint(ckpt)["step"] if os.path.isfile(ckpt) else 0
+        if have > steps:
+            fail(f"{ckpt} is at step {have}, past stage {steps}: stages must be run in order; "
+                 "remove the folder to start the base again")
+        cmd = [sys.executable, os.path.join(HERE, "train.py"), "--dataset", args.dataset, "--objective", "dsm",
+               "--steps", str(steps), "--out", base_dir, "--eval-images", "-1", "--ckpt-every", "250",
+               "--device", "cpu", "--threads", str(args.threads), *args.base_args.split()]
+        if args.data_dir:
+            cmd += ["--data-dir", args.data_dir]
+        if have > 0:
+            cmd.append("--resume")
+        print(f"base: DSM to step {steps} ({' '.join(cmd[1:])})", flush=True)
+        t0 = time.time()
+        proc = subprocess.run(cmd)
+        if proc.returncode != 0:
+            fail(f"image/train.py stopped with code {proc.returncode}; run this command again to continue",
+                 proc.returncode)
+        shutil.copyfile(ckpt, stage)
+        state = load_checkpoint(stage)
+        cfg, sde, model = load_trained(state, bench.shape)
+        ev = bench.heldout_dsm(model, sde, cfg)
+        with open(os.path.join(base_dir, "log.jsonl")) as f:
+            log = [json.loads(line) for line in f if line.strip()]
+        store.save({**ev, "config": cfg.to_dict(), "stage_s": time.time() - t0,
+                    "train_loss": _windows(log, 100)}, **key)
+        print(f"base {steps} steps: held-out DSM {ev['heldout_dsm']:.4f}", flush=True)
+
+
+def base_eval(args, bench, store, out, base_steps) -> None:
+    """The full evaluation of the base model that fine-tuning starts from."""
+    key = dict(phase="base-eval", data=args.dataset, steps=base_steps)
+    if store.done(**key):
+        return
+    cfg, sde, model = load_trained(load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt")),
+                                   bench.shape)
+    ev = bench.evaluate(model, sde, cfg)
+    store.save(ev, **key)
+    print(f"base {base_steps} steps: {ev['bpd']:.4f} bits/dim (eval SE {ev['eval_se']:.4f})", flush=True)
+
+
+def _windows(log, width):
+    """Window means of image/train.py's per-step DSM loss: [(last step, mean)]."""
+    return [(log[i + width - 1]["step"] + 1, float(np.mean([r["dsm"] for r in log[i:i + width]])))
+            for i in range(0, len(log) - width + 1, width)]
+
+
+def tune_one(args, bench, store, out, base_steps, beta, seed):
+    key = dict(phase="tune", data=args.dataset, base=base_steps, beta=float(beta), seed=seed, steps=args.steps)
+    state = load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt"))
+    cfg, sde, model = load_trained(state, bench.shape)          # the base's EMA weights
+    model.train()
+    preset = PAPER_SETTINGS[PRESETS[args.dataset]]
+    if beta == 0:
+        objective = FPObjective(model, sde, dsm_weighting=preset["dsm_weighting"], eps=preset["eps"])
+    else:
+        objective = FPObjective(model, sde, **{**preset, "beta": beta, "subbatch": args.fp_subbatch})
+    lr = args.lr or cfg.lr
+    opt, sched = make_optimizer(model.parameters(), lr=lr, warmup=cfg.warmup)
+    ema = make_ema(model, cfg.ema_decay)
+    images, scaling = bench.train.images, model_scaling(cfg)
+
+    def batches(start):
+        order = ShardedBatches(len(bench.train), cfg.batch_size, seed=seed, info=DistInfo(), start=start)
+        deq = torch.Generator()
+        for step, idx in enumerate(order, start):
+            deq.manual_seed(step_seed(seed + 7919, step))
+            yield to_model_space(images[idx], bench.levels, scaling, dequantized=True, generator=deq)[0]
+
+    ckpt = os.path.join(out, "ckpt", os.path.basename(store.path(**key))[:-5] + ".pt")
+    os.makedirs(os.path.dirname(ckpt), exist_ok=True)
+    fit = resumable_fit(objective, model, opt, args.steps, batches=batches, ckpt_path=ckpt, seed=seed,
+                        scheduler=sched, ema=ema, grad_clip=cfg.grad_clip, ckpt_every=args.ckpt_every,
+                        progress=not args.no_progress, desc=f"tune β={beta:g} seed{seed}")
+    ev = bench.evaluate(ema.module.eval(), sde, cfg)
+    store.save({**ev, **fit, "method": "dsm" if beta == 0 else "fp", "lr": lr,
+                "objective": {**preset, "beta": beta, "subbatch": args.fp_subbatch}}, **key)
+    os.remove(ckpt)
+    return ev
+
+
+def report(args, store, out, base_steps, betas, seeds) -> dict:
+    runs = store.all()
+    base = sorted((r for r in runs if r["phase"] == "base" and r["data"] == args.dataset), key=lambda r: r["steps"])
+    tune = {(r["beta"], r["seed"]): r for r in runs if r["phase"] == "tune" and r["data"] == args.dataset
+            and r["base"] == base_steps and r["steps"] == args.steps}
+    metrics = {"dataset": args.dataset, "base_curve": [{k: r[k] for k in ("steps", "heldout_dsm", "heldout_dsm_se")} for r in base],
+               "base_steps": base_steps, "finetune_steps": args.steps, "betas": {}}
+    rows = []
+    be = [r for r in runs if r["phase"] == "base-eval" and r["data"] == args.dataset and r["steps"] == base_steps]
+    if be:
+        metrics["base"] = {k: be[0][k] for k in ("bpd", "eval_se", "heldout_dsm", "residual_curves", "bpd_per_repeat")}
+        rows.append([f"base ({base_steps} DSM steps)", "—", f"{be[0]['bpd']:.4f}", "—", "—",
+                     f"{be[0]['heldout_dsm']:.4f}", f"{np.mean(be[0]['residual_curves']['r_fp']):.3g}"])
+    dsm = {s: tune[(0.0, s)] for s in seeds if (0.0, s) in tune}
+    if dsm:
+        metrics["dsm"] = _summary(dsm)
+        rows.append(["DSM", str(len(dsm)), f"{metrics['dsm']['bpd']['mean']:.4f}", "—", "—",
+                     f"{metrics['dsm']['heldout_dsm']:.4f}", f"{metrics['dsm']['r_fp_mean']:.3g}"])
+    xs, ys, hs = [], [], []
+    for beta in betas:
+        fp = {s: tune[(beta, s)] for s in seeds if (beta, s) in tune}
+        if not fp:
+            continue
+        e = _summary(fp)
+        both = [s for s in fp if s in dsm]
+        if both:
+            e["paired"] = {**paired_difference([fp[s]["bpd"] for s in both], [dsm[s]["bpd"] for s in both]),
+                           "seeds": both}
+            e["eval_se_diff"] = float(np.sqrt(np.mean([fp[s]["eval_se"] ** 2 + dsm[s]["eval_se"] ** 2 for s in both])))
+            xs.append(beta)
+            ys.append(e["paired"]["mean"])
+            hs.append(e["paired"]["half_width"])
+        metrics["betas"][repr(beta)] = e
+        pd = e.get("paired")
+        ci = "—" if not pd else (f"{pd['mean']:+.4f}" + ("" if pd["half_width"] is None
+                                                          else f" [{pd['lo']:+.4f}, {pd['hi']:+.4f}]"))
+        rows.append([f"FP β={beta:g}", str(len(fp)), f"{e['bpd']['mean']:.4f}", ci,
+                     "—" if not pd else f"{e['eval_se_diff']:.4f}", f"{e['heldout_dsm']:.4f}", f"{e['r_fp_mean']:.3g}"])
+    if xs:
+        plotting.errorbars({args.dataset: {"FP − DSM": (xs, ys, hs)}}, os.path.join(out, "bpd_vs_beta.png"),
+                           xlabel="β (official units, ‖ε‖/D)", ylabel="bits/dim FP − DSM",
+                           suptitle=f"fine-tuned {args.steps} steps from base {base_steps}; paired, 95% t-interval")
+    if base:
+        plotting.curves([r["steps"] for r in base], {"held-out DSM loss": [r["heldout_dsm"] for r in base]},
+                        os.path.join(out, "base_curve.png"), ylabel="held-out DSM loss (EMA)", xlabel="base steps",
+                        logy=False, title=f"{args.dataset}: DSM base")
+    s0 = [s for s in seeds if (0.0, s) in tune]
+    if s0:
+        series = {f"β={b:g}": [c["dsm"] for c in tune[(b, s0[0])]["curve"]] for b in [0.0] + list(betas)
+                  if (b, s0[0]) in tune}
+        steps = [c["step"] for c in tune[(0.0, s0[0])]["curve"]]
+        plotting.curves(steps, series, os.path.join(out, "finetune_curves.png"), ylabel="train DSM term (window mean)",
+                        xlabel="fine-tuning step", logy=False, title=f"{args.dataset}: fine-tuning, seed {s0[0]}")
+    return metrics, rows
+
+
+def _summary(runs: dict) -> dict:
+    rs = list(runs.values())
+    return {"seeds": list(runs), "bpd_per_seed": [r["bpd"] for r in rs], "bpd": mean_se([r["bpd"] for r in rs]),
+            "eval_se_per_seed": [r["eval_se"] for r in rs],
+            "heldout_dsm": float(np.mean([r["heldout_dsm"] for r in rs])),
+            "heldout_dsm_per_seed": [r["heldout_dsm"] for r in rs],
+            "r_fp": np.mean([r["residual_curves"]["r_fp"] for r in rs], 0).tolist(),
+            "r_dsm": np.mean([r["residual_curves"]["r_dsm"] for r in rs], 0).tolist(),
+            "r_fp_mean": float(np.mean([r["residual_curves"]["r_fp"] for r in rs])),
+            "train_s": float(np.mean([r["train_s"] for r in rs]))}
+
+
+def main(argv=None) -> int:
+    p, args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        shard = parse_shard(args.shard)
+        if args.steps < 1 or args.seeds < 1 or args.eval_repeats < 1:
+            raise ValueError("--steps, --seeds and --eval-repeats must be >= 1")
+        if args.betas and any(b <= 0 for b in args.betas):
+            raise ValueError("--betas are the FP runs' β and must be positive; DSM (β = 0) always runs")
+        base_steps = args.base_steps or max(args.base_stages)
+        if base_steps not in args.base_stages:
+            raise ValueError(f"--base-steps {base_steps} is not one of --base-stages {args.base_stages}")
+        bench = Bench(args)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+    out = args.out or os.path.join(HERE, "results", f"finetune_{args.dataset}")
+    store = RunStore(os.path.join(out, "runs"))
+    preset_beta = PAPER_SETTINGS[PRESETS[args.dataset]]["beta"]
+    # 10 significant digits: 0.1/10 and a typed 0.01 name the same run
+    betas = [float(f"{b:.10g}") for b in (args.betas or [preset_beta, preset_beta / 10, preset_beta * 10])]
+    seeds = list(range(args.seed, args.seed + args.seeds))
+
+    if not args.report:
+        base_phase(args, bench, store, out)
+        if not args.base_only:
+            base_eval(args, bench, store, out, base_steps)
+            grid = [(b, s) for i, b in enumerate(betas) for s in seeds for b in ([0.0, b] if i == 0 else [b])]
+            grid = list(shard_of(grid, shard))
+            todo = [g for g in grid if not store.done(phase="tune", data=args.dataset, base=base_steps,
+                                                      beta=float(g[0]), seed=g[1], steps=args.steps)]
+            print(f"fine-tuning from base {base_steps}: {len(grid) - len(todo)} of {len(grid)} runs done", flush=True)
+            t_grid = time.time()
+            for i, (beta, seed) in enumerate(todo):
+                try:
+                    ev = tune_one(args, bench, store, out, base_steps, beta, seed)
+                except StopRequested:
+                    print("\ninterrupted: checkpoint saved; run the same command to continue",
+                          file=sys.stderr, flush=True)
+                    return 130
+                left = (time.time() - t_grid) / (i + 1) * (len(todo) - i - 1)
+                print(f"[{i + 1}/{len(todo)}] β={beta:g} seed {seed}: {ev['bpd']:.4f} bits/dim "
+                      f"(eval SE {ev['eval_se']:.4f}); grid ETA {left / 60:.1f} min", flush=True)
+
+    metrics, rows = report(args, store, out, base_steps, betas, seeds)
+    metrics["config"] = {k: v for k, v in vars(args).items()}
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+    head = ["model", "seeds", "bits/dim", "FP − DSM [95% CI]", "eval SE of diff", "held-out DSM", "mean r_FP"]
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    for r in [head] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    print(f"(fine-tuned {args.steps} steps from the {base_steps}-step DSM base; wrote {out}/metrics.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
