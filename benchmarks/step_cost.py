@@ -81,6 +81,8 @@ def parse_args(argv=None):
 def image_batch(quick: bool, batch: int, device, seed: int, mnist_dir: str = MNIST_DIR) -> torch.Tensor:
     """MNIST (28×28) when the files are there, else sklearn's 8×8 digits; quick: digits."""
     name, data_dir = ("mnist", mnist_dir) if not quick and os.path.isdir(mnist_dir) else ("digits", None)
+    if not quick and name == "digits":  # said loudly: the numbers are then not the 28×28 ones
+        print(f"warning: no MNIST folder at {mnist_dir}; using 8×8 digits (pass --data-dir)", file=sys.stderr)
     data = load_dataset(name, "train", data_dir)
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=g)[:batch]

@@ -105,8 +105,9 @@ def log_likelihood(model: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
     ``trace`` picks the divergence: ``"exact"`` or ``"hutchinson"`` with ``n_probes``
     probes of kind ``probe`` drawn once from ``generator``. ``mode="reverse"`` (default)
     forms the drift and the divergence from one forward and vjps, ``"forward"`` from a
-    forward plus jvps; both give the same estimate for the same probes. ``rtol``, ``atol``, ``method``
-    and ``options`` go to ``torchdiffeq.odeint``. With ``return_stats`` also returns a dict:
+    forward plus jvps; both give the same estimate for the same probes. ``rtol``, ``atol``,
+    ``method`` and ``options`` go to ``torchdiffeq.odeint``; adaptive methods measure the
+    error by :func:`joint_rms_norm` unless ``options`` names a ``norm``. With ``return_stats`` also returns a dict:
     ``nfe`` (ODE function evaluations), ``prior_logp`` = log p_T(x(T)), ``delta_logp`` =
     ∫ div dt (both ``[B]``) and ``x_T``. No autograd graph is kept.
     """
