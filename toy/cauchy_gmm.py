@@ -249,7 +249,7 @@ def summarize(folder: str):
     head = ["run", "D", "SDE", "method", "score_rel_l2 (mean over t)", "worst t", "train wall time",
             "its CPU time", "steps", "budget", "load (1 min)"]
     lines = []
-    for title, keep in (("Runs", lambda n: not n.startswith(("est_", "abl_"))),
+    for title, keep in (("Runs", lambda n: not n.startswith(("est_", "abl_"))),   # long_: longer budgets
                         ("Estimator runs", lambda n: n.startswith("est_")),
                         ("Ablations", lambda n: n.startswith("abl_"))):
         rows = ["| " + " | ".join(_row(n, m)) + " |" for n, m in runs.items() if keep(n)]
@@ -258,7 +258,7 @@ def summarize(folder: str):
     panels = {}
     for name, m in runs.items():
         cfg = m["config"]
-        if name.startswith(("est_", "abl_")):       # estimator and ablation runs: tables only
+        if name.startswith(("est_", "abl_", "long_")):       # estimator and ablation runs: tables only
             continue
         key = f"D = {cfg['dim']}, {cfg['sde'].split('(')[0]}"
         panels.setdefault(key, {})[cfg["method"]] = m["score_rel_l2_curve"]["rel_l2"]
@@ -268,7 +268,7 @@ def summarize(folder: str):
                         panels=dict(sorted(panels.items(), key=lambda kv: (kv[0].split(",")[1], int(kv[0].split()[2].rstrip(","))))))
     pairs = {}
     for name, m in runs.items():
-        if not name.startswith(("est_", "abl_")):
+        if not name.startswith(("est_", "abl_", "long_")):
             pairs.setdefault((m["config"]["dim"], m["config"]["sde"].split("(")[0]), {})[m["config"]["method"]] = m
     ch = ["D", "SDE", "Cauchy lower at t in", "rel_l2 Cauchy / DSM at t = 0", "t = 0.25", "t = 0.5",
           "t = 0.75", "t = 1"]
