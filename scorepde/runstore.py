@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+
+from .atomic import atomic_write
 
 __all__ = ["run_name", "RunStore", "parse_shard", "shard_of"]
 
@@ -59,19 +60,8 @@ class RunStore:
 
     def save(self, result: dict, **fields) -> str:
         """Write ``{**fields, **result}`` atomically; returns the path."""
-        path = self.path(**fields)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({**fields, **result}, f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
-        return path
+        return atomic_write(self.path(**fields),
+                            lambda f: json.dump({**fields, **result}, f, indent=1), binary=False)
 
     def all(self) -> List[dict]:
         """Every finished run in the folder (sorted by file name)."""

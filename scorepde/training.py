@@ -8,13 +8,13 @@ import json
 import os
 import random
 import signal
-import tempfile
 from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .atomic import atomic_write
 from .checks import NonFiniteError
 
 __all__ = ["NonFiniteLossError", "make_optimizer", "make_ema", "train_step", "fit",
@@ -146,19 +146,7 @@ def set_rng_state(state: dict, generator: Optional[torch.Generator] = None) -> N
 
 def save_checkpoint(path: str, state: dict) -> None:
     """Write atomically: a temporary file in the same folder, then an atomic rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:
