@@ -380,3 +380,16 @@ def test_console_entry_points(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         getattr(cli, scripts["scorepde-train"].split(":")[1])()
     assert e.value.code == 0 and "--preset" in capsys.readouterr().out
+
+
+# 8, for the toy scripts: their shared numeric flags are checked in toy/_common.setup.
+@pytest.mark.parametrize("script, flags, needle", [
+    ("cauchy_gmm", ["--steps", "0"], "--steps must be positive"),
+    ("conservativity", ["--lr", "-1"], "--lr must be positive"),
+    ("density", ["--quick", "--batch-size", "0"], "--batch-size must be positive"),
+])
+def test_toy_bad_numbers_are_one_line(tmp_path, script, flags, needle):
+    proc = subprocess.run([sys.executable, str(ROOT / "toy" / f"{script}.py"), *flags,
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]

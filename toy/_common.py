@@ -63,8 +63,16 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+#: Flags that must be positive wherever a toy script has them (None: not given, the default).
+POSITIVE = ("steps", "lr", "batch_size", "hidden", "depth", "threads", "seeds", "minutes")
+
+
 def setup(args, script: str) -> str:
-    """Make the output folder, set threads; returns the folder."""
+    """Check the shared numeric flags, make the output folder, set threads; returns the folder."""
+    for name in POSITIVE:
+        value = getattr(args, name, None)
+        if value is not None and not value > 0:
+            fail(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", script)
