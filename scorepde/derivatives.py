@@ -193,6 +193,16 @@ def _basis(x: torch.Tensor) -> torch.Tensor:
     return eye.reshape((D, 1) + tuple(x.shape[1:])).expand((D,) + tuple(x.shape))
 
 
+def _trace_vectors(x, method, probes, n_probes, probe, generator) -> torch.Tensor:
+    """The vectors v whose vᵀJv add up to the trace: D unit vectors (``"exact"``) or
+    Hutchinson probes ``[M, B, ...]`` (the given ``probes`` or ``n_probes`` fresh ones)."""
+    if method == "exact":
+        return _basis(x)
+    if method == "hutchinson":
+        return probes if probes is not None else sample_probes(x, n_probes, probe, generator)
+    raise ValueError(f"unknown divergence method {method!r}; choose 'exact' or 'hutchinson'")
+
+
 def divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
                probes: Optional[torch.Tensor] = None, n_probes: int = 1, probe: str = "rademacher",
                generator: Optional[torch.Generator] = None, mode: str = "forward",
@@ -206,12 +216,7 @@ def divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
     (vᵀ J, a vjp, as the paper's code does).
     """
     x = x.contiguous()  # jvp refuses primals whose elements alias (expanded views)
-    if method == "exact":
-        V = _basis(x)
-    elif method == "hutchinson":
-        V = probes if probes is not None else sample_probes(x, n_probes, probe, generator)
-    else:
-        raise ValueError(f"unknown divergence method {method!r}; choose 'exact' or 'hutchinson'")
+    V = _trace_vectors(x, method, probes, n_probes, probe, generator)
 
     if mode not in ("forward", "reverse"):
         raise ValueError(f"unknown divergence mode {mode!r}; choose 'forward' or 'reverse'")
@@ -238,12 +243,7 @@ def value_and_divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
     on the graph of a single forward whose output is returned too, for callers that need
     fn(x) as well (the probability-flow ODE). No graph is kept.
     """
-    if method == "exact":
-        V = _basis(x)
-    elif method == "hutchinson":
-        V = probes if probes is not None else sample_probes(x, n_probes, probe, generator)
-    else:
-        raise ValueError(f"unknown divergence method {method!r}; choose 'exact' or 'hutchinson'")
+    V = _trace_vectors(x, method, probes, n_probes, probe, generator)
     with torch.enable_grad():
         xr = x.detach().requires_grad_(True)
         out = fn(xr)
