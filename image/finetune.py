@@ -132,7 +132,8 @@ class Bench:
         curves = residual_curves(model, sde, x0, TABLE4_TIMES, estimator=a.residual_estimator,
                                  batch_size=16, generator=gen)
         return {"bpd": res["bpd"], "bpd_per_repeat": res["per_repeat"],
-                "eval_se": res["bpd_std"] / a.eval_repeats ** 0.5, "nfe": res["nfe"],
+                "eval_se": res["bpd_std"] / a.eval_repeats ** 0.5, "bpd_per_image": res["per_sample"],
+                "nfe": res["nfe"],
                 "eval_images": len(self.eval_images), "eval_repeats": a.eval_repeats, "rtol": a.rtol,
                 **self.heldout_dsm(model, sde, cfg), "residual_curves": curves,
                 "residual_estimator": a.residual_estimator, "bpd_s": t_bpd, "eval_s": time.time() - t0}
@@ -155,8 +156,8 @@ def base_phase(args, bench, store, out) -> None:
                "--device", "cpu", "--threads", str(args.threads), *args.base_args.split()]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
-        if have > 0:
-            cmd.append("--resume")
+        # a fresh checkout has the base's committed config/metrics but no checkpoint: start over
+        cmd.append("--resume" if have > 0 else "--overwrite")
         print(f"base: DSM to step {steps} ({' '.join(cmd[1:])})", flush=True)
         t0 = time.time()
         proc = subprocess.run(cmd)
@@ -176,7 +177,7 @@ def base_phase(args, bench, store, out) -> None:
 
 def base_eval(args, bench, store, out, base_steps) -> None:
     """The full evaluation of the base model that fine-tuning starts from."""
-    key = dict(phase="base-eval", data=args.dataset, steps=base_steps)
+    key = dict(phase="base-eval", data=args.dataset, steps=base_steps, **eval_key(args))
     if store.done(**key):
         return
     cfg, sde, model = load_trained(load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt")),
@@ -192,8 +193,20 @@ def _windows(log, width):
             for i in range(0, len(log) - width + 1, width)]
 
 
+def eval_key(args) -> dict:
+    """What makes two evaluations comparable: images, repeats, tolerance (in every run's key,
+    so that a later run with other evaluation flags never mixes with these)."""
+    return dict(images=args.eval_images or "all", reps=args.eval_repeats, rtol=args.rtol)
+
+
+def tune_key(args, base_steps, beta, seed) -> dict:
+    sub = "all" if (beta == 0 or args.fp_subbatch is None) else args.fp_subbatch
+    return dict(phase="tune", data=args.dataset, base=base_steps, beta=float(beta), seed=seed,
+                steps=args.steps, sub=sub, **eval_key(args))
+
+
 def tune_one(args, bench, store, out, base_steps, beta, seed):
-    key = dict(phase="tune", data=args.dataset, base=base_steps, beta=float(beta), seed=seed, steps=args.steps)
+    key = tune_key(args, base_steps, beta, seed)
     state = load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt"))
     cfg, sde, model = load_trained(state, bench.shape)          # the base's EMA weights
     model.train()
@@ -229,12 +242,15 @@ def tune_one(args, bench, store, out, base_steps, beta, seed):
 def report(args, store, out, base_steps, betas, seeds) -> dict:
     runs = store.all()
     base = sorted((r for r in runs if r["phase"] == "base" and r["data"] == args.dataset), key=lambda r: r["steps"])
-    tune = {(r["beta"], r["seed"]): r for r in runs if r["phase"] == "tune" and r["data"] == args.dataset
-            and r["base"] == base_steps and r["steps"] == args.steps}
+    ek = eval_key(args)
+    same = lambda r: all(r.get(k) == v for k, v in ek.items())        # noqa: E731
+    tune = {(r["beta"], r["seed"]): r for r in runs
+            if r["phase"] == "tune" and r == {**r, **tune_key(args, base_steps, r["beta"], r["seed"])}}
     metrics = {"dataset": args.dataset, "base_curve": [{k: r[k] for k in ("steps", "heldout_dsm", "heldout_dsm_se")} for r in base],
                "base_steps": base_steps, "finetune_steps": args.steps, "betas": {}}
     rows = []
-    be = [r for r in runs if r["phase"] == "base-eval" and r["data"] == args.dataset and r["steps"] == base_steps]
+    be = [r for r in runs if r["phase"] == "base-eval" and r["data"] == args.dataset and r["steps"] == base_steps
+          and same(r)]
     if be:
         metrics["base"] = {k: be[0][k] for k in ("bpd", "eval_se", "heldout_dsm", "residual_curves", "bpd_per_repeat")}
         rows.append([f"base ({base_steps} DSM steps)", "—", f"{be[0]['bpd']:.4f}", "—", "—",
@@ -254,7 +270,7 @@ def report(args, store, out, base_steps, betas, seeds) -> dict:
         if both:
             e["paired"] = {**paired_difference([fp[s]["bpd"] for s in both], [dsm[s]["bpd"] for s in both]),
                            "seeds": both}
-            e["eval_se_diff"] = float(np.sqrt(np.mean([fp[s]["eval_se"] ** 2 + dsm[s]["eval_se"] ** 2 for s in both])))
+            e["eval_se_diff"] = _eval_se_diff(fp, dsm, both)
             xs.append(beta)
             ys.append(e["paired"]["mean"])
             hs.append(e["paired"]["half_width"])
@@ -280,6 +296,15 @@ def report(args, store, out, base_steps, betas, seeds) -> dict:
         plotting.curves(steps, series, os.path.join(out, "finetune_curves.png"), ylabel="train DSM term (window mean)",
                         xlabel="fine-tuning step", logy=False, title=f"{args.dataset}: fine-tuning, seed {s0[0]}")
     return metrics, rows
+
+
+def _eval_se_diff(fp: dict, dsm: dict, seeds) -> float:
+    """The evaluation's standard error of one seed's FP − DSM bits/dim: over the test images,
+    std_i(bpd_FP,i − bpd_DSM,i)/√n (both models see the same images, dequantization and
+    probes), root-mean-square over seeds; with repeats > 1 the repeat-to-repeat noise is in it."""
+    se2 = [np.var(np.subtract(fp[s]["bpd_per_image"], dsm[s]["bpd_per_image"]), ddof=1)
+           / len(fp[s]["bpd_per_image"]) for s in seeds]
+    return float(np.sqrt(np.mean(se2)))
 
 
 def _summary(runs: dict) -> dict:
@@ -322,8 +347,7 @@ def main(argv=None) -> int:
             base_eval(args, bench, store, out, base_steps)
             grid = [(b, s) for i, b in enumerate(betas) for s in seeds for b in ([0.0, b] if i == 0 else [b])]
             grid = list(shard_of(grid, shard))
-            todo = [g for g in grid if not store.done(phase="tune", data=args.dataset, base=base_steps,
-                                                      beta=float(g[0]), seed=g[1], steps=args.steps)]
+            todo = [g for g in grid if not store.done(**tune_key(args, base_steps, *g))]
             print(f"fine-tuning from base {base_steps}: {len(grid) - len(todo)} of {len(grid)} runs done", flush=True)
             t_grid = time.time()
             for i, (beta, seed) in enumerate(todo):
