@@ -221,6 +221,37 @@ def test_toy_score_far_field(sde):
         ToyScore(Zero(), sde, condition="sigma")
 
 
+
+class Affine(nn.Module):
+    """F = b and gate logit g, the same for every sample: ``net(u, c) -> [B, D + 1]``."""
+
+    def __init__(self, b, g):
+        super().__init__()
+        self.b, self.g = b, g
+
+    def forward(self, u, c):
+        return torch.cat([self.b.expand_as(u), self.g.expand(u.shape[0], 1)], 1).to(u)
+
+
+def test_gated_toy_score_is_an_isotropic_gaussian_score_exactly():
+    """gate=True: s = −(ρ u − F)/ŝ with ρ = softplus(g + log(e − 1)); F = ŝ μ/v, ρ = ŝ²/v make
+    it the score of N(μ, v I) at every t, which the plain skip cannot be for v ≠ ŝ²."""
+    sde = scorepde.VESDE(0.01, 50.0)
+    x, t = torch.randn(6, 3, dtype=torch.float64), torch.full((6,), 0.3, dtype=torch.float64)
+    mu, v = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), 0.7
+    shat = ToyScore(Zero(), sde).scale(t)[0]
+    rho = shat ** 2 / v
+    g = torch.log(torch.expm1(rho)) - torch.log(torch.expm1(torch.tensor(1.0, dtype=torch.float64)))
+    model = ToyScore(Affine(shat * mu / v, g.reshape(1, 1)), sde, gate=True)
+    assert torch.allclose(model(x, t), (mu - x) / v, atol=1e-12)
+    plain = ToyScore(Affine(torch.zeros(3, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)), sde, gate=True)
+    assert torch.allclose(plain(x, t), ToyScore(Zero(), sde)(x, t), atol=1e-12)      # g = 0: the plain skip
+    with pytest.raises(ValueError, match="D \\+ 1"):
+        ToyScore(Zero(), sde, gate=True)(x, t)
+    with pytest.raises(ValueError, match="needs skip=True"):
+        ToyScore(Zero(), sde, skip=False, gate=True)
+    assert MLPScore(3, out_dim=4)(x.float(), t.float()).shape == (6, 4)
+
 def test_time_rate_follows_the_conditioning():
     """How fast the net's time features turn, in radians per unit t (the FD step's scale)."""
     vp = ScoreModel(tiny_unet(embedding="sinusoidal"), scorepde.VPSDE())

@@ -45,9 +45,9 @@ SDES = {"ve": lambda: sp.VESDE(0.01, 50.0), "vp": lambda: sp.VPSDE(0.1, 20.0)}
 METHODS = ("cauchy", "dsm")
 #: Flags that only mean something with --dim (their defaults are filled in by run_dim).
 DIM_ONLY = ("summarize", "components", "sde", "method", "estimator", "unbiased", "minutes", "clock", "condition",
-            "n_evals")
+            "n_evals", "gate")
 DIM_DEFAULTS = dict(components=4, sde="ve", method="cauchy", estimator="forward_fd",
-                    unbiased=False, minutes=20.0, clock="wall", n_evals=20)
+                    unbiased=False, minutes=20.0, clock="wall", n_evals=20, gate=False)
 
 
 def add_dim_flags(p):
@@ -78,6 +78,9 @@ def add_dim_flags(p):
     g.add_argument("--condition", choices=ToyScore.CONDITIONS, default=None,
                    help="what the Cauchy fit's ToyScore conditions on (log_scale for VE, time for "
                         "VP: log ŝ(t) barely moves once σ_t/a(t) passes the data scale under VP)")
+    g.add_argument("--gate", action="store_const", const=True, default=None,
+                   help="the Cauchy fit's ToyScore scales its skip term by a learned scalar per sample "
+                        "(s = −(ρ x/ŝ − F)/ŝ; scorepde.nn.ToyScore)")
     g.add_argument("--n-evals", type=int, default=None,
                    help="evaluations of the error during training, for the error-vs-time curve (20)")
 
@@ -102,8 +105,9 @@ def _build(args, ds: ToyDataset, sde):
                              device=args.device, param="score_model")
         return model, FPObjective(model, sde, beta=0.0, eps=EPS)
     torch.manual_seed(args.seed)
-    net = MLPScore(ds.dim, hidden=args.hidden, depth=args.depth, embedding="fourier", fourier_scale=1.0)
-    model = ToyScore(net, sde, data_std=args.data_std, condition=args.condition).to(args.device)
+    net = MLPScore(ds.dim, hidden=args.hidden, depth=args.depth, embedding="fourier", fourier_scale=1.0,
+                   out_dim=ds.dim + 1 if args.gate else None)
+    model = ToyScore(net, sde, data_std=args.data_std, condition=args.condition, gate=args.gate).to(args.device)
     obj = CauchyObjective(model, sde, lambda x: gmm.score(x), weighting=args.weighting,
                           data_std=args.data_std, init_points=args.init_points,
                           init_weight=args.init_weight, time_sampling=args.time_sampling,

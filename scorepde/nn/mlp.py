@@ -7,6 +7,8 @@ MLP is a score s(x, t) with c = t; wrapped in ``ScoreModel`` it gets c = log σ 
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -16,10 +18,11 @@ __all__ = ["MLPScore"]
 
 
 class MLPScore(nn.Module):
-    """[x, emb(c)] → ``depth`` × (Linear, SiLU) of width ``hidden`` → Linear to D."""
+    """[x, emb(c)] → ``depth`` × (Linear, SiLU) of width ``hidden`` → Linear to D
+    (or to ``out_dim``)."""
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, embedding: str = "fourier",
-                 embedding_dim: int = 32, fourier_scale: float = 16.0):
+                 embedding_dim: int = 32, fourier_scale: float = 16.0, out_dim: Optional[int] = None):
         super().__init__()
         if dim < 1 or hidden < 1 or depth < 1:
             raise ValueError(f"need dim, hidden, depth >= 1, got {dim}, {hidden}, {depth}")
@@ -29,7 +32,8 @@ class MLPScore(nn.Module):
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden
-        self.net = nn.Sequential(*layers, nn.Linear(width, dim))
+        self.out_dim = dim if out_dim is None else int(out_dim)
+        self.net = nn.Sequential(*layers, nn.Linear(width, self.out_dim))
 
     def time_rate(self) -> float:
         """Radians per unit c by which the fastest time feature turns: used bare, c = t, so

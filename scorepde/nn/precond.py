@@ -18,6 +18,7 @@ Two preconditionings live here, the only places a network becomes a score:
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -116,11 +117,17 @@ class ScoreModel(nn.Module):
         return f"sde={self.sde!r}, condition={self.condition!r}, min_std={self.min_std:g}"
 
 
+_LOG_E_MINUS_1 = math.log(math.e - 1.0)     # softplus(0 + this) = 1
+
+
 class ToyScore(nn.Module):
     """A preconditioned toy score (EDM-style scalings, Karras et al. 2022):
 
         s(x, t) = −(x/ŝ − F) / ŝ   (``skip=True``)   or   −F / ŝ   (``skip=False``),
         F = net(x / ŝ(t), log ŝ(t)),                  ŝ(t)² = a(t)² data_std² + σ_t²
+
+    or, with ``gate=True``, s = −(ρ x/ŝ − F)/ŝ, where the net returns D + 1 outputs (F, g)
+    and ρ = softplus(g + log(e − 1)) > 0 is one scalar per sample (ρ = 1 at g = 0).
 
     with (a(t), σ_t) the SDE's kernel. ŝ is the scale of x_t, so the network sees O(1)
     inputs and returns O(1) outputs at every t, while the score itself falls from
@@ -131,6 +138,10 @@ class ToyScore(nn.Module):
     c = t instead. The skip term makes F = 0 the score of N(0, ŝ² I), which the true score
     approaches as σ_t grows (F is then ŝ⁻¹ times a denoiser); without it a network must
     learn the far field −x/ŝ² itself, which a PDE-only fit (``scorepde.cauchy``) does poorly.
+    The gate generalizes the skip: a mixture of isotropic Gaussians N(μ_k, v_k I) has the score
+    Σ_k r_k(x)(μ_k − x)/v_k = b(x) − ρ(x) x with a *scalar* ρ = Σ_k r_k/v_k, so with the gate
+    the net only has to learn smooth functions of the responsibilities r_k, not a D × D map
+    x ↦ −x/v_k per region (which an MLP fits poorly in high D).
 
     Not for DSM: with its σ_t² weighting, ‖σ_t s + z‖² reaches F through σ_t/ŝ(t) → 0 as
     t → 0, so the fine structure of q_0 gets no gradient (measured: DSM fits a Gaussian).
@@ -141,14 +152,16 @@ class ToyScore(nn.Module):
     CONDITIONS = ("log_scale", "time")
 
     def __init__(self, net: nn.Module, sde, data_std: float = 1.0, condition: str = "log_scale",
-                 skip: bool = True):
+                 skip: bool = True, gate: bool = False):
         super().__init__()
         if data_std <= 0:
             raise ValueError(f"data_std must be positive, got {data_std}")
         if condition not in self.CONDITIONS:
             raise ValueError(f"unknown condition {condition!r}; choose one of {self.CONDITIONS}")
         self.net, self.sde, self.data_std, self.condition = net, sde, float(data_std), condition
-        self.skip = bool(skip)
+        self.skip, self.gate = bool(skip), bool(gate)
+        if self.gate and not self.skip:
+            raise ValueError("gate=True scales the skip term: it needs skip=True")
 
     def time_rate(self) -> Optional[float]:
         """As ``ScoreModel.time_rate``, for c = log ŝ(t) or c = t."""
@@ -166,7 +179,13 @@ class ToyScore(nn.Module):
         scale = scale.reshape(-1, *([1] * (x.dim() - 1)))
         u = x / scale
         F = self.net(u, c)
+        if self.gate:
+            F, g = F[:, :-1], F[:, -1:]
+            if F.shape != u.shape:
+                raise ValueError(f"gate=True needs a net with D + 1 = {u.shape[1] + 1} outputs for x of "
+                                 f"shape {tuple(u.shape)}, got {F.shape[1] + 1}; e.g. MLPScore(D, out_dim=D + 1)")
+            return -(nn.functional.softplus(g + _LOG_E_MINUS_1) * u - F) / scale
         return -(u - F) / scale if self.skip else -F / scale
 
     def extra_repr(self) -> str:
-        return f"data_std={self.data_std:g}, condition={self.condition!r}, skip={self.skip}"
+        return f"data_std={self.data_std:g}, condition={self.condition!r}, skip={self.skip}, gate={self.gate}"
