@@ -146,7 +146,8 @@ def base_phase(args, bench, store, out) -> None:
         key = dict(phase="base", data=args.dataset, steps=steps)
         stage = os.path.join(base_dir, f"stage_{steps}.pt")
         if store.done(**key) and os.path.isfile(stage):
-            continue  # (checkpoints are not in git: a fresh checkout retrains the base, deterministically)
+            continue  # (checkpoints are not in git: a fresh checkout retrains the base; retrained on
+            # 2026-11-24 its held-out DSM curve came within 0.3% of the committed one, not bit-equal)
         have = load_checkpoint(ckpt)["step"] if os.path.isfile(ckpt) else 0
         if have > steps:
             fail(f"{ckpt} is at step {have}, past stage {steps}: stages must be run in order; "

@@ -12,6 +12,7 @@ rel_l2_over_t.png, rel_l2_over_time.png.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -47,7 +48,7 @@ METHODS = ("cauchy", "dsm")
 DIM_ONLY = ("summarize", "components", "sde", "method", "estimator", "unbiased", "minutes", "clock", "condition",
             "n_evals", "gate")
 DIM_DEFAULTS = dict(components=4, sde="ve", method="cauchy", estimator="forward_fd",
-                    unbiased=False, minutes=20.0, clock="wall", n_evals=20, gate=False)
+                    unbiased=False, minutes=20.0, clock="wall", n_evals=20, gate=True)
 
 
 def add_dim_flags(p):
@@ -78,9 +79,10 @@ def add_dim_flags(p):
     g.add_argument("--condition", choices=ToyScore.CONDITIONS, default=None,
                    help="what the Cauchy fit's ToyScore conditions on (log_scale for VE, time for "
                         "VP: log ŝ(t) barely moves once σ_t/a(t) passes the data scale under VP)")
-    g.add_argument("--gate", action="store_const", const=True, default=None,
-                   help="the Cauchy fit's ToyScore scales its skip term by a learned scalar per sample "
-                        "(s = −(ρ x/ŝ − F)/ŝ; scorepde.nn.ToyScore)")
+    g.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
+                   help="the Cauchy fit's ToyScore scales its skip term by a learned scalar per sample, "
+                        "s = −(ρ x/ŝ − F)/ŝ (scorepde.nn.ToyScore; on by default: see the README's "
+                        "measurement; --no-gate for the plain skip)")
     g.add_argument("--n-evals", type=int, default=None,
                    help="evaluations of the error during training, for the error-vs-time curve (20)")
 
@@ -223,6 +225,10 @@ def run_dim(args, p):
 
 
 
+#: Run-name prefixes kept out of the figure and the Cauchy-vs-DSM tables.
+SIDE_RUNS = ("est_", "abl_", "long_", "nogate_")
+
+
 def _load_runs(folder: str) -> dict:
     runs = {}
     for name in sorted(os.listdir(folder)):
@@ -253,7 +259,9 @@ def summarize(folder: str):
     head = ["run", "D", "SDE", "method", "score_rel_l2 (mean over t)", "worst t", "train wall time",
             "its CPU time", "steps", "budget", "load (1 min)"]
     lines = []
-    for title, keep in (("Runs", lambda n: not n.startswith(("est_", "abl_"))),   # long_: longer budgets
+    for title, keep in (("Runs", lambda n: not n.startswith(("est_", "abl_", "nogate_"))),   # long_: longer budgets
+                        ("Without the gate (ToyScore's plain skip, the earlier default)",
+                         lambda n: n.startswith("nogate_")),
                         ("Estimator runs", lambda n: n.startswith("est_")),
                         ("Ablations", lambda n: n.startswith("abl_"))):
         rows = ["| " + " | ".join(_row(n, m)) + " |" for n, m in runs.items() if keep(n)]
@@ -262,7 +270,7 @@ def summarize(folder: str):
     panels = {}
     for name, m in runs.items():
         cfg = m["config"]
-        if name.startswith(("est_", "abl_", "long_")):       # estimator and ablation runs: tables only
+        if name.startswith(SIDE_RUNS):       # estimator, ablation, earlier runs: tables only
             continue
         key = f"D = {cfg['dim']}, {cfg['sde'].split('(')[0]}"
         panels.setdefault(key, {})[cfg["method"]] = m["score_rel_l2_curve"]["rel_l2"]
@@ -272,7 +280,7 @@ def summarize(folder: str):
                         panels=dict(sorted(panels.items(), key=lambda kv: (kv[0].split(",")[1], int(kv[0].split()[2].rstrip(","))))))
     pairs = {}
     for name, m in runs.items():
-        if not name.startswith(("est_", "abl_", "long_")):
+        if not name.startswith(SIDE_RUNS):
             pairs.setdefault((m["config"]["dim"], m["config"]["sde"].split("(")[0]), {})[m["config"]["method"]] = m
     ch = ["D", "SDE", "Cauchy lower at t in", "rel_l2 Cauchy / DSM at t = 0", "t = 0.25", "t = 0.5",
           "t = 0.75", "t = 1"]
