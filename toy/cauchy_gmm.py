@@ -226,7 +226,7 @@ def run_dim(args, p):
 
 
 #: Run-name prefixes kept out of the figure and the Cauchy-vs-DSM tables.
-SIDE_RUNS = ("est_", "abl_", "long_", "nogate_")
+SIDE_RUNS = ("est_", "abl_", "long_", "nogate_", "prev_")
 
 
 def _load_runs(folder: str) -> dict:
@@ -259,7 +259,9 @@ def summarize(folder: str):
     head = ["run", "D", "SDE", "method", "score_rel_l2 (mean over t)", "worst t", "train wall time",
             "its CPU time", "steps", "budget", "load (1 min)"]
     lines = []
-    for title, keep in (("Runs", lambda n: not n.startswith(("est_", "abl_", "nogate_"))),   # long_: longer budgets
+    for title, keep in (("Runs", lambda n: not n.startswith(("est_", "abl_", "nogate_", "prev_"))),   # long_: longer budgets
+                        ("Superseded: the same setting at a smaller or more loaded budget",
+                         lambda n: n.startswith("prev_")),
                         ("Without the gate (ToyScore's plain skip, the earlier default)",
                          lambda n: n.startswith("nogate_")),
                         ("Estimator runs", lambda n: n.startswith("est_")),
