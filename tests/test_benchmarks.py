@@ -101,3 +101,17 @@ def test_bpd_cost_quick(tmp_path):
     assert m["strategies"]["per_sample"]["solves"] == m["strategies"]["per_sample"]["points"]
     assert m["strategies"]["one_solve"]["max_abs_diff_from_one_solve"] == 0.0
     assert (tmp_path / "table.md").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_lever_error_quick(tmp_path):
+    """Structure, and the two facts the write-up leans on: the one-sided 5-row form is worse
+    than the central 6-row one at the default hx, and every estimate has an error."""
+    m = _run("lever_error.py", tmp_path)
+    assert {r["dt"] for r in m["one_sided"].values()} == {"central", "one_sided"}
+    assert m["one_sided"]["one_sided hx=0.05"]["median"] > m["one_sided"]["central hx=0.05"]["median"]
+    assert {(r["method"], r["matvecs"]) for r in m["trace"].values()} == {
+        ("hutchinson", 3), ("hutch++", 3), ("hutchinson", 6), ("hutch++", 6)}
+    for r in m["trace"].values():
+        assert r["rel_rmse_mean"] > 0 and r["seconds_median"] > 0 and len(r["points"]) == 4
+    assert (tmp_path / "table.md").stat().st_size > 0
