@@ -49,7 +49,7 @@ FP = dict(beta=0.1, fp_weighting="g2", m=2)  # the paper's CIFAR-10 form (Table 
 
 #: forward_fd's 5-row form: ∂t s one-sided from the corners' mean. Its O(δ²/h) term wants a
 #: smaller step in x than the default hx = 0.05: hx = 0.005 was the best of 0.05 … 0.001 on the
-#: U-Net (benchmarks/one_sided_error.py).
+#: U-Net (benchmarks/lever_error.py).
 ONE_SIDED = dict(dt="one_sided", hx=0.005)
 FIVE_ROWS = dict(DEFAULT_FP, **ONE_SIDED)
 #: name → (FPObjective keyword arguments, description). Plug-in ‖ε̂‖² (one draw) throughout.
@@ -348,7 +348,7 @@ def plot(rows, effect, level, path):
     import matplotlib.pyplot as plt
 
     names = list(rows)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     axes[0].bar(names, [rows[n]["ratio_to_dsm"] for n in names], color="tab:blue")
     axes[0].axhline(1.3, color="k", ls="--", lw=1, label="goal: 1.3× DSM")
     axes[0].set_ylabel("step time / DSM step time")
@@ -360,7 +360,7 @@ def plot(rows, effect, level, path):
     axes[1].set_yscale("log")
     axes[1].set_title("peak memory per step")
     for ax in axes[:2]:
-        ax.tick_params(axis="x", rotation=40)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     for name, e in effect.items():
         axes[2].plot([c["train_seconds"] for c in e["curve"]], [c["residual_sq_mean"] for c in e["curve"]], label=name)
     axes[2].axhline(level, color="k", ls="--", lw=1, label="time-to-effect level")

@@ -153,7 +153,10 @@ def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tens
 
         ∂t s ≈ ±(s(x, t ± h) − s̄)/h,   s̄ = the corners' mean = s(x, t) + O(δ²)
 
-    (+ unless t + h > T), first order: O(h) + O(δ²/h). The drift's derivatives are exact (forward mode on f alone,
+    (+ unless t + h > T), first order: O(h) + O(δ²/h). The δ²/h term grows with the dimension:
+    on the 784-D step-cost U-Net the median error of ⟨ε̂, v⟩ is 5% at its best hx (0.002) and
+    675% at the default 0.05, against 0.2% for ``"central"`` (``benchmarks/lever_error.py``):
+    for low-dimensional fields, not images. The drift's derivatives are exact (forward mode on f alone,
     never through the network). No reverse pass over x or t.
     """
     B = x.shape[0]
