@@ -81,6 +81,9 @@ STENCILS = {
     # App. C.1 (Lemma C.1): nodes t - h_s, t, t + h_d, error O(h_s h_d).
     "fd3": lambda h: (-h[0], 0.0, h[1]),
     "central": lambda h: (-h[0], 0.0, h[0]),
+    # one-sided, first order: (s(t + h) − s(t))/h, one evaluation when s(x, t) is passed as
+    # ``center`` (which a fused objective has from its DSM forward); error O(h).
+    "forward": lambda h: (0.0, h[0]),
 }
 
 
@@ -158,9 +161,10 @@ def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, method: str 
     """∂t s(x, t), shaped like x.
 
     ``"jvp"`` is exact (one forward-mode pass). ``"fd3"`` is the paper's asymmetric
-    3-point stencil (App. C.1) with ``h = (h_s, h_d)``; ``"central"`` uses ``h[0]`` both ways.
+    3-point stencil (App. C.1) with ``h = (h_s, h_d)``; ``"central"`` uses ``h[0]`` both ways;
+    ``"forward"`` is one-sided with ``h[0]``, first order (O(h)), one node beside t.
     ``h="auto"`` takes the steps from the score's time conditioning (``time_steps``).
-    Both are O(h²). Nodes stay inside [0, T]: near an end the stencil shifts inwards and
+    The first two are O(h²). Nodes stay inside [0, T]: near an end the stencil shifts inwards and
     the interpolant is differentiated at t itself, which keeps the O(h²) order. ``center``
     may pass s(x, t) when the caller already has it, saving one evaluation.
     """

@@ -110,6 +110,7 @@ def test_lever_error_quick(tmp_path):
     m = _run("lever_error.py", tmp_path)
     assert {r["dt"] for r in m["one_sided"].values()} == {"central", "one_sided"}
     assert m["one_sided"]["one_sided hx=0.05"]["median"] > m["one_sided"]["central hx=0.05"]["median"]
+    assert {r["method"] for r in m["time_derivative"].values()} == {"central", "forward"}
     assert {(r["method"], r["matvecs"]) for r in m["trace"].values()} == {
         ("hutchinson", 3), ("hutch++", 3), ("hutchinson", 6), ("hutch++", 6)}
     for r in m["trace"].values():

@@ -38,6 +38,25 @@ def test_finite_differences_are_second_order_down_to_round_off(method, gmm2):
     assert err(1e-11) > 10 * err(1e-5)  # the round-off floor: a far tinier step is worse
 
 
+def test_forward_difference_is_first_order_and_reuses_the_centre(gmm2):
+    """The "forward" stencil: Error(h)/Error(h/2) ≈ 2, and with s(x, t) passed as ``center``
+    it is one network evaluation and the same number."""
+    sde = sp.VPSDE()
+    calls = []
+    model = lambda x, t: calls.append(x.shape[0]) or gmm2.score(x, t, sde)
+    x = 2 * torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.full((16,), 0.3, dtype=torch.float64)
+    exact = sp.time_derivative(model, x, t)
+    err = lambda c: (sp.time_derivative(model, x, t, "forward", h=(c, c)) - exact).abs().max().item()
+    errs = [err(c) for c in (0.02, 0.01, 0.005)]
+    for coarse, fine in zip(errs, errs[1:]):
+        assert 1.7 < coarse / fine < 2.3, errs
+    calls.clear()
+    with_centre = sp.time_derivative(model, x, t, "forward", h=(0.01, 0.01), center=model(x, t))
+    assert calls == [16, 16]  # the centre, then one node
+    torch.testing.assert_close(with_centre, sp.time_derivative(model, x, t, "forward", h=(0.01, 0.01)))
+
+
 @pytest.mark.parametrize("t0", [0.0, 1e-4, 1.0])
 def test_stencil_stays_inside_horizon_and_keeps_its_order(t0, gmm2):
     sde = sp.VESDE()
