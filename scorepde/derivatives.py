@@ -18,8 +18,8 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = [
     "broadcast_to_batch", "sample_probes", "time_derivative", "divergence",
-    "jacobian", "hutchpp_divergence", "stencil_points", "time_steps", "value_and_divergence", "PROBES", "STENCILS",
-    "PAPER_STEPS", "FD_PHASE",
+    "jacobian", "hutchpp_divergence", "stencil_points", "time_steps", "value_and_divergence",
+    "PROBES", "STENCILS", "PAPER_STEPS", "FD_PHASE",
 ]
 
 #: (h_s, h_d), the backward and forward steps of the paper's stencil (App. C.1). Fine for a
@@ -81,8 +81,8 @@ STENCILS = {
     # App. C.1 (Lemma C.1): nodes t - h_s, t, t + h_d, error O(h_s h_d).
     "fd3": lambda h: (-h[0], 0.0, h[1]),
     "central": lambda h: (-h[0], 0.0, h[0]),
-    # one-sided, first order: (s(t + h) − s(t))/h, one evaluation when s(x, t) is passed as
-    # ``center`` (which a fused objective has from its DSM forward); error O(h).
+    # one-sided, first order: (s(t + h) − s(t))/h, error O(h); one evaluation when the caller
+    # passes s(x, t) as ``center``.
     "forward": lambda h: (0.0, h[0]),
 }
 
@@ -164,8 +164,8 @@ def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, method: str 
     3-point stencil (App. C.1) with ``h = (h_s, h_d)``; ``"central"`` uses ``h[0]`` both ways;
     ``"forward"`` is one-sided with ``h[0]``, first order (O(h)), one node beside t.
     ``h="auto"`` takes the steps from the score's time conditioning (``time_steps``).
-    The first two are O(h²). Nodes stay inside [0, T]: near an end the stencil shifts inwards and
-    the interpolant is differentiated at t itself, which keeps the O(h²) order. ``center``
+    The first two are O(h²). Nodes stay inside [0, T]: near an end the stencil shifts inwards
+    and the interpolant is differentiated at t itself, which keeps the stencil's order. ``center``
     may pass s(x, t) when the caller already has it, saving one evaluation.
     """
     if method == "jvp":

@@ -6,8 +6,8 @@
 An estimator is a named choice of three parts: how ∂t s is formed (``dt``: ``"jvp"`` exact,
 ``"fd3"`` the paper's stencil, ``"central"``, or for ``"forward_fd"`` only ``"one_sided"``,
 which reuses the corners' mean as s(x, t): 5 network rows per sample instead of 6), how
-div_x s is formed (``div``: ``"exact"`` or ``"hutchinson"``) and how ∇x L is formed (``grad``: ``"full"`` by reverse mode, or
-``"directional"``, Eq. 24, ⟨ε, v⟩ v with E[v vᵀ] = I, or ``"directional_fd"``, the same
+div_x s is formed (``div``: ``"exact"`` or ``"hutchinson"``) and how ∇x L is formed
+(``grad``: ``"full"`` by reverse mode, or ``"directional"``, Eq. 24, ⟨ε, v⟩ v with E[v vᵀ] = I, or ``"directional_fd"``, the same
 projection from plain forward passes only). ``ESTIMATORS`` names the presets; any part can
 be overridden by keyword.
 """
@@ -153,11 +153,12 @@ def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tens
 
         ∂t s ≈ ±(s(x, t ± h) − s̄)/h,   s̄ = the corners' mean = s(x, t) + O(δ²)
 
-    (+ unless t + h > T), first order: O(h) + O(δ²/h). The δ²/h term grows with the dimension:
-    on the 784-D step-cost U-Net the median error of ⟨ε̂, v⟩ is 5% at its best hx (0.002) and
-    675% at the default 0.05, against 0.2% for ``"central"`` (``benchmarks/lever_error.py``):
-    for low-dimensional fields, not images. The drift's derivatives are exact (forward mode on f alone,
-    never through the network). No reverse pass over x or t.
+    (+ unless t + h > T), first order: O(h) + O(δ²/h). The δ²/h term grows with the
+    dimension: on the 784-D step-cost U-Net the median error of ⟨ε̂, v⟩ is 5% at its best hx
+    (0.002) and 675% at the default 0.05, against 0.2% for ``"central"``
+    (``benchmarks/lever_error.py``): for low-dimensional fields, not images. The drift's
+    derivatives are exact (forward mode on f alone, never through the network). No reverse
+    pass over x or t.
     """
     B = x.shape[0]
     u = sample_probes(x, 1, probe, generator)[0]
