@@ -7,8 +7,8 @@ An estimator is a named choice of three parts: how ∂t s is formed (``dt``: ``"
 ``"fd3"`` the paper's stencil, ``"central"``, or for ``"forward_fd"`` only ``"one_sided"``,
 which reuses the corners' mean as s(x, t): 5 network rows per sample instead of 6), how
 div_x s is formed (``div``: ``"exact"`` or ``"hutchinson"``) and how ∇x L is formed
-(``grad``: ``"full"`` by reverse mode, or ``"directional"``, Eq. 24, ⟨ε, v⟩ v with E[v vᵀ] = I, or ``"directional_fd"``, the same
-projection from plain forward passes only). ``ESTIMATORS`` names the presets; any part can
+(``grad``: ``"full"`` by reverse mode, or ``"directional"``, Eq. 24, ⟨ε, v⟩ v with
+E[v vᵀ] = I, or ``"directional_fd"``, the same projection from plain forward passes only). ``ESTIMATORS`` names the presets; any part can
 be overridden by keyword.
 """
 from __future__ import annotations
