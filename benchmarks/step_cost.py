@@ -20,7 +20,9 @@ configurations again with a busy single-threaded torch job on another core (``--
 skips it). Then a toy experiment (2-D Gaussian mixture, MLP, exact residual on held-out
 points) checks that each configuration keeps the regularizer's effect at equal steps, and
 measures time-to-effect: the training wall time until held-out E‖ε‖² falls below
-``--effect-level``. Writes metrics.json, table.md and step_cost.png to --out.
+``--effect-level``. The effect is one training run per configuration, and its final E‖ε‖²
+moves by ~2× between seeds: compare configurations over several ``--seed`` runs.
+Writes metrics.json, table.md and step_cost.png to --out.
 """
 from __future__ import annotations
 
