@@ -79,6 +79,9 @@ CHANNELS_LAST = {"dsm_channels_last": "dsm", "default_channels_last": "default"}
 GOAL_CONFIGS = ("dsm", "paper") + DEFAULT_FORMS
 #: The toy effect runs: the recipe against the default and its cheaper forms.
 EFFECT_CONFIGS = ("dsm", "paper") + DEFAULT_FORMS
+#: The effect's tail: held-out E‖ε‖² averaged over the last TAIL evaluations (the last 500 of
+#: 1500 steps by default), far steadier across seeds than the final evaluation alone.
+TAIL = 10
 #: --compile: the same objectives on a copy whose network is torch.compile'd.
 COMPILED = {"dsm_compiled": "dsm", "default_compiled": "default"}
 
@@ -94,6 +97,9 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true",
                    help="also time DSM and the default on a torch.compile'd network; its compile "
                         "time (the first calls) is reported and counted against the run")
+    p.add_argument("--rederive", action="store_true",
+                   help="measure nothing: re-derive metrics.json, table.md and the plot from the run "
+                        "already in --out (after a change in how the effect is summarised)")
     p.add_argument("--no-neighbour", action="store_true",
                    help="skip the second timing condition (a busy single-threaded job beside the benchmark)")
     p.add_argument("--data-dir", default=MNIST_DIR,
@@ -330,16 +336,18 @@ def write_table(rows, setup, info, conditions, effect, equal_time, level, path):
         lines.append("")
     lines += [f"Effect on a 2-D Gaussian mixture (MLP, VP SDE, same β, exact residual on held-out x_t); "
               f"time-to-effect = training seconds until held-out E‖ε‖² < {level:g}; "
-              f"'at equal time' = at {equal_time:.1f} s of training, the shortest regularized run:", "",
-              "| training | E‖ε‖² (mean) | ‖ε‖² (median) | held-out DSM loss | train time (s) | "
-              "time-to-effect (s) | steps-to-effect | E‖ε‖² at equal time |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              f"'at equal time' = at {equal_time:.1f} s of training, the shortest regularized run; "
+              f"'last evaluations' = the mean over the last {TAIL} evaluations (the goals use it):", "",
+              "| training | E‖ε‖² (mean) | ‖ε‖² (median) | E‖ε‖², last evaluations | × recipe (last evaluations) | "
+              "held-out DSM loss | train time (s) | time-to-effect (s) | steps-to-effect | E‖ε‖² at equal time |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, e in effect.items():
         tte = "never" if e["time_to_effect_seconds"] is None else f"{e['time_to_effect_seconds']:.1f}"
         ste = "never" if e["steps_to_effect"] is None else f"{e['steps_to_effect']}"
         eq = "–" if e["residual_sq_at_equal_time"] is None else f"{e['residual_sq_at_equal_time']:.4g}"
+        tail = e["residual_sq_tail_mean"] / effect["paper"]["residual_sq_tail_mean"]
         lines.append(f"| {name} | {e['residual_sq_mean']:.4g} | {e['residual_sq_median']:.4g} | "
-                     f"{e['heldout_dsm']:.4f} | {e['train_seconds']:.1f} | {tte} | {ste} | {eq} |")
+                     f"{e['residual_sq_tail_mean']:.4g} | {tail:.2f} | {e['heldout_dsm']:.4f} | {e['train_seconds']:.1f} | {tte} | {ste} | {eq} |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -376,20 +384,25 @@ def plot(rows, effect, level, path):
     plt.close(fig)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    device = setup_run(args)
-    info = machine_info(device)
-    rows, setup, conditions = time_steps(args, device)
-    effect, equal_time = default_effect(args, device)
-    info["load_average_end"] = list(os.getloadavg())
+def with_tail(effect):
+    """Each configuration's held-out E‖ε‖² averaged over its last ``TAIL`` evaluations."""
+    for e in effect.values():
+        tail = [c["residual_sq_mean"] for c in e["curve"][-TAIL:]]
+        e["residual_sq_tail_mean"], e["tail_evaluations"] = sum(tail) / len(tail), len(tail)
+    return effect
+
+
+def derive(rows, setup, conditions, effect, equal_time, info, effect_level, command):
+    """metrics.json's content from the measurements; goals judge the effect by its tail."""
+    effect = with_tail(effect)
     paper, best = effect["paper"], min(DEFAULT_FORMS, key=lambda n: rows[n]["ratio_to_dsm"])
-    # the cheapest default form whose held-out E‖ε‖² stays within 2× the recipe's
-    kept = [n for n in DEFAULT_FORMS if effect[n]["residual_sq_mean"] <= 2 * paper["residual_sq_mean"]]
+    within = lambda n: effect[n]["residual_sq_tail_mean"] <= 2 * paper["residual_sq_tail_mean"]
+    # the cheapest default form whose held-out E‖ε‖² (tail) stays within 2× the recipe's
+    kept = [n for n in DEFAULT_FORMS if within(n)]
     cheapest = min(kept, key=lambda n: rows[n]["ratio_to_dsm"]) if kept else None
     beside = conditions.get("with_neighbour", {}).get("ratio_to_dsm", {})
     tte = {n: e["time_to_effect_seconds"] for n, e in effect.items()}
-    metrics = dict(
+    return dict(
         ratio_default_over_dsm=rows["default"]["ratio_to_dsm"],
         ratio_default_every2_over_dsm=rows["default_every2"]["ratio_to_dsm"],
         ratio_default_every4_over_dsm=rows["default_every4"]["ratio_to_dsm"],
@@ -399,29 +412,51 @@ def main(argv=None):
         per_sample_ratio_forward_fd_over_paper=rows["forward_fd"]["per_sample_ratio_to_paper"],
         ratio_with_neighbour=(conditions["with_neighbour"]["ratio_to_dsm"] if "with_neighbour" in conditions else None),
         residual_ratio_to_paper={n: effect[n]["residual_sq_mean"] / paper["residual_sq_mean"] for n in effect},
+        residual_tail_ratio_to_paper={n: effect[n]["residual_sq_tail_mean"] / paper["residual_sq_tail_mean"]
+                                      for n in effect},
         time_to_effect_seconds=tte,
         time_to_effect_ratio_to_paper={n: (None if t is None or tte["paper"] is None else t / tte["paper"])
                                        for n, t in tte.items()},
         goals=dict(default_at_most_1_3x_dsm=rows["default"]["ratio_to_dsm"] <= 1.3,
                    fastest_default_form=best,
                    fastest_default_form_at_most_1_3x_dsm=rows[best]["ratio_to_dsm"] <= 1.3,
-                   fastest_default_form_residual_within_2x_paper=effect[best]["residual_sq_mean"] <= 2 * paper["residual_sq_mean"],
+                   fastest_default_form_residual_within_2x_paper=within(best),
                    fastest_default_form_heldout_dsm_no_worse_than_paper=effect[best]["heldout_dsm"] <= paper["heldout_dsm"],
                    cheapest_form_within_2x_paper=cheapest,
                    cheapest_form_within_2x_paper_ratio_to_dsm=rows[cheapest]["ratio_to_dsm"] if cheapest else None,
                    cheapest_form_within_2x_paper_ratio_with_neighbour=beside.get(cheapest),
                    cheapest_form_within_2x_paper_at_most_1_3x_dsm=(
                        cheapest is not None and rows[cheapest]["ratio_to_dsm"] <= 1.3
-                       and beside.get(cheapest, 0.0) <= 1.3)),
-        table=rows, conditions=conditions, setup=setup, effect=effect, effect_level=args.effect_level,
-        equal_time_seconds=equal_time, machine=info, default_fp=DEFAULT_FP,
-        command=" ".join(["python", "benchmarks/step_cost.py"] + (sys.argv[1:] if argv is None else list(argv))),
+                       and beside.get(cheapest, 0.0) <= 1.3),
+                   residual_judged_by=f"held-out E‖ε‖² averaged over the last {TAIL} evaluations"),
+        table=rows, conditions=conditions, setup=setup, effect=effect, effect_level=effect_level,
+        equal_time_seconds=equal_time, machine=info, default_fp=DEFAULT_FP, command=command,
     )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    command = " ".join(["python", "benchmarks/step_cost.py"] + (sys.argv[1:] if argv is None else list(argv)))
+    if args.rederive:
+        with open(os.path.join(args.out, "metrics.json")) as f:
+            old = json.load(f)
+        metrics = derive(old["table"], old["setup"], old["conditions"], old["effect"], old["equal_time_seconds"],
+                         old["machine"], old["effect_level"], old["command"])
+        metrics["rederived_by"] = command
+    else:
+        device = setup_run(args)
+        info = machine_info(device)
+        rows, setup, conditions = time_steps(args, device)
+        effect, equal_time = default_effect(args, device)
+        info["load_average_end"] = list(os.getloadavg())
+        metrics = derive(rows, setup, conditions, effect, equal_time, info, args.effect_level, command)
+    rows, setup, conditions, effect = (metrics[k] for k in ("table", "setup", "conditions", "effect"))
+    info, equal_time = metrics["machine"], metrics["equal_time_seconds"]
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    write_table(rows, setup, info, conditions, effect, equal_time, args.effect_level,
+    write_table(rows, setup, info, conditions, effect, equal_time, metrics["effect_level"],
                 os.path.join(args.out, "table.md"))
-    plot(rows, effect, args.effect_level, os.path.join(args.out, "step_cost.png"))
+    plot(rows, effect, metrics["effect_level"], os.path.join(args.out, "step_cost.png"))
     print(open(os.path.join(args.out, "table.md")).read())
     print(json.dumps({k: metrics[k] for k in ("ratio_default_over_dsm", "ratio_default_every4_over_dsm",
                                               "ratio_paper_over_dsm", "ratio_with_neighbour",

@@ -66,6 +66,15 @@ def test_step_cost_quick(tmp_path):
                "fastest_default_form_at_most_1_3x_dsm", "cheapest_form_within_2x_paper_at_most_1_3x_dsm"))
     assert isinstance(m["machine"]["load_average"], list)
     assert (tmp_path / "table.md").stat().st_size > 0 and (tmp_path / "step_cost.png").stat().st_size > 0
+    assert set(m["residual_tail_ratio_to_paper"]) == set(m["effect"]) and m["residual_tail_ratio_to_paper"]["paper"] == 1.0
+    # --rederive measures nothing and derives the same numbers from the stored run
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import step_cost
+    step_cost.main(["--rederive", "--out", str(tmp_path)])
+    with open(tmp_path / "metrics.json") as f:
+        again = json.load(f)
+    assert again.pop("rederived_by").endswith("--rederive --out " + str(tmp_path))
+    assert again == m
 
 
 @pytest.mark.slow
