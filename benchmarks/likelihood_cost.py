@@ -1,6 +1,6 @@
 """The price of a likelihood: scorepde.log_likelihood against a score_sde-style SciPy loop.
 
-    python benchmarks/likelihood_cost.py [--out DIR] [--quick] [--points N] [--repeats R]
+    python benchmarks/likelihood_cost.py [--out DIR] [--quick] [--points N] [--repeats R] [--compile]
 
 The baseline is the loop users know from score_sde_pytorch's ``likelihood.py``, written here
 from its description: ``scipy.integrate.solve_ivp`` (RK45) on one flat float64 state of the
@@ -9,7 +9,8 @@ forward and the divergence from a second forward with ``autograd.grad`` (Hutchin
 fixed Rademacher probe; the exact trace by D gradients). scorepde runs the same points, the
 same probe and the same tolerance (rtol = atol = 1e-5 by default) with ``mode="reverse"``
 (its default: one forward and vjps per evaluation) and ``mode="forward"`` (the older jvp
-path). Cases: a 2-D Gaussian mixture (exact score) with the exact and the Hutchinson trace,
+path); with ``--compile`` also ``mode="reverse"`` on a ``torch.compile``'d score (mixture cases
+only; its compile shows as its first-call cost). Cases: a 2-D Gaussian mixture (exact score) with the exact and the Hutchinson trace,
 and a 784-D 28×28 U-Net (briefly DSM-trained on MNIST, else on 8×8 digits) with Hutchinson.
 
 Solves are interleaved (A B C, C B A, …) after one warmup each; every ratio is a ratio of
@@ -59,6 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", default=MNIST_DIR,
                    help="folder with MNIST IDX files for the U-Net (default: ../shared/data/mnist-10k); digits if absent")
     p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}")
+    p.add_argument("--compile", action="store_true",
+                   help="also time mode='reverse' on a torch.compile'd score (mixture cases)")
     p.add_argument("--no-first-call", action="store_true",
                    help="skip the fresh-process first-call measurement (it starts one process per method)")
     p.add_argument("--first-call", default=None, help=argparse_hidden())
@@ -154,19 +157,23 @@ def build_case(args, name):
     return mixture_case(args, name.split("_")[1])
 
 
-def solvers(model, sde, x, trace, tol, seed):
+def solvers(model, sde, x, trace, tol, seed, compile=False):
     """name → a function that solves once and returns (log-likelihood, NFE); one probe for all."""
     probe = sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(seed))[0]
+    compiled = torch.compile(model) if compile else None
 
-    def ours(mode):
+    def ours(mode, score=model):
         def run():
-            ll, stats = sp.log_likelihood(model, sde, x, EPS, trace, rtol=tol, atol=tol, mode=mode,
+            ll, stats = sp.log_likelihood(score, sde, x, EPS, trace, rtol=tol, atol=tol, mode=mode,
                                           generator=torch.Generator().manual_seed(seed), return_stats=True)
             return ll, stats["nfe"]
         return run
 
-    return {"scipy_rk45": lambda: scipy_log_likelihood(model, sde, x, trace, probe, rtol=tol, atol=tol),
-            "scorepde_reverse": ours("reverse"), "scorepde_forward": ours("forward")}
+    fns = {"scipy_rk45": lambda: scipy_log_likelihood(model, sde, x, trace, probe, rtol=tol, atol=tol),
+           "scorepde_reverse": ours("reverse"), "scorepde_forward": ours("forward")}
+    if compile:
+        fns["scorepde_reverse_compiled"] = ours("reverse", compiled)
+    return fns
 
 
 def first_call(args, case, method):
@@ -179,6 +186,8 @@ def first_call(args, case, method):
             cmd += [flag, str(value)]
     if args.quick:
         cmd.append("--quick")
+    if args.compile:
+        cmd.append("--compile")
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -189,7 +198,7 @@ def first_call(args, case, method):
 def _first_call_child(args):
     case, method = args.first_call.split(":")
     model, sde, x, trace = build_case(args, case)
-    fn = solvers(model, sde, x, trace, args.tol, args.seed)[method]
+    fn = solvers(model, sde, x, trace, args.tol, args.seed, method.endswith("_compiled"))[method]
     seconds = []
     for _ in range(2):
         start = time.perf_counter()
@@ -199,15 +208,16 @@ def _first_call_child(args):
 
 
 def case_methods(args, name):
-    if name == "unet_hutchinson" and not args.unet_forward:
-        return [m for m in METHODS if m != "scorepde_forward"]
-    return list(METHODS)
+    if name == "unet_hutchinson":
+        return [m for m in METHODS if m != "scorepde_forward" or args.unet_forward]
+    return list(METHODS) + (["scorepde_reverse_compiled"] if args.compile else [])
 
 
 def run_case(args, name):
     model, sde, x, trace = build_case(args, name)
-    fns = {m: fn for m, fn in solvers(model, sde, x, trace, args.tol, args.seed).items()
-           if m in case_methods(args, name)}
+    methods = case_methods(args, name)
+    fns = {m: fn for m, fn in solvers(model, sde, x, trace, args.tol, args.seed,
+                                      "scorepde_reverse_compiled" in methods).items() if m in methods}
     answers = {m: fn() for m, fn in fns.items()}  # also the warmup
     if name == "unet_hutchinson":
         repeats = args.unet_repeats or (1 if args.quick else 3)

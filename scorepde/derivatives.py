@@ -18,8 +18,8 @@ Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = [
     "broadcast_to_batch", "sample_probes", "time_derivative", "divergence",
-    "jacobian", "stencil_points", "time_steps", "value_and_divergence", "PROBES", "STENCILS",
-    "PAPER_STEPS", "FD_PHASE",
+    "jacobian", "hutchpp_divergence", "stencil_points", "time_steps", "value_and_divergence",
+    "PROBES", "STENCILS", "PAPER_STEPS", "FD_PHASE",
 ]
 
 #: (h_s, h_d), the backward and forward steps of the paper's stencil (App. C.1). Fine for a
@@ -81,6 +81,9 @@ STENCILS = {
     # App. C.1 (Lemma C.1): nodes t - h_s, t, t + h_d, error O(h_s h_d).
     "fd3": lambda h: (-h[0], 0.0, h[1]),
     "central": lambda h: (-h[0], 0.0, h[0]),
+    # one-sided, first order: (s(t + h) − s(t))/h, error O(h); one evaluation when the caller
+    # passes s(x, t) as ``center``.
+    "forward": lambda h: (0.0, h[0]),
 }
 
 
@@ -158,10 +161,11 @@ def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, method: str 
     """∂t s(x, t), shaped like x.
 
     ``"jvp"`` is exact (one forward-mode pass). ``"fd3"`` is the paper's asymmetric
-    3-point stencil (App. C.1) with ``h = (h_s, h_d)``; ``"central"`` uses ``h[0]`` both ways.
+    3-point stencil (App. C.1) with ``h = (h_s, h_d)``; ``"central"`` uses ``h[0]`` both ways;
+    ``"forward"`` is one-sided with ``h[0]``, first order (O(h)), one node beside t.
     ``h="auto"`` takes the steps from the score's time conditioning (``time_steps``).
-    Both are O(h²). Nodes stay inside [0, T]: near an end the stencil shifts inwards and
-    the interpolant is differentiated at t itself, which keeps the O(h²) order. ``center``
+    The first two are O(h²). Nodes stay inside [0, T]: near an end the stencil shifts inwards
+    and the interpolant is differentiated at t itself, which keeps the stencil's order. ``center``
     may pass s(x, t) when the caller already has it, saving one evaluation.
     """
     if method == "jvp":
@@ -254,6 +258,31 @@ def value_and_divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
             vJ = torch.autograd.grad((out * V[i]).sum(), xr, retain_graph=i < V.shape[0] - 1)[0]
             total = total + (vJ * V[i]).flatten(1).sum(1)
     return out.detach(), total if method == "exact" else total / V.shape[0]
+
+
+def hutchpp_divergence(fn: Field, x: torch.Tensor, n_matvecs: int = 3, *, probe: str = "rademacher",
+                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """div_x fn(x) per sample ``[B]`` by Hutch++ (Meyer et al. 2021) with m = ``n_matvecs``
+    Jacobian-vector products, m a multiple of 3, k = m/3:
+
+        Q = orth(J S),  S: k probes      tr J ≈ tr(Qᵀ J Q) + (1/k) Σ_i g_iᵀ (I − QQᵀ) J (I − QQᵀ) g_i
+
+    exact on the span of the sketch, Hutchinson on the rest: unbiased, and of lower variance
+    than m Hutchinson probes when J's spectrum decays (it is the same price in matvecs).
+    """
+    if n_matvecs < 3 or n_matvecs % 3:
+        raise ValueError(f"Hutch++ splits its matvecs in three equal parts: n_matvecs must be a "
+                         f"multiple of 3, got {n_matvecs}")
+    x = x.contiguous()
+    k = n_matvecs // 3
+    S, G = sample_probes(x, 2 * k, probe, generator).split(k)
+    Jv = lambda V: vmap(lambda v: jvp(fn, (x,), (v,))[1])(V)          # [k, B, ...]
+    Q = torch.linalg.qr(Jv(S).flatten(2).permute(1, 2, 0)).Q          # [B, D, k]
+    Qv = Q.permute(2, 0, 1).reshape(S.shape)                          # [k, B, ...]
+    low_rank = (Jv(Qv) * Qv).flatten(2).sum(2).sum(0)
+    Gf = G.flatten(2).permute(1, 2, 0)                                # [B, D, k]
+    Gp = (Gf - Q @ (Q.transpose(1, 2) @ Gf)).permute(2, 0, 1).reshape(G.shape)
+    return low_rank + (Jv(Gp) * Gp).flatten(2).sum(2).sum(0) / k
 
 
 def jacobian(fn: Field, x: torch.Tensor, *, chunk_size: Optional[int] = None) -> torch.Tensor:

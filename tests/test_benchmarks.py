@@ -41,8 +41,10 @@ def test_estimator_error_quick(tmp_path):
 def test_step_cost_quick(tmp_path):
     """Structure only: no assertion on a timing (timings under load are the benchmark's job)."""
     m = _run("step_cost.py", tmp_path)
-    configs = {"dsm", "paper", "hutchinson", "directional", "forward_fd", "default",
-               "default_every2", "default_every4", "dsm_channels_last", "default_channels_last"}
+    forms = {"default", "default_every2", "default_every4", "default_5row", "default_sub2",
+             "default_5row_sub2", "default_sub1"}
+    configs = {"dsm", "paper", "hutchinson", "directional", "forward_fd", "dsm_channels_last",
+               "default_channels_last"} | forms
     assert set(m["table"]) == configs
     for key in ("ratio_default_over_dsm", "ratio_default_every4_over_dsm", "ratio_paper_over_dsm",
                 "per_sample_ratio_default_over_paper"):
@@ -52,16 +54,27 @@ def test_step_cost_quick(tmp_path):
         assert len(row["times"]) == m["setup"]["repeats"]
     assert m["table"]["dsm"]["ratio_to_dsm"] == 1.0 and m["table"]["default_every4"]["every"] == 4
     assert set(m["conditions"]) == {"as_found", "with_neighbour"}
-    assert set(m["conditions"]["with_neighbour"]["ratio_to_dsm"]) == {"dsm", "paper", "default", "default_every2",
-                                                                       "default_every4"}
-    assert set(m["effect"]) == {"dsm", "paper", "default", "default_every2", "default_every4"}
+    assert set(m["conditions"]["with_neighbour"]["ratio_to_dsm"]) == {"dsm", "paper"} | forms
+    assert set(m["effect"]) == {"dsm", "paper"} | forms
+    assert m["table"]["default_5row"]["residual_samples"] == m["table"]["default"]["residual_samples"]
     for e in m["effect"].values():
         assert e["curve"] and e["curve"][-1]["step"] == e["steps"]
         assert e["time_to_effect_seconds"] is None or isinstance(e["time_to_effect_seconds"], float)
     assert set(m["time_to_effect_seconds"]) == set(m["effect"])
-    assert all(isinstance(v, bool) for k, v in m["goals"].items() if k != "fastest_default_form")
+    assert m["goals"]["cheapest_form_within_2x_paper"] in forms | {None}
+    assert all(isinstance(m["goals"][k], bool) for k in ("default_at_most_1_3x_dsm",
+               "fastest_default_form_at_most_1_3x_dsm", "cheapest_form_within_2x_paper_at_most_1_3x_dsm"))
     assert isinstance(m["machine"]["load_average"], list)
     assert (tmp_path / "table.md").stat().st_size > 0 and (tmp_path / "step_cost.png").stat().st_size > 0
+    assert set(m["residual_tail_ratio_to_paper"]) == set(m["effect"]) and m["residual_tail_ratio_to_paper"]["paper"] == 1.0
+    # --rederive measures nothing and derives the same numbers from the stored run
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import step_cost
+    step_cost.main(["--rederive", "--out", str(tmp_path)])
+    with open(tmp_path / "metrics.json") as f:
+        again = json.load(f)
+    assert again.pop("rederived_by").endswith("--rederive --out " + str(tmp_path))
+    assert again == m
 
 
 @pytest.mark.slow
@@ -96,4 +109,19 @@ def test_bpd_cost_quick(tmp_path):
         assert r["points"] == len(r["per_sample"]) and isinstance(r["repeats"], int)
     assert m["strategies"]["per_sample"]["solves"] == m["strategies"]["per_sample"]["points"]
     assert m["strategies"]["one_solve"]["max_abs_diff_from_one_solve"] == 0.0
+    assert (tmp_path / "table.md").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_lever_error_quick(tmp_path):
+    """Structure, and the two facts the write-up leans on: the one-sided 5-row form is worse
+    than the central 6-row one at the default hx, and every estimate has an error."""
+    m = _run("lever_error.py", tmp_path)
+    assert {r["dt"] for r in m["one_sided"].values()} == {"central", "one_sided"}
+    assert m["one_sided"]["one_sided hx=0.05"]["median"] > m["one_sided"]["central hx=0.05"]["median"]
+    assert {r["method"] for r in m["time_derivative"].values()} == {"central", "forward"}
+    assert {(r["method"], r["matvecs"]) for r in m["trace"].values()} == {
+        ("hutchinson", 3), ("hutch++", 3), ("hutchinson", 6), ("hutch++", 6)}
+    for r in m["trace"].values():
+        assert r["rel_rmse_mean"] > 0 and r["seconds_median"] > 0 and len(r["points"]) == 4
     assert (tmp_path / "table.md").stat().st_size > 0

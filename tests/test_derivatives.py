@@ -38,6 +38,25 @@ def test_finite_differences_are_second_order_down_to_round_off(method, gmm2):
     assert err(1e-11) > 10 * err(1e-5)  # the round-off floor: a far tinier step is worse
 
 
+def test_forward_difference_is_first_order_and_reuses_the_centre(gmm2):
+    """The "forward" stencil: Error(h)/Error(h/2) ≈ 2, and with s(x, t) passed as ``center``
+    it is one network evaluation and the same number."""
+    sde = sp.VPSDE()
+    calls = []
+    model = lambda x, t: calls.append(x.shape[0]) or gmm2.score(x, t, sde)
+    x = 2 * torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.full((16,), 0.3, dtype=torch.float64)
+    exact = sp.time_derivative(model, x, t)
+    err = lambda c: (sp.time_derivative(model, x, t, "forward", h=(c, c)) - exact).abs().max().item()
+    errs = [err(c) for c in (0.02, 0.01, 0.005)]
+    for coarse, fine in zip(errs, errs[1:]):
+        assert 1.7 < coarse / fine < 2.3, errs
+    calls.clear()
+    with_centre = sp.time_derivative(model, x, t, "forward", h=(0.01, 0.01), center=model(x, t))
+    assert calls == [16, 16]  # the centre, then one node
+    torch.testing.assert_close(with_centre, sp.time_derivative(model, x, t, "forward", h=(0.01, 0.01)))
+
+
 @pytest.mark.parametrize("t0", [0.0, 1e-4, 1.0])
 def test_stencil_stays_inside_horizon_and_keeps_its_order(t0, gmm2):
     sde = sp.VESDE()
@@ -89,6 +108,30 @@ def test_hutchinson_divergence_is_unbiased(probe, mode):
                         generator=torch.Generator().manual_seed(0))
     exact = sp.divergence(fn, x[:1])
     assert abs(est.mean() - exact) < 5 * est.std() / len(est) ** 0.5
+
+
+def test_hutchpp_is_exact_on_the_sketched_span_and_unbiased_elsewhere():
+    """Hutch++ with k = m/3: exact for a Jacobian of rank ≤ k (the sketch spans its range, the
+    deflated probes see nothing), unbiased on a full-rank one, and of lower variance than m
+    Hutchinson probes when the spectrum decays."""
+    from scorepde.derivatives import hutchpp_divergence
+    g = torch.Generator().manual_seed(1)
+    U, V = torch.randn(2, 6, 2, dtype=torch.float64, generator=g)
+    low = lambda y: y @ (U @ V.T).T                             # J = U Vᵀ, rank 2
+    x = torch.randn(3, 6, dtype=torch.float64, generator=g)
+    est = hutchpp_divergence(low, x, 6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(est, torch.full((3,), torch.trace(U @ V.T).item(), dtype=torch.float64))
+
+    A = 3 * U @ V.T + 0.3 * torch.randn(6, 6, dtype=torch.float64, generator=g)  # rank 2 + a little
+    fn = lambda y: y @ A.T + torch.tanh(y) ** 3
+    x = torch.randn(1, 6, dtype=torch.float64, generator=g).expand(3000, 6)
+    pp = hutchpp_divergence(fn, x, 6, generator=torch.Generator().manual_seed(0))
+    plain = sp.divergence(fn, x, "hutchinson", n_probes=6, generator=torch.Generator().manual_seed(0))
+    exact = sp.divergence(fn, x[:1])
+    assert abs(pp.mean() - exact) < 5 * pp.std() / len(pp) ** 0.5
+    assert pp.std() < 0.5 * plain.std(), (pp.std(), plain.std())
+    with pytest.raises(ValueError, match="multiple of 3"):
+        hutchpp_divergence(fn, x, 4)
 
 
 def test_probes_have_identity_second_moment():

@@ -210,6 +210,36 @@ def test_forward_fd_is_one_batched_forward_of_six_points():
     assert model.batches == [60]  # unbiased: two inner probes along one direction, batched
 
 
+def test_forward_fd_one_sided_in_t_is_first_order_against_the_exact_projection(gmm2):
+    """dt="one_sided" (5 rows: ∂t s ≈ ±(s(x, t ± h) − s̄)/h with s̄ the corners' mean) against
+    forward mode with the exact ∂t, same probes u and v, on a closed-form score with a nonzero
+    residual (a mixture's VE score under VP, ∂t s a fifth of ε at T). O(h) + O(δ²/h): the
+    error falls with h; t near T takes the backward side."""
+    vp, ve = sp.VPSDE(), sp.VESDE(sigma_max=5.0)
+    latest = []
+    score = lambda x, t: latest.append(t.max().item()) or gmm2.score(x, t, ve)
+    x = gmm2.sample(6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.tensor([0.05, 0.2, 0.4, 0.6, 0.9, 0.99995], dtype=torch.float64)  # 0.99995 + h > T
+    exact = sp.residual(score, vp, x, t, "directional", generator=torch.Generator().manual_seed(1))
+
+    def error(h):
+        got = sp.residual(score, vp, x, t, "forward_fd", dt="one_sided", hx=1e-3, h=(h, h),
+                          generator=torch.Generator().manual_seed(1))
+        return ((got - exact).norm(dim=1) / exact.norm(dim=1)).max()
+
+    assert error(1e-4) < 1e-2 and error(1e-4) < 0.2 * error(1e-3), (error(1e-3), error(1e-4))
+    assert max(latest) <= 1.0  # the score is never asked beyond T
+    with pytest.raises(ValueError, match="forward_fd"):
+        sp.residual(score, vp, x, t, "directional", dt="one_sided")
+
+
+def test_forward_fd_one_sided_is_one_batched_forward_of_five_points():
+    model = _Counting(MLP(2))
+    x, t = torch.randn(5, 2, dtype=torch.float64), torch.full((5,), 0.5, dtype=torch.float64)
+    sp.residual(model, sp.VPSDE(), x, t, "forward_fd", dt="one_sided", validate=False)
+    assert model.batches == [25]
+
+
 def test_forward_fd_refuses_what_it_cannot_do():
     model, x, t = MLP(2), torch.randn(4, 2, dtype=torch.float64), torch.rand(4, dtype=torch.float64)
     with pytest.raises(ValueError, match="one Hutchinson probe"):
