@@ -37,7 +37,6 @@ def test_estimator_error_quick(tmp_path):
     assert sweep["h_best_float64"] < sweep["h_best_float32"]  # round-off floor sits higher in float32
 
 
-@pytest.mark.slow
 def test_step_cost_quick(tmp_path):
     """Structure only: no assertion on a timing (timings under load are the benchmark's job)."""
     m = _run("step_cost.py", tmp_path)
@@ -77,7 +76,6 @@ def test_step_cost_quick(tmp_path):
     assert again == m
 
 
-@pytest.mark.slow
 def test_likelihood_cost_quick(tmp_path):
     """Structure only, plus the answers' agreement with the SciPy loop (not a timing)."""
     m = _run("likelihood_cost.py", tmp_path)
