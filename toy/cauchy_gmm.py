@@ -279,7 +279,9 @@ def summarize(folder: str):
         ts = m["score_rel_l2_curve"]["t"]
     if panels:
         plotting.curves(ts, {}, os.path.join(folder, "rel_l2_over_t.png"), ylabel="relative L2 error",
-                        panels=dict(sorted(panels.items(), key=lambda kv: (kv[0].split(",")[1], int(kv[0].split()[2].rstrip(","))))))
+                        panels={k: dict(sorted(v.items()))      # one colour per method in every panel
+                                for k, v in sorted(panels.items(), key=lambda kv: (kv[0].split(",")[1],
+                                                                                   int(kv[0].split()[2].rstrip(","))))})
     pairs = {}
     for name, m in runs.items():
         if not name.startswith(SIDE_RUNS):
