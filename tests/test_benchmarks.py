@@ -67,9 +67,17 @@ def test_step_cost_quick(tmp_path):
     assert (tmp_path / "table.md").stat().st_size > 0 and (tmp_path / "step_cost.png").stat().st_size > 0
     assert set(m["residual_tail_ratio_to_paper"]) == set(m["effect"]) and m["residual_tail_ratio_to_paper"]["paper"] == 1.0
     # --rederive measures nothing and derives the same numbers from the stored run
+    saved = sys.modules.pop("_common", None)  # toy/ and benchmarks/ each have a _common
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    import step_cost
-    step_cost.main(["--rederive", "--out", str(tmp_path)])
+    try:
+        import step_cost
+        step_cost.main(["--rederive", "--out", str(tmp_path)])
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
+        sys.modules.pop("_common", None)
+        sys.modules.pop("step_cost", None)
+        if saved is not None:
+            sys.modules["_common"] = saved
     with open(tmp_path / "metrics.json") as f:
         again = json.load(f)
     assert again.pop("rederived_by").endswith("--rederive --out " + str(tmp_path))
