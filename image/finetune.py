@@ -178,7 +178,7 @@ def base_phase(args, bench, store, out) -> None:
 
 def base_eval(args, bench, store, out, base_steps) -> None:
     """The full evaluation of the base model that fine-tuning starts from."""
-    key = dict(phase="base-eval", data=args.dataset, steps=base_steps, **eval_key(args))
+    key = base_eval_key(args, base_steps)
     if store.done(**key):
         return
     cfg, sde, model = load_trained(load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt")),
@@ -198,6 +198,10 @@ def eval_key(args) -> dict:
     """What makes two evaluations comparable: images, repeats, tolerance (in every run's key,
     so that a later run with other evaluation flags never mixes with these)."""
     return dict(images=args.eval_images or "all", reps=args.eval_repeats, rtol=args.rtol)
+
+
+def base_eval_key(args, base_steps) -> dict:
+    return dict(phase="base-eval", data=args.dataset, steps=base_steps, **eval_key(args))
 
 
 def tune_key(args, base_steps, beta, seed) -> dict:
@@ -243,15 +247,13 @@ def tune_one(args, bench, store, out, base_steps, beta, seed):
 def report(args, store, out, base_steps, betas, seeds) -> dict:
     runs = store.all()
     base = sorted((r for r in runs if r["phase"] == "base" and r["data"] == args.dataset), key=lambda r: r["steps"])
-    ek = eval_key(args)
-    same = lambda r: all(r.get(k) == v for k, v in ek.items())        # noqa: E731
+    has = lambda r, key: r == {**r, **key}        # noqa: E731  (r's run key includes ``key``)
     tune = {(r["beta"], r["seed"]): r for r in runs
-            if r["phase"] == "tune" and r == {**r, **tune_key(args, base_steps, r["beta"], r["seed"])}}
+            if r["phase"] == "tune" and has(r, tune_key(args, base_steps, r["beta"], r["seed"]))}
     metrics = {"dataset": args.dataset, "base_curve": [{k: r[k] for k in ("steps", "heldout_dsm", "heldout_dsm_se")} for r in base],
                "base_steps": base_steps, "finetune_steps": args.steps, "betas": {}}
     rows = []
-    be = [r for r in runs if r["phase"] == "base-eval" and r["data"] == args.dataset and r["steps"] == base_steps
-          and same(r)]
+    be = [r for r in runs if has(r, base_eval_key(args, base_steps))]
     if be:
         metrics["base"] = {k: be[0][k] for k in ("bpd", "eval_se", "heldout_dsm", "residual_curves", "bpd_per_repeat")}
         rows.append([f"base ({base_steps} DSM steps)", "—", f"{be[0]['bpd']:.4f}", "—", "—",
