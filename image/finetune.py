@@ -43,7 +43,7 @@ from scorepde.losses import PAPER_SETTINGS, FPObjective, dsm_loss
 from scorepde.resumable import resumable_fit, step_seed
 from scorepde.runstore import RunStore, parse_shard, shard_of
 from scorepde.stats import mean_se, paired_difference
-from scorepde.training import StopRequested, load_checkpoint, make_ema, make_optimizer
+from scorepde.training import StopRequested, load_checkpoint, make_ema, make_optimizer, weights_id
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRESETS = {"digits": "mnist", "mnist": "mnist", "fashion-mnist": "fashion-mnist"}
@@ -168,7 +168,7 @@ def base_phase(args, bench, store, out) -> None:
         shutil.copyfile(ckpt, stage)
         state = load_checkpoint(stage)
         cfg, sde, model = load_trained(state, bench.shape)
-        ev = bench.heldout_dsm(model, sde, cfg)
+        ev = {**bench.heldout_dsm(model, sde, cfg), "base_id": weights_id(model.state_dict())}
         with open(os.path.join(base_dir, "log.jsonl")) as f:
             log = [json.loads(line) for line in f if line.strip()]
         store.save({**ev, "config": cfg.to_dict(), "stage_s": time.time() - t0,
@@ -176,9 +176,23 @@ def base_phase(args, bench, store, out) -> None:
         print(f"base {steps} steps: held-out DSM {ev['heldout_dsm']:.4f}", flush=True)
 
 
-def base_eval(args, bench, store, out, base_steps) -> None:
+def base_id(args, bench, store, out, base_steps) -> str:
+    """``weights_id`` of the base's EMA weights that fine-tuning starts from. A retrained base
+    is not bit-equal across machines (oneDNN kernels differ), so every fine-tuning and
+    evaluation run carries it and only runs from the same base are paired."""
+    _, _, model = load_trained(load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt")),
+                               bench.shape)
+    bid = weights_id(model.state_dict())
+    key = dict(phase="base", data=args.dataset, steps=base_steps)
+    if store.done(**key) and store.load(**key).get("base_id") != bid:   # a record from before ids
+        record = store.load(**key)
+        store.save({**{k: v for k, v in record.items() if k not in key}, "base_id": bid}, **key)
+    return bid
+
+
+def base_eval(args, bench, store, out, base_steps, bid) -> None:
     """The full evaluation of the base model that fine-tuning starts from."""
-    key = base_eval_key(args, base_steps)
+    key = base_eval_key(args, base_steps, bid)
     if store.done(**key):
         return
     cfg, sde, model = load_trained(load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt")),
@@ -200,20 +214,22 @@ def eval_key(args) -> dict:
     return dict(images=args.eval_images or "all", reps=args.eval_repeats, rtol=args.rtol)
 
 
-def base_eval_key(args, base_steps) -> dict:
-    return dict(phase="base-eval", data=args.dataset, steps=base_steps, **eval_key(args))
+def base_eval_key(args, base_steps, bid) -> dict:
+    return dict(phase="base-eval", data=args.dataset, steps=base_steps, base_id=bid, **eval_key(args))
 
 
-def tune_key(args, base_steps, beta, seed) -> dict:
+def tune_key(args, base_steps, bid, beta, seed) -> dict:
     sub = "all" if (beta == 0 or args.fp_subbatch is None) else args.fp_subbatch
-    return dict(phase="tune", data=args.dataset, base=base_steps, beta=float(beta), seed=seed,
+    return dict(phase="tune", data=args.dataset, base=base_steps, base_id=bid, beta=float(beta), seed=seed,
                 steps=args.steps, sub=sub, **eval_key(args))
 
 
-def tune_one(args, bench, store, out, base_steps, beta, seed):
-    key = tune_key(args, base_steps, beta, seed)
+def tune_one(args, bench, store, out, base_steps, bid, beta, seed):
+    key = tune_key(args, base_steps, bid, beta, seed)
     state = load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt"))
     cfg, sde, model = load_trained(state, bench.shape)          # the base's EMA weights
+    if weights_id(model.state_dict()) != bid:
+        fail(f"the base checkpoint stage_{base_steps}.pt changed while the grid ran; run again")
     model.train()
     preset = PAPER_SETTINGS[PRESETS[args.dataset]]
     if beta == 0:
@@ -245,34 +261,39 @@ def tune_one(args, bench, store, out, base_steps, beta, seed):
 
 
 def report(args, store, out, base_steps, betas, seeds) -> dict:
+    """Tables, metrics and figures from the finished runs. A replicate is (seed, base_id): FP
+    and DSM pair only when both fine-tuned the same base with the same seed."""
     runs = store.all()
     base = sorted((r for r in runs if r["phase"] == "base" and r["data"] == args.dataset), key=lambda r: r["steps"])
     has = lambda r, key: r == {**r, **key}        # noqa: E731  (r's run key includes ``key``)
-    tune = {(r["beta"], r["seed"]): r for r in runs
-            if r["phase"] == "tune" and has(r, tune_key(args, base_steps, r["beta"], r["seed"]))}
+    tune = {(r["beta"], r["seed"], r["base_id"]): r for r in runs
+            if r["phase"] == "tune" and r["seed"] in seeds
+            and has(r, tune_key(args, base_steps, r.get("base_id"), r["beta"], r["seed"]))}
+    evals = {r["base_id"]: r for r in runs
+             if r["phase"] == "base-eval" and has(r, base_eval_key(args, base_steps, r.get("base_id")))}
     metrics = {"dataset": args.dataset, "base_curve": [{k: r[k] for k in ("steps", "heldout_dsm", "heldout_dsm_se")} for r in base],
-               "base_steps": base_steps, "finetune_steps": args.steps, "betas": {}}
+               "base_steps": base_steps, "finetune_steps": args.steps, "bases": {}, "betas": {}}
     rows = []
-    be = [r for r in runs if has(r, base_eval_key(args, base_steps))]
-    if be:
-        metrics["base"] = {k: be[0][k] for k in ("bpd", "eval_se", "heldout_dsm", "residual_curves", "bpd_per_repeat")}
-        rows.append([f"base ({base_steps} DSM steps)", "—", f"{be[0]['bpd']:.4f}", "—", "—",
-                     f"{be[0]['heldout_dsm']:.4f}", f"{np.mean(be[0]['residual_curves']['r_fp']):.3g}"])
-    dsm = {s: tune[(0.0, s)] for s in seeds if (0.0, s) in tune}
+    for bid, be in evals.items():
+        metrics["bases"][bid] = {k: be[k] for k in ("bpd", "eval_se", "heldout_dsm", "residual_curves", "bpd_per_repeat")}
+        rows.append([f"base {bid} ({base_steps} DSM steps)", "—", f"{be['bpd']:.4f}", "—", "—",
+                     f"{be['heldout_dsm']:.4f}", f"{np.mean(be['residual_curves']['r_fp']):.3g}"])
+    of = lambda beta: {(s, b): r for (bt, s, b), r in tune.items() if bt == beta}   # noqa: E731
+    dsm = of(0.0)
     if dsm:
         metrics["dsm"] = _summary(dsm)
         rows.append(["DSM", str(len(dsm)), f"{metrics['dsm']['bpd']['mean']:.4f}", "—", "—",
                      f"{metrics['dsm']['heldout_dsm']:.4f}", f"{metrics['dsm']['r_fp_mean']:.3g}"])
     xs, ys, hs = [], [], []
     for beta in betas:
-        fp = {s: tune[(beta, s)] for s in seeds if (beta, s) in tune}
+        fp = of(beta)
         if not fp:
             continue
         e = _summary(fp)
-        both = [s for s in fp if s in dsm]
+        both = [k for k in fp if k in dsm]
         if both:
-            e["paired"] = {**paired_difference([fp[s]["bpd"] for s in both], [dsm[s]["bpd"] for s in both]),
-                           "seeds": both}
+            e["paired"] = {**paired_difference([fp[k]["bpd"] for k in both], [dsm[k]["bpd"] for k in both]),
+                           "seeds": [s for s, _ in both], "base_ids": [b for _, b in both]}
             e["eval_se_diff"] = _eval_se_diff(fp, dsm, both)
             xs.append(beta)
             ys.append(e["paired"]["mean"])
@@ -291,28 +312,28 @@ def report(args, store, out, base_steps, betas, seeds) -> dict:
         plotting.curves([r["steps"] for r in base], {"held-out DSM loss": [r["heldout_dsm"] for r in base]},
                         os.path.join(out, "base_curve.png"), ylabel="held-out DSM loss (EMA)", xlabel="base steps",
                         logy=False, title=f"{args.dataset}: DSM base")
-    s0 = [s for s in seeds if (0.0, s) in tune]
-    if s0:
-        series = {f"β={b:g}": [c["dsm"] for c in tune[(b, s0[0])]["curve"]] for b in [0.0] + list(betas)
-                  if (b, s0[0]) in tune}
-        steps = [c["step"] for c in tune[(0.0, s0[0])]["curve"]]
+    if dsm:
+        first = min(dsm)       # one replicate's curves: DSM and every β that ran it
+        series = {f"β={b:g}": [c["dsm"] for c in of(b)[first]["curve"]] for b in [0.0] + list(betas) if first in of(b)}
+        steps = [c["step"] for c in dsm[first]["curve"]]
         plotting.curves(steps, series, os.path.join(out, "finetune_curves.png"), ylabel="train DSM term (window mean)",
-                        xlabel="fine-tuning step", logy=False, title=f"{args.dataset}: fine-tuning, seed {s0[0]}")
+                        xlabel="fine-tuning step", logy=False,
+                        title=f"{args.dataset}: fine-tuning, seed {first[0]}, base {first[1]}")
     return metrics, rows
 
 
-def _eval_se_diff(fp: dict, dsm: dict, seeds) -> float:
+def _eval_se_diff(fp: dict, dsm: dict, keys) -> float:
     """The evaluation's standard error of one seed's FP − DSM bits/dim: over the test images,
     std_i(bpd_FP,i − bpd_DSM,i)/√n (both models see the same images, dequantization and
     probes), root-mean-square over seeds; with repeats > 1 the repeat-to-repeat noise is in it."""
     se2 = [np.var(np.subtract(fp[s]["bpd_per_image"], dsm[s]["bpd_per_image"]), ddof=1)
-           / len(fp[s]["bpd_per_image"]) for s in seeds]
+           / len(fp[s]["bpd_per_image"]) for s in keys]
     return float(np.sqrt(np.mean(se2)))
 
 
 def _summary(runs: dict) -> dict:
     rs = list(runs.values())
-    return {"seeds": list(runs), "bpd_per_seed": [r["bpd"] for r in rs], "bpd": mean_se([r["bpd"] for r in rs]),
+    return {"seeds": [s for s, _ in runs], "base_ids": [b for _, b in runs], "bpd_per_seed": [r["bpd"] for r in rs], "bpd": mean_se([r["bpd"] for r in rs]),
             "eval_se_per_seed": [r["eval_se"] for r in rs],
             "heldout_dsm": float(np.mean([r["heldout_dsm"] for r in rs])),
             "heldout_dsm_per_seed": [r["heldout_dsm"] for r in rs],
@@ -347,15 +368,16 @@ def main(argv=None) -> int:
     if not args.report:
         base_phase(args, bench, store, out)
         if not args.base_only:
-            base_eval(args, bench, store, out, base_steps)
+            bid = base_id(args, bench, store, out, base_steps)
+            base_eval(args, bench, store, out, base_steps, bid)
             grid = [(b, s) for i, b in enumerate(betas) for s in seeds for b in ([0.0, b] if i == 0 else [b])]
             grid = list(shard_of(grid, shard))
-            todo = [g for g in grid if not store.done(**tune_key(args, base_steps, *g))]
-            print(f"fine-tuning from base {base_steps}: {len(grid) - len(todo)} of {len(grid)} runs done", flush=True)
+            todo = [g for g in grid if not store.done(**tune_key(args, base_steps, bid, *g))]
+            print(f"fine-tuning from base {base_steps} ({bid}): {len(grid) - len(todo)} of {len(grid)} runs done", flush=True)
             t_grid = time.time()
             for i, (beta, seed) in enumerate(todo):
                 try:
-                    ev = tune_one(args, bench, store, out, base_steps, beta, seed)
+                    ev = tune_one(args, bench, store, out, base_steps, bid, beta, seed)
                 except StopRequested:
                     print("\ninterrupted: checkpoint saved; run the same command to continue",
                           file=sys.stderr, flush=True)

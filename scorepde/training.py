@@ -4,6 +4,7 @@ atomic checkpoints and a NaN guard. No math lives here; the loss is any objectiv
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -18,7 +19,7 @@ from .atomic import atomic_write
 from .checks import NonFiniteError
 
 __all__ = ["NonFiniteLossError", "make_optimizer", "make_ema", "train_step", "fit",
-           "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
+           "save_checkpoint", "load_checkpoint", "weights_id", "rng_state", "set_rng_state",
            "training_state", "restore_training_state", "JsonlLog",
            "StopRequested", "InterruptFlag"]
 
@@ -169,6 +170,18 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         raise ValueError(f"{path} is a torch file but not a scorepde checkpoint (no model "
                          "weights and step); pass a checkpoint.pt written by training")
     return state
+
+
+def weights_id(state_dict: Dict[str, torch.Tensor], length: int = 12) -> str:
+    """A short SHA-256 of a state dict (names, dtypes, shapes and bytes of every tensor):
+    two models share it only when their weights are bit-equal. It names the model a run
+    started from, so that runs from bases retrained on another machine are never paired."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:length]
 
 
 def training_state(step: int, model: torch.nn.Module, optimizer, scheduler=None,

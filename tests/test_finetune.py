@@ -49,3 +49,31 @@ def test_tiny_protocol_end_to_end(tmp_path):
     assert {"base_curve.png", "bpd_vs_beta.png", "finetune_curves.png"} <= set(os.listdir(out))
     again = run(*args)                                        # everything done: nothing retrains
     assert again.returncode == 0 and "4 of 4 runs done" in again.stdout
+
+
+def _fake_run(store, bpd, **key):
+    per_image = [bpd + 0.01 * i for i in (-1, 0, 1)]
+    store.save({"bpd": bpd, "bpd_per_image": per_image, "eval_se": 0.001, "heldout_dsm": 2.0,
+                "residual_curves": {"r_fp": [1.0], "r_dsm": [1.0]}, "bpd_per_repeat": [bpd],
+                "curve": [{"step": 1, "dsm": 2.0}], "train_s": 1.0}, **key)
+
+
+def test_report_pairs_only_runs_from_the_same_base(tmp_path):
+    """Two retrained bases (A, B): FP seed 0 from A pairs with DSM seed 0 from A, never B's."""
+    from scorepde.runstore import RunStore
+    store = RunStore(str(tmp_path / "runs"))
+    ev = dict(images=8, reps=2, rtol=1e-3)
+    tune = lambda bid, beta, seed: dict(phase="tune", data="digits", base=20, base_id=bid,  # noqa: E731
+                                        beta=beta, seed=seed, steps=6, sub="all", **ev)
+    _fake_run(store, 2.0, **tune("A", 0.0, 0))
+    _fake_run(store, 3.0, **tune("B", 0.0, 0))
+    _fake_run(store, 2.5, **tune("B", 0.0, 1))
+    _fake_run(store, 2.1, **tune("A", 0.1, 0))
+    _fake_run(store, 2.7, **tune("B", 0.1, 1))
+    _fake_run(store, 9.0, **{**tune("A", 0.1, 1), "steps": 7})          # other fine-tuning length: not this grid
+    proc = run("--out", str(tmp_path), "--report", "--base-stages", "10", "20", "--steps", "6", "--seeds", "2",
+               "--betas", "0.1", "--eval-images", "8", "--eval-repeats", "2", "--rtol", "1e-3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    e = json.load(open(tmp_path / "metrics.json"))["betas"]["0.1"]
+    assert sorted(zip(e["paired"]["seeds"], e["paired"]["base_ids"])) == [(0, "A"), (1, "B")]
+    assert sorted(e["paired"]["diffs"]) == pytest.approx([0.1, 0.2])

@@ -115,3 +115,14 @@ def test_training_state_round_trip(tmp_path):
     assert restore_training_state(load_checkpoint(path), model2, opt2, sched2, ema2) == 2
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
     assert sched2.last_epoch == 2 and int(ema2.n_averaged) == 2
+
+
+def test_weights_id_names_bit_equal_weights_only():
+    from scorepde.training import weights_id
+    model = MLP(2, dtype=torch.float32)
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    assert weights_id(sd) == weights_id(model.state_dict()) and len(weights_id(sd)) == 12
+    name = next(iter(sd))
+    nudged = {**sd, name: torch.nextafter(sd[name], torch.full_like(sd[name], float("inf")))}
+    assert weights_id(nudged) != weights_id(sd)                          # one ulp apart
+    assert weights_id({**sd, name: sd[name].double()}) != weights_id(sd)  # same values, other dtype
