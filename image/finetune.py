@@ -13,7 +13,9 @@ Phases, each resumable (one result file per stage or run in OUT/runs/, skipped w
          (the learning curve: pick the budget where it flattens).
   tune   from the EMA weights of the --base-steps stage: fresh Adam and EMA, --steps steps
          of DSM (β = 0) or DSM + R_FP, per seed; the same batches, dequantization and (t, z)
-         for every β (seeded per step); checkpoints within a run, SIGTERM-safe.
+         for every β (seeded per step); checkpoints within a run, SIGTERM-safe. Each run
+         names its base by ``base_id`` (a hash of the weights: a base retrained on another
+         machine is not bit-equal), and FP pairs with DSM only within one base and seed.
   eval   bits/dim (PF-ODE, Hutchinson, rtol = atol = --rtol, --eval-repeats repeats, the same
          dequantization and probes for every model), held-out DSM loss, r_FP(t) and
          r_DSM(t) (Table 4's times, exact ε) of every model, the base included.
