@@ -145,7 +145,7 @@ def base_phase(args, bench, store, out) -> None:
     base_dir = os.path.join(out, "base")
     ckpt = os.path.join(base_dir, "checkpoint.pt")
     for steps in sorted(args.base_stages):
-        key = dict(phase="base", data=args.dataset, steps=steps)
+        key = base_key(args, steps)
         stage = os.path.join(base_dir, f"stage_{steps}.pt")
         if store.done(**key) and os.path.isfile(stage):
             continue  # (checkpoints are not in git: a fresh checkout retrains the base; retrained on
@@ -168,9 +168,8 @@ def base_phase(args, bench, store, out) -> None:
             fail(f"image/train.py stopped with code {proc.returncode}; run this command again to continue",
                  proc.returncode)
         shutil.copyfile(ckpt, stage)
-        state = load_checkpoint(stage)
-        cfg, sde, model = load_trained(state, bench.shape)
-        ev = {**bench.heldout_dsm(model, sde, cfg), "base_id": weights_id(model.state_dict())}
+        cfg, sde, model, bid = load_base(out, bench, steps)
+        ev = {**bench.heldout_dsm(model, sde, cfg), "base_id": bid}
         with open(os.path.join(base_dir, "log.jsonl")) as f:
             log = [json.loads(line) for line in f if line.strip()]
         store.save({**ev, "config": cfg.to_dict(), "stage_s": time.time() - t0,
@@ -178,16 +177,22 @@ def base_phase(args, bench, store, out) -> None:
         print(f"base {steps} steps: held-out DSM {ev['heldout_dsm']:.4f}", flush=True)
 
 
+def load_base(out, bench, base_steps):
+    """(config, SDE, model, base_id) of the base stage that fine-tuning starts from: its EMA
+    weights and their ``weights_id``. A retrained base is not bit-equal across machines
+    (oneDNN kernels differ), so every fine-tuning and evaluation run carries the id and only
+    runs from the same base are paired."""
+    cfg, sde, model = load_trained(load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt")),
+                                   bench.shape)
+    return cfg, sde, model, weights_id(model.state_dict())
+
+
 def base_id(args, bench, store, out, base_steps) -> str:
-    """``weights_id`` of the base's EMA weights that fine-tuning starts from. A retrained base
-    is not bit-equal across machines (oneDNN kernels differ), so every fine-tuning and
-    evaluation run carries it and only runs from the same base are paired."""
-    _, _, model = load_trained(load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt")),
-                               bench.shape)
-    bid = weights_id(model.state_dict())
-    key = dict(phase="base", data=args.dataset, steps=base_steps)
-    if store.done(**key) and store.load(**key).get("base_id") != bid:   # a record from before ids
-        record = store.load(**key)
+    """The base's id, written into its stage record when that record predates ids."""
+    *_, bid = load_base(out, bench, base_steps)
+    key = base_key(args, base_steps)
+    record = store.load(**key) if store.done(**key) else None
+    if record is not None and record.get("base_id") != bid:
         store.save({**{k: v for k, v in record.items() if k not in key}, "base_id": bid}, **key)
     return bid
 
@@ -197,8 +202,7 @@ def base_eval(args, bench, store, out, base_steps, bid) -> None:
     key = base_eval_key(args, base_steps, bid)
     if store.done(**key):
         return
-    cfg, sde, model = load_trained(load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt")),
-                                   bench.shape)
+    cfg, sde, model, _ = load_base(out, bench, base_steps)
     ev = bench.evaluate(model, sde, cfg)
     store.save(ev, **key)
     print(f"base {base_steps} steps: {ev['bpd']:.4f} bits/dim (eval SE {ev['eval_se']:.4f})", flush=True)
@@ -216,6 +220,10 @@ def eval_key(args) -> dict:
     return dict(images=args.eval_images or "all", reps=args.eval_repeats, rtol=args.rtol)
 
 
+def base_key(args, steps) -> dict:
+    return dict(phase="base", data=args.dataset, steps=steps)
+
+
 def base_eval_key(args, base_steps, bid) -> dict:
     return dict(phase="base-eval", data=args.dataset, steps=base_steps, base_id=bid, **eval_key(args))
 
@@ -228,9 +236,8 @@ def tune_key(args, base_steps, bid, beta, seed) -> dict:
 
 def tune_one(args, bench, store, out, base_steps, bid, beta, seed):
     key = tune_key(args, base_steps, bid, beta, seed)
-    state = load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt"))
-    cfg, sde, model = load_trained(state, bench.shape)          # the base's EMA weights
-    if weights_id(model.state_dict()) != bid:
+    cfg, sde, model, have = load_base(out, bench, base_steps)   # the base's EMA weights
+    if have != bid:
         fail(f"the base checkpoint stage_{base_steps}.pt changed while the grid ran; run again")
     model.train()
     preset = PAPER_SETTINGS[PRESETS[args.dataset]]
@@ -335,7 +342,8 @@ def _eval_se_diff(fp: dict, dsm: dict, keys) -> float:
 
 def _summary(runs: dict) -> dict:
     rs = list(runs.values())
-    return {"seeds": [s for s, _ in runs], "base_ids": [b for _, b in runs], "bpd_per_seed": [r["bpd"] for r in rs], "bpd": mean_se([r["bpd"] for r in rs]),
+    return {"seeds": [s for s, _ in runs], "base_ids": [b for _, b in runs],
+            "bpd_per_seed": [r["bpd"] for r in rs], "bpd": mean_se([r["bpd"] for r in rs]),
             "eval_se_per_seed": [r["eval_se"] for r in rs],
             "heldout_dsm": float(np.mean([r["heldout_dsm"] for r in rs])),
             "heldout_dsm_per_seed": [r["heldout_dsm"] for r in rs],
