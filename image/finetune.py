@@ -293,6 +293,12 @@ def report(args, store, out, base_steps, betas, seeds) -> dict:
         metrics["dsm"] = _summary(dsm)
         rows.append(["DSM", str(len(dsm)), f"{metrics['dsm']['bpd']['mean']:.4f}", "—", "—",
                      f"{metrics['dsm']['heldout_dsm']:.4f}", f"{metrics['dsm']['r_fp_mean']:.3g}"])
+        bases = sorted({b for _, b in dsm})
+        if len(bases) > 1:      # the pooled row mixes bases; each base's own DSM row beside it
+            metrics["dsm_by_base"] = {b: _summary({k: r for k, r in dsm.items() if k[1] == b}) for b in bases}
+            for b, e in metrics["dsm_by_base"].items():
+                rows.append([f"  DSM, base {b}", str(len(e["seeds"])), f"{e['bpd']['mean']:.4f}", "—", "—",
+                             f"{e['heldout_dsm']:.4f}", f"{e['r_fp_mean']:.3g}"])
     xs, ys, hs = [], [], []
     for beta in betas:
         fp = of(beta)

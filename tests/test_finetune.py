@@ -77,3 +77,5 @@ def test_report_pairs_only_runs_from_the_same_base(tmp_path):
     e = json.load(open(tmp_path / "metrics.json"))["betas"]["0.1"]
     assert sorted(zip(e["paired"]["seeds"], e["paired"]["base_ids"])) == [(0, "A"), (1, "B")]
     assert sorted(e["paired"]["diffs"]) == pytest.approx([0.1, 0.2])
+    by_base = json.load(open(tmp_path / "metrics.json"))["dsm_by_base"]
+    assert {b: v["bpd_per_seed"] for b, v in by_base.items()} == {"A": [2.0], "B": pytest.approx([3.0, 2.5])}
