@@ -393,3 +393,17 @@ def test_toy_bad_numbers_are_one_line(tmp_path, script, flags, needle):
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
+
+
+def test_density_keeps_another_budgets_report(tmp_path):
+    """toy/density.py writes one budget's report into --out: a run of another budget there
+    stops at once with one line naming the fix, and the first report is untouched."""
+    out = tmp_path / "out"
+    out.mkdir()
+    report = json.dumps({"config": {"budget": "small"}, "gmm8": {}})
+    (out / "metrics.json").write_text(report)
+    proc = subprocess.run([sys.executable, str(ROOT / "toy" / "density.py"), "--quick", "--report",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "its own --out" in lines[0], proc.stderr[-2000:]
+    assert (out / "metrics.json").read_text() == report

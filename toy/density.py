@@ -13,7 +13,8 @@ Resumable: one result file per (data set, β, seed, budget) in OUT/runs/, skippe
 a run interrupted (Ctrl-C, SIGTERM) saves OUT/ckpt/<run>.pt and continues from it exactly.
 Both methods see the same seeds, weights at init, data batches and (t, z) draws.
 Writes OUT/metrics.json (per-seed NLLs, paired FP − vanilla differences with 95% t-intervals),
-OUT/nll_vs_beta.png, OUT/learning_curves.png and one density figure per data set.
+OUT/nll_vs_beta.png, OUT/learning_curves.png and one density figure per data set: the report
+of one budget, so each budget gets its own OUT (another budget's report there is refused).
 """
 from __future__ import annotations
 
@@ -291,6 +292,15 @@ def _density_figure(name, ds, done, seed, out):
                       ds.extent, fig, label="density", suptitle=f"{name}: PF-ODE densities (seed {seed})")
 
 
+def _report_budget(out):
+    """The budget whose report ``out`` holds, or None (no report there yet)."""
+    path = os.path.join(out, "metrics.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f).get("config", {}).get("budget")
+
+
 def main(argv=None):
     p = C.parser(__doc__.split("\n\n")[0])
     p.add_argument("--budget", default="paper", choices=list(BUDGETS),
@@ -329,6 +339,10 @@ def main(argv=None):
     steps = BUDGETS[args.budget] if args.steps is None else args.steps
     budget = args.budget if args.steps is None else f"steps{args.steps}"
     out = C.setup(args, "density")
+    held = _report_budget(out)
+    if held not in (None, budget):   # one report per OUT: never overwrite another budget's
+        C.fail(f"{out}/metrics.json is the report of budget {held!r}, not {budget!r}; "
+               f"give budget {budget!r} its own --out folder (or move that report away)")
     store = RunStore(os.path.join(out, "runs"))
     ckpt_dir = os.path.join(out, "ckpt")
     os.makedirs(ckpt_dir, exist_ok=True)
