@@ -290,15 +290,15 @@ def report(args, store, out, base_steps, betas, seeds) -> dict:
     of = lambda beta: {(s, b): r for (bt, s, b), r in tune.items() if bt == beta}   # noqa: E731
     dsm = of(0.0)
     if dsm:
+        def dsm_row(label, e):
+            return [label, str(len(e["seeds"])), f"{e['bpd']['mean']:.4f}", "—", "—",
+                    f"{e['heldout_dsm']:.4f}", f"{e['r_fp_mean']:.3g}"]
         metrics["dsm"] = _summary(dsm)
-        rows.append(["DSM", str(len(dsm)), f"{metrics['dsm']['bpd']['mean']:.4f}", "—", "—",
-                     f"{metrics['dsm']['heldout_dsm']:.4f}", f"{metrics['dsm']['r_fp_mean']:.3g}"])
+        rows.append(dsm_row("DSM", metrics["dsm"]))
         bases = sorted({b for _, b in dsm})
         if len(bases) > 1:      # the pooled row mixes bases; each base's own DSM row beside it
             metrics["dsm_by_base"] = {b: _summary({k: r for k, r in dsm.items() if k[1] == b}) for b in bases}
-            for b, e in metrics["dsm_by_base"].items():
-                rows.append([f"  DSM, base {b}", str(len(e["seeds"])), f"{e['bpd']['mean']:.4f}", "—", "—",
-                             f"{e['heldout_dsm']:.4f}", f"{e['r_fp_mean']:.3g}"])
+            rows += [dsm_row(f"  DSM, base {b}", e) for b, e in metrics["dsm_by_base"].items()]
     xs, ys, hs = [], [], []
     for beta in betas:
         fp = of(beta)
