@@ -4,14 +4,14 @@ A run is named by its fields (e.g. data set, method, β, seed, budget); ``run_na
 them into a file name, ``RunStore.done`` says whether that run has a result, and
 ``RunStore.save`` writes it atomically (a half-written file never counts as done).
 Scripts loop over their grid and skip what is done; two processes can share a grid by
-``shard`` (run i of the grid belongs to shard i mod n).
+``shard`` (run i of the grid, or of each kind of run in it, belongs to shard i mod n).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from .atomic import atomic_write
 
@@ -84,9 +84,15 @@ def parse_shard(text: Optional[str]) -> Tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def shard_of(items: Sequence[T], shard: Tuple[int, int]) -> Iterator[T]:
-    """The items of the grid that belong to ``shard = (i, n)``: every n-th, from the i-th."""
+def shard_of(items: Sequence[T], shard: Tuple[int, int],
+             kind: Optional[Callable[[T], Hashable]] = None) -> Iterator[T]:
+    """The items of the grid that belong to ``shard = (i, n)``: every n-th, from the i-th,
+    counted within each ``kind(item)`` (e.g. the run's β), so that each shard gets its share of
+    every kind of run, the cheap and the costly alike."""
     i, n = shard
-    for k, item in enumerate(items):
-        if k % n == i:
+    seen: Dict[Hashable, int] = {}
+    for item in items:
+        k = None if kind is None else kind(item)
+        if seen.get(k, 0) % n == i:
             yield item
+        seen[k] = seen.get(k, 0) + 1

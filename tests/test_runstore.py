@@ -42,3 +42,14 @@ def test_shards_partition_the_grid():
     for bad in ("2/2", "a/b", "1"):
         with pytest.raises(ValueError, match="shard"):
             parse_shard(bad)
+
+
+def test_shards_split_each_kind_of_run_evenly():
+    # the toy grid's order: a vanilla run before each preset FP run, then FP runs only, so
+    # plain every-other dealing gives shard 0 every vanilla run and shard 1 the costly FP runs
+    grid = [(m, s) for s in range(4) for m in ("vanilla", "fp")] + [("fp2", s) for s in range(4)]
+    parts = [list(shard_of(grid, parse_shard(f"{i}/2"), kind=lambda run: run[0])) for i in range(2)]
+    assert sorted(sum(parts, [])) == sorted(grid)
+    for part in parts:
+        assert [m for m, _ in part].count("vanilla") == 2 and [m for m, _ in part].count("fp") == 2
+    assert [m for m, _ in shard_of(grid, (0, 2))].count("vanilla") == 4      # the plain dealing

@@ -322,7 +322,7 @@ def main(argv=None):
     p.add_argument("--n-test", type=int, default=None, help="held-out samples (default 2000, quick 64)")
     p.add_argument("--grid", type=int, default=40, help="density-figure grid side (2-D)")
     p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps within a run")
-    p.add_argument("--shard", default=None, help="'i/n': run only every n-th run of the grid, from "
+    p.add_argument("--shard", default=None, help="'i/n': run only every n-th run of each β, from "
                    "the i-th (two processes: 0/2 and 1/2)")
     p.add_argument("--report", action="store_true", help="train nothing: tables and figures from the "
                    "finished runs")
@@ -353,7 +353,7 @@ def main(argv=None):
     n_test = args.n_test or (64 if args.quick else 2000)
 
     if not args.report:
-        runs = list(shard_of(grid_runs(args.datasets, betas, seeds, budget), shard))
+        runs = list(shard_of(grid_runs(args.datasets, betas, seeds, budget), shard, kind=lambda run: run[1]))
         todo = [r for r in runs if not store.done(data=r[0], beta=float(r[1]), seed=r[2], budget=budget)]
         print(f"budget {budget} ({steps} steps/run): "
               f"{len(runs) - len(todo)} of {len(runs)} runs done, {len(todo)} to go", flush=True)
