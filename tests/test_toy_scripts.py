@@ -83,3 +83,21 @@ def test_conservativity_quick(tmp_path):
     assert m["curl_mse"]["true"] < 1e-12
     assert max(m["residual_curves"]["true"]["r_fp"]) < 1e-6
     assert {"curl_mse_over_t.png", "residual_over_t.png"} <= set(pngs(out))
+
+
+def test_density_grid_blanks_only_the_points_whose_solve_fails(monkeypatch):
+    """A long-trained model's PF-ODE can diverge from far-tail grid points (its score grows
+    faster than linearly outside the data); that must blank those points, not lose the run."""
+    import torch
+    sys.path.insert(0, os.path.join(ROOT, "toy"))
+    import density
+
+    def fake_log_likelihood(model, sde, x, eps, **kw):
+        if (x[:, 0] < -1.0).any():
+            raise ValueError("the ODE solve failed")
+        return torch.zeros(len(x))
+    monkeypatch.setattr(density, "log_likelihood", fake_log_likelihood)
+    ds, sde = density._setup("gmm1d", "cpu")
+    grid, dens = density._density_grid(None, sde, ds, 400)
+    assert torch.equal(dens.isnan(), grid[:, 0] < -1.0) and 0 < int(dens.isnan().sum()) < 400
+    assert torch.all(dens[~dens.isnan()] == 1.0)
