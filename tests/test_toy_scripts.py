@@ -73,6 +73,9 @@ def test_density_quick(tmp_path):
     assert m["swiss_rolls"]["nll_true"] is None
     assert m["checkerboard"]["nll_true"] == pytest.approx(math.log(32.0))
     assert all(m[n]["nll_true"] is not None for n in ("gmm1d", "gmm8"))
+    table = (out / "summary.md").read_text().splitlines()           # the README's table
+    assert len(table) == 2 + 4 and all(line.count("|") == 11 for line in table)
+    assert "| 8-mode GMM | tiny (30 of 100k) | 0.0015 | 1 |" in table[-1]
 
 
 def test_conservativity_quick(tmp_path):

@@ -13,6 +13,7 @@ Resumable: one result file per (data set, β, seed, budget) in OUT/runs/, skippe
 a run interrupted (Ctrl-C, SIGTERM) saves OUT/ckpt/<run>.pt and continues from it exactly.
 Both methods see the same seeds, weights at init, data batches and (t, z) draws.
 Writes OUT/metrics.json (per-seed NLLs, paired FP − vanilla differences with 95% t-intervals),
+OUT/summary.md (the table the README quotes),
 OUT/nll_vs_beta.png, OUT/learning_curves.png and one density figure per data set: the report
 of one budget, so each budget gets its own OUT (another budget's report there is refused).
 """
@@ -203,7 +204,7 @@ def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
     if len(setups) > 1:
         print(f"warning: the runs of budget {budget} differ in their settings ({len(setups)} kinds: "
               f"{sorted(setups)}); compare only runs made with the same flags", file=sys.stderr)
-    metrics, rows = {}, []
+    metrics, rows, md = {}, [], []
     panels, curves = {}, {}
     for name in datasets:
         ds = toy_dataset(name)
@@ -237,6 +238,7 @@ def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
             rows.append([name, f"{beta:g}", f"{len(e['seeds'])}",
                          C.fmt(entry.get("vanilla", {}).get("mean")), C.fmt(e["mean"]),
                          _ci(pd), C.fmt(e.get("eval_se"))])
+            md.append((datasets.index(name), beta, _md_row(name, budget, steps, beta, entry, e)))
         if xs:
             panels[name] = {"FP − vanilla": (xs, ys, hs)}
         # keys the quick test and older readers use: the preset β's summary
@@ -260,7 +262,45 @@ def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
                         {}, os.path.join(out, "learning_curves.png"), ylabel="train DSM loss (window mean)",
                         xlabel="step", logy=True,
                         panels={n: {k: [c["dsm"] for c in v] for k, v in s.items()} for n, s in curves.items()})
+    if md:
+        with open(os.path.join(out, "summary.md"), "w") as f:
+            f.write("\n".join(["| " + " | ".join(MD_HEAD) + " |", "|" + " --- |" * len(MD_HEAD),
+                               *(row for *_, row in sorted(md))]) + "\n")
     return metrics, rows
+
+
+MD_HEAD = ("data set", "budget", "β", "seeds", "NLL vanilla", "NLL FP", "FP − vanilla, 95% CI",
+           "true NLL", "held-out DSM, vanilla / FP", f"r_FP({EVAL_TIMES[0]:g}), vanilla / FP")
+TITLES = {"gmm1d": "1-D 3-mode GMM", "checkerboard": "checkerboard", "swiss_rolls": "Swiss rolls",
+          "gmm8": "8-mode GMM"}
+
+
+def _md_row(name, budget, steps, beta, entry, fp):
+    """One row of OUT/summary.md, the table the README and toy/RESULTS.md quote: NLL mean ± SD
+    over seeds, the paired interval (bold when it excludes 0) and what FP traded for it."""
+    def num(x, digits=3):
+        return "—" if x is None else f"{x:.{digits}f}".replace("-", "−")
+
+    def pm(e):
+        return "—" if not e else num(e["mean"]) if e["sd"] is None else f"{num(e['mean'])} ± {num(e['sd'])}"
+
+    def r(x):
+        return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}"
+    van, pd = entry.get("vanilla"), fp.get("paired")
+    if not pd:
+        ci = "—"
+    elif pd.get("half_width") is None:
+        ci = f"{pd['mean']:+.3f} (1 seed)".replace("-", "−")
+    else:
+        ci = f"{pd['mean']:+.3f} [{pd['lo']:+.3f}, {pd['hi']:+.3f}]".replace("-", "−")
+        ci = f"**{ci}**" if pd["lo"] > 0 or pd["hi"] < 0 else ci
+    def k(n):
+        return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    where = "the paper's" if steps == BUDGETS["paper"] else f"{k(steps)} of {k(BUDGETS['paper'])}"
+    return "| " + " | ".join([
+        TITLES[name], f"{budget} ({where})", f"{beta:g}", str(len(fp["seeds"])), pm(van), pm(fp), ci,
+        num(entry["nll_true"]), "—" if not van else f"{van['heldout_dsm']:.4f} / {fp['heldout_dsm']:.4f}",
+        "—" if not van else f"{r(van['r_fp'][0])} / {r(fp['r_fp'][0])}"]) + " |"
 
 
 def _tradeoff(results):
@@ -383,13 +423,14 @@ def main(argv=None):
     metrics["config"] = {"budget": budget, "steps": steps,
                          "paper_steps": BUDGETS["paper"], "seeds": seeds, "betas": betas,
                          "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
-                         "fp_subbatch": args.fp_subbatch, "n_test": n_test, "eps": EPS,
+                         "fp_subbatch": args.fp_subbatch, "n_test": n_test,
+                         "eps": sorted({r["config"]["eps"] for r in store.all() if r["budget"] == budget}) or [EPS],
                          "ode_tol": ODE_TOL, "preset": PRESET, "fourier_scale": FOURIER_SCALE}
     C.write_metrics(out, metrics)
     print(C.table(rows, ["dataset", "β", "seeds", "NLL vanilla", "NLL FP", "FP − vanilla [95% CI]",
                          "eval SE"]))
     print(f"(nats per sample; budget {budget}: {steps} steps/run, "
-          f"the paper's is {BUDGETS['paper']}); wrote {out}/metrics.json")
+          f"the paper's is {BUDGETS['paper']}); wrote {out}/metrics.json and {out}/summary.md")
     return metrics
 
 
