@@ -296,7 +296,7 @@ def _md_row(name, budget, steps, beta, entry, fp):
         ci = f"**{ci}**" if pd["lo"] > 0 or pd["hi"] < 0 else ci
     def k(n):
         return f"{n // 1000}k" if n % 1000 == 0 else str(n)
-    where = "the paper's" if steps == BUDGETS["paper"] else f"{k(steps)} of {k(BUDGETS['paper'])}"
+    where = f"{k(steps)}, the paper's" if steps == BUDGETS["paper"] else f"{k(steps)} of {k(BUDGETS['paper'])}"
     return "| " + " | ".join([
         TITLES[name], f"{budget} ({where})", f"{beta:g}", str(len(fp["seeds"])), pm(van), pm(fp), ci,
         num(entry["nll_true"]), "—" if not van else f"{van['heldout_dsm']:.4f} / {fp['heldout_dsm']:.4f}",
