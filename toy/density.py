@@ -197,7 +197,8 @@ def grid_runs(datasets, betas, seeds, budget):
 
 
 def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
-    """metrics.json, the tables and the figures from the finished runs of ``budget``."""
+    """metrics.json, the tables and the figures from the finished runs of ``budget``; also
+    the start times those runs used."""
     done = {(r["data"], r["beta"], r["seed"]): r for r in store.all() if r["budget"] == budget}
     setups = {json.dumps({k: v for k, v in r["config"].items() if k != "objective"}, sort_keys=True)
               for r in done.values()}
@@ -266,7 +267,7 @@ def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
         with open(os.path.join(out, "summary.md"), "w") as f:
             f.write("\n".join(["| " + " | ".join(MD_HEAD) + " |", "|" + " --- |" * len(MD_HEAD),
                                *(row for *_, row in sorted(md))]) + "\n")
-    return metrics, rows
+    return metrics, rows, sorted({r["config"]["eps"] for r in done.values()})
 
 
 MD_HEAD = ("data set", "budget", "β", "seeds", "NLL vanilla", "NLL FP", "FP − vanilla, 95% CI",
@@ -278,28 +279,23 @@ TITLES = {"gmm1d": "1-D 3-mode GMM", "checkerboard": "checkerboard", "swiss_roll
 def _md_row(name, budget, steps, beta, entry, fp):
     """One row of OUT/summary.md, the table the README and toy/RESULTS.md quote: NLL mean ± SD
     over seeds, the paired interval (bold when it excludes 0) and what FP traded for it."""
-    def num(x, digits=3):
-        return "—" if x is None else f"{x:.{digits}f}".replace("-", "−")
-
-    def pm(e):
-        return "—" if not e else num(e["mean"]) if e["sd"] is None else f"{num(e['mean'])} ± {num(e['sd'])}"
+    def minus(text):
+        return text.replace("-", "−")
 
     def r(x):
         return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 1 else f"{x:.2f}"
-    van, pd = entry.get("vanilla"), fp.get("paired")
-    if not pd:
-        ci = "—"
-    elif pd.get("half_width") is None:
-        ci = f"{pd['mean']:+.3f} (1 seed)".replace("-", "−")
-    else:
-        ci = f"{pd['mean']:+.3f} [{pd['lo']:+.3f}, {pd['hi']:+.3f}]".replace("-", "−")
-        ci = f"**{ci}**" if pd["lo"] > 0 or pd["hi"] < 0 else ci
+
     def k(n):
         return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+    van, pd = entry.get("vanilla"), fp.get("paired") or {}
+    ci = minus(_ci(pd))
+    if pd.get("half_width") is not None and (pd["lo"] > 0 or pd["hi"] < 0):
+        ci = f"**{ci}**"
     where = f"{k(steps)}, the paper's" if steps == BUDGETS["paper"] else f"{k(steps)} of {k(BUDGETS['paper'])}"
     return "| " + " | ".join([
-        TITLES[name], f"{budget} ({where})", f"{beta:g}", str(len(fp["seeds"])), pm(van), pm(fp), ci,
-        num(entry["nll_true"]), "—" if not van else f"{van['heldout_dsm']:.4f} / {fp['heldout_dsm']:.4f}",
+        TITLES[name], f"{budget} ({where})", f"{beta:g}", str(len(fp["seeds"])),
+        minus(C.fmt(van["mean"], van["sd"])) if van else "—", minus(C.fmt(fp["mean"], fp["sd"])), ci,
+        minus(C.fmt(entry["nll_true"])), "—" if not van else f"{van['heldout_dsm']:.4f} / {fp['heldout_dsm']:.4f}",
         "—" if not van else f"{r(van['r_fp'][0])} / {r(fp['r_fp'][0])}"]) + " |"
 
 
@@ -419,12 +415,12 @@ def main(argv=None):
                   f"({r['train_s']:.0f} s train, {r['eval_s']:.0f} s eval); grid ETA {left / 60:.1f} min",
                   flush=True)
 
-    metrics, rows = report(store, args.datasets, betas, seeds, budget, steps, out, args.seed)
+    metrics, rows, eps = report(store, args.datasets, betas, seeds, budget, steps, out, args.seed)
     metrics["config"] = {"budget": budget, "steps": steps,
                          "paper_steps": BUDGETS["paper"], "seeds": seeds, "betas": betas,
                          "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
                          "fp_subbatch": args.fp_subbatch, "n_test": n_test,
-                         "eps": sorted({r["config"]["eps"] for r in store.all() if r["budget"] == budget}) or [EPS],
+                         "eps": eps or [EPS],
                          "ode_tol": ODE_TOL, "preset": PRESET, "fourier_scale": FOURIER_SCALE}
     C.write_metrics(out, metrics)
     print(C.table(rows, ["dataset", "β", "seeds", "NLL vanilla", "NLL FP", "FP − vanilla [95% CI]",
