@@ -73,9 +73,12 @@ def test_density_quick(tmp_path):
     assert m["swiss_rolls"]["nll_true"] is None
     assert m["checkerboard"]["nll_true"] == pytest.approx(math.log(32.0))
     assert all(m[n]["nll_true"] is not None for n in ("gmm1d", "gmm8"))
-    table = (out / "summary.md").read_text().splitlines()           # the README's table
+    text = (out / "summary.md").read_text()                         # the README's table and a note
+    table = [line for line in text.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 4 and all(line.count("|") == 11 for line in table)
     assert "| 8-mode GMM | tiny (30 of 100k) | 0.0015 | 1 |" in table[-1]
+    g = m["gmm8"]["grid_failed"]                                      # the figures' blank points, counted
+    assert f"8-mode GMM: vanilla {g['vanilla']}, FP {g['fp']} of {g['points']}" in text
 
 
 def test_conservativity_quick(tmp_path):

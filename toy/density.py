@@ -205,7 +205,7 @@ def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
     if len(setups) > 1:
         print(f"warning: the runs of budget {budget} differ in their settings ({len(setups)} kinds: "
               f"{sorted(setups)}); compare only runs made with the same flags", file=sys.stderr)
-    metrics, rows, md = {}, [], []
+    metrics, rows, md, grid_notes = {}, [], [], []
     panels, curves = {}, {}
     for name in datasets:
         ds = toy_dataset(name)
@@ -252,6 +252,12 @@ def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
             r = done.get((name, beta, base_seed))
             if r:
                 curves.setdefault(name, {})[f"{_label(beta)} β={beta:g}"] = r["curve"]
+            if r and (r.get("grid") or {}).get("failed") is not None:   # runs before 2026-12-02: no count
+                entry.setdefault("grid_failed", {"points": len(r["grid"]["density"])})[_label(beta)] = \
+                    r["grid"]["failed"]
+        if {"vanilla", "fp"} <= set(entry.get("grid_failed", {})):
+            g = entry["grid_failed"]
+            grid_notes.append(f"{TITLES[name]}: vanilla {g['vanilla']}, FP {g['fp']} of {g['points']}")
         _density_figure(name, ds, done, base_seed, out)
     if panels:
         plotting.errorbars(panels, os.path.join(out, "nll_vs_beta.png"), xlabel="β (official units, ‖ε‖/D)",
@@ -267,6 +273,9 @@ def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
         with open(os.path.join(out, "summary.md"), "w") as f:
             f.write("\n".join(["| " + " | ".join(MD_HEAD) + " |", "|" + " --- |" * len(MD_HEAD),
                                *(row for *_, row in sorted(md))]) + "\n")
+            if grid_notes:
+                f.write(f"\nPoints of the density figures' grid (seed {base_seed}, β = 0 and {BETA:g}) "
+                        "whose PF-ODE solve failed, left blank: " + "; ".join(grid_notes) + ".\n")
     return metrics, rows, sorted({r["config"]["eps"] for r in done.values()})
 
 
