@@ -83,7 +83,8 @@ def parse_args(argv=None):
                    help="ε for r_FP(t): exact costs 3.5x the one-probe Hutchinson on digits and agrees "
                    "with it to a few percent (same images and probes for every model)")
     p.add_argument("--ckpt-every", type=int, default=250, help="checkpoint every N fine-tuning steps")
-    p.add_argument("--shard", default=None, help="'i/n': only every n-th fine-tuning run of each β, from the i-th")
+    p.add_argument("--shard", default=None, help="'i/n': only every n-th fine-tuning run of each β, from the i-th; "
+                                               "shard 0 also evaluates the base")
     p.add_argument("--base-only", action="store_true", help="only the base phase (the learning curve)")
     p.add_argument("--report", action="store_true", help="train nothing: tables and figures from what is done")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -385,7 +386,8 @@ def main(argv=None) -> int:
         base_phase(args, bench, store, out)
         if not args.base_only:
             bid = base_id(args, bench, store, out, base_steps)
-            base_eval(args, bench, store, out, base_steps, bid)
+            if shard[0] == 0:       # one evaluation of the base, not one per shard
+                base_eval(args, bench, store, out, base_steps, bid)
             grid = [(b, s) for i, b in enumerate(betas) for s in seeds for b in ([0.0, b] if i == 0 else [b])]
             grid = list(shard_of(grid, shard, kind=lambda run: run[0]))   # each β split evenly
             todo = [g for g in grid if not store.done(**tune_key(args, base_steps, bid, *g))]
