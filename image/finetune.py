@@ -6,6 +6,7 @@ side, several fine-tuning seeds; test bits/dim at rtol 1e-5 with 5 dequantizatio
     python image/finetune.py                                # digits: base curve, then the grid
     python image/finetune.py --dataset mnist --data-dir ../shared/data/mnist-10k --eval-images 500
     python image/finetune.py --report                       # tables and figures from what is done
+    python image/finetune.py ... --eval-images 512 --eval-chunk 256   # extends a 256-image evaluation
 
 Phases, each resumable (one result file per stage or run in OUT/runs/, skipped when present):
   base   image/train.py (a subprocess; DSM, the image defaults) in stages --base-stages,
@@ -18,7 +19,11 @@ Phases, each resumable (one result file per stage or run in OUT/runs/, skipped w
          machine is not bit-equal), and FP pairs with DSM only within one base and seed.
   eval   bits/dim (PF-ODE, Hutchinson, rtol = atol = --rtol, --eval-repeats repeats, the same
          dequantization and probes for every model), held-out DSM loss, r_FP(t) and
-         r_DSM(t) (Table 4's times, exact ε) of every model, the base included.
+         r_DSM(t) (Table 4's times, exact ε) of every model, the base included. With
+         --eval-chunk C the test images go in chunks of C, one result file per chunk and
+         model; the report pools a model's chunks (bits/dim over all their images) and
+         refuses chunks whose held-out DSM or residuals differ (not one model). The final EMA
+         weights stay in OUT/ckpt, so a later chunk re-uses them (retrains only if deleted).
 Writes OUT/metrics.json (per-seed values, paired FP − DSM differences with 95% t-intervals,
 the evaluation's standard error beside them), OUT/bpd_vs_beta.png, OUT/base_curve.png,
 OUT/finetune_curves.png.
@@ -43,9 +48,10 @@ from scorepde.distributed import DistInfo, ShardedBatches
 from scorepde.imaging import TABLE4_TIMES, ImageConfig, load_trained, model_scaling, test_bpd
 from scorepde.losses import PAPER_SETTINGS, FPObjective, dsm_loss
 from scorepde.resumable import resumable_fit, step_seed
-from scorepde.runstore import RunStore, parse_shard, shard_of
+from scorepde.runstore import RunStore, parse_shard, run_name, shard_of
 from scorepde.stats import mean_se, paired_difference
-from scorepde.training import StopRequested, load_checkpoint, make_ema, make_optimizer, weights_id
+from scorepde.training import (StopRequested, load_checkpoint, make_ema, make_optimizer, save_checkpoint,
+                               weights_id)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRESETS = {"digits": "mnist", "mnist": "mnist", "fashion-mnist": "fashion-mnist"}
@@ -74,6 +80,9 @@ def parse_args(argv=None):
                    help="samples per step R_FP sees (default: the whole batch, as the official code)")
     p.add_argument("--eval-images", type=int, default=0,
                    help="test images for bits/dim: 0 = the whole test split, N = the first N (fixed)")
+    p.add_argument("--eval-chunk", type=int, default=0,
+                   help="evaluate the --eval-images in chunks of N, one result file each (0 = one chunk): "
+                   "a larger --eval-images then keeps the chunks already done")
     p.add_argument("--eval-repeats", type=int, default=5, help="dequantization repeats (paper: 5)")
     p.add_argument("--rtol", type=float, default=1e-5, help="ODE rtol = atol (paper: 1e-5)")
     p.add_argument("--eval-batch-size", type=int, default=500)
@@ -105,8 +114,17 @@ class Bench:
         self.train = load_dataset(args.dataset, "train", args.data_dir)
         self.test = load_dataset(args.dataset, "test", args.data_dir)
         n = len(self.test) if args.eval_images == 0 else min(args.eval_images, len(self.test))
-        self.eval_images = self.test.images[:n]
+        c = args.eval_chunk or n
+        self.chunks = [(a, min(a + c, n)) for a in range(0, n, c)]     # [a, b) of the test split
         self.shape, self.levels = self.train.shape, self.train.levels
+
+    def label(self, chunk) -> str | int:
+        """A chunk's name in run keys: N for the first N test images (the whole evaluation
+        without chunks, so that chunked and earlier runs share it), 'a-b' for images a..b-1."""
+        a, b = chunk
+        if len(self.chunks) == 1:
+            return self.args.eval_images or "all"
+        return b if a == 0 else f"{a}-{b}"
 
     def heldout_dsm(self, model, sde, cfg) -> dict:
         """The DSM loss on the test split: ``heldout_repeats`` draws of dequantization and
@@ -121,13 +139,15 @@ class Bench:
         return {"heldout_dsm": float(np.mean(held)),
                 "heldout_dsm_se": float(np.std(held, ddof=1) / len(held) ** 0.5) if len(held) > 1 else None}
 
-    def evaluate(self, model, sde, cfg) -> dict:
-        """Bits/dim, held-out DSM loss and r_FP(t), r_DSM(t) of one model."""
+    def evaluate(self, model, sde, cfg, chunk) -> dict:
+        """Bits/dim on test images [a, b), held-out DSM loss and r_FP(t), r_DSM(t) of one model.
+        The dequantization and probes are seeded per chunk (images 0.. as without chunks)."""
         a = self.args
         t0 = time.time()
-        res = test_bpd(model, sde, cfg, self.eval_images, self.levels, repeats=a.eval_repeats,
+        seed = EVAL_SEED if chunk[0] == 0 else step_seed(EVAL_SEED, chunk[0])
+        res = test_bpd(model, sde, cfg, self.test.images[chunk[0]:chunk[1]], self.levels, repeats=a.eval_repeats,
                        batch_size=a.eval_batch_size, rtol=a.rtol, atol=a.rtol,
-                       generator=torch.Generator().manual_seed(EVAL_SEED), progress=not a.no_progress)
+                       generator=torch.Generator().manual_seed(seed), progress=not a.no_progress)
         t_bpd = time.time() - t0
         gen = torch.Generator().manual_seed(EVAL_SEED + 2)
         x0, _ = to_model_space(self.test.images[:a.residual_images], self.levels, model_scaling(cfg),
@@ -137,7 +157,8 @@ class Bench:
         return {"bpd": res["bpd"], "bpd_per_repeat": res["per_repeat"],
                 "eval_se": res["bpd_std"] / a.eval_repeats ** 0.5, "bpd_per_image": res["per_sample"],
                 "nfe": res["nfe"],
-                "eval_images": len(self.eval_images), "eval_repeats": a.eval_repeats, "rtol": a.rtol,
+                "eval_images": chunk[1] - chunk[0], "eval_chunk": list(chunk),
+                "weights_id": weights_id(model.state_dict()), "eval_repeats": a.eval_repeats, "rtol": a.rtol,
                 **self.heldout_dsm(model, sde, cfg), "residual_curves": curves,
                 "residual_estimator": a.residual_estimator, "bpd_s": t_bpd, "eval_s": time.time() - t0}
 
@@ -199,14 +220,16 @@ def base_id(args, bench, store, out, base_steps) -> str:
 
 
 def base_eval(args, bench, store, out, base_steps, bid) -> None:
-    """The full evaluation of the base model that fine-tuning starts from."""
-    key = base_eval_key(args, base_steps, bid)
-    if store.done(**key):
+    """The full evaluation of the base model that fine-tuning starts from, chunk by chunk."""
+    todo = [c for c in bench.chunks if not store.done(**base_eval_key(args, base_steps, bid, bench.label(c)))]
+    if not todo:
         return
     cfg, sde, model, _ = load_base(out, bench, base_steps)
-    ev = bench.evaluate(model, sde, cfg)
-    store.save(ev, **key)
-    print(f"base {base_steps} steps: {ev['bpd']:.4f} bits/dim (eval SE {ev['eval_se']:.4f})", flush=True)
+    for chunk in todo:
+        ev = bench.evaluate(model, sde, cfg, chunk)
+        store.save(ev, **base_eval_key(args, base_steps, bid, bench.label(chunk)))
+        print(f"base {base_steps} steps, images {chunk[0]}..{chunk[1] - 1}: {ev['bpd']:.4f} bits/dim "
+              f"(eval SE {ev['eval_se']:.4f})", flush=True)
 
 
 def _windows(log, width):
@@ -215,31 +238,61 @@ def _windows(log, width):
             for i in range(0, len(log) - width + 1, width)]
 
 
-def eval_key(args) -> dict:
-    """What makes two evaluations comparable: images, repeats, tolerance (in every run's key,
-    so that a later run with other evaluation flags never mixes with these)."""
-    return dict(images=args.eval_images or "all", reps=args.eval_repeats, rtol=args.rtol)
+def eval_key(args, images) -> dict:
+    """What makes two evaluations comparable: images (``Bench.label``), repeats, tolerance (in
+    every run's key, so that a later run with other evaluation flags never mixes with these)."""
+    return dict(images=images, reps=args.eval_repeats, rtol=args.rtol)
 
 
 def base_key(args, steps) -> dict:
     return dict(phase="base", data=args.dataset, steps=steps)
 
 
-def base_eval_key(args, base_steps, bid) -> dict:
-    return dict(phase="base-eval", data=args.dataset, steps=base_steps, base_id=bid, **eval_key(args))
+def base_eval_key(args, base_steps, bid, images) -> dict:
+    return dict(phase="base-eval", data=args.dataset, steps=base_steps, base_id=bid, **eval_key(args, images))
 
 
-def tune_key(args, base_steps, bid, beta, seed) -> dict:
+def train_key(args, base_steps, bid, beta, seed) -> dict:
+    """One fine-tuning run, whatever it is evaluated on."""
     sub = "all" if (beta == 0 or args.fp_subbatch is None) else args.fp_subbatch
     return dict(phase="tune", data=args.dataset, base=base_steps, base_id=bid, beta=float(beta), seed=seed,
-                steps=args.steps, sub=sub, **eval_key(args))
+                steps=args.steps, sub=sub)
+
+
+def tune_key(args, base_steps, bid, beta, seed, images) -> dict:
+    return {**train_key(args, base_steps, bid, beta, seed), **eval_key(args, images)}
+
+
+def tune_todo(args, bench, store, base_steps, bid, beta, seed) -> list:
+    """The evaluation chunks that fine-tuning run still lacks."""
+    return [c for c in bench.chunks
+            if not store.done(**tune_key(args, base_steps, bid, beta, seed, bench.label(c)))]
 
 
 def tune_one(args, bench, store, out, base_steps, bid, beta, seed):
-    key = tune_key(args, base_steps, bid, beta, seed)
+    """Fine-tune (or load the kept weights of) one run and evaluate the chunks it lacks."""
+    cfg, sde, model, trained = fine_tuned(args, bench, out, base_steps, bid, beta, seed)
+    for chunk in tune_todo(args, bench, store, base_steps, bid, beta, seed):
+        ev = bench.evaluate(model, sde, cfg, chunk)
+        store.save({**ev, **trained}, **tune_key(args, base_steps, bid, beta, seed, bench.label(chunk)))
+    return ev
+
+
+def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
+    """(config, SDE, EMA model, training record) of one fine-tuning run: trained (resumably,
+    from OUT/ckpt/<run>.pt), or loaded from OUT/ckpt/<run>.final.pt when trained before."""
+    name = run_name(**train_key(args, base_steps, bid, beta, seed))
+    ckpt, final = (os.path.join(out, "ckpt", name + ext) for ext in (".pt", ".final.pt"))
     cfg, sde, model, have = load_base(out, bench, base_steps)   # the base's EMA weights
     if have != bid:
         fail(f"the base checkpoint stage_{base_steps}.pt changed while the grid ran; run again")
+    if os.path.isfile(final):
+        try:
+            state = load_checkpoint(final)
+            model.load_state_dict(state["model"])
+        except (ValueError, KeyError, RuntimeError) as err:
+            fail(f"{final} cannot be loaded ({err}); delete it to fine-tune that run again")
+        return cfg, sde, model.eval(), state["record"]
     model.train()
     preset = PAPER_SETTINGS[PRESETS[args.dataset]]
     if beta == 0:
@@ -258,31 +311,42 @@ def tune_one(args, bench, store, out, base_steps, bid, beta, seed):
             deq.manual_seed(step_seed(seed + 7919, step))
             yield to_model_space(images[idx], bench.levels, scaling, dequantized=True, generator=deq)[0]
 
-    ckpt = os.path.join(out, "ckpt", os.path.basename(store.path(**key))[:-5] + ".pt")
     os.makedirs(os.path.dirname(ckpt), exist_ok=True)
     fit = resumable_fit(objective, model, opt, args.steps, batches=batches, ckpt_path=ckpt, seed=seed,
                         scheduler=sched, ema=ema, grad_clip=cfg.grad_clip, ckpt_every=args.ckpt_every,
                         progress=not args.no_progress, desc=f"tune β={beta:g} seed{seed}")
-    ev = bench.evaluate(ema.module.eval(), sde, cfg)
-    store.save({**ev, **fit, "method": "dsm" if beta == 0 else "fp", "lr": lr,
-                "objective": {**preset, "beta": beta, "subbatch": args.fp_subbatch}}, **key)
+    trained = {**fit, "method": "dsm" if beta == 0 else "fp", "lr": lr,
+               "objective": {**preset, "beta": beta, "subbatch": args.fp_subbatch}}
+    save_checkpoint(final, {"model": ema.module.state_dict(), "step": args.steps, "record": trained})
     os.remove(ckpt)
-    return ev
+    return cfg, sde, ema.module.eval(), trained
 
 
-def report(args, store, out, base_steps, betas, seeds) -> dict:
+def report(args, bench, store, out, base_steps, betas, seeds) -> dict:
     """Tables, metrics and figures from the finished runs. A replicate is (seed, base_id): FP
-    and DSM pair only when both fine-tuned the same base with the same seed."""
+    and DSM pair only when both fine-tuned the same base with the same seed. A model counts
+    once every evaluation chunk of it is done (``_pooled``)."""
     runs = store.all()
     base = sorted((r for r in runs if r["phase"] == "base" and r["data"] == args.dataset), key=lambda r: r["steps"])
-    has = lambda r, key: r == {**r, **key}        # noqa: E731  (r's run key includes ``key``)
-    tune = {(r["beta"], r["seed"], r["base_id"]): r for r in runs
-            if r["phase"] == "tune" and r["seed"] in seeds
-            and has(r, tune_key(args, base_steps, r.get("base_id"), r["beta"], r["seed"]))}
-    evals = {r["base_id"]: r for r in runs
-             if r["phase"] == "base-eval" and has(r, base_eval_key(args, base_steps, r.get("base_id")))}
+    labels = [bench.label(c) for c in bench.chunks]
+
+    def pooled(name, key):      # key(label) -> run key; None unless every chunk is done
+        done = [store.load(**key(lab)) for lab in labels if store.done(**key(lab))]
+        if done and len(done) < len(labels):
+            print(f"({name}: {len(done)} of {len(labels)} evaluation chunks done; left out)", flush=True)
+        return _pooled(done, name) if len(done) == len(labels) else None
+
+    tune = {(beta, seed, bid): pooled(f"β={beta:g} seed {seed}", lambda lab, g=(bid, beta, seed): tune_key(
+                args, base_steps, g[0], g[1], g[2], lab))
+            for beta, seed, bid in sorted({(r["beta"], r["seed"], r.get("base_id")) for r in runs
+                                            if r["phase"] == "tune" and r["seed"] in seeds}, key=str)}
+    tune = {k: r for k, r in tune.items() if r is not None}
+    evals = {bid: pooled(f"base {bid}", lambda lab, b=bid: base_eval_key(args, base_steps, b, lab))
+             for bid in sorted({r.get("base_id") for r in runs if r["phase"] == "base-eval"}, key=str)}
+    evals = {b: r for b, r in evals.items() if r is not None}
     metrics = {"dataset": args.dataset, "base_curve": [{k: r[k] for k in ("steps", "heldout_dsm", "heldout_dsm_se")} for r in base],
-               "base_steps": base_steps, "finetune_steps": args.steps, "bases": {}, "betas": {}}
+               "base_steps": base_steps, "finetune_steps": args.steps, "eval_chunks": bench.chunks,
+               "bases": {}, "betas": {}}
     rows = []
     for bid, be in evals.items():
         metrics["bases"][bid] = {k: be[k] for k in ("bpd", "eval_se", "heldout_dsm", "residual_curves", "bpd_per_repeat")}
@@ -338,6 +402,26 @@ def report(args, store, out, base_steps, betas, seeds) -> dict:
     return metrics, rows
 
 
+def _pooled(chunks: list, name: str) -> dict:
+    """One model's evaluation chunks as one evaluation: bits/dim and each repeat's mean over
+    all their images (image-weighted), the eval SE from the pooled repeats. The chunks must
+    be one model: equal held-out DSM, residual curves and (where recorded) weights id."""
+    first = chunks[0]
+    if len(chunks) == 1:
+        return first
+    same = lambda r: (r["heldout_dsm"], r["residual_curves"], r.get("weights_id", first.get("weights_id")))  # noqa: E731
+    if any(same(r) != same(first) for r in chunks):
+        fail(f"{name}: its evaluation chunks disagree on the held-out DSM loss, residuals or weights, so they "
+             "come from different trainings (another machine?); delete that run's chunk files to evaluate it again")
+    n = [len(r["bpd_per_image"]) for r in chunks]
+    per_repeat = np.average([r["bpd_per_repeat"] for r in chunks], axis=0, weights=n)
+    per_image = [v for r in chunks for v in r["bpd_per_image"]]
+    return {**first, "bpd": float(np.mean(per_image)), "bpd_per_image": per_image,
+            "bpd_per_repeat": per_repeat.tolist(), "eval_images": len(per_image),
+            "eval_se": float(np.std(per_repeat, ddof=1) / len(per_repeat) ** 0.5) if len(per_repeat) > 1 else 0.0,
+            "bpd_s": sum(r["bpd_s"] for r in chunks), "eval_chunk": [r["eval_chunk"] for r in chunks]}
+
+
 def _eval_se_diff(fp: dict, dsm: dict, keys) -> float:
     """The evaluation's standard error of one seed's FP − DSM bits/dim: over the test images,
     std_i(bpd_FP,i − bpd_DSM,i)/√n (both models see the same images, dequantization and
@@ -367,6 +451,8 @@ def main(argv=None) -> int:
         shard = parse_shard(args.shard)
         if args.steps < 1 or args.seeds < 1 or args.eval_repeats < 1:
             raise ValueError("--steps, --seeds and --eval-repeats must be >= 1")
+        if args.eval_images < 0 or args.eval_chunk < 0:
+            raise ValueError("--eval-images and --eval-chunk must be >= 0 (0: the whole test split, one chunk)")
         if args.betas and any(b <= 0 for b in args.betas):
             raise ValueError("--betas are the FP runs' β and must be positive; DSM (β = 0) always runs")
         base_steps = args.base_steps or max(args.base_stages)
@@ -390,7 +476,7 @@ def main(argv=None) -> int:
                 base_eval(args, bench, store, out, base_steps, bid)
             grid = [(b, s) for i, b in enumerate(betas) for s in seeds for b in ([0.0, b] if i == 0 else [b])]
             grid = list(shard_of(grid, shard, kind=lambda run: run[0]))   # each β split evenly
-            todo = [g for g in grid if not store.done(**tune_key(args, base_steps, bid, *g))]
+            todo = [g for g in grid if tune_todo(args, bench, store, base_steps, bid, *g)]
             print(f"fine-tuning from base {base_steps} ({bid}): {len(grid) - len(todo)} of {len(grid)} runs done", flush=True)
             t_grid = time.time()
             for i, (beta, seed) in enumerate(todo):
@@ -401,10 +487,11 @@ def main(argv=None) -> int:
                           file=sys.stderr, flush=True)
                     return 130
                 left = (time.time() - t_grid) / (i + 1) * (len(todo) - i - 1)
-                print(f"[{i + 1}/{len(todo)}] β={beta:g} seed {seed}: {ev['bpd']:.4f} bits/dim "
+                a, b = ev["eval_chunk"]
+                print(f"[{i + 1}/{len(todo)}] β={beta:g} seed {seed}: {ev['bpd']:.4f} bits/dim on images {a}..{b - 1} "
                       f"(eval SE {ev['eval_se']:.4f}); grid ETA {left / 60:.1f} min", flush=True)
 
-    metrics, rows = report(args, store, out, base_steps, betas, seeds)
+    metrics, rows = report(args, bench, store, out, base_steps, betas, seeds)
     metrics["config"] = {k: v for k, v in vars(args).items()}
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)

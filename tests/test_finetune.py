@@ -83,3 +83,35 @@ def test_report_pairs_only_runs_from_the_same_base(tmp_path):
     assert sorted(e["paired"]["diffs"]) == pytest.approx([0.1, 0.2])
     by_base = json.load(open(tmp_path / "metrics.json"))["dsm_by_base"]
     assert {b: v["bpd_per_seed"] for b, v in by_base.items()} == {"A": [2.0], "B": pytest.approx([3.0, 2.5])}
+
+
+@pytest.mark.slow  # one base stage, two tiny fine-tunings, evaluated in two rounds: minutes
+def test_chunks_extend_an_evaluation_without_retraining(tmp_path):
+    """--eval-images 4, then 8 in chunks of 4: the first chunk is the earlier evaluation, the
+    second re-uses the kept weights, and the report pools both chunks image by image."""
+    out = tmp_path / "ft"
+    args = ["--out", str(out), "--base-stages", "10", "--steps", "4", "--seeds", "1", "--betas", "0.1",
+            "--eval-repeats", "2", "--rtol", "1e-3", "--residual-images", "2", "--heldout-repeats", "2",
+            "--no-progress", "--base-args", "--sample-steps 2 --n-samples 4 --warmup 2 --no-progress"]
+    first = run(*args, "--eval-images", "4")
+    assert first.returncode == 0, first.stderr[-3000:]
+    more = run(*args, "--eval-images", "8", "--eval-chunk", "4")
+    assert more.returncode == 0, more.stderr[-3000:]
+    runs = out / "runs"
+    for beta in ("0.0", "0.1"):
+        name = lambda images: next(runs.glob(f"phase=tune*beta={beta}__*images={images}__*"))  # noqa: E731
+        a, b = (json.load(open(name(i))) for i in ("4", "4-8"))
+        assert a["eval_chunk"] == [0, 4] and b["eval_chunk"] == [4, 8]
+        assert a["train_s"] == b["train_s"] and a["curve"] == b["curve"]       # loaded, not retrained
+        assert a["weights_id"] == b["weights_id"] and a["heldout_dsm"] == b["heldout_dsm"]
+    m = json.load(open(out / "metrics.json"))
+    assert m["eval_chunks"] == [[0, 4], [4, 8]]
+    dsm = [json.load(open(next(runs.glob(f"phase=tune*beta=0.0__*images={i}__*")))) for i in ("4", "4-8")]
+    assert m["dsm"]["bpd_per_seed"][0] == pytest.approx(sum(dsm[0]["bpd_per_image"] + dsm[1]["bpd_per_image"]) / 8)
+    assert m["dsm"]["bpd_per_seed"][0] != pytest.approx(dsm[0]["bpd"])
+    # chunks that are not one model (here: a tampered held-out loss) are refused, not pooled
+    path = next(runs.glob("phase=tune*beta=0.1__*images=4-8__*"))
+    rec = json.load(open(path))
+    json.dump({**rec, "heldout_dsm": rec["heldout_dsm"] + 1e-6}, open(path, "w"))
+    bad = run(*args, "--eval-images", "8", "--eval-chunk", "4", "--report")
+    assert bad.returncode == 2 and "disagree" in bad.stderr and "Traceback" not in bad.stderr
