@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from scorepde import plotting
+from scorepde.atomic import atomic_write
 from scorepde.curves import residual_curves
 from scorepde.data import load_dataset, to_model_space
 from scorepde.distributed import DistInfo, ShardedBatches
@@ -93,7 +94,8 @@ def parse_args(argv=None):
                    "with it to a few percent (same images and probes for every model)")
     p.add_argument("--ckpt-every", type=int, default=250, help="checkpoint every N fine-tuning steps")
     p.add_argument("--shard", default=None, help="'i/n': only every n-th fine-tuning run of each β, from the i-th; "
-                                               "shard 0 also evaluates the base")
+                                               "shard 0 also evaluates the base; metrics.json and the figures "
+                                               "are left to --report")
     p.add_argument("--base-only", action="store_true", help="only the base phase (the learning curve)")
     p.add_argument("--report", action="store_true", help="train nothing: tables and figures from what is done")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -322,8 +324,8 @@ def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
     return cfg, sde, ema.module.eval(), trained
 
 
-def report(args, bench, store, out, base_steps, betas, seeds) -> dict:
-    """Tables, metrics and figures from the finished runs. A replicate is (seed, base_id): FP
+def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> dict:
+    """Tables, metrics and (``figures``) figures from the finished runs. A replicate is (seed, base_id): FP
     and DSM pair only when both fine-tuned the same base with the same seed. A model counts
     once every evaluation chunk of it is done (``_pooled``)."""
     runs = store.all()
@@ -384,6 +386,8 @@ def report(args, bench, store, out, base_steps, betas, seeds) -> dict:
                                                           else f" [{pd['lo']:+.4f}, {pd['hi']:+.4f}]"))
         rows.append([f"FP β={beta:g}", str(len(fp)), f"{e['bpd']['mean']:.4f}", ci,
                      "—" if not pd else f"{e['eval_se_diff']:.4f}", f"{e['heldout_dsm']:.4f}", f"{e['r_fp_mean']:.3g}"])
+    if not figures:
+        return metrics, rows
     if xs:
         plotting.errorbars({args.dataset: {"FP − DSM": (xs, ys, hs)}}, os.path.join(out, "bpd_vs_beta.png"),
                            xlabel="β (official units, ‖ε‖/D)", ylabel="bits/dim FP − DSM",
@@ -491,15 +495,19 @@ def main(argv=None) -> int:
                 print(f"[{i + 1}/{len(todo)}] β={beta:g} seed {seed}: {ev['bpd']:.4f} bits/dim on images {a}..{b - 1} "
                       f"(eval SE {ev['eval_se']:.4f}); grid ETA {left / 60:.1f} min", flush=True)
 
-    metrics, rows = report(args, bench, store, out, base_steps, betas, seeds)
+    # a shard sees its own grid only: the folder's report is left to --report, not overwritten
+    write = args.report or args.shard is None
+    metrics, rows = report(args, bench, store, out, base_steps, betas, seeds, figures=write)
     metrics["config"] = {k: v for k, v in vars(args).items()}
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
+    if write:
+        atomic_write(os.path.join(out, "metrics.json"), lambda f: json.dump(metrics, f, indent=1), binary=False)
     head = ["model", "seeds", "bits/dim", "FP − DSM [95% CI]", "eval SE of diff", "held-out DSM", "mean r_FP"]
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     for r in [head] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-    print(f"(fine-tuned {args.steps} steps from the {base_steps}-step DSM base; wrote {out}/metrics.json)")
+    print(f"(fine-tuned {args.steps} steps from the {base_steps}-step DSM base; " +
+          (f"wrote {out}/metrics.json)" if write else
+           f"shard {args.shard}: run with --report once every shard is done to write {out}/metrics.json)"))
     return 0
 
 
