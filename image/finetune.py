@@ -413,17 +413,19 @@ def _pooled(chunks: list, name: str) -> dict:
     first = chunks[0]
     if len(chunks) == 1:
         return first
-    same = lambda r: (r["heldout_dsm"], r["residual_curves"], r.get("weights_id", first.get("weights_id")))  # noqa: E731
-    if any(same(r) != same(first) for r in chunks):
+    ids = {r["weights_id"] for r in chunks if "weights_id" in r}        # runs before 2026-12-03 have none
+    if len(ids) > 1 or any((r["heldout_dsm"], r["residual_curves"]) != (first["heldout_dsm"], first["residual_curves"])
+                           for r in chunks):
         fail(f"{name}: its evaluation chunks disagree on the held-out DSM loss, residuals or weights, so they "
              "come from different trainings (another machine?); delete that run's chunk files to evaluate it again")
     n = [len(r["bpd_per_image"]) for r in chunks]
     per_repeat = np.average([r["bpd_per_repeat"] for r in chunks], axis=0, weights=n)
     per_image = [v for r in chunks for v in r["bpd_per_image"]]
-    return {**first, "bpd": float(np.mean(per_image)), "bpd_per_image": per_image,
+    per_chunk = ("eval_chunk", "nfe", "bpd_s", "eval_s")      # (the first chunk's would mislead)
+    return {**{k: v for k, v in first.items() if k not in per_chunk},
+            "bpd": float(np.mean(per_image)), "bpd_per_image": per_image,
             "bpd_per_repeat": per_repeat.tolist(), "eval_images": len(per_image),
-            "eval_se": float(np.std(per_repeat, ddof=1) / len(per_repeat) ** 0.5) if len(per_repeat) > 1 else 0.0,
-            "bpd_s": sum(r["bpd_s"] for r in chunks), "eval_chunk": [r["eval_chunk"] for r in chunks]}
+            "eval_se": float(np.std(per_repeat, ddof=1) / len(per_repeat) ** 0.5) if len(per_repeat) > 1 else 0.0}
 
 
 def _eval_se_diff(fp: dict, dsm: dict, keys) -> float:

@@ -118,3 +118,25 @@ def test_chunks_extend_an_evaluation_without_retraining(tmp_path):
     json.dump({**rec, "heldout_dsm": rec["heldout_dsm"] + 1e-6}, open(path, "w"))
     bad = run(*args, "--eval-images", "8", "--eval-chunk", "4", "--report")
     assert bad.returncode == 2 and "disagree" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_report_pools_chunks_of_one_model_only(tmp_path):
+    """Two chunks of one model pool image by image, also when the first predates weights ids;
+    two chunks with different weights ids are refused."""
+    from scorepde.runstore import RunStore
+    store = RunStore(str(tmp_path / "runs"))
+    key = lambda beta, images: dict(phase="tune", data="digits", base=20, base_id="A", beta=beta,  # noqa: E731
+                                    seed=0, steps=6, sub="all", images=images, reps=2, rtol=1e-3)
+    for beta, bpd in ((0.0, 2.0), (0.1, 2.5)):
+        _fake_run(store, bpd, **key(beta, 3))                                  # no weights_id: an older run
+        _fake_run(store, bpd + 0.3, **key(beta, "3-6"))
+        store.save({**store.load(**key(beta, "3-6")), "weights_id": f"w{beta}"}, **key(beta, "3-6"))
+    args = ["--out", str(tmp_path), "--report", "--base-stages", "20", "--steps", "6", "--seeds", "1",
+            "--betas", "0.1", "--eval-images", "6", "--eval-chunk", "3", "--eval-repeats", "2", "--rtol", "1e-3"]
+    proc = run(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    e = json.load(open(tmp_path / "metrics.json"))["betas"]["0.1"]
+    assert e["bpd_per_seed"] == pytest.approx([2.65]) and e["paired"]["diffs"] == pytest.approx([0.5])
+    store.save({**store.load(**key(0.1, 3)), "weights_id": "other"}, **key(0.1, 3))
+    bad = run(*args)
+    assert bad.returncode == 2 and "disagree" in bad.stderr and "Traceback" not in bad.stderr
