@@ -11,6 +11,11 @@ SCRIPT = os.path.join(ROOT, "image", "finetune.py")
 ENV = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
 
 
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def run(*args, timeout=1200):
     return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
                           timeout=timeout, env=ENV)
@@ -41,7 +46,7 @@ def test_tiny_protocol_end_to_end(tmp_path):
             "--base-args", "--sample-steps 2 --n-samples 4 --warmup 2 --no-progress"]
     proc = run(*args)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    m = json.load(open(out / "metrics.json"))
+    m = _load(out / "metrics.json")
     assert [c["steps"] for c in m["base_curve"]] == [10, 20] and m["base_steps"] == 20
     e = m["betas"]["0.1"]
     assert e["seeds"] == [0, 1] and len(e["paired"]["diffs"]) == 2
@@ -81,10 +86,10 @@ def test_report_pairs_only_runs_from_the_same_base(tmp_path):
     proc = run("--out", str(tmp_path), "--report", "--base-stages", "10", "20", "--steps", "6", "--seeds", "2",
                "--betas", "0.1", "--eval-images", "8", "--eval-repeats", "2", "--rtol", "1e-3")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    e = json.load(open(tmp_path / "metrics.json"))["betas"]["0.1"]
+    e = _load(tmp_path / "metrics.json")["betas"]["0.1"]
     assert sorted(zip(e["paired"]["seeds"], e["paired"]["base_ids"])) == [(0, "A"), (1, "B")]
     assert sorted(e["paired"]["diffs"]) == pytest.approx([0.1, 0.2])
-    by_base = json.load(open(tmp_path / "metrics.json"))["dsm_by_base"]
+    by_base = _load(tmp_path / "metrics.json")["dsm_by_base"]
     assert {b: v["bpd_per_seed"] for b, v in by_base.items()} == {"A": [2.0], "B": pytest.approx([3.0, 2.5])}
 
 
@@ -103,19 +108,19 @@ def test_chunks_extend_an_evaluation_without_retraining(tmp_path):
     runs = out / "runs"
     for beta in ("0.0", "0.1"):
         name = lambda images: next(runs.glob(f"phase=tune*beta={beta}__*images={images}__*"))  # noqa: E731
-        a, b = (json.load(open(name(i))) for i in ("4", "4-8"))
+        a, b = (_load(name(i)) for i in ("4", "4-8"))
         assert a["eval_chunk"] == [0, 4] and b["eval_chunk"] == [4, 8]
         assert a["train_s"] == b["train_s"] and a["curve"] == b["curve"]       # loaded, not retrained
         assert a["weights_id"] == b["weights_id"] and a["heldout_dsm"] == b["heldout_dsm"]
-    m = json.load(open(out / "metrics.json"))
+    m = _load(out / "metrics.json")
     assert m["eval_chunks"] == [[0, 4], [4, 8]]
-    dsm = [json.load(open(next(runs.glob(f"phase=tune*beta=0.0__*images={i}__*")))) for i in ("4", "4-8")]
+    dsm = [_load(next(runs.glob(f"phase=tune*beta=0.0__*images={i}__*"))) for i in ("4", "4-8")]
     assert m["dsm"]["bpd_per_seed"][0] == pytest.approx(sum(dsm[0]["bpd_per_image"] + dsm[1]["bpd_per_image"]) / 8)
     assert m["dsm"]["bpd_per_seed"][0] != pytest.approx(dsm[0]["bpd"])
     # chunks that are not one model (here: a tampered held-out loss) are refused, not pooled
     path = next(runs.glob("phase=tune*beta=0.1__*images=4-8__*"))
-    rec = json.load(open(path))
-    json.dump({**rec, "heldout_dsm": rec["heldout_dsm"] + 1e-6}, open(path, "w"))
+    rec = _load(path)
+    path.write_text(json.dumps({**rec, "heldout_dsm": rec["heldout_dsm"] + 1e-6}))
     bad = run(*args, "--eval-images", "8", "--eval-chunk", "4", "--report")
     assert bad.returncode == 2 and "disagree" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -135,7 +140,7 @@ def test_report_pools_chunks_of_one_model_only(tmp_path):
             "--betas", "0.1", "--eval-images", "6", "--eval-chunk", "3", "--eval-repeats", "2", "--rtol", "1e-3"]
     proc = run(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    e = json.load(open(tmp_path / "metrics.json"))["betas"]["0.1"]
+    e = _load(tmp_path / "metrics.json")["betas"]["0.1"]
     assert e["bpd_per_seed"] == pytest.approx([2.65]) and e["paired"]["diffs"] == pytest.approx([0.5])
     store.save({**store.load(**key(0.1, 3)), "weights_id": "other"}, **key(0.1, 3))
     bad = run(*args)
