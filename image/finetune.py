@@ -325,26 +325,28 @@ def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
 
 
 def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> dict:
-    """Tables, metrics and (``figures``) figures from the finished runs. A replicate is (seed, base_id): FP
-    and DSM pair only when both fine-tuned the same base with the same seed. A model counts
-    once every evaluation chunk of it is done (``_pooled``)."""
+    """Tables, metrics and (``figures``) figures from the finished runs. A replicate is
+    (seed, base_id): FP and DSM pair only when both fine-tuned the same base with the same
+    seed. A model counts once every evaluation chunk of it is done (``_pooled``)."""
     runs = store.all()
     base = sorted((r for r in runs if r["phase"] == "base" and r["data"] == args.dataset), key=lambda r: r["steps"])
     labels = [bench.label(c) for c in bench.chunks]
 
-    def pooled(name, key):      # key(label) -> run key; None unless every chunk is done
-        done = [store.load(**key(lab)) for lab in labels if store.done(**key(lab))]
-        if done and len(done) < len(labels):
-            print(f"({name}: {len(done)} of {len(labels)} evaluation chunks done; left out)", flush=True)
-        return _pooled(done, name) if len(done) == len(labels) else None
+    def pooled(name, keys):     # one run key per chunk; None unless every chunk is done
+        done = [store.load(**k) for k in keys if store.done(**k)]
+        if done and len(done) < len(keys):
+            print(f"({name}: {len(done)} of {len(keys)} evaluation chunks done; left out)", flush=True)
+        return _pooled(done, name) if len(done) == len(keys) else None
 
-    tune = {(beta, seed, bid): pooled(f"β={beta:g} seed {seed}", lambda lab, g=(bid, beta, seed): tune_key(
-                args, base_steps, g[0], g[1], g[2], lab))
-            for beta, seed, bid in sorted({(r["beta"], r["seed"], r.get("base_id")) for r in runs
-                                            if r["phase"] == "tune" and r["seed"] in seeds}, key=str)}
+    models = sorted({(r["beta"], r["seed"], r.get("base_id")) for r in runs
+                     if r["phase"] == "tune" and r["seed"] in seeds}, key=str)
+    tune = {(beta, seed, bid): pooled(f"β={beta:g} seed {seed}",
+                                      [tune_key(args, base_steps, bid, beta, seed, lab) for lab in labels])
+            for beta, seed, bid in models}
     tune = {k: r for k, r in tune.items() if r is not None}
-    evals = {bid: pooled(f"base {bid}", lambda lab, b=bid: base_eval_key(args, base_steps, b, lab))
-             for bid in sorted({r.get("base_id") for r in runs if r["phase"] == "base-eval"}, key=str)}
+    evaluated = sorted({r.get("base_id") for r in runs if r["phase"] == "base-eval"}, key=str)
+    evals = {bid: pooled(f"base {bid}", [base_eval_key(args, base_steps, bid, lab) for lab in labels])
+             for bid in evaluated}
     evals = {b: r for b, r in evals.items() if r is not None}
     metrics = {"dataset": args.dataset, "base_curve": [{k: r[k] for k in ("steps", "heldout_dsm", "heldout_dsm_se")} for r in base],
                "base_steps": base_steps, "finetune_steps": args.steps, "eval_chunks": bench.chunks,
