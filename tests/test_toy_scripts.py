@@ -107,3 +107,19 @@ def test_density_grid_blanks_only_the_points_whose_solve_fails(monkeypatch):
     grid, dens = density._density_grid(None, sde, ds, 400)
     assert torch.equal(dens.isnan(), grid[:, 0] < -1.0) and 0 < int(dens.isnan().sum()) < 400
     assert torch.all(dens[~dens.isnan()] == 1.0)
+
+
+def test_density_shard_leaves_the_folders_report_alone(tmp_path):
+    """A shard sees only its own runs, so it must not rewrite OUT/metrics.json (the report of
+    every shard's runs, which the README quotes); --report does."""
+    sys.path.insert(0, os.path.join(ROOT, "toy"))
+    import density
+    out = tmp_path / "density"
+    out.mkdir()
+    before = json.dumps({"config": {"budget": "tiny"}, "every_shard": True})
+    (out / "metrics.json").write_text(before)
+    args = ["--quick", "--datasets", "gmm1d", "--out", str(out), "--no-progress"]
+    density.main(args + ["--shard", "1/2"])          # one seed: shard 1 has no runs to train
+    assert (out / "metrics.json").read_text() == before
+    density.main(args + ["--report"])
+    assert "every_shard" not in json.loads((out / "metrics.json").read_text())

@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 import torch
 
 import scorepde as sp
+from scorepde.atomic import atomic_write
 from scorepde.cli import fail
 from scorepde.losses import FPObjective
 from scorepde.nn import MLPScore, ScoreModel
@@ -140,10 +141,9 @@ def finite_or_none(v):
 
 
 def write_metrics(out: str, metrics: dict) -> str:
-    path = os.path.join(out, "metrics.json")
-    with open(path, "w") as f:
-        json.dump(metrics, f, indent=2, default=float)
-    return path
+    """OUT/metrics.json, written atomically (a reader never sees half a report)."""
+    return atomic_write(os.path.join(out, "metrics.json"),
+                        lambda f: json.dump(metrics, f, indent=2, default=float), binary=False)
 
 
 def table(rows, headers) -> str:

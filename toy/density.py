@@ -196,9 +196,9 @@ def grid_runs(datasets, betas, seeds, budget):
     return runs
 
 
-def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
-    """metrics.json, the tables and the figures from the finished runs of ``budget``; also
-    the start times those runs used."""
+def report(store, datasets, betas, seeds, budget, steps, out, base_seed, write=True):
+    """metrics.json, the tables and (``write``) the figures and summary.md from the finished
+    runs of ``budget``; also the start times those runs used."""
     done = {(r["data"], r["beta"], r["seed"]): r for r in store.all() if r["budget"] == budget}
     setups = {json.dumps({k: v for k, v in r["config"].items() if k != "objective"}, sort_keys=True)
               for r in done.values()}
@@ -258,18 +258,19 @@ def report(store, datasets, betas, seeds, budget, steps, out, base_seed):
         if {"vanilla", "fp"} <= set(entry.get("grid_failed", {})):
             g = entry["grid_failed"]
             grid_notes.append(f"{TITLES[name]}: vanilla {g['vanilla']}, FP {g['fp']} of {g['points']}")
-        _density_figure(name, ds, done, base_seed, out)
-    if panels:
+        if write:
+            _density_figure(name, ds, done, base_seed, out)
+    if panels and write:
         plotting.errorbars(panels, os.path.join(out, "nll_vs_beta.png"), xlabel="β (official units, ‖ε‖/D)",
                            ylabel="NLL FP − vanilla (nats)",
                            suptitle=f"paired over seeds, 95% t-interval; budget {budget} ({steps} steps)")
-    if curves:
+    if curves and write:
         steps = next(iter(next(iter(curves.values())).values()))
         plotting.curves([c["step"] for c in steps],
                         {}, os.path.join(out, "learning_curves.png"), ylabel="train DSM loss (window mean)",
                         xlabel="step", logy=True,
                         panels={n: {k: [c["dsm"] for c in v] for k, v in s.items()} for n, s in curves.items()})
-    if md:
+    if md and write:
         with open(os.path.join(out, "summary.md"), "w") as f:
             f.write("\n".join(["| " + " | ".join(MD_HEAD) + " |", "|" + " --- |" * len(MD_HEAD),
                                *(row for *_, row in sorted(md))]) + "\n")
@@ -376,7 +377,8 @@ def main(argv=None):
     p.add_argument("--grid", type=int, default=40, help="density-figure grid side (2-D)")
     p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps within a run")
     p.add_argument("--shard", default=None, help="'i/n': run only every n-th run of each β, from "
-                   "the i-th (two processes: 0/2 and 1/2)")
+                   "the i-th (two processes: 0/2 and 1/2); a shard leaves OUT/metrics.json, summary.md and "
+                   "the figures to --report")
     p.add_argument("--report", action="store_true", help="train nothing: tables and figures from the "
                    "finished runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -424,18 +426,22 @@ def main(argv=None):
                   f"({r['train_s']:.0f} s train, {r['eval_s']:.0f} s eval); grid ETA {left / 60:.1f} min",
                   flush=True)
 
-    metrics, rows, eps = report(store, args.datasets, betas, seeds, budget, steps, out, args.seed)
+    # a shard sees its own grid only: the folder's report is left to --report, not overwritten
+    write = args.report or args.shard is None
+    metrics, rows, eps = report(store, args.datasets, betas, seeds, budget, steps, out, args.seed, write)
     metrics["config"] = {"budget": budget, "steps": steps,
                          "paper_steps": BUDGETS["paper"], "seeds": seeds, "betas": betas,
                          "batch_size": args.batch_size, "lr": args.lr, "hidden": args.hidden,
                          "fp_subbatch": args.fp_subbatch, "n_test": n_test,
                          "eps": eps or [EPS],
                          "ode_tol": ODE_TOL, "preset": PRESET, "fourier_scale": FOURIER_SCALE}
-    C.write_metrics(out, metrics)
+    if write:
+        C.write_metrics(out, metrics)
     print(C.table(rows, ["dataset", "β", "seeds", "NLL vanilla", "NLL FP", "FP − vanilla [95% CI]",
                          "eval SE"]))
-    print(f"(nats per sample; budget {budget}: {steps} steps/run, "
-          f"the paper's is {BUDGETS['paper']}); wrote {out}/metrics.json and {out}/summary.md")
+    print(f"(nats per sample; budget {budget}: {steps} steps/run, the paper's is {BUDGETS['paper']}); " +
+          (f"wrote {out}/metrics.json and {out}/summary.md" if write else
+           f"shard {args.shard}: run with --report once every shard is done to write {out}/metrics.json"))
     return metrics
 
 
