@@ -128,6 +128,10 @@ class Bench:
             return self.args.eval_images or "all"
         return b if a == 0 else f"{a}-{b}"
 
+    def missing(self, store, key_of) -> list:
+        """The chunks whose run, ``key_of(label)``, is not yet in ``store``."""
+        return [c for c in self.chunks if not store.done(**key_of(self.label(c)))]
+
     def heldout_dsm(self, model, sde, cfg) -> dict:
         """The DSM loss on the test split: ``heldout_repeats`` draws of dequantization and
         (t, z), the same for every model; mean and its standard error."""
@@ -223,7 +227,7 @@ def base_id(args, bench, store, out, base_steps) -> str:
 
 def base_eval(args, bench, store, out, base_steps, bid) -> None:
     """The full evaluation of the base model that fine-tuning starts from, chunk by chunk."""
-    todo = [c for c in bench.chunks if not store.done(**base_eval_key(args, base_steps, bid, bench.label(c)))]
+    todo = bench.missing(store, lambda images: base_eval_key(args, base_steps, bid, images))
     if not todo:
         return
     cfg, sde, model, _ = load_base(out, bench, base_steps)
@@ -267,8 +271,7 @@ def tune_key(args, base_steps, bid, beta, seed, images) -> dict:
 
 def tune_todo(args, bench, store, base_steps, bid, beta, seed) -> list:
     """The evaluation chunks that fine-tuning run still lacks."""
-    return [c for c in bench.chunks
-            if not store.done(**tune_key(args, base_steps, bid, beta, seed, bench.label(c)))]
+    return bench.missing(store, lambda images: tune_key(args, base_steps, bid, beta, seed, images))
 
 
 def tune_one(args, bench, store, out, base_steps, bid, beta, seed):

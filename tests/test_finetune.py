@@ -103,9 +103,11 @@ def test_chunks_extend_an_evaluation_without_retraining(tmp_path):
             "--no-progress", "--base-args", "--sample-steps 2 --n-samples 4 --warmup 2 --no-progress"]
     first = run(*args, "--eval-images", "4")
     assert first.returncode == 0, first.stderr[-3000:]
+    runs = out / "runs"
+    done = {p.name: p.stat().st_mtime_ns for p in runs.glob("*__images=4__*")}   # base and 2 fine-tunes
     more = run(*args, "--eval-images", "8", "--eval-chunk", "4")
     assert more.returncode == 0, more.stderr[-3000:]
-    runs = out / "runs"
+    assert len(done) == 3 and done == {p.name: p.stat().st_mtime_ns for p in runs.glob("*__images=4__*")}
     for beta in ("0.0", "0.1"):
         name = lambda images: next(runs.glob(f"phase=tune*beta={beta}__*images={images}__*"))  # noqa: E731
         a, b = (_load(name(i)) for i in ("4", "4-8"))
