@@ -93,7 +93,7 @@ def parse_args(argv=None):
                    help="ε for r_FP(t): exact costs 3.5x the one-probe Hutchinson on digits and agrees "
                    "with it to a few percent (same images and probes for every model)")
     p.add_argument("--ckpt-every", type=int, default=250, help="checkpoint every N fine-tuning steps")
-    p.add_argument("--shard", default=None, help="'i/n': only every n-th fine-tuning run of each β, from the i-th; "
+    p.add_argument("--shard", default=None, help="'i/n': the i-th of n shares of the fine-tuning runs (each β dealt round-robin); "
                                                "shard 0 also evaluates the base; metrics.json and the figures "
                                                "are left to --report")
     p.add_argument("--base-only", action="store_true", help="only the base phase (the learning curve)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from typing import Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from .atomic import atomic_write
@@ -86,13 +87,18 @@ def parse_shard(text: Optional[str]) -> Tuple[int, int]:
 
 def shard_of(items: Sequence[T], shard: Tuple[int, int],
              kind: Optional[Callable[[T], Hashable]] = None) -> Iterator[T]:
-    """The items of the grid that belong to ``shard = (i, n)``: every n-th, from the i-th,
-    counted within each ``kind(item)`` (e.g. the run's β), so that each shard gets its share of
-    every kind of run, the cheap and the costly alike."""
+    """The items of the grid that belong to ``shard = (i, n)``: dealt round-robin within each
+    ``kind(item)`` (e.g. the run's β), so that each shard gets its share of every kind of run,
+    the cheap and the costly alike; each kind's deal starts where the previous kind's (in order
+    of first appearance) ended, so that the shards' totals also differ by at most one."""
     i, n = shard
+    kinds = [None if kind is None else kind(item) for item in items]
+    start: Dict[Hashable, int] = {}
+    dealt = 0
+    for k, count in Counter(kinds).items():     # in order of first appearance
+        start[k], dealt = dealt, dealt + count
     seen: Dict[Hashable, int] = {}
-    for item in items:
-        k = None if kind is None else kind(item)
-        if seen.get(k, 0) % n == i:
+    for item, k in zip(items, kinds):
+        if (start[k] + seen.get(k, 0)) % n == i:
             yield item
         seen[k] = seen.get(k, 0) + 1

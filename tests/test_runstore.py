@@ -53,3 +53,14 @@ def test_shards_split_each_kind_of_run_evenly():
     for part in parts:
         assert [m for m, _ in part].count("vanilla") == 2 and [m for m, _ in part].count("fp") == 2
     assert [m for m, _ in shard_of(grid, (0, 2))].count("vanilla") == 4      # the plain dealing
+
+
+def test_shards_stay_balanced_when_kinds_have_odd_counts():
+    # finetune.py's grid with 3 seeds: DSM and 3 FP β, 3 runs each; dealing each kind from
+    # shard 0 gave shard 0 eight runs and shard 1 four
+    grid = [(b, s) for b in (0.0, 0.1, 0.01, 1.0) for s in range(3)]
+    parts = [list(shard_of(grid, parse_shard(f"{i}/2"), kind=lambda run: run[0])) for i in range(2)]
+    assert sorted(sum(parts, [])) == sorted(grid)
+    assert [len(p) for p in parts] == [6, 6]
+    for b in (0.0, 0.1, 0.01, 1.0):
+        assert sorted(sum(r[0] == b for r in p) for p in parts) == [1, 2]

@@ -376,8 +376,8 @@ def main(argv=None):
     p.add_argument("--n-test", type=int, default=None, help="held-out samples (default 2000, quick 64)")
     p.add_argument("--grid", type=int, default=40, help="density-figure grid side (2-D)")
     p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps within a run")
-    p.add_argument("--shard", default=None, help="'i/n': run only every n-th run of each β, from "
-                   "the i-th (two processes: 0/2 and 1/2); a shard leaves OUT/metrics.json, summary.md and "
+    p.add_argument("--shard", default=None, help="'i/n': the i-th of n shares of the runs, each β dealt "
+                   "round-robin (two processes: 0/2 and 1/2); a shard leaves OUT/metrics.json, summary.md and "
                    "the figures to --report")
     p.add_argument("--report", action="store_true", help="train nothing: tables and figures from the "
                    "finished runs")
