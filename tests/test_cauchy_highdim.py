@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,7 +86,7 @@ def test_quick_run_at_d8_lowers_the_error(tmp_path):
     """The issue's must-hold: --dim 8 --quick runs in under a minute, and the time-averaged
     score error falls during training (fixed steps, so the result does not depend on load)."""
     m = _main("--dim", "8", "--quick", "--out", str(tmp_path))
-    assert m == json.load(open(tmp_path / "metrics.json"))
+    assert m == json.loads(Path(tmp_path / "metrics.json").read_text())
     errors = [h["score_rel_l2"] for h in m["history"]]
     assert m["history"][0]["step"] == 0 and m["history"][-1]["step"] == m["steps"] == 200
     assert errors[-1] < 0.6 * errors[0], errors

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,7 @@ def cmd(out):
 
 def results(out):
     runs = out / "runs"
-    return {f: json.load(open(runs / f)) for f in sorted(os.listdir(runs)) if f.endswith(".json")}
+    return {f: json.loads(Path(runs / f).read_text()) for f in sorted(os.listdir(runs)) if f.endswith(".json")}
 
 
 @pytest.mark.slow  # three subprocess runs: ~35 s of CPU, minutes on a busy machine

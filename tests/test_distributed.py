@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -71,7 +72,7 @@ def test_torchrun_two_processes_agree(tmp_path):
     proc = _torchrun(out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ranks agree on parameters: True" in proc.stdout
-    m = json.load(open(os.path.join(out, "metrics.json")))
+    m = json.loads(Path(os.path.join(out, "metrics.json")).read_text())
     assert m["world_size"] == 2 and m["ranks_agree"] and m["bpd"] == m["bpd"]
     logs = [json.loads(l) for l in open(os.path.join(out, "log.jsonl"))]
     assert [r["step"] for r in logs] == [0, 1, 2] and all(r["fp"] > 0 for r in logs)

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,17 +91,17 @@ def test_eval_gives_finite_bpd_and_the_table(tmp_path, capsys):
     assert train.main(TINY + ["--steps", "2", "--out", out, "--eval-images", "8", "--eval-repeats", "1",
                               "--eval-rtol", "1e-3"]) == 0
     assert "test bits/dim" in capsys.readouterr().out
-    m = json.load(open(os.path.join(out, "metrics.json")))
+    m = json.loads(Path(os.path.join(out, "metrics.json")).read_text())
     assert math.isfinite(m["bpd"]) and m["eval_images"] == 8
     ev = str(tmp_path / "eval")
     assert evaluate.main([os.path.join(out, "checkpoint.pt"), "--out", ev, "--images", "4",
                           "--repeats", "2", "--rtol", "1e-3", "--residual-images", "4",
                           "--n-samples", "4", "--sample-steps", "5", "--no-progress"]) == 0
-    m = json.load(open(os.path.join(ev, "metrics.json")))
+    m = json.loads(Path(os.path.join(ev, "metrics.json")).read_text())
     assert math.isfinite(m["bpd"]) and math.isfinite(m["bpd_std"]) and len(m["bpd_per_repeat"]) == 2
     assert m["residual_curves"]["t"] == list(TABLE4_TIMES)
     assert all(math.isfinite(v) for v in m["residual_curves"]["r_fp"] + m["residual_curves"]["r_dsm"])
-    table = open(os.path.join(ev, "residuals.md")).read()
+    table = Path(ev, "residuals.md").read_text()
     assert "r_FP(t)" in table and "r_DSM-like(t)" in table and "| 0.001 |" in table
 
 
@@ -109,7 +110,7 @@ def test_init_from_fine_tunes(tmp_path):
     assert train.main(TINY + ["--steps", "2", "--out", src, "--eval-images", "-1"]) == 0
     assert train.main(TINY + ["--steps", "1", "--out", dst, "--eval-images", "-1", "--objective", "fp",
                               "--subbatch", "2", "--init-from", os.path.join(src, "checkpoint.pt")]) == 0
-    assert json.load(open(os.path.join(dst, "config.json")))["init_from"].endswith("checkpoint.pt")
+    assert json.loads(Path(os.path.join(dst, "config.json")).read_text())["init_from"].endswith("checkpoint.pt")
     with pytest.raises(SystemExit) as e:  # the architecture comes from the source model
         train.main(TINY + ["--out", dst, "--channels", "16", "--init-from", os.path.join(src, "checkpoint.pt")])
     assert e.value.code == 2
@@ -180,7 +181,7 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = os.path.join(out, "log.jsonl")
     deadline = time.time() + 120
-    while time.time() < deadline and not (os.path.isfile(log) and len(open(log).readlines()) >= 2):
+    while time.time() < deadline and not (os.path.isfile(log) and len(Path(log).read_text().splitlines()) >= 2):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

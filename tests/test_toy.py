@@ -1,5 +1,6 @@
 """Toy-lab library pieces: data sets, σ_max from data, the Cauchy loss, metrics, plotting."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,7 +129,7 @@ def test_plotting_writes_pngs(tmp_path):
         plotting.curves([0, 1], {"a": [1.0, 0.0]}, str(tmp_path / "c.png"), ylabel="y"),
         plotting.densities_1d(torch.arange(3.0), {"p": torch.ones(3)}, str(tmp_path / "d.png")),
     ]
-    assert all(open(p, "rb").read(4) == b"\x89PNG" for p in paths)
+    assert all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in paths)
     assert plotting.histogram_density(grid, (-1, 1), 4).shape == (4, 4)
 
 
