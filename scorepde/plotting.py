@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -183,11 +184,12 @@ def errorbars(panels: Dict[str, Dict[str, Tuple[Sequence[float], Sequence[float]
             ax.axhline(0.0, color="k", lw=0.8, ls="--")
         if logx:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())   # minor labels collide on a short range
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    axes[0][0].set_ylabel(ylabel)                           # once: beside each panel it overlaps
     if suptitle:
         fig.suptitle(suptitle, y=1.03)
     return _save(fig, path)
