@@ -258,26 +258,29 @@ def report(store, datasets, betas, seeds, budget, steps, out, base_seed, write=T
         if {"vanilla", "fp"} <= set(entry.get("grid_failed", {})):
             g = entry["grid_failed"]
             grid_notes.append(f"{TITLES[name]}: vanilla {g['vanilla']}, FP {g['fp']} of {g['points']}")
-        if write:
-            _density_figure(name, ds, done, base_seed, out)
-    if panels and write:
+    eps = sorted({r["config"]["eps"] for r in done.values()})
+    if not write:
+        return metrics, rows, eps
+    for name in datasets:
+        _density_figure(name, toy_dataset(name), done, base_seed, out)
+    if panels:
         plotting.errorbars(panels, os.path.join(out, "nll_vs_beta.png"), xlabel="β (official units, ‖ε‖/D)",
                            ylabel="NLL FP − vanilla (nats)",
                            suptitle=f"paired over seeds, 95% t-interval; budget {budget} ({steps} steps)")
-    if curves and write:
+    if curves:
         steps = next(iter(next(iter(curves.values())).values()))
         plotting.curves([c["step"] for c in steps],
                         {}, os.path.join(out, "learning_curves.png"), ylabel="train DSM loss (window mean)",
                         xlabel="step", logy=True,
                         panels={n: {k: [c["dsm"] for c in v] for k, v in s.items()} for n, s in curves.items()})
-    if md and write:
+    if md:
         with open(os.path.join(out, "summary.md"), "w") as f:
             f.write("\n".join(["| " + " | ".join(MD_HEAD) + " |", "|" + " --- |" * len(MD_HEAD),
                                *(row for *_, row in sorted(md))]) + "\n")
             if grid_notes:
                 f.write(f"\nPoints of the density figures' grid (seed {base_seed}, β = 0 and {BETA:g}) "
                         "whose PF-ODE solve failed, left blank: " + "; ".join(grid_notes) + ".\n")
-    return metrics, rows, sorted({r["config"]["eps"] for r in done.values()})
+    return metrics, rows, eps
 
 
 MD_HEAD = ("data set", "budget", "β", "seeds", "NLL vanilla", "NLL FP", "FP − vanilla, 95% CI",
