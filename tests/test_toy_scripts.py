@@ -109,6 +109,27 @@ def test_density_grid_blanks_only_the_points_whose_solve_fails(monkeypatch):
     assert torch.all(dens[~dens.isnan()] == 1.0)
 
 
+def test_density_counts_test_points_whose_solve_fails(monkeypatch, tmp_path):
+    """A diverging PF-ODE solve from a test point must not lose a finished run: the point is
+    counted in ``test_failed``, left out of the mean, and the report lists the run."""
+    import torch
+    sys.path.insert(0, os.path.join(ROOT, "toy"))
+    import density
+
+    def fake_log_likelihood(model, sde, x, eps, **kw):
+        if (x[:, 0] > 0.5).any():
+            raise ValueError("the ODE solve failed")
+        return -x[:, 0]
+    monkeypatch.setattr(density, "log_likelihood", fake_log_likelihood)
+    density.main(["--quick", "--datasets", "gmm1d", "--no-progress", "--out", str(tmp_path)])
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
+    x = density.toy_dataset("gmm1d").sample(64, density.C.generator(density.TEST_SEED))[:, 0]
+    kept = x[x <= 0.5]
+    assert runs and all(r["test_failed"] == int((x > 0.5).sum()) > 0 for r in runs)
+    assert all(r["nll"] == pytest.approx(float(kept.mean()), rel=1e-6) for r in runs)
+    assert "left out of that run's mean NLL: 1-D 3-mode GMM, β = 0, seed 0" in (tmp_path / "summary.md").read_text()
+
+
 def test_density_shard_leaves_the_folders_report_alone(tmp_path):
     """A shard sees only its own runs, so it must not rewrite OUT/metrics.json (the report of
     every shard's runs, which the README quotes); --report does."""
