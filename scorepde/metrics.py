@@ -58,12 +58,22 @@ def curl_mse(model: Score, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
 
 
 def nll(model: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5, *, batch_size: int = 1000,
-        progress: bool = False, **likelihood_options) -> torch.Tensor:
+        progress: bool = False, nan_on_failure: bool = False, **likelihood_options) -> torch.Tensor:
     """−log p_eps(x) per sample ``[N]`` by the probability-flow ODE (``scorepde.log_likelihood``),
-    in batches of ``batch_size``; ``likelihood_options`` (trace, rtol, atol, ...) go there."""
+    in batches of ``batch_size``; ``likelihood_options`` (trace, rtol, atol, ...) go there.
+    ``nan_on_failure``: a batch whose solve fails is halved until the failing points are
+    alone, and those come back NaN (far-tail or stiff points of a long-trained model)."""
+    def solve(c):
+        try:
+            return -log_likelihood(model, sde, c, eps, **likelihood_options)
+        except ValueError:
+            if not nan_on_failure:
+                raise
+            if len(c) == 1:
+                return torch.full((1,), float("nan"))
+            return torch.cat([solve(half) for half in c.split((len(c) + 1) // 2)])
     chunks = x.split(batch_size)
-    return torch.cat([-log_likelihood(model, sde, c, eps, **likelihood_options)
-                      for c in _progress(chunks, progress and len(chunks) > 1, "NLL")])
+    return torch.cat([solve(c) for c in _progress(chunks, progress and len(chunks) > 1, "NLL")])
 
 
 def cross_entropy(log_prob: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:

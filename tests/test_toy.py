@@ -119,6 +119,24 @@ def test_nll_of_the_true_score_matches_the_cross_entropy():
     assert float(got.mean()) == pytest.approx(cross_entropy(gmm.log_prob, x), abs=0.02)
 
 
+def test_nll_raises_on_a_failed_solve_unless_asked_for_nan(monkeypatch):
+    """By default a failed PF-ODE solve is an error; ``nan_on_failure`` narrows it to the
+    failing points and returns NaN only there."""
+    import scorepde.metrics
+
+    def fake_log_likelihood(model, sde, x, eps, **kw):
+        if (x[:, 0] > 0).any():
+            raise ValueError("the ODE solve failed")
+        return x[:, 0]
+    monkeypatch.setattr(scorepde.metrics, "log_likelihood", fake_log_likelihood)
+    x = torch.linspace(-1, 1, 9).unsqueeze(1)
+    with pytest.raises(ValueError, match="failed"):
+        nll(None, None, x, batch_size=4)
+    got = nll(None, None, x, batch_size=4, nan_on_failure=True)
+    assert torch.equal(got.isnan(), x[:, 0] > 0)
+    assert torch.equal(got[~got.isnan()], -x[x[:, 0] <= 0, 0])
+
+
 def test_plotting_writes_pngs(tmp_path):
     grid = plotting.grid_points((-1.0, 1.0), 5)
     assert grid.shape == (25, 2) and torch.equal(grid[1], torch.tensor([-0.5, -1.0]))

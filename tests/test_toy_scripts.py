@@ -95,6 +95,7 @@ def test_density_grid_blanks_only_the_points_whose_solve_fails(monkeypatch):
     """A long-trained model's PF-ODE can diverge from far-tail grid points (its score grows
     faster than linearly outside the data); that must blank those points, not lose the run."""
     import torch
+    import scorepde.metrics
     sys.path.insert(0, os.path.join(ROOT, "toy"))
     import density
 
@@ -102,7 +103,7 @@ def test_density_grid_blanks_only_the_points_whose_solve_fails(monkeypatch):
         if (x[:, 0] < -1.0).any():
             raise ValueError("the ODE solve failed")
         return torch.zeros(len(x))
-    monkeypatch.setattr(density, "log_likelihood", fake_log_likelihood)
+    monkeypatch.setattr(scorepde.metrics, "log_likelihood", fake_log_likelihood)
     ds, sde = density._setup("gmm1d", "cpu")
     grid, dens = density._density_grid(None, sde, ds, 400)
     assert torch.equal(dens.isnan(), grid[:, 0] < -1.0) and 0 < int(dens.isnan().sum()) < 400
@@ -113,6 +114,7 @@ def test_density_counts_test_points_whose_solve_fails(monkeypatch, tmp_path):
     """A diverging PF-ODE solve from a test point must not lose a finished run: the point is
     counted in ``test_failed``, left out of the mean, and the report lists the run."""
     import torch
+    import scorepde.metrics
     sys.path.insert(0, os.path.join(ROOT, "toy"))
     import density
 
@@ -120,7 +122,7 @@ def test_density_counts_test_points_whose_solve_fails(monkeypatch, tmp_path):
         if (x[:, 0] > 0.5).any():
             raise ValueError("the ODE solve failed")
         return -x[:, 0]
-    monkeypatch.setattr(density, "log_likelihood", fake_log_likelihood)
+    monkeypatch.setattr(scorepde.metrics, "log_likelihood", fake_log_likelihood)
     density.main(["--quick", "--datasets", "gmm1d", "--no-progress", "--out", str(tmp_path)])
     runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
     x = density.toy_dataset("gmm1d").sample(64, density.C.generator(density.TEST_SEED))[:, 0]

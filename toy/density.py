@@ -33,9 +33,8 @@ import _common as C  # noqa: E402
 import scorepde as sp  # noqa: E402
 from scorepde import plotting  # noqa: E402
 from scorepde.curves import residual_curves  # noqa: E402
-from scorepde.likelihood import log_likelihood  # noqa: E402
 from scorepde.losses import PAPER_SETTINGS, FPObjective, dsm_loss  # noqa: E402
-from scorepde.metrics import cross_entropy  # noqa: E402
+from scorepde.metrics import cross_entropy, nll  # noqa: E402
 from scorepde.runstore import RunStore, parse_shard, shard_of  # noqa: E402
 from scorepde.stats import mean_se, paired_difference  # noqa: E402
 from scorepde.toy import sigma_max_from_data, toy_dataset  # noqa: E402
@@ -67,22 +66,12 @@ def _label(beta: float) -> str:
     return "vanilla" if beta == 0 else "fp"
 
 
-def _log_density(model, sde, x):
-    """log p_eps(x) per point by the PF-ODE; NaN where a point's own solve fails (far-tail or
-    stiff points of a long-trained model), found by halving the batch that failed."""
-    try:
-        return log_likelihood(model, sde, x, EPS, rtol=ODE_TOL, atol=ODE_TOL)
-    except ValueError:
-        if len(x) == 1:
-            return torch.full((1,), float("nan"))
-        return torch.cat([_log_density(model, sde, half) for half in x.split((len(x) + 1) // 2)])
-
-
 def _density_grid(model, sde, ds, n_side):
-    """The model's density on the figure's grid, NaN where a solve fails: a figure never
-    costs a run."""
+    """The model's density on the figure's grid, NaN where a point's PF-ODE solve fails: a
+    figure never costs a run."""
     grid = plotting.grid_points(ds.extent, n_side, ds.dim)
-    return grid, torch.cat([_log_density(model, sde, c) for c in grid.split(1024)]).exp()
+    return grid, (-nll(model, sde, grid, EPS, batch_size=1024, nan_on_failure=True,
+                       rtol=ODE_TOL, atol=ODE_TOL)).exp()
 
 
 def _setup(name, dev):
@@ -166,7 +155,7 @@ def run_one(name, beta, seed, budget, steps, args, store, ckpt_dir, *, want_grid
     model.eval()
     t1 = time.time()
     x_test = ds.sample(n_test, C.generator(TEST_SEED)).to(args.device)
-    per_sample = -torch.cat([_log_density(model, sde, c) for c in x_test.split(1000)])
+    per_sample = nll(model, sde, x_test, EPS, nan_on_failure=True, rtol=ODE_TOL, atol=ODE_TOL)
     solved = per_sample[~per_sample.isnan()]   # a test point whose solve fails is counted, not averaged
     dsm, curves = _held_out(model, sde, x_test)
     result = {"method": _label(beta), "steps": steps, "nll": float(solved.mean()),
@@ -264,11 +253,11 @@ def report(store, datasets, betas, seeds, budget, steps, out, base_seed, write=T
         if {"vanilla", "fp"} <= set(entry.get("grid_failed", {})):
             g = entry["grid_failed"]
             grid_notes.append(f"{TITLES[name]}: vanilla {g['vanilla']}, FP {g['fp']} of {g['points']}")
-    test_notes = [f"{TITLES[d]}, β = {b:g}, seed {s}: {r['test_failed']} of {r['n_test']}"
-                  for (d, b, s), r in sorted(done.items()) if d in datasets and r.get("test_failed")]
-    for (d, b, s), r in done.items():
+    test_notes = []
+    for (d, b, s), r in sorted(done.items()):
         if d in metrics and r.get("test_failed"):
             metrics[d].setdefault("test_failed", {})[f"beta={b:g},seed={s}"] = r["test_failed"]
+            test_notes.append(f"{TITLES[d]}, β = {b:g}, seed {s}: {r['test_failed']} of {r['n_test']}")
     eps = sorted({r["config"]["eps"] for r in done.values()})
     if not write:
         return metrics, rows, eps
