@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 __all__ = ["grid_points", "heatmaps", "scatters", "densities_1d", "curves", "histogram_density",
-           "training_curves"]
+           "training_curves", "errorbars", "audit_figure"]
 
 
 def _np(a):
@@ -192,4 +192,74 @@ def errorbars(panels: Dict[str, Dict[str, Tuple[Sequence[float], Sequence[float]
     axes[0][0].set_ylabel(ylabel)                           # once: beside each panel it overlaps
     if suptitle:
         fig.suptitle(suptitle, y=1.03)
+    return _save(fig, path)
+
+
+#: Half-width of the error bars of ``audit_figure``: about 95% for a normal estimate.
+Z95 = 1.96
+
+
+def _native_axis(ax, t: Sequence[float], native: Tuple[str, Sequence[float]], ticks: int = 5) -> None:
+    """A top axis with a few of the grid's t labelled in the model's own clock."""
+    name, values = native
+    top = ax.secondary_xaxis("top")
+    idx = np.unique(np.linspace(0, len(t) - 1, min(ticks, len(t))).round().astype(int))
+    fmt = (lambda v: f"{v:.0f}") if "step" in name else (lambda v: f"{v:.3g}")
+    top.set_xticks([t[i] for i in idx], labels=[fmt(values[i]) for i in idx])
+    top.xaxis.set_minor_formatter(NullFormatter())
+    top.tick_params(axis="x", which="minor", top=False)
+    top.set_xlabel(name, fontsize=8)
+
+
+def _errorbar_panel(ax, t, series: Dict[str, Tuple[Sequence, Sequence]], *, logy: bool) -> None:
+    x = np.asarray(t, dtype=float)
+    for label, (y, se) in series.items():
+        y = np.array([np.nan if v is None else v for v in y], dtype=float)
+        h = Z95 * np.array([0.0 if v is None else v for v in se], dtype=float)
+        if logy:
+            keep = y > 0
+            lower = np.minimum(h, 0.999 * np.where(keep, y, 0.0))  # a log axis has no room below 0
+            ax.errorbar(x[keep], y[keep], yerr=[lower[keep], h[keep]], label=label, marker=".", capsize=2)
+        else:
+            ax.errorbar(x, y, yerr=h, label=label, marker=".", capsize=2)
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+
+
+def audit_figure(t: Sequence[float], native: Tuple[str, Sequence[float]],
+                 curves: Dict[str, Dict[str, Tuple[Sequence, Sequence]]], path: str, *,
+                 differences: Optional[Dict[str, Dict[str, Tuple[Sequence, Sequence]]]] = None,
+                 references: Optional[Dict[str, Tuple[float, str]]] = None,
+                 suptitle: Optional[str] = None) -> str:
+    """The audit's figure: one panel per quantity with the models overlaid (``curves``:
+    ``{panel: {model: (values, SEs)}}``, log axes) and, when given, a second row with the
+    paired differences (``differences``, same layout, linear y, a line at 0). Error bars are
+    ±1.96 SE; ``references`` draws ``{panel: (y, label)}`` as a dotted line. The top axis
+    shows t in the model's own clock (``native``: (name, values on the grid))."""
+    rows = 2 if differences else 1
+    fig, axes = plt.subplots(rows, len(curves), figsize=(3.9 * len(curves), 3.5 * rows + 0.4),
+                             squeeze=False, constrained_layout=True)
+    for ax, (title, series) in zip(axes[0], curves.items()):
+        _errorbar_panel(ax, t, series, logy=True)
+        if references and title in references:
+            y, label = references[title]
+            ax.axhline(y, color="0.4", ls=":", lw=1, label=label)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        _native_axis(ax, t, native)
+    for ax, (title, series) in zip(axes[1] if differences else [], (differences or {}).items()):
+        _errorbar_panel(ax, t, series, logy=False)
+        ax.axhline(0.0, color="k", lw=0.8, ls="--")
+        ax.set_title(f"paired difference: {title}", fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("t (the SDE's time)")
+    axes[0][0].set_ylabel("value (error bars ±1.96 SE)", fontsize=8)
+    if differences:
+        axes[1][0].set_ylabel("B − A (±1.96 SE, paired)", fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
     return _save(fig, path)
