@@ -76,3 +76,23 @@ def test_package_is_marked_typed():
     assert (ROOT / "scorepde" / "py.typed").is_file()
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "py.typed" in data["scorepde"]
+
+
+def test_no_tracked_file_names_an_absolute_path_of_this_machine():
+    """Commands and run files use paths relative to the repository (../shared/data/mnist-10k)."""
+    import subprocess
+
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    roots = "|".join(["work", "tmp", "home", "root", "Users", "mnt", "scratch"])
+    pattern = re.compile(rf"(?<![\w.~-])/({roots})/\w")
+    found = []
+    for name in listed.stdout.decode().split("\0"):
+        path = ROOT / name
+        if not name or not path.is_file() or path.suffix in (".png", ".pt", ".npz", ".gz", ".pdf"):
+            continue
+        text = path.read_bytes()[:2_000_000].decode("utf-8", errors="ignore")
+        found += [f"{name}:{text.count(chr(10), 0, m.start()) + 1}" for m in pattern.finditer(text)]
+    assert not found, f"absolute paths (make them relative to the repository): {found[:20]}"
