@@ -134,7 +134,7 @@ def _setup(args) -> Dict:
 def _metrics(args, argv: List[str], setup: Dict, result: Dict, wall: float) -> Dict:
     models = [{"spec": spec, **m.info, **describe_score(m.score), **entry}
               for spec, m, entry in zip(args.model, setup["models"], result["models"])]
-    return {"command": shlex.join([_prog(), *argv]), "argv": argv, "versions": versions(),
+    return {"command": f"{_prog()} {shlex.join(argv)}", "argv": argv, "versions": versions(),
             "sde": describe_sde(setup["sde"]), "data": setup["data"], "device": str(setup["device"]),
             "estimator": args.estimator, "curl": args.curl, "seed": args.seed,
             "definitions": {k: v[0] for k, v in QUANTITIES.items()}, "t": result["t"],
