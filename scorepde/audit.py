@@ -98,7 +98,7 @@ def audit(score: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
 def load_model(spec: str, device="cpu"):
     """``(score, sde, scaling or None, dataset or None)`` from ``module:factory`` or a checkpoint."""
     if os.path.isfile(spec):
-        from .imaging import load_trained, model_scaling
+        from .image_config import load_trained, model_scaling
         from .training import load_checkpoint
         from .data import load_dataset
         state = load_checkpoint(spec, map_location=device)
