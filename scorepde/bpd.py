@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .likelihood import log_likelihood
 from .sde import SDE
+from .stats import standard_error
 
 Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -148,8 +149,7 @@ def evaluate_bpd(model: Score, sde: SDE, images_k: torch.Tensor, levels: int, sc
     per_repeat = per_sample.mean(1).tolist()
     sample_means = per_sample.mean(0)
     std = per_sample.mean(1).std().item() if repeats > 1 else 0.0
-    stderr = sample_means.std().item() / math.sqrt(n) if n > 1 else float("nan")
-    return dict(bpd=sample_means.mean().item(), bpd_stderr=stderr, bpd_std=std,
+    return dict(bpd=sample_means.mean().item(), bpd_stderr=standard_error(sample_means), bpd_std=std,
                 per_repeat=per_repeat, per_sample=sample_means.tolist(), points=n,
                 repeats=repeats, seconds=time.perf_counter() - start,
                 nfe=sum(nfes) / len(nfes), solves=len(nfes))
