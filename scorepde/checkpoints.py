@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import pickletools
 import random
-import re
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -72,16 +72,29 @@ def save_checkpoint(path: str, state: dict) -> None:
     atomic_write(path, lambda f: torch.save(state, f))
 
 
-def _unsafe_globals(path: str, err: Exception) -> list:
-    """The code a file names beyond tensors and plain data (what weights_only refused)."""
+def _unsafe_globals(path: str) -> list:
+    """The code a file names beyond tensors and plain data (what weights_only refused); an
+    empty list when its bytes are no pickle at all (corrupt)."""
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not torch's zip format (a bare pickle): the refusal names the first
-        names = re.findall(r"GLOBAL ([\w.]+)", str(err))[:1]
-    return names
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not torch's zip format: read it as a bare pickle, without running it
+        pass
+    names, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    names.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(".".join(strings[-2:]))
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # bytes that are no pickle: corrupt, not code
+        return []
+    return sorted(set(names))
 
 
-def read_torch_file(path: str, map_location="cpu", *, trust: bool = False, what: str = "checkpoint",
+def read_torch_file(path: str, map_location="cpu", *, trust: bool = False, what: str = "scorepde checkpoint",
                     hint: str = TRUST_HINT):
     """``torch.load(path, weights_only=True)``, with errors that name ``path``: a file that
     needs code to load is refused (``hint`` says what to do) unless ``trust``; one whose only
@@ -94,13 +107,14 @@ def read_torch_file(path: str, map_location="cpu", *, trust: bool = False, what:
     except pickle.UnpicklingError as err:
         if "weights only" not in str(err).lower():
             return _unreadable(path, err, what)
-        unsafe = _unsafe_globals(path, err)
-        if unsafe and set(unsafe) <= _NUMPY_ARRAY:
+        unsafe = _unsafe_globals(path)
+        if not unsafe:
+            return _unreadable(path, pickle.UnpicklingError("its bytes are no pickle"), what)
+        if set(unsafe) <= _NUMPY_ARRAY:
             with torch.serialization.safe_globals(_numpy_globals()):
                 return torch.load(path, map_location=map_location, weights_only=True)
         if not trust:
-            what_runs = f"it names {', '.join(unsafe)}" if unsafe else "it is no torch weights-only file"
-            raise ValueError(f"{path} holds more than tensors and plain data ({what_runs}): loading it "
+            raise ValueError(f"{path} holds more than tensors and plain data (it names {', '.join(unsafe)}): loading it "
                              f"could run code, so it was not opened. {hint}") from None
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch/pickle/zip raise many types for bad bytes
@@ -118,6 +132,8 @@ def load_checkpoint(path: str, map_location="cpu", *, trust: bool = False) -> di
     ``path`` when it is missing, not a readable checkpoint (corrupt, truncated, not torch's),
     or needs code to load (refused unless ``trust=True``: see the module docstring). Random
     states of older checkpoints come back in today's form (tensors)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}; pass the path of a checkpoint.pt written by training")
     state = read_torch_file(path, map_location, trust=trust)
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"{path} is a torch file but not a scorepde checkpoint (no model "

@@ -229,7 +229,7 @@ def test_bad_files_are_named(tmp_path):
     (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:300])
     (tmp_path / "text.pt").write_text("hello")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    for name, match in [("cut.pt", "not a readable checkpoint"), ("text.pt", "not a readable checkpoint"),
+    for name, match in [("cut.pt", "not a readable scorepde checkpoint"), ("text.pt", "not a readable scorepde checkpoint"),
                         ("other.pt", "not a scorepde checkpoint")]:
         with pytest.raises(ValueError, match=match) as err:
             load_checkpoint(str(tmp_path / name))
