@@ -23,6 +23,7 @@ from typing import Optional
 import torch
 
 from .. import distributed as dd
+from ..checkpoints import load_checkpoint
 from ..cli import user_errors
 from ..curves import residual_curves
 from ..data import load_dataset, to_model_space
@@ -31,7 +32,6 @@ from ..image_config import load_trained, model_scaling
 from ..image_eval import TABLE4_TIMES, bpd_metrics, bpd_summary, image_bpd, sample_grid
 from ..outputs import announce, prepare_out
 from ..reporting import residual_table, write_metrics, write_text
-from ..training import load_checkpoint
 
 __all__ = ["main", "parse_args"]
 
@@ -64,6 +64,9 @@ def parse_args(argv=None):
                    help="where to evaluate (default auto: CUDA if torch sees a GPU, else CPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="open a checkpoint that needs code to load (one you made yourself with an older "
+                   "scorepde); never for a file from someone else")
     return p.parse_args(argv)
 
 
@@ -100,7 +103,7 @@ def main(argv: Optional[list] = None) -> int:
     with user_errors():
         _check(args)
         device = dd.resolve_device(args.device)
-        state = load_checkpoint(args.checkpoint, map_location=device)
+        state = load_checkpoint(args.checkpoint, map_location=device, trust=args.trust_checkpoint)
         config = state.get("config", {})
         test = load_dataset(config.get("dataset", "digits"), "test", args.data_dir or config.get("data_dir"))
         cfg, sde, model = load_trained(state, test.shape, args.weights, device)
