@@ -37,6 +37,7 @@ from .curl import antisymmetry
 from .curves import dsm_like, perturb_at
 from .fpe import ESTIMATORS, residual_norm_sq
 from .sde import SDE
+from .stats import standard_error
 
 __all__ = ["audit", "load_model", "main"]
 
@@ -46,8 +47,7 @@ QUANTITIES = {"r_fp": "r_FP (score FPE)", "r_dsm": "r_DSM-like", "curl": "curl â
 
 def _mean_se(values: List[torch.Tensor]) -> Dict[str, float]:
     v = torch.cat(values).double()
-    se = v.std().item() / math.sqrt(v.numel()) if v.numel() > 1 else float("nan")
-    return {"mean": v.mean().item(), "se": se}
+    return {"mean": v.mean().item(), "se": standard_error(v)}
 
 
 def _root(ms: Dict[str, float]) -> Dict[str, float]:
