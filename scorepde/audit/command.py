@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smoke run: 16 samples, 5 times")
     p.add_argument("--seed", type=int, default=0, help="seed of the data subset, noise and probes (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="open a --model checkpoint that needs code to load (one you made yourself with an "
+                        "older scorepde); never for a file from someone else")
     return p
 
 
@@ -82,11 +85,11 @@ def _labels(specs: List[str]) -> List[str]:
     return [n if names.count(n) == 1 else f"{i + 1}:{n}" for i, n in enumerate(names)]
 
 
-def _load_models(specs: List[str], device) -> List[Loaded]:
+def _load_models(specs: List[str], device, trust: bool) -> List[Loaded]:
     loaded = []
     for spec in specs:
         try:
-            loaded.append(load_model(spec, device))
+            loaded.append(load_model(spec, device, trust=trust))
         except FactoryError as err:
             print(err.details, file=sys.stderr, end="")
             fail(str(err))
@@ -104,7 +107,7 @@ def _setup(args) -> Dict:
     """Models, data and grid from the flags; every refusal a one-line ValueError."""
     from ..distributed import resolve_device
     device = resolve_device(args.device)
-    models = _load_models(args.model, device)
+    models = _load_models(args.model, device, args.trust_checkpoint)
     labels = _labels(args.model)
     sde = same_sde([m.sde for m in models], labels)
     first = models[0]

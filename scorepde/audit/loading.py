@@ -42,11 +42,13 @@ class FactoryError(Exception):
         self.details = details
 
 
-def _load_checkpoint(path: str, device) -> Loaded:
+def _load_checkpoint(path: str, device, trust: bool = False) -> Loaded:
+    """An image/train.py checkpoint, opened without running code unless ``trust``
+    (``scorepde.checkpoints``)."""
+    from ..checkpoints import load_checkpoint
     from ..data import load_dataset
-    from ..imaging import load_trained, model_scaling
-    from ..training import load_checkpoint
-    state = load_checkpoint(path, map_location=device)
+    from ..image_config import load_trained, model_scaling
+    state = load_checkpoint(path, map_location=device, trust=trust)
     config = state.get("config", {})
     shape = load_dataset(config.get("dataset", "digits"), "test", config.get("data_dir")).shape
     cfg, sde, model = load_trained(state, shape, "ema", device)
@@ -126,10 +128,11 @@ def _call_factory(spec: str) -> Tuple[Callable, SDE]:
     return made
 
 
-def load_model(spec: str, device="cpu") -> Loaded:
-    """The model ``spec`` names (module docstring), on ``device``, in eval mode."""
+def load_model(spec: str, device="cpu", *, trust: bool = False) -> Loaded:
+    """The model ``spec`` names (module docstring), on ``device``, in eval mode; a checkpoint
+    is opened without running code unless ``trust`` (``scorepde.checkpoints``)."""
     if os.path.isfile(spec):
-        return _load_checkpoint(spec, device)
+        return _load_checkpoint(spec, device, trust)
     if ":" not in spec.replace(":\\", ""):
         if spec.endswith((".pt", ".pth", ".ckpt")) or os.sep in spec or "/" in spec:
             raise FileNotFoundError(f"--model {spec}: no such file; pass an image/train.py checkpoint "
@@ -153,7 +156,11 @@ def load_data(name: str, scaling: str, n: int, generator: torch.Generator,
         if not os.path.isfile(name):
             raise FileNotFoundError(f"--data {name}: no such file; pass a .pt/.npy tensor [N, ...] "
                                     "or a dataset name")
-        x = torch.load(name, weights_only=True) if not name.endswith(".npy") else torch.from_numpy(np.load(name))
+        if name.endswith(".npy"):
+            x = torch.from_numpy(np.load(name))
+        else:
+            from ..checkpoints import read_torch_file
+            x = read_torch_file(name, what="tensor file", hint="Save the data as one tensor: torch.save(x, path)")
         if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
             raise ValueError(f"{name} must hold one tensor [N, ...] in the model's space")
         source = "file"
