@@ -18,14 +18,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "scorepde"
 #: 3 what is computed from the FPE: objectives, likelihood, sampling, diagnostics;
 #: 4 training, evaluation, audit, data, reporting and figures; 5 the commands.
 LAYERS = {
-    0: ["typing", "checks", "autodiff", "atomic", "stats", "outputs", "runstore", "distributed",
+    0: ["typing", "checks", "autodiff", "atomic", "stats", "outputs", "errors", "runstore", "distributed",
         "benchmarking"],
     1: ["derivatives", "sde"],
     2: ["fpe", "estimators", "nn", "gmm"],
     3: ["losses", "likelihood", "sampling", "curves", "curl", "metrics", "cauchy", "schedules"],
     4: ["training", "checkpoints", "resumable", "bpd", "data", "audit", "reporting", "plotting", "toy",
         "image_config", "image_eval", "imaging"],
-    5: ["commands", "cli"],
+    5: ["commands", "cli", "examples"],
 }
 LAYER = {name: level for level, names in LAYERS.items() for name in names}
 

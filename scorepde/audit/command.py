@@ -1,4 +1,29 @@
-"""``scorepde-audit`` (also ``python -m scorepde.audit``): flags in, metrics.json and audit.png out."""
+"""Audit score models: how far is each from the score FPE, and where in t?
+
+    scorepde-audit --model package.module:factory --data digits --out runs/audit
+    scorepde-audit --model runs/dsm/checkpoint.pt --model runs/fp/checkpoint.pt --out runs/cmp
+    python -m scorepde.audit --model path/to/my_models.py:factory --data x.npy --device cuda
+
+``--model``: a factory returning ``(score, sde)`` (e.g. ``scorepde.from_diffusers(unet,
+scheduler)``), as ``package.module:factory`` or ``path/to/file.py:factory``, or a checkpoint
+written by image/train.py; given twice or more, the models are audited on the same x_t,
+probes and grid, and each is compared with the first (paired differences with their SE).
+On held-out x_0 pushed to each t of a log grid (x_t = a(t) x_0 + σ_t z) it reports, each
+as mean ± SE over the samples (the estimator's own noise included), absolute and
+dimensionless (``scorepde.audit.summary``):
+
+  r_fp    √E‖ε[s](x_t, t)‖², the score-FPE residual (Eq. 9; Sec. 3.1, Fig. 1), and
+          r_fp / (√E‖∂t s‖² + √E‖∇x L‖²): 0 solves the FPE, ≈0.7 unrelated terms
+  r_dsm   √E‖s + z/σ_t‖², the DSM-like residual, and σ_t r_dsm/√D (1: the score s = 0)
+  curl    √E‖J − Jᵀ‖_F² (Sec. 6.2), and curl / 2√E‖J‖_F²
+  abs_L   E|L[s](x_t, t)|, the right-hand side of Eq. 7
+
+Root mean squares, not the paper's mean norms: ‖ε‖² and ‖J − Jᵀ‖² have unbiased cheap
+estimators, ‖ε‖ has none. t is shown in the model's own clock as well (the DDPM step k
+for ``from_diffusers``, σ for EDM). Writes metrics.json (numbers and provenance: SDE and
+schedule, prediction type, scheduler, data range, versions, the command) and audit.png to
+--out, prints a table and a verdict. All math is in scorepde.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,12 +32,11 @@ import os
 import shlex
 import sys
 import time
-from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 
-from ..cli import fail, user_errors
+from ..errors import fail, user_errors
 from ..fpe import ESTIMATORS
 from ..outputs import announce, prepare_out
 from .loading import FactoryError, Loaded, check_range, load_data, load_model
@@ -23,14 +47,15 @@ from .summary import QUANTITIES
 
 __all__ = ["main", "parse_args"]
 
+DESCRIPTION = __doc__
+
 
 def _prog() -> str:
     return "scorepde-audit" if os.path.basename(sys.argv[0]).startswith("scorepde-audit") else "python -m scorepde.audit"
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __doc__ as doc
-    p = argparse.ArgumentParser(prog=_prog(), description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=_prog(), description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True,
                    help="package.module:factory or path/to/file.py:factory returning (score, sde), or an "
                         "image/train.py checkpoint; give it again to compare models on the same draws")
@@ -67,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = _parser()
     args = p.parse_args(argv)
     if args.quick:
@@ -79,13 +104,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _labels(specs: List[str]) -> List[str]:
+def _labels(specs: list[str]) -> list[str]:
     """Short names: a checkpoint's folder, a factory's spec; made unique by their position."""
     names = [os.path.basename(os.path.dirname(os.path.abspath(s))) if os.path.isfile(s) else s for s in specs]
     return [n if names.count(n) == 1 else f"{i + 1}:{n}" for i, n in enumerate(names)]
 
 
-def _load_models(specs: List[str], device, trust: bool) -> List[Loaded]:
+def _load_models(specs: list[str], device, trust: bool) -> list[Loaded]:
     loaded = []
     for spec in specs:
         try:
@@ -96,14 +121,14 @@ def _load_models(specs: List[str], device, trust: bool) -> List[Loaded]:
     return loaded
 
 
-def _grid(sde, args) -> List[float]:
+def _grid(sde, args) -> list[float]:
     t_min = args.t_min or (float(sde.time(9)) if hasattr(sde, "time") else 1e-2 * sde.T)
     if not 0 < t_min < sde.T:
         raise ValueError(f"--t-min must lie in (0, {sde.T}), got {t_min}")
     return np.geomspace(t_min, sde.T, args.times).tolist() if args.times > 1 else [sde.T]
 
 
-def _setup(args) -> Dict:
+def _setup(args) -> dict:
     """Models, data and grid from the flags; every refusal a one-line ValueError."""
     from ..distributed import resolve_device
     device = resolve_device(args.device)
@@ -134,7 +159,7 @@ def _setup(args) -> Dict:
                      "n": int(x0.shape[0]), "shape": list(x0.shape[1:]), "forced": args.force}}
 
 
-def _metrics(args, argv: List[str], setup: Dict, result: Dict, wall: float) -> Dict:
+def _metrics(args, argv: list[str], setup: dict, result: dict, wall: float) -> dict:
     models = [{"spec": spec, **m.info, **describe_score(m.score), **entry}
               for spec, m, entry in zip(args.model, setup["models"], result["models"])]
     return {"command": f"{_prog()} {shlex.join(argv)}", "argv": argv, "versions": versions(),
@@ -145,7 +170,7 @@ def _metrics(args, argv: List[str], setup: Dict, result: Dict, wall: float) -> D
             "verdict": verdict(result), "wall_s": round(wall, 2)}
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the audit with ``argv`` (default ``sys.argv[1:]``); errors exit 2 with one line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)

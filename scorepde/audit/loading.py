@@ -13,7 +13,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,10 +28,10 @@ class Loaded:
     """A model ready to audit: its score, SDE, model space (None: unknown) and own dataset."""
     score: Callable
     sde: SDE
-    scaling: Optional[str] = None
-    dataset: Optional[str] = None
-    data_dir: Optional[str] = None
-    info: Dict = field(default_factory=dict)
+    scaling: str | None = None
+    dataset: str | None = None
+    data_dir: str | None = None
+    info: dict = field(default_factory=dict)
 
 
 class FactoryError(Exception):
@@ -105,7 +105,7 @@ def _import_module(spec: str, target: str):
                            "(traceback above, from your module)", _user_traceback(err)) from err
 
 
-def _call_factory(spec: str) -> Tuple[Callable, SDE]:
+def _call_factory(spec: str) -> tuple[Callable, SDE]:
     target, name = spec.rsplit(":", 1)
     module = _import_module(spec, target)
     factory = getattr(module, name, None)
@@ -149,7 +149,7 @@ def load_model(spec: str, device="cpu", *, trust: bool = False) -> Loaded:
 
 
 def load_data(name: str, scaling: str, n: int, generator: torch.Generator,
-              data_dir: Optional[str] = None) -> Tuple[torch.Tensor, str]:
+              data_dir: str | None = None) -> tuple[torch.Tensor, str]:
     """(n held-out samples [n, ...], where they came from): a dataset's test split in the
     model space ``scaling``, or a saved .pt/.npy tensor (taken as it is)."""
     if name.endswith((".pt", ".pth", ".npy")) or os.sep in name or "/" in name:
@@ -174,7 +174,7 @@ def load_data(name: str, scaling: str, n: int, generator: torch.Generator,
     return x[idx], source
 
 
-def check_range(x: torch.Tensor, scaling: str, where: str) -> Dict[str, float]:
+def check_range(x: torch.Tensor, scaling: str, where: str) -> dict[str, float]:
     """The data's observed range; a ``ValueError`` naming it and the model's ``scaling`` when
     the data lies clearly outside it (beyond half the interval's width on either side)."""
     from ..data import scaling_coefficients

@@ -16,7 +16,8 @@ restarts from it. ``scorepde.audit.summary`` turns the rows into means, ratios a
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import torch
 from torch.func import jvp
@@ -43,8 +44,8 @@ def _jacobian_sq(score: Callable, x: torch.Tensor, t: torch.Tensor, generator) -
     return jvp(lambda y: score(y, t), (x,), (u,))[1].flatten(1).pow(2).sum(1)
 
 
-def _rows(score: Callable, sde: SDE, xt, tt, z, *, estimator: str, curl: Optional[str],
-          generator, options: dict) -> Dict[str, torch.Tensor]:
+def _rows(score: Callable, sde: SDE, xt, tt, z, *, estimator: str, curl: str | None,
+          generator, options: dict) -> dict[str, torch.Tensor]:
     """The ``COLUMNS`` of one model on one chunk, each ``[B]`` (float64, on the CPU)."""
     sq, L = residual_norm_sq(score, sde, xt, tt, estimator, generator=generator, **options)
     eps = residual(score, sde, xt, tt, estimator, generator=generator, **options)
@@ -61,8 +62,8 @@ def _rows(score: Callable, sde: SDE, xt, tt, z, *, estimator: str, curl: Optiona
 
 
 def measure(models: Sequence[Callable], sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
-            estimator: str = "forward_fd", curl: Optional[str] = "hutchinson", batch_size: int = 32,
-            seed: int = 0, progress: bool = True, **options) -> Dict:
+            estimator: str = "forward_fd", curl: str | None = "hutchinson", batch_size: int = 32,
+            seed: int = 0, progress: bool = True, **options) -> dict:
     """Per-sample rows of every model at every t: ``{"t": [...], "rows": [model][t][column] -> [N]}``.
 
     ``models`` are scores on the one SDE ``sde``; ``x0 [N, ...]`` held-out data in its space.

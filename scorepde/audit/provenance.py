@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import platform
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 
-from ..sde import SDE, DiscreteVPSDE, EDMSDE
+from ..sde import EDMSDE, SDE, DiscreteVPSDE
 
 __all__ = ["describe_sde", "native_time", "describe_score", "versions", "SCHEDULER_NOTE"]
 
@@ -31,7 +31,7 @@ def _plain(v):
     return None
 
 
-def describe_sde(sde: SDE) -> Dict:
+def describe_sde(sde: SDE) -> dict:
     """The SDE's class, repr and every scalar parameter (schedule included), JSON-ready."""
     params = {k: _plain(v) for k, v in vars(sde).items() if not k.startswith("_")}
     out = {"class": type(sde).__name__, "repr": repr(sde), "T": float(sde.T),
@@ -44,7 +44,7 @@ def describe_sde(sde: SDE) -> Dict:
     return out
 
 
-def native_time(sde: SDE, ts: Sequence[float]) -> Tuple[str, List[float]]:
+def native_time(sde: SDE, ts: Sequence[float]) -> tuple[str, list[float]]:
     """(name, values) of the grid in the model's own clock: the DDPM step k for a discrete VP
     schedule (``from_diffusers``), σ for EDM, else the marginal std σ_t."""
     t = torch.tensor(list(ts), dtype=torch.float64)
@@ -55,7 +55,7 @@ def native_time(sde: SDE, ts: Sequence[float]) -> Tuple[str, List[float]]:
     return "σ_t", sde.marginal(t)[1].tolist()
 
 
-def describe_score(score) -> Dict:
+def describe_score(score) -> dict:
     """What a score says about itself: prediction type and scheduler (``from_diffusers``)."""
     out = {"prediction_type": getattr(score, "prediction_type", None)}
     scheduler = getattr(score, "scheduler", None)
@@ -72,7 +72,7 @@ def describe_score(score) -> Dict:
     return out
 
 
-def versions() -> Dict[str, str]:
+def versions() -> dict[str, str]:
     """scorepde, torch (and diffusers, where installed), Python."""
     from .. import __version__
     out = {"scorepde": __version__, "torch": torch.__version__, "python": platform.python_version()}

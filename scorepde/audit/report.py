@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
 
 from .summary import MAIN, QUANTITIES
 
@@ -17,7 +16,7 @@ __all__ = ["cell", "table", "verdict", "figure"]
 SCALE = ("0 = solves the score FPE; ≈0.7 = its two terms unrelated; 1 = opposed")
 
 
-def cell(est: Optional[Dict], digits: int = 3) -> str:
+def cell(est: dict | None, digits: int = 3) -> str:
     """``mean ± se``; ``mean (SE undefined)`` without an SE; ``—`` when not measured."""
     if est is None or est.get("mean") is None:
         return "—"
@@ -26,13 +25,13 @@ def cell(est: Optional[Dict], digits: int = 3) -> str:
     return f"{est['mean']:.{digits}g} ± {est['se']:.2g}"
 
 
-def _when(result: Dict, i: int) -> str:
+def _when(result: dict, i: int) -> str:
     name, values = result["native"]["name"], result["native"]["values"]
     v = f"{values[i]:.0f}" if "step" in name else f"{values[i]:.3g}"
     return f"t = {result['t'][i]:.3g} ({name} {v})"
 
 
-def table(result: Dict) -> List[str]:
+def table(result: dict) -> list[str]:
     """One line per model and t: t, the native clock, and the ``MAIN`` quantities."""
     head = ["t", result["native"]["name"]] + [QUANTITIES[q][0] for q in MAIN]
     lines = ["  |  ".join(head)]
@@ -50,12 +49,12 @@ def table(result: Dict) -> List[str]:
     return lines
 
 
-def _peak(rows: List[Optional[Dict]]) -> Optional[int]:
+def _peak(rows: list[dict | None]) -> int | None:
     means = [(r["mean"], i) for i, r in enumerate(rows) if r is not None and r.get("mean") is not None]
     return max(means)[1] if means else None
 
 
-def verdict(result: Dict) -> List[str]:
+def verdict(result: dict) -> list[str]:
     """A few sentences: where each model's residual peaks, how large against its terms,
     and where two models differ by more than 1.96 SE."""
     lines = []
@@ -83,7 +82,7 @@ def verdict(result: Dict) -> List[str]:
     return lines
 
 
-def figure(result: Dict, path: str, title: str) -> str:
+def figure(result: dict, path: str, title: str) -> str:
     """The audit figure (``scorepde.plotting.audit_figure``) of ``result``."""
     from ..plotting import audit_figure
 

@@ -1,7 +1,8 @@
 """The audit of one model or several on shared draws: measured, summarized, compared."""
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import torch
 
@@ -13,13 +14,13 @@ from .summary import differences, summarize
 __all__ = ["audit", "run"]
 
 
-def _sigmas(sde: SDE, ts: Sequence[float]) -> List[float]:
+def _sigmas(sde: SDE, ts: Sequence[float]) -> list[float]:
     return sde.marginal(torch.tensor(list(ts), dtype=torch.float64))[1].tolist()
 
 
 def run(scores: Sequence[Callable], labels: Sequence[str], sde: SDE, x0: torch.Tensor,
-        ts: Sequence[float], *, estimator: str = "forward_fd", curl: Optional[str] = "hutchinson",
-        batch_size: int = 32, seed: int = 0, progress: bool = True, **options) -> Dict:
+        ts: Sequence[float], *, estimator: str = "forward_fd", curl: str | None = "hutchinson",
+        batch_size: int = 32, seed: int = 0, progress: bool = True, **options) -> dict:
     """Every score on the same x_t, probes and grid ``ts``; each compared with the first.
 
     Returns ``{"t", "native": {"name", "values"}, "models": [{"label", "quantities"}],
@@ -40,7 +41,7 @@ def run(scores: Sequence[Callable], labels: Sequence[str], sde: SDE, x0: torch.T
                             for m in range(1, len(scores))]}
 
 
-def audit(score: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], **kwargs) -> Dict:
+def audit(score: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], **kwargs) -> dict:
     """One model's numbers on the grid ``ts``: ``{"t": [...], quantity: [{"mean", "se"} per t]}``
     (``kwargs`` as for ``run``)."""
     result = run([score], ["model"], sde, x0, ts, **kwargs)

@@ -18,7 +18,8 @@ zero gets an SE of about sqrt(se)/2, not an infinite one.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Callable
 
 import torch
 
@@ -38,7 +39,7 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 
 #: name → (label, columns, fn(means, σ_t, D)); the columns are those of ``measure.COLUMNS``.
-QUANTITIES: Dict[str, Tuple[str, Tuple[str, ...], Callable]] = {
+QUANTITIES: dict[str, tuple[str, tuple[str, ...], Callable]] = {
     "rel_fp": ("r_FP / (‖∂t s‖ + ‖∇x L‖)", ("fp2", "dt2", "gradL2"),
                lambda m, s, d: _ratio(_root(m[0]), _root(m[1]) + _root(m[2]))),
     "r_fp": ("r_FP = √E‖ε[s]‖²", ("fp2",), lambda m, s, d: _root(m[0])),
@@ -56,7 +57,7 @@ QUANTITIES: Dict[str, Tuple[str, Tuple[str, ...], Callable]] = {
 MAIN = ("rel_fp", "r_fp", "rel_dsm", "rel_curl")
 
 
-def _columns(rows: Dict[str, torch.Tensor], cols: Sequence[str]) -> Optional[torch.Tensor]:
+def _columns(rows: dict[str, torch.Tensor], cols: Sequence[str]) -> torch.Tensor | None:
     if any(c not in rows for c in cols):
         return None
     return torch.stack([rows[c] for c in cols], 1)
@@ -69,7 +70,7 @@ def _gradient_point(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.maximum(x.mean(0), se), torch.full_like(se, _TINY))
 
 
-def _estimate(fn: Callable, x: torch.Tensor) -> Dict[str, Optional[float]]:
+def _estimate(fn: Callable, x: torch.Tensor) -> dict[str, float | None]:
     out = delta_method(fn, x, at=_gradient_point(x))
     if not math.isfinite(out["mean"]):
         return {"mean": None, "se": None}
@@ -78,8 +79,8 @@ def _estimate(fn: Callable, x: torch.Tensor) -> Dict[str, Optional[float]]:
     return out
 
 
-def summarize(rows: List[Dict[str, torch.Tensor]], ts: Sequence[float], sigmas: Sequence[float],
-              dim: int) -> Dict[str, list]:
+def summarize(rows: list[dict[str, torch.Tensor]], ts: Sequence[float], sigmas: Sequence[float],
+              dim: int) -> dict[str, list]:
     """``{quantity: [{"mean", "se"} or None per t]}`` of one model (None: not measured)."""
     out = {}
     for name, (_, cols, fn) in QUANTITIES.items():
@@ -90,8 +91,8 @@ def summarize(rows: List[Dict[str, torch.Tensor]], ts: Sequence[float], sigmas: 
     return out
 
 
-def differences(rows_a: List[Dict[str, torch.Tensor]], rows_b: List[Dict[str, torch.Tensor]],
-                sigmas: Sequence[float], dim: int) -> Dict[str, list]:
+def differences(rows_a: list[dict[str, torch.Tensor]], rows_b: list[dict[str, torch.Tensor]],
+                sigmas: Sequence[float], dim: int) -> dict[str, list]:
     """``{quantity: [{"mean", "se"} of B − A per t]}``, paired over the shared samples."""
     out = {}
     for name, (_, cols, fn) in QUANTITIES.items():
