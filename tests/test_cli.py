@@ -35,7 +35,7 @@ def _load(path: Path, name: str):
     return module
 
 
-train = _load(ROOT / "image" / "train.py", "cli_image_train")
+import scorepde.commands.train as train  # noqa: E402  (image/train.py is a shim over it)
 evaluate = _load(ROOT / "image" / "eval.py", "cli_image_eval")
 bench = _load(ROOT / "image" / "bench_bpd.py", "cli_image_bench")
 

@@ -19,22 +19,24 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from scorepde import distributed as dd
+from scorepde.checkpoints import (load_checkpoint, restore_training_state, rng_state, save_checkpoint,
+                                  set_rng_state, training_state)
 from scorepde.cli import fail, user_errors
-from scorepde.data import load_dataset, to_model_space
+from scorepde.data import ImageData, load_dataset, to_model_space
 from scorepde.fpe import ESTIMATORS
 from scorepde.imaging import (ImageConfig, auto_eval_images, bpd_standard_error, bpd_summary,
                               build_objective, build_score_model, build_sde, model_scaling,
                               preset_config, run_label, sample_grid, test_bpd)
 from scorepde.losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS
 from scorepde.plotting import training_curves
-from scorepde.training import (InterruptFlag, JsonlLog, NonFiniteLossError,
-                               StopRequested, fit, load_checkpoint, make_ema, make_optimizer,
-                               restore_training_state, rng_state, save_checkpoint, set_rng_state,
-                               training_state)
+from scorepde.training import (InterruptFlag, JsonlLog, NonFiniteLossError, StopRequested, fit,
+                               make_ema, make_optimizer)
 
 D = ImageConfig()
 #: Config fields a fine-tuned model (--init-from) must share with its source checkpoint.
@@ -42,8 +44,7 @@ MODEL_FIELDS = ("dataset", "scaling", "sde", "sigma_min", "sigma_max", "beta_min
                 "channels", "channel_mult", "num_res_blocks", "attention", "heads", "fourier_scale")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _data_and_model_flags(p) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", help=f"digits (no files), mnist, fashion-mnist, cifar10, imagenet32 (default {D.dataset})")
     g.add_argument("--data-dir", help="the dataset's folder, or the folder holding it (e.g. ../shared/data "
@@ -63,6 +64,9 @@ def parse_args(argv=None):
     g.add_argument("--heads", type=int, help=f"attention heads (default {D.heads})")
     g.add_argument("--dropout", type=float, help=f"dropout (default {D.dropout})")
     g.add_argument("--fourier-scale", type=float, help=f"VE Fourier-feature scale (default {D.fourier_scale})")
+
+
+def _objective_flags(p) -> None:
     g = p.add_argument_group("objective: J_DSM + β E[λ_FP(t) ‖ε[s]‖^m] + γ E|L[s]|")
     g.add_argument("--objective", choices=["dsm", "fp"], help=f"dsm, or fp: DSM plus the score-FPE regularizer (default {D.objective})")
     g.add_argument("--preset", choices=sorted(PAPER_SETTINGS),
@@ -93,6 +97,9 @@ def parse_args(argv=None):
     g.add_argument("--batch-size", type=int, help=f"batch per process (default {D.batch_size})")
     g.add_argument("--steps", type=int, help=f"total optimiser steps (default {D.steps})")
     g.add_argument("--seed", type=int, help=f"seed of weights, batch order and noise (default {D.seed})")
+
+
+def _run_flags(p) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", default="runs/image", help="output folder (default runs/image)")
     g.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt (its config; --steps may extend)")
@@ -120,6 +127,13 @@ def parse_args(argv=None):
     g.add_argument("--eval-repeats", type=int, default=2, help="repeats of dequantization + Hutchinson probe (default 2; image/eval.py: 5)")
     g.add_argument("--eval-rtol", type=float, default=1e-4, help="ODE rtol (and atol) (default 1e-4; image/eval.py uses 1e-5)")
     g.add_argument("--eval-batch-size", type=int, default=128, help="test images per ODE solve (default 128)")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _data_and_model_flags(p)
+    _objective_flags(p)
+    _run_flags(p)
     return p.parse_args(argv)
 
 
@@ -186,6 +200,11 @@ def make_run_config(args, given: dict, ckpt_path: str):
     if not args.resume and not args.overwrite and existing_run(args.out):
         raise ValueError(f"{args.out} already holds a run ({', '.join(existing_run(args.out))}); "
                          "pass --resume to continue it, --overwrite to replace it, or another --out")
+    _check_limits(args)
+    return cfg, state, source
+
+
+def _check_limits(args) -> None:
     limits = [("--ckpt-every", args.ckpt_every, 1), ("--eval-repeats", args.eval_repeats, 1),
               ("--eval-batch-size", args.eval_batch_size, 1), ("--sample-steps", args.sample_steps, 1),
               ("--n-samples", args.n_samples, 0), ("--sample-every", args.sample_every, 0),
@@ -196,34 +215,34 @@ def make_run_config(args, given: dict, ckpt_path: str):
             raise ValueError(f"{flag} must be >= {low}, got {value}")
     if args.eval_rtol <= 0:
         raise ValueError(f"--eval-rtol must be > 0, got {args.eval_rtol}")
-    return cfg, state, source
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    ckpt_path = os.path.join(args.out, "checkpoint.pt")
-    with user_errors():
-        given = make_config(args)
-        cfg, state, source = make_run_config(args, given, ckpt_path)
-        info = dd.setup(args.device)
-    # One thread by default: this model's ops are small, and on a shared or busy machine
-    # extra threads oversubscribe the cores and slow every op down many times over.
-    torch.set_num_threads(args.threads or 1)
+@dataclass
+class _Job:
+    """What one training run works with, built once by ``_build``."""
+    cfg: ImageConfig
+    info: dd.DistInfo
+    train: ImageData
+    sde: object
+    model: torch.nn.Module
+    objective: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: object
+    ema: torch.nn.Module
+    gen: torch.Generator
+    start: int
+    amp: Optional[torch.dtype]
+
+
+def _build(cfg: ImageConfig, args, info, train: ImageData, state, source) -> _Job:
+    """The SDE, model, objective, optimiser, EMA and noise generator; restored from ``state``
+    on --resume, the model's weights from ``source`` on --init-from."""
     amp = {"auto": torch.bfloat16 if info.device.type == "cuda" else None,
            "bf16": torch.bfloat16, "off": None}[args.amp]
-    eval_images = auto_eval_images(cfg.steps) if args.eval_images is None else args.eval_images
-    try:
-        train = load_dataset(cfg.dataset, "train", cfg.data_dir)
-        test = load_dataset(cfg.dataset, "test", cfg.data_dir) if eval_images >= 0 else None
-    except (ValueError, FileNotFoundError) as err:
-        dd.teardown(info)
-        fail(str(err))
-    shape, levels, scaling = train.shape, train.levels, model_scaling(cfg)
-
     torch.manual_seed(cfg.seed)
-    sde = build_sde(cfg, shape)
-    model = build_score_model(cfg, sde, shape).to(info.device)
-    if args.init_from:
+    sde = build_sde(cfg, train.shape)
+    model = build_score_model(cfg, sde, train.shape).to(info.device)
+    if source is not None:
         model.load_state_dict(source["model"])
     objective = build_objective(cfg, model, sde, autocast=amp)
     opt, sched = make_optimizer(model.parameters(), lr=cfg.lr, warmup=cfg.warmup)
@@ -240,45 +259,61 @@ def main(argv=None) -> int:
                 print(f"note: the checkpoint holds random states for {len(state.get('rng', []))} "
                       f"process(es), this run has {info.world_size}: the noise is reseeded, "
                       "so the continuation is not bit-identical", file=sys.stderr)
-    ddp_objective = dd.wrap(objective, info)
+    return _Job(cfg, info, train, sde, model, objective, opt, sched, ema, gen, start, amp)
 
-    images = train.images.to(info.device)
+
+def _batches(job: _Job):
+    """The batches of steps start, start+1, …: this rank's share, dequantized with ``job.gen``."""
+    images, info, scaling = job.train.images.to(job.info.device), job.info, model_scaling(job.cfg)
     with user_errors():  # a batch larger than this process's share of the data
-        order = dd.ShardedBatches(len(train), cfg.batch_size, seed=cfg.seed, info=info, start=start)
+        order = dd.ShardedBatches(len(job.train), job.cfg.batch_size, seed=job.cfg.seed, info=info,
+                                  start=job.start)
+    return (to_model_space(images[idx.to(info.device)], job.train.levels, scaling, dequantized=True,
+                           generator=job.gen)[0] for idx in order)
 
-    def batches():
-        for idx in order:
-            yield to_model_space(images[idx.to(info.device)], levels, scaling, dequantized=True,
-                                 generator=gen)[0]
 
-    log = None
-    if info.is_main:
-        if args.overwrite and not args.resume:
-            for name in existing_run(args.out):
-                os.remove(os.path.join(args.out, name))
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "config.json"), "w") as f:
-            json.dump({**cfg.to_dict(), "world_size": info.world_size, "device": str(info.device),
-                       "amp": str(amp), "init_from": args.init_from,
-                       "out": os.path.abspath(args.out)}, f, indent=2)
-        log = JsonlLog(os.path.join(args.out, "log.jsonl"), start)
-        print(f"{cfg.dataset} {tuple(shape)}, {levels} levels, {len(train)} train images; "
-              f"{type(sde).__name__}, {cfg.objective.upper()}; "
-              f"{sum(p.numel() for p in model.parameters())} parameters; {info.world_size} "
-              f"process(es) on {info.device}; steps {start}..{cfg.steps}", flush=True)
-        if args.eval_images is None and eval_images < 0:
-            print(f"note: no final bits/dim for a {cfg.steps}-step run (a barely trained model's ODE is "
-                  "stiff: minutes for a number that means little); pass --eval-images N to have one, "
-                  "or run image/eval.py on the checkpoint", file=sys.stderr, flush=True)
+def _open_run(args, job: _Job, eval_images: int) -> JsonlLog:
+    """Rank 0: clear a replaced run, write config.json, open the log, say what runs."""
+    cfg, info, train = job.cfg, job.info, job.train
+    if args.overwrite and not args.resume:
+        for name in existing_run(args.out):
+            os.remove(os.path.join(args.out, name))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "config.json"), "w") as f:
+        json.dump({**cfg.to_dict(), "world_size": info.world_size, "device": str(info.device),
+                   "amp": str(job.amp), "init_from": args.init_from,
+                   "out": os.path.abspath(args.out)}, f, indent=2)
+    print(f"{cfg.dataset} {tuple(train.shape)}, {train.levels} levels, {len(train)} train images; "
+          f"{type(job.sde).__name__}, {cfg.objective.upper()}; "
+          f"{sum(p.numel() for p in job.model.parameters())} parameters; {info.world_size} "
+          f"process(es) on {info.device}; steps {job.start}..{cfg.steps}", flush=True)
+    if args.eval_images is None and eval_images < 0:
+        print(f"note: no final bits/dim for a {cfg.steps}-step run (a barely trained model's ODE is "
+              "stiff: minutes for a number that means little); pass --eval-images N to have one, "
+              "or run image/eval.py on the checkpoint", file=sys.stderr, flush=True)
+    return JsonlLog(os.path.join(args.out, "log.jsonl"), job.start)
+
+
+def _sample(args, job: _Job, name: str) -> dict:
+    """A grid of the EMA model's samples, OUT/name (the same seed every time)."""
+    return sample_grid(job.ema.module, job.sde, job.cfg, job.train.shape, job.train.levels,
+                       os.path.join(args.out, name), n=args.n_samples, steps=args.sample_steps,
+                       generator=torch.Generator(job.info.device).manual_seed(job.cfg.seed + 12345),
+                       device=job.info.device)
+
+
+def _train(args, job: _Job, batches, log: Optional[JsonlLog]):
+    """The steps, by ``scorepde.training.fit``; (per-step logs, exit code, seconds)."""
+    cfg, info = job.cfg, job.info
+    ckpt_path = os.path.join(args.out, "checkpoint.pt")
 
     def checkpoint(next_step: int):
-        rngs = dd.gather_objects(rng_state(gen), info)
+        rngs = dd.gather_objects(rng_state(job.gen), info)
         if info.is_main:
-            save_checkpoint(ckpt_path, training_state(next_step, model, opt, sched, ema, rngs,
+            save_checkpoint(ckpt_path, training_state(next_step, job.model, job.opt, job.sched, job.ema, rngs,
                                                       cfg.to_dict(), world_size=info.world_size))
 
-    sample_gen = lambda: torch.Generator(info.device).manual_seed(cfg.seed + 12345)
-    clock = {"t": time.perf_counter(), "next": start, "saved": time.perf_counter()}
+    clock = {"t": time.perf_counter(), "next": job.start, "saved": time.perf_counter()}
 
     def on_step(step: int, parts: dict):
         now = time.perf_counter()
@@ -288,14 +323,12 @@ def main(argv=None) -> int:
         stop, due = rec.pop("stop") > 0, rec.pop("due") > 0  # any rank's verdict, on every rank
         clock["next"] = step + 1
         if log is not None:
-            log.write({"step": step, **rec, "lr": sched.get_last_lr()[0],
-                       "step_time": now - clock["t"]})
+            log.write({"step": step, **rec, "lr": job.sched.get_last_lr()[0], "step_time": now - clock["t"]})
         if (step + 1) % args.ckpt_every == 0 or stop or due:
             checkpoint(step + 1)
             clock["saved"] = time.perf_counter()
         if info.is_main and args.sample_every and args.n_samples and (step + 1) % args.sample_every == 0:
-            sample_grid(ema.module, sde, cfg, shape, levels, os.path.join(args.out, f"samples_{step + 1:07d}.png"),
-                        n=args.n_samples, steps=args.sample_steps, generator=sample_gen(), device=info.device)
+            _sample(args, job, f"samples_{step + 1:07d}.png")
         if stop:
             raise StopRequested
         clock["t"] = time.perf_counter()
@@ -304,12 +337,12 @@ def main(argv=None) -> int:
     all_finite = None
     if info.distributed:
         all_finite = lambda ok: dd.mean_across_ranks({"ok": float(ok)}, info)["ok"] == 1.0
-    t_train, code = time.perf_counter(), 0
+    t_train, code, logs = time.perf_counter(), 0, []
     with InterruptFlag() as flag:
         try:
-            logs = fit(ddp_objective, opt, batches(), cfg.steps, generator=gen, scheduler=sched,
-                       grad_clip=cfg.grad_clip, ema=ema, model=model,
-                       progress=info.is_main and not args.no_progress, start=start,
+            logs = fit(dd.wrap(job.objective, info), job.opt, batches, cfg.steps, generator=job.gen,
+                       scheduler=job.sched, grad_clip=cfg.grad_clip, ema=job.ema, model=job.model,
+                       progress=info.is_main and not args.no_progress, start=job.start,
                        on_step=on_step, all_finite=all_finite)
             checkpoint(cfg.steps)
         except StopRequested:
@@ -323,58 +356,89 @@ def main(argv=None) -> int:
                 print(f"\nerror: training stopped: {err}. The last good state (step {err.step}) is "
                       f"saved in {ckpt_path}", file=sys.stderr, flush=True)
             code = 1
-    train_time = time.perf_counter() - t_train
-    if log is not None:
-        log.close()
-    agree = dd.params_agree(model, info)
-    if info.distributed and info.is_main:
-        print(f"ranks agree on parameters: {agree}", flush=True)
-    dd.barrier(info)
-    dd.teardown(info)
-    if code or not info.is_main:
-        return code
+    return logs, code, time.perf_counter() - t_train
 
-    ema_model = ema.module.eval()
+
+def _final_bpd(args, job: _Job, test: ImageData, eval_images: int) -> dict:
+    """Bits/dim of the EMA model on the first ``eval_images`` test images (0: all):
+    ``bpd_stderr`` is the standard error over images, ``eval_se`` over the repeats."""
+    n = len(test) if eval_images == 0 else min(eval_images, len(test))
+    print(f"final evaluation: bits/dim of {n} test images × {args.eval_repeats} repeat(s) by the "
+          f"PF-ODE at rtol {args.eval_rtol:g} (a barely trained model's ODE is stiff and slow; "
+          "--eval-images -1 skips this, image/eval.py CKPT runs it later)", flush=True)
+    t_eval = time.perf_counter()
+    res = test_bpd(job.ema.module, job.sde, job.cfg, test.images[:n], test.levels,
+                   repeats=args.eval_repeats, batch_size=args.eval_batch_size, rtol=args.eval_rtol,
+                   atol=args.eval_rtol, generator=torch.Generator(job.info.device).manual_seed(job.cfg.seed + 1),
+                   progress=not args.no_progress, device=job.info.device)
+    seconds = time.perf_counter() - t_eval
+    print(bpd_summary(res, n, args.eval_repeats, seconds), flush=True)
+    return dict(bpd=res["bpd"], bpd_std=res["bpd_std"], bpd_stderr=res["bpd_stderr"],
+                eval_se=bpd_standard_error(res, args.eval_repeats), bpd_per_repeat=res["per_repeat"],
+                nfe=res["nfe"], eval_images=n, eval_repeats=args.eval_repeats, eval_time_s=seconds)
+
+
+def _finish(args, job: _Job, test, eval_images: int, logs: list, train_time: float, agree: bool) -> None:
+    """Rank 0, after training: training curves, samples, the final bits/dim, metrics.json."""
+    cfg = job.cfg
+    job.ema.module.eval()
     written = ["checkpoint.pt", "config.json", "log.jsonl"]
-    records = JsonlLog.read(log.path)
+    records = JsonlLog.read(os.path.join(args.out, "log.jsonl"))
     if records:
         training_curves(records, os.path.join(args.out, "training_curves.png"),
                         title=f"training: {run_label(cfg)}, steps 0..{cfg.steps}")
         written.append("training_curves.png")
     grid = None
     if args.n_samples:
-        grid = sample_grid(ema_model, sde, cfg, shape, levels, os.path.join(args.out, "samples.png"),
-                           n=args.n_samples, steps=args.sample_steps, generator=sample_gen(),
-                           device=info.device)
+        grid = _sample(args, job, "samples.png")
         written.append("samples.png")
     metrics = {"dataset": cfg.dataset, "sde": cfg.sde, "objective": cfg.objective,
                "steps": cfg.steps, "train_time_s": train_time, "samples": grid,
                "final_loss": logs[-1]["loss"] if logs else None,
-               "world_size": info.world_size, "ranks_agree": agree,
+               "world_size": job.info.world_size, "ranks_agree": agree,
                "out": os.path.abspath(args.out), "config": cfg.to_dict()}
     if test is not None:
-        n = len(test) if eval_images == 0 else min(eval_images, len(test))
-        print(f"final evaluation: bits/dim of {n} test images × {args.eval_repeats} repeat(s) by the "
-              f"PF-ODE at rtol {args.eval_rtol:g} (a barely trained model's ODE is stiff and slow; "
-              "--eval-images -1 skips this, image/eval.py CKPT runs it later)", flush=True)
-        t_eval = time.perf_counter()
-        res = test_bpd(ema_model, sde, cfg, test.images[:n], levels, repeats=args.eval_repeats,
-                       batch_size=args.eval_batch_size, rtol=args.eval_rtol, atol=args.eval_rtol,
-                       generator=torch.Generator(info.device).manual_seed(cfg.seed + 1),
-                       progress=not args.no_progress, device=info.device)
-        seconds = time.perf_counter() - t_eval
-        metrics.update(bpd=res["bpd"], bpd_std=res["bpd_std"],
-                       bpd_stderr=bpd_standard_error(res, args.eval_repeats),
-                       bpd_per_repeat=res["per_repeat"], nfe=res["nfe"], eval_images=n,
-                       eval_repeats=args.eval_repeats, eval_time_s=seconds)
-        print(bpd_summary(res, n, args.eval_repeats, seconds), flush=True)
+        metrics.update(_final_bpd(args, job, test, eval_images))
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     written.append("metrics.json")
     print(f"wrote {os.path.abspath(args.out)}: {', '.join(written)}", flush=True)
+
+
+def main(argv=None) -> int:
+    """``scorepde-train`` / ``python image/train.py``: 0 when done, 130 when interrupted
+    (checkpoint saved), 1 when a loss went non-finite (the last good state saved)."""
+    args = parse_args(argv)
+    with user_errors():
+        given = make_config(args)
+        cfg, state, source = make_run_config(args, given, os.path.join(args.out, "checkpoint.pt"))
+        info = dd.setup(args.device)
+    # One thread by default: this model's ops are small, and on a shared or busy machine
+    # extra threads oversubscribe the cores and slow every op down many times over.
+    torch.set_num_threads(args.threads or 1)
+    eval_images = auto_eval_images(cfg.steps) if args.eval_images is None else args.eval_images
+    try:
+        train = load_dataset(cfg.dataset, "train", cfg.data_dir)
+        test = load_dataset(cfg.dataset, "test", cfg.data_dir) if eval_images >= 0 else None
+    except (ValueError, FileNotFoundError) as err:
+        dd.teardown(info)
+        fail(str(err))
+    job = _build(cfg, args, info, train, state, source)
+    batches = _batches(job)
+    log = _open_run(args, job, eval_images) if info.is_main else None
+    logs, code, train_time = _train(args, job, batches, log)
+    if log is not None:
+        log.close()
+    agree = dd.params_agree(job.model, info)
+    if info.distributed and info.is_main:
+        print(f"ranks agree on parameters: {agree}", flush=True)
+    dd.barrier(info)
+    dd.teardown(info)
+    if code or not info.is_main:
+        return code
+    _finish(args, job, test, eval_images, logs, train_time, agree)
     return 0
 
 
 if __name__ == "__main__":
-    code = main()
-    dd.exit_process(code)
+    dd.exit_process(main())
