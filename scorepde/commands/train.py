@@ -30,9 +30,9 @@ from scorepde.checkpoints import (load_checkpoint, restore_training_state, rng_s
 from scorepde.cli import fail, user_errors
 from scorepde.data import ImageData, load_dataset, to_model_space
 from scorepde.fpe import ESTIMATORS
-from scorepde.imaging import (ImageConfig, auto_eval_images, bpd_standard_error, bpd_summary,
-                              build_objective, build_score_model, build_sde, model_scaling,
-                              preset_config, run_label, sample_grid, test_bpd)
+from scorepde.image_config import (ImageConfig, build_objective, build_score_model, build_sde,
+                                   model_scaling, preset_config, run_label)
+from scorepde.image_eval import auto_eval_images, bpd_metrics, bpd_summary, image_bpd, sample_grid
 from scorepde.losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS
 from scorepde.plotting import training_curves
 from scorepde.training import (InterruptFlag, JsonlLog, NonFiniteLossError, StopRequested, fit,
@@ -78,8 +78,8 @@ def _objective_flags(p) -> None:
     g.add_argument("--fp-weighting", choices=sorted(WEIGHTINGS), help=f"λ_FP(t) (default {D.fp_weighting})")
     g.add_argument("--m", type=int, choices=[1, 2], help=f"power of ‖ε‖ (default {D.m})")
     g.add_argument("--estimator", choices=sorted(ESTIMATORS),
-                   help=f"residual estimator, from scorepde.ESTIMATORS (default {D.estimator}: App. C's "
-                   "stencil + one probe; forward_fd is the library's cheap default, DEFAULT_FP)")
+                   help=f"residual estimator, from scorepde.ESTIMATORS (default {D.estimator}, the library's "
+                   "DEFAULT_FP; paper: App. C's stencil + one probe, as --preset sets it)")
     g.add_argument("--subbatch", type=int, help=f"samples of each batch the regularizer sees (default {D.subbatch}; 0 = all)")
     g.add_argument("--dsm-weighting", choices=sorted(WEIGHTINGS), help=f"λ(t) of DSM (default {D.dsm_weighting})")
     g.add_argument("--normalize", choices=sorted(NORMALIZATIONS),
@@ -367,15 +367,13 @@ def _final_bpd(args, job: _Job, test: ImageData, eval_images: int) -> dict:
           f"PF-ODE at rtol {args.eval_rtol:g} (a barely trained model's ODE is stiff and slow; "
           "--eval-images -1 skips this, image/eval.py CKPT runs it later)", flush=True)
     t_eval = time.perf_counter()
-    res = test_bpd(job.ema.module, job.sde, job.cfg, test.images[:n], test.levels,
+    res = image_bpd(job.ema.module, job.sde, job.cfg, test.images[:n], test.levels,
                    repeats=args.eval_repeats, batch_size=args.eval_batch_size, rtol=args.eval_rtol,
                    atol=args.eval_rtol, generator=torch.Generator(job.info.device).manual_seed(job.cfg.seed + 1),
                    progress=not args.no_progress, device=job.info.device)
     seconds = time.perf_counter() - t_eval
     print(bpd_summary(res, n, args.eval_repeats, seconds), flush=True)
-    return dict(bpd=res["bpd"], bpd_std=res["bpd_std"], bpd_stderr=res["bpd_stderr"],
-                eval_se=bpd_standard_error(res, args.eval_repeats), bpd_per_repeat=res["per_repeat"],
-                nfe=res["nfe"], eval_images=n, eval_repeats=args.eval_repeats, eval_time_s=seconds)
+    return {**bpd_metrics(res), "eval_images": n, "eval_repeats": args.eval_repeats, "eval_time_s": seconds}
 
 
 def _finish(args, job: _Job, test, eval_images: int, logs: list, train_time: float, agree: bool) -> None:
