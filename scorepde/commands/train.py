@@ -25,8 +25,7 @@ from typing import Optional
 import torch
 
 from scorepde import distributed as dd
-from scorepde.checkpoints import (load_checkpoint, restore_training_state, rng_state, save_checkpoint,
-                                  set_rng_state, training_state)
+from scorepde.checkpoints import load_checkpoint, restore_training_state, set_rng_state
 from scorepde.cli import fail, user_errors
 from scorepde.data import ImageData, load_dataset, to_model_space
 from scorepde.fpe import ESTIMATORS
@@ -35,8 +34,8 @@ from scorepde.image_config import (ImageConfig, build_objective, build_score_mod
 from scorepde.image_eval import auto_eval_images, bpd_metrics, bpd_summary, image_bpd, sample_grid
 from scorepde.losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS
 from scorepde.plotting import training_curves
-from scorepde.training import (InterruptFlag, JsonlLog, NonFiniteLossError, StopRequested, fit,
-                               make_ema, make_optimizer)
+from scorepde.training import (Checkpointing, JsonlLog, NonFiniteLossError, StopRequested, fit, make_ema,
+                               make_optimizer)
 
 D = ImageConfig()
 #: Config fields a fine-tuned model (--init-from) must share with its source checkpoint.
@@ -303,59 +302,42 @@ def _sample(args, job: _Job, name: str) -> dict:
 
 
 def _train(args, job: _Job, batches, log: Optional[JsonlLog]):
-    """The steps, by ``scorepde.training.fit``; (per-step logs, exit code, seconds)."""
+    """The steps, by ``scorepde.training.fit`` (checkpoints by steps and by time, on Ctrl-C
+    and before a non-finite step; DDP's ranks agree on each); (logs, exit code, seconds)."""
     cfg, info = job.cfg, job.info
     ckpt_path = os.path.join(args.out, "checkpoint.pt")
+    clock = {"t": time.perf_counter(), "next": job.start}
 
-    def checkpoint(next_step: int):
-        rngs = dd.gather_objects(rng_state(job.gen), info)
-        if info.is_main:
-            save_checkpoint(ckpt_path, training_state(next_step, job.model, job.opt, job.sched, job.ema, rngs,
-                                                      cfg.to_dict(), world_size=info.world_size))
-
-    clock = {"t": time.perf_counter(), "next": job.start, "saved": time.perf_counter()}
-
-    def on_step(step: int, parts: dict):
-        now = time.perf_counter()
-        due = now - clock["saved"] >= args.ckpt_seconds  # by time as well as by steps
-        rec = dd.mean_across_ranks({**parts, "stop": float(flag.raised is not None),
-                                    "due": float(due)}, info)
-        stop, due = rec.pop("stop") > 0, rec.pop("due") > 0  # any rank's verdict, on every rank
+    def on_step(step: int, rec: dict):  # rec: the step's log, averaged over ranks under DDP
         clock["next"] = step + 1
         if log is not None:
-            log.write({"step": step, **rec, "lr": job.sched.get_last_lr()[0], "step_time": now - clock["t"]})
-        if (step + 1) % args.ckpt_every == 0 or stop or due:
-            checkpoint(step + 1)
-            clock["saved"] = time.perf_counter()
+            log.write({"step": step, **rec, "lr": job.sched.get_last_lr()[0],
+                       "step_time": time.perf_counter() - clock["t"]})
         if info.is_main and args.sample_every and args.n_samples and (step + 1) % args.sample_every == 0:
             _sample(args, job, f"samples_{step + 1:07d}.png")
-        if stop:
-            raise StopRequested
         clock["t"] = time.perf_counter()
-        return rec  # the progress bar shows what the log holds (the mean over ranks)
 
-    all_finite = None
-    if info.distributed:
-        all_finite = lambda ok: dd.mean_across_ranks({"ok": float(ok)}, info)["ok"] == 1.0
+    saving = Checkpointing(ckpt_path, every=args.ckpt_every, seconds=args.ckpt_seconds, generator=job.gen,
+                           config=cfg.to_dict(), extra={"world_size": info.world_size},
+                           gather=lambda obj: dd.gather_objects(obj, info), rank=info.rank,
+                           is_main=info.is_main, resume=False)
     t_train, code, logs = time.perf_counter(), 0, []
-    with InterruptFlag() as flag:
-        try:
-            logs = fit(dd.wrap(job.objective, info), job.opt, batches, cfg.steps, generator=job.gen,
-                       scheduler=job.sched, grad_clip=cfg.grad_clip, ema=job.ema, model=job.model,
-                       progress=info.is_main and not args.no_progress, start=job.start,
-                       on_step=on_step, all_finite=all_finite)
-            checkpoint(cfg.steps)
-        except StopRequested:
-            if info.is_main:
-                print(f"\ninterrupted: checkpoint saved at step {clock['next']} in {ckpt_path}; "
-                      f"continue with --out {args.out} --resume", file=sys.stderr, flush=True)
-            code = 130
-        except NonFiniteLossError as err:
-            checkpoint(err.step)  # the parameters are still those before the bad step
-            if info.is_main:
-                print(f"\nerror: training stopped: {err}. The last good state (step {err.step}) is "
-                      f"saved in {ckpt_path}", file=sys.stderr, flush=True)
-            code = 1
+    try:
+        logs = fit(dd.wrap(job.objective, info), job.opt, batches, cfg.steps, generator=job.gen,
+                   scheduler=job.sched, grad_clip=cfg.grad_clip, ema=job.ema, model=job.model,
+                   start=job.start, checkpoint=saving, on_step=on_step,
+                   across_ranks=(lambda d: dd.mean_across_ranks(d, info)) if info.distributed else None,
+                   progress=info.is_main and not args.no_progress)
+    except StopRequested:
+        if info.is_main:
+            print(f"\ninterrupted: checkpoint saved at step {clock['next']} in {ckpt_path}; "
+                  f"continue with --out {args.out} --resume", file=sys.stderr, flush=True)
+        code = 130
+    except NonFiniteLossError as err:  # fit saved the parameters before the bad step
+        if info.is_main:
+            print(f"\nerror: training stopped: {err}. The last good state (step {err.step}) is "
+                  f"saved in {ckpt_path}", file=sys.stderr, flush=True)
+        code = 1
     return logs, code, time.perf_counter() - t_train
 
 
