@@ -75,7 +75,7 @@ def main(argv=None):
         strategies["per_sample"] = dict(batch_size=1)
     results = {}
     for name, kw in strategies.items():
-        out = evaluate_bpd(model, model.sde, k, test.levels, 2.0, -1.0, repeats=repeats, trace="hutchinson",
+        out = evaluate_bpd(model, model.sde, k, test.levels, 2.0, -1.0, repeats=repeats, div="hutchinson",
                            generator=torch.Generator().manual_seed(args.seed), progress=True,
                            rtol=tol, atol=tol, **kw)
         results[name] = dict(kw, **{key: out[key] for key in ("bpd", "bpd_stderr", "bpd_std", "points",
