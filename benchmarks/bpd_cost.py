@@ -88,7 +88,7 @@ def main(argv=None):
     results = {}
     for name, kw in strategies.items():
         out = evaluate_bpd(model, model.sde, k, test.levels, 2.0, -1.0, repeats=args.repeats or (1 if args.quick else 2),
-                           trace="hutchinson", generator=torch.Generator().manual_seed(args.seed), progress=True,
+                           div="hutchinson", generator=torch.Generator().manual_seed(args.seed), progress=True,
                            rtol=tol, atol=tol, **kw)
         results[name] = dict(kw, **{key: out[key] for key in ("bpd", "bpd_stderr", "bpd_std", "points",
                                                               "repeats", "seconds", "nfe", "solves")},

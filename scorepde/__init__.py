@@ -21,7 +21,7 @@ from .nn import MLPScore, ScoreModel, UNet, from_denoiser, from_diffusers
 from .sampling import euler_maruyama, predictor_corrector, probability_flow
 from .sde import SDE, DiscreteVPSDE, EDMSDE, GenericSDE, LinearSDE, SubVPSDE, VESDE, VPSDE
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "SDE", "LinearSDE", "VESDE", "VPSDE", "SubVPSDE", "GenericSDE",

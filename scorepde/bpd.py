@@ -17,15 +17,16 @@ a = 2, b = −1 (7) only; here L, a and b are arguments.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from .likelihood import log_likelihood
 from .sde import SDE
+from .stats import standard_error
+from .typing import Score, renamed_keywords
 
-Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = ["dequantize", "bits_per_dim", "evaluate_bpd", "check_discrete", "ORDERS"]
 
@@ -82,16 +83,17 @@ def bits_per_dim(log_px: torch.Tensor, dim: int, levels: int, scale: float) -> t
 ORDERS = ("given", "sorted")
 
 
-def _difficulty(model: Score, x: torch.Tensor, eps: float) -> torch.Tensor:
+def _difficulty(score: Score, x: torch.Tensor, eps: float) -> torch.Tensor:
     """‖s(x, eps)‖ per sample: a large score at the start marks a stiff trajectory."""
     with torch.no_grad():
         t = torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device)
-        return model(x, t).flatten(1).norm(dim=1)
+        return score(x, t).flatten(1).norm(dim=1)
 
 
-def evaluate_bpd(model: Score, sde: SDE, images_k: torch.Tensor, levels: int, scale: float,
+@renamed_keywords(model="score", trace="div")
+def evaluate_bpd(score: Score, sde: SDE, images_k: torch.Tensor, levels: int, scale: float,
                  shift: float, repeats: int = 5,
-                 trace: str = "hutchinson", generator: Optional[torch.Generator] = None,
+                 div: str = "hutchinson", generator: Optional[torch.Generator] = None,
                  batch_size: Optional[int] = None, progress: bool = False, *,
                  dtype: torch.dtype = torch.float32, device=None, order: str = "given",
                  **ll_kwargs) -> dict:
@@ -99,7 +101,7 @@ def evaluate_bpd(model: Score, sde: SDE, images_k: torch.Tensor, levels: int, sc
 
     Each repeat dequantizes every sample afresh, maps it to x = scale·u + shift (on
     ``device``, default the data's, in ``dtype``), runs :func:`log_likelihood` with
-    ``trace`` and ``ll_kwargs`` in solves of ``batch_size`` samples (default all at once),
+    ``div`` and ``ll_kwargs`` in solves of ``batch_size`` samples (default all at once),
     cut in the ``order`` of ``ORDERS``, and converts with :func:`bits_per_dim`. Returns
 
     - ``bpd``: the mean over samples and repeats; ``bpd_stderr``: its standard error, the
@@ -133,13 +135,13 @@ def evaluate_bpd(model: Score, sde: SDE, images_k: torch.Tensor, levels: int, sc
         x = scale * dequantize(images_k, levels, generator, dtype=dtype) + shift
         if order == "sorted":
             eps = ll_kwargs.get("eps", 1e-5)
-            perm = torch.cat([_difficulty(model, x[i:i + batch_size], eps)
+            perm = torch.cat([_difficulty(score, x[i:i + batch_size], eps)
                               for i in range(0, n, batch_size)]).argsort().cpu()
         else:
             perm = torch.arange(n)
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
-            ll, stats = log_likelihood(model, sde, x[idx.to(device)], trace=trace, generator=generator,
+            ll, stats = log_likelihood(score, sde, x[idx.to(device)], div=div, generator=generator,
                                        return_stats=True, **ll_kwargs)
             per_sample[r, idx] = bits_per_dim(ll, dim, levels, scale).double().cpu()
             nfes.append(stats["nfe"])
@@ -148,8 +150,7 @@ def evaluate_bpd(model: Score, sde: SDE, images_k: torch.Tensor, levels: int, sc
     per_repeat = per_sample.mean(1).tolist()
     sample_means = per_sample.mean(0)
     std = per_sample.mean(1).std().item() if repeats > 1 else 0.0
-    stderr = sample_means.std().item() / math.sqrt(n) if n > 1 else float("nan")
-    return dict(bpd=sample_means.mean().item(), bpd_stderr=stderr, bpd_std=std,
+    return dict(bpd=sample_means.mean().item(), bpd_stderr=standard_error(sample_means), bpd_std=std,
                 per_repeat=per_repeat, per_sample=sample_means.tolist(), points=n,
                 repeats=repeats, seconds=time.perf_counter() - start,
                 nfe=sum(nfes) / len(nfes), solves=len(nfes))

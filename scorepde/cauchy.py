@@ -27,8 +27,7 @@ import torch
 from .checks import check_batch_independent, check_finite
 from .fpe import residual_norm_sq
 from .sde import SDE
-
-Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from .typing import Score, renamed_keywords
 
 #: Where ``CauchyObjective`` enforces the initial condition.
 INIT_POINTS = ("data", "data+colloc")
@@ -100,7 +99,8 @@ def sample_collocation_time(n: int, sde: SDE, sampling: str = "uniform", *, data
     return torch.cat([sde.T * u[: n // 2], t_c.to(u)])
 
 
-def cauchy_loss(model: Score, sde: SDE, x_colloc: torch.Tensor, t_colloc: torch.Tensor,
+@renamed_keywords(model="score")
+def cauchy_loss(score: Score, sde: SDE, x_colloc: torch.Tensor, t_colloc: torch.Tensor,
                 init_score: Callable[[torch.Tensor], torch.Tensor], x_init: torch.Tensor, *,
                 weighting: str = "scaled", data_std: float = 1.0, init_weight: float = 1.0,
                 estimator: str = "exact", unbiased: bool = False,
@@ -117,12 +117,12 @@ def cauchy_loss(model: Score, sde: SDE, x_colloc: torch.Tensor, t_colloc: torch.
     (``unbiased=True``, twice the cost) is not. For ``"directional"``/``"forward_fd"`` it is
     ⟨ε̂, v⟩², whose mean is ‖ε‖² (not ‖⟨ε̂, v⟩v‖² = D⟨ε̂, v⟩² for Rademacher v).
     """
-    sq, _ = residual_norm_sq(model, sde, x_colloc, t_colloc, estimator, unbiased=unbiased,
+    sq, _ = residual_norm_sq(score, sde, x_colloc, t_colloc, estimator, unbiased=unbiased,
                              generator=generator, validate=validate, **options)
     w = residual_weight(weighting, sde, t_colloc, data_std)
     res = (w ** 2 * sq).mean()
     t0 = torch.zeros(x_init.shape[0], dtype=x_init.dtype, device=x_init.device)
-    init = (model(x_init, t0) - init_score(x_init)).flatten(1).pow(2).sum(1).mean()
+    init = (score(x_init, t0) - init_score(x_init)).flatten(1).pow(2).sum(1).mean()
     total = check_finite(res + init_weight * init, "the Cauchy-problem loss")
     return total, {"residual": res.detach(), "init": init.detach()}
 
@@ -139,7 +139,8 @@ class CauchyObjective(torch.nn.Module):
     ``unbiased`` and ``options`` as in ``cauchy_loss``.
     """
 
-    def __init__(self, model: torch.nn.Module, sde: SDE,
+    @renamed_keywords(model="score")
+    def __init__(self, score: torch.nn.Module, sde: SDE,
                  init_score: Callable[[torch.Tensor], torch.Tensor], *, weighting: str = "scaled",
                  data_std: float = 1.0, init_weight: float = 1.0, estimator: str = "exact",
                  unbiased: bool = False, init_points: str = "data+colloc",
@@ -152,7 +153,7 @@ class CauchyObjective(torch.nn.Module):
             raise ValueError(f"unknown init_points {init_points!r}; choose one of {INIT_POINTS}")
         self.init_points = init_points
         residual_weight(weighting, sde, torch.full((1,), 0.5), data_std)   # fail early on a bad name
-        self.model, self.sde, self.init_score = model, sde, init_score
+        self.model, self.sde, self.init_score = score, sde, init_score
         self.weighting, self.data_std, self.init_weight = weighting, float(data_std), float(init_weight)
         self.estimator, self.unbiased, self.options = estimator, bool(unbiased), options
         self._checked = False

@@ -6,36 +6,37 @@ A true score is a gradient, so its Jacobian J = ∂s/∂x is symmetric. In 2-D t
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch.func import jvp
 
 from .checks import check_batch_independent, check_inputs, check_output
 from .derivatives import jacobian, sample_probes, vector_jacobian
-
-Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from .typing import Score, renamed_keywords
 
 __all__ = ["curl", "antisymmetry"]
 
 
-def _prepare(model, x, t):
+def _prepare(score, x, t):
     t = check_inputs(x, t)
-    check_batch_independent(model, x, t)
-    return t, (lambda y: check_output(model(y, t), y))
+    check_batch_independent(score, x, t)
+    return t, (lambda y: check_output(score(y, t), y))
 
 
-def curl(model: Score, x: torch.Tensor, t) -> torch.Tensor:
+@renamed_keywords(model="score")
+def curl(score: Score, x: torch.Tensor, t) -> torch.Tensor:
     """The 2-D curl ∂₁s₂ − ∂₂s₁ of s(·, t) at x ``[B, 2]``, shape ``[B]``."""
     if x.flatten(1).shape[1] != 2:
         raise ValueError(f"curl is defined for 2-D fields; x has {x.flatten(1).shape[1]} features. "
                          "Use scorepde.antisymmetry for any dimension")
-    t, field = _prepare(model, x, t)
+    t, field = _prepare(score, x, t)
     J = jacobian(field, x)
     return J[:, 1, 0] - J[:, 0, 1]
 
 
-def antisymmetry(model: Score, x: torch.Tensor, t, method: str = "exact", *,
+@renamed_keywords(model="score")
+def antisymmetry(score: Score, x: torch.Tensor, t, method: str = "exact", *,
                  n_probes: int = 1, probe: str = "rademacher",
                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """‖J − Jᵀ‖_F² per sample, ``[B]``, J = ∂s/∂x.
@@ -44,7 +45,7 @@ def antisymmetry(model: Score, x: torch.Tensor, t, method: str = "exact", *,
     E_v ‖(J − Jᵀ) v‖² = ‖J − Jᵀ‖_F² for E[v vᵀ] = I: one jvp and one vjp per probe,
     unbiased for the squared norm (its square root is not).
     """
-    t, field = _prepare(model, x, t)
+    t, field = _prepare(score, x, t)
     if method == "exact":
         J = jacobian(field, x)
         return (J - J.transpose(1, 2)).pow(2).sum((1, 2))

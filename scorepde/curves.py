@@ -8,7 +8,7 @@ FPE asks for. A score can be small in one and large in the other.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
@@ -16,6 +16,7 @@ from .checks import check_inputs
 from .derivatives import broadcast_to_batch
 from .fpe import residual
 from .sde import SDE
+from .typing import Score, renamed_keywords
 
 __all__ = ["residual_curves", "perturb_at", "dsm_like"]
 
@@ -27,14 +28,16 @@ def perturb_at(sde: SDE, x0: torch.Tensor, t: float, generator: Optional[torch.G
     return sde.perturb(x0, tt, z), tt, z
 
 
-def dsm_like(model: Callable, sde: SDE, xt: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+@renamed_keywords(model="score")
+def dsm_like(score: Score, sde: SDE, xt: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """‖s(x_t, t) − ∇ log q_0t(x_t | x_0)‖₂ per sample ``[B]``, with ∇ log q_0t = −z/σ_t."""
     with torch.no_grad():
         std = broadcast_to_batch(sde.marginal(t)[1], xt)
-        return (model(xt, t) + z / std).flatten(1).norm(dim=1)
+        return (score(xt, t) + z / std).flatten(1).norm(dim=1)
 
 
-def residual_curves(model: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
+@renamed_keywords(model="score")
+def residual_curves(score: Score, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
                     estimator: str = "exact", batch_size: Optional[int] = None,
                     generator: Optional[torch.Generator] = None, progress: bool = False,
                     **options) -> Dict[str, list]:
@@ -57,9 +60,9 @@ def residual_curves(model: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[fl
         fp, dsm = 0.0, 0.0
         for chunk in x0.split(bs):
             xt, tt, z = perturb_at(sde, chunk, t, generator)
-            eps = residual(model, sde, xt, tt, estimator, generator=generator, **options)
+            eps = residual(score, sde, xt, tt, estimator, generator=generator, **options)
             fp += eps.detach().flatten(1).norm(dim=1).sum().item()
-            dsm += dsm_like(model, sde, xt, tt, z).sum().item()
+            dsm += dsm_like(score, sde, xt, tt, z).sum().item()
         out["r_fp"].append(fp / x0.shape[0])
         out["r_dsm"].append(dsm / x0.shape[0])
     return out

@@ -13,8 +13,9 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 from torch.func import jvp, vjp, vmap
 
+from .typing import Score, renamed_keywords, time_conditioning
+
 Field = Callable[[torch.Tensor], torch.Tensor]
-Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = [
     "broadcast_to_batch", "sample_probes", "time_derivative", "divergence",
@@ -135,8 +136,8 @@ def time_steps(score: Score, h="auto", dtype: torch.dtype = torch.float32) -> Tu
     """The steps (h_s, h_d) of a stencil in t for ``score``.
 
     ``h`` as given, or for ``h="auto"`` from how the score sees time: a score that says how
-    fast its fastest time feature turns (``score.time_rate()``, radians per unit t, as
-    ``scorepde.nn.ScoreModel`` does) gets h_s = h_d = φ / rate, φ = ``FD_PHASE[dtype]``
+    fast its fastest time feature turns (``score.time_rate()``, radians per unit t: the
+    ``scorepde.typing.TimeConditioned`` protocol, as ``scorepde.nn.ScoreModel`` follows) gets h_s = h_d = φ / rate, φ = ``FD_PHASE[dtype]``
     (equal steps: the fd3 stencil is then the central one, whose round-off is lower than
     with h_d = h_s/2); any other callable gets ``PAPER_STEPS``. A score whose time features
     are computed in a lower precision than x says so as ``score.time_dtype`` (diffusers'
@@ -145,11 +146,10 @@ def time_steps(score: Score, h="auto", dtype: torch.dtype = torch.float32) -> Tu
     if isinstance(h, str):
         if h != "auto":
             raise ValueError(f"h must be (h_s, h_d) or 'auto', got {h!r}")
-        rate_of = getattr(score, "time_rate", None)
-        rate = rate_of() if callable(rate_of) else None
+        rate, time_dtype = time_conditioning(score)
         if not rate:
             return PAPER_STEPS
-        dtype = getattr(score, "time_dtype", dtype)
+        dtype = time_dtype or dtype
         step = FD_PHASE.get(dtype, FD_PHASE[torch.float32]) / rate
         return (step, step)
     return tuple(h)
@@ -197,17 +197,18 @@ def _basis(x: torch.Tensor) -> torch.Tensor:
     return eye.reshape((D, 1) + tuple(x.shape[1:])).expand((D,) + tuple(x.shape))
 
 
-def _trace_vectors(x, method, probes, n_probes, probe, generator) -> torch.Tensor:
+def _trace_vectors(x, div, probes, n_probes, probe, generator) -> torch.Tensor:
     """The vectors v whose vᵀJv add up to the trace: D unit vectors (``"exact"``) or
     Hutchinson probes ``[M, B, ...]`` (the given ``probes`` or ``n_probes`` fresh ones)."""
-    if method == "exact":
+    if div == "exact":
         return _basis(x)
-    if method == "hutchinson":
+    if div == "hutchinson":
         return probes if probes is not None else sample_probes(x, n_probes, probe, generator)
-    raise ValueError(f"unknown divergence method {method!r}; choose 'exact' or 'hutchinson'")
+    raise ValueError(f"unknown divergence method {div!r}; choose div='exact' or 'hutchinson'")
 
 
-def divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
+@renamed_keywords(method="div")
+def divergence(fn: Field, x: torch.Tensor, div: str = "exact", *,
                probes: Optional[torch.Tensor] = None, n_probes: int = 1, probe: str = "rademacher",
                generator: Optional[torch.Generator] = None, mode: str = "forward",
                chunk_size: Optional[int] = None) -> torch.Tensor:
@@ -220,7 +221,7 @@ def divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
     (vᵀ J, a vjp, as the paper's code does).
     """
     x = x.contiguous()  # jvp refuses primals whose elements alias (expanded views)
-    V = _trace_vectors(x, method, probes, n_probes, probe, generator)
+    V = _trace_vectors(x, div, probes, n_probes, probe, generator)
 
     if mode not in ("forward", "reverse"):
         raise ValueError(f"unknown divergence mode {mode!r}; choose 'forward' or 'reverse'")
@@ -233,21 +234,22 @@ def divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
         total = quadratic_form(V[0])
     else:
         total = vmap(quadratic_form, chunk_size=chunk_size)(V).sum(0)
-    return total if method == "exact" else total / V.shape[0]
+    return total if div == "exact" else total / V.shape[0]
 
 
-def value_and_divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
+@renamed_keywords(method="div")
+def value_and_divergence(fn: Field, x: torch.Tensor, div: str = "exact", *,
                          probes: Optional[torch.Tensor] = None, n_probes: int = 1,
                          probe: str = "rademacher", generator: Optional[torch.Generator] = None
                          ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(fn(x), div_x fn(x)) from one forward pass: the value, detached, and ``[B]``.
 
-    The same estimate as ``divergence(fn, x, method, mode="reverse")`` with the same probes
+    The same estimate as ``divergence(fn, x, div, mode="reverse")`` with the same probes
     (D unit vectors for ``"exact"``), but every vᵀ(∂fn/∂x) is an ordinary ``autograd.grad``
     on the graph of a single forward whose output is returned too, for callers that need
     fn(x) as well (the probability-flow ODE). No graph is kept.
     """
-    V = _trace_vectors(x, method, probes, n_probes, probe, generator)
+    V = _trace_vectors(x, div, probes, n_probes, probe, generator)
     with torch.enable_grad():
         xr = x.detach().requires_grad_(True)
         out = fn(xr)
@@ -257,7 +259,7 @@ def value_and_divergence(fn: Field, x: torch.Tensor, method: str = "exact", *,
             # torch.fx's symbolic shapes (and sympy) on first use, ~1–2 s of a fresh process
             vJ = torch.autograd.grad((out * V[i]).sum(), xr, retain_graph=i < V.shape[0] - 1)[0]
             total = total + (vJ * V[i]).flatten(1).sum(1)
-    return out.detach(), total if method == "exact" else total / V.shape[0]
+    return out.detach(), total if div == "exact" else total / V.shape[0]
 
 
 def hutchpp_divergence(fn: Field, x: torch.Tensor, n_matvecs: int = 3, *, probe: str = "rademacher",

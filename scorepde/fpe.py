@@ -17,15 +17,15 @@ import functools
 from typing import Callable, Optional, Tuple, Union
 
 import torch
-from torch.func import grad, jvp, vmap
+from torch.func import grad, jvp
 
 from .autodiff import explain_autodiff_errors
 from .checks import check_batch_independent, check_inputs, check_output
 from .derivatives import (PAPER_STEPS, broadcast_to_batch, divergence, sample_probes, stencil_points,
                           time_derivative, time_steps)
 from .sde import SDE
+from .typing import Score, renamed_keywords
 
-Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = ["fpe_rhs", "residual", "projected_residual", "projected_residual_fd", "residual_norm_sq",
            "ESTIMATORS"]
@@ -121,15 +121,15 @@ def projected_residual(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor,
 
 def _x_step(sde: SDE, t: torch.Tensor, hx: float) -> torch.Tensor:
     """The step in x, per sample ``[B]``: hx·sqrt(σ_t² + σ_floor²), since the score varies
-    on the scale σ_t; the floor (the SDE's ``sigma_min``, else 1e-3) keeps it positive at
-    t = 0, where σ_t = 0. hx itself for an SDE without a closed-form kernel."""
+    on the scale σ_t; the floor (``sde.sigma_floor``, the same as the score's own σ̃) keeps it
+    positive at t = 0, where σ_t = 0. hx itself for an SDE without a closed-form kernel."""
     if hx <= 0:
         raise ValueError(f"the step in x must be positive, got hx={hx}")
     try:
         var = sde.marginal_variance(t)
     except NotImplementedError:
         return torch.full_like(t, hx)
-    return hx * torch.sqrt(var + getattr(sde, "sigma_min", 1e-3) ** 2)
+    return hx * torch.sqrt(var + sde.sigma_floor ** 2)
 
 
 def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
@@ -220,8 +220,9 @@ def _projection(opts: dict) -> Callable:
 _GRADIENTS = {"full": _full, "directional": _directional, "directional_fd": _directional}
 
 
+@renamed_keywords(model="score")
 @explain_autodiff_errors
-def residual(model: Score, sde: SDE, x: Optional[torch.Tensor] = None,
+def residual(score: Score, sde: SDE, x: Optional[torch.Tensor] = None,
              t: Union[torch.Tensor, float, None] = None, estimator: str = "exact", *,
              generator: Optional[torch.Generator] = None, return_rhs: bool = False,
              validate: bool = True, **options):
@@ -251,24 +252,25 @@ def residual(model: Score, sde: SDE, x: Optional[torch.Tensor] = None,
     if x is None and t is None:  # the operator; bad names are refused now, not at its first call
         if _options(estimator, options)["grad"] not in _GRADIENTS:
             raise ValueError(f"unknown grad option {options['grad']!r}; choose one of {sorted(_GRADIENTS)}")
-        return functools.partial(residual, model, sde, estimator=estimator, generator=generator,
+        return functools.partial(residual, score, sde, estimator=estimator, generator=generator,
                                  return_rhs=return_rhs, validate=validate, **options)
     if x is None or t is None:
         raise ValueError("residual needs both x and t (to evaluate ε there) or neither (for the "
                          "operator (x, t) -> ε); got only one of them")
-    opts = _options(estimator, options, model, getattr(x, "dtype", torch.float32))
+    opts = _options(estimator, options, score, getattr(x, "dtype", torch.float32))
     if opts["grad"] not in _GRADIENTS:
         raise ValueError(f"unknown grad option {opts['grad']!r}; choose one of {sorted(_GRADIENTS)}")
     if validate:
         t = check_inputs(x, t, sde.T)
-        check_batch_independent(model, x, t)
-        model = _shape_checked(model)
-    eps, L = _GRADIENTS[opts["grad"]](model, sde, x, t, opts, generator)
+        check_batch_independent(score, x, t)
+        score = _shape_checked(score)
+    eps, L = _GRADIENTS[opts["grad"]](score, sde, x, t, opts, generator)
     return (eps, L) if return_rhs else eps
 
 
+@renamed_keywords(model="score")
 @explain_autodiff_errors
-def residual_norm_sq(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float],
+def residual_norm_sq(score: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float],
                      estimator: str = "exact", *, unbiased: bool = True,
                      generator: Optional[torch.Generator] = None, validate: bool = True,
                      **options) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -281,11 +283,11 @@ def residual_norm_sq(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Ten
     all draws run as one batched call, and L[s] is their mean. The single-draw plug-in ‖ε̂‖² (``unbiased=False``)
     is biased upwards by tr Cov(ε̂). The paper estimator keeps its O(h²) stencil bias.
     """
-    opts = _options(estimator, options, model, getattr(x, "dtype", torch.float32))
+    opts = _options(estimator, options, score, getattr(x, "dtype", torch.float32))
     if validate:
         t = check_inputs(x, t, sde.T)
-        check_batch_independent(model, x, t)
-        model = _shape_checked(model)
+        check_batch_independent(score, x, t)
+        score = _shape_checked(score)
     stochastic = opts["div"] == "hutchinson"
     if opts["grad"] in ("directional", "directional_fd"):
         # (1/K) Σ_k ⟨ε, v_k⟩² over K = n_directions directions, E_v⟨ε, v⟩² = ‖ε‖²; unbiased:
@@ -294,31 +296,32 @@ def residual_norm_sq(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Ten
         reps = 2 if (stochastic and unbiased) else 1
         n = V.shape[0] * reps
         vs = V.repeat_interleave(reps, dim=0).flatten(0, 1)
-        proj, L = _projection(opts)(model, sde, x.repeat((n,) + (1,) * (x.dim() - 1)), t.repeat(n),
+        proj, L = _projection(opts)(score, sde, x.repeat((n,) + (1,) * (x.dim() - 1)), t.repeat(n),
                                     vs, generator=generator)
         proj = proj.view(V.shape[0], reps, x.shape[0])
         sq = proj[:, 0] * proj[:, -1]  # p₁p₂ (unbiased) or p² (single draw)
         return sq.mean(0), L.view(n, x.shape[0]).mean(0)
     run = _GRADIENTS[opts["grad"]]
     if not (stochastic and unbiased):
-        eps, L = run(model, sde, x, t, opts, generator)
+        eps, L = run(score, sde, x, t, opts, generator)
         return eps.flatten(1).pow(2).sum(1), L
-    eps, L = run(model, sde, torch.cat([x, x]), torch.cat([t, t]), opts, generator)
+    eps, L = run(score, sde, torch.cat([x, x]), torch.cat([t, t]), opts, generator)
     e1, e2 = eps.chunk(2)
     return (e1 * e2).flatten(1).sum(1), L.chunk(2)[0]
 
 
-def fpe_rhs(model: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float], *,
+@renamed_keywords(model="score")
+def fpe_rhs(score: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float], *,
             div: str = "exact", probe: str = "rademacher", n_probes: int = 1,
             generator: Optional[torch.Generator] = None, validate: bool = True) -> torch.Tensor:
     """L[s](x, t) = ½g² div_x s + ½g² ‖s‖² − ⟨f, s⟩ − div_x f, shape ``[B]`` (Eq. 7)."""
     opts = {**_DEFAULTS, "div": div, "probe": probe, "n_probes": n_probes}
     if validate:
         t = check_inputs(x, t, sde.T)
-        check_batch_independent(model, x, t)
-        model = _shape_checked(model)
-    return _rhs(model, sde, x, t, div, _div_probes(x, opts, generator), opts)[0]
+        check_batch_independent(score, x, t)
+        score = _shape_checked(score)
+    return _rhs(score, sde, x, t, div, _div_probes(x, opts, generator), opts)[0]
 
 
-def _shape_checked(model: Score) -> Score:
-    return lambda x, t: check_output(model(x, t), x)
+def _shape_checked(score: Score) -> Score:
+    return lambda x, t: check_output(score(x, t), x)

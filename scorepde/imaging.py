@@ -20,6 +20,7 @@ from .losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, FPObjective,
 from .fpe import ESTIMATORS
 from .nn import ScoreModel, UNet
 from .sde import SDE, SubVPSDE, VESDE, VPSDE
+from .stats import standard_error
 
 __all__ = ["ImageConfig", "SDE_NAMES", "OBJECTIVES", "build_sde", "build_score_model",
            "build_objective", "preset_config", "model_scaling", "save_grid", "load_trained", "sample_grid",
@@ -294,8 +295,9 @@ def bpd_summary(res: dict, images: int, repeats: int, seconds: float) -> str:
 
 
 def bpd_standard_error(res: dict, repeats: int) -> Optional[float]:
-    """The standard error of the mean over repeats, std/√repeats (None for one repeat)."""
-    return res["bpd_std"] / math.sqrt(repeats) if repeats > 1 else None
+    """The evaluation's standard error over repeats, ``stats.standard_error(per_repeat)``
+    (None for one repeat)."""
+    return standard_error(res["per_repeat"]) if repeats > 1 else None
 
 
 def test_bpd(model, sde: SDE, cfg: ImageConfig, images: torch.Tensor, levels: int, *,

@@ -26,8 +26,8 @@ from torchdiffeq import odeint
 from .checks import check_finite, check_inputs, check_output
 from .derivatives import broadcast_to_batch, divergence, sample_probes, value_and_divergence
 from .sde import SDE
+from .typing import Score, renamed_keywords
 
-Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = ["probability_flow_drift", "solve_ode", "log_likelihood", "joint_rms_norm", "TRACES", "MODES"]
 
@@ -40,21 +40,22 @@ MODES = ("reverse", "forward")
 _ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
 
 
-def probability_flow_drift(model: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+@renamed_keywords(model="score")
+def probability_flow_drift(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """f(x, t) − ½g(t)² s(x, t), the probability-flow ODE's velocity, shaped like x."""
     g2 = broadcast_to_batch(sde.diffusion(t) ** 2, x)
-    return sde.drift(x, t) - 0.5 * g2 * model(x, t)
+    return sde.drift(x, t) - 0.5 * g2 * score(x, t)
 
 
-def _flow_divergence(model: Score, sde: SDE, x, t, trace: str, probes) -> torch.Tensor:
+def _flow_divergence(score: Score, sde: SDE, x, t, div: str, probes) -> torch.Tensor:
     """div_x [f − ½g² s] = div f − ½g² div s, shape ``[B]`` (div f in the SDE's closed form)."""
-    div_s = divergence(lambda y: model(y, t), x, trace, probes=probes)
+    div_s = divergence(lambda y: score(y, t), x, div, probes=probes)
     return sde.drift_divergence(x, t) - 0.5 * sde.diffusion(t) ** 2 * div_s
 
 
-def _drift_and_divergence(model: Score, sde: SDE, x, t, trace: str, probes):
+def _drift_and_divergence(score: Score, sde: SDE, x, t, div: str, probes):
     """(f − ½g² s, div_x [f − ½g² s]) from one forward of the model and vjps on its graph."""
-    s, div_s = value_and_divergence(lambda y: model(y, t), x, trace, probes=probes)
+    s, div_s = value_and_divergence(lambda y: score(y, t), x, div, probes=probes)
     g2 = sde.diffusion(t) ** 2
     return (sde.drift(x, t) - 0.5 * broadcast_to_batch(g2, x) * s,
             sde.drift_divergence(x, t) - 0.5 * g2 * div_s)
@@ -95,14 +96,15 @@ def joint_rms_norm(tensors) -> torch.Tensor:
     return torch.sqrt(sum(t.pow(2).sum() for t in tensors) / sum(t.numel() for t in tensors))
 
 
-def log_likelihood(model: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
-                   trace: str = "exact", *, probe: str = "rademacher", n_probes: int = 1,
+@renamed_keywords(model="score", trace="div")
+def log_likelihood(score: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
+                   div: str = "exact", *, probe: str = "rademacher", n_probes: int = 1,
                    generator: Optional[torch.Generator] = None, rtol: float = 1e-5,
                    atol: float = 1e-5, method: str = "dopri5", options: Optional[dict] = None,
                    mode: str = "reverse", return_stats: bool = False):
     """log p_eps(x) in nats, shape ``[B]``, by the probability-flow ODE from eps to T.
 
-    ``trace`` picks the divergence: ``"exact"`` or ``"hutchinson"`` with ``n_probes``
+    ``div`` picks the divergence: ``"exact"`` or ``"hutchinson"`` with ``n_probes``
     probes of kind ``probe`` drawn once from ``generator``. ``mode="reverse"`` (default)
     forms the drift and the divergence from one forward and vjps, ``"forward"`` from a
     forward plus jvps; both give the same estimate for the same probes. ``rtol``, ``atol``,
@@ -115,8 +117,8 @@ def log_likelihood(model: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
     if not 0.0 < eps < T:
         raise ValueError(f"eps must lie in (0, T) = (0, {T}), got {eps}; "
                          f"a small positive value such as 1e-5 is usual")
-    if trace not in TRACES:
-        raise ValueError(f"unknown trace {trace!r}; choose one of {list(TRACES)}")
+    if div not in TRACES:
+        raise ValueError(f"unknown trace (divergence) div={div!r}; choose one of {list(TRACES)}")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
     t_eps = check_inputs(x, eps, T)
@@ -127,8 +129,8 @@ def log_likelihood(model: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
         x = x.detach()
         # One host check before the solve: a model that is broken at the start fails by name
         # instead of deep inside the solver.
-        check_finite(check_output(model(x, t_eps), x), f"the model's score at t=eps={eps}")
-        probes = sample_probes(x, n_probes, probe, generator) if trace == "hutchinson" else None
+        check_finite(check_output(score(x, t_eps), x), f"the model's score at t=eps={eps}")
+        probes = sample_probes(x, n_probes, probe, generator) if div == "hutchinson" else None
 
         def ode(t, state):
             nonlocal nfe
@@ -136,9 +138,9 @@ def log_likelihood(model: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
             y = state[0]
             tb = t.to(y.dtype).expand(B)
             if mode == "reverse":
-                return _drift_and_divergence(model, sde, y, tb, trace, probes)
-            return (probability_flow_drift(model, sde, y, tb),
-                    _flow_divergence(model, sde, y, tb, trace, probes))
+                return _drift_and_divergence(score, sde, y, tb, div, probes)
+            return (probability_flow_drift(score, sde, y, tb),
+                    _flow_divergence(score, sde, y, tb, div, probes))
 
         y0 = (x, torch.zeros(B, dtype=x.dtype, device=x.device))
         options = dict(options or {})

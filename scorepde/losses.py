@@ -35,6 +35,7 @@ from .derivatives import broadcast_to_batch
 from .fpe import ESTIMATORS, residual_norm_sq
 from .fpe import _options as _estimator_options
 from .sde import SDE
+from .typing import Score, renamed_keywords, time_conditioning
 
 __all__ = ["WEIGHTINGS", "RHS_REDUCTIONS", "NORMALIZATIONS", "PAPER_SETTINGS", "DEFAULT_FP", "sample_time", "dsm_loss", "fp_regularizer", "FPObjective"]
 
@@ -154,7 +155,8 @@ def _dsm_from_score(s: torch.Tensor, sde: SDE, t: torch.Tensor, z: torch.Tensor,
     return check_finite(per_sample.mean(), "the DSM loss")
 
 
-def dsm_loss(model: Callable, sde: SDE, x0: torch.Tensor, *, weighting: str = "sigma2",
+@renamed_keywords(model="score")
+def dsm_loss(score: Score, sde: SDE, x0: torch.Tensor, *, weighting: str = "sigma2",
              eps: float = 1e-5, generator: Optional[torch.Generator] = None,
              return_samples: bool = False):
     """J_DSM, a scalar: the batch mean of ½ λ(t) ‖s(x_t, t) + z/σ_t‖² summed over dimensions.
@@ -162,7 +164,7 @@ def dsm_loss(model: Callable, sde: SDE, x0: torch.Tensor, *, weighting: str = "s
     With ``return_samples`` also returns the perturbed ``(x_t, t)`` it drew.
     """
     xt, t, z = _perturbed_batch(sde, x0, eps, generator)
-    loss = _dsm_from_score(model(xt, t), sde, t, z, weighting)
+    loss = _dsm_from_score(score(xt, t), sde, t, z, weighting)
     return (loss, xt, t) if return_samples else loss
 
 
@@ -180,9 +182,12 @@ class _Piggyback:
         self.model, self.x, self.t, self.out = model, x, t, None
 
     def time_rate(self):
-        """The wrapped model's, so finite differences in t keep its steps."""
-        rate_of = getattr(self.model, "time_rate", None)
-        return rate_of() if callable(rate_of) else None
+        """The wrapped model's (``TimeConditioned``), so finite differences in t keep its steps."""
+        return time_conditioning(self.model)[0]
+
+    @property
+    def time_dtype(self):
+        return time_conditioning(self.model)[1]
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.out is not None or not torch.is_grad_enabled():
@@ -193,7 +198,8 @@ class _Piggyback:
         return out[B:]
 
 
-def fp_regularizer(model: Callable, sde: SDE, x: torch.Tensor, t: torch.Tensor, *,
+@renamed_keywords(model="score")
+def fp_regularizer(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, *,
                    beta: float, gamma: float = 0.0, fp_weighting: str = "none", m: int = 1,
                    estimator: str = "exact", unbiased: bool = True, normalize: str = "none",
                    rhs_reduction: str = "mean_abs",
@@ -218,7 +224,7 @@ def fp_regularizer(model: Callable, sde: SDE, x: torch.Tensor, t: torch.Tensor, 
         raise ValueError(f"beta and gamma must be non-negative, got {beta}, {gamma}")
     norm = _choice(NORMALIZATIONS, normalize, "normalize")(x[0].numel(), m)
     reduce_rhs = _choice(RHS_REDUCTIONS, rhs_reduction, "rhs_reduction")
-    sq, L = residual_norm_sq(model, sde, x, t, estimator, unbiased=unbiased and m == 2,
+    sq, L = residual_norm_sq(score, sde, x, t, estimator, unbiased=unbiased and m == 2,
                              generator=generator, validate=validate, **options)
     # m = 1: sqrt with a floor far below float32 resolution, so its gradient at ε = 0 is 0.
     norm_m = sq if m == 2 else torch.sqrt(sq + torch.finfo(sq.dtype).tiny)
@@ -273,7 +279,8 @@ class FPObjective(torch.nn.Module):
     the module's ``state_dict``, so a resumed run keeps the phase.
     """
 
-    def __init__(self, model: torch.nn.Module, sde: SDE, *, beta: float = 0.0, gamma: float = 0.0,
+    @renamed_keywords(model="score")
+    def __init__(self, score: torch.nn.Module, sde: SDE, *, beta: float = 0.0, gamma: float = 0.0,
                  fp_weighting: str = "none", m: int = 1, estimator: str = "exact",
                  dsm_weighting: str = "sigma2", eps: float = 1e-5,
                  subbatch: Optional[Union[int, float]] = None, unbiased: bool = True,
@@ -293,7 +300,7 @@ class FPObjective(torch.nn.Module):
                                          or isinstance(subbatch, float) and 0 < subbatch <= 1):
             raise ValueError(f"subbatch must be a positive batch size (int) or a fraction of the "
                              f"batch in (0, 1] (float), got {subbatch!r}")
-        self.model, self.sde = model, sde
+        self.model, self.sde = score, sde
         self.beta, self.gamma, self.fp_weighting, self.m = float(beta), float(gamma), fp_weighting, m
         self.estimator, self.dsm_weighting, self.eps = estimator, dsm_weighting, eps
         self.subbatch, self.unbiased, self.options = subbatch, unbiased, options
@@ -301,7 +308,7 @@ class FPObjective(torch.nn.Module):
         self.autocast, self.every, self.calls = autocast, every, 0
         self._independence_checked = False
         if self.regularized:
-            _warn_if_stencil_leaves_the_horizon(model, sde, eps, estimator, options)
+            _warn_if_stencil_leaves_the_horizon(score, sde, eps, estimator, options)
 
     def get_extra_state(self):
         return {"calls": self.calls}

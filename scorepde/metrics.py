@@ -18,8 +18,7 @@ from .curl import curl
 from .curves import perturb_at
 from .likelihood import log_likelihood
 from .sde import SDE
-
-Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from .typing import Score
 
 __all__ = ["relative_score_error", "curl_mse", "nll", "cross_entropy"]
 

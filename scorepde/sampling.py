@@ -11,7 +11,7 @@ Nothing here keeps an autograd graph.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -20,16 +20,17 @@ from .checks import check_finite
 from .derivatives import broadcast_to_batch
 from .likelihood import probability_flow_drift, solve_ode
 from .sde import SDE
+from .typing import Score, renamed_keywords
 
-Score = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ShapeOrNoise = Union[Sequence[int], torch.Tensor]
 
 __all__ = ["reverse_drift", "euler_maruyama", "predictor_corrector", "probability_flow"]
 
 
-def reverse_drift(model: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+@renamed_keywords(model="score")
+def reverse_drift(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """f(x, t) − g(t)² s(x, t), the reverse SDE's drift, shaped like x."""
-    return sde.drift(x, t) - broadcast_to_batch(sde.diffusion(t) ** 2, x) * model(x, t)
+    return sde.drift(x, t) - broadcast_to_batch(sde.diffusion(t) ** 2, x) * score(x, t)
 
 
 def _initial(sde: SDE, shape_or_xT: ShapeOrNoise, generator, device, dtype) -> torch.Tensor:
@@ -59,9 +60,9 @@ def _noise(x: torch.Tensor, generator) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-def _reverse_step(model, sde, x, t, h, generator):
+def _reverse_step(score, sde, x, t, h, generator):
     """One Euler–Maruyama step of the reverse SDE from t down to t − h: (mean, draw)."""
-    mean = x - reverse_drift(model, sde, x, t) * h
+    mean = x - reverse_drift(score, sde, x, t) * h
     g = broadcast_to_batch(sde.diffusion(t), x)
     return mean, mean + g * math.sqrt(h) * _noise(x, generator)
 
@@ -76,9 +77,9 @@ def _langevin_alpha(sde: SDE, t: torch.Tensor, t_next: torch.Tensor) -> torch.Te
     return (a / a_next) ** 2
 
 
-def _langevin_step(model, sde, x, t, snr, alpha, generator):
+def _langevin_step(score, sde, x, t, snr, alpha, generator):
     """x + δ s + sqrt(2δ) z with δ = 2α (snr ‖z‖ / ‖s‖)², norms averaged over the batch (score_sde)."""
-    s = model(x, t)
+    s = score(x, t)
     z = _noise(x, generator)
     grad_norm = s.flatten(1).norm(dim=1).mean()
     noise_norm = z.flatten(1).norm(dim=1).mean()
@@ -88,7 +89,8 @@ def _langevin_step(model, sde, x, t, snr, alpha, generator):
 
 
 @torch.no_grad()
-def euler_maruyama(model: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, steps: int = 1000,
+@renamed_keywords(model="score")
+def euler_maruyama(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, steps: int = 1000,
                    eps: float = 1e-3, denoise: bool = True,
                    generator: Optional[torch.Generator] = None, progress: bool = False,
                    device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -100,13 +102,14 @@ def euler_maruyama(model: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, steps: 
     ts, hs = _grid(sde, steps, eps, x)
     B = x.shape[0]
     for i in tqdm(range(int(steps)), disable=not progress, desc="euler_maruyama"):
-        mean, x = _reverse_step(model, sde, x, ts[i].expand(B), hs[i], generator)
+        mean, x = _reverse_step(score, sde, x, ts[i].expand(B), hs[i], generator)
     x = mean if denoise else x
     return check_finite(x, "the Euler–Maruyama sample")
 
 
 @torch.no_grad()
-def predictor_corrector(model: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, steps: int = 1000,
+@renamed_keywords(model="score")
+def predictor_corrector(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, steps: int = 1000,
                         snr: float = 0.16, n_corrector: int = 1, eps: float = 1e-3,
                         denoise: bool = True, generator: Optional[torch.Generator] = None,
                         progress: bool = False, device=None,
@@ -126,14 +129,15 @@ def predictor_corrector(model: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, st
         t, t_next = ts[i].expand(B), ts[i + 1].expand(B)
         alpha = _langevin_alpha(sde, t, t_next)
         for _ in range(int(n_corrector)):
-            _, x = _langevin_step(model, sde, x, t, snr, alpha, generator)
-        mean, x = _reverse_step(model, sde, x, t, hs[i], generator)
+            _, x = _langevin_step(score, sde, x, t, snr, alpha, generator)
+        mean, x = _reverse_step(score, sde, x, t, hs[i], generator)
     x = mean if denoise else x
     return check_finite(x, "the predictor–corrector sample")
 
 
 @torch.no_grad()
-def probability_flow(model: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, eps: float = 1e-3,
+@renamed_keywords(model="score")
+def probability_flow(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, eps: float = 1e-3,
                      rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
                      options: Optional[dict] = None, return_nfe: bool = False,
                      generator: Optional[torch.Generator] = None, device=None,
@@ -150,7 +154,7 @@ def probability_flow(model: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, eps: 
     def ode(t, y):
         nonlocal nfe
         nfe += 1
-        return probability_flow_drift(model, sde, y, t.to(y.dtype).expand(B))
+        return probability_flow_drift(score, sde, y, t.to(y.dtype).expand(B))
 
     x = solve_ode(ode, x, sde.T, eps, rtol=rtol, atol=atol, method=method, options=options)
     check_finite(x, "the probability-flow sample x(eps)")

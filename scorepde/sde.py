@@ -44,6 +44,17 @@ class SDE(abc.ABC):
         return self.marginal(t)[1] ** 2
 
     @property
+    def sigma_floor(self) -> float:
+        """The noise std below which a score's scale in x stops shrinking: σ̃(t) =
+        sqrt(σ_t² + floor²). A noise-predicting score divides by σ̃ (``nn.ScoreModel``), and a
+        step in x scales with it (``"forward_fd"``), so both stay finite at t = 0 where σ_t = 0,
+        and the step keeps matching the scale on which the score varies. VE and EDM have a
+        smallest noise level, ``sigma_min``, which is the floor (for VE, σ̃(t) = σ(t), as
+        NCSN++ divides by). VP-type processes have none; 1e-5 is far below any σ_t a model is
+        trained at (VP: σ ≈ 1e-3 at t = 1e-5) and is what every trained checkpoint divides by."""
+        return 1e-5
+
+    @property
     def prior_std(self) -> float:
         """Standard deviation of the isotropic Gaussian prior p_T ≈ q_T."""
         raise NotImplementedError(f"{type(self).__name__} has no prior; pass prior_std")
@@ -92,6 +103,11 @@ class VESDE(LinearSDE):
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    @property
+    def sigma_floor(self) -> float:
+        """σ_min, the smallest noise level (``SDE.sigma_floor``)."""
+        return self.sigma_min
 
     def sigma(self, t):
         """The noise level σ(t) = σ_min (σ_max/σ_min)^t (what a network conditions on)."""
@@ -298,6 +314,11 @@ class EDMSDE(LinearSDE):
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self.T = self.sigma_max
+
+    @property
+    def sigma_floor(self) -> float:
+        """σ_min, the smallest noise level (``SDE.sigma_floor``)."""
+        return self.sigma_min
 
     def sigma(self, t):
         """The noise level σ(t) = t."""

@@ -1,17 +1,29 @@
-"""Summaries of repeated experiments: a mean with its standard error, and paired differences
-with a Student-t interval (FP − vanilla per seed, when both methods share seeds and batches).
+"""The one home of the project's statistics: standard errors, means with t-intervals,
+paired differences, and the standard error of a (chunked, repeated) evaluation.
 
+    se(x) = sd(x) / √n   (sd with ddof 1)
     d_i = a_i − b_i,   d̄ ± t_{n−1, (1+level)/2} · sd(d) / √n
 
 Pairing removes what the two methods share (the seed's initialization, batches and test
 set), so the interval is about the method, not about the draw of seeds.
+
+An evaluation (bits/dim, NLL) averages per-item values over the items and over repeats
+(independent dequantization and trace probes). Two errors describe it, and each reported
+name means one of them:
+
+- the SE over items, ``standard_error(per_item)`` (``bpd_stderr``, ``nll_se``): how much
+  the number would move with another test set of the same size;
+- the SE over repeats, ``standard_error(per_repeat)`` (``eval_se``): the evaluation's own
+  noise on this test set, what a paired comparison on shared images must beat.
 """
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
-__all__ = ["mean_se", "paired_difference"]
+import numpy as np
+
+__all__ = ["standard_error", "mean_se", "paired_difference", "pool_chunks", "paired_eval_se"]
 
 
 def _values(name: str, xs: Sequence[float]) -> list:
@@ -27,6 +39,17 @@ def _values(name: str, xs: Sequence[float]) -> list:
 def _t_quantile(p: float, df: int) -> float:
     from scipy.stats import t
     return float(t.ppf(p, df))
+
+
+def standard_error(values) -> float:
+    """sd(x)/√n over every element of ``values`` (a sequence, array or tensor; ddof 1),
+    computed in float64; NaN with fewer than two values (nothing to estimate it from)."""
+    if hasattr(values, "detach"):   # a torch tensor, on any device
+        values = values.detach().cpu().double().numpy()
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size < 2:
+        return float("nan")
+    return float(v.std(ddof=1) / math.sqrt(v.size))
 
 
 def mean_se(xs: Sequence[float], level: float = 0.95) -> Dict[str, Optional[float]]:
@@ -64,3 +87,45 @@ def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.9
     out["diffs"] = diffs
     out["excludes_zero"] = None if out["lo"] is None else bool(out["lo"] > 0 or out["hi"] < 0)
     return out
+
+
+def pool_chunks(per_repeat: Sequence[Sequence[float]], per_item: Sequence[Sequence[float]]) -> dict:
+    """Evaluation chunks of one model (disjoint slices of the test items, same repeats) as
+    one evaluation.
+
+    ``per_repeat[c][r]``: chunk c's mean in repeat r; ``per_item[c]``: chunk c's per-item
+    values (averaged over repeats). Returns ``mean`` over all items, ``per_repeat`` (each
+    repeat's mean over all items, item-weighted), ``per_item`` (concatenated), ``n_items``
+    and ``se``, the SE over repeats (``standard_error(per_repeat)``; NaN for one repeat).
+    """
+    if not per_repeat or len(per_repeat) != len(per_item):
+        raise ValueError(f"pool_chunks needs one per_repeat and one per_item list per chunk, "
+                         f"got {len(per_repeat)} and {len(per_item)}")
+    sizes = [len(items) for items in per_item]
+    if len({len(r) for r in per_repeat}) != 1 or min(sizes) < 1:
+        raise ValueError("every chunk needs the same number of repeats and at least one item")
+    pooled = np.average(np.asarray(per_repeat, dtype=np.float64), axis=0, weights=sizes)
+    items = [float(v) for chunk in per_item for v in chunk]
+    return {"mean": float(np.mean(items)), "per_repeat": pooled.tolist(), "per_item": items,
+            "n_items": len(items), "se": standard_error(pooled)}
+
+
+def paired_eval_se(a: Mapping, b: Mapping, keys: Optional[Sequence] = None) -> float:
+    """The evaluation's SE of one seed's a − b, root-mean-square over seeds:
+
+        sqrt( mean_s var_i(a_s,i − b_s,i) / n_s )
+
+    ``a[s]``, ``b[s]``: seed s's per-item values of two models on the same items (the same
+    images, dequantization and probes, so what they share cancels). ``keys``: the seeds
+    (default: those of ``a``).
+    """
+    keys = list(a) if keys is None else list(keys)
+    if not keys:
+        raise ValueError("paired_eval_se needs at least one seed")
+    se2 = []
+    for s in keys:
+        if len(a[s]) != len(b[s]) or len(a[s]) < 2:
+            raise ValueError(f"seed {s!r}: a and b need the same items, at least two "
+                             f"(got {len(a[s])} and {len(b[s])})")
+        se2.append(np.var(np.subtract(a[s], b[s]), ddof=1) / len(a[s]))
+    return float(np.sqrt(np.mean(se2)))

@@ -4,19 +4,18 @@ atomic checkpoints and a NaN guard. No math lives here; the loss is any objectiv
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
 import signal
 from typing import Callable, Dict, Iterator, List, Optional
 
-import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .atomic import atomic_write
 from .checks import NonFiniteError
+# Checkpoint I/O lives in scorepde.checkpoints; the names stay importable from here.
+from .checkpoints import (load_checkpoint, restore_training_state, rng_state,  # noqa: F401
+                          save_checkpoint, set_rng_state, training_state, weights_id)
 
 __all__ = ["NonFiniteLossError", "make_optimizer", "make_ema", "train_step", "fit",
            "save_checkpoint", "load_checkpoint", "weights_id", "rng_state", "set_rng_state",
@@ -123,92 +122,6 @@ def fit(objective: Callable, optimizer, batches: Iterator[torch.Tensor], steps: 
         if progress:
             it.set_postfix(loss=f"{(shown if isinstance(shown, dict) else log)['loss']:.4g}")
     return logs
-
-
-def rng_state(generator: Optional[torch.Generator] = None) -> dict:
-    """Every random state a resumed run needs to continue exactly."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if generator is not None:
-        state["generator"] = generator.get_state()
-    return state
-
-
-def set_rng_state(state: dict, generator: Optional[torch.Generator] = None) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if generator is not None and "generator" in state:
-        generator.set_state(state["generator"])
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    """Write atomically: a temporary file in the same folder, then an atomic rename."""
-    atomic_write(path, lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """The state a ``save_checkpoint`` wrote; ``FileNotFoundError``/``ValueError`` naming
-    ``path`` when it is missing or not a readable checkpoint (corrupt, truncated, not torch's).
-
-    Unpickles: load only checkpoints you trust.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}; pass the path of a checkpoint.pt "
-                                "written by training")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch/pickle/zip raise many types for bad bytes
-        reason = " ".join(str(err).split())[:120] or type(err).__name__
-        raise ValueError(f"{path} is not a readable scorepde checkpoint ({type(err).__name__}: "
-                         f"{reason}); it is corrupt or truncated or not a checkpoint: pass another, "
-                         "or delete it and train again") from err
-    if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        raise ValueError(f"{path} is a torch file but not a scorepde checkpoint (no model "
-                         "weights and step); pass a checkpoint.pt written by training")
-    return state
-
-
-def weights_id(state_dict: Dict[str, torch.Tensor], length: int = 12) -> str:
-    """A short SHA-256 of a state dict (names, dtypes, shapes and bytes of every tensor):
-    two models share it only when their weights are bit-equal. It names the model a run
-    started from, so that runs from bases retrained on another machine are never paired."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:length]
-
-
-def training_state(step: int, model: torch.nn.Module, optimizer, scheduler=None,
-                   ema: Optional[AveragedModel] = None, rng: Optional[List[dict]] = None,
-                   config: Optional[dict] = None, **extra) -> dict:
-    """What a checkpoint holds: weights, EMA, optimiser and schedule, the next ``step``,
-    every process's random states (``rng[rank]``) and the run's config."""
-    state = {"step": int(step), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "rng": rng or [], "config": config or {}, **extra}
-    if scheduler is not None:
-        state["scheduler"] = scheduler.state_dict()
-    if ema is not None:
-        state["ema"] = ema.state_dict()
-    return state
-
-
-def restore_training_state(state: dict, model: torch.nn.Module, optimizer=None, scheduler=None,
-                           ema: Optional[AveragedModel] = None) -> int:
-    """Load what ``training_state`` saved into the given objects; returns the next step."""
-    model.load_state_dict(state["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and "scheduler" in state:
-        scheduler.load_state_dict(state["scheduler"])
-    if ema is not None and "ema" in state:
-        ema.load_state_dict(state["ema"])
-    return int(state["step"])
 
 
 class JsonlLog:

@@ -351,10 +351,10 @@ def test_progress_bar_shows_what_on_step_returns(capsys):
 # 14. No ± from one repeat; the line names images, repeats and the wall time.
 def test_bpd_line_has_no_error_bar_from_one_repeat():
     from scorepde.imaging import bpd_summary
-    one = bpd_summary({"bpd": 2.0, "bpd_std": 0.0}, 359, 1, 12.3)
+    one = bpd_summary({"bpd": 2.0, "per_repeat": [2.0]}, 359, 1, 12.3)
     assert "±" not in one and "359 test images" in one and "12.3 s" in one
-    two = bpd_summary({"bpd": 2.0, "bpd_std": 0.1}, 359, 4, 12.3)
-    assert "± 0.0500" in two and "standard error" in two
+    two = bpd_summary({"bpd": 2.0, "per_repeat": [1.9, 2.1, 1.9, 2.1]}, 359, 4, 12.3)
+    assert "± 0.0577" in two and "standard error" in two      # 0.2/√3 / √4
 
 
 @pytest.mark.slow
@@ -407,3 +407,18 @@ def test_density_keeps_another_budgets_report(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "its own --out" in lines[0], proc.stderr[-2000:]
     assert (out / "metrics.json").read_text() == report
+
+
+# 16. The shared parser: defaults shown once, shared help filled in where a flag has none.
+def test_shared_parser_help(capsys):
+    from scorepde.cli import add_run_flags, parser
+    p = parser("demo", shared_help={"--lr": "the learning rate"})
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--steps", type=int, default=5, help="steps (default: 5 here)")
+    add_run_flags(p)
+    text = p.format_help()
+    assert "the learning rate (default: 0.01)" in text
+    assert "(default: 5 here)" in text and "(default: 5)" not in text      # stated once
+    assert "(default: False)" not in text and "(default: None)" not in text
+    args = p.parse_args(["--quick", "--out", "x"])
+    assert args.quick and args.out == "x" and args.seed == 0 and args.device == "cpu"

@@ -100,7 +100,7 @@ def test_probes_drawn_once_per_solve(gmm):
     sde = sp.VPSDE()
     x = _points(gmm, n=8)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    ll, stats = log_likelihood(lambda x, t: gmm.score(x, t, sde), sde, x, trace="hutchinson",
+    ll, stats = log_likelihood(lambda x, t: gmm.score(x, t, sde), sde, x, div="hutchinson",
                                n_probes=2, generator=g1, return_stats=True)
     sample_probes(x, 2, "rademacher", g2)
     assert stats["nfe"] > 10
@@ -125,7 +125,7 @@ def test_eps_outside_horizon_refused(gmm, eps):
 def test_bad_options_refused(gmm):
     sde = sp.VPSDE()
     with pytest.raises(ValueError, match="unknown trace"):
-        log_likelihood(lambda x, t: gmm.score(x, t, sde), sde, _points(gmm, n=4), trace="exact!")
+        log_likelihood(lambda x, t: gmm.score(x, t, sde), sde, _points(gmm, n=4), div="exact!")
 
 
 def test_nan_model_named(gmm):
@@ -165,7 +165,7 @@ def test_reverse_mode_likelihood_matches_forward_mode(trace):
     torch.manual_seed(0)
     model, sde = MLP(2).double(), sp.VPSDE()
     x = torch.randn(6, 2, dtype=torch.float64)
-    kw = dict(trace=trace, rtol=1e-6, atol=1e-6)
+    kw = dict(div=trace, rtol=1e-6, atol=1e-6)
     rev = log_likelihood(model, sde, x, generator=torch.Generator().manual_seed(2), **kw)
     fwd = log_likelihood(model, sde, x, generator=torch.Generator().manual_seed(2), mode="forward", **kw)
     assert (rev - fwd).abs().max() < 1e-6

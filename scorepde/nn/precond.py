@@ -7,7 +7,8 @@ noise z of x_t = a(t) x_0 + σ_t z, whose posterior mean gives ∇ log q_t = −
 The noise label c(t) is a named choice (``CONDITIONS``): ``"log_sigma"``, c = log σ(t)
 for an SDE with a noise level ``sde.sigma(t)`` (VE, NCSN++), or ``"time"``, c = 999 t
 (VP/sub-VP, DDPM++'s 1000-step convention). ``min_std`` keeps t = 0 finite: by default
-σ_min for an SDE that has one, so for VE σ̃(t) = σ(t) exactly as NCSN++ divides by; else 1e-5.
+the SDE's ``sigma_floor`` (σ_min for VE and EDM, so for VE σ̃(t) = σ(t) exactly as NCSN++
+divides by; 1e-5 for VP).
 NCSN++ uses +net/σ for VE: the same family up to the sign of the last layer.
 
 Two preconditionings live here, the only places a network becomes a score:
@@ -78,7 +79,7 @@ class ScoreModel(nn.Module):
                              "closed-form marginal(t); pass marginal= to GenericSDE or use the "
                              "network as a score directly") from None
         if min_std is None:
-            min_std = float(getattr(sde, "sigma_min", 1e-5))
+            min_std = float(sde.sigma_floor)
         if min_std < 0:
             raise ValueError(f"min_std must be >= 0, got {min_std}")
         self.net, self.sde, self.condition, self.min_std = net, sde, condition, float(min_std)
