@@ -13,14 +13,14 @@ digits test split (359 images, 17 levels). Writes metrics.json and table.md to -
 """
 from __future__ import annotations
 
-
 import torch
 
-from scorepde.benchmarking import (benchmark_parser, command_line, load_average, machine_info, markdown_table,
-                                   setup_run, train_briefly, write_report)
+from scorepde.benchmarking import load_average, machine_info
 from scorepde.bpd import evaluate_bpd
+from scorepde.commands._bench import benchmark_parser, command_line, setup_run, train_briefly, write_report
 from scorepde.commands.step_cost import build_unet
 from scorepde.data import load_dataset, to_model_space
+from scorepde.reporting import markdown_table
 
 
 def parse_args(argv=None):
@@ -62,12 +62,14 @@ def table(metrics) -> str:
     lines = [f"digits test split, {one['points']} points, {one['repeats']} repeat(s), Hutchinson, rtol = atol = "
              f"{metrics['tol']}; {info['cpu_model']}, 1 thread, load average "
              f"{', '.join(f'{v:.2f}' for v in info['load_average'])} at the start.", ""]
-    lines += markdown_table(
+    cells = lambda name, r: [
+        name, r["solves"], f"{r['nfe']:.0f}", f"{r['bpd']:.4f}", f"{r['bpd_stderr']:.4f}",
+        f"{r['bpd_diff_in_stderr']:.2f}", f"{r['seconds']:.1f}", f"{r['speedup_over_one_solve']:.2f}",
+        f"{r['max_abs_diff_from_one_solve']:.1e}"]
+    lines.append(markdown_table(
         ["strategy", "solves", "mean NFE", "bits/dim", "± stderr", "\\|Δ bits/dim\\| / stderr", "seconds",
-         "× faster than one solve", "max per-sample Δ (bits)"], "lrrrrrrrr",
-        ([name, r["solves"], f"{r['nfe']:.0f}", f"{r['bpd']:.4f}", f"{r['bpd_stderr']:.4f}",
-          f"{r['bpd_diff_in_stderr']:.2f}", f"{r['seconds']:.1f}", f"{r['speedup_over_one_solve']:.2f}",
-          f"{r['max_abs_diff_from_one_solve']:.1e}"] for name, r in results.items()))
+         "× faster than one solve", "max per-sample Δ (bits)"],
+        (cells(name, r) for name, r in results.items()), "lrrrrrrrr"))
     return "\n".join(lines) + ("\n\nSame seed for every strategy: the same dequantization noise, "
                                "and the same probes except under sorted order, which hands them to other samples.\n")
 

@@ -27,12 +27,12 @@ import torch
 from tqdm.auto import tqdm
 
 import scorepde as sp
-from scorepde.benchmarking import (benchmark_parser, call_seconds, command_line, error_stats, interleaved_timings,
-                                   load_average, machine_info, markdown_table, setup_run, train_briefly,
-                                   write_report)
+from scorepde.benchmarking import call_seconds, error_stats, interleaved_timings, load_average, machine_info
+from scorepde.commands._bench import benchmark_parser, command_line, setup_run, train_briefly, write_report
 from scorepde.commands.step_cost import MNIST_DIR, build_unet, image_batch
 from scorepde.derivatives import hutchpp_divergence
 from scorepde.fpe import projected_residual_fd
+from scorepde.reporting import markdown_table
 
 ONE_SIDED_HX = (0.05, 0.02, 0.01, 0.005, 0.002, 0.001)
 CENTRAL_HX = (0.05, 0.01)
@@ -151,20 +151,20 @@ def table(m) -> str:
              "1. ⟨ε̂, v⟩ of forward_fd against a float64 reference, same probes; relative error over "
              f"{len(m['one_sided_t'])} points, t ∈ {sorted(set(round(x, 3) for x in m['one_sided_t']))}:", ""]
     spread = lambda r: [f"{r['median']:.3g}", f"{r['p90']:.3g}", f"{r['max']:.3g}"]
-    lines += markdown_table(["∂t form", "rows / sample", "hx", "median", "90th pct", "max"], "lrrrrr",
-                            ([r["dt"], 5 if r["dt"] == "one_sided" else 6, f"{r['hx']:g}"] + spread(r)
-                             for r in m["one_sided"].values()))
+    lines.append(markdown_table(["∂t form", "rows / sample", "hx", "median", "90th pct", "max"],
+                                ([r["dt"], 5 if r["dt"] == "one_sided" else 6, f"{r['hx']:g}"] + spread(r)
+                                 for r in m["one_sided"].values()), "lrrrrr"))
     lines += ["", "1b. ⟨∂t s, v⟩ alone against float64 forward mode, same points; one-sided from the "
               "exact s(x, t) (as the fused objective's DSM rows hold it: 5 rows per residual sample "
               "beyond DSM without the corners' δ² term):", ""]
-    lines += markdown_table(["stencil", "h / automatic h", "h", "median", "90th pct", "max"], "lrrrrr",
-                            ([r["method"], f"{r['h_over_auto']:.3g}", f"{r['h']:.2e}"] + spread(r)
-                             for r in m["time_derivative"].values()))
+    lines.append(markdown_table(["stencil", "h / automatic h", "h", "median", "90th pct", "max"],
+                                ([r["method"], f"{r['h_over_auto']:.3g}", f"{r['h']:.2e}"] + spread(r)
+                                 for r in m["time_derivative"].values()), "lrrrrr"))
     lines += ["", f"2. div s: relative RMS error against the exact trace ({m['trace_repeats']} draws per point, "
               f"mean over t ∈ {[round(p['t'], 3) for p in next(iter(m['trace'].values()))['points']]}), median seconds per call:", ""]
-    lines += markdown_table(["method", "matvecs", "rel. RMS error", "seconds / call"], "lrrr",
-                            ([r["method"], r["matvecs"], f"{r['rel_rmse_mean']:.3g}", f"{r['seconds_median']:.3f}"]
-                             for r in m["trace"].values()))
+    lines.append(markdown_table(["method", "matvecs", "rel. RMS error", "seconds / call"],
+                                ([r["method"], r["matvecs"], f"{r['rel_rmse_mean']:.3g}", f"{r['seconds_median']:.3f}"]
+                                 for r in m["trace"].values()), "lrrr"))
     return "\n".join(lines) + "\n"
 
 

@@ -31,12 +31,12 @@ from tqdm.auto import tqdm
 
 import scorepde as sp
 from scorepde.baselines import scipy_log_likelihood
-from scorepde.benchmarking import (benchmark_parser, call_seconds, command_line, interleaved_timings,
-                                   load_average, machine_info, markdown_table, setup_run, summarize,
-                                   train_briefly, write_report)
+from scorepde.benchmarking import call_seconds, interleaved_timings, load_average, machine_info, summarize
 from scorepde.cli import fail
+from scorepde.commands._bench import benchmark_parser, command_line, setup_run, train_briefly, write_report
 from scorepde.commands.step_cost import MNIST_DIR, build_unet, image_batch
 from scorepde.derivatives import sample_probes
+from scorepde.reporting import markdown_table
 
 EPS = 1e-5
 METHODS = ("scipy_rk45", "scorepde_reverse", "scorepde_forward")
@@ -120,16 +120,11 @@ def solvers(model, sde, x, trace, tol, seed, compile=False):
 
 def first_call(args, case, method):
     """(first solve, second solve) seconds in a fresh process, after imports and set-up."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--first-call", f"{case}:{method}", "--seed", str(args.seed),
-           "--tol", str(args.tol), "--data-dir", args.data_dir, "--out", args.out]
-    for flag, value in (("--points", args.points), ("--unet-points", args.unet_points),
-                        ("--unet-train-steps", args.unet_train_steps)):
-        if value is not None:
-            cmd += [flag, str(value)]
-    if args.quick:
-        cmd.append("--quick")
-    if args.compile:
-        cmd.append("--compile")
+    flags = dict(seed=args.seed, tol=args.tol, data_dir=args.data_dir, out=args.out, points=args.points,
+                 unet_points=args.unet_points, unet_train_steps=args.unet_train_steps)
+    cmd = [sys.executable, os.path.abspath(__file__), "--first-call", f"{case}:{method}"]
+    cmd += [a for k, v in flags.items() if v is not None for a in (f"--{k.replace('_', '-')}", str(v))]
+    cmd += [flag for flag, on in (("--quick", args.quick), ("--compile", args.compile)) if on]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -192,14 +187,15 @@ def table(metrics) -> str:
              f"{', '.join(f'{v:.2f}' for v in info['load_average'])} at the start; rtol = atol = {metrics['tol']}, "
              f"eps = {metrics['eps']}; medians of interleaved solves.", ""]
     first = lambda r: "–" if r.get("first_call") is None else f"{r['first_call']['first'] - r['first_call']['second']:.2f}"
-    lines += markdown_table(
+    cells = lambda case, res, m, r: [
+        case, res["dim"], res["points"], m, r["nfe"], f"{r['seconds']['median']:.3f}",
+        f"{1e3 * r['seconds_per_nfe']:.2f}", f"{r['speedup_over_scipy']:.2f}", first(r),
+        f"{r['max_abs_diff_nats']:.2e}", f"{r['max_abs_error_vs_tight_solve']:.2e}"]
+    lines.append(markdown_table(
         ["case", "D", "points", "method", "NFE", "solve (s)", "ms / NFE", "× faster than SciPy",
          "first-call extra (s)", "max \\|Δ log p\\| vs SciPy (nats)", "max error vs tol/100 solve (nats)"],
-        "lrrlrrrrrrr",
-        ([case, res["dim"], res["points"], m, r["nfe"], f"{r['seconds']['median']:.3f}",
-          f"{1e3 * r['seconds_per_nfe']:.2f}", f"{r['speedup_over_scipy']:.2f}", first(r),
-          f"{r['max_abs_diff_nats']:.2e}", f"{r['max_abs_error_vs_tight_solve']:.2e}"]
-         for case, res in metrics["cases"].items() for m, r in res["rows"].items()))
+        (cells(case, res, m, r) for case, res in metrics["cases"].items() for m, r in res["rows"].items()),
+        "lrrlrrrrrrr"))
     return "\n".join(lines) + "\n"
 
 

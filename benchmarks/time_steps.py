@@ -27,8 +27,9 @@ import sys
 import torch
 
 import scorepde as sp
-from scorepde.benchmarking import benchmark_parser, command_line, machine_info, setup_run, write_report
+from scorepde.benchmarking import machine_info
 from scorepde.cli import fail
+from scorepde.commands._bench import benchmark_parser, command_line, setup_run, write_report
 from scorepde.data import load_dataset, to_model_space
 from scorepde.derivatives import FD_PHASE, PAPER_STEPS, time_steps
 from scorepde.imaging import ImageConfig, build_objective, build_score_model, build_sde, model_scaling
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
     results = {name: run_sde(name, args, device) for name in (("vp",) if args.quick else ("vp", "ve"))}
     metrics = {"results": results, "fd_phase": {str(k): v for k, v in FD_PHASE.items()},
                "machine": machine_info(device), "command": command_line("benchmarks/time_steps.py", argv)}
-    write_report(args.out, metrics, table(metrics), default=str)
+    write_report(args.out, metrics, table(metrics))
     plot(results, os.path.join(args.out, "phase_sweep.png"))
     return 0
 

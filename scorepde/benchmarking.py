@@ -10,28 +10,23 @@ when it started: on CUDA from ``torch.cuda.max_memory_allocated``; on CPU from
 at the granularity of single ATen ops (an op's own temporaries are netted inside it).
 It counts tensors only, not the Python heap nor the allocator's cached pages.
 
-Also the plumbing every benchmark script shares (its flags, device and output folder, a
-busy neighbour job, a brief training of the model being measured), so the scripts in
-``benchmarks/`` and ``scorepde.commands`` only say what to measure.
+Also a busy neighbour job (a second condition to time under) and the first calls of a fresh
+process. The benchmarks' command-line plumbing is ``scorepde.commands._bench``.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import torch
 
 __all__ = ["synchronize", "interleaved_timings", "summarize", "ratios", "peak_memory", "error_stats",
-           "machine_info", "device_name", "load_average", "call_seconds", "benchmark_parser",
-           "setup_run", "command_line", "write_report", "BusyNeighbour", "random_batches",
-           "train_briefly", "markdown_table"]
+           "machine_info", "device_name", "load_average", "call_seconds", "BusyNeighbour"]
 
 
 def synchronize(device: Any = "cpu") -> None:
@@ -192,54 +187,6 @@ def call_seconds(fn: Callable[[], Any], calls: int = 1) -> List[float]:
     return seconds
 
 
-def benchmark_parser(doc: str, default_out: str, quick_help: str) -> argparse.ArgumentParser:
-    """The flags every benchmark shares: --out, --overwrite, --quick, --device, --threads, --seed."""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=default_out, help="output folder (refused if it already holds results)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into an --out that already holds results (same-named files are replaced)")
-    p.add_argument("--quick", action="store_true", help=quick_help)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads (default 1: on a shared machine OpenMP spin-waits make 2 threads far slower)")
-    p.add_argument("--seed", type=int, default=0)
-    return p
-
-
-def setup_run(args: argparse.Namespace, *, prepare: bool = True) -> torch.device:
-    """Apply --threads and --device and make --out (``scorepde.outputs.prepare_out``: refused
-    when it already holds results, unless --overwrite). Bad input: a one-line ``error:``."""
-    from .cli import user_errors
-    from .outputs import prepare_out
-
-    with user_errors():
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available here; pass --device cpu")
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-        if prepare:
-            prepare_out(args.out, overwrite=getattr(args, "overwrite", False))
-    return torch.device(args.device)
-
-
-def command_line(script: str, argv: Optional[Sequence[str]] = None) -> str:
-    """The command that ran, as metrics.json records it: ``python <script> <flags>``."""
-    return " ".join(["python", script] + (sys.argv[1:] if argv is None else list(argv)))
-
-
-def write_report(out: str, metrics: Mapping[str, Any], table: Optional[str] = None, *,
-                 indent: int = 2, **json_kwargs: Any) -> None:
-    """Write ``metrics.json`` (and ``table.md``, printed too) into ``out``."""
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=indent, **json_kwargs)
-    if table is not None:
-        with open(os.path.join(out, "table.md"), "w") as f:
-            f.write(table)
-        print(table)
-
-
 class BusyNeighbour:
     """A second single-threaded job for the duration of a ``with`` block: a torch matmul loop
     in its own process (the block gets its pid), ended by pid when the block exits."""
@@ -258,34 +205,3 @@ class BusyNeighbour:
         self.proc.terminate()
         self.proc.wait(timeout=30)
         return False
-
-
-def random_batches(data: torch.Tensor, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless batches of ``batch`` rows of ``data`` drawn with replacement by ``generator``."""
-    while True:
-        yield data[torch.randint(0, data.shape[0], (batch,), generator=generator)]
-
-
-def train_briefly(model: torch.nn.Module, data: torch.Tensor, steps: int, *, batch: int,
-                  generator: torch.Generator, lr: float = 2e-3, objective: Optional[Callable] = None,
-                  progress: bool = True, desc: str = "DSM-train") -> torch.nn.Module:
-    """``steps`` Adam steps of ``objective`` (default: DSM, ``FPObjective(model, model.sde)``)
-    on random batches of ``data``, by ``scorepde.training.fit``: a benchmark's model is then a
-    trained network's, not a random one's. Batches and noise both come from ``generator``."""
-    from .losses import FPObjective
-    from .training import fit, make_optimizer
-
-    objective = objective if objective is not None else FPObjective(model, model.sde)
-    optimizer, _ = make_optimizer(model.parameters(), lr=lr)
-    fit(objective, optimizer, random_batches(data, batch, generator), steps, generator=generator,
-        progress=progress, desc=desc)
-    return model
-
-
-def markdown_table(header: Sequence[str], align: str, rows: Iterable[Sequence[Any]]) -> List[str]:
-    """The lines of a markdown table: ``align`` has one letter a column, ``l`` (``---``) or
-    ``r`` (``---:``); cells are written with ``str``."""
-    if len(align) != len(header) or set(align) - {"l", "r"}:
-        raise ValueError(f"align {align!r} needs one of 'l'/'r' for each of the {len(header)} columns")
-    line = lambda cells: "| " + " | ".join(str(c) for c in cells) + " |"
-    return [line(header), line("---" if a == "l" else "---:" for a in align)] + [line(r) for r in rows]

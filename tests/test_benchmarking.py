@@ -1,4 +1,5 @@
-"""Timing and memory helpers: interleaving order, medians, ratios, peak bytes."""
+"""Timing and memory helpers: interleaving order, medians, ratios, peak bytes; and the benchmark
+commands' shared plumbing (scorepde.commands._bench): output folder, device, brief training."""
 import time
 
 import pytest
@@ -75,15 +76,6 @@ def test_error_stats_split_bias_and_variance():
         error_stats(draws, exact[:2], 1.0)
 
 
-def test_markdown_table_aligns_and_refuses_a_wrong_align():
-    from scorepde.benchmarking import markdown_table
-    assert markdown_table(["a", "b"], "lr", [[1, "x"]]) == ["| a | b |", "| --- | ---: |", "| 1 | x |"]
-    with pytest.raises(ValueError, match="align"):
-        markdown_table(["a", "b"], "l", [])
-    with pytest.raises(ValueError, match="align"):
-        markdown_table(["a"], "c", [])
-
-
 def test_call_seconds_times_each_call():
     from scorepde.benchmarking import call_seconds
     calls = []
@@ -95,7 +87,7 @@ def test_train_briefly_is_the_plain_adam_loop():
     """train_briefly runs through training.fit, and matches, bit for bit, the hand-written
     loop the benchmark scripts had: random batch, DSM loss, Adam step, all from one generator."""
     from scorepde import VPSDE
-    from scorepde.benchmarking import train_briefly
+    from scorepde.commands._bench import train_briefly
     from scorepde.losses import dsm_loss
     from scorepde.nn import MLPScore
 
@@ -121,7 +113,7 @@ def test_train_briefly_is_the_plain_adam_loop():
 
 def test_setup_run_refuses_results_and_missing_cuda(tmp_path, capsys):
     import argparse
-    from scorepde.benchmarking import benchmark_parser, setup_run
+    from scorepde.commands._bench import benchmark_parser, setup_run
 
     parser = benchmark_parser("doc", "runs/x", "quick")
     out = tmp_path / "new" / "folder"

@@ -169,3 +169,15 @@ def test_every_script_has_help_and_refuses_a_folder_with_results(name, tmp_path,
         module.main(["--quick", "--out", str(tmp_path)])
     assert info.value.code == 2 and "already holds results" in capsys.readouterr().err
     assert (tmp_path / "metrics.json").read_text() == "{}"
+
+
+@pytest.mark.slow
+def test_time_steps_and_pfode_cost_quick(tmp_path):
+    """Structure only: the two small scripts run with --quick and write metrics.json."""
+    m = _run("time_steps.py", tmp_path / "time_steps")
+    assert set(m["results"]) == {"vp"} and (tmp_path / "time_steps" / "phase_sweep.png").stat().st_size > 0
+    rows = m["results"]["vp"]["init"]["rows"]
+    assert all(e["median"] <= e["max"] for e in rows.values())
+    assert _script("time_steps").table(m) == (tmp_path / "time_steps" / "table.md").read_text()
+    p = _run("pfode_cost.py", tmp_path / "pfode_cost")
+    assert p["digits"]["ms_per_image_per_nfe"] > 0 and p["command"].endswith("--quick --out " + str(tmp_path / "pfode_cost"))

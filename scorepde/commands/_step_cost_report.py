@@ -1,11 +1,29 @@
 """``scorepde-step-cost``'s report: table.md and step_cost.png from its metrics.json alone."""
 from __future__ import annotations
 
-from scorepde.benchmarking import markdown_table
+from scorepde.reporting import markdown_table
+
+COST_HEADERS = ["configuration", "residual samples / step", "step (s, median)", "× DSM", "per residual sample (s)",
+                "per sample × paper", "peak memory (MB)", "memory × DSM"]
+EFFECT_HEADERS = ["training", "E‖ε‖² (mean)", "‖ε‖² (median)", "E‖ε‖², last evaluations", "× recipe (last evaluations)",
+                  "held-out DSM loss", "train time (s)", "time-to-effect (s)", "steps-to-effect", "E‖ε‖² at equal time"]
 
 
 def _fmt(value, spec, missing="–"):
     return missing if value is None else format(value, spec)
+
+
+def _cost_cells(name, r):
+    return [name, f"{r['residual_samples']:g}", f"{r['time']['median']:.3f}", f"{r['ratio_to_dsm']:.2f}",
+            _fmt(r["per_sample_seconds"], ".4f"), _fmt(r["per_sample_ratio_to_paper"], ".2f"),
+            f"{r['peak_bytes'] / 1e6:.1f}", f"{r['memory_ratio_to_dsm']:.2f}"]
+
+
+def _effect_cells(name, e, paper_tail):
+    return [name, f"{e['residual_sq_mean']:.4g}", f"{e['residual_sq_median']:.4g}", f"{e['residual_sq_tail_mean']:.4g}",
+            f"{e['residual_sq_tail_mean'] / paper_tail:.2f}", f"{e['heldout_dsm']:.4f}", f"{e['train_seconds']:.1f}",
+            _fmt(e["time_to_effect_seconds"], ".1f", "never"), _fmt(e["steps_to_effect"], "", "never"),
+            _fmt(e["residual_sq_at_equal_time"], ".4g")]
 
 
 def cost_lines(rows, setup, info):
@@ -14,13 +32,8 @@ def cost_lines(rows, setup, info):
             f"load average {', '.join(f'{v:.2f}' for v in info['load_average'])} at the start; "
             f"data {setup['data']} {setup['image_shape']}, batch {setup['batch']}, U-Net "
             f"{setup['parameters']:,} parameters; medians of {setup['repeats']} interleaved steps.", ""]
-    table = markdown_table(
-        ["configuration", "residual samples / step", "step (s, median)", "× DSM", "per residual sample (s)",
-         "per sample × paper", "peak memory (MB)", "memory × DSM"], "lrrrrrrr",
-        ([name, f"{r['residual_samples']:g}", f"{r['time']['median']:.3f}", f"{r['ratio_to_dsm']:.2f}",
-          _fmt(r["per_sample_seconds"], ".4f"), _fmt(r["per_sample_ratio_to_paper"], ".2f"),
-          f"{r['peak_bytes'] / 1e6:.1f}", f"{r['memory_ratio_to_dsm']:.2f}"] for name, r in rows.items()))
-    return head + table + ["", "Per residual sample = (step − DSM step) / residual samples per step. Memory: "
+    table = markdown_table(COST_HEADERS, (_cost_cells(name, r) for name, r in rows.items()), "lrrrrrrr")
+    return head + [table, "", "Per residual sample = (step − DSM step) / residual samples per step. Memory: "
                            + setup["memory_measure"] + ".", ""]
 
 
@@ -44,9 +57,8 @@ def condition_lines(conditions):
         return []
     names = list(conditions["with_neighbour"]["ratio_to_dsm"])
     return (["Step time × DSM under both conditions (" + conditions["with_neighbour"]["note"] + "):", ""]
-            + markdown_table(["condition"] + names, "l" + "r" * len(names),
-                             ([cond] + [f"{c['ratio_to_dsm'][n]:.2f}" for n in names]
-                              for cond, c in conditions.items()))
+            + [markdown_table(["condition"] + names, ([cond] + [f"{c['ratio_to_dsm'][n]:.2f}" for n in names]
+                              for cond, c in conditions.items()), "l" + "r" * len(names))]
             + [""])
 
 
@@ -57,14 +69,8 @@ def effect_lines(effect, equal_time, level, tail_evaluations):
             f"time-to-effect = training seconds until held-out E‖ε‖² < {level:g}; "
             f"'at equal time' = at {equal_time:.1f} s of training, the shortest regularized run; "
             f"'last evaluations' = the mean over the last {tail_evaluations} evaluations (the goals use it):", ""]
-    return head + markdown_table(
-        ["training", "E‖ε‖² (mean)", "‖ε‖² (median)", "E‖ε‖², last evaluations", "× recipe (last evaluations)",
-         "held-out DSM loss", "train time (s)", "time-to-effect (s)", "steps-to-effect", "E‖ε‖² at equal time"],
-        "lrrrrrrrrr",
-        ([name, f"{e['residual_sq_mean']:.4g}", f"{e['residual_sq_median']:.4g}", f"{e['residual_sq_tail_mean']:.4g}",
-          f"{e['residual_sq_tail_mean'] / paper_tail:.2f}", f"{e['heldout_dsm']:.4f}", f"{e['train_seconds']:.1f}",
-          _fmt(e["time_to_effect_seconds"], ".1f", "never"), _fmt(e["steps_to_effect"], "", "never"),
-          _fmt(e["residual_sq_at_equal_time"], ".4g")] for name, e in effect.items()))
+    return head + [markdown_table(EFFECT_HEADERS, (_effect_cells(name, e, paper_tail) for name, e in effect.items()),
+                                  "lrrrrrrrrr")]
 
 
 def table_md(metrics, tail, compiled) -> str:

@@ -22,11 +22,13 @@ import zlib
 import torch
 
 import scorepde as sp
-from scorepde.benchmarking import (benchmark_parser, command_line, error_stats, interleaved_timings,
-                                   machine_info, markdown_table, setup_run, write_report)
+from scorepde.benchmarking import error_stats, interleaved_timings, machine_info
 from scorepde.losses import FPObjective, sample_time
 from scorepde.nn import MLPScore
+from scorepde.reporting import markdown_table
 from scorepde.training import fit, make_optimizer
+
+from ._bench import benchmark_parser, command_line, setup_run, write_report
 
 PROBES = ("rademacher", "gaussian", "sphere")
 
@@ -172,20 +174,20 @@ def table(metrics) -> str:
              "Relative RMSE = RMSE / RMS‖ε‖ (GMM: / RMS‖∂t s‖, since its ε = 0); ‖ε‖² by "
              "`residual_norm_sq` (unbiased product of two draws), relative to RMS‖ε‖² (GMM: RMS‖∂t s‖²).", "",
              "Bias has the noise of the mean over draws taken out (tr Cov / R), so small biases read as 0.", ""]
-    lines += markdown_table(
-        ["D", "field", "estimator", "rel. bias ε", "rel. RMSE ε", "rel. bias ‖ε‖²", "rel. RMSE ‖ε‖²", "µs / sample"],
-        "rllrrrrr", ([r["dim"], r["field"], r["name"], f"{r['eps']['rel_bias']:.2e}", f"{r['eps']['rel_rmse']:.2e}",
-                      f"{r['norm_sq']['rel_bias']:.2e}", f"{r['norm_sq']['rel_rmse']:.2e}",
-                      f"{1e6 * r['seconds_per_sample']:.0f}"] for r in rows))
+    cells = lambda r: [r["dim"], r["field"], r["name"], f"{r['eps']['rel_bias']:.2e}", f"{r['eps']['rel_rmse']:.2e}",
+                       f"{r['norm_sq']['rel_bias']:.2e}", f"{r['norm_sq']['rel_rmse']:.2e}",
+                       f"{1e6 * r['seconds_per_sample']:.0f}"]
+    lines.append(markdown_table(["D", "field", "estimator", "rel. bias ε", "rel. RMSE ε", "rel. bias ‖ε‖²",
+                                 "rel. RMSE ‖ε‖²", "µs / sample"], (cells(r) for r in rows), "rllrrrrr"))
     sweep_table = lambda steps, a, b: markdown_table(
-        [steps, "float32", "float64"], "rrr",
-        ([f"{h:.1e}", f"{x:.2e}", f"{y:.2e}"] for h, x, y in zip(sweep[steps], sweep[a], sweep[b])))
+        [steps, "float32", "float64"],
+        ([f"{h:.1e}", f"{x:.2e}", f"{y:.2e}"] for h, x, y in zip(sweep[steps], sweep[a], sweep[b])), "rrr")
     lines += ["", "Finite-difference sweep (relative error of ∂t s by the (h, h/2) stencil, random MLP):", ""]
-    lines += sweep_table("h", "float32", "float64")
+    lines.append(sweep_table("h", "float32", "float64"))
     lines += ["", f"Best h: float32 {sweep['h_best_float32']:.1e}, float64 {sweep['h_best_float64']:.1e}; "
               f"Prop. C.2 balance ε_mach^(1/3): {sweep['h_prop_c2_float32']:.1e}, {sweep['h_prop_c2_float64']:.1e}.", "",
               "forward_fd's relative step hx in x (error of ⟨ε,v⟩v against forward mode with the same probes):", ""]
-    lines += sweep_table("hx", "hx_float32", "hx_float64")
+    lines.append(sweep_table("hx", "hx_float32", "hx_float64"))
     return "\n".join(lines) + "\n"
 
 

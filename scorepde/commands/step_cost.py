@@ -36,14 +36,14 @@ import time
 import torch
 
 import scorepde as sp
-from scorepde.benchmarking import (BusyNeighbour, benchmark_parser, call_seconds, command_line,
-                                   interleaved_timings, load_average, machine_info, peak_memory,
-                                   ratios, setup_run, summarize, write_report)
+from scorepde.benchmarking import (BusyNeighbour, call_seconds, interleaved_timings, load_average,
+                                   machine_info, peak_memory, ratios, summarize)
 from scorepde.data import load_dataset, to_model_space
 from scorepde.losses import DEFAULT_FP, FPObjective, dsm_loss, sample_time
 from scorepde.nn import MLPScore, ScoreModel, UNet
 from scorepde.training import fit, make_optimizer, train_step
 
+from ._bench import benchmark_parser, command_line, setup_run, write_report
 from ._step_cost_report import plot, table_md
 
 #: MNIST as shipped beside the repository (see ../shared/data/README.md), relative to the
