@@ -17,7 +17,7 @@ from scorepde.benchmarking import call_seconds, load_average
 from scorepde.commands._bench import benchmark_parser, command_line, setup_run, write_report
 from scorepde.data import load_dataset, to_model_space
 from scorepde.derivatives import divergence, sample_probes
-from scorepde.imaging import ImageConfig, build_score_model, build_sde, model_scaling
+from scorepde.image_config import ImageConfig, build_score_model, build_sde, model_scaling
 
 
 def parse_args(argv=None):

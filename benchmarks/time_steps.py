@@ -32,7 +32,7 @@ from scorepde.cli import fail
 from scorepde.commands._bench import benchmark_parser, command_line, setup_run, write_report
 from scorepde.data import load_dataset, to_model_space
 from scorepde.derivatives import FD_PHASE, PAPER_STEPS, time_steps
-from scorepde.imaging import ImageConfig, build_objective, build_score_model, build_sde, model_scaling
+from scorepde.image_config import ImageConfig, build_objective, build_score_model, build_sde, model_scaling
 from scorepde.training import fit, make_optimizer
 
 PHASES = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)

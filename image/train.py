@@ -26,9 +26,11 @@ from scorepde import distributed as dd
 from scorepde.cli import fail, user_errors
 from scorepde.data import load_dataset, to_model_space
 from scorepde.fpe import ESTIMATORS
-from scorepde.imaging import (ImageConfig, auto_eval_images, bpd_standard_error, bpd_summary,
-                              build_objective, build_score_model, build_sde, model_scaling,
-                              preset_config, run_label, sample_grid, test_bpd)
+from scorepde.image_config import (ImageConfig, build_objective, build_score_model, build_sde,
+                                   model_scaling, preset_config, run_label)
+from scorepde.image_eval import auto_eval_images, bpd_summary, sample_grid
+from scorepde.image_eval import image_bpd as test_bpd  # TODO(ckpt): call image_bpd by its name
+from scorepde.imaging import bpd_standard_error  # TODO(ckpt): deprecated; use image_eval.bpd_metrics(res)
 from scorepde.losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS
 from scorepde.plotting import training_curves
 from scorepde.training import (InterruptFlag, JsonlLog, NonFiniteLossError,

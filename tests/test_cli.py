@@ -36,8 +36,7 @@ def _load(path: Path, name: str):
 
 
 train = _load(ROOT / "image" / "train.py", "cli_image_train")
-evaluate = _load(ROOT / "image" / "eval.py", "cli_image_eval")
-bench = _load(ROOT / "image" / "bench_bpd.py", "cli_image_bench")
+from scorepde.commands import bench_bpd as bench, eval as evaluate  # noqa: E402
 
 
 def one_line_error(capsys, call, *needles):
@@ -132,7 +131,7 @@ def test_data_dir_is_the_dataset_folder_or_its_parent(tmp_path):
 
 # 4. The default evaluation is scaled to the run; short runs say how to get one.
 def test_short_runs_skip_the_default_evaluation_and_say_so(run_dir, tmp_path, capsys):
-    from scorepde.imaging import auto_eval_images
+    from scorepde.image_eval import auto_eval_images
     assert auto_eval_images(2000) == 64 and auto_eval_images(400) == 25 and auto_eval_images(20) == -1
     out = tmp_path / "short"
     assert train.main(TINY + ["--steps", "2", "--out", str(out)]) == 0
@@ -326,7 +325,7 @@ def test_run_says_where_it_wrote(tmp_path, capsys):
 # 12. Figures: training curves and titles.
 def test_training_curves_and_titled_samples(run_dir, tmp_path):
     import matplotlib.image as mpimg
-    from scorepde.imaging import save_grid
+    from scorepde.plotting import save_grid
     assert (run_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     k = torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8)
     plain = mpimg.imread(save_grid(k, 17, str(tmp_path / "a.png")))
@@ -350,7 +349,7 @@ def test_progress_bar_shows_what_on_step_returns(capsys):
 
 # 14. No ± from one repeat; the line names images, repeats and the wall time.
 def test_bpd_line_has_no_error_bar_from_one_repeat():
-    from scorepde.imaging import bpd_summary
+    from scorepde.image_eval import bpd_summary
     one = bpd_summary({"bpd": 2.0, "per_repeat": [2.0]}, 359, 1, 12.3)
     assert "±" not in one and "359 test images" in one and "12.3 s" in one
     two = bpd_summary({"bpd": 2.0, "per_repeat": [1.9, 2.1, 1.9, 2.1]}, 359, 4, 12.3)
