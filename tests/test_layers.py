@@ -22,7 +22,7 @@ LAYERS = {
         "benchmarking"],
     1: ["derivatives", "sde"],
     2: ["fpe", "estimators", "nn", "gmm"],
-    3: ["losses", "likelihood", "sampling", "curves", "curl", "metrics", "cauchy", "schedules"],
+    3: ["losses", "likelihood", "sampling", "curves", "curl", "metrics", "cauchy", "schedules", "baselines"],
     4: ["training", "checkpoints", "resumable", "bpd", "data", "audit", "reporting", "plotting", "toy",
         "image_config", "image_eval", "imaging"],
     5: ["commands", "cli"],
