@@ -41,9 +41,15 @@ def run(scores: Sequence[Callable], labels: Sequence[str], sde: SDE, x0: torch.T
                             for m in range(1, len(scores))]}
 
 
-def audit(score: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], **kwargs) -> dict:
+def audit(score: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
+          generator: torch.Generator | None = None, **kwargs) -> dict:
     """One model's numbers on the grid ``ts``: ``{"t": [...], quantity: [{"mean", "se"} per t]}``
-    (``kwargs`` as for ``run``)."""
+    (``kwargs`` as for ``run``). A ``generator`` instead of ``seed`` draws the seed from it, so
+    two calls with equally seeded generators see the same x_t and probes."""
+    if generator is not None:
+        if "seed" in kwargs:
+            raise ValueError("pass seed or generator, not both")
+        kwargs["seed"] = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     result = run([score], ["model"], sde, x0, ts, **kwargs)
     return {"t": result["t"], "native": result["native"], **result["models"][0]["quantities"]}
 
