@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -42,36 +43,41 @@ import numpy as np
 import torch
 
 from scorepde import plotting
-from scorepde.atomic import atomic_write
-from scorepde.cli import user_errors
+from scorepde import reporting as rp
+from scorepde.checkpoints import load_checkpoint, save_checkpoint, weights_id
+from scorepde.cli import fail, user_errors
 from scorepde.curves import residual_curves
 from scorepde.data import load_dataset, to_model_space
 from scorepde.distributed import DistInfo, ShardedBatches
-from scorepde.image_config import ImageConfig, load_trained, model_scaling
-from scorepde.image_eval import TABLE4_TIMES
-from scorepde.image_eval import image_bpd as test_bpd  # TODO(ckpt): call image_bpd by its name
+from scorepde.image_config import load_trained, model_scaling
+from scorepde.image_eval import TABLE4_TIMES, image_bpd
 from scorepde.losses import PAPER_SETTINGS, FPObjective, dsm_loss
-from scorepde.resumable import resumable_fit, step_seed
 from scorepde.runstore import RunStore, parse_shard, run_name, shard_of
-from scorepde.stats import mean_se, paired_difference
-from scorepde.training import (StopRequested, load_checkpoint, make_ema, make_optimizer, save_checkpoint,
-                               weights_id)
+from scorepde.stats import mean_se, paired_difference, paired_eval_se, pool_chunks, standard_error
+from scorepde.training import Checkpointing, StopRequested, fit, make_ema, make_optimizer, step_seed
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PRESETS = {"digits": "mnist", "mnist": "mnist", "fashion-mnist": "fashion-mnist"}
 EVAL_SEED = 4242            # dequantization and probes of every evaluation: shared by all models
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _grid_flags(p)
+    _eval_and_run_flags(p)
+    return p, p.parse_args(argv)
+
+
+def _grid_flags(p) -> None:
     p.add_argument("--dataset", default="digits", choices=sorted(PRESETS), help="data set (default digits)")
     p.add_argument("--data-dir", help="folder of the data set's IDX files (mnist, fashion-mnist)")
-    p.add_argument("--out", default=None, help="output folder (default image/results/finetune_<dataset>)")
+    p.add_argument("--out", default=None, help="output folder (default image/results/finetune_<dataset>, "
+                   "relative to the current folder: run from the repository's root)")
     p.add_argument("--base-stages", type=int, nargs="+", default=[1000, 2000, 4000, 8000],
                    help="DSM base: the cumulative steps after which its held-out DSM loss is measured")
     p.add_argument("--base-steps", type=int, default=None,
                    help="the base stage to fine-tune from (default: the last of --base-stages)")
-    p.add_argument("--base-args", default="", help="extra flags for image/train.py's base run, one string")
+    p.add_argument("--base-args", default="", help="extra flags for the base run of image/train.py "
+                   "(scorepde-train), one string")
     p.add_argument("--steps", type=int, default=2250,
                    help="fine-tuning steps, the same for every β (default 2250 ≈ 100 epochs of digits' "
                    "1437 images at batch 64, the paper's fine-tuning length in epochs)")
@@ -82,6 +88,9 @@ def parse_args(argv=None):
                    help="FP β in the official units (default: the preset's 0.1, then 0.01 and 1.0)")
     p.add_argument("--fp-subbatch", type=int, default=None,
                    help="samples per step R_FP sees (default: the whole batch, as the official code)")
+
+
+def _eval_and_run_flags(p) -> None:
     p.add_argument("--eval-images", type=int, default=0,
                    help="test images for bits/dim: 0 = the whole test split, N = the first N (fixed)")
     p.add_argument("--eval-chunk", type=int, default=0,
@@ -106,12 +115,6 @@ def parse_args(argv=None):
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="open checkpoints in OUT that need code to load (ones you made yourself with an older "
                    "scorepde); never for files from someone else")
-    return p, p.parse_args(argv)
-
-
-def fail(message: str, code: int = 2):
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
 
 
 class Bench:
@@ -148,8 +151,7 @@ class Bench:
                                                               dequantized=True, generator=gen)[0],
                                    weighting=cfg.dsm_weighting, eps=cfg.t_eps, generator=gen))
                     for _ in range(self.args.heldout_repeats)]
-        return {"heldout_dsm": float(np.mean(held)),
-                "heldout_dsm_se": float(np.std(held, ddof=1) / len(held) ** 0.5) if len(held) > 1 else None}
+        return {"heldout_dsm": float(np.mean(held)), "heldout_dsm_se": _finite(standard_error(held))}
 
     def evaluate(self, model, sde, cfg, chunk) -> dict:
         """Bits/dim on test images [a, b), held-out DSM loss and r_FP(t), r_DSM(t) of one model.
@@ -157,7 +159,7 @@ class Bench:
         a = self.args
         t0 = time.time()
         seed = EVAL_SEED if chunk[0] == 0 else step_seed(EVAL_SEED, chunk[0])
-        res = test_bpd(model, sde, cfg, self.test.images[chunk[0]:chunk[1]], self.levels, repeats=a.eval_repeats,
+        res = image_bpd(model, sde, cfg, self.test.images[chunk[0]:chunk[1]], self.levels, repeats=a.eval_repeats,
                        batch_size=a.eval_batch_size, rtol=a.rtol, atol=a.rtol,
                        generator=torch.Generator().manual_seed(seed), progress=not a.no_progress)
         t_bpd = time.time() - t0
@@ -167,7 +169,7 @@ class Bench:
         curves = residual_curves(model, sde, x0, TABLE4_TIMES, estimator=a.residual_estimator,
                                  batch_size=16, generator=gen)
         return {"bpd": res["bpd"], "bpd_per_repeat": res["per_repeat"],
-                "eval_se": res["bpd_std"] / a.eval_repeats ** 0.5, "bpd_per_image": res["per_sample"],
+                "eval_se": _finite(standard_error(res["per_repeat"])), "bpd_per_image": res["per_sample"],
                 "nfe": res["nfe"],
                 "eval_images": chunk[1] - chunk[0], "eval_chunk": list(chunk),
                 "weights_id": weights_id(model.state_dict()), "eval_repeats": a.eval_repeats, "rtol": a.rtol,
@@ -188,7 +190,7 @@ def base_phase(args, bench, store, out) -> None:
         if have > steps:
             fail(f"{ckpt} is at step {have}, past stage {steps}: stages must be run in order; "
                  "remove the folder to start the base again")
-        cmd = [sys.executable, os.path.join(HERE, "train.py"), "--dataset", args.dataset, "--objective", "dsm",
+        cmd = [sys.executable, "-m", "scorepde.commands.train", "--dataset", args.dataset, "--objective", "dsm",
                "--steps", str(steps), "--out", base_dir, "--eval-images", "-1", "--ckpt-every", "250",
                "--device", "cpu", "--threads", str(args.threads), *args.base_args.split(),
                *(["--trust-checkpoint"] if args.trust_checkpoint else [])]
@@ -200,7 +202,8 @@ def base_phase(args, bench, store, out) -> None:
         t0 = time.time()
         proc = subprocess.run(cmd)
         if proc.returncode != 0:
-            fail(f"image/train.py stopped with code {proc.returncode}; run this command again to continue",
+            fail(f"the base's training (scorepde.commands.train) stopped with code {proc.returncode}; "
+                 "run this command again to continue",
                  proc.returncode)
         shutil.copyfile(ckpt, stage)
         cfg, sde, model, bid = load_base(out, bench, steps)
@@ -306,14 +309,36 @@ def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
             fail(f"{final} cannot be loaded ({err}); delete it to fine-tune that run again")
         return cfg, sde, model.eval(), state["record"]
     model.train()
+    objective, settings = _objective(args, model, sde, beta)
+    lr = args.lr or cfg.lr
+    opt, sched = make_optimizer(model.parameters(), lr=lr, warmup=cfg.warmup)
+    ema = make_ema(model, cfg.ema_decay)
+    os.makedirs(os.path.dirname(ckpt), exist_ok=True)
+    res = fit(objective, opt, _batches(bench, cfg, seed), args.steps, generator=torch.Generator(), seed=seed,
+              scheduler=sched, ema=ema, model=model, grad_clip=cfg.grad_clip,
+              checkpoint=Checkpointing(ckpt, every=args.ckpt_every), curve_every=max(1, args.steps // 200),
+              progress=not args.no_progress, desc=f"tune β={beta:g} seed{seed}")
+    trained = {"curve": res.curve, "resumed_at": res.resumed_at, "train_s": res.train_seconds,
+               "method": "dsm" if beta == 0 else "fp", "lr": lr, "objective": settings}
+    save_checkpoint(final, {"model": ema.module.state_dict(), "step": args.steps, "record": trained})
+    os.remove(ckpt)
+    return cfg, sde, ema.module.eval(), trained
+
+
+def _objective(args, model, sde, beta):
+    """The fine-tuning loss at ``beta`` (0: DSM alone) in the data set's paper setting, and
+    that setting as recorded with the run."""
     preset = PAPER_SETTINGS[PRESETS[args.dataset]]
     if beta == 0:
         objective = FPObjective(model, sde, dsm_weighting=preset["dsm_weighting"], eps=preset["eps"])
     else:
         objective = FPObjective(model, sde, **{**preset, "beta": beta, "subbatch": args.fp_subbatch})
-    lr = args.lr or cfg.lr
-    opt, sched = make_optimizer(model.parameters(), lr=lr, warmup=cfg.warmup)
-    ema = make_ema(model, cfg.ema_decay)
+    return objective, {**preset, "beta": beta, "subbatch": args.fp_subbatch}
+
+
+def _batches(bench, cfg, seed):
+    """``batches(start)``: the batches of steps start, start+1, …, each dequantized with a
+    generator seeded by the step, so every β of one seed sees the same data."""
     images, scaling = bench.train.images, model_scaling(cfg)
 
     def batches(start):
@@ -322,24 +347,13 @@ def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
         for step, idx in enumerate(order, start):
             deq.manual_seed(step_seed(seed + 7919, step))
             yield to_model_space(images[idx], bench.levels, scaling, dequantized=True, generator=deq)[0]
-
-    os.makedirs(os.path.dirname(ckpt), exist_ok=True)
-    fit = resumable_fit(objective, model, opt, args.steps, batches=batches, ckpt_path=ckpt, seed=seed,
-                        scheduler=sched, ema=ema, grad_clip=cfg.grad_clip, ckpt_every=args.ckpt_every,
-                        progress=not args.no_progress, desc=f"tune β={beta:g} seed{seed}")
-    trained = {**fit, "method": "dsm" if beta == 0 else "fp", "lr": lr,
-               "objective": {**preset, "beta": beta, "subbatch": args.fp_subbatch}}
-    save_checkpoint(final, {"model": ema.module.state_dict(), "step": args.steps, "record": trained})
-    os.remove(ckpt)
-    return cfg, sde, ema.module.eval(), trained
+    return batches
 
 
-def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> dict:
-    """Tables, metrics and (``figures``) figures from the finished runs. A replicate is
-    (seed, base_id): FP and DSM pair only when both fine-tuned the same base with the same
-    seed. A model counts once every evaluation chunk of it is done (``_pooled``)."""
+def _finished(args, bench, store, base_steps, seeds):
+    """({(β, seed, base_id): pooled evaluation}, {base_id: pooled evaluation}) of the models
+    whose every evaluation chunk is done (``_pooled``)."""
     runs = store.all()
-    base = sorted((r for r in runs if r["phase"] == "base" and r["data"] == args.dataset), key=lambda r: r["steps"])
     labels = [bench.label(c) for c in bench.chunks]
 
     def pooled(name, keys):     # one run key per chunk; None unless every chunk is done
@@ -353,11 +367,19 @@ def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> d
     tune = {(beta, seed, bid): pooled(f"β={beta:g} seed {seed}",
                                       [tune_key(args, base_steps, bid, beta, seed, lab) for lab in labels])
             for beta, seed, bid in models}
-    tune = {k: r for k, r in tune.items() if r is not None}
     evaluated = sorted({r.get("base_id") for r in runs if r["phase"] == "base-eval"}, key=str)
     evals = {bid: pooled(f"base {bid}", [base_eval_key(args, base_steps, bid, lab) for lab in labels])
              for bid in evaluated}
-    evals = {b: r for b, r in evals.items() if r is not None}
+    return ({k: r for k, r in tune.items() if r is not None}, {b: r for b, r in evals.items() if r is not None})
+
+
+def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> dict:
+    """Tables, metrics and (``figures``) figures from the finished runs. A replicate is
+    (seed, base_id): FP and DSM pair only when both fine-tuned the same base with the same
+    seed. A model counts once every evaluation chunk of it is done (``_pooled``)."""
+    base = sorted((r for r in store.all() if r["phase"] == "base" and r["data"] == args.dataset),
+                  key=lambda r: r["steps"])
+    tune, evals = _finished(args, bench, store, base_steps, seeds)
     metrics = {"dataset": args.dataset, "base_curve": [{k: r[k] for k in ("steps", "heldout_dsm", "heldout_dsm_se")} for r in base],
                "base_steps": base_steps, "finetune_steps": args.steps, "eval_chunks": bench.chunks,
                "bases": {}, "betas": {}}
@@ -367,47 +389,65 @@ def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> d
         rows.append([f"base {bid} ({base_steps} DSM steps)", "—", f"{be['bpd']:.4f}", "—", "—",
                      f"{be['heldout_dsm']:.4f}", f"{np.mean(be['residual_curves']['r_fp']):.3g}"])
     of = lambda beta: {(s, b): r for (bt, s, b), r in tune.items() if bt == beta}   # noqa: E731
-    dsm = of(0.0)
-    if dsm:
-        def dsm_row(label, e):
-            return [label, str(len(e["seeds"])), f"{e['bpd']['mean']:.4f}", "—", "—",
-                    f"{e['heldout_dsm']:.4f}", f"{e['r_fp_mean']:.3g}"]
-        metrics["dsm"] = _summary(dsm)
-        rows.append(dsm_row("DSM", metrics["dsm"]))
-        bases = sorted({b for _, b in dsm})
-        if len(bases) > 1:      # the pooled row mixes bases; each base's own DSM row beside it
-            metrics["dsm_by_base"] = {b: _summary({k: r for k, r in dsm.items() if k[1] == b}) for b in bases}
-            rows += [dsm_row(f"  DSM, base {b}", e) for b, e in metrics["dsm_by_base"].items()]
-    xs, ys, hs = [], [], []
+    rows += _dsm_rows(metrics, of(0.0))
     for beta in betas:
-        fp = of(beta)
-        if not fp:
-            continue
-        e = _summary(fp)
-        both = [k for k in fp if k in dsm]
-        if both:
-            e["paired"] = {**paired_difference([fp[k]["bpd"] for k in both], [dsm[k]["bpd"] for k in both]),
-                           "seeds": [s for s, _ in both], "base_ids": [b for _, b in both]}
-            e["eval_se_diff"] = _eval_se_diff(fp, dsm, both)
-            xs.append(beta)
-            ys.append(e["paired"]["mean"])
-            hs.append(e["paired"]["half_width"])
-        metrics["betas"][repr(beta)] = e
-        pd = e.get("paired")
-        ci = "—" if not pd else (f"{pd['mean']:+.4f}" + ("" if pd["half_width"] is None
-                                                          else f" [{pd['lo']:+.4f}, {pd['hi']:+.4f}]"))
-        rows.append([f"FP β={beta:g}", str(len(fp)), f"{e['bpd']['mean']:.4f}", ci,
-                     "—" if not pd else f"{e['eval_se_diff']:.4f}", f"{e['heldout_dsm']:.4f}", f"{e['r_fp_mean']:.3g}"])
-    if not figures:
-        return metrics, rows
-    if xs:
-        plotting.errorbars({args.dataset: {"FP − DSM": (xs, ys, hs)}}, os.path.join(out, "bpd_vs_beta.png"),
-                           xlabel="β (official units, ‖ε‖/D)", ylabel="bits/dim FP − DSM",
-                           suptitle=f"fine-tuned {args.steps} steps from base {base_steps}; paired, 95% t-interval")
+        if of(beta):
+            metrics["betas"][repr(beta)] = _beta(of(beta), of(0.0))
+            rows.append(_beta_row(beta, metrics["betas"][repr(beta)]))
+    if figures:
+        _figures(args, out, base_steps, betas, base, metrics, of)
+    return metrics, rows
+
+
+def _dsm_rows(metrics: dict, dsm: dict) -> list:
+    """The DSM summary (``metrics["dsm"]``, and per base when the runs mix bases) and its rows."""
+    if not dsm:
+        return []
+
+    def dsm_row(label, e):
+        return [label, str(len(e["seeds"])), f"{e['bpd']['mean']:.4f}", "—", "—",
+                f"{e['heldout_dsm']:.4f}", f"{e['r_fp_mean']:.3g}"]
+    metrics["dsm"] = _summary(dsm)
+    rows = [dsm_row("DSM", metrics["dsm"])]
+    bases = sorted({b for _, b in dsm})
+    if len(bases) > 1:      # the pooled row mixes bases; each base's own DSM row beside it
+        metrics["dsm_by_base"] = {b: _summary({k: r for k, r in dsm.items() if k[1] == b}) for b in bases}
+        rows += [dsm_row(f"  DSM, base {b}", e) for b, e in metrics["dsm_by_base"].items()]
+    return rows
+
+
+def _beta(fp: dict, dsm: dict) -> dict:
+    """One β's summary and, over the (seed, base) replicates DSM shares, the paired FP − DSM
+    bits/dim with its t-interval and the evaluation's SE of one replicate's difference."""
+    e = _summary(fp)
+    both = [k for k in fp if k in dsm]
+    if both:
+        e["paired"] = {**paired_difference([fp[k]["bpd"] for k in both], [dsm[k]["bpd"] for k in both]),
+                       "seeds": [s for s, _ in both], "base_ids": [b for _, b in both]}
+        e["eval_se_diff"] = paired_eval_se({k: fp[k]["bpd_per_image"] for k in both},
+                                           {k: dsm[k]["bpd_per_image"] for k in both}, both)
+    return e
+
+
+def _beta_row(beta: float, e: dict) -> list:
+    pd = e.get("paired")
+    ci = rp.fmt_interval(pd, 4, one="") if pd else "—"
+    return [f"FP β={beta:g}", str(len(e["seeds"])), f"{e['bpd']['mean']:.4f}", ci,
+            "—" if not pd else f"{e['eval_se_diff']:.4f}", f"{e['heldout_dsm']:.4f}", f"{e['r_fp_mean']:.3g}"]
+
+
+def _figures(args, out, base_steps, betas, base, metrics, of) -> None:
+    """bpd_vs_beta.png (paired FP − DSM against β), base_curve.png, finetune_curves.png."""
+    rp.paired_figure({args.dataset: {"FP − DSM": {b: metrics["betas"][repr(b)] for b in betas
+                                                 if repr(b) in metrics["betas"]}}},
+                     os.path.join(out, "bpd_vs_beta.png"), xlabel="β (official units, ‖ε‖/D)",
+                     ylabel="bits/dim FP − DSM",
+                     suptitle=f"fine-tuned {args.steps} steps from base {base_steps}; paired, 95% t-interval")
     if base:
         plotting.curves([r["steps"] for r in base], {"held-out DSM loss": [r["heldout_dsm"] for r in base]},
                         os.path.join(out, "base_curve.png"), ylabel="held-out DSM loss (EMA)", xlabel="base steps",
                         logy=False, title=f"{args.dataset}: DSM base")
+    dsm = of(0.0)
     if dsm:
         first = min(dsm)       # one replicate's curves: DSM and every β that ran it
         series = {f"β={b:g}": [c["dsm"] for c in of(b)[first]["curve"]] for b in [0.0] + list(betas) if first in of(b)}
@@ -415,13 +455,17 @@ def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> d
         plotting.curves(steps, series, os.path.join(out, "finetune_curves.png"), ylabel="train DSM term (window mean)",
                         xlabel="fine-tuning step", logy=False,
                         title=f"{args.dataset}: fine-tuning, seed {first[0]}, base {first[1]}")
-    return metrics, rows
+
+
+def _finite(value: float):
+    """``value``, or None where it is NaN (no estimate: e.g. an SE from one value)."""
+    return None if math.isnan(value) else value
 
 
 def _pooled(chunks: list, name: str) -> dict:
-    """One model's evaluation chunks as one evaluation: bits/dim and each repeat's mean over
-    all their images (image-weighted), the eval SE from the pooled repeats. The chunks must
-    be one model: equal held-out DSM, residual curves and (where recorded) weights id."""
+    """One model's evaluation chunks as one evaluation (``stats.pool_chunks``): bits/dim and
+    each repeat's mean over all their images, the eval SE from the pooled repeats. The chunks
+    must be one model: equal held-out DSM, residual curves and (where recorded) weights id."""
     first = chunks[0]
     if len(chunks) == 1:
         return first
@@ -430,23 +474,11 @@ def _pooled(chunks: list, name: str) -> dict:
                            for r in chunks):
         fail(f"{name}: its evaluation chunks disagree on the held-out DSM loss, residuals or weights, so they "
              "come from different trainings (another machine?); delete that run's chunk files to evaluate it again")
-    n = [len(r["bpd_per_image"]) for r in chunks]
-    per_repeat = np.average([r["bpd_per_repeat"] for r in chunks], axis=0, weights=n)
-    per_image = [v for r in chunks for v in r["bpd_per_image"]]
+    pool = pool_chunks([r["bpd_per_repeat"] for r in chunks], [r["bpd_per_image"] for r in chunks])
     per_chunk = ("eval_chunk", "nfe", "bpd_s", "eval_s")      # (the first chunk's would mislead)
     return {**{k: v for k, v in first.items() if k not in per_chunk},
-            "bpd": float(np.mean(per_image)), "bpd_per_image": per_image,
-            "bpd_per_repeat": per_repeat.tolist(), "eval_images": len(per_image),
-            "eval_se": float(np.std(per_repeat, ddof=1) / len(per_repeat) ** 0.5) if len(per_repeat) > 1 else 0.0}
-
-
-def _eval_se_diff(fp: dict, dsm: dict, keys) -> float:
-    """The evaluation's standard error of one seed's FP − DSM bits/dim: over the test images,
-    std_i(bpd_FP,i − bpd_DSM,i)/√n (both models see the same images, dequantization and
-    probes), root-mean-square over seeds; with repeats > 1 the repeat-to-repeat noise is in it."""
-    se2 = [np.var(np.subtract(fp[s]["bpd_per_image"], dsm[s]["bpd_per_image"]), ddof=1)
-           / len(fp[s]["bpd_per_image"]) for s in keys]
-    return float(np.sqrt(np.mean(se2)))
+            "bpd": pool["mean"], "bpd_per_image": pool["per_item"], "bpd_per_repeat": pool["per_repeat"],
+            "eval_images": pool["n_items"], "eval_se": _finite(pool["se"])}
 
 
 def _summary(runs: dict) -> dict:
@@ -456,70 +488,79 @@ def _summary(runs: dict) -> dict:
             "eval_se_per_seed": [r["eval_se"] for r in rs],
             "heldout_dsm": float(np.mean([r["heldout_dsm"] for r in rs])),
             "heldout_dsm_per_seed": [r["heldout_dsm"] for r in rs],
-            "r_fp": np.mean([r["residual_curves"]["r_fp"] for r in rs], 0).tolist(),
-            "r_dsm": np.mean([r["residual_curves"]["r_dsm"] for r in rs], 0).tolist(),
+            "r_fp": rp.average(rs, "residual_curves", "r_fp"),
+            "r_dsm": rp.average(rs, "residual_curves", "r_dsm"),
             "r_fp_mean": float(np.mean([r["residual_curves"]["r_fp"] for r in rs])),
             "train_s": float(np.mean([r["train_s"] for r in rs]))}
 
 
+def _settings(args):
+    """(shard, base_steps, bench) from the flags; ``ValueError`` naming a bad one."""
+    shard = parse_shard(args.shard)
+    if args.steps < 1 or args.seeds < 1 or args.eval_repeats < 1:
+        raise ValueError("--steps, --seeds and --eval-repeats must be >= 1")
+    if args.eval_images < 0 or args.eval_chunk < 0:
+        raise ValueError("--eval-images and --eval-chunk must be >= 0 (0: the whole test split, one chunk)")
+    if args.betas and any(b <= 0 for b in args.betas):
+        raise ValueError("--betas are the FP runs' β and must be positive; DSM (β = 0) always runs")
+    base_steps = args.base_steps or max(args.base_stages)
+    if base_steps not in args.base_stages:
+        raise ValueError(f"--base-steps {base_steps} is not one of --base-stages {args.base_stages}")
+    return shard, base_steps, Bench(args)
+
+
+def _grid(args, bench, store, out, base_steps, betas, seeds, shard) -> int:
+    """The base, its evaluation (shard 0) and this shard's fine-tuning runs; the exit code."""
+    with user_errors():     # a checkpoint in OUT that is unreadable or needs code to load
+        base_phase(args, bench, store, out)
+        bid = None if args.base_only else base_id(args, bench, store, out, base_steps)
+    if args.base_only:
+        return 0
+    if shard[0] == 0:       # one evaluation of the base, not one per shard
+        base_eval(args, bench, store, out, base_steps, bid)
+    grid = [(b, s) for i, b in enumerate(betas) for s in seeds for b in ([0.0, b] if i == 0 else [b])]
+    grid = list(shard_of(grid, shard, kind=lambda run: run[0]))   # each β split evenly
+    todo = [g for g in grid if tune_todo(args, bench, store, base_steps, bid, *g)]
+    print(f"fine-tuning from base {base_steps} ({bid}): {len(grid) - len(todo)} of {len(grid)} runs done", flush=True)
+    t_grid = time.time()
+    for i, (beta, seed) in enumerate(todo):
+        try:
+            ev = tune_one(args, bench, store, out, base_steps, bid, beta, seed)
+        except StopRequested:
+            print("\ninterrupted: checkpoint saved; run the same command to continue", file=sys.stderr, flush=True)
+            return 130
+        left = (time.time() - t_grid) / (i + 1) * (len(todo) - i - 1)
+        a, b = ev["eval_chunk"]
+        print(f"[{i + 1}/{len(todo)}] β={beta:g} seed {seed}: {ev['bpd']:.4f} bits/dim on images {a}..{b - 1} "
+              f"(eval SE {ev['eval_se']:.4f}); grid ETA {left / 60:.1f} min", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
+    """``scorepde-finetune`` / ``python image/finetune.py``: 0 when done, 130 when interrupted."""
     p, args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        shard = parse_shard(args.shard)
-        if args.steps < 1 or args.seeds < 1 or args.eval_repeats < 1:
-            raise ValueError("--steps, --seeds and --eval-repeats must be >= 1")
-        if args.eval_images < 0 or args.eval_chunk < 0:
-            raise ValueError("--eval-images and --eval-chunk must be >= 0 (0: the whole test split, one chunk)")
-        if args.betas and any(b <= 0 for b in args.betas):
-            raise ValueError("--betas are the FP runs' β and must be positive; DSM (β = 0) always runs")
-        base_steps = args.base_steps or max(args.base_stages)
-        if base_steps not in args.base_stages:
-            raise ValueError(f"--base-steps {base_steps} is not one of --base-stages {args.base_stages}")
-        bench = Bench(args)
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err))
-    out = args.out or os.path.join(HERE, "results", f"finetune_{args.dataset}")
+    with user_errors():
+        shard, base_steps, bench = _settings(args)
+    out = args.out or os.path.join("image", "results", f"finetune_{args.dataset}")
     store = RunStore(os.path.join(out, "runs"))
     preset_beta = PAPER_SETTINGS[PRESETS[args.dataset]]["beta"]
     # 10 significant digits: 0.1/10 and a typed 0.01 name the same run
     betas = [float(f"{b:.10g}") for b in (args.betas or [preset_beta, preset_beta / 10, preset_beta * 10])]
     seeds = list(range(args.seed, args.seed + args.seeds))
-
     if not args.report:
-        with user_errors():     # a checkpoint in OUT that is unreadable or needs code to load
-            base_phase(args, bench, store, out)
-            bid = None if args.base_only else base_id(args, bench, store, out, base_steps)
-        if not args.base_only:
-            if shard[0] == 0:       # one evaluation of the base, not one per shard
-                base_eval(args, bench, store, out, base_steps, bid)
-            grid = [(b, s) for i, b in enumerate(betas) for s in seeds for b in ([0.0, b] if i == 0 else [b])]
-            grid = list(shard_of(grid, shard, kind=lambda run: run[0]))   # each β split evenly
-            todo = [g for g in grid if tune_todo(args, bench, store, base_steps, bid, *g)]
-            print(f"fine-tuning from base {base_steps} ({bid}): {len(grid) - len(todo)} of {len(grid)} runs done", flush=True)
-            t_grid = time.time()
-            for i, (beta, seed) in enumerate(todo):
-                try:
-                    ev = tune_one(args, bench, store, out, base_steps, bid, beta, seed)
-                except StopRequested:
-                    print("\ninterrupted: checkpoint saved; run the same command to continue",
-                          file=sys.stderr, flush=True)
-                    return 130
-                left = (time.time() - t_grid) / (i + 1) * (len(todo) - i - 1)
-                a, b = ev["eval_chunk"]
-                print(f"[{i + 1}/{len(todo)}] β={beta:g} seed {seed}: {ev['bpd']:.4f} bits/dim on images {a}..{b - 1} "
-                      f"(eval SE {ev['eval_se']:.4f}); grid ETA {left / 60:.1f} min", flush=True)
-
+        code = _grid(args, bench, store, out, base_steps, betas, seeds, shard)
+        if code:
+            return code
     # a shard sees its own grid only: the folder's report is left to --report, not overwritten
     write = args.report or args.shard is None
     metrics, rows = report(args, bench, store, out, base_steps, betas, seeds, figures=write)
-    metrics["config"] = {k: v for k, v in vars(args).items()}
+    # the experiment's flags (--trust-checkpoint only says how to open files, not what ran)
+    metrics["config"] = {k: v for k, v in vars(args).items() if k != "trust_checkpoint"}
     if write:
-        atomic_write(os.path.join(out, "metrics.json"), lambda f: json.dump(metrics, f, indent=1), binary=False)
-    head = ["model", "seeds", "bits/dim", "FP − DSM [95% CI]", "eval SE of diff", "held-out DSM", "mean r_FP"]
-    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
-    for r in [head] + rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        rp.write_metrics(out, metrics, indent=1)
+    print(rp.text_table(["model", "seeds", "bits/dim", "FP − DSM [95% CI]", "eval SE of diff", "held-out DSM",
+                         "mean r_FP"], rows))
     print(f"(fine-tuned {args.steps} steps from the {base_steps}-step DSM base; " +
           (f"wrote {out}/metrics.json)" if write else
            f"shard {args.shard}: run with --report once every shard is done to write {out}/metrics.json)"))
