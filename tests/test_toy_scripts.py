@@ -142,3 +142,26 @@ def test_density_shard_leaves_the_folders_report_alone(tmp_path):
     assert (out / "metrics.json").read_text() == before
     density.main(args + ["--report"])
     assert "every_shard" not in json.loads((out / "metrics.json").read_text())
+
+
+def test_a_folder_holding_results_is_refused_unless_overwrite(tmp_path):
+    """scorepde-cauchy never writes over earlier results by accident: one line naming the
+    fix, exit status 2, nothing trained; --overwrite is the way to write there anyway."""
+    out = tmp_path / "held"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    for argv in (["--quick"], ["--dim", "2", "--quick"]):
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "toy", "cauchy_gmm.py"), *argv, "--out", str(out)],
+                              capture_output=True, text=True, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and "--overwrite" in lines[0], proc.stderr[-2000:]
+    assert (out / "metrics.json").read_text() == "{}"
+
+
+def test_the_default_out_folder_is_in_the_current_folder(tmp_path, monkeypatch):
+    import argparse
+    from scorepde.commands._toy import setup
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(out=None, device="cpu", threads=None, overwrite=False)
+    assert setup(args, "cauchy_gmm") == str(tmp_path / "out" / "cauchy_gmm") == args.out
+    assert (tmp_path / "out" / "cauchy_gmm").is_dir()
