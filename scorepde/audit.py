@@ -35,7 +35,7 @@ import torch
 from .autodiff import explained
 from .curl import antisymmetry
 from .curves import dsm_like, perturb_at
-from .fpe import ESTIMATORS, residual_norm_sq
+from .fpe import ESTIMATORS, get_estimator, residual_norm_sq
 from .sde import SDE
 from .stats import standard_error
 
@@ -73,7 +73,8 @@ def audit(score: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
         raise ValueError(f"every t must lie in (0, {sde.T}], got {list(ts)}")
     chunks = x0.split(batch_size)
     # a DDPM network's clock: finite differences in t need steps of a fraction of one step k
-    step = {"h": sde.fd_h} if hasattr(sde, "fd_h") and "h" not in options else {}
+    uses_stencil = get_estimator(estimator, **options).time_stencil is not None
+    step = {"h": sde.fd_h} if hasattr(sde, "fd_h") and uses_stencil and "h" not in options else {}
     out = {"t": [float(t) for t in ts], **{k: [] for k in QUANTITIES}}
     bar = tqdm(total=len(ts) * len(chunks), desc="audit", disable=not progress)
     for t in ts:

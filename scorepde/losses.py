@@ -32,8 +32,8 @@ import torch
 
 from .checks import check_batch_independent, check_finite, check_output
 from .derivatives import broadcast_to_batch
-from .fpe import ESTIMATORS, residual_norm_sq
-from .fpe import _options as _estimator_options
+from .estimators import Estimator
+from .fpe import get_estimator, residual_norm_sq
 from .sde import SDE
 from .typing import Score, renamed_keywords, time_conditioning
 
@@ -239,7 +239,7 @@ def fp_regularizer(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, *,
 SHIFTED_SHARE = 1e-4
 
 
-def _warn_if_stencil_leaves_the_horizon(model, sde: SDE, eps: float, estimator: str, options: dict):
+def _warn_if_stencil_leaves_the_horizon(model, sde: SDE, eps: float, est: Estimator):
     """Training from t_eps below the stencil's backward step h_s would lean on the shifted stencil.
 
     For t < h_s a stencil in t (``"paper"``: h_s = 1e-3) would reach below t = 0; scorepde
@@ -247,14 +247,15 @@ def _warn_if_stencil_leaves_the_horizon(model, sde: SDE, eps: float, estimator: 
     differentiates a one-sided interpolant over a span wider than t itself: under VP, whose
     σ_t ~ sqrt(β_min t) varies on the scale of t, measured 2-690× relative error below 1e-3.
     """
-    opts = _estimator_options(estimator, {k: v for k, v in options.items() if k != "validate"},
-                              model, torch.float32)
-    h_s = opts["h"][0]
+    h = est.time_step(model, torch.float32)
+    if h is None:  # ∂t s by forward mode: no stencil
+        return
+    h_s = h[0]
     shifted = (h_s - eps) / (sde.T - eps)  # the share of training times t ~ U(eps, T) affected
-    if opts["dt"] == "jvp" or shifted <= SHIFTED_SHARE:
+    if shifted <= SHIFTED_SHARE:
         return
     warnings.warn(
-        f"FPObjective: eps={eps:g} is below the {estimator!r} estimator's step in t, "
+        f"FPObjective: eps={eps:g} is below the {est.name!r} estimator's step in t, "
         f"h_s={h_s:.3g}: for t in [{eps:g}, {h_s:.3g}) ({shifted:.2%} of the training times) the "
         f"stencil is shifted inwards and ∂t s loses accuracy (2-690x relative error below "
         f"t=1e-3 under VP). Use eps >= {h_s:.3g}, h='auto' (steps from the net's time "
@@ -307,8 +308,10 @@ class FPObjective(torch.nn.Module):
         self.normalize, self.rhs_reduction = normalize, rhs_reduction
         self.autocast, self.every, self.calls = autocast, every, 0
         self._independence_checked = False
+        # the estimator, built now: a bad name or option fails here, not at the first step
+        self._estimator = get_estimator(estimator, **{k: v for k, v in options.items() if k != "validate"})
         if self.regularized:
-            _warn_if_stencil_leaves_the_horizon(score, sde, eps, estimator, options)
+            _warn_if_stencil_leaves_the_horizon(score, sde, eps, self._estimator)
 
     def get_extra_state(self):
         return {"calls": self.calls}
@@ -331,9 +334,7 @@ class FPObjective(torch.nn.Module):
     @property
     def fused(self) -> bool:
         """Whether R_FP's estimator makes only plain forwards, so DSM can share its forward."""
-        return self.regularized and self.autocast is None \
-            and ESTIMATORS[self.estimator]["grad"] == "directional_fd" \
-            and self.options.get("grad", "directional_fd") == "directional_fd"
+        return self.regularized and self.autocast is None and self._estimator.plain_forwards_only
 
     def _plain_score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """s(x, t) for the DSM term, under autocast if asked."""
