@@ -29,7 +29,7 @@ from scorepde.data import load_dataset, to_model_space
 from scorepde.fpe import ESTIMATORS
 from scorepde.imaging import (TABLE4_TIMES, bpd_standard_error, bpd_summary, load_trained,
                               model_scaling, residual_table, sample_grid, test_bpd)
-from scorepde.training import load_checkpoint
+from scorepde.checkpoints import load_checkpoint
 
 
 def parse_args(argv=None):
@@ -57,6 +57,9 @@ def parse_args(argv=None):
                    help="where to evaluate (default auto: CUDA if torch sees a GPU, else CPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="open a checkpoint that needs code to load (one you made yourself with an older "
+                   "scorepde); never for a file from someone else")
     return p.parse_args(argv)
 
 
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
         if args.rtol <= 0:
             raise ValueError(f"--rtol must be > 0, got {args.rtol}")
         device = dd.resolve_device(args.device)
-        state = load_checkpoint(args.checkpoint, map_location=device)
+        state = load_checkpoint(args.checkpoint, map_location=device, trust=args.trust_checkpoint)
         config = state.get("config", {})
         test = load_dataset(config.get("dataset", "digits"), "test", args.data_dir or config.get("data_dir"))
         cfg, sde, model = load_trained(state, test.shape, args.weights, device)

@@ -43,6 +43,7 @@ import torch
 
 from scorepde import plotting
 from scorepde.atomic import atomic_write
+from scorepde.cli import user_errors
 from scorepde.curves import residual_curves
 from scorepde.data import load_dataset, to_model_space
 from scorepde.distributed import DistInfo, ShardedBatches
@@ -100,6 +101,9 @@ def parse_args(argv=None):
     p.add_argument("--report", action="store_true", help="train nothing: tables and figures from what is done")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="open checkpoints in OUT that need code to load (ones you made yourself with an older "
+                   "scorepde); never for files from someone else")
     return p, p.parse_args(argv)
 
 
@@ -178,13 +182,14 @@ def base_phase(args, bench, store, out) -> None:
         if store.done(**key) and os.path.isfile(stage):
             continue  # (checkpoints are not in git: a fresh checkout retrains the base; retrained on
             # 2026-11-24 its held-out DSM curve came within 0.3% of the committed one, not bit-equal)
-        have = load_checkpoint(ckpt)["step"] if os.path.isfile(ckpt) else 0
+        have = load_checkpoint(ckpt, trust=args.trust_checkpoint)["step"] if os.path.isfile(ckpt) else 0
         if have > steps:
             fail(f"{ckpt} is at step {have}, past stage {steps}: stages must be run in order; "
                  "remove the folder to start the base again")
         cmd = [sys.executable, os.path.join(HERE, "train.py"), "--dataset", args.dataset, "--objective", "dsm",
                "--steps", str(steps), "--out", base_dir, "--eval-images", "-1", "--ckpt-every", "250",
-               "--device", "cpu", "--threads", str(args.threads), *args.base_args.split()]
+               "--device", "cpu", "--threads", str(args.threads), *args.base_args.split(),
+               *(["--trust-checkpoint"] if args.trust_checkpoint else [])]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         # a fresh checkout has the base's committed config/metrics but no checkpoint: start over
@@ -210,8 +215,8 @@ def load_base(out, bench, base_steps):
     weights and their ``weights_id``. A retrained base is not bit-equal across machines
     (oneDNN kernels differ), so every fine-tuning and evaluation run carries the id and only
     runs from the same base are paired."""
-    cfg, sde, model = load_trained(load_checkpoint(os.path.join(out, "base", f"stage_{base_steps}.pt")),
-                                   bench.shape)
+    stage = os.path.join(out, "base", f"stage_{base_steps}.pt")
+    cfg, sde, model = load_trained(load_checkpoint(stage, trust=bench.args.trust_checkpoint), bench.shape)
     return cfg, sde, model, weights_id(model.state_dict())
 
 
@@ -293,7 +298,7 @@ def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
         fail(f"the base checkpoint stage_{base_steps}.pt changed while the grid ran; run again")
     if os.path.isfile(final):
         try:
-            state = load_checkpoint(final)
+            state = load_checkpoint(final, trust=args.trust_checkpoint)
             model.load_state_dict(state["model"])
         except (ValueError, KeyError, RuntimeError) as err:
             fail(f"{final} cannot be loaded ({err}); delete it to fine-tune that run again")
@@ -480,9 +485,10 @@ def main(argv=None) -> int:
     seeds = list(range(args.seed, args.seed + args.seeds))
 
     if not args.report:
-        base_phase(args, bench, store, out)
+        with user_errors():     # a checkpoint in OUT that is unreadable or needs code to load
+            base_phase(args, bench, store, out)
+            bid = None if args.base_only else base_id(args, bench, store, out, base_steps)
         if not args.base_only:
-            bid = base_id(args, bench, store, out, base_steps)
             if shard[0] == 0:       # one evaluation of the base, not one per shard
                 base_eval(args, bench, store, out, base_steps, bid)
             grid = [(b, s) for i, b in enumerate(betas) for s in seeds for b in ([0.0, b] if i == 0 else [b])]

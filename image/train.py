@@ -98,6 +98,9 @@ def parse_args(argv=None):
     g.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.pt (its config; --steps may extend)")
     g.add_argument("--overwrite", action="store_true", help="replace the run already in --out (default: refuse to)")
     g.add_argument("--init-from", metavar="CKPT", help="fine-tune: start from CKPT's weights (fresh optimiser/EMA)")
+    g.add_argument("--trust-checkpoint", action="store_true",
+                   help="open a --resume/--init-from checkpoint that needs code to load (one you made yourself "
+                   "with an older scorepde); never for a file from someone else")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to train (default auto: CUDA if torch sees a GPU, else CPU)")
     g.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="bf16 autocast of the plain forward pass (default auto: bf16 on CUDA, off on CPU)")
@@ -162,7 +165,7 @@ def make_run_config(args, given: dict, ckpt_path: str):
         if not os.path.isfile(ckpt_path):
             raise FileNotFoundError(f"--resume found no checkpoint in {args.out} (looked for {ckpt_path}); "
                                     "pass the --out of an earlier run, or drop --resume to start a new one")
-        state = load_checkpoint(ckpt_path)
+        state = load_checkpoint(ckpt_path, trust=args.trust_checkpoint)
         base = dict(state["config"])
         ignored = {k: v for k, v in given.items() if k != "steps" and base.get(k) != v}
         if ignored:
@@ -172,7 +175,7 @@ def make_run_config(args, given: dict, ckpt_path: str):
             raise ValueError(f"the checkpoint in {args.out} is at step {state['step']} already and "
                              f"--steps is {cfg.steps}: pass --steps above {state['step']} to train further")
     elif args.init_from:
-        source = load_checkpoint(args.init_from)
+        source = load_checkpoint(args.init_from, trust=args.trust_checkpoint)
         inherited = {k: source["config"][k] for k in MODEL_FIELDS if k in source["config"]}
         clash = {k: v for k, v in given.items() if k in inherited and inherited[k] != v}
         if clash:

@@ -96,13 +96,14 @@ def audit(score: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
     return out
 
 
-def load_model(spec: str, device="cpu"):
-    """``(score, sde, scaling or None, dataset or None)`` from ``module:factory`` or a checkpoint."""
+def load_model(spec: str, device="cpu", *, trust: bool = False):
+    """``(score, sde, scaling or None, dataset or None)`` from ``module:factory`` or a checkpoint
+    (opened without running code unless ``trust``: ``scorepde.checkpoints``)."""
     if os.path.isfile(spec):
         from .imaging import load_trained, model_scaling
-        from .training import load_checkpoint
+        from .checkpoints import load_checkpoint
         from .data import load_dataset
-        state = load_checkpoint(spec, map_location=device)
+        state = load_checkpoint(spec, map_location=device, trust=trust)
         config = state.get("config", {})
         shape = load_dataset(config.get("dataset", "digits"), "test", config.get("data_dir")).shape
         cfg, sde, model = load_trained(state, shape, "ema", device)
@@ -132,7 +133,9 @@ def load_model(spec: str, device="cpu"):
 def _load_data(name: str, scaling: str, n: int, generator: torch.Generator) -> torch.Tensor:
     """n held-out samples [n, ...]: the test split of a named dataset, or a saved tensor."""
     if os.path.isfile(name):
-        x = torch.load(name) if name.endswith(".pt") else torch.from_numpy(np.load(name))
+        from .checkpoints import read_torch_file
+        x = (read_torch_file(name, what="tensor file", hint="Save the data as one tensor: torch.save(x, path)")
+             if name.endswith(".pt") else torch.from_numpy(np.load(name)))
         if not isinstance(x, torch.Tensor) or x.dim() < 2:
             raise ValueError(f"{name} must hold one tensor [N, ...] in the model's space")
         x = x.float()
@@ -195,6 +198,9 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="a smoke run: 16 samples, 5 times")
     p.add_argument("--seed", type=int, default=0, help="seed of the data subset, noise and probes")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="open a --model checkpoint that needs code to load (one you made yourself with an "
+                        "older scorepde); never for a file from someone else")
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.times = min(args.n, 16), min(args.times, 5)
@@ -208,7 +214,7 @@ def main(argv=None) -> int:
     gen = torch.Generator().manual_seed(args.seed)
     start = time.time()
     try:
-        score, sde, scaling, dataset = load_model(args.model)
+        score, sde, scaling, dataset = load_model(args.model, trust=args.trust_checkpoint)
         data = args.data or dataset
         if data is None:
             raise ValueError("--data is required for a factory model: a dataset name or a tensor file")

@@ -205,17 +205,36 @@ def _get(batch: dict, key: str, path: Path):
                      "is it a CIFAR-10 python batch?")
 
 
-def _cifar10(split: str, data_dir: Optional[PathLike]) -> ImageData:
-    """The python batches: pickles of {b"data": uint8 [10000, 3072], b"labels": list}.
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays, nothing else: a CIFAR-10 batch needs no more,
+    and a pickle naming other code (a ``__reduce__`` payload) is refused, not run."""
 
-    They are pickles, which can run code when loaded: read only files you trust.
-    """
+    def find_class(self, module: str, name: str):
+        reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+        allowed = {("numpy.core.multiarray", "_reconstruct"): reconstruct,
+                   ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+                   ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                   ("_codecs", "encode"): __import__("codecs").encode}  # protocol 2's bytes
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"it names {module}.{name}")
+        return allowed[module, name]
+
+
+def _cifar10(split: str, data_dir: Optional[PathLike]) -> ImageData:
+    """The python batches: pickles of {b"data": uint8 [10000, 3072], b"labels": list}, read
+    by an unpickler that builds plain data and numpy arrays only (a file that names any
+    other code is refused with a ``ValueError`` naming it, never run)."""
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     paths = _find(data_dir, "cifar10", [(n,) for n in names], subdirs=("", "cifar-10-batches-py"))
     images, labels = [], []
     for path in paths:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            try:
+                batch = _BatchUnpickler(f, encoding="bytes").load()
+            except pickle.UnpicklingError as err:
+                raise ValueError(f"{path} is not a CIFAR-10 python batch ({err}: loading it could run "
+                                 "code, so it was not opened); use the batches of the CIFAR-10 "
+                                 "site, cifar-10-python.tar.gz") from None
         images.append(_flat_rgb(_get(batch, "data", path), path))
         labels.append(torch.as_tensor(np.asarray(_get(batch, "labels", path)), dtype=torch.long))
     return ImageData(torch.cat(images), torch.cat(labels), 256, "cifar10")

@@ -4,21 +4,26 @@ atomic checkpoints and a NaN guard. No math lives here; the loss is any objectiv
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
+import math
 import os
-import random
 import signal
-from typing import Callable, Dict, Iterator, List, Optional
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .atomic import atomic_write
 from .checks import NonFiniteError
+# Checkpoint I/O lives in scorepde.checkpoints; the names stay importable from here.
+from .checkpoints import (load_checkpoint, restore_training_state, rng_state,  # noqa: F401
+                          save_checkpoint, set_rng_state, training_state, weights_id)
+from .schedules import Schedule, Warmup
 
-__all__ = ["NonFiniteLossError", "make_optimizer", "make_ema", "train_step", "fit",
+__all__ = ["NonFiniteLossError", "make_optimizer", "make_ema", "train_step", "fit", "FitResult",
+           "Budget", "Checkpointing", "step_seed",
            "save_checkpoint", "load_checkpoint", "weights_id", "rng_state", "set_rng_state",
            "training_state", "restore_training_state", "JsonlLog",
            "StopRequested", "InterruptFlag"]
@@ -38,8 +43,7 @@ class NonFiniteLossError(RuntimeError):
 def make_optimizer(params, lr: float = 2e-4, warmup: int = 0, **adam_kwargs):
     """Adam with a linear warmup over ``warmup`` steps: returns (optimizer, scheduler)."""
     opt = torch.optim.Adam(params, lr=lr, **adam_kwargs)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, warmup)))
-    return opt, sched
+    return opt, Warmup(warmup).scheduler(opt)
 
 
 def make_ema(model: torch.nn.Module, decay: float = 0.999) -> AveragedModel:
@@ -96,119 +100,272 @@ def train_step(objective: Callable, optimizer, x0: torch.Tensor, *, step: int,
     return {"loss": loss.item(), **{k: float(v) for k, v in parts.items()}}
 
 
-def fit(objective: Callable, optimizer, batches: Iterator[torch.Tensor], steps: int, *,
-        generator: Optional[torch.Generator] = None, scheduler=None, grad_clip: Optional[float] = None,
-        ema: Optional[AveragedModel] = None, model: Optional[torch.nn.Module] = None,
-        progress: bool = True, desc: str = "train", start: int = 0,
-        on_step: Optional[Callable[[int, Dict[str, float]], None]] = None,
-        all_finite: Optional[Callable[[bool], bool]] = None) -> list:
-    """Run steps ``start .. steps-1``; returns the per-step logs.
+def step_seed(seed: int, step: int) -> int:
+    """The seed of step ``step``'s random draws in run ``seed``: ``fit(seed=...)`` reseeds its
+    generator with it before every step, so a method that draws more (R_FP's probes) never
+    shifts the (t, z) of later steps, and a resumed run draws what an uninterrupted one would."""
+    return int(seed) * 1_000_003 + int(step)
 
-    ``on_step(step, log)`` runs after each completed step; raising ``StopRequested`` there
-    ends training cleanly (the step is done, nothing is half-updated). If it returns a dict
-    (e.g. the log averaged over DDP ranks), the progress bar shows that dict's loss, so the
-    bar and the written log show the same number.
+
+@dataclass(frozen=True)
+class Budget:
+    """What a run may spend: ``steps`` optimiser steps, or ``seconds`` of training time on
+    ``clock`` ("wall": the steps' wall time; "cpu": this process's CPU time, which a busy
+    machine does not inflate). Evaluations and hooks are not counted."""
+    steps: Optional[int] = None
+    seconds: Optional[float] = None
+    clock: str = "wall"
+
+    def __post_init__(self):
+        if (self.steps is None) == (self.seconds is None):
+            raise ValueError("a Budget is steps or seconds: give exactly one of them")
+        if (self.steps is not None and self.steps < 0) or (self.seconds is not None and not self.seconds > 0):
+            raise ValueError(f"a training budget is steps >= 0 or seconds > 0, got {self}")
+        if self.clock not in ("wall", "cpu"):
+            raise ValueError(f"clock must be 'wall' or 'cpu', got {self.clock!r}")
+
+    def fraction(self, step: int, wall: float, cpu: float) -> float:
+        """How much of the budget ``step`` steps that took ``wall``/``cpu`` seconds used (≤ 1)."""
+        if self.steps == 0:
+            return 1.0
+        used = step / self.steps if self.steps is not None else \
+            (cpu if self.clock == "cpu" else wall) / self.seconds
+        return min(1.0, used)
+
+
+@dataclass
+class Checkpointing:
+    """Where and when ``fit`` saves (atomically) and resumes from: every ``every`` steps, also
+    after ``seconds`` of wall time since the last save, on SIGINT/SIGTERM (then it raises
+    ``StopRequested``), after a non-finite step (the weights before it) and, with ``at_end``,
+    after the last step. ``generator``: a stream whose state the checkpoint keeps, such as the
+    data sampler's (``rng[rank]``, gathered over ranks by ``gather``; only ``is_main`` writes).
+    ``resume=False``: the caller restored the state itself and passes ``fit(start=...)``."""
+    path: str
+    every: int = 500
+    seconds: Optional[float] = None
+    at_end: bool = True
+    generator: Optional[torch.Generator] = None
+    config: Optional[dict] = None
+    extra: dict = field(default_factory=dict)
+    gather: Callable[[Any], list] = lambda obj: [obj]
+    rank: int = 0
+    is_main: bool = True
+    resume: bool = True
+
+
+class FitResult(list):
+    """The per-step logs (a list, as ``fit`` always returned), and what the run measured:
+    ``steps`` (the next step), ``curve`` (window means of the logged parts), ``history`` (the
+    evaluations), ``resumed_at``, ``train_seconds`` and ``cpu_seconds`` (the steps' own time,
+    summed over resumes)."""
+    steps: int = 0
+    curve: List[dict]
+    history: List[dict]
+    resumed_at: List[int]
+    train_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+class _Run:
+    """The loop's state: what a checkpoint saves besides the weights."""
+
+    def __init__(self, start: int, curve_every: Optional[int], curve_keys):
+        self.logs, self.step = FitResult(), start
+        self.curve, self.history, self.resumed_at = [], [], []
+        self.wall = self.cpu = 0.0
+        self.every, self.keys = curve_every, curve_keys
+        self.window = {"n": 0, **{k: 0.0 for k in curve_keys or ()}}
+        self.saved_at = time.perf_counter()
+
+    def record(self, log: Dict[str, float]) -> None:
+        self.logs.append(log)
+        self.step += 1
+        if not self.every:
+            return
+        w = self.window
+        w["n"] += 1
+        for k in self.keys or log:
+            w[k] = w.get(k, 0.0) + log[k]
+        if self.step % self.every == 0:
+            n = w.pop("n")
+            self.curve.append({"step": self.step, **{k: v / n for k, v in w.items()}})
+            self.window = {"n": 0, **{k: 0.0 for k in self.keys or ()}}
+
+    def state(self) -> dict:
+        return {"curve": self.curve, "resumed_at": self.resumed_at, "window": dict(self.window),
+                "train_s": self.wall, "cpu_s": self.cpu, "history": self.history}
+
+    def load(self, state: dict) -> None:
+        self.curve, self.history = state.get("curve", []), state.get("history", [])
+        self.resumed_at = state.get("resumed_at", []) + [self.step]
+        self.window = state.get("window", self.window)
+        self.wall, self.cpu = state.get("train_s", 0.0), state.get("cpu_s", 0.0)
+
+    def result(self) -> FitResult:
+        res = self.logs
+        res.steps, res.curve, res.history, res.resumed_at = self.step, self.curve, self.history, self.resumed_at
+        res.train_seconds, res.cpu_seconds = self.wall, self.cpu
+        return res
+
+
+def _save(ck: Checkpointing, run: _Run, step: int, model, optimizer, scheduler, ema) -> None:
+    """Every rank takes part (the random states are gathered); the main one writes."""
+    rng = ck.gather(rng_state(ck.generator)) if ck.generator is not None else []
+    if ck.is_main:
+        save_checkpoint(ck.path, training_state(step, model, optimizer, scheduler, ema, rng, ck.config,
+                                                **ck.extra, **run.state()))
+    run.saved_at = time.perf_counter()
+
+
+def _restore(ck: Checkpointing, run: _Run, model, optimizer, scheduler, ema) -> None:
+    state = load_checkpoint(ck.path)
+    run.step = restore_training_state(state, model, optimizer, scheduler, ema)
+    if ck.generator is not None and len(state.get("rng", [])) > ck.rank:
+        set_rng_state(state["rng"][ck.rank], ck.generator)
+    run.load(state)
+
+
+def _evaluate(run: _Run, evaluate: Callable[[], dict], model, bar) -> None:
+    """One evaluation, in eval mode and off the clock, appended to the history."""
+    if model is not None:
+        model.eval()
+    run.history.append({"step": run.step, "train_seconds": run.wall, "cpu_seconds": run.cpu, **evaluate()})
+    if model is not None:
+        model.train()
+    if bar is not None:
+        bar.set_postfix({k: f"{v:.4g}" for k, v in run.history[-1].items()
+                         if k not in ("step", "train_seconds", "cpu_seconds") and isinstance(v, float)})
+
+
+def _progress(budget: Budget, start: int, desc: str):
+    from tqdm.auto import tqdm
+    if budget.steps is not None:
+        return tqdm(total=budget.steps, initial=start, desc=desc, dynamic_ncols=True)
+    return tqdm(total=round(budget.seconds), desc=desc, unit="s", dynamic_ncols=True)
+
+
+def _advance(bar, budget: Budget, run: _Run, shown: dict) -> None:
+    if budget.steps is not None:
+        bar.update(1)
+    else:
+        bar.update(round(run.cpu if budget.clock == "cpu" else run.wall) - bar.n)
+    bar.set_postfix(loss=f"{shown['loss']:.4g}", refresh=False)
+
+
+def fit(objective: Callable, optimizer, batches, steps: Optional[int] = None, *,
+        budget: Optional[Budget] = None, generator: Optional[torch.Generator] = None,
+        seed: Optional[int] = None, scheduler=None, schedule: Optional[Schedule] = None,
+        grad_clip: Optional[float] = None, ema: Optional[AveragedModel] = None,
+        model: Optional[torch.nn.Module] = None, start: int = 0,
+        checkpoint: Optional[Checkpointing] = None, curve_every: Optional[int] = None,
+        curve_keys: Optional[Tuple[str, ...]] = None, evaluate: Optional[Callable[[], dict]] = None,
+        n_evals: int = 0, on_step: Optional[Callable[[int, Dict[str, float]], Optional[dict]]] = None,
+        across_ranks: Optional[Callable[[dict], dict]] = None,
+        all_finite: Optional[Callable[[bool], bool]] = None,
+        progress: bool = True, desc: str = "train") -> FitResult:
+    """The training loop of every script: ``train_step`` (the one ``optimizer.step()``) until
+    the budget (``steps``, or a ``Budget`` of seconds) is spent; returns a ``FitResult``.
+
+    - ``objective(x0, generator) -> (loss, parts)``; ``batches``: an iterator of x0, or a
+      function ``batches(start)`` giving the batches of steps start, start+1, ….
+    - ``seed``: ``generator`` is reseeded with ``step_seed(seed, step)`` before every step.
+    - ``scheduler`` (a torch scheduler, stepped after each step) or ``schedule`` (a
+      ``scorepde.schedules.Schedule``: a torch scheduler over steps, the factor of the budget's
+      fraction over seconds). ``grad_clip``, ``ema`` (updated from ``model``) per step.
+    - ``checkpoint``: a ``Checkpointing`` (save, resume, SIGINT/SIGTERM → ``StopRequested``).
+    - ``curve_every``: window means of the logged parts (``curve_keys``: which) every N steps.
+    - ``evaluate()``: ``n_evals + 1`` times, at even fractions of the budget (off the clock).
+    - ``on_step(step, log)``: after each step; it may raise ``StopRequested``; a dict it returns
+      is what the progress bar shows.
+    - ``across_ranks(dict) -> dict``: DDP's mean over ranks; it makes the NaN verdict, the
+      logged parts, a stop and a timed save everyone's.
+    A non-finite loss or gradient raises ``NonFiniteLossError`` (after saving the weights
+    before that step, if checkpointing).
     """
-    logs = []
-    it = range(start, steps)
-    if progress:
-        from tqdm.auto import tqdm
-        it = tqdm(it, desc=desc, initial=start, total=steps, dynamic_ncols=True)
-    for step in it:
-        log = train_step(objective, optimizer, next(batches), step=step, generator=generator,
-                         scheduler=scheduler, grad_clip=grad_clip, ema=ema, model=model,
-                         all_finite=all_finite)
-        logs.append(log)
-        shown = on_step(step, log) if on_step is not None else None
-        if progress:
-            it.set_postfix(loss=f"{(shown if isinstance(shown, dict) else log)['loss']:.4g}")
-    return logs
+    budget = _as_budget(steps, budget)
+    if checkpoint is not None and model is None:
+        raise ValueError("fit(checkpoint=...) needs model=: the checkpoint holds its weights")
+    if schedule is not None and scheduler is None and budget.steps is not None:
+        scheduler = schedule.scheduler(optimizer, budget.steps)
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    if all_finite is None and across_ranks is not None:
+        all_finite = lambda ok: across_ranks({"ok": float(ok)})["ok"] == 1.0
+    run = _Run(start, curve_every, curve_keys)
+    if checkpoint is not None and checkpoint.resume and os.path.isfile(checkpoint.path):
+        _restore(checkpoint, run, model, optimizer, scheduler, ema)
+    stream = batches(run.step) if callable(batches) else batches
+    step_kw = dict(scheduler=scheduler, grad_clip=grad_clip, ema=ema, model=model, all_finite=all_finite)
+    lr_of = schedule.factor if schedule is not None and budget.steps is None else None
+    save = lambda at: _save(checkpoint, run, at, model, optimizer, scheduler, ema)
+    bar = _progress(budget, run.step, desc) if progress else None
+    with (InterruptFlag() if checkpoint is not None else contextlib.nullcontext()) as flag:
+        next_eval = 0
+        while True:
+            frac = budget.fraction(run.step, run.wall, run.cpu)
+            if evaluate is not None and frac >= next_eval / max(1, n_evals):
+                _evaluate(run, evaluate, model, bar)
+                next_eval = math.floor(frac * max(1, n_evals)) + 1
+            if frac >= 1.0:
+                break
+            _one_step(objective, optimizer, next(stream), run, generator, seed, lr_of, frac,
+                      step_kw, save if checkpoint is not None else None)
+            shown = _after_step(run, checkpoint, flag, across_ranks, on_step, save, budget)
+            if bar is not None:
+                _advance(bar, budget, run, shown)
+        if checkpoint is not None and checkpoint.at_end and run.logs:
+            save(run.step)
+    if bar is not None:
+        bar.close()
+    return run.result()
 
 
-def rng_state(generator: Optional[torch.Generator] = None) -> dict:
-    """Every random state a resumed run needs to continue exactly."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if generator is not None:
-        state["generator"] = generator.get_state()
-    return state
+def _as_budget(steps: Optional[int], budget: Optional[Budget]) -> Budget:
+    if (steps is None) == (budget is None):
+        raise ValueError("fit needs a budget: pass steps=N or budget=Budget(...), not both")
+    return budget if budget is not None else Budget(steps=max(0, steps))
 
 
-def set_rng_state(state: dict, generator: Optional[torch.Generator] = None) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if generator is not None and "generator" in state:
-        generator.set_state(state["generator"])
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    """Write atomically: a temporary file in the same folder, then an atomic rename."""
-    atomic_write(path, lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: str, map_location="cpu") -> dict:
-    """The state a ``save_checkpoint`` wrote; ``FileNotFoundError``/``ValueError`` naming
-    ``path`` when it is missing or not a readable checkpoint (corrupt, truncated, not torch's).
-
-    Unpickles: load only checkpoints you trust.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}; pass the path of a checkpoint.pt "
-                                "written by training")
+def _one_step(objective, optimizer, x0, run: _Run, generator, seed, lr_of, frac, step_kw, save) -> None:
+    """Reseed, set the budget-fraction rate, take the step on the clock, record it."""
+    if seed is not None:
+        generator.manual_seed(step_seed(seed, run.step))
+    if lr_of is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * lr_of(frac, run.step)
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch/pickle/zip raise many types for bad bytes
-        reason = " ".join(str(err).split())[:120] or type(err).__name__
-        raise ValueError(f"{path} is not a readable scorepde checkpoint ({type(err).__name__}: "
-                         f"{reason}); it is corrupt or truncated or not a checkpoint: pass another, "
-                         "or delete it and train again") from err
-    if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        raise ValueError(f"{path} is a torch file but not a scorepde checkpoint (no model "
-                         "weights and step); pass a checkpoint.pt written by training")
-    return state
+        log = train_step(objective, optimizer, x0, step=run.step, generator=generator, **step_kw)
+    except NonFiniteLossError as err:
+        if save is not None:
+            save(err.step)   # the weights are still those before the bad step
+        raise
+    run.wall += time.perf_counter() - t0
+    run.cpu += time.process_time() - c0       # this process's CPU time: the load-free cost
+    run.record(log)
 
 
-def weights_id(state_dict: Dict[str, torch.Tensor], length: int = 12) -> str:
-    """A short SHA-256 of a state dict (names, dtypes, shapes and bytes of every tensor):
-    two models share it only when their weights are bit-equal. It names the model a run
-    started from, so that runs from bases retrained on another machine are never paired."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:length]
-
-
-def training_state(step: int, model: torch.nn.Module, optimizer, scheduler=None,
-                   ema: Optional[AveragedModel] = None, rng: Optional[List[dict]] = None,
-                   config: Optional[dict] = None, **extra) -> dict:
-    """What a checkpoint holds: weights, EMA, optimiser and schedule, the next ``step``,
-    every process's random states (``rng[rank]``) and the run's config."""
-    state = {"step": int(step), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "rng": rng or [], "config": config or {}, **extra}
-    if scheduler is not None:
-        state["scheduler"] = scheduler.state_dict()
-    if ema is not None:
-        state["ema"] = ema.state_dict()
-    return state
-
-
-def restore_training_state(state: dict, model: torch.nn.Module, optimizer=None, scheduler=None,
-                           ema: Optional[AveragedModel] = None) -> int:
-    """Load what ``training_state`` saved into the given objects; returns the next step."""
-    model.load_state_dict(state["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and "scheduler" in state:
-        scheduler.load_state_dict(state["scheduler"])
-    if ema is not None and "ema" in state:
-        ema.load_state_dict(state["ema"])
-    return int(state["step"])
+def _after_step(run: _Run, ck: Optional[Checkpointing], flag, across_ranks, on_step, save,
+                budget: Budget) -> dict:
+    """Agree over ranks, call the hook, save when due, stop when asked; returns what to show."""
+    log = run.logs[-1]
+    stop = ck is not None and flag.raised is not None
+    due = ck is not None and ((run.step % ck.every == 0 and run.step != budget.steps) or
+                              (ck.seconds is not None and time.perf_counter() - run.saved_at >= ck.seconds))
+    shown = log
+    if across_ranks is not None:
+        rec = across_ranks({**log, "stop": float(stop), "due": float(due)})
+        stop, due = rec.pop("stop") > 0, rec.pop("due") > 0
+        shown = rec
+    if on_step is not None:
+        hooked = on_step(run.step - 1, shown)
+        shown = hooked if isinstance(hooked, dict) else shown
+    if due or stop:
+        save(run.step)
+    if stop:
+        raise StopRequested
+    return shown
 
 
 class JsonlLog:

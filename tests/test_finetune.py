@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "image", "finetune.py")
@@ -52,6 +53,8 @@ def test_tiny_protocol_end_to_end(tmp_path):
     assert e["seeds"] == [0, 1] and len(e["paired"]["diffs"]) == 2
     assert e["paired"]["mean"] == pytest.approx(sum(e["bpd_per_seed"]) / 2 - sum(m["dsm"]["bpd_per_seed"]) / 2)
     assert {"base_curve.png", "bpd_vs_beta.png", "finetune_curves.png"} <= set(os.listdir(out))
+    kept = [out / "base" / "stage_20.pt", *sorted((out / "ckpt").glob("*.final.pt"))]
+    assert len(kept) == 5 and all("model" in torch.load(p, weights_only=True) for p in kept)  # no code in them
     again = run(*args)                                        # everything done: nothing retrains
     assert again.returncode == 0 and "4 of 4 runs done" in again.stdout
     # a shard other than 0 owns no base evaluation (here no run at all): it must not evaluate the base

@@ -1,13 +1,14 @@
 """The package metadata tells the truth: every import declared with a lower bound that the
 installed versions meet, one version, a license file, py.typed, a changelog entry."""
+
 import ast
 import re
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import scorepde as sp
 
@@ -45,7 +46,9 @@ def _third_party_imports():
 
 def test_every_imported_package_is_declared_with_a_lower_bound():
     required = _requirements(PROJECT["dependencies"])
-    extras = {k: v for reqs in PROJECT["optional-dependencies"].values() for k, v in _requirements(reqs).items()}
+    extras = {
+        k: v for reqs in PROJECT["optional-dependencies"].values() for k, v in _requirements(reqs).items()
+    }
     for name in _third_party_imports():
         dist = DIST.get(name, name)
         declared = extras if name in OPTIONAL else required

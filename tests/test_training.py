@@ -1,5 +1,6 @@
 """Training plumbing: atomic checkpoints, exact resume, the NaN guard."""
 import os
+import time
 
 import pytest
 import torch
@@ -126,3 +127,88 @@ def test_weights_id_names_bit_equal_weights_only():
     nudged = {**sd, name: torch.nextafter(sd[name], torch.full_like(sd[name], float("inf")))}
     assert weights_id(nudged) != weights_id(sd)                          # one ulp apart
     assert weights_id({**sd, name: sd[name].double()}) != weights_id(sd)  # same values, other dtype
+
+
+def test_a_time_budget_sets_the_rate_by_its_fraction_and_evaluates_off_the_clock():
+    """fit(budget=Budget(seconds=...)): the cosine-to-5% rate follows the fraction of the
+    budget used, the evaluations run n_evals + 1 times and are not counted in the budget."""
+    from scorepde.schedules import Cosine
+    from scorepde.training import Budget
+    model = torch.nn.Linear(2, 2)          # fast steps: many fit in the budget
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    objective = lambda x, g: (model(x).pow(2).mean(), {})
+    rates, evals = [], []
+
+    def evaluate():
+        evals.append(opt.param_groups[0]["lr"])
+        time.sleep(0.05)          # longer than the whole budget: it must not count
+        return {"score": 1.0}
+
+    res = fit(objective, opt, _batches(torch.Generator().manual_seed(0)), budget=Budget(seconds=0.2),
+              schedule=Cosine(0.05), model=model, evaluate=evaluate, n_evals=3, progress=False,
+              on_step=lambda step, log: rates.append(opt.param_groups[0]["lr"]))
+    assert len(res.history) == 4 and [h["score"] for h in res.history] == [1.0] * 4
+    assert 0.2 <= res.train_seconds < 0.25 and res.steps > 10     # the last step overshoots a little
+    assert rates[0] == pytest.approx(1e-3, rel=1e-3) and rates == sorted(rates, reverse=True)
+    assert rates[-1] >= 0.05e-3 and res.steps == len(res) == len(rates)
+
+
+def test_step_budget_cosine_is_torchs_and_ends_at_the_floor():
+    from scorepde.schedules import Cosine
+    model, objective, _, _, _ = _setup()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    seen = []
+    fit(objective, opt, _batches(torch.Generator().manual_seed(0)), 10, schedule=Cosine(0.05),
+        progress=False, on_step=lambda step, log: seen.append(opt.param_groups[0]["lr"]))
+    closed = [1e-3 * Cosine(0.05).factor((k + 1) / 10) for k in range(10)]
+    assert seen == pytest.approx(closed, rel=1e-12) and seen[-1] == pytest.approx(0.05e-3)
+
+
+def test_a_non_finite_step_in_fit_saves_the_weights_before_it(tmp_path):
+    from scorepde.training import Checkpointing
+    model, objective, opt, sched, ema = _setup()
+    calls = []
+
+    def flaky(x, g):
+        calls.append(1)
+        loss, parts = objective(x, g)
+        return (loss * float("nan") if len(calls) == 4 else loss), parts
+
+    path = str(tmp_path / "c.pt")
+    with pytest.raises(NonFiniteLossError, match="step 3") as err:
+        fit(flaky, opt, _batches(torch.Generator().manual_seed(0)), 10, scheduler=sched, ema=ema,
+            model=model, checkpoint=Checkpointing(path, every=100), progress=False)
+    state = load_checkpoint(path)
+    assert err.value.step == 3 and state["step"] == 3
+    assert all(torch.equal(a, b) for a, b in zip(state["model"].values(), model.state_dict().values()))
+
+
+def test_across_ranks_makes_one_ranks_stop_everyones(tmp_path):
+    """Under DDP a signal may reach one rank: its verdict, averaged over ranks, stops all."""
+    from scorepde.training import Checkpointing, StopRequested
+    model, objective, opt, sched, _ = _setup()
+    seen = []
+
+    def across_ranks(values):          # this rank says "go on"; another has been interrupted at step 2
+        if "stop" not in values:       # the NaN verdicts: everyone is finite
+            return values
+        seen.append(dict(values))
+        return {**values, "stop": 0.5 if len(seen) == 3 else values["stop"]}
+
+    path = str(tmp_path / "c.pt")
+    with pytest.raises(StopRequested):
+        fit(objective, opt, _batches(torch.Generator().manual_seed(0)), 10, scheduler=sched, model=model,
+            checkpoint=Checkpointing(path, every=100), across_ranks=across_ranks, progress=False)
+    assert load_checkpoint(path)["step"] == 3
+    assert {"loss", "stop", "due"} <= set(seen[-1])
+
+
+def test_a_bad_budget_is_a_value_error():
+    from scorepde.training import Budget
+    with pytest.raises(ValueError, match="exactly one"):
+        Budget(steps=3, seconds=1.0)
+    with pytest.raises(ValueError, match="clock"):
+        Budget(seconds=1.0, clock="gpu")
+    model, objective, opt, _, _ = _setup()
+    with pytest.raises(ValueError, match="needs a budget"):
+        fit(objective, opt, _batches(torch.Generator()), progress=False)

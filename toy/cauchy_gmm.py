@@ -35,7 +35,8 @@ from scorepde.gmm import separated_mixture  # noqa: E402
 from scorepde.losses import FPObjective  # noqa: E402
 from scorepde.nn import MLPScore  # noqa: E402
 from scorepde.toy import ToyDataset, ToyScore, toy_dataset  # noqa: E402
-from scorepde.training import NonFiniteLossError, make_optimizer, train_step  # noqa: E402
+from scorepde.schedules import Cosine  # noqa: E402
+from scorepde.training import Budget, NonFiniteLossError, fit  # noqa: E402
 
 EPS = 1e-5          # smallest t for likelihoods and the t grid
 ODE_TOL = 1e-4      # rtol = atol of the PF-ODE solves
@@ -119,40 +120,19 @@ def _build(args, ds: ToyDataset, sde):
 
 
 def _budgeted_training(args, model, objective, ds, evaluate):
-    """Adam, cosine decay to 5% over the budget (steps, or training wall time); ``evaluate()``
-    runs ``n_evals + 1`` times with the clock stopped. Returns (history, steps, seconds)."""
-    from tqdm.auto import tqdm
-
-    budget = float(args.steps) if args.steps else 60.0 * args.minutes
-    opt, _ = make_optimizer(model.parameters(), lr=args.lr, warmup=0)
+    """Adam, cosine decay to 5% over the budget (steps, or training wall or CPU time);
+    ``evaluate()`` runs ``n_evals + 1`` times with the clock stopped. Returns (history, steps,
+    seconds, cpu seconds)."""
+    budget = Budget(steps=args.steps) if args.steps else Budget(seconds=60.0 * args.minutes, clock=args.clock)
     gen = C.generator(args.seed)
-    batches = C.batches(ds, args.batch_size, gen, args.device)
-    history, step, seconds, cpu, next_eval = [], 0, 0.0, 0.0, 0
-    bar = tqdm(total=round(budget), desc=f"{args.method} D={args.dim}",
-               unit="step" if args.steps else "s", dynamic_ncols=True)
-    while True:
-        frac = min(1.0, (step if args.steps else cpu if args.clock == "cpu" else seconds) / budget)
-        if frac >= next_eval / args.n_evals:
-            model.eval()
-            history.append({"step": step, "train_seconds": seconds, "cpu_seconds": cpu, **evaluate()})
-            model.train()
-            bar.set_postfix(rel_l2=f"{history[-1]['score_rel_l2']:.4f}")
-            next_eval = math.floor(frac * args.n_evals) + 1
-        if frac >= 1.0:
-            break
-        for group in opt.param_groups:
-            group["lr"] = args.lr * (0.05 + 0.475 * (1 + math.cos(math.pi * frac)))
-        t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            train_step(objective, opt, next(batches), step=step, generator=gen, grad_clip=1.0)
-        except NonFiniteLossError as err:
-            raise SystemExit(f"training stopped: {err}") from None
-        seconds += time.perf_counter() - t0
-        cpu += time.process_time() - c0       # this process's CPU time: the load-free cost
-        step += 1
-        bar.update(1 if args.steps else round(cpu if args.clock == "cpu" else seconds) - bar.n)
-    bar.close()
-    return history, step, seconds, cpu
+    try:
+        res = fit(objective, torch.optim.Adam(model.parameters(), lr=args.lr),
+                  C.batches(ds, args.batch_size, gen, args.device), budget=budget, generator=gen,
+                  schedule=Cosine(0.05), grad_clip=1.0, model=model, evaluate=evaluate,
+                  n_evals=args.n_evals, desc=f"{args.method} D={args.dim}")
+    except NonFiniteLossError as err:
+        raise SystemExit(f"training stopped: {err}") from None
+    return res.history, res.steps, res.train_seconds, res.cpu_seconds
 
 
 def run_dim(args, p):

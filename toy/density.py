@@ -38,9 +38,8 @@ from scorepde.metrics import cross_entropy, nll  # noqa: E402
 from scorepde.runstore import RunStore, parse_shard, shard_of  # noqa: E402
 from scorepde.stats import mean_se, paired_difference  # noqa: E402
 from scorepde.toy import sigma_max_from_data, toy_dataset  # noqa: E402
-from scorepde.training import (InterruptFlag, StopRequested, fit, load_checkpoint,  # noqa: E402
-                               make_optimizer, restore_training_state, rng_state,
-                               save_checkpoint, set_rng_state, training_state)
+from scorepde.schedules import Cosine  # noqa: E402
+from scorepde.training import Checkpointing, StopRequested, fit  # noqa: E402
 
 DATASETS = ("gmm1d", "checkerboard", "swiss_rolls", "gmm8")
 PRESET = PAPER_SETTINGS["toy"]
@@ -85,12 +84,6 @@ def _objective(model, sde, beta, subbatch):
     return FPObjective(model, sde, **{**PRESET, "beta": beta, "subbatch": subbatch})
 
 
-def _noise_seed(seed: int, step: int) -> int:
-    """The (t, z, probe) draws of ``step``: a function of (seed, step) alone, so both methods
-    and a resumed run see the same (t, z) whatever the other draws consumed."""
-    return seed * 1_000_003 + step
-
-
 def _held_out(model, sde, x_test, seed=1, repeats=10):
     """On the shared test set: the held-out DSM loss (the training objective's DSM term, mean
     of ``repeats`` draws of (t, z)) and r_FP(t) = E‖ε‖, r_DSM(t) = E‖s + z/σ_t‖ at EVAL_TIMES
@@ -110,47 +103,15 @@ def run_one(name, beta, seed, budget, steps, args, store, ckpt_dir, *, want_grid
     model = C.make_model(ds, sde, hidden=args.hidden, seed=seed, device=args.device,
                          param="score_model", fourier_scale=FOURIER_SCALE)
     objective = _objective(model, sde, beta, args.fp_subbatch)
-    opt, _ = make_optimizer(model.parameters(), lr=args.lr, warmup=0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=args.lr * 0.05)
-    data_gen, noise_gen = C.generator(seed), C.generator(0)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    data_gen = C.generator(seed)
     ckpt = os.path.join(ckpt_dir, os.path.basename(store.path(**key))[:-5] + ".pt")
-    start, curve, resumed, wall = 0, [], [], 0.0
-    acc = {"n": 0, "loss": 0.0, "dsm": 0.0}   # the learning curve's running window
-    if os.path.isfile(ckpt):
-        state = load_checkpoint(ckpt)
-        start = restore_training_state(state, model, opt, sched)
-        set_rng_state(state["rng"][0], data_gen)
-        curve, resumed, wall = state["curve"], state["resumed_at"] + [start], state["train_s"]
-        acc = state.get("window", acc)
-    noise_gen.manual_seed(_noise_seed(seed, start))
-    log_every = max(1, steps // 200)
-    t0 = time.time()
-
-    def save(next_step):
-        save_checkpoint(ckpt, training_state(next_step, model, opt, sched, rng=[rng_state(data_gen)],
-                                             curve=curve, resumed_at=resumed, window=dict(acc),
-                                             train_s=wall + time.time() - t0))
-
-    def on_step(step, log):
-        noise_gen.manual_seed(_noise_seed(seed, step + 1))
-        acc["n"] += 1
-        acc["loss"] += log["loss"]
-        acc["dsm"] += log["dsm"]
-        if (step + 1) % log_every == 0:
-            curve.append({"step": step + 1, "loss": acc["loss"] / acc["n"], "dsm": acc["dsm"] / acc["n"]})
-            acc.update(n=0, loss=0.0, dsm=0.0)
-        if flag.raised is not None:
-            save(step + 1)
-            raise StopRequested
-        if (step + 1) % args.ckpt_every == 0 and step + 1 < steps:
-            save(step + 1)
-
-    desc = f"{name} β={beta:g} seed{seed} [{budget}]"
-    with InterruptFlag() as flag:
-        fit(objective, opt, C.batches(ds, args.batch_size, data_gen, args.device), steps,
-            generator=noise_gen, scheduler=sched, grad_clip=1.0, progress=not args.no_progress,
-            desc=desc, start=start, on_step=on_step)
-    train_s = wall + time.time() - t0
+    fitted = fit(objective, opt, C.batches(ds, args.batch_size, data_gen, args.device), steps,
+                 generator=C.generator(0), seed=seed, schedule=Cosine(0.05), grad_clip=1.0, model=model,
+                 checkpoint=Checkpointing(ckpt, every=args.ckpt_every, at_end=False, generator=data_gen),
+                 curve_every=max(1, steps // 200), curve_keys=("loss", "dsm"),
+                 progress=not args.no_progress, desc=f"{name} β={beta:g} seed{seed} [{budget}]")
+    curve, resumed, train_s = fitted.curve, fitted.resumed_at, fitted.train_seconds
 
     model.eval()
     t1 = time.time()

@@ -1,0 +1,128 @@
+"""Regenerate every generated part of the docs from committed results: ``python docs/generate.py``.
+
+A page marks a generated region with two HTML comments::
+
+    <!-- generated: KIND ARG -->
+    ...replaced on each run...
+    <!-- /generated -->
+
+KIND is ``include`` (ARG: a report a script wrote from its run files, e.g. a ``summary.md`` or
+``table.md`` beside its ``metrics.json``), ``finetune`` (ARG: a ``image/finetune.py`` output
+folder; the table is built from its ``metrics.json``) or ``api`` (the API reference: one entry
+per name in ``scorepde.__all__``). ``--check`` writes nothing and exits 1 when a committed page
+differs from what this script generates (tests/test_docs.py runs it), so a number in the docs
+cannot drift from the results it quotes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+REGION = re.compile(r"(<!-- generated: (\w+) ?(.*?) -->\n)(.*?)(<!-- /generated -->)", re.S)
+
+
+def include(arg: str) -> str:
+    """A committed report, its headings demoted below the page's own."""
+    text = (ROOT / arg).read_text().strip("\n")
+    text = re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", text, flags=re.M)
+    return f"{text}\n\n*Generated from `{arg}`.*\n"
+
+
+def finetune(arg: str) -> str:
+    """The Table 5 fine-tuning table of one ``image/finetune.py`` folder, from its metrics.json."""
+    from scorepde.reporting import markdown_table
+
+    m = json.loads((ROOT / arg / "metrics.json").read_text())
+    t = m["bases"][next(iter(m["bases"]))]["residual_curves"]["t"]
+    mid = min(range(len(t)), key=lambda i: abs(t[i] - 0.5))
+
+    def row(label, rec, paired=True):
+        diff = rec.get("paired") if paired else None
+        ci = "—" if not diff else f"{diff['mean']:+.4f} [{diff['lo']:+.4f}, {diff['hi']:+.4f}]"
+        if diff and (diff["lo"] > 0 or diff["hi"] < 0):
+            ci = f"**{ci}**"
+        se = f"{rec['eval_se_diff']:.4f}" if diff and rec.get("eval_se_diff") is not None else "—"
+        return [
+            label,
+            f"{rec['bpd']['mean']:.4f}",
+            ci.replace("-", "−"),
+            se,
+            f"{rec['heldout_dsm']:.4f}",
+            f"{rec['r_fp'][mid]:.1f}",
+        ]
+
+    betas = sorted(m["betas"].items(), key=lambda kv: float(kv[0]))
+    by_base = m.get("dsm_by_base")  # each FP row pairs with the DSM seeds of its own base
+    rows = []
+    for base in dict.fromkeys(rec["base_ids"][0] for _, rec in betas) if by_base else [None]:
+        rows.append(
+            row(f"DSM (base `{base}`)" if base else "DSM", by_base[base] if base else m["dsm"], paired=False)
+        )
+        rows += [row(f"FP, β = {beta}", rec) for beta, rec in betas if not base or rec["base_ids"][0] == base]
+    n = len(betas[0][1]["seeds"])
+    headers = [
+        "run",
+        f"bits/dim ({n} seeds)",
+        "FP − DSM, paired [95% CI]",
+        "eval SE of the difference",
+        "held-out DSM",
+        f"r_FP(t = {t[mid]:g})",
+    ]
+    return (
+        f"{markdown_table(headers, rows)}\n\n*Generated from `{arg}/metrics.json`: "
+        f"{m['dataset']}, {m['finetune_steps']} fine-tuning steps from the {m['base_steps']}-step base.*\n"
+    )
+
+
+def api(_: str) -> str:
+    """One mkdocstrings entry per public name, grouped by the module that defines it."""
+    import scorepde as sp
+
+    groups: dict[str, list[str]] = {}
+    for name in sp.__all__:
+        obj = getattr(sp, name)
+        module = obj.__name__ if name == "nn" else getattr(obj, "__module__", None) or "scorepde"
+        if not module.startswith("scorepde"):
+            module = "scorepde"
+        groups.setdefault(module.split(".")[1] if "." in module else "constants", []).append(name)
+    out = []
+    for group, names in groups.items():
+        out.append(f"## `{group}`\n")
+        out += [f"::: scorepde.{name}\n" for name in names]
+    return "\n".join(out)
+
+
+KINDS = {"include": include, "finetune": finetune, "api": api}
+
+
+def render(text: str) -> str:
+    return REGION.sub(lambda m: m.group(1) + KINDS[m.group(2)](m.group(3).strip()) + m.group(5), text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is stale")
+    args = p.parse_args(argv)
+    stale = []
+    for page in sorted(DOCS.glob("*.md")):
+        old = page.read_text()
+        new = render(old)
+        if new != old:
+            stale.append(page.relative_to(ROOT).as_posix())
+            if not args.check:
+                page.write_text(new)
+    if args.check and stale:
+        print("stale generated docs (run python docs/generate.py):", ", ".join(stale))
+        return 1
+    print(("stale: " if args.check else "regenerated: ") + (", ".join(stale) or "nothing"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
