@@ -91,8 +91,8 @@ PAPER_SETTINGS: Dict[str, dict] = {
     #         a wrong L that the γ-term would drive towards −½β(t)D. Table 6 is VE, where
     #         div f = 0, so the published setting is unaffected;
     # dropped - stencil nodes at or below t = 0 when t < h_s = 1e-3 (the official code
-    #         evaluates the net at t < 0; NaN under VP): below t = 8e-3 scorepde's steps
-    #         shrink to t/8 (derivatives.STEP_FRACTION), so no node leaves (0, T];
+    #         evaluates the net at t < 0; NaN under VP): there scorepde's steps shrink
+    #         to t/8 (derivatives.STEP_FRACTION), so no node leaves (0, T];
     # dropped - VESDE.PDE's scalar_fp="both" branch reads an unset self.q (AttributeError);
     #         m is used as the code's other branches do.
     "cifar10": dict(beta=0.15, gamma=0.01, fp_weighting="g2", m=2, dsm_weighting="g2",
