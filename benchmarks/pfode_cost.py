@@ -20,7 +20,7 @@ from _common import base_parser, setup_run  # noqa: E402
 
 from scorepde.data import load_dataset, to_model_space  # noqa: E402
 from scorepde.derivatives import divergence, sample_probes  # noqa: E402
-from scorepde.imaging import ImageConfig, build_score_model, build_sde, model_scaling  # noqa: E402
+from scorepde.image_config import ImageConfig, build_score_model, build_sde, model_scaling  # noqa: E402
 
 
 def main(argv=None):

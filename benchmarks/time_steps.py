@@ -31,7 +31,7 @@ import scorepde as sp
 from scorepde.benchmarking import machine_info
 from scorepde.data import load_dataset, to_model_space
 from scorepde.derivatives import FD_PHASE, PAPER_STEPS, time_steps
-from scorepde.imaging import ImageConfig, build_objective, build_score_model, build_sde, model_scaling
+from scorepde.image_config import ImageConfig, build_objective, build_score_model, build_sde, model_scaling
 from scorepde.training import fit, make_optimizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

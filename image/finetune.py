@@ -47,7 +47,9 @@ from scorepde.cli import user_errors
 from scorepde.curves import residual_curves
 from scorepde.data import load_dataset, to_model_space
 from scorepde.distributed import DistInfo, ShardedBatches
-from scorepde.imaging import TABLE4_TIMES, ImageConfig, load_trained, model_scaling, test_bpd
+from scorepde.image_config import ImageConfig, load_trained, model_scaling
+from scorepde.image_eval import TABLE4_TIMES
+from scorepde.image_eval import image_bpd as test_bpd  # TODO(ckpt): call image_bpd by its name
 from scorepde.losses import PAPER_SETTINGS, FPObjective, dsm_loss
 from scorepde.resumable import resumable_fit, step_seed
 from scorepde.runstore import RunStore, parse_shard, run_name, shard_of

@@ -100,7 +100,7 @@ def load_model(spec: str, device="cpu", *, trust: bool = False):
     """``(score, sde, scaling or None, dataset or None)`` from ``module:factory`` or a checkpoint
     (opened without running code unless ``trust``: ``scorepde.checkpoints``)."""
     if os.path.isfile(spec):
-        from .imaging import load_trained, model_scaling
+        from .image_config import load_trained, model_scaling
         from .checkpoints import load_checkpoint
         from .data import load_dataset
         state = load_checkpoint(spec, map_location=device, trust=trust)

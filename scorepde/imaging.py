@@ -1,325 +1,43 @@
-"""Image experiments: their config, the builders that turn it into an SDE, a score model and
-an objective, and sample-grid PNGs. No math lives here: the pieces come from ``sde``,
-``nn``, ``losses`` and ``data``; this module only assembles them from one record.
+"""Deprecated (kept for one release): ``scorepde.imaging`` was split by job.
 
-``ImageConfig`` is what ``image/train.py``'s flags fill in and what a checkpoint stores, so
-``image/eval.py`` rebuilds exactly the trained model from the checkpoint alone.
+- the config and builders: ``scorepde.image_config`` (``ImageConfig``, ``build_sde``, …, ``load_trained``)
+- evaluation and samples: ``scorepde.image_eval`` (``test_bpd`` is now ``image_bpd``;
+  ``bpd_standard_error`` is ``bpd_metrics(res)["eval_se"]``)
+- PNG grids: ``scorepde.plotting.save_grid``; the Table-4 markdown: ``scorepde.reporting.residual_table``
+
+Every name still resolves here, with a DeprecationWarning that says where it lives now.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple
+import importlib
+import warnings
+from typing import Optional
 
-import numpy as np
-import torch
-
-from .data import SCALINGS
-from .losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, FPObjective, WEIGHTINGS
-from .fpe import ESTIMATORS
-from .nn import ScoreModel, UNet
-from .sde import SDE, SubVPSDE, VESDE, VPSDE
-from .stats import standard_error
-
-__all__ = ["ImageConfig", "SDE_NAMES", "OBJECTIVES", "build_sde", "build_score_model",
-           "build_objective", "preset_config", "model_scaling", "save_grid", "load_trained", "sample_grid",
-           "run_label", "auto_eval_images", "bpd_summary", "bpd_standard_error", "test_bpd", "TABLE4_TIMES", "residual_table"]
-
-#: The time grid of the paper's Table 4 (App. B.2): 1e-3, 0.1, 0.2, …, 1.0.
-TABLE4_TIMES = (1e-3,) + tuple(round(0.1 * i, 1) for i in range(1, 11))
-
-SDE_NAMES = ("ve", "vp", "subvp")
-OBJECTIVES = ("dsm", "fp")
+_HOMES = {
+    "image_config": ("ImageConfig", "SDE_NAMES", "OBJECTIVES", "build_sde", "build_score_model",
+                     "build_objective", "preset_config", "model_scaling", "load_trained", "run_label"),
+    "image_eval": ("TABLE4_TIMES", "bpd_summary", "sample_grid", "auto_eval_images"),
+    "plotting": ("save_grid",),
+    "reporting": ("residual_table",),
+}
+_RENAMED = {"test_bpd": ("image_eval", "image_bpd")}
 
 
-@dataclass
-class ImageConfig:
-    """Everything that defines an image run (and nothing about where it runs)."""
-
-    # data
-    dataset: str = "digits"
-    data_dir: Optional[str] = None
-    scaling: str = "auto"          # "auto": [0,1] for VE, [-1,1] for VP/sub-VP (score_sde's)
-    # forward SDE
-    sde: str = "vp"
-    sigma_min: float = 0.01
-    sigma_max: Optional[float] = None  # None: sqrt(D)·a, the diameter of the data's cube
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    # U-Net
-    channels: int = 16
-    channel_mult: Tuple[int, ...] = (1, 2)
-    num_res_blocks: int = 1
-    attention: bool = True
-    heads: int = 1
-    dropout: float = 0.0
-    fourier_scale: float = 16.0
-    # objective J_DSM + β E[λ_FP ‖ε‖^m] + γ E|L[s]| (paper's MNIST setting: γ=0, λ_FP=1, m=1)
-    objective: str = "dsm"
-    beta: float = 0.1
-    gamma: float = 0.0
-    fp_weighting: str = "none"
-    m: int = 1
-    estimator: str = "paper"
-    subbatch: Optional[int] = 16
-    dsm_weighting: str = "sigma2"
-    normalize: str = "none"        # ε-term divided by 1 or D^m (the official code's units)
-    rhs_reduction: str = "mean_abs"  # γ-term: E|L| or ‖L‖₂ over the batch (the official code's)
-    unbiased: bool = True          # m = 2: product of two independent draws
-    preset: Optional[str] = None   # the PAPER_SETTINGS entry the FP flags started from
-    t_eps: float = 1e-3
-    # optimisation
-    lr: float = 1e-3
-    warmup: int = 100
-    grad_clip: Optional[float] = 1.0
-    ema_decay: float = 0.995          # short CPU runs; 0.999+ for long ones
-    batch_size: int = 64
-    steps: int = 2000
-    seed: int = 0
-
-    def __post_init__(self):
-        self.channel_mult = tuple(int(c) for c in self.channel_mult)
-        checks = [
-            (self.sde in SDE_NAMES, f"sde must be one of {SDE_NAMES}, got {self.sde!r}"),
-            (self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}"),
-            (self.scaling == "auto" or self.scaling in SCALINGS,
-             f"scaling must be 'auto' or one of {sorted(SCALINGS)}, got {self.scaling!r}"),
-            (self.estimator in ESTIMATORS, f"estimator must be one of {sorted(ESTIMATORS)}, got {self.estimator!r}"),
-            (self.fp_weighting in WEIGHTINGS, f"fp-weighting must be one of {sorted(WEIGHTINGS)}"),
-            (self.dsm_weighting in WEIGHTINGS, f"dsm-weighting must be one of {sorted(WEIGHTINGS)}"),
-            (self.m in (1, 2), f"m must be 1 or 2, got {self.m}"),
-            (self.normalize in NORMALIZATIONS, f"normalize must be one of {sorted(NORMALIZATIONS)}"),
-            (self.rhs_reduction in RHS_REDUCTIONS, f"gamma-reduction must be one of {sorted(RHS_REDUCTIONS)}"),
-            (self.preset is None or self.preset in PAPER_SETTINGS,
-             f"preset must be one of {sorted(PAPER_SETTINGS)}, got {self.preset!r}"),
-            (self.beta >= 0 and self.gamma >= 0, f"beta and gamma must be >= 0, got {self.beta}, {self.gamma}"),
-            (self.subbatch is None or self.subbatch >= 1, f"subbatch must be >= 1, got {self.subbatch}"),
-            (self.batch_size >= 1, f"batch-size must be >= 1, got {self.batch_size}"),
-            (self.steps >= 1, f"steps must be >= 1 (the total number of optimiser steps), got {self.steps}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0 <= self.ema_decay < 1, f"ema-decay must lie in [0, 1), got {self.ema_decay}"),
-            (self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}"),
-            (self.grad_clip is None or self.grad_clip > 0, f"grad-clip must be > 0 (0 = off), got {self.grad_clip}"),
-            (0 < self.t_eps < 1, f"t-eps must lie in (0, 1), got {self.t_eps}"),
-            (self.objective != "fp" or self.dropout == 0, "dropout must be 0 with objective fp: "
-             "dropout makes the score random, and the FP residual's derivatives combine several calls"),
-            (self.channels >= 1 and self.num_res_blocks >= 1 and len(self.channel_mult) >= 1,
-             "channels and num-res-blocks must be >= 1 and channel-mult non-empty"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ImageConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    @property
-    def fp_on(self) -> bool:
-        """Whether the FP regularizer runs (objective "fp" with β or γ positive)."""
-        return self.objective == "fp" and (self.beta > 0 or self.gamma > 0)
+def _bpd_standard_error(res: dict, repeats: int) -> Optional[float]:
+    """The evaluation's SE over repeats (None for one): ``image_eval.bpd_metrics(res)["eval_se"]``."""
+    from .image_eval import bpd_metrics
+    return bpd_metrics(res)["eval_se"] if repeats > 1 else None
 
 
-def model_scaling(cfg: ImageConfig) -> str:
-    """The model space x = a·u + b: the config's, or [0,1] for VE and [-1,1] for VP/sub-VP."""
-    if cfg.scaling != "auto":
-        return cfg.scaling
-    return "[0,1]" if cfg.sde == "ve" else "[-1,1]"
-
-
-def build_sde(cfg: ImageConfig, shape: Sequence[int]) -> SDE:
-    """The forward SDE for images of ``shape`` (C, H, W).
-
-    VE's default σ_max is the diameter of the model space's cube, a·sqrt(D), so that the
-    prior covers every pair of data points (Song & Ermon 2020, technique 1).
-    """
-    if cfg.sde == "ve":
-        a = SCALINGS[model_scaling(cfg)][0]
-        sigma_max = cfg.sigma_max or a * math.sqrt(int(np.prod(shape)))
-        return VESDE(cfg.sigma_min, sigma_max)
-    return (VPSDE if cfg.sde == "vp" else SubVPSDE)(cfg.beta_min, cfg.beta_max)
-
-
-def build_score_model(cfg: ImageConfig, sde: SDE, shape: Sequence[int]) -> ScoreModel:
-    """A U-Net sized by the config inside ``ScoreModel``: Fourier features of log σ for VE,
-    sinusoidal features of 999 t for VP/sub-VP."""
-    embedding = "fourier" if cfg.sde == "ve" else "sinusoidal"
-    net = UNet(in_channels=int(shape[0]), channels=cfg.channels, channel_mult=cfg.channel_mult,
-               num_res_blocks=cfg.num_res_blocks, attention=cfg.attention, heads=cfg.heads,
-               dropout=cfg.dropout, embedding=embedding, fourier_scale=cfg.fourier_scale)
-    return ScoreModel(net, sde)
-
-
-def build_objective(cfg: ImageConfig, model: torch.nn.Module, sde: SDE,
-                    autocast: Optional[torch.dtype] = None) -> FPObjective:
-    """J_DSM (objective "dsm") or J_DSM + R_FP (objective "fp") as one module for DDP;
-    ``autocast`` runs the plain DSM forward in that dtype (bf16 on CUDA)."""
-    if not cfg.fp_on:
-        return FPObjective(model, sde, dsm_weighting=cfg.dsm_weighting, eps=cfg.t_eps,
-                           autocast=autocast)
-    return FPObjective(model, sde, beta=cfg.beta, gamma=cfg.gamma, fp_weighting=cfg.fp_weighting,
-                       m=cfg.m, estimator=cfg.estimator, dsm_weighting=cfg.dsm_weighting,
-                       eps=cfg.t_eps, subbatch=cfg.subbatch, normalize=cfg.normalize,
-                       rhs_reduction=cfg.rhs_reduction, unbiased=cfg.unbiased, autocast=autocast)
-
-
-#: ``FPObjective`` keyword → ``ImageConfig`` field, where the names differ.
-_PRESET_FIELDS = {"eps": "t_eps"}
-
-
-def preset_config(name: str) -> dict:
-    """The ``ImageConfig`` fields of the paper's setting ``PAPER_SETTINGS[name]`` (objective "fp")."""
-    if name not in PAPER_SETTINGS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PAPER_SETTINGS)}")
-    fields = {f.name for f in dataclasses.fields(ImageConfig)}
-    mapped = {_PRESET_FIELDS.get(k, k): v for k, v in PAPER_SETTINGS[name].items()}
-    unknown = set(mapped) - fields
-    if unknown:  # a new preset key this config cannot carry: say so rather than drop it
-        raise ValueError(f"preset {name!r} sets {sorted(unknown)}, which image runs do not support")
-    return {**mapped, "objective": "fp", "preset": name}
-
-
-def save_grid(images: torch.Tensor, levels: int, path: str, *, nrow: Optional[int] = None,
-              pad: int = 1, min_cell: int = 32, title: Optional[str] = None) -> str:
-    """Write integer images ``[N, C, H, W]`` (values in [0, levels)) as one PNG grid.
-
-    Grey for C = 1, RGB for C = 3; ``nrow`` images per row (default ⌈√N⌉); small images
-    are enlarged by an integer factor (nearest neighbour) to at least ``min_cell`` pixels.
-    Without ``title`` the PNG is the grid pixel for pixel; with it, a titled figure.
-    """
-    if images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must be [N, 1 or 3, H, W], got {tuple(images.shape)}")
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib import image as mpimg
-    import os
-
-    arr = images.detach().cpu().to(torch.float32).numpy() / max(1, levels - 1)
-    arr = np.clip(arr, 0.0, 1.0)
-    n, c, h, w = arr.shape
-    zoom = max(1, -(-min_cell // max(h, w)))
-    arr = arr.repeat(zoom, axis=2).repeat(zoom, axis=3)
-    h, w = h * zoom, w * zoom
-    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / nrow)
-    canvas = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), dtype=np.float32)
-    for i in range(n):
-        r, q = divmod(i, nrow)
-        tile = np.transpose(arr[i], (1, 2, 0))
-        canvas[pad + r * (h + pad):pad + r * (h + pad) + h,
-               pad + q * (w + pad):pad + q * (w + pad) + w] = tile if c == 3 else tile.repeat(3, axis=2)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if title is None:
-        mpimg.imsave(path, canvas)
-        return path
-    import textwrap
-    from matplotlib import pyplot as plt
-    height, width = canvas.shape[:2]
-    fig_w = max(5.0, width / 80)
-    lines = textwrap.wrap(title, width=int(fig_w * 11))
-    head = 0.2 + 0.2 * len(lines)  # inches of title
-    fig = plt.figure(figsize=(fig_w, fig_w * height / width + head))
-    ax = fig.add_axes([0, 0, 1, 1 - head / fig.get_figheight()])
-    ax.imshow(canvas, interpolation="nearest")
-    ax.set_axis_off()
-    fig.suptitle("\n".join(lines), fontsize=10, y=0.995, va="top")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def load_trained(state: dict, shape: Sequence[int], weights: str = "ema", device=None):
-    """(config, SDE, score model in eval mode) rebuilt from a checkpoint's ``state``.
-
-    ``weights``: ``"ema"`` (the averaged weights, what is evaluated and sampled) or ``"model"``.
-    """
-    if weights not in ("ema", "model"):
-        raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
-    if "config" not in state or "model" not in state:
-        raise ValueError("this checkpoint has no config or model; was it written by image/train.py?")
-    cfg = ImageConfig.from_dict(state["config"])
-    sde = build_sde(cfg, shape)
-    model = build_score_model(cfg, sde, shape)
-    if weights == "ema" and "ema" in state:
-        ema = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
-        model.load_state_dict(ema)
-    else:
-        model.load_state_dict(state["model"])
-    return cfg, sde, model.to(device).eval()
-
-
-def run_label(cfg: ImageConfig) -> str:
-    """A short name for a run, for titles: dataset, SDE, objective (with β when FP is on)."""
-    fp = f" (β={cfg.beta:g}, {cfg.estimator})" if cfg.fp_on else ""
-    return f"{cfg.dataset}, {cfg.sde.upper()}, {cfg.objective.upper()}{fp}"
-
-
-@torch.no_grad()
-def sample_grid(model, sde: SDE, cfg: ImageConfig, shape: Sequence[int], levels: int, path: str, *,
-                n: int = 64, steps: int = 500, generator: Optional[torch.Generator] = None,
-                device=None, title: Optional[str] = None) -> str:
-    """Draw ``n`` samples by Euler–Maruyama (``steps`` steps down to t_eps), quantize them to
-    the data's levels and write a PNG grid titled ``title`` (default: the run and the sampler)."""
-    from .data import from_model_space
-    from .sampling import euler_maruyama
-
-    x = euler_maruyama(model, sde, (n, *shape), steps=steps, eps=cfg.t_eps, generator=generator,
-                       device=device)
-    title = title or f"{n} samples: {run_label(cfg)}; Euler–Maruyama, {steps} steps"
-    return save_grid(from_model_space(x, levels, model_scaling(cfg)).cpu(), levels, path, title=title)
-
-
-def auto_eval_images(steps: int, full: int = 64, min_steps: int = 200) -> int:
-    """The default number of test images for the bits/dim at the end of a training run:
-    ``full`` for runs of 1000 steps or more, steps // 16 from ``min_steps`` on, and -1 (no
-    evaluation) for shorter runs, whose barely trained model makes the PF-ODE stiff: minutes
-    of solving, whatever the number of images, for a number that means little."""
-    return -1 if steps < min_steps else min(full, int(steps) // 16)
-
-
-def bpd_summary(res: dict, images: int, repeats: int, seconds: float) -> str:
-    """One line for a bits/dim result of ``test_bpd``: the mean, its standard error over the
-    repeats (none from one repeat), the test images, repeats and wall time."""
-    if repeats > 1:
-        value = (f"{res['bpd']:.4f} ± {bpd_standard_error(res, repeats):.4f} (standard error over "
-                 f"{repeats} repeats)")
-    else:
-        value = f"{res['bpd']:.4f} (1 repeat: no error bar)"
-    return (f"test bits/dim: {value}; {images} test images × {repeats} repeat(s), "
-            f"{seconds:.1f} s, PF-ODE, Hutchinson trace")
-
-
-def bpd_standard_error(res: dict, repeats: int) -> Optional[float]:
-    """The evaluation's standard error over repeats, ``stats.standard_error(per_repeat)``
-    (None for one repeat)."""
-    return standard_error(res["per_repeat"]) if repeats > 1 else None
-
-
-def test_bpd(model, sde: SDE, cfg: ImageConfig, images: torch.Tensor, levels: int, *,
-             repeats: int = 5, batch_size: Optional[int] = None, rtol: float = 1e-5,
-             atol: float = 1e-5, generator: Optional[torch.Generator] = None,
-             progress: bool = False, device=None) -> dict:
-    """Bits/dim of integer ``images`` by the PF-ODE from t_eps (``scorepde.evaluate_bpd``),
-    uniform dequantization at ``levels``, Hutchinson trace, ``repeats`` repeats."""
-    from .bpd import evaluate_bpd
-
-    a, b = SCALINGS[model_scaling(cfg)]
-    return evaluate_bpd(model, sde, images, levels, a, b, repeats=repeats, trace="hutchinson",
-                        generator=generator, batch_size=batch_size, progress=progress,
-                        device=device, eps=cfg.t_eps, rtol=rtol, atol=atol)
-
-
-def residual_table(curves: dict, label: str = "model") -> str:
-    """r_FP(t) and r_DSM-like(t) from ``scorepde.residual_curves`` as a markdown table laid
-    out like the paper's Table 4 (one row per quantity, one column per time)."""
-    ts = curves["t"]
-    head = "| " + label + " / time | " + " | ".join(f"{t:g}" for t in ts) + " |"
-    rule = "| --- " * (len(ts) + 1) + "|"
-    rows = [f"| {name} | " + " | ".join(f"{v:.3f}" for v in curves[key]) + " |"
-            for name, key in (("r_FP(t)", "r_fp"), ("r_DSM-like(t)", "r_dsm"))]
-    return "\n".join([head, rule, *rows])
+def __getattr__(name: str):
+    if name == "bpd_standard_error":
+        warnings.warn("scorepde.imaging.bpd_standard_error is deprecated; use "
+                      "scorepde.image_eval.bpd_metrics(res)['eval_se']", DeprecationWarning, stacklevel=2)
+        return _bpd_standard_error
+    home, new = _RENAMED.get(name, (None, name))
+    home = home or next((m for m, names in _HOMES.items() if name in names), None)
+    if home is None:
+        raise AttributeError(f"module 'scorepde.imaging' has no attribute {name!r}")
+    warnings.warn(f"scorepde.imaging is deprecated; import {new} from scorepde.{home}",
+                  DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(f"scorepde.{home}"), new)

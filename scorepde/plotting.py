@@ -1,9 +1,10 @@
-"""Figures for the toy experiments (matplotlib, Agg backend): heat maps on a shared colour
-scale, scatter panels, 1-D densities and curves over t. Each function writes one PNG and
+"""Figures (matplotlib, Agg backend): heat maps on a shared colour scale, scatter panels,
+1-D densities, curves over t, error bars and image grids. Each function writes one PNG and
 returns its path. No math here: callers pass arrays they computed with the library.
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -16,7 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 __all__ = ["grid_points", "heatmaps", "scatters", "densities_1d", "curves", "histogram_density",
-           "training_curves"]
+           "training_curves", "errorbars", "save_grid"]
 
 
 def _np(a):
@@ -193,3 +194,48 @@ def errorbars(panels: Dict[str, Dict[str, Tuple[Sequence[float], Sequence[float]
     if suptitle:
         fig.suptitle(suptitle, y=1.03)
     return _save(fig, path)
+
+
+def save_grid(images: torch.Tensor, levels: int, path: str, *, nrow: Optional[int] = None,
+              pad: int = 1, min_cell: int = 32, title: Optional[str] = None) -> str:
+    """Write integer images ``[N, C, H, W]`` (values in [0, levels)) as one PNG grid.
+
+    Grey for C = 1, RGB for C = 3; ``nrow`` images per row (default ⌈√N⌉); small images
+    are enlarged by an integer factor (nearest neighbour) to at least ``min_cell`` pixels.
+    Without ``title`` the PNG is the grid pixel for pixel; with it, a titled figure.
+    """
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be [N, 1 or 3, H, W], got {tuple(images.shape)}")
+    from matplotlib import image as mpimg
+
+    arr = images.detach().cpu().to(torch.float32).numpy() / max(1, levels - 1)
+    arr = np.clip(arr, 0.0, 1.0)
+    n, c, h, w = arr.shape
+    zoom = max(1, -(-min_cell // max(h, w)))
+    arr = arr.repeat(zoom, axis=2).repeat(zoom, axis=3)
+    h, w = h * zoom, w * zoom
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / nrow)
+    canvas = np.ones((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), dtype=np.float32)
+    for i in range(n):
+        r, q = divmod(i, nrow)
+        tile = np.transpose(arr[i], (1, 2, 0))
+        canvas[pad + r * (h + pad):pad + r * (h + pad) + h,
+               pad + q * (w + pad):pad + q * (w + pad) + w] = tile if c == 3 else tile.repeat(3, axis=2)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if title is None:
+        mpimg.imsave(path, canvas)
+        return path
+    import textwrap
+    height, width = canvas.shape[:2]
+    fig_w = max(5.0, width / 80)
+    lines = textwrap.wrap(title, width=int(fig_w * 11))
+    head = 0.2 + 0.2 * len(lines)  # inches of title
+    fig = plt.figure(figsize=(fig_w, fig_w * height / width + head))
+    ax = fig.add_axes([0, 0, 1, 1 - head / fig.get_figheight()])
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    fig.suptitle("\n".join(lines), fontsize=10, y=0.995, va="top")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -25,7 +25,7 @@ from .atomic import atomic_write
 from .stats import mean_se, paired_difference
 
 __all__ = ["index_runs", "seed_summary", "paired_vs_control", "average", "paired_series",
-           "markdown_table", "markdown_section", "text_table", "fmt", "fmt_interval", "minus",
+           "markdown_table", "markdown_section", "residual_table", "text_table", "fmt", "fmt_interval", "minus",
            "write_metrics", "write_text", "paired_figure"]
 
 
@@ -119,6 +119,17 @@ def markdown_section(title: str, headers: Sequence[str], rows: Iterable[Sequence
                      align: Optional[str] = None) -> str:
     """A bold title line, then the table, after a blank line (sections join with ``"\\n"``)."""
     return f"\n**{title}**\n\n" + markdown_table(headers, rows, align)
+
+
+def residual_table(curves: dict, label: str = "model") -> str:
+    """r_FP(t) and r_DSM-like(t) from ``scorepde.residual_curves`` as a markdown table laid
+    out like the paper's Table 4 (one row per quantity, one column per time)."""
+    ts = curves["t"]
+    head = "| " + label + " / time | " + " | ".join(f"{t:g}" for t in ts) + " |"
+    rule = "| --- " * (len(ts) + 1) + "|"
+    rows = [f"| {name} | " + " | ".join(f"{v:.3f}" for v in curves[key]) + " |"
+            for name, key in (("r_FP(t)", "r_fp"), ("r_DSM-like(t)", "r_dsm"))]
+    return "\n".join([head, rule, *rows])
 
 
 def text_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:

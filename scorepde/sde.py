@@ -187,14 +187,19 @@ class GenericSDE(SDE):
 
     ``drift_divergence(x, t)`` is optional (autograd otherwise); ``marginal(t)`` and
     ``prior_std`` are optional and only needed by what uses them (DSM, sampling, likelihood).
+    ``marginal_variance(t)`` = σ_t² is optional too; give it where σ_t has a square root
+    that vanishes at t = 0 (e.g. √(1 − e^{−2t})): the square of such a σ_t has no
+    t-derivative there (0/0), and ∂t of a score built on it is NaN at t = 0.
     """
 
     def __init__(self, drift: Callable, diffusion: Callable, *,
                  drift_divergence: Optional[Callable] = None,
                  marginal: Optional[Callable] = None,
+                 marginal_variance: Optional[Callable] = None,
                  prior_std: Optional[float] = None, T: float = 1.0):
         self._drift, self._diffusion = drift, diffusion
         self._div, self._marginal, self._prior_std = drift_divergence, marginal, prior_std
+        self._variance = marginal_variance
         self.T = float(T)
 
     def drift(self, x, t):
@@ -208,6 +213,9 @@ class GenericSDE(SDE):
 
     def marginal(self, t):
         return self._marginal(t) if self._marginal is not None else super().marginal(t)
+
+    def marginal_variance(self, t):
+        return self._variance(t) if self._variance is not None else super().marginal_variance(t)
 
     @property
     def prior_std(self):

@@ -35,9 +35,8 @@ def _load(path: Path, name: str):
     return module
 
 
-train = _load(ROOT / "image" / "train.py", "cli_image_train")
-evaluate = _load(ROOT / "image" / "eval.py", "cli_image_eval")
-bench = _load(ROOT / "image" / "bench_bpd.py", "cli_image_bench")
+import scorepde.commands.train as train  # noqa: E402  (image/train.py is a shim over it)
+from scorepde.commands import bench_bpd as bench, eval as evaluate  # noqa: E402
 
 
 def one_line_error(capsys, call, *needles):
@@ -132,7 +131,7 @@ def test_data_dir_is_the_dataset_folder_or_its_parent(tmp_path):
 
 # 4. The default evaluation is scaled to the run; short runs say how to get one.
 def test_short_runs_skip_the_default_evaluation_and_say_so(run_dir, tmp_path, capsys):
-    from scorepde.imaging import auto_eval_images
+    from scorepde.image_eval import auto_eval_images
     assert auto_eval_images(2000) == 64 and auto_eval_images(400) == 25 and auto_eval_images(20) == -1
     out = tmp_path / "short"
     assert train.main(TINY + ["--steps", "2", "--out", str(out)]) == 0
@@ -144,9 +143,10 @@ def test_short_runs_skip_the_default_evaluation_and_say_so(run_dir, tmp_path, ca
 # 5. Checkpoints by time as well as by steps; messages name the flags that exist.
 def test_checkpoints_by_time_as_well_as_by_steps(tmp_path, monkeypatch):
     saved = []
-    real = train.save_checkpoint
-    monkeypatch.setattr(train, "save_checkpoint", lambda path, state: (saved.append(state["step"]),
-                                                                        real(path, state)))
+    import scorepde.training as training  # where fit saves
+    real = training.save_checkpoint
+    monkeypatch.setattr(training, "save_checkpoint", lambda path, state: (saved.append(state["step"]),
+                                                                           real(path, state)))
     assert train.main(TINY + ["--steps", "3", "--ckpt-seconds", "0", "--out", str(tmp_path / "a"),
                               "--eval-images", "-1"]) == 0
     assert saved[:3] == [1, 2, 3]  # every step is "due" at 0 s, though --ckpt-every is 500
@@ -326,7 +326,7 @@ def test_run_says_where_it_wrote(tmp_path, capsys):
 # 12. Figures: training curves and titles.
 def test_training_curves_and_titled_samples(run_dir, tmp_path):
     import matplotlib.image as mpimg
-    from scorepde.imaging import save_grid
+    from scorepde.plotting import save_grid
     assert (run_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     k = torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8)
     plain = mpimg.imread(save_grid(k, 17, str(tmp_path / "a.png")))
@@ -350,7 +350,7 @@ def test_progress_bar_shows_what_on_step_returns(capsys):
 
 # 14. No ± from one repeat; the line names images, repeats and the wall time.
 def test_bpd_line_has_no_error_bar_from_one_repeat():
-    from scorepde.imaging import bpd_summary
+    from scorepde.image_eval import bpd_summary
     one = bpd_summary({"bpd": 2.0, "per_repeat": [2.0]}, 359, 1, 12.3)
     assert "±" not in one and "359 test images" in one and "12.3 s" in one
     two = bpd_summary({"bpd": 2.0, "per_repeat": [1.9, 2.1, 1.9, 2.1]}, 359, 4, 12.3)

@@ -1,9 +1,8 @@
-"""image/train.py, image/eval.py and the library pieces they stand on (scorepde.imaging).
+"""image/train.py, image/eval.py and the library pieces they stand on (scorepde.image_config, image_eval).
 
 The scripts run in-process (their ``main(argv)``) with a tiny U-Net, a few steps and a few
 test images, so the whole file takes well under a minute on two busy cores.
 """
-import importlib.util
 import json
 import math
 import os
@@ -12,23 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from scorepde.imaging import (TABLE4_TIMES, ImageConfig, build_objective, build_score_model,
-                              build_sde, residual_table, save_grid)
+from scorepde.commands import bench_bpd as bench, eval as evaluate, train
+from scorepde.image_config import ImageConfig, build_objective, build_score_model, build_sde
+from scorepde.image_eval import TABLE4_TIMES
+from scorepde.plotting import save_grid
+from scorepde.reporting import residual_table
 from scorepde.training import JsonlLog, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--channels", "8", "--batch-size", "16", "--threads", "1", "--no-progress",
         "--sample-steps", "5", "--n-samples", "4", "--ckpt-every", "1000"]
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"image_{name}", os.path.join(ROOT, "image", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train, evaluate, bench = _script("train"), _script("eval"), _script("bench_bpd")
 
 
 def _losses(out):
@@ -99,6 +91,9 @@ def test_eval_gives_finite_bpd_and_the_table(tmp_path, capsys):
                           "--n-samples", "4", "--sample-steps", "5", "--no-progress"]) == 0
     m = json.loads(Path(os.path.join(ev, "metrics.json")).read_text())
     assert math.isfinite(m["bpd"]) and math.isfinite(m["bpd_std"]) and len(m["bpd_per_repeat"]) == 2
+    # one name, one meaning: bpd_stderr over the 4 images, eval_se over the 2 repeats
+    assert m["eval_se"] == pytest.approx(abs(m["bpd_per_repeat"][0] - m["bpd_per_repeat"][1]) / 2)
+    assert m["bpd_stderr"] > 0 and m["bpd_stderr"] != pytest.approx(m["eval_se"])
     assert m["residual_curves"]["t"] == list(TABLE4_TIMES)
     assert all(math.isfinite(v) for v in m["residual_curves"]["r_fp"] + m["residual_curves"]["r_dsm"])
     table = Path(ev, "residuals.md").read_text()
@@ -141,6 +136,18 @@ def test_bad_input_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         evaluate.main([str(tmp_path / "nope.pt")])
     assert e.value.code == 2
+
+
+def test_training_defaults_to_the_library_estimator_and_paper_is_a_preset():
+    """Issue 29 item 6: the image config's estimator is DEFAULT_FP's; the paper's comes by name."""
+    from scorepde.image_config import preset_config
+    from scorepde.losses import DEFAULT_FP
+    assert ImageConfig().estimator == DEFAULT_FP["estimator"] == "forward_fd"
+    assert preset_config("mnist")["estimator"] == "paper"
+    config = lambda argv: ImageConfig(**train.make_config(train.parse_args(argv)))   # noqa: E731
+    assert config(["--objective", "fp"]).estimator == "forward_fd"
+    assert config(["--estimator", "paper"]).estimator == "paper"
+    assert config(["--preset", "mnist"]).estimator == "paper"
 
 
 @pytest.mark.parametrize("sde", ["ve", "vp", "subvp"])

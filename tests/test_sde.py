@@ -54,3 +54,16 @@ def test_bad_parameters():
         sp.VESDE(sigma_min=1.0, sigma_max=0.5)
     with pytest.raises(ValueError):
         sp.VPSDE(beta_min=5.0, beta_max=1.0)
+
+
+def test_generic_sde_takes_a_variance_with_a_derivative_at_zero():
+    """σ_t = √(1 − e^{−2t}) squared has no t-derivative at t = 0; a given σ_t² has one."""
+    from torch.func import jvp
+    marginal = lambda t: (torch.exp(-t), torch.sqrt(-torch.expm1(-2 * t)))
+    f, g = (lambda x, t: -x), (lambda t: torch.full_like(t, 2 ** 0.5))
+    t0 = torch.zeros(1, dtype=torch.float64)
+    bare = sp.GenericSDE(f, g, marginal=marginal)
+    given = sp.GenericSDE(f, g, marginal=marginal, marginal_variance=lambda t: -torch.expm1(-2 * t))
+    d = lambda sde: jvp(sde.marginal_variance, (t0,), (torch.ones_like(t0),))[1]
+    assert torch.isnan(d(bare)).all()
+    torch.testing.assert_close(d(given), torch.full_like(t0, 2.0))
