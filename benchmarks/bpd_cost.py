@@ -13,26 +13,18 @@ digits test split (359 images, 17 levels). Writes metrics.json and table.md to -
 """
 from __future__ import annotations
 
-import json
-import os
-import sys
-
 import torch
-from tqdm.auto import tqdm
 
-from scorepde.benchmarking import machine_info
+from scorepde.benchmarking import load_average, machine_info
 from scorepde.bpd import evaluate_bpd
+from scorepde.commands._bench import benchmark_parser, command_line, setup_run, train_briefly, write_report
+from scorepde.commands.step_cost import build_unet
 from scorepde.data import load_dataset, to_model_space
-from scorepde.losses import dsm_loss
-from scorepde.training import make_optimizer
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import base_parser, setup_run  # noqa: E402
-from step_cost import build_unet  # noqa: E402
+from scorepde.reporting import markdown_table
 
 
 def parse_args(argv=None):
-    p = base_parser(__doc__, "runs/bpd_cost", "tiny sizes, for tests (well under a minute)")
+    p = benchmark_parser(__doc__, "runs/bpd_cost", "tiny sizes, for tests (well under a minute)")
     p.add_argument("--points", type=int, default=None, help="test points (default: the whole split, 359; quick 12)")
     p.add_argument("--repeats", type=int, default=None, help="dequantization/probe repeats (default 2, quick 1)")
     p.add_argument("--chunk", type=int, default=None, help="chunk size of the chunked strategies (default 32, quick 4)")
@@ -43,19 +35,43 @@ def parse_args(argv=None):
 
 
 def trained_unet(args):
+    """The quick step-cost U-Net after --train-steps DSM steps on the digits train split."""
     model = build_unet(True, "cpu", args.seed)
     data = load_dataset("digits", "train")
     x, _ = to_model_space(data.images, data.levels, "[-1,1]", dequantized=True,
                           generator=torch.Generator().manual_seed(args.seed))
-    opt, _ = make_optimizer(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(args.seed)
     steps = args.train_steps if args.train_steps is not None else (5 if args.quick else 1500)
-    for _ in tqdm(range(steps), desc="DSM-train the U-Net"):
-        loss = dsm_loss(model, model.sde, x[torch.randint(0, x.shape[0], (64,), generator=g)], generator=g)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    train_briefly(model, x, steps, batch=64, generator=torch.Generator().manual_seed(args.seed),
+                  desc="DSM-train the U-Net")
     return model.eval().requires_grad_(False)
+
+
+def compare(results):
+    """Each strategy against the one-solve answer: per-sample Δ, Δ in stderr, speed-up."""
+    ref = torch.tensor(results["one_solve"]["per_sample"])
+    for r in results.values():  # sorted order hands the probes to other samples: its per-sample Δ is probe noise
+        r["max_abs_diff_from_one_solve"] = (torch.tensor(r["per_sample"]) - ref).abs().max().item()
+        r["bpd_diff_in_stderr"] = abs(r["bpd"] - results["one_solve"]["bpd"]) / results["one_solve"]["bpd_stderr"]
+        r["speedup_over_one_solve"] = results["one_solve"]["seconds"] / r["seconds"]
+    return results
+
+
+def table(metrics) -> str:
+    """table.md from a run's metrics.json."""
+    results, info, one = metrics["strategies"], metrics["machine"], metrics["strategies"]["one_solve"]
+    lines = [f"digits test split, {one['points']} points, {one['repeats']} repeat(s), Hutchinson, rtol = atol = "
+             f"{metrics['tol']}; {info['cpu_model']}, 1 thread, load average "
+             f"{', '.join(f'{v:.2f}' for v in info['load_average'])} at the start.", ""]
+    cells = lambda name, r: [
+        name, r["solves"], f"{r['nfe']:.0f}", f"{r['bpd']:.4f}", f"{r['bpd_stderr']:.4f}",
+        f"{r['bpd_diff_in_stderr']:.2f}", f"{r['seconds']:.1f}", f"{r['speedup_over_one_solve']:.2f}",
+        f"{r['max_abs_diff_from_one_solve']:.1e}"]
+    lines.append(markdown_table(
+        ["strategy", "solves", "mean NFE", "bits/dim", "± stderr", "\\|Δ bits/dim\\| / stderr", "seconds",
+         "× faster than one solve", "max per-sample Δ (bits)"],
+        (cells(name, r) for name, r in results.items()), "lrrrrrrrr"))
+    return "\n".join(lines) + ("\n\nSame seed for every strategy: the same dequantization noise, "
+                               "and the same probes except under sorted order, which hands them to other samples.\n")
 
 
 def main(argv=None):
@@ -64,49 +80,28 @@ def main(argv=None):
     info = machine_info("cpu")
     model = trained_unet(args)
     test = load_dataset("digits", "test")
-    n = args.points or (12 if args.quick else test.images.shape[0])
-    k = test.images[:n]
+    k = test.images[:args.points or (12 if args.quick else test.images.shape[0])]
     chunk = args.chunk or (4 if args.quick else 32)
     tol = args.tol or (1e-3 if args.quick else 1e-5)
-    repeats = args.repeats or (1 if args.quick else 2)
     strategies = {"one_solve": dict(batch_size=None), "chunks": dict(batch_size=chunk),
                   "chunks_sorted": dict(batch_size=chunk, order="sorted")}
     if not args.no_per_sample:
         strategies["per_sample"] = dict(batch_size=1)
     results = {}
     for name, kw in strategies.items():
-        out = evaluate_bpd(model, model.sde, k, test.levels, 2.0, -1.0, repeats=repeats, div="hutchinson",
-                           generator=torch.Generator().manual_seed(args.seed), progress=True,
+        out = evaluate_bpd(model, model.sde, k, test.levels, 2.0, -1.0, repeats=args.repeats or (1 if args.quick else 2),
+                           div="hutchinson", generator=torch.Generator().manual_seed(args.seed), progress=True,
                            rtol=tol, atol=tol, **kw)
         results[name] = dict(kw, **{key: out[key] for key in ("bpd", "bpd_stderr", "bpd_std", "points",
                                                               "repeats", "seconds", "nfe", "solves")},
                              per_sample=out["per_sample"])
         print(f"{name}: {out['bpd']:.4f} ± {out['bpd_stderr']:.4f} bits/dim ({out['points']} points, "
               f"{out['repeats']} repeats, {out['seconds']:.1f} s, mean NFE {out['nfe']:.0f})")
-    ref = torch.tensor(results["one_solve"]["per_sample"])
-    for r in results.values():  # sorted order hands the probes to other samples: its per-sample Δ is probe noise
-        r["max_abs_diff_from_one_solve"] = (torch.tensor(r["per_sample"]) - ref).abs().max().item()
-        r["bpd_diff_in_stderr"] = abs(r["bpd"] - results["one_solve"]["bpd"]) / results["one_solve"]["bpd_stderr"]
-        r["speedup_over_one_solve"] = results["one_solve"]["seconds"] / r["seconds"]
-    fastest = min(results, key=lambda name: results[name]["seconds"])
-    info["load_average_end"] = list(os.getloadavg())
-    metrics = dict(fastest=fastest, strategies=results, tol=tol, chunk=chunk, machine=info,
-                   command=" ".join(["python", "benchmarks/bpd_cost.py"] + (sys.argv[1:] if argv is None else list(argv))))
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    lines = [f"digits test split, {n} points, {repeats} repeat(s), Hutchinson, rtol = atol = {tol}; "
-             f"{info['cpu_model']}, 1 thread, load average {', '.join(f'{v:.2f}' for v in info['load_average'])} "
-             "at the start.", "",
-             "| strategy | solves | mean NFE | bits/dim | ± stderr | \\|Δ bits/dim\\| / stderr | seconds | "
-             "× faster than one solve | max per-sample Δ (bits) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name, r in results.items():
-        lines.append(f"| {name} | {r['solves']} | {r['nfe']:.0f} | {r['bpd']:.4f} | {r['bpd_stderr']:.4f} | "
-                     f"{r['bpd_diff_in_stderr']:.2f} | {r['seconds']:.1f} | {r['speedup_over_one_solve']:.2f} | {r['max_abs_diff_from_one_solve']:.1e} |")
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write("\n".join(lines) + "\n\nSame seed for every strategy: the same dequantization noise, "
-                "and the same probes except under sorted order, which hands them to other samples.\n")
-    print("\n".join(lines))
+    info["load_average_end"] = load_average()
+    results = compare(results)
+    metrics = dict(fastest=min(results, key=lambda name: results[name]["seconds"]), strategies=results, tol=tol,
+                   chunk=chunk, machine=info, command=command_line("benchmarks/bpd_cost.py", argv))
+    write_report(args.out, metrics, table(metrics))
 
 
 if __name__ == "__main__":

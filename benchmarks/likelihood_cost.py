@@ -19,27 +19,24 @@ is measured in a subprocess per method. Writes metrics.json and table.md to --ou
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 
-import numpy as np
-from tqdm.auto import tqdm
 import torch
-from scipy.integrate import solve_ivp
+from tqdm.auto import tqdm
 
 import scorepde as sp
-from scorepde.benchmarking import interleaved_timings, machine_info, summarize
+from scorepde.baselines import scipy_log_likelihood
+from scorepde.benchmarking import call_seconds, interleaved_timings, load_average, machine_info, summarize
+from scorepde.cli import fail
+from scorepde.commands._bench import benchmark_parser, command_line, setup_run, train_briefly, write_report
+from scorepde.commands.step_cost import MNIST_DIR, build_unet, image_batch
 from scorepde.derivatives import sample_probes
-from scorepde.losses import dsm_loss
-from scorepde.training import make_optimizer
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import base_parser, setup_run  # noqa: E402
-from step_cost import MNIST_DIR, build_unet, image_batch  # noqa: E402
+from scorepde.reporting import markdown_table
 
 EPS = 1e-5
 METHODS = ("scipy_rk45", "scorepde_reverse", "scorepde_forward")
@@ -47,7 +44,7 @@ CASES = ("mixture_exact", "mixture_hutchinson", "unet_hutchinson")
 
 
 def parse_args(argv=None):
-    p = base_parser(__doc__, "runs/likelihood_cost", "tiny sizes, for tests (well under a minute)")
+    p = benchmark_parser(__doc__, "runs/likelihood_cost", "tiny sizes, for tests (well under a minute)")
     p.add_argument("--points", type=int, default=None, help="points per solve, mixture (default 64, quick 8)")
     p.add_argument("--unet-points", type=int, default=None, help="points per solve, U-Net (default 4, quick 2)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds, mixture (default 5, quick 1)")
@@ -64,58 +61,9 @@ def parse_args(argv=None):
                    help="also time mode='reverse' on a torch.compile'd score (mixture cases)")
     p.add_argument("--no-first-call", action="store_true",
                    help="skip the fresh-process first-call measurement (it starts one process per method)")
-    p.add_argument("--first-call", default=None, help=argparse_hidden())
+    p.add_argument("--first-call", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
-
-def argparse_hidden():
-    import argparse
-    return argparse.SUPPRESS
-
-
-# ---------------------------------------------------------------------------------------
-# The score_sde-style baseline: solve_ivp RK45, numpy round trip per evaluation.
-# ---------------------------------------------------------------------------------------
-
-def scipy_log_likelihood(model, sde, x, trace, probe, *, eps=EPS, rtol=1e-5, atol=1e-5):
-    """log p_eps(x) and the NFE, as score_sde_pytorch's likelihood loop computes it."""
-    shape, B, dtype = x.shape, x.shape[0], x.dtype
-    nfe = 0
-
-    def drift_fn(y, t):
-        return sp.probability_flow_drift(model, sde, y, t)
-
-    def div_fn(y, t):
-        with torch.enable_grad():
-            y = y.detach().requires_grad_(True)
-            out = drift_fn(y, t)
-            if trace == "hutchinson":
-                grad = torch.autograd.grad((out * probe).sum(), y)[0]
-                return (grad * probe).flatten(1).sum(1)
-            flat = out.flatten(1)
-            return sum(torch.autograd.grad(flat[:, i].sum(), y, retain_graph=i < flat.shape[1] - 1)[0]
-                       .flatten(1)[:, i] for i in range(flat.shape[1]))
-
-    def ode_func(t, state):
-        nonlocal nfe
-        nfe += 1
-        y = torch.from_numpy(state[:-B]).to(dtype).reshape(shape)
-        vec_t = torch.full((B,), t, dtype=dtype)
-        with torch.no_grad():
-            drift = drift_fn(y, vec_t).numpy().reshape(-1)
-        logp_grad = div_fn(y, vec_t).detach().numpy().reshape(-1)
-        return np.concatenate([drift, logp_grad]).astype(np.float64)
-
-    init = np.concatenate([x.detach().numpy().reshape(-1), np.zeros(B)]).astype(np.float64)
-    sol = solve_ivp(ode_func, (eps, float(sde.T)), init, rtol=rtol, atol=atol, method="RK45")
-    z = torch.from_numpy(sol.y[:-B, -1]).to(dtype).reshape(shape)
-    delta = torch.from_numpy(sol.y[-B:, -1]).to(dtype)
-    return sde.prior_log_prob(z) + delta, nfe
-
-
-# ---------------------------------------------------------------------------------------
-# Cases
-# ---------------------------------------------------------------------------------------
 
 def mixture_case(args, trace):
     sde = sp.VPSDE()
@@ -135,14 +83,8 @@ def unet_case(args):
     if os.path.exists(weights):
         model.load_state_dict(torch.load(weights))
     else:
-        opt, _ = make_optimizer(model.parameters(), lr=2e-3)
-        g = torch.Generator().manual_seed(args.seed)
-        for _ in tqdm(range(steps), desc="DSM-train the U-Net", disable=args.first_call is not None):
-            idx = torch.randint(0, data.shape[0], (32,), generator=g)
-            loss = dsm_loss(model, model.sde, data[idx], generator=g)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        train_briefly(model, data, steps, batch=32, generator=torch.Generator().manual_seed(args.seed),
+                      progress=args.first_call is None, desc="DSM-train the U-Net")
         torch.save(model.state_dict(), weights + ".tmp")
         os.replace(weights + ".tmp", weights)
     model.eval().requires_grad_(False)
@@ -178,16 +120,11 @@ def solvers(model, sde, x, trace, tol, seed, compile=False):
 
 def first_call(args, case, method):
     """(first solve, second solve) seconds in a fresh process, after imports and set-up."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--first-call", f"{case}:{method}", "--seed", str(args.seed),
-           "--tol", str(args.tol), "--data-dir", args.data_dir, "--out", args.out]
-    for flag, value in (("--points", args.points), ("--unet-points", args.unet_points),
-                        ("--unet-train-steps", args.unet_train_steps)):
-        if value is not None:
-            cmd += [flag, str(value)]
-    if args.quick:
-        cmd.append("--quick")
-    if args.compile:
-        cmd.append("--compile")
+    flags = dict(seed=args.seed, tol=args.tol, data_dir=args.data_dir, out=args.out, points=args.points,
+                 unet_points=args.unet_points, unet_train_steps=args.unet_train_steps)
+    cmd = [sys.executable, os.path.abspath(__file__), "--first-call", f"{case}:{method}"]
+    cmd += [a for k, v in flags.items() if v is not None for a in (f"--{k.replace('_', '-')}", str(v))]
+    cmd += [flag for flag, on in (("--quick", args.quick), ("--compile", args.compile)) if on]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -199,11 +136,7 @@ def _first_call_child(args):
     case, method = args.first_call.split(":")
     model, sde, x, trace = build_case(args, case)
     fn = solvers(model, sde, x, trace, args.tol, args.seed, method.endswith("_compiled"))[method]
-    seconds = []
-    for _ in range(2):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
+    seconds = call_seconds(fn, 2)
     print(json.dumps({"first": seconds[0], "second": seconds[1]}))
 
 
@@ -247,48 +180,52 @@ def run_case(args, name):
                 agreement_band_nats=band, answers_agree=all(r["max_abs_diff_nats"] <= band for r in rows.values()))
 
 
-def write_table(results, info, args, path):
+def table(metrics) -> str:
+    """table.md from a run's metrics.json."""
+    info = metrics["machine"]
     lines = [f"Device: {info['device_name']} ({info['torch_threads']} thread), load average "
-             f"{', '.join(f'{v:.2f}' for v in info['load_average'])} at the start; rtol = atol = {args.tol}, "
-             f"eps = {EPS}; medians of interleaved solves.", "",
-             "| case | D | points | method | NFE | solve (s) | ms / NFE | × faster than SciPy | "
-             "first-call extra (s) | max \\|Δ log p\\| vs SciPy (nats) | max error vs tol/100 solve (nats) |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for case, res in results.items():
-        for m, r in res["rows"].items():
-            fc = r.get("first_call")
-            fcs = "–" if fc is None else f"{fc['first'] - fc['second']:.2f}"
-            lines.append(f"| {case} | {res['dim']} | {res['points']} | {m} | {r['nfe']} | "
-                         f"{r['seconds']['median']:.3f} | {1e3 * r['seconds_per_nfe']:.2f} | "
-                         f"{r['speedup_over_scipy']:.2f} | {fcs} | {r['max_abs_diff_nats']:.2e} | "
-                         f"{r['max_abs_error_vs_tight_solve']:.2e} |")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+             f"{', '.join(f'{v:.2f}' for v in info['load_average'])} at the start; rtol = atol = {metrics['tol']}, "
+             f"eps = {metrics['eps']}; medians of interleaved solves.", ""]
+    first = lambda r: "–" if r.get("first_call") is None else f"{r['first_call']['first'] - r['first_call']['second']:.2f}"
+    cells = lambda case, res, m, r: [
+        case, res["dim"], res["points"], m, r["nfe"], f"{r['seconds']['median']:.3f}",
+        f"{1e3 * r['seconds_per_nfe']:.2f}", f"{r['speedup_over_scipy']:.2f}", first(r),
+        f"{r['max_abs_diff_nats']:.2e}", f"{r['max_abs_error_vs_tight_solve']:.2e}"]
+    lines.append(markdown_table(
+        ["case", "D", "points", "method", "NFE", "solve (s)", "ms / NFE", "× faster than SciPy",
+         "first-call extra (s)", "max \\|Δ log p\\| vs SciPy (nats)", "max error vs tol/100 solve (nats)"],
+        (cells(case, res, m, r) for case, res in metrics["cases"].items() for m, r in res["rows"].items()),
+        "lrrlrrrrrrr"))
+    return "\n".join(lines) + "\n"
+
+
+def chosen_cases(args):
+    cases = [c for c in args.cases.split(",") if c]
+    bad = [c for c in cases if c not in CASES]
+    if bad:
+        fail(f"unknown case(s) {bad} in --cases; choose from {list(CASES)}")
+    return cases
 
 
 def main(argv=None):
     args = parse_args(argv)
     args.tol = args.tol or (1e-3 if args.quick else 1e-5)
-    if args.first_call:
-        torch.set_num_threads(args.threads)
+    if args.first_call:  # a child process of first_call(): it reads the parent's --out
+        setup_run(args, prepare=False)
         return _first_call_child(args)
-    device = setup_run(args)
-    if device.type != "cpu":
-        sys.exit("likelihood_cost.py compares against a numpy loop: --device cpu only")
-    cases = [c for c in args.cases.split(",") if c]
-    bad = [c for c in cases if c not in CASES]
-    if bad:
-        sys.exit(f"unknown case(s) {bad}; choose from {list(CASES)}")
-    info = machine_info(device)
+    if args.device != "cpu":
+        fail("likelihood_cost.py compares against a numpy loop: --device cpu only")
+    cases = chosen_cases(args)
+    info = machine_info(setup_run(args))
     results = {}
     for case in cases:
         results[case] = run_case(args, case)
         # the first-call extra is per process, not per model: measured on the mixture only
         if not args.no_first_call and case != "unet_hutchinson" and not (args.quick and case != "mixture_hutchinson"):
-            for m in results[case]["rows"]:
+            for m in tqdm(results[case]["rows"], desc=f"first calls, {case}"):
                 fc = first_call(args, case, m)
                 results[case]["rows"][m]["first_call"] = dict(fc, extra=fc["first"] - fc["second"])
-    info["load_average_end"] = list(os.getloadavg())
+    info["load_average_end"] = load_average()
     speedups = {c: r["rows"]["scorepde_reverse"]["speedup_over_scipy"] for c, r in results.items()}
     metrics = dict(
         speedup_over_scipy=speedups,
@@ -296,15 +233,12 @@ def main(argv=None):
         goals=dict(at_least_1_5x_faster=min(speedups.values()) >= 1.5,
                    answers_agree=all(r["answers_agree"] for r in results.values())),
         cases=results, machine=info, tol=args.tol, eps=EPS,
-        command=" ".join(["python", "benchmarks/likelihood_cost.py"] + (sys.argv[1:] if argv is None else list(argv))),
+        command=command_line("benchmarks/likelihood_cost.py", argv),
     )
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
     for name in os.listdir(args.out):  # the U-Net weights were only for the first-call processes
         if name.startswith("unet_dsm") and name.endswith(".pt"):
             os.remove(os.path.join(args.out, name))
-    write_table(results, info, args, os.path.join(args.out, "table.md"))
-    print(open(os.path.join(args.out, "table.md")).read())
+    write_report(args.out, metrics, table(metrics))
     print(json.dumps({k: metrics[k] for k in ("speedup_over_scipy", "goals")}, indent=2))
 
 

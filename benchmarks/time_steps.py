@@ -21,7 +21,6 @@ is reported too. Writes metrics.json, table.md and phase_sweep.png to --out.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
 
@@ -29,19 +28,18 @@ import torch
 
 import scorepde as sp
 from scorepde.benchmarking import machine_info
+from scorepde.cli import fail
+from scorepde.commands._bench import benchmark_parser, command_line, setup_run, write_report
 from scorepde.data import load_dataset, to_model_space
 from scorepde.derivatives import FD_PHASE, PAPER_STEPS, time_steps
 from scorepde.image_config import ImageConfig, build_objective, build_score_model, build_sde, model_scaling
 from scorepde.training import fit, make_optimizer
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import base_parser, setup_run  # noqa: E402
-
 PHASES = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def parse_args(argv=None):
-    p = base_parser(__doc__, "runs/time_steps", "VP only, 20 DSM steps, 8 points (for tests)")
+    p = benchmark_parser(__doc__, "runs/time_steps", "VP only, 20 DSM steps, 8 points (for tests)")
     p.add_argument("--dsm-steps", type=int, default=None, help="DSM steps before the 'trained' "
                    "measurement (default 300, quick 20)")
     p.add_argument("--points", type=int, default=None, help="evaluation points (default 32, quick 8)")
@@ -112,7 +110,9 @@ def run_sde(name, args, device, progress=True):
     return out
 
 
-def table(results) -> str:
+def table(metrics) -> str:
+    """table.md from a run's metrics.json."""
+    results = metrics["results"]
     lines = ["| SDE | net state | ∂t form | median rel. error | max rel. error |", "|---|---|---|---|---|"]
     for sde_name, res in results.items():
         for state, m in res.items():
@@ -150,19 +150,13 @@ def main(argv=None) -> int:
     args.dsm_steps = args.dsm_steps if args.dsm_steps is not None else (20 if args.quick else 300)
     args.points = args.points or (8 if args.quick else 32)
     if args.dsm_steps < 0 or args.points < 1:
-        sys.exit("--dsm-steps must be >= 0 and --points >= 1")
+        fail("--dsm-steps must be >= 0 and --points >= 1")
     device = setup_run(args)
     results = {name: run_sde(name, args, device) for name in (("vp",) if args.quick else ("vp", "ve"))}
-    md = table(results)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(md)
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump({"results": results, "fd_phase": {str(k): v for k, v in FD_PHASE.items()},
-                   "machine": machine_info(device),
-                   "command": "python benchmarks/time_steps.py " + " ".join(argv or sys.argv[1:])},
-                  f, indent=2, default=str)
+    metrics = {"results": results, "fd_phase": {str(k): v for k, v in FD_PHASE.items()},
+               "machine": machine_info(device), "command": command_line("benchmarks/time_steps.py", argv)}
+    write_report(args.out, metrics, table(metrics))
     plot(results, os.path.join(args.out, "phase_sweep.png"))
-    print(md)
     return 0
 
 

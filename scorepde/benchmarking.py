@@ -9,19 +9,24 @@ when it started: on CUDA from ``torch.cuda.max_memory_allocated``; on CPU from
 ``torch.profiler``'s allocation records (``profile_memory=True``), summed in time order
 at the granularity of single ATen ops (an op's own temporaries are netted inside it).
 It counts tensors only, not the Python heap nor the allocator's cached pages.
+
+Also a busy neighbour job (a second condition to time under) and the first calls of a fresh
+process. The benchmarks' command-line plumbing is ``scorepde.commands._bench``.
 """
 from __future__ import annotations
 
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 import torch
 
 __all__ = ["synchronize", "interleaved_timings", "summarize", "ratios", "peak_memory", "error_stats",
-           "machine_info", "device_name"]
+           "machine_info", "device_name", "load_average", "call_seconds", "BusyNeighbour"]
 
 
 def synchronize(device: Any = "cpu") -> None:
@@ -164,3 +169,39 @@ def error_stats(draws: torch.Tensor, exact: torch.Tensor, scale: float) -> Dict[
     scale = float(scale)
     return {"bias": bias_sq ** 0.5, "variance": var, "rmse": mse ** 0.5, "scale": scale,
             "rel_bias": bias_sq ** 0.5 / scale, "rel_variance": var / scale ** 2, "rel_rmse": mse ** 0.5 / scale}
+
+
+def load_average() -> Optional[List[float]]:
+    """The 1, 5 and 15 minute load averages (None where the platform has none)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def call_seconds(fn: Callable[[], Any], calls: int = 1) -> List[float]:
+    """Wall seconds of each of ``calls`` consecutive calls of ``fn``, untimed nothing before:
+    the first calls of a fresh process or a compiled function, or a plain repeated call."""
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+class BusyNeighbour:
+    """A second single-threaded job for the duration of a ``with`` block: a torch matmul loop
+    in its own process (the block gets its pid), ended by pid when the block exits."""
+
+    LOOP = ("import torch; torch.set_num_threads(1); a = torch.randn(512, 512)\n"
+            "while True: a = torch.tanh(a @ a)")
+
+    def __enter__(self) -> int:
+        self.proc = subprocess.Popen([sys.executable, "-c", self.LOOP], env={"OMP_NUM_THREADS": "1", "PATH": ""})
+        time.sleep(2.0)  # let it import torch and start spinning
+        if self.proc.poll() is not None:
+            raise RuntimeError("the busy neighbour job exited at once")
+        return self.proc.pid
+
+    def __exit__(self, *exc) -> bool:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        return False

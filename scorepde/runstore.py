@@ -5,12 +5,16 @@ them into a file name, ``RunStore.done`` says whether that run has a result, and
 ``RunStore.save`` writes it atomically (a half-written file never counts as done).
 Scripts loop over their grid and skip what is done; two processes can share a grid by
 ``shard`` (run i of the grid, or of each kind of run in it, belongs to shard i mod n).
+A run file that does not parse (truncated by a full disk, edited by hand) is not done: it is
+renamed to ``<name>.json.corrupt`` (kept, never deleted) with a warning that names it, and
+that run alone is redone.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import warnings
 from collections import Counter
 from typing import Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
@@ -53,11 +57,17 @@ class RunStore:
         return os.path.join(self.folder, run_name(**fields) + ".json")
 
     def done(self, **fields) -> bool:
-        return os.path.isfile(self.path(**fields))
+        """Whether the run has a readable result; an unreadable one is set aside (see above)."""
+        path = self.path(**fields)
+        return os.path.isfile(path) and _read(path) is not None
 
     def load(self, **fields) -> dict:
-        with open(self.path(**fields)) as f:
-            return json.load(f)
+        path = self.path(**fields)
+        result = _read(path) if os.path.isfile(path) else None
+        if result is None:
+            raise ValueError(f"run file {path} is missing or was unreadable (see the warning "
+                             "above); run the grid again to redo that run")
+        return result
 
     def save(self, result: dict, **fields) -> str:
         """Write ``{**fields, **result}`` atomically; returns the path."""
@@ -69,9 +79,27 @@ class RunStore:
         out = []
         for name in sorted(os.listdir(self.folder)):
             if name.endswith(".json") and not name.startswith("."):
-                with open(os.path.join(self.folder, name)) as f:
-                    out.append(json.load(f))
+                result = _read(os.path.join(self.folder, name))
+                if result is not None:
+                    out.append(result)
         return out
+
+
+def _read(path: str) -> Optional[dict]:
+    """The run file's result, or None after setting an unreadable one aside as ``.corrupt``."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+        if isinstance(result, dict):
+            return result
+        problem = f"holds a {type(result).__name__}, not a run's fields and result"
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        problem = f"does not parse as JSON ({err})"
+    aside = path + ".corrupt"
+    os.replace(path, aside)
+    warnings.warn(f"run file {path} {problem}: kept as {aside}, and that run will be redone",
+                  stacklevel=3)
+    return None
 
 
 def parse_shard(text: Optional[str]) -> Tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Timing and memory helpers: interleaving order, medians, ratios, peak bytes."""
+"""Timing and memory helpers: interleaving order, medians, ratios, peak bytes; and the benchmark
+commands' shared plumbing (scorepde.commands._bench): output folder, device, brief training."""
 import time
 
 import pytest
@@ -73,3 +74,57 @@ def test_error_stats_split_bias_and_variance():
     assert error_stats(exact[None], exact, 1.0)["rmse"] == 0.0
     with pytest.raises(ValueError, match="shape"):
         error_stats(draws, exact[:2], 1.0)
+
+
+def test_call_seconds_times_each_call():
+    from scorepde.benchmarking import call_seconds
+    calls = []
+    seconds = call_seconds(lambda: (calls.append(1), time.sleep(0.01)), 3)
+    assert len(calls) == 3 and len(seconds) == 3 and min(seconds) >= 0.01
+
+
+def test_train_briefly_is_the_plain_adam_loop():
+    """train_briefly runs through training.fit, and matches, bit for bit, the hand-written
+    loop the benchmark scripts had: random batch, DSM loss, Adam step, all from one generator."""
+    from scorepde import VPSDE
+    from scorepde.commands._bench import train_briefly
+    from scorepde.losses import dsm_loss
+    from scorepde.nn import MLPScore
+
+    data = torch.randn(40, 2)
+
+    def model():
+        torch.manual_seed(0)
+        net = MLPScore(2, hidden=16, depth=2)
+        net.sde = VPSDE()
+        return net
+
+    a, g = model(), torch.Generator().manual_seed(3)
+    opt = torch.optim.Adam(a.parameters(), lr=2e-3)
+    for _ in range(3):
+        loss = dsm_loss(a, a.sde, data[torch.randint(0, 40, (8,), generator=g)], generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    b = train_briefly(model(), data, 3, batch=8, generator=torch.Generator().manual_seed(3), progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), model().parameters()))
+
+
+def test_setup_run_refuses_results_and_missing_cuda(tmp_path, capsys):
+    import argparse
+    from scorepde.commands._bench import benchmark_parser, setup_run
+
+    parser = benchmark_parser("doc", "runs/x", "quick")
+    out = tmp_path / "new" / "folder"
+    assert setup_run(parser.parse_args(["--out", str(out)])) == torch.device("cpu") and out.is_dir()
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit) as info:
+        setup_run(parser.parse_args(["--out", str(out)]))
+    assert info.value.code == 2 and "already holds results" in capsys.readouterr().err
+    setup_run(parser.parse_args(["--out", str(out), "--overwrite"]))  # allowed, nothing deleted
+    assert (out / "metrics.json").exists()
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            setup_run(argparse.Namespace(device="cuda", threads=1, out=str(tmp_path / "c"), overwrite=False))
+        assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "c").exists()

@@ -1,4 +1,7 @@
-"""The benchmark scripts run end to end with --quick and write what they promise."""
+"""The benchmark scripts run end to end with --quick and write what they promise; their
+tables regenerate from the committed metrics.json byte for byte."""
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -7,6 +10,16 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+SCRIPTS = ("bpd_cost", "estimator_error", "lever_error", "likelihood_cost", "pfode_cost", "step_cost", "time_steps")
+
+
+def _script(name):
+    """A benchmark script as a module (importing it runs nothing)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _run(script, out):
@@ -67,17 +80,8 @@ def test_step_cost_quick(tmp_path):
     assert (tmp_path / "table.md").stat().st_size > 0 and (tmp_path / "step_cost.png").stat().st_size > 0
     assert set(m["residual_tail_ratio_to_paper"]) == set(m["effect"]) and m["residual_tail_ratio_to_paper"]["paper"] == 1.0
     # --rederive measures nothing and derives the same numbers from the stored run
-    saved = sys.modules.pop("_common", None)  # toy/ and benchmarks/ each have a _common
-    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-    try:
-        import step_cost
-        step_cost.main(["--rederive", "--out", str(tmp_path)])
-    finally:
-        sys.path.remove(os.path.join(ROOT, "benchmarks"))
-        sys.modules.pop("_common", None)
-        sys.modules.pop("step_cost", None)
-        if saved is not None:
-            sys.modules["_common"] = saved
+    from scorepde.commands import step_cost
+    step_cost.main(["--rederive", "--out", str(tmp_path)])
     with open(tmp_path / "metrics.json") as f:
         again = json.load(f)
     assert again.pop("rederived_by").endswith("--rederive --out " + str(tmp_path))
@@ -131,3 +135,49 @@ def test_lever_error_quick(tmp_path):
     for r in m["trace"].values():
         assert r["rel_rmse_mean"] > 0 and r["seconds_median"] > 0 and len(r["points"]) == 4
     assert (tmp_path / "table.md").stat().st_size > 0
+
+
+#: Committed results folder → the module whose ``table(metrics)`` wrote its table.md.
+COMMITTED = {"step_cost": "step_cost", "step_cost/seed1": "step_cost", "step_cost/seed2": "step_cost",
+             "estimator_error": "estimator_error", "likelihood_cost": "likelihood_cost",
+             "likelihood_cost/compile": "likelihood_cost", "likelihood_cost/mixture_after_fix": "likelihood_cost",
+             "lever_error": "lever_error", "time_steps": "time_steps", "bpd_cost": "bpd_cost"}
+
+
+@pytest.mark.parametrize("folder", sorted(COMMITTED))
+def test_committed_tables_regenerate_byte_for_byte(folder):
+    """The committed table.md is what today's code writes from the committed metrics.json."""
+    name = COMMITTED[folder]
+    module = (importlib.import_module(f"scorepde.commands.{name}") if name in ("step_cost", "estimator_error")
+              else _script(name))
+    with open(os.path.join(RESULTS, folder, "metrics.json")) as f:
+        metrics = json.load(f)
+    if name == "step_cost":  # what --rederive writes: the metrics derived again, then the table
+        metrics = module.rederive(os.path.join(RESULTS, folder), metrics["command"])
+    with open(os.path.join(RESULTS, folder, "table.md"), encoding="utf-8") as f:
+        assert module.table(metrics) == f.read()
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_has_help_and_refuses_a_folder_with_results(name, tmp_path, capsys):
+    module = _script(name)
+    with pytest.raises(SystemExit) as info:
+        module.main(["--help"])
+    assert info.value.code == 0 and "--out" in capsys.readouterr().out
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit) as info:  # before any measuring: a one-line error, exit 2
+        module.main(["--quick", "--out", str(tmp_path)])
+    assert info.value.code == 2 and "already holds results" in capsys.readouterr().err
+    assert (tmp_path / "metrics.json").read_text() == "{}"
+
+
+@pytest.mark.slow
+def test_time_steps_and_pfode_cost_quick(tmp_path):
+    """Structure only: the two small scripts run with --quick and write metrics.json."""
+    m = _run("time_steps.py", tmp_path / "time_steps")
+    assert set(m["results"]) == {"vp"} and (tmp_path / "time_steps" / "phase_sweep.png").stat().st_size > 0
+    rows = m["results"]["vp"]["init"]["rows"]
+    assert all(e["median"] <= e["max"] for e in rows.values())
+    assert _script("time_steps").table(m) == (tmp_path / "time_steps" / "table.md").read_text()
+    p = _run("pfode_cost.py", tmp_path / "pfode_cost")
+    assert p["digits"]["ms_per_image_per_nfe"] > 0 and p["command"].endswith("--quick --out " + str(tmp_path / "pfode_cost"))

@@ -1,6 +1,7 @@
 """scorepde.runstore: one result file per run, atomic, skipped when present; grid shards."""
 import json
 import os
+import re
 
 import pytest
 
@@ -64,3 +65,43 @@ def test_shards_stay_balanced_when_kinds_have_odd_counts():
     assert [len(p) for p in parts] == [6, 6]
     for b in (0.0, 0.1, 0.01, 1.0):
         assert sorted(sum(r[0] == b for r in p) for p in parts) == [1, 2]
+
+
+def _grid(store, seeds, ran):
+    """A resumable grid as the scripts run one: skip what is done, run and save the rest."""
+    for seed in seeds:
+        if not store.done(kind="toy", seed=seed):
+            ran.append(seed)
+            store.save({"nll": float(seed)}, kind="toy", seed=seed)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "not_a_dict"])
+def test_a_damaged_run_file_is_redone_alone_and_kept_aside(tmp_path, damage):
+    store = RunStore(str(tmp_path))
+    _grid(store, range(4), [])
+    victim = store.path(kind="toy", seed=2)
+    text = open(victim).read()
+    bad = {"truncate": text[: len(text) // 2], "garbage": "\x00\x01 not json", "not_a_dict": "[1, 2]"}[damage]
+    with open(victim, "w") as f:
+        f.write(bad)
+    others = {s: os.stat(store.path(kind="toy", seed=s)).st_mtime_ns for s in (0, 1, 3)}
+    ran = []
+    with pytest.warns(UserWarning, match=re.escape(victim)):
+        _grid(store, range(4), ran)
+    assert ran == [2]                                        # only the damaged run is redone
+    assert store.load(kind="toy", seed=2)["nll"] == 2.0
+    assert {s: os.stat(store.path(kind="toy", seed=s)).st_mtime_ns for s in (0, 1, 3)} == others
+    assert open(victim + ".corrupt").read() == bad           # nothing is lost
+    assert [r["seed"] for r in store.all()] == [0, 1, 2, 3]
+
+
+def test_all_and_load_skip_and_name_a_damaged_file(tmp_path):
+    store = RunStore(str(tmp_path))
+    store.save({"nll": 1.0}, kind="toy", seed=0)
+    store.save({"nll": 2.0}, kind="toy", seed=1)
+    with open(store.path(kind="toy", seed=1), "w") as f:
+        f.write('{"nll": ')
+    with pytest.warns(UserWarning, match="does not parse"):
+        assert [r["seed"] for r in store.all()] == [0]
+    with pytest.raises(ValueError, match="seed=1"):
+        store.load(kind="toy", seed=1)

@@ -11,13 +11,11 @@ Datasets: ``digits`` (no files), ``mnist-10k`` and ``fashion-mnist`` (IDX folder
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Optional
 
 from ..cli import fail, user_errors
@@ -57,14 +55,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _train_command() -> list:
-    """How to start one training run in a fresh process: the package's command module."""
-    if importlib.util.find_spec("scorepde.commands.train") is not None:
-        return [sys.executable, "-m", "scorepde.commands.train"]
-    # TODO(integration): remove once scorepde/commands/train.py has landed (engineer "ckpt")
-    return [sys.executable, str(Path(__file__).resolve().parents[2] / "image" / "train.py")]
-
-
 def _steps(text: str) -> dict:
     try:
         return {k.strip(): str(int(v)) for k, v in (kv.split("=") for kv in text.split(",") if kv)}
@@ -76,7 +66,7 @@ def _run(args, name: str, objective: str, steps: dict) -> Optional[dict]:
     """One training run of the pair; its metrics.json with the command, or None if it failed."""
     loader, sub, flags = DATASETS[name]
     out = os.path.join(args.out, f"{name}-{objective}")
-    cmd = [*_train_command(), "--dataset", loader,
+    cmd = [sys.executable, "-m", "scorepde.commands.train", "--dataset", loader,
            "--objective", objective, *flags.split(), "--steps", steps.get(name, "400"),
            "--seed", str(args.seed), "--threads", str(args.threads), "--out", out,
            "--eval-images", str(args.eval_images), "--eval-repeats", str(args.eval_repeats),
