@@ -151,7 +151,7 @@ def run_case(args, name):
     methods = case_methods(args, name)
     fns = {m: fn for m, fn in solvers(model, sde, x, trace, args.tol, args.seed,
                                       "scorepde_reverse_compiled" in methods).items() if m in methods}
-    answers = {m: fn() for m, fn in fns.items()}  # also the warmup
+    answers = {m: fns[m]() for m in tqdm(fns, desc=f"{name}: first solves")}  # also the warmup
     if name == "unet_hutchinson":
         repeats = args.unet_repeats or (1 if args.quick else 3)
     else:

@@ -25,6 +25,7 @@ import os
 import sys
 
 import torch
+from tqdm.auto import tqdm
 
 import scorepde as sp
 from scorepde.benchmarking import machine_info
@@ -71,7 +72,7 @@ def measure(model, sde, x, t):
         f"auto central ({auto[0]:.2g})": relative_errors(model, model64, x, t, auto, "central"),
     }
     sweep = {phi: relative_errors(model, model64, x, t, (phi / rate, phi / rate / 2), "central")
-             for phi in PHASES}
+             for phi in tqdm(PHASES, desc="phase sweep")}
     summary = lambda e: {"median": float(torch.tensor(e).median()), "max": max(e)}
     return {"time_rate": rate, "auto_steps": auto, "rows": {k: summary(v) for k, v in rows.items()},
             "phase_sweep": {str(k): summary(v) for k, v in sweep.items()}}

@@ -9,7 +9,8 @@ A page marks a generated region with two HTML comments::
 KIND is ``include`` (ARG: a report a script wrote from its run files, e.g. a ``summary.md`` or
 ``table.md`` beside its ``metrics.json``), ``finetune`` (ARG: a ``image/finetune.py`` output
 folder; the table is built from its ``metrics.json``) or ``api`` (the API reference: one entry
-per name in ``scorepde.__all__``). ``--check`` writes nothing and exits 1 when a committed page
+per name in ``scorepde.__all__``). The figures in ``FIGURES`` are copied from their results
+folders. ``--check`` writes nothing and exits 1 when a committed page
 differs from what this script generates (tests/test_docs.py runs it), so a number in the docs
 cannot drift from the results it quotes.
 """
@@ -112,6 +113,14 @@ def presets(_: str) -> str:
 KINDS = {"include": include, "finetune": finetune, "api": api, "presets": presets}
 
 
+#: Figures the pages show, copied from the results they belong to (MkDocs serves only docs/).
+FIGURES = {
+    "figures/density_checkerboard.png": "toy/results/density_paper/density_checkerboard.png",
+    "figures/nll_vs_beta.png": "toy/results/density_paper/nll_vs_beta.png",
+    "figures/cauchy_rel_l2_over_t.png": "toy/results/cauchy/rel_l2_over_t.png",
+}
+
+
 def render(text: str) -> str:
     return REGION.sub(lambda m: m.group(1) + KINDS[m.group(2)](m.group(3).strip()) + m.group(5), text)
 
@@ -128,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(page.relative_to(ROOT).as_posix())
             if not args.check:
                 page.write_text(new)
+    for copy, source in FIGURES.items():
+        data = (ROOT / source).read_bytes()
+        if not (DOCS / copy).is_file() or (DOCS / copy).read_bytes() != data:
+            stale.append(f"docs/{copy}")
+            if not args.check:
+                (DOCS / copy).parent.mkdir(exist_ok=True)
+                (DOCS / copy).write_bytes(data)
     if args.check and stale:
         print("stale generated docs (run python docs/generate.py):", ", ".join(stale))
         return 1

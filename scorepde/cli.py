@@ -9,28 +9,14 @@ files, devices) in ``user_errors()``, and the library raises ``ValueError`` (or
 from __future__ import annotations
 
 import argparse
-import contextlib
 import runpy
 import sys
 from pathlib import Path
-from typing import Mapping, NoReturn, Optional
+from typing import Mapping, Optional
+
+from .errors import fail, user_errors  # the ground floor's; re-exported for the commands
 
 __all__ = ["fail", "user_errors", "parser", "add_run_flags", "HelpFormatter", "SCRIPTS"]
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` as one line on stderr and exit with ``code``."""
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
-@contextlib.contextmanager
-def user_errors(code: int = 2):
-    """Turn the ``ValueError``/``FileNotFoundError`` of bad input inside the block into ``fail``."""
-    try:
-        yield
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err), code)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

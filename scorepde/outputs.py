@@ -15,14 +15,15 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
-from typing import Iterable, List, Optional, Union
+from collections.abc import Iterable
+from typing import Union
 
 __all__ = ["holds_results", "prepare_out", "announce"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def holds_results(path: PathLike) -> List[str]:
+def holds_results(path: PathLike) -> list[str]:
     """The files anywhere inside ``path`` (names relative to it, sorted), or ``[]``."""
     root = pathlib.Path(path)
     if not root.is_dir():
@@ -52,7 +53,7 @@ def prepare_out(path: PathLike, *, resume: bool = False, overwrite: bool = False
     return out
 
 
-def announce(path: PathLike, files: Optional[Iterable[str]] = None, *, file=None) -> None:
+def announce(path: PathLike, files: Iterable[str] | None = None, *, file=None) -> None:
     """Print where the results were written: ``results in <absolute folder>`` (and which files)."""
     where = pathlib.Path(path).resolve()
     names = list(files) if files is not None else []

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 __all__ = ["grid_points", "heatmaps", "scatters", "densities_1d", "curves", "histogram_density",
-           "training_curves", "errorbars", "save_grid"]
+           "training_curves", "smooth", "errorbars", "audit_figure", "save_grid"]
 
 
 def _np(a):
@@ -148,23 +148,65 @@ def histogram_density(samples, extent: Tuple[float, float], n: int) -> np.ndarra
 _NOT_LOSSES = ("step", "lr", "step_time")
 
 
-def training_curves(records: Sequence[dict], path: str, *, title: Optional[str] = None) -> str:
+def _merge_equal(series: Dict[str, list]) -> Dict[str, list]:
+    """Series that are equal everywhere drawn once, under a joint label ("loss = dsm"): a
+    DSM run's loss is its dsm term, and two coinciding curves hide one another."""
+    merged: Dict[str, list] = {}
+    for name, values in series.items():
+        twin = next((k for k, v in merged.items() if np.allclose(v, values, rtol=1e-12, atol=0, equal_nan=True)),
+                    None)
+        if twin is None:
+            merged[name] = values
+        else:
+            merged[f"{twin} = {name}"] = merged.pop(twin)
+    return merged
+
+
+def smooth(values: Sequence[float], span: int) -> np.ndarray:
+    """The exponential moving average with the given ``span`` (α = 2/(span + 1)), bias-corrected
+    at the start so that the first points are not pulled towards 0; NaNs are skipped."""
+    alpha = 2.0 / (max(int(span), 1) + 1)
+    out, avg, weight = [], 0.0, 0.0
+    for v in np.asarray(values, dtype=float):
+        if np.isfinite(v):
+            avg, weight = (1 - alpha) * avg + alpha * v, (1 - alpha) * weight + alpha
+        out.append(avg / weight if weight > 0 else np.nan)
+    return np.array(out)
+
+
+def training_curves(records: Sequence[dict], path: str, *, title: Optional[str] = None,
+                    span: Optional[int] = None) -> str:
     """The training curves of a ``log.jsonl`` (one dict per step): the loss and its parts
     (``dsm``, ``fp``) in one panel, the regularizer's own parts (``fp_*``) in a second when the
-    regularizer ran; log y where every value is positive."""
+    regularizer ran. Each series is drawn raw (faint) and smoothed (an EMA over ``span`` steps,
+    default 1/20 of the run); series equal everywhere (a DSM run's loss and dsm) are drawn
+    once under a joint label; log y where every value is positive."""
     if not records:
         raise ValueError("no training records to plot; the log is empty")
     steps = [r["step"] for r in records]
     names = [k for k in records[0] if k not in _NOT_LOSSES and isinstance(records[0][k], (int, float))]
     series = {k: [float(r.get(k, np.nan)) for r in records] for k in names}
     series = {k: v for k, v in series.items() if any(x != 0 for x in v)}  # fp = 0 under DSM
-    main = {k: v for k, v in series.items() if not k.startswith("fp_")}
-    parts = {k: v for k, v in series.items() if k.startswith("fp_")}
+    main = _merge_equal({k: v for k, v in series.items() if not k.startswith("fp_")})
+    parts = _merge_equal({k: v for k, v in series.items() if k.startswith("fp_")})
     panels = {"loss and its terms": main, **({"regularizer parts": parts} if parts else {})}
     positive = all(x > 0 for v in series.values() for x in v if np.isfinite(x))
-    fig_path = curves(steps, {}, path, ylabel="value (per step)", xlabel="step", logy=positive,
-                      panels=panels, suptitle=title)
-    return fig_path
+    span = span or max(len(steps) // 20, 1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False)
+    for ax, (panel, ser) in zip(axes[0], panels.items()):
+        for name, y in ser.items():
+            y = np.asarray(y, dtype=float)
+            raw, = ax.plot(steps, np.where(y > 0, y, np.nan) if positive else y, lw=0.6, alpha=0.3)
+            ax.plot(steps, smooth(y, span), color=raw.get_color(), lw=1.5, label=f"{name} (EMA, span {span})")
+        if positive:
+            ax.set_yscale("log")
+        ax.set(xlabel="step", ylabel="value (faint: per step)", title=panel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def errorbars(panels: Dict[str, Dict[str, Tuple[Sequence[float], Sequence[float], Sequence[float]]]],
@@ -193,6 +235,76 @@ def errorbars(panels: Dict[str, Dict[str, Tuple[Sequence[float], Sequence[float]
     axes[0][0].set_ylabel(ylabel)                           # once: beside each panel it overlaps
     if suptitle:
         fig.suptitle(suptitle, y=1.03)
+    return _save(fig, path)
+
+
+#: Half-width of the error bars of ``audit_figure``: about 95% for a normal estimate.
+Z95 = 1.96
+
+
+def _native_axis(ax, t: Sequence[float], native: Tuple[str, Sequence[float]], ticks: int = 5) -> None:
+    """A top axis with a few of the grid's t labelled in the model's own clock."""
+    name, values = native
+    top = ax.secondary_xaxis("top")
+    idx = np.unique(np.linspace(0, len(t) - 1, min(ticks, len(t))).round().astype(int))
+    fmt = (lambda v: f"{v:.0f}") if "step" in name else (lambda v: f"{v:.3g}")
+    top.set_xticks([t[i] for i in idx], labels=[fmt(values[i]) for i in idx])
+    top.xaxis.set_minor_formatter(NullFormatter())
+    top.tick_params(axis="x", which="minor", top=False)
+    top.set_xlabel(name, fontsize=8)
+
+
+def _errorbar_panel(ax, t, series: Dict[str, Tuple[Sequence, Sequence]], *, logy: bool) -> None:
+    x = np.asarray(t, dtype=float)
+    for label, (y, se) in series.items():
+        y = np.array([np.nan if v is None else v for v in y], dtype=float)
+        h = Z95 * np.array([0.0 if v is None else v for v in se], dtype=float)
+        if logy:
+            keep = y > 0
+            lower = np.minimum(h, 0.999 * np.where(keep, y, 0.0))  # a log axis has no room below 0
+            ax.errorbar(x[keep], y[keep], yerr=[lower[keep], h[keep]], label=label, marker=".", capsize=2)
+        else:
+            ax.errorbar(x, y, yerr=h, label=label, marker=".", capsize=2)
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+
+
+def audit_figure(t: Sequence[float], native: Tuple[str, Sequence[float]],
+                 curves: Dict[str, Dict[str, Tuple[Sequence, Sequence]]], path: str, *,
+                 differences: Optional[Dict[str, Dict[str, Tuple[Sequence, Sequence]]]] = None,
+                 references: Optional[Dict[str, Tuple[float, str]]] = None,
+                 suptitle: Optional[str] = None) -> str:
+    """The audit's figure: one panel per quantity with the models overlaid (``curves``:
+    ``{panel: {model: (values, SEs)}}``, log axes) and, when given, a second row with the
+    paired differences (``differences``, same layout, linear y, a line at 0). Error bars are
+    ±1.96 SE; ``references`` draws ``{panel: (y, label)}`` as a dotted line. The top axis
+    shows t in the model's own clock (``native``: (name, values on the grid))."""
+    rows = 2 if differences else 1
+    fig, axes = plt.subplots(rows, len(curves), figsize=(3.9 * len(curves), 3.5 * rows + 0.4),
+                             squeeze=False, constrained_layout=True)
+    for ax, (title, series) in zip(axes[0], curves.items()):
+        _errorbar_panel(ax, t, series, logy=True)
+        if references and title in references:
+            y, label = references[title]
+            ax.axhline(y, color="0.4", ls=":", lw=1, label=label)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+        _native_axis(ax, t, native)
+    for ax, (title, series) in zip(axes[1] if differences else [], (differences or {}).items()):
+        _errorbar_panel(ax, t, series, logy=False)
+        ax.axhline(0.0, color="k", lw=0.8, ls="--")
+        ax.set_title(f"paired difference: {title}", fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("t (the SDE's time)")
+    axes[0][0].set_ylabel("value (error bars ±1.96 SE)", fontsize=8)
+    if differences:
+        axes[1][0].set_ylabel("B − A (±1.96 SE, paired)", fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
     return _save(fig, path)
 
 

@@ -23,7 +23,8 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["standard_error", "mean_se", "paired_difference", "pool_chunks", "paired_eval_se"]
+__all__ = ["standard_error", "mean_se", "paired_difference", "pool_chunks", "paired_eval_se",
+           "delta_method"]
 
 
 def _values(name: str, xs: Sequence[float]) -> list:
@@ -129,3 +130,31 @@ def paired_eval_se(a: Mapping, b: Mapping, keys: Optional[Sequence] = None) -> f
                              f"(got {len(a[s])} and {len(b[s])})")
         se2.append(np.var(np.subtract(a[s], b[s]), ddof=1) / len(a[s]))
     return float(np.sqrt(np.mean(se2)))
+
+
+def delta_method(fn, samples, at=None) -> Dict[str, Optional[float]]:
+    """``fn`` of the column means of ``samples [n, k]`` with its delta-method standard error:
+
+        f(m̄) ± sqrt(∇fᵀ Σ ∇f / n),   Σ the columns' sample covariance (ddof 1)
+
+    ``fn`` maps a float64 tensor ``[k]`` to a scalar tensor (differentiable by torch).
+    Columns of paired quantities (the same samples seen by two models) enter together, so
+    ``fn = f(m_A) − f(m_B)`` gives the SE of a paired difference. ``at`` is where the
+    gradient is taken (default the means; e.g. a root's at max(m, se(m)), where sqrt has an
+    infinite slope at 0). The SE is None with fewer than two rows.
+    """
+    import torch
+    x = torch.as_tensor(samples, dtype=torch.float64).detach().cpu()
+    if x.dim() == 1:
+        x = x[:, None]
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"samples must be [n, k] with n >= 1, got shape {tuple(x.shape)}")
+    means = x.mean(0)
+    value = float(fn(means))
+    if x.shape[0] < 2:
+        return {"mean": value, "se": None}
+    point = means if at is None else torch.as_tensor(at, dtype=torch.float64).detach().cpu()
+    grad = torch.func.grad(fn)(point)
+    centred = x - means
+    var = (centred @ grad).pow(2).sum() / (x.shape[0] - 1) / x.shape[0]
+    return {"mean": value, "se": float(var.sqrt())}

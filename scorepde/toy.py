@@ -5,6 +5,8 @@ log-density where it is known (the Gaussian mixtures as ``scorepde.GaussianMixtu
 the score and log q_t are closed forms at every t; the checkerboard's uniform density),
 and a plotting window. ``sigma_max_from_data`` sets a VE SDE's σ_max from a sample
 (Song & Ermon 2020, technique 1). ``ToyScore`` is re-exported from ``scorepde.nn.precond``.
+``toy_model``, ``toy_batches`` and ``train_toy`` build and train the toy experiments' score
+models (an MLP under ``ToyScore`` or ``ScoreModel``) with ``scorepde.training.fit``.
 
     "gmm2"          ½N((−5,−5), I) + ½N((5,5), I)                          (Sec. 6.1)
     "gmm1d"         0.3N(−2/7, 0.1/49) + 0.3N(−6/7, 0.1/49) + 0.4N(4/7, 1/49) (Sec. 7.1; 1-D)
@@ -21,15 +23,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+import time
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 
 from .gmm import GaussianMixture
-from .nn.precond import ToyScore  # noqa: F401  (re-export: it lives with the other preconditionings)
+from .nn.mlp import MLPScore
+from .nn.precond import ScoreModel, ToyScore  # ToyScore re-exported: it lives with the other preconditionings
+from .schedules import Cosine
+from .training import fit
 
 __all__ = ["ToyDataset", "TOY_DATASETS", "toy_dataset", "checkerboard_sample",
-           "checkerboard_log_prob", "swiss_rolls_sample", "sigma_max_from_data", "ToyScore"]
+           "checkerboard_log_prob", "swiss_rolls_sample", "sigma_max_from_data", "ToyScore",
+           "PARAMS", "toy_model", "toy_batches", "train_toy"]
 
 Sampler = Callable[[int, Optional[torch.Generator]], torch.Tensor]
 
@@ -152,3 +159,45 @@ def sigma_max_from_data(x: torch.Tensor) -> float:
     if flat.shape[0] < 2:
         raise ValueError(f"need at least two samples for a pairwise distance, got {flat.shape[0]}")
     return float(torch.cdist(flat, flat).max())
+
+
+#: Score parametrizations of the toy models (``toy_model(param=...)``).
+PARAMS = ("toy", "score_model")
+
+
+def toy_model(ds: ToyDataset, sde, *, hidden: int, depth: int = 3, data_std: Optional[float] = None,
+              seed: int = 0, device="cpu", skip: bool = True, param: str = "toy",
+              fourier_scale: Optional[float] = None) -> torch.nn.Module:
+    """A toy score model, its weights drawn after ``torch.manual_seed(seed)``.
+
+    ``"toy"``: a ``ToyScore`` over an ``MLPScore`` (Fourier features of log ŝ, scale 1).
+    ``"score_model"``: the library's NCSN++-style ``ScoreModel`` (−net/σ_t, Fourier features
+    of log σ(t), by default at NCSN++'s scale 16) over the same MLP. ``fourier_scale``
+    overrides the embedding's frequency scale for either."""
+    if param not in PARAMS:
+        raise ValueError(f"unknown param {param!r}; choose one of {PARAMS}")
+    torch.manual_seed(seed)
+    if param == "score_model":
+        net = MLPScore(ds.dim, hidden=hidden, depth=depth, fourier_scale=fourier_scale or 16.0)
+        return ScoreModel(net, sde).to(device)
+    net = MLPScore(ds.dim, hidden=hidden, depth=depth, embedding="fourier", fourier_scale=fourier_scale or 1.0)
+    return ToyScore(net, sde, data_std=data_std or ds.data_std, skip=skip).to(device)
+
+
+def toy_batches(ds: ToyDataset, batch_size: int, generator: torch.Generator,
+                device="cpu") -> Iterator[torch.Tensor]:
+    """Endless batches of ``ds``, drawn from ``generator`` (its state is the data order)."""
+    while True:
+        yield ds.sample(batch_size, generator).to(device)
+
+
+def train_toy(objective, model: torch.nn.Module, ds: ToyDataset, *, steps: int, batch_size: int,
+              lr: float, seed: int, desc: str = "train", device="cpu", progress: bool = True) -> dict:
+    """Adam, cosine decay to 5% over ``steps``, gradients clipped at norm 1; one generator
+    (seeded ``seed``) draws the batches and the objective's noise. Returns the last step's
+    log and the wall time."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    t0 = time.time()
+    logs = fit(objective, torch.optim.Adam(model.parameters(), lr=lr), toy_batches(ds, batch_size, gen, device),
+               steps, generator=gen, schedule=Cosine(0.05), grad_clip=1.0, progress=progress, desc=desc)
+    return {"last": logs[-1], "seconds": time.time() - t0}

@@ -292,6 +292,8 @@ def fit(objective: Callable, optimizer, batches, steps: Optional[int] = None, *,
         group.setdefault("initial_lr", group["lr"])
     if all_finite is None and across_ranks is not None:
         all_finite = lambda ok: across_ranks({"ok": float(ok)})["ok"] == 1.0
+    if seed is not None and generator is None:
+        generator = torch.Generator()
     run = _Run(start, curve_every, curve_keys)
     if checkpoint is not None and checkpoint.resume and os.path.isfile(checkpoint.path):
         _restore(checkpoint, run, model, optimizer, scheduler, ema)
@@ -300,7 +302,8 @@ def fit(objective: Callable, optimizer, batches, steps: Optional[int] = None, *,
     lr_of = schedule.factor if schedule is not None and budget.steps is None else None
     save = lambda at: _save(checkpoint, run, at, model, optimizer, scheduler, ema)
     bar = _progress(budget, run.step, desc) if progress else None
-    with (InterruptFlag() if checkpoint is not None else contextlib.nullcontext()) as flag:
+    with (InterruptFlag() if checkpoint is not None else contextlib.nullcontext()) as flag, \
+            (bar if bar is not None else contextlib.nullcontext()):
         next_eval = 0
         while True:
             frac = budget.fraction(run.step, run.wall, run.cpu)
@@ -316,8 +319,6 @@ def fit(objective: Callable, optimizer, batches, steps: Optional[int] = None, *,
                 _advance(bar, budget, run, shown)
         if checkpoint is not None and checkpoint.at_end and run.logs:
             save(run.step)
-    if bar is not None:
-        bar.close()
     return run.result()
 
 

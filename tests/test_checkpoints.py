@@ -85,7 +85,9 @@ def test_eval_refuses_a_code_payload(tmp_path, capsys):
 def test_audit_refuses_a_code_payload(tmp_path, capsys):
     from scorepde.audit import main
     path, marker = _evil_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "ran"), tmp_path / "ran"
-    assert main(["--model", str(path), "--quick", "--no-progress", "--out", str(tmp_path / "a")]) == 2
+    with pytest.raises(SystemExit) as e:  # main(argv) -> None: errors exit 2 (scorepde.errors.fail)
+        main(["--model", str(path), "--quick", "--no-progress", "--out", str(tmp_path / "a")])
+    assert e.value.code == 2
     _refused(capsys.readouterr().err, path, marker)
 
 
@@ -100,8 +102,10 @@ def test_audit_data_tensor_file_refuses_a_code_payload(tmp_path, capsys):
     from scorepde.audit import main
     path, marker = tmp_path / "data.pt", tmp_path / "ran"
     torch.save([torch.zeros(4, 2), Payload(marker)], path)
-    assert main(["--model", f"{__name__}:gmm_factory", "--data", str(path), "--quick", "--no-progress",
-                 "--out", str(tmp_path / "a")]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["--model", f"{__name__}:gmm_factory", "--data", str(path), "--quick", "--no-progress",
+              "--out", str(tmp_path / "a")])
+    assert e.value.code == 2
     err = capsys.readouterr().err
     assert not marker.exists() and str(path) in err and "io.open" in err and "torch.save(x, path)" in err
 

@@ -316,9 +316,9 @@ def test_run_says_where_it_wrote(tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["out"] == str(out)
     assert json.loads((out / "config.json").read_text())["out"] == str(out)
-    toy_common = _load(ROOT / "toy" / "_common.py", "cli_toy_common")
+    from scorepde.commands._toy import setup
     args = argparse.Namespace(out=None, device="cpu", threads=None)
-    folder = toy_common.setup(args, "cli_test_default")
+    folder = setup(args, "cli_test_default")
     assert args.out == folder and os.path.isabs(folder)  # recorded, not null
     os.rmdir(folder)
 
@@ -382,7 +382,7 @@ def test_console_entry_points(monkeypatch, capsys):
     assert e.value.code == 0 and "--preset" in capsys.readouterr().out
 
 
-# 8, for the toy scripts: their shared numeric flags are checked in toy/_common.setup.
+# 8, for the toy scripts: their shared numeric flags are checked in scorepde.commands._toy.setup.
 @pytest.mark.parametrize("script, flags, needle", [
     ("cauchy_gmm", ["--steps", "0"], "--steps must be positive"),
     ("conservativity", ["--lr", "-1"], "--lr must be positive"),

@@ -36,6 +36,14 @@ def test_generated_regions_are_current(page):
     assert _generator().render(text) == text, f"{page.name} is stale: run python docs/generate.py"
 
 
+def test_figures_are_copies_of_the_committed_results():
+    gen = _generator()
+    for copy, source in gen.FIGURES.items():
+        assert (DOCS / copy).read_bytes() == (ROOT / source).read_bytes(), (
+            f"run python docs/generate.py ({copy})"
+        )
+
+
 def test_generator_fills_an_emptied_region():
     gen = _generator()
     page = "<!-- generated: finetune image/results/finetune_mnist_32k_eval512 -->\n<!-- /generated -->"

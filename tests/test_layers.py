@@ -16,16 +16,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "scorepde"
 #: 1 derivative operators, and the SDEs beside them (GenericSDE takes div f from them);
 #: 2 the score FPE and its estimators, and what a score is made of (nets, mixtures);
 #: 3 what is computed from the FPE: objectives, likelihood, sampling, diagnostics;
-#: 4 training, evaluation, audit, data, reporting and figures; 5 the commands.
+#: 4 training, evaluation, audit, data, reporting and figures; 5 the commands (and examples).
 LAYERS = {
-    0: ["typing", "checks", "autodiff", "atomic", "stats", "outputs", "runstore", "distributed",
+    0: ["typing", "errors", "checks", "autodiff", "atomic", "stats", "outputs", "runstore", "distributed",
         "benchmarking"],
     1: ["derivatives", "sde"],
     2: ["fpe", "estimators", "nn", "gmm"],
     3: ["losses", "likelihood", "sampling", "curves", "curl", "metrics", "cauchy", "schedules", "baselines"],
     4: ["training", "checkpoints", "resumable", "bpd", "data", "audit", "reporting", "plotting", "toy",
         "image_config", "image_eval", "imaging"],
-    5: ["commands", "cli"],
+    5: ["commands", "cli", "examples"],
 }
 LAYER = {name: level for level, names in LAYERS.items() for name in names}
 

@@ -1,6 +1,6 @@
 """The price of the FP regularizer: time and peak memory per optimizer step, against DSM.
 
-    python benchmarks/step_cost.py [--out DIR] [--quick] [--compile] [--device cpu|cuda]
+    python benchmarks/step_cost.py [--out DIR] [--quick] [--compile] [--device cpu|cuda]   (or scorepde-step-cost)
 
 One U-Net, one batch and one data set for every configuration: vanilla DSM, the published
 recipe (``estimator="paper"``: 3-point stencil in t, one Gaussian Hutchinson probe by vjp,
@@ -34,6 +34,7 @@ import sys
 import time
 
 import torch
+from tqdm.auto import tqdm
 
 import scorepde as sp
 from scorepde.benchmarking import (BusyNeighbour, call_seconds, interleaved_timings, load_average,
@@ -247,7 +248,8 @@ def time_steps(args, device):
     objectives, fns = build_steps(model, x0, args.seed)
     compile_info = add_compiled(model, x0, args.seed, objectives, fns) if args.compile else {}
     times, conditions = time_conditions(args, fns, objectives, repeats, device)
-    memory = {name: peak_memory(fns[name], device) for name in fns if objectives[name].every == 1}
+    memory = {name: peak_memory(fns[name], device)
+              for name in tqdm([n for n in fns if objectives[n].every == 1], desc="peak memory")}
     for name in fns:  # an every-k cycle peaks at its regularized step, the default's
         memory.setdefault(name, memory["default"])
     rows = cost_rows(times, objectives, memory, compile_info, batch, fns)

@@ -96,6 +96,7 @@ def from_diffusers(unet, scheduler, *, attention: Optional[str] = "math", min_st
         return -convert(out, x, a, floored) / floored
 
     score.sde, score.unet, score.prediction_type = sde, unet, prediction
+    score.scheduler = scheduler  # for provenance (the audit's metrics.json); only alphas_cumprod enters the math
     # The fastest feature of the step embedding, sin(k), turns 1 rad per step: N rad per unit
     # t. Finite differences in t with h="auto" (derivatives.time_steps) take their step from it.
     # diffusers' get_timestep_embedding computes it in float32 whatever x's dtype.
