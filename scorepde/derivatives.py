@@ -77,6 +77,13 @@ def sample_probes(x: torch.Tensor, n: int = 1, kind: str = "rademacher",
 # d/dt s(x, t)
 # ---------------------------------------------------------------------------------------
 
+#: The steps of a stencil in t, as a share of t, at a t where the given steps would reach
+#: below 0 (t < h_s): there they shrink in proportion to t instead of the stencil shifting
+#: inwards, which differentiated a one-sided interpolant over a span wider than t
+#: (2-690x relative error in ∂t s under VP for t < 1e-3 with the paper's steps; about 1%
+#: with this share).
+STEP_FRACTION = 0.125
+
 #: Named finite-difference stencils: offsets in t around a centre, as functions of h.
 STENCILS = {
     # App. C.1 (Lemma C.1): nodes t - h_s, t, t + h_d, error O(h_s h_d).
@@ -115,8 +122,14 @@ def _stencil(t: torch.Tensor, method: str, h: Sequence[float], T: float):
     offsets = STENCILS[method](tuple(h))
     if min(h) <= 0 or max(offsets) - min(offsets) > T:
         raise ValueError(f"finite-difference steps must be positive and fit in [0, {T}], got h={tuple(h)}")
-    c = t.clamp(-min(offsets), T - max(offsets))
-    nodes = [c + o for o in offsets]
+    # Where a node would fall below t = 0, the steps shrink to STEP_FRACTION·t instead of the
+    # stencil shifting inwards: near t = 0 the marginal changes on the scale of t itself
+    # (σ_t ~ √t under VP and VE). Elsewhere the steps are as given.
+    reach = max(abs(o) for o in offsets)
+    shrink = (t > 0) & (t < -min(offsets))
+    r = torch.where(shrink, STEP_FRACTION * t / reach, torch.ones_like(t))
+    c = torch.minimum(torch.maximum(t, -min(offsets) * r), T - max(offsets) * r)  # moves t = 0 only
+    nodes = [c + o * r for o in offsets]
     return offsets, nodes, _lagrange_derivative_weights(t, nodes), bool((c != t).any())
 
 
@@ -164,8 +177,10 @@ def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, method: str 
     3-point stencil (App. C.1) with ``h = (h_s, h_d)``; ``"central"`` uses ``h[0]`` both ways;
     ``"forward"`` is one-sided with ``h[0]``, first order (O(h)), one node beside t.
     ``h="auto"`` takes the steps from the score's time conditioning (``time_steps``).
-    The first two are O(h²). Nodes stay inside [0, T]: near an end the stencil shifts inwards
-    and the interpolant is differentiated at t itself, which keeps the stencil's order. ``center``
+    The first two are O(h²). Nodes stay inside [0, T]: where a node would fall below 0
+    (0 < t < h_s) the steps shrink to ``STEP_FRACTION``·t (the marginal changes on the scale
+    of t there); at t = 0 itself and near T the stencil shifts inwards and the interpolant is
+    differentiated at t, which keeps the stencil's order. ``center``
     may pass s(x, t) when the caller already has it, saving one evaluation.
     """
     if method == "jvp":
