@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-REGION = re.compile(r"(<!-- generated: (\w+) ?(.*?) -->\n)(.*?)(<!-- /generated -->)", re.S)
+REGION = re.compile(r"(<!-- generated: (\w+)(?: ([^\n]*?))? -->\n)(.*?)(<!-- /generated -->)", re.S)
 
 
 def include(arg: str) -> str:
@@ -159,7 +159,7 @@ FIGURES = {
 
 
 def render(text: str) -> str:
-    return REGION.sub(lambda m: m.group(1) + KINDS[m.group(2)](m.group(3).strip()) + m.group(5), text)
+    return REGION.sub(lambda m: m.group(1) + KINDS[m.group(2)]((m.group(3) or "").strip()) + m.group(5), text)
 
 
 def main(argv: list[str] | None = None) -> int:
