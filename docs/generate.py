@@ -98,7 +98,18 @@ def api(_: str) -> str:
     return "\n".join(out)
 
 
-KINDS = {"include": include, "finetune": finetune, "api": api}
+def presets(_: str) -> str:
+    """``sp.PAPER_SETTINGS`` and ``sp.DEFAULT_FP`` as a table, one row per preset."""
+    from scorepde.losses import DEFAULT_FP, PAPER_SETTINGS
+    from scorepde.reporting import markdown_table
+
+    rows = {**PAPER_SETTINGS, "DEFAULT_FP (ours)": DEFAULT_FP}
+    keys = list(dict.fromkeys(k for settings in rows.values() for k in settings))
+    body = [[f"`{name}`", *(f"`{v[k]!r}`" if k in v else "—" for k in keys)] for name, v in rows.items()]
+    return markdown_table(["preset", *keys], body) + "\n\n*Generated from `scorepde/losses.py`.*\n"
+
+
+KINDS = {"include": include, "finetune": finetune, "api": api, "presets": presets}
 
 
 def render(text: str) -> str:

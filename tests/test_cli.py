@@ -35,7 +35,7 @@ def _load(path: Path, name: str):
     return module
 
 
-train = _load(ROOT / "image" / "train.py", "cli_image_train")
+import scorepde.commands.train as train  # noqa: E402  (image/train.py is a shim over it)
 from scorepde.commands import bench_bpd as bench, eval as evaluate  # noqa: E402
 
 
@@ -143,9 +143,10 @@ def test_short_runs_skip_the_default_evaluation_and_say_so(run_dir, tmp_path, ca
 # 5. Checkpoints by time as well as by steps; messages name the flags that exist.
 def test_checkpoints_by_time_as_well_as_by_steps(tmp_path, monkeypatch):
     saved = []
-    real = train.save_checkpoint
-    monkeypatch.setattr(train, "save_checkpoint", lambda path, state: (saved.append(state["step"]),
-                                                                        real(path, state)))
+    import scorepde.training as training  # where fit saves
+    real = training.save_checkpoint
+    monkeypatch.setattr(training, "save_checkpoint", lambda path, state: (saved.append(state["step"]),
+                                                                           real(path, state)))
     assert train.main(TINY + ["--steps", "3", "--ckpt-seconds", "0", "--out", str(tmp_path / "a"),
                               "--eval-images", "-1"]) == 0
     assert saved[:3] == [1, 2, 3]  # every step is "due" at 0 s, though --ckpt-every is 500

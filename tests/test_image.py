@@ -3,7 +3,6 @@
 The scripts run in-process (their ``main(argv)``) with a tiny U-Net, a few steps and a few
 test images, so the whole file takes well under a minute on two busy cores.
 """
-import importlib.util
 import json
 import math
 import os
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from scorepde.commands import bench_bpd as bench, eval as evaluate, train
 from scorepde.image_config import ImageConfig, build_objective, build_score_model, build_sde
 from scorepde.image_eval import TABLE4_TIMES
 from scorepde.plotting import save_grid
@@ -21,17 +21,6 @@ from scorepde.training import JsonlLog, load_checkpoint
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--channels", "8", "--batch-size", "16", "--threads", "1", "--no-progress",
         "--sample-steps", "5", "--n-samples", "4", "--ckpt-every", "1000"]
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"image_{name}", os.path.join(ROOT, "image", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train = _script("train")
-from scorepde.commands import bench_bpd as bench, eval as evaluate  # noqa: E402
 
 
 def _losses(out):
