@@ -117,7 +117,7 @@ def _lagrange_derivative_weights(t: torch.Tensor, nodes: Sequence[torch.Tensor])
 def _stencil(t: torch.Tensor, method: str, h: Sequence[float], T: float):
     """(offsets, nodes [B] each, derivative weights [B] each, whether any node was shifted)."""
     if method not in STENCILS:
-        raise ValueError(f"unknown time-derivative method {method!r}; "
+        raise ValueError(f"unknown time-derivative method dt={method!r}; "
                          f"choose 'jvp' or one of {sorted(STENCILS)}")
     offsets = STENCILS[method](tuple(h))
     if min(h) <= 0 or max(offsets) - min(offsets) > T:
@@ -133,14 +133,15 @@ def _stencil(t: torch.Tensor, method: str, h: Sequence[float], T: float):
     return offsets, nodes, _lagrange_derivative_weights(t, nodes), bool((c != t).any())
 
 
-def stencil_points(t: torch.Tensor, method: str = "fd3", *, h: Sequence[float] = PAPER_STEPS,
+@renamed_keywords(method="dt")
+def stencil_points(t: torch.Tensor, dt: str = "fd3", *, h: Sequence[float] = PAPER_STEPS,
                    T: float = 1.0) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
-    """The times and weights of a finite-difference ``method``: ∂t s(x, t) ≈ Σ_i w_i s(x, t_i).
+    """The times and weights of a finite-difference stencil ``dt``: ∂t s(x, t) ≈ Σ_i w_i s(x, t_i).
 
     Returns ``(times, weights)``, lists of ``[B]`` tensors, keeping only nodes with a nonzero
     weight, so a caller can put the stencil in a batched forward of its own.
     """
-    _, nodes, weights, _ = _stencil(t, method, h, T)
+    _, nodes, weights, _ = _stencil(t, dt, h, T)
     keep = [i for i, w in enumerate(weights) if bool((w != 0).any())]
     return [nodes[i] for i in keep], [weights[i] for i in keep]
 
@@ -168,7 +169,8 @@ def time_steps(score: Score, h="auto", dtype: torch.dtype = torch.float32) -> Tu
     return tuple(h)
 
 
-def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, method: str = "jvp", *,
+@renamed_keywords(method="dt")
+def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, dt: str = "jvp", *,
                     h: Sequence[float] = PAPER_STEPS, T: float = 1.0,
                     center: Optional[torch.Tensor] = None) -> torch.Tensor:
     """∂t s(x, t), shaped like x.
@@ -183,9 +185,9 @@ def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, method: str 
     differentiated at t, which keeps the stencil's order. ``center``
     may pass s(x, t) when the caller already has it, saving one evaluation.
     """
-    if method == "jvp":
+    if dt == "jvp":
         return jvp(lambda tt: score(x, tt), (t,), (torch.ones_like(t),))[1]
-    offsets, nodes, weights, shifted = _stencil(t, method, time_steps(score, h, x.dtype), T)
+    offsets, nodes, weights, shifted = _stencil(t, dt, time_steps(score, h, x.dtype), T)
     needed = [i for i, w in enumerate(weights) if bool((w != 0).any())]
     reuse = None
     if center is not None and not shifted and 0.0 in offsets:

@@ -22,9 +22,10 @@ The 1-D mixture's formula is garbled in the paper's text; the weights, means and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 import time
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 
@@ -54,12 +55,12 @@ class ToyDataset:
     name: str
     dim: int
     sample_fn: Sampler
-    extent: Tuple[float, float]
+    extent: tuple[float, float]
     data_std: float
-    log_prob: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-    mixture: Optional[GaussianMixture] = None
+    log_prob: Callable[[torch.Tensor], torch.Tensor] | None = None
+    mixture: GaussianMixture | None = None
 
-    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         if n < 1:
             raise ValueError(f"n must be a positive number of samples, got {n}")
         return self.sample_fn(int(n), generator)
@@ -70,7 +71,7 @@ def _from_mixture(name, gmm: GaussianMixture, extent, data_std) -> ToyDataset:
                       log_prob=lambda x: gmm.log_prob(x), mixture=gmm)
 
 
-def checkerboard_sample(n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def checkerboard_sample(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Listing 1: x1 ~ U[−2, 2), x2 ~ U[0, 1) − 2·Bernoulli(½) + (⌊x1⌋ mod 2), both × 2."""
     x1 = torch.rand(n, generator=generator, dtype=torch.float64) * 4 - 2
     x2_ = (torch.rand(n, generator=generator, dtype=torch.float64)
@@ -90,7 +91,7 @@ def checkerboard_log_prob(x: torch.Tensor) -> torch.Tensor:
     return torch.where(inside & on_black, out, torch.full_like(out, -math.inf))
 
 
-def swiss_rolls_sample(n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def swiss_rolls_sample(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Listing 2: make_swiss_roll(noise=1.0)[:, [0, 2]] / 4 in five copies, shifted by
     (0, 0) and (±4.5, ±4.5); ``n`` is rounded up to a multiple of 5 and then cut to n."""
     from sklearn.datasets import make_swiss_roll
@@ -132,7 +133,7 @@ def _swiss_rolls():
 
 
 #: Builders of the toy data sets, by name.
-TOY_DATASETS: Dict[str, Callable[[], ToyDataset]] = {
+TOY_DATASETS: dict[str, Callable[[], ToyDataset]] = {
     "gmm2": _gmm2, "gmm1d": _gmm1d, "checkerboard": _checkerboard,
     "swiss_rolls": _swiss_rolls, "gmm8": _gmm8,
 }
@@ -165,9 +166,9 @@ def sigma_max_from_data(x: torch.Tensor) -> float:
 PARAMS = ("toy", "score_model")
 
 
-def toy_model(ds: ToyDataset, sde, *, hidden: int, depth: int = 3, data_std: Optional[float] = None,
+def toy_model(ds: ToyDataset, sde, *, hidden: int, depth: int = 3, data_std: float | None = None,
               seed: int = 0, device="cpu", skip: bool = True, param: str = "toy",
-              fourier_scale: Optional[float] = None) -> torch.nn.Module:
+              fourier_scale: float | None = None) -> torch.nn.Module:
     """A toy score model, its weights drawn after ``torch.manual_seed(seed)``.
 
     ``"toy"``: a ``ToyScore`` over an ``MLPScore`` (Fourier features of log ŝ, scale 1).

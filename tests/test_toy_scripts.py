@@ -95,6 +95,7 @@ def test_density_grid_blanks_only_the_points_whose_solve_fails(monkeypatch):
     """A long-trained model's PF-ODE can diverge from far-tail grid points (its score grows
     faster than linearly outside the data); that must blank those points, not lose the run."""
     import torch
+
     import scorepde.metrics
     from scorepde.commands import density
 
@@ -160,6 +161,7 @@ def test_a_folder_holding_results_is_refused_unless_overwrite(tmp_path):
 
 def test_the_default_out_folder_is_in_the_current_folder(tmp_path, monkeypatch):
     import argparse
+
     from scorepde.commands._toy import setup
     monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(out=None, device="cpu", threads=None, overwrite=False)

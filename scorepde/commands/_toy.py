@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..cli import add_run_flags, fail, parser as base_parser, user_errors
+from ..cli import add_run_flags, fail, user_errors
+from ..cli import parser as base_parser
 from ..outputs import prepare_out
 
 #: Help for the flags the toy commands share, used where a command gives none.

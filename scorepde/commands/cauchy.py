@@ -18,7 +18,7 @@ import argparse
 import json
 import math
 import os
-from typing import List, Optional
+from collections.abc import Sequence
 
 import torch
 
@@ -105,6 +105,7 @@ def _mixture_dataset(dim: int, k: int) -> ToyDataset:
 def _build(args, ds: ToyDataset, sde):
     """(model, objective) of the chosen method; no math here, only scorepde pieces."""
     gmm = ds.mixture
+    assert gmm is not None, "the --dim data set is a mixture"
     if args.method == "dsm":
         model = toy_model(ds, sde, hidden=args.hidden, depth=args.depth, seed=args.seed,
                              device=args.device, param="score_model")
@@ -305,7 +306,7 @@ def _compact_row(dim, sde_name, c, d):
             f"{c['steps']} / {d['steps']}", f"{c['config']['estimator']}"]
 
 
-def _estimator_section(runs, folder) -> List[str]:
+def _estimator_section(runs, folder) -> list[str]:
     """The D = 32 estimator runs: a table (error at equal steps too) and error against time."""
     est = {n: m for n, m in runs.items() if n.startswith("est_")}
     if not est:
@@ -320,7 +321,8 @@ def _estimator_section(runs, folder) -> List[str]:
     # Evaluations run at the same fractions of each budget, so they share a time axis.
     first = next(iter(est.values()))
     grid = [60 * first["config"]["minutes"] * k / first["config"]["n_evals"] for k in range(len(first["history"]))]
-    series = {_row(n, m)[3]: [h["score_rel_l2"] for h in m["history"]][:len(grid)] for n, m in est.items()}
+    series: dict[str, Sequence[float]] = {_row(n, m)[3]: [h["score_rel_l2"] for h in m["history"]][:len(grid)]
+                                      for n, m in est.items()}
     plotting.curves(grid, series, os.path.join(folder, "estimators_d32.png"), xlabel="training wall time (s)",
                     ylabel="time-averaged rel. L2", title="Cauchy fit at D = 32 (VE): error against wall time")
     return ["\n" + rp.markdown_table(head, rows)]
@@ -353,7 +355,7 @@ def summarize(folder: str):
 
 # --- the 2-D problem (Sec. 6.1) and the command ------------------------------------------
 
-def parse_args(argv: Optional[List[str]] = None):
+def parse_args(argv: list[str] | None = None):
     p = parser(__doc__.split("\n\n")[0], "cauchy_gmm")
     p.add_argument("--steps", type=int, default=None,
                    help="training steps (default 2000, quick 150; with --dim: default none, "
@@ -446,7 +448,7 @@ def run_2d(args):
     return metrics
 
 
-def run(argv: Optional[List[str]] = None):
+def run(argv: list[str] | None = None):
     """``--summarize DIR``, ``--dim D`` or the 2-D problem; returns what it wrote."""
     p, args = parse_args(argv)
     if args.summarize is not None:
@@ -457,6 +459,6 @@ def run(argv: Optional[List[str]] = None):
     return run_2d(args)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """``scorepde-cauchy``."""
     run(argv)

@@ -11,7 +11,6 @@ curl_mse_over_t.png, residual_over_t.png.
 from __future__ import annotations
 
 import os
-from typing import List, Optional
 
 import torch
 
@@ -29,7 +28,7 @@ RUNS = {"dsm": 0.0, "fp_beta_0.003": 0.003, "fp_beta_0.01": 0.01}   # β of each
 EPS = 1e-5
 
 
-def parse_args(argv: Optional[List[str]] = None):
+def parse_args(argv: list[str] | None = None):
     p = parser(__doc__.split("\n\n")[0], "conservativity")
     p.add_argument("--steps", type=int, default=None, help="training steps (default 1500, quick 40)")
     p.add_argument("--batch-size", type=int, default=256)
@@ -71,7 +70,7 @@ def _figures(out, ts, curl, res):
                             r"$r_{DSM-like}(t) = E\|s + z/\sigma_t\|$": {k: v["r_dsm"] for k, v in res.items()}})
 
 
-def run(argv: Optional[List[str]] = None) -> dict:
+def run(argv: list[str] | None = None) -> dict:
     """Train the three scores, measure them against the closed form; returns metrics.json's content."""
     args = parse_args(argv)
     out = setup(args, "conservativity")
@@ -107,6 +106,6 @@ def run(argv: Optional[List[str]] = None) -> dict:
     return metrics
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """``scorepde-conservativity``."""
     run(argv)

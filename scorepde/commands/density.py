@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -196,7 +196,7 @@ def _entry(name, done, betas, seeds) -> dict:
     """One data set's metrics: the true NLL, vanilla's and each β's NLL over seeds with what FP
     traded, and each β's paired difference to vanilla (``paired``) with its eval SE."""
     ds = toy_dataset(name)
-    entry = {"betas": {}}
+    entry: dict[str, Any] = {"betas": {}}
     n_test = next((r["n_test"] for k, r in done.items() if k[0] == name), None)
     entry["nll_true"] = (None if ds.log_prob is None or n_test is None
                          else cross_entropy(ds.log_prob, ds.sample(n_test, generator(TEST_SEED))))
@@ -354,7 +354,7 @@ def _report_budget(out):
 
 # --- the command ------------------------------------------------------------------------
 
-def parse_args(argv: Optional[List[str]] = None):
+def parse_args(argv: list[str] | None = None):
     p = parser(__doc__.split("\n\n")[0], "density", overwrite=False)
     p.add_argument("--budget", default="paper", choices=list(BUDGETS),
                    help="steps per run: " + ", ".join(f"{k} = {v}" for k, v in BUDGETS.items())
@@ -394,7 +394,7 @@ def parse_args(argv: Optional[List[str]] = None):
     return args
 
 
-def _train_grid(args, store, budget, steps, seeds, n_test, ckpt_dir) -> Optional[int]:
+def _train_grid(args, store, budget, steps, seeds, n_test, ckpt_dir) -> int | None:
     """Train the runs of the grid (this shard's) not done yet; 130 when interrupted."""
     runs = list(shard_of(grid_runs(args.datasets, args.betas, seeds, budget), args.shard_, kind=lambda run: run[1]))
     todo = [r for r in runs if not store.done(data=r[0], beta=float(r[1]), seed=r[2], budget=budget)]
@@ -416,7 +416,7 @@ def _train_grid(args, store, budget, steps, seeds, n_test, ckpt_dir) -> Optional
     return None
 
 
-def run(argv: Optional[List[str]] = None):
+def run(argv: list[str] | None = None):
     """Train what is left of the grid and report; returns metrics.json's content (130 when
     interrupted)."""
     args = parse_args(argv)
@@ -454,7 +454,7 @@ def run(argv: Optional[List[str]] = None):
     return metrics
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """``scorepde-density``: exits 130 when interrupted (the run is checkpointed)."""
     if run(argv) == 130:
         sys.exit(130)
