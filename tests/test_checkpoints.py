@@ -245,3 +245,23 @@ def test_bad_files_are_named(tmp_path):
     torch.save(x, buf)
     (tmp_path / "x.pt").write_bytes(buf.getvalue())
     assert torch.equal(read_torch_file(str(tmp_path / "x.pt"), what="tensor file"), x)
+
+
+def test_toy_density_checkpoints_load_with_weights_only(tmp_path, monkeypatch):
+    """toy/density.py saves through fit's Checkpointing: every file it writes is tensors and
+    plain data (its data sampler's random state included)."""
+    import sys
+
+    import scorepde.training as training
+    seen = []
+    real = training.save_checkpoint
+
+    def save(path, state):
+        real(path, state)
+        seen.append(torch.load(path, weights_only=True))
+    monkeypatch.setattr(training, "save_checkpoint", save)
+    monkeypatch.setattr(sys, "path", [str(ROOT / "toy"), *sys.path])
+    import density
+    density.main(["--quick", "--datasets", "gmm1d", "--no-progress", "--ckpt-every", "3",
+                  "--out", str(tmp_path)])
+    assert seen and all(isinstance(s["rng"][0]["generator"], torch.Tensor) for s in seen)
