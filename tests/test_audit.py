@@ -1,4 +1,6 @@
 """The residual audit: closed forms, comparable numbers, comparison, provenance, the way in."""
+import contextlib
+import io
 import json
 import math
 import os
@@ -100,11 +102,10 @@ def tiny_audit(tmp_path_factory):
         "def helper():\n    raise RuntimeError('a bug in my factory')\n")
     out = tmp_path_factory.mktemp("audit") / "ddim"
     argv = ["--model", f"{folder / 'mymodels.py'}:ddim", "--data", "digits", "--out", str(out), *FAST]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as in this process (conftest): the same float sums
-    done = subprocess.run([sys.executable, "-m", "scorepde.audit", *argv], capture_output=True, text=True,
-                          timeout=600, cwd=folder, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return folder, out, json.loads((out / "metrics.json").read_text()), done.stdout
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        main(argv)
+    return folder, out, json.loads((out / "metrics.json").read_text()), stdout.getvalue()
 
 
 def test_each_absolute_number_has_a_dimensionless_one_in_0_1(tiny_audit):
