@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-REGION = re.compile(r"(<!-- generated: (\w+) ?(.*?) -->\n)(.*?)(<!-- /generated -->)", re.S)
+REGION = re.compile(r"(<!-- generated: (\w+)(?: ([^\n]*?))? -->\n)(.*?)(<!-- /generated -->)", re.S)
 
 
 def include(arg: str) -> str:
@@ -110,7 +110,44 @@ def presets(_: str) -> str:
     return markdown_table(["preset", *keys], body) + "\n\n*Generated from `scorepde/losses.py`.*\n"
 
 
-KINDS = {"include": include, "finetune": finetune, "api": api, "presets": presets}
+def estimators(_: str) -> str:
+    """What each named estimator is and needs, asked of the estimator itself."""
+    from scorepde.estimators import ESTIMATORS, get_estimator
+    from scorepde.reporting import markdown_table
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    rows = []
+    for name, (family, preset) in ESTIMATORS.items():
+        e = get_estimator(name)
+        options = ", ".join(f"{k}={v!r}" for k, v in preset.items())
+        rows.append(
+            [
+                f"`{name}`",
+                f"`{family.__name__}`",
+                f"`{options}`",
+                yes(e.needs_autograd),
+                yes(e.needs_forward_mode),
+                yes(e.plain_forwards_only),
+                e.time_stencil or "exact (jvp)",
+                yes(e.stochastic),
+            ]
+        )
+    headers = [
+        "name",
+        "family",
+        "preset",
+        "reverse mode in x",
+        "forward mode",
+        "plain forwards only",
+        "∂t s",
+        "random draws",
+    ]
+    return markdown_table(headers, rows) + "\n\n*Generated from `scorepde/estimators/__init__.py`.*\n"
+
+
+KINDS = {"include": include, "estimators": estimators, "finetune": finetune, "api": api, "presets": presets}
 
 
 #: Figures the pages show, copied from the results they belong to (MkDocs serves only docs/).
@@ -122,7 +159,7 @@ FIGURES = {
 
 
 def render(text: str) -> str:
-    return REGION.sub(lambda m: m.group(1) + KINDS[m.group(2)](m.group(3).strip()) + m.group(5), text)
+    return REGION.sub(lambda m: m.group(1) + KINDS[m.group(2)]((m.group(3) or "").strip()) + m.group(5), text)
 
 
 def main(argv: list[str] | None = None) -> int:

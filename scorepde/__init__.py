@@ -12,6 +12,7 @@ from .curl import antisymmetry, curl
 from .curves import residual_curves
 from .data import SCALINGS, ImageData, from_model_space, load_dataset, to_model_space
 from .derivatives import divergence, jacobian, sample_probes, stencil_points, time_derivative
+from .estimators import Estimator, get_estimator
 from .fpe import (ESTIMATORS, fpe_rhs, projected_residual, projected_residual_fd, residual,
                   residual_norm_sq)
 from .gmm import GaussianMixture
@@ -20,6 +21,7 @@ from .losses import DEFAULT_FP, PAPER_SETTINGS, FPObjective, dsm_loss, fp_regula
 from .nn import MLPScore, ScoreModel, UNet, from_denoiser, from_diffusers
 from .sampling import euler_maruyama, predictor_corrector, probability_flow
 from .sde import SDE, DiscreteVPSDE, EDMSDE, GenericSDE, LinearSDE, SubVPSDE, VESDE, VPSDE
+from .typing import Score, TimeConditioned
 
 __version__ = "0.2.0"
 
@@ -27,7 +29,7 @@ __all__ = [
     "SDE", "LinearSDE", "VESDE", "VPSDE", "SubVPSDE", "GenericSDE",
     "time_derivative", "divergence", "jacobian", "sample_probes", "stencil_points",
     "fpe_rhs", "residual", "projected_residual", "projected_residual_fd", "residual_norm_sq",
-    "ESTIMATORS",
+    "ESTIMATORS", "Estimator", "get_estimator", "Score", "TimeConditioned",
     "GaussianMixture", "curl", "antisymmetry", "residual_curves",
     "log_likelihood", "probability_flow_drift", "dequantize", "bits_per_dim", "evaluate_bpd",
     "euler_maruyama", "predictor_corrector", "probability_flow",

@@ -30,6 +30,8 @@ _FAILURES = [
     (r"view size is not compatible with input tensor's size and stride",
      "forward-mode AD (a view of a non-contiguous tangent, e.g. group_norm after attention)"),
     (r"does not support (?:forward|backward|double backward)", "automatic differentiation"),
+    (r"Cannot access data pointer of Tensor that doesn't have storage",
+     "torch.func transforms (the score leaves torch, e.g. through numpy)"),
 ]
 
 

@@ -25,7 +25,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 
 from .checks import check_batch_independent, check_finite
-from .fpe import residual_norm_sq
+from .fpe import get_estimator, residual_norm_sq
 from .sde import SDE
 from .typing import Score, renamed_keywords
 
@@ -155,6 +155,7 @@ class CauchyObjective(torch.nn.Module):
         residual_weight(weighting, sde, torch.full((1,), 0.5), data_std)   # fail early on a bad name
         self.model, self.sde, self.init_score = score, sde, init_score
         self.weighting, self.data_std, self.init_weight = weighting, float(data_std), float(init_weight)
+        get_estimator(estimator, **{k: v for k, v in options.items() if k != "validate"})  # fail early
         self.estimator, self.unbiased, self.options = estimator, bool(unbiased), options
         self._checked = False
 

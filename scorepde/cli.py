@@ -1,5 +1,6 @@
 """Command-line plumbing shared by the commands: one-line fatal errors and the argument
-parser they all start from. No math lives here.
+parser they all start from. No math lives here, and no command: those are
+``scorepde.commands.<name>:main`` (``[project.scripts]``).
 
 A user's mistake on the command line ends in one line on stderr, ``error: <what is wrong
 and what to do>``, and exit status 2, never a traceback: scripts wrap their setup (flags,
@@ -9,14 +10,11 @@ files, devices) in ``user_errors()``, and the library raises ``ValueError`` (or
 from __future__ import annotations
 
 import argparse
-import runpy
-import sys
-from pathlib import Path
 from typing import Mapping, Optional
 
 from .errors import fail, user_errors  # the ground floor's; re-exported for the commands
 
-__all__ = ["fail", "user_errors", "parser", "add_run_flags", "HelpFormatter", "SCRIPTS"]
+__all__ = ["fail", "user_errors", "parser", "add_run_flags", "HelpFormatter"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -60,45 +58,3 @@ def add_run_flags(p: argparse.ArgumentParser, *, out_help: str = "output folder 
     p.add_argument("--seed", type=int, default=0, help="base random seed")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to train and evaluate")
     p.add_argument("--threads", type=int, default=None, help=threads_help)
-
-
-#: Console command → the script it runs, relative to the source checkout.
-SCRIPTS = {
-    "scorepde-train": "image/train.py",
-    "scorepde-eval": "image/eval.py",
-    "scorepde-bench-bpd": "image/bench_bpd.py",
-    "scorepde-cauchy": "toy/cauchy_gmm.py",
-    "scorepde-conservativity": "toy/conservativity.py",
-    "scorepde-density": "toy/density.py",
-    "scorepde-step-cost": "benchmarks/step_cost.py",
-    "scorepde-estimator-error": "benchmarks/estimator_error.py",
-}
-
-
-def run_script(relative: str) -> None:
-    """Run a script of the source checkout as ``python <script>`` would, with this argv."""
-    path = Path(__file__).resolve().parents[1] / relative
-    if not path.is_file():
-        fail(f"{relative} is not here ({path}): the scripts ship with the source checkout; "
-             "clone the repository and install it there with pip install -e .")
-    sys.argv[0] = str(path)
-    sys.path.insert(0, str(path.parent))
-    runpy.run_path(str(path), run_name="__main__")
-
-
-def _entry(command: str):
-    def main() -> None:
-        run_script(SCRIPTS[command])
-    main.__name__ = command.replace("scorepde-", "").replace("-", "_")
-    main.__doc__ = f"``{command}``: runs {SCRIPTS[command]}."
-    return main
-
-
-train = _entry("scorepde-train")
-evaluate = _entry("scorepde-eval")
-bench_bpd = _entry("scorepde-bench-bpd")
-cauchy = _entry("scorepde-cauchy")
-conservativity = _entry("scorepde-conservativity")
-density = _entry("scorepde-density")
-step_cost = _entry("scorepde-step-cost")
-estimator_error = _entry("scorepde-estimator-error")

@@ -33,7 +33,7 @@ def image_bpd(model, sde: SDE, cfg: ImageConfig, images: torch.Tensor, levels: i
     """Bits/dim of integer ``images`` by the PF-ODE from t_eps (``scorepde.evaluate_bpd``),
     uniform dequantization at ``levels``, Hutchinson trace, ``repeats`` repeats."""
     a, b = SCALINGS[model_scaling(cfg)]
-    return evaluate_bpd(model, sde, images, levels, a, b, repeats=repeats, trace="hutchinson",
+    return evaluate_bpd(model, sde, images, levels, a, b, repeats=repeats, div="hutchinson",
                         generator=generator, batch_size=batch_size, progress=progress,
                         device=device, eps=cfg.t_eps, rtol=rtol, atol=atol)
 

@@ -25,15 +25,13 @@ directional estimator on an eighth of the batch, which costs well under 2× a DS
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
 from .checks import check_batch_independent, check_finite, check_output
 from .derivatives import broadcast_to_batch
-from .fpe import ESTIMATORS, residual_norm_sq
-from .fpe import _options as _estimator_options
+from .fpe import get_estimator, residual_norm_sq
 from .sde import SDE
 from .typing import Score, renamed_keywords, time_conditioning
 
@@ -92,8 +90,9 @@ PAPER_SETTINGS: Dict[str, dict] = {
     # dropped - VP/sub-VP's RHS without the constant −div f (official RHS = L − ½β(t)D):
     #         a wrong L that the γ-term would drive towards −½β(t)D. Table 6 is VE, where
     #         div f = 0, so the published setting is unaffected;
-    # dropped - stencil nodes below t = 0 when t < h_s = 1e-3 (the official code evaluates
-    #         the net at t < 0; NaN under VP): scorepde shifts the stencil inwards and warns;
+    # dropped - stencil nodes at or below t = 0 when t < h_s = 1e-3 (the official code
+    #         evaluates the net at t < 0; NaN under VP): there scorepde's steps shrink
+    #         to t/8 (derivatives.STEP_FRACTION), so no node leaves (0, T];
     # dropped - VESDE.PDE's scalar_fp="both" branch reads an unset self.q (AttributeError);
     #         m is used as the code's other branches do.
     "cifar10": dict(beta=0.15, gamma=0.01, fp_weighting="g2", m=2, dsm_weighting="g2",
@@ -234,33 +233,6 @@ def fp_regularizer(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, *,
     return total, {"fp_residual": res.detach(), "fp_rhs": rhs.detach()}
 
 
-#: FPObjective warns when more than this share of its training times t ~ U(eps, T) fall
-#: below the stencil's backward step h_s, i.e. use the inward-shifted stencil.
-SHIFTED_SHARE = 1e-4
-
-
-def _warn_if_stencil_leaves_the_horizon(model, sde: SDE, eps: float, estimator: str, options: dict):
-    """Training from t_eps below the stencil's backward step h_s would lean on the shifted stencil.
-
-    For t < h_s a stencil in t (``"paper"``: h_s = 1e-3) would reach below t = 0; scorepde
-    shifts it inwards, which keeps it finite (the official code gives NaN under VP there) but
-    differentiates a one-sided interpolant over a span wider than t itself: under VP, whose
-    σ_t ~ sqrt(β_min t) varies on the scale of t, measured 2-690× relative error below 1e-3.
-    """
-    opts = _estimator_options(estimator, {k: v for k, v in options.items() if k != "validate"},
-                              model, torch.float32)
-    h_s = opts["h"][0]
-    shifted = (h_s - eps) / (sde.T - eps)  # the share of training times t ~ U(eps, T) affected
-    if opts["dt"] == "jvp" or shifted <= SHIFTED_SHARE:
-        return
-    warnings.warn(
-        f"FPObjective: eps={eps:g} is below the {estimator!r} estimator's step in t, "
-        f"h_s={h_s:.3g}: for t in [{eps:g}, {h_s:.3g}) ({shifted:.2%} of the training times) the "
-        f"stencil is shifted inwards and ∂t s loses accuracy (2-690x relative error below "
-        f"t=1e-3 under VP). Use eps >= {h_s:.3g}, h='auto' (steps from the net's time "
-        f"conditioning), or dt='jvp' (exact)", UserWarning, stacklevel=3)
-
-
 class FPObjective(torch.nn.Module):
     """J_FP = J_DSM + R_FP as a module (model plus regularizer), so DDP can wrap the whole loss.
 
@@ -307,8 +279,8 @@ class FPObjective(torch.nn.Module):
         self.normalize, self.rhs_reduction = normalize, rhs_reduction
         self.autocast, self.every, self.calls = autocast, every, 0
         self._independence_checked = False
-        if self.regularized:
-            _warn_if_stencil_leaves_the_horizon(score, sde, eps, estimator, options)
+        # the estimator, built now: a bad name or option fails here, not at the first step
+        self._estimator = get_estimator(estimator, **{k: v for k, v in options.items() if k != "validate"})
 
     def get_extra_state(self):
         return {"calls": self.calls}
@@ -331,9 +303,7 @@ class FPObjective(torch.nn.Module):
     @property
     def fused(self) -> bool:
         """Whether R_FP's estimator makes only plain forwards, so DSM can share its forward."""
-        return self.regularized and self.autocast is None \
-            and ESTIMATORS[self.estimator]["grad"] == "directional_fd" \
-            and self.options.get("grad", "directional_fd") == "directional_fd"
+        return self.regularized and self.autocast is None and self._estimator.plain_forwards_only
 
     def _plain_score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """s(x, t) for the DSM term, under autocast if asked."""

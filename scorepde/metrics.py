@@ -18,7 +18,7 @@ from .curl import curl
 from .curves import perturb_at
 from .likelihood import log_likelihood
 from .sde import SDE
-from .typing import Score
+from .typing import Score, renamed_keywords
 
 __all__ = ["relative_score_error", "curl_mse", "nll", "cross_entropy"]
 
@@ -30,41 +30,44 @@ def _progress(ts, progress, desc):
     return tqdm(ts, desc=desc, leave=False)
 
 
-def relative_score_error(model: Score, reference: Score, sde: SDE, x0: torch.Tensor,
+@renamed_keywords(model="score")
+def relative_score_error(score: Score, reference: Score, sde: SDE, x0: torch.Tensor,
                          ts: Sequence[float], *, generator: Optional[torch.Generator] = None,
                          progress: bool = False) -> Dict:
-    """rel_L2(t) of ``model`` against ``reference`` on the grid ``ts`` (both ``score(x, t)``)."""
+    """rel_L2(t) of ``score`` against ``reference`` on the grid ``ts`` (both ``score(x, t)``)."""
     out = {"t": [float(t) for t in ts], "rel_l2": []}
     for t in _progress(out["t"], progress, "score rel. L2"):
         xt, tt, _ = perturb_at(sde, x0, t, generator)
         with torch.no_grad():
             ref = reference(xt, tt)
-            err = (model(xt, tt) - ref).flatten(1).pow(2).sum(1).mean()
+            err = (score(xt, tt) - ref).flatten(1).pow(2).sum(1).mean()
             out["rel_l2"].append(float(torch.sqrt(err / ref.flatten(1).pow(2).sum(1).mean())))
     out["mean"] = sum(out["rel_l2"]) / len(out["rel_l2"])
     return out
 
 
-def curl_mse(model: Score, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
+@renamed_keywords(model="score")
+def curl_mse(score: Score, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
              generator: Optional[torch.Generator] = None, progress: bool = False) -> Dict:
     """curl_MSE(t) of a 2-D score on the grid ``ts``: the mean squared curl under q_t."""
     out = {"t": [float(t) for t in ts], "curl_mse": []}
     for t in _progress(out["t"], progress, "curl MSE"):
         xt, tt, _ = perturb_at(sde, x0, t, generator)
-        out["curl_mse"].append(float(curl(model, xt, tt).detach().pow(2).mean()))
+        out["curl_mse"].append(float(curl(score, xt, tt).detach().pow(2).mean()))
     out["mean"] = sum(out["curl_mse"]) / len(out["curl_mse"])
     return out
 
 
-def nll(model: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5, *, batch_size: int = 1000,
+@renamed_keywords(model="score")
+def nll(score: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5, *, batch_size: int = 1000,
         progress: bool = False, nan_on_failure: bool = False, **likelihood_options) -> torch.Tensor:
     """−log p_eps(x) per sample ``[N]`` by the probability-flow ODE (``scorepde.log_likelihood``),
-    in batches of ``batch_size``; ``likelihood_options`` (trace, rtol, atol, ...) go there.
+    in batches of ``batch_size``; ``likelihood_options`` (div, rtol, atol, ...) go there.
     ``nan_on_failure``: a batch whose solve fails is halved until the failing points are
     alone, and those come back NaN (far-tail or stiff points of a long-trained model)."""
     def solve(c):
         try:
-            return -log_likelihood(model, sde, c, eps, **likelihood_options)
+            return -log_likelihood(score, sde, c, eps, **likelihood_options)
         except ValueError:
             if not nan_on_failure:
                 raise

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Iterator, Optional
+from collections.abc import Iterator
+from typing import Callable
 
 import torch
 
@@ -14,8 +15,8 @@ __all__ = ["step_seed", "resumable_fit"]
 
 def resumable_fit(objective: Callable, model: torch.nn.Module, optimizer, steps: int, *,
                   batches: Callable[[int], Iterator[torch.Tensor]], ckpt_path: str, seed: int,
-                  scheduler=None, ema=None, grad_clip: Optional[float] = None,
-                  ckpt_every: int = 500, curve_every: Optional[int] = None,
+                  scheduler=None, ema=None, grad_clip: float | None = None,
+                  ckpt_every: int = 500, curve_every: int | None = None,
                   progress: bool = True, desc: str = "train", device="cpu") -> dict:
     """Deprecated alias of ``fit(..., seed=seed, checkpoint=Checkpointing(ckpt_path, ckpt_every),
     curve_every=...)``; returns ``curve``, ``resumed_at`` and ``train_s``."""

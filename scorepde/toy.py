@@ -5,6 +5,8 @@ log-density where it is known (the Gaussian mixtures as ``scorepde.GaussianMixtu
 the score and log q_t are closed forms at every t; the checkerboard's uniform density),
 and a plotting window. ``sigma_max_from_data`` sets a VE SDE's σ_max from a sample
 (Song & Ermon 2020, technique 1). ``ToyScore`` is re-exported from ``scorepde.nn.precond``.
+``toy_model``, ``toy_batches`` and ``train_toy`` build and train the toy experiments' score
+models (an MLP under ``ToyScore`` or ``ScoreModel``) with ``scorepde.training.fit``.
 
     "gmm2"          ½N((−5,−5), I) + ½N((5,5), I)                          (Sec. 6.1)
     "gmm1d"         0.3N(−2/7, 0.1/49) + 0.3N(−6/7, 0.1/49) + 0.4N(4/7, 1/49) (Sec. 7.1; 1-D)
@@ -20,16 +22,22 @@ The 1-D mixture's formula is garbled in the paper's text; the weights, means and
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Optional
 
 import torch
 
 from .gmm import GaussianMixture
-from .nn.precond import ToyScore  # noqa: F401  (re-export: it lives with the other preconditionings)
+from .nn.mlp import MLPScore
+from .nn.precond import ScoreModel, ToyScore  # ToyScore re-exported: it lives with the other preconditionings
+from .schedules import Cosine
+from .training import fit
 
 __all__ = ["ToyDataset", "TOY_DATASETS", "toy_dataset", "checkerboard_sample",
-           "checkerboard_log_prob", "swiss_rolls_sample", "sigma_max_from_data", "ToyScore"]
+           "checkerboard_log_prob", "swiss_rolls_sample", "sigma_max_from_data", "ToyScore",
+           "PARAMS", "toy_model", "toy_batches", "train_toy"]
 
 Sampler = Callable[[int, Optional[torch.Generator]], torch.Tensor]
 
@@ -47,12 +55,12 @@ class ToyDataset:
     name: str
     dim: int
     sample_fn: Sampler
-    extent: Tuple[float, float]
+    extent: tuple[float, float]
     data_std: float
-    log_prob: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-    mixture: Optional[GaussianMixture] = None
+    log_prob: Callable[[torch.Tensor], torch.Tensor] | None = None
+    mixture: GaussianMixture | None = None
 
-    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         if n < 1:
             raise ValueError(f"n must be a positive number of samples, got {n}")
         return self.sample_fn(int(n), generator)
@@ -63,7 +71,7 @@ def _from_mixture(name, gmm: GaussianMixture, extent, data_std) -> ToyDataset:
                       log_prob=lambda x: gmm.log_prob(x), mixture=gmm)
 
 
-def checkerboard_sample(n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def checkerboard_sample(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Listing 1: x1 ~ U[−2, 2), x2 ~ U[0, 1) − 2·Bernoulli(½) + (⌊x1⌋ mod 2), both × 2."""
     x1 = torch.rand(n, generator=generator, dtype=torch.float64) * 4 - 2
     x2_ = (torch.rand(n, generator=generator, dtype=torch.float64)
@@ -83,7 +91,7 @@ def checkerboard_log_prob(x: torch.Tensor) -> torch.Tensor:
     return torch.where(inside & on_black, out, torch.full_like(out, -math.inf))
 
 
-def swiss_rolls_sample(n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def swiss_rolls_sample(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Listing 2: make_swiss_roll(noise=1.0)[:, [0, 2]] / 4 in five copies, shifted by
     (0, 0) and (±4.5, ±4.5); ``n`` is rounded up to a multiple of 5 and then cut to n."""
     from sklearn.datasets import make_swiss_roll
@@ -125,7 +133,7 @@ def _swiss_rolls():
 
 
 #: Builders of the toy data sets, by name.
-TOY_DATASETS: Dict[str, Callable[[], ToyDataset]] = {
+TOY_DATASETS: dict[str, Callable[[], ToyDataset]] = {
     "gmm2": _gmm2, "gmm1d": _gmm1d, "checkerboard": _checkerboard,
     "swiss_rolls": _swiss_rolls, "gmm8": _gmm8,
 }
@@ -152,3 +160,45 @@ def sigma_max_from_data(x: torch.Tensor) -> float:
     if flat.shape[0] < 2:
         raise ValueError(f"need at least two samples for a pairwise distance, got {flat.shape[0]}")
     return float(torch.cdist(flat, flat).max())
+
+
+#: Score parametrizations of the toy models (``toy_model(param=...)``).
+PARAMS = ("toy", "score_model")
+
+
+def toy_model(ds: ToyDataset, sde, *, hidden: int, depth: int = 3, data_std: float | None = None,
+              seed: int = 0, device="cpu", skip: bool = True, param: str = "toy",
+              fourier_scale: float | None = None) -> torch.nn.Module:
+    """A toy score model, its weights drawn after ``torch.manual_seed(seed)``.
+
+    ``"toy"``: a ``ToyScore`` over an ``MLPScore`` (Fourier features of log ŝ, scale 1).
+    ``"score_model"``: the library's NCSN++-style ``ScoreModel`` (−net/σ_t, Fourier features
+    of log σ(t), by default at NCSN++'s scale 16) over the same MLP. ``fourier_scale``
+    overrides the embedding's frequency scale for either."""
+    if param not in PARAMS:
+        raise ValueError(f"unknown param {param!r}; choose one of {PARAMS}")
+    torch.manual_seed(seed)
+    if param == "score_model":
+        net = MLPScore(ds.dim, hidden=hidden, depth=depth, fourier_scale=fourier_scale or 16.0)
+        return ScoreModel(net, sde).to(device)
+    net = MLPScore(ds.dim, hidden=hidden, depth=depth, embedding="fourier", fourier_scale=fourier_scale or 1.0)
+    return ToyScore(net, sde, data_std=data_std or ds.data_std, skip=skip).to(device)
+
+
+def toy_batches(ds: ToyDataset, batch_size: int, generator: torch.Generator,
+                device="cpu") -> Iterator[torch.Tensor]:
+    """Endless batches of ``ds``, drawn from ``generator`` (its state is the data order)."""
+    while True:
+        yield ds.sample(batch_size, generator).to(device)
+
+
+def train_toy(objective, model: torch.nn.Module, ds: ToyDataset, *, steps: int, batch_size: int,
+              lr: float, seed: int, desc: str = "train", device="cpu", progress: bool = True) -> dict:
+    """Adam, cosine decay to 5% over ``steps``, gradients clipped at norm 1; one generator
+    (seeded ``seed``) draws the batches and the objective's noise. Returns the last step's
+    log and the wall time."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    t0 = time.time()
+    logs = fit(objective, torch.optim.Adam(model.parameters(), lr=lr), toy_batches(ds, batch_size, gen, device),
+               steps, generator=gen, schedule=Cosine(0.05), grad_clip=1.0, progress=progress, desc=desc)
+    return {"last": logs[-1], "seconds": time.time() - t0}

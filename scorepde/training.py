@@ -11,15 +11,22 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .checks import NonFiniteError
 # Checkpoint I/O lives in scorepde.checkpoints; the names stay importable from here.
-from .checkpoints import (load_checkpoint, restore_training_state, rng_state,  # noqa: F401
-                          save_checkpoint, set_rng_state, training_state, weights_id)
+from .checkpoints import (  # noqa: F401
+    load_checkpoint,
+    restore_training_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    training_state,
+    weights_id,
+)
+from .checks import NonFiniteError
 from .schedules import Schedule, Warmup
 
 __all__ = ["NonFiniteLossError", "make_optimizer", "make_ema", "train_step", "fit", "FitResult",
@@ -35,7 +42,7 @@ class NonFiniteLossError(RuntimeError):
     ``step`` is the step whose loss it was; the parameters are still those before it.
     """
 
-    def __init__(self, message: str, step: Optional[int] = None):
+    def __init__(self, message: str, step: int | None = None):
         super().__init__(message)
         self.step = step
 
@@ -52,10 +59,10 @@ def make_ema(model: torch.nn.Module, decay: float = 0.999) -> AveragedModel:
 
 
 def train_step(objective: Callable, optimizer, x0: torch.Tensor, *, step: int,
-               generator: Optional[torch.Generator] = None, scheduler=None,
-               grad_clip: Optional[float] = None, ema: Optional[AveragedModel] = None,
-               model: Optional[torch.nn.Module] = None,
-               all_finite: Optional[Callable[[bool], bool]] = None) -> Dict[str, float]:
+               generator: torch.Generator | None = None, scheduler=None,
+               grad_clip: float | None = None, ema: AveragedModel | None = None,
+               model: torch.nn.Module | None = None,
+               all_finite: Callable[[bool], bool] | None = None) -> dict[str, float]:
     """One optimiser step; raises ``NonFiniteLossError`` naming ``step`` before any update,
     when the loss or any gradient is NaN or inf (the parameters are then those before it).
 
@@ -112,8 +119,8 @@ class Budget:
     """What a run may spend: ``steps`` optimiser steps, or ``seconds`` of training time on
     ``clock`` ("wall": the steps' wall time; "cpu": this process's CPU time, which a busy
     machine does not inflate). Evaluations and hooks are not counted."""
-    steps: Optional[int] = None
-    seconds: Optional[float] = None
+    steps: int | None = None
+    seconds: float | None = None
     clock: str = "wall"
 
     def __post_init__(self):
@@ -143,10 +150,10 @@ class Checkpointing:
     ``resume=False``: the caller restored the state itself and passes ``fit(start=...)``."""
     path: str
     every: int = 500
-    seconds: Optional[float] = None
+    seconds: float | None = None
     at_end: bool = True
-    generator: Optional[torch.Generator] = None
-    config: Optional[dict] = None
+    generator: torch.Generator | None = None
+    config: dict | None = None
     extra: dict = field(default_factory=dict)
     gather: Callable[[Any], list] = lambda obj: [obj]
     rank: int = 0
@@ -160,9 +167,9 @@ class FitResult(list):
     evaluations), ``resumed_at``, ``train_seconds`` and ``cpu_seconds`` (the steps' own time,
     summed over resumes)."""
     steps: int = 0
-    curve: List[dict]
-    history: List[dict]
-    resumed_at: List[int]
+    curve: list[dict]
+    history: list[dict]
+    resumed_at: list[int]
     train_seconds: float = 0.0
     cpu_seconds: float = 0.0
 
@@ -170,7 +177,7 @@ class FitResult(list):
 class _Run:
     """The loop's state: what a checkpoint saves besides the weights."""
 
-    def __init__(self, start: int, curve_every: Optional[int], curve_keys):
+    def __init__(self, start: int, curve_every: int | None, curve_keys):
         self.logs, self.step = FitResult(), start
         self.curve, self.history, self.resumed_at = [], [], []
         self.wall = self.cpu = 0.0
@@ -178,7 +185,7 @@ class _Run:
         self.window = {"n": 0, **{k: 0.0 for k in curve_keys or ()}}
         self.saved_at = time.perf_counter()
 
-    def record(self, log: Dict[str, float]) -> None:
+    def record(self, log: dict[str, float]) -> None:
         self.logs.append(log)
         self.step += 1
         if not self.every:
@@ -253,16 +260,16 @@ def _advance(bar, budget: Budget, run: _Run, shown: dict) -> None:
     bar.set_postfix(loss=f"{shown['loss']:.4g}", refresh=False)
 
 
-def fit(objective: Callable, optimizer, batches, steps: Optional[int] = None, *,
-        budget: Optional[Budget] = None, generator: Optional[torch.Generator] = None,
-        seed: Optional[int] = None, scheduler=None, schedule: Optional[Schedule] = None,
-        grad_clip: Optional[float] = None, ema: Optional[AveragedModel] = None,
-        model: Optional[torch.nn.Module] = None, start: int = 0,
-        checkpoint: Optional[Checkpointing] = None, curve_every: Optional[int] = None,
-        curve_keys: Optional[Tuple[str, ...]] = None, evaluate: Optional[Callable[[], dict]] = None,
-        n_evals: int = 0, on_step: Optional[Callable[[int, Dict[str, float]], Optional[dict]]] = None,
-        across_ranks: Optional[Callable[[dict], dict]] = None,
-        all_finite: Optional[Callable[[bool], bool]] = None,
+def fit(objective: Callable, optimizer, batches, steps: int | None = None, *,
+        budget: Budget | None = None, generator: torch.Generator | None = None,
+        seed: int | None = None, scheduler=None, schedule: Schedule | None = None,
+        grad_clip: float | None = None, ema: AveragedModel | None = None,
+        model: torch.nn.Module | None = None, start: int = 0,
+        checkpoint: Checkpointing | None = None, curve_every: int | None = None,
+        curve_keys: tuple[str, ...] | None = None, evaluate: Callable[[], dict] | None = None,
+        n_evals: int = 0, on_step: Callable[[int, dict[str, float]], dict | None] | None = None,
+        across_ranks: Callable[[dict], dict] | None = None,
+        all_finite: Callable[[bool], bool] | None = None,
         progress: bool = True, desc: str = "train") -> FitResult:
     """The training loop of every script: ``train_step`` (the one ``optimizer.step()``) until
     the budget (``steps``, or a ``Budget`` of seconds) is spent; returns a ``FitResult``.
@@ -292,6 +299,8 @@ def fit(objective: Callable, optimizer, batches, steps: Optional[int] = None, *,
         group.setdefault("initial_lr", group["lr"])
     if all_finite is None and across_ranks is not None:
         all_finite = lambda ok: across_ranks({"ok": float(ok)})["ok"] == 1.0
+    if seed is not None and generator is None:
+        generator = torch.Generator()
     run = _Run(start, curve_every, curve_keys)
     if checkpoint is not None and checkpoint.resume and os.path.isfile(checkpoint.path):
         _restore(checkpoint, run, model, optimizer, scheduler, ema)
@@ -300,7 +309,8 @@ def fit(objective: Callable, optimizer, batches, steps: Optional[int] = None, *,
     lr_of = schedule.factor if schedule is not None and budget.steps is None else None
     save = lambda at: _save(checkpoint, run, at, model, optimizer, scheduler, ema)
     bar = _progress(budget, run.step, desc) if progress else None
-    with (InterruptFlag() if checkpoint is not None else contextlib.nullcontext()) as flag:
+    with (InterruptFlag() if checkpoint is not None else contextlib.nullcontext()) as flag, \
+            (bar if bar is not None else contextlib.nullcontext()):
         next_eval = 0
         while True:
             frac = budget.fraction(run.step, run.wall, run.cpu)
@@ -316,15 +326,13 @@ def fit(objective: Callable, optimizer, batches, steps: Optional[int] = None, *,
                 _advance(bar, budget, run, shown)
         if checkpoint is not None and checkpoint.at_end and run.logs:
             save(run.step)
-    if bar is not None:
-        bar.close()
     return run.result()
 
 
-def _as_budget(steps: Optional[int], budget: Optional[Budget]) -> Budget:
+def _as_budget(steps: int | None, budget: Budget | None) -> Budget:
     if (steps is None) == (budget is None):
         raise ValueError("fit needs a budget: pass steps=N or budget=Budget(...), not both")
-    return budget if budget is not None else Budget(steps=max(0, steps))
+    return budget if budget is not None else Budget(steps=max(0, int(steps or 0)))
 
 
 def _one_step(objective, optimizer, x0, run: _Run, generator, seed, lr_of, frac, step_kw, save) -> None:
@@ -346,7 +354,7 @@ def _one_step(objective, optimizer, x0, run: _Run, generator, seed, lr_of, frac,
     run.record(log)
 
 
-def _after_step(run: _Run, ck: Optional[Checkpointing], flag, across_ranks, on_step, save,
+def _after_step(run: _Run, ck: Checkpointing | None, flag, across_ranks, on_step, save,
                 budget: Budget) -> dict:
     """Agree over ranks, call the hook, save when due, stop when asked; returns what to show."""
     log = run.logs[-1]
@@ -399,7 +407,7 @@ class JsonlLog:
             self._f.close()
 
     @staticmethod
-    def read(path: str) -> List[dict]:
+    def read(path: str) -> list[dict]:
         with open(path) as f:
             return [json.loads(line) for line in f if line.strip()]
 
@@ -414,7 +422,7 @@ class InterruptFlag:
     second Ctrl-C interrupts at once."""
 
     def __init__(self):
-        self.raised: Optional[int] = None
+        self.raised: int | None = None
         self._old = {}
 
     def _handler(self, signum, frame):

@@ -172,6 +172,18 @@ def test_the_figure_has_one_panel_per_quantity_and_the_peak_in_its_title(tiny_au
 def test_a_verdict_is_printed(tiny_audit):
     stdout = tiny_audit[3]
     assert "largest relative to its terms at t =" in stdout and "results in" in stdout
+    assert "note: the audit sees a diffusers scheduler only through alphas_cumprod" in stdout
+
+
+@pytest.mark.parametrize("sde, ts, name, values", [
+    (sp.EDMSDE(), [0.5, 2.0], "σ", [0.5, 2.0]),                                        # t is σ
+    (sp.DiscreteVPSDE(torch.linspace(0.99, 0.01, 10)), [0.5, 1.0], "DDPM step k", [4.0, 9.0]),  # k = N t − 1
+    (sp.VPSDE(), [1.0], "σ_t", [float(sp.VPSDE().marginal(torch.tensor(1.0))[1])]),
+])
+def test_native_time_is_the_models_own_clock(sde, ts, name, values):
+    from scorepde.audit.provenance import native_time
+    got_name, got = native_time(sde, ts)
+    assert got_name == name and got == pytest.approx(values)
 
 
 # --- "What the trial found", item 2: the way in -------------------------------------------------

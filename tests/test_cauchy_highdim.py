@@ -72,14 +72,8 @@ def test_the_true_score_has_zero_loss_in_high_dimension():
 
 
 def _main(*argv):
-    sys.modules.pop("_common", None)     # toy/ and benchmarks/ each have a _common: load toy's
-    sys.modules.pop("cauchy_gmm", None)
-    sys.path.insert(0, os.path.join(ROOT, "toy"))
-    try:
-        import cauchy_gmm
-    finally:
-        sys.path.pop(0)
-    return cauchy_gmm.main(list(argv))
+    from scorepde.commands import cauchy
+    return cauchy.run(list(argv))
 
 
 def test_quick_run_at_d8_lowers_the_error(tmp_path):

@@ -316,9 +316,9 @@ def test_run_says_where_it_wrote(tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["out"] == str(out)
     assert json.loads((out / "config.json").read_text())["out"] == str(out)
-    toy_common = _load(ROOT / "toy" / "_common.py", "cli_toy_common")
+    from scorepde.commands._toy import setup
     args = argparse.Namespace(out=None, device="cpu", threads=None)
-    folder = toy_common.setup(args, "cli_test_default")
+    folder = setup(args, "cli_test_default")
     assert args.out == folder and os.path.isabs(folder)  # recorded, not null
     os.rmdir(folder)
 
@@ -366,23 +366,46 @@ def test_eval_prints_the_whole_line(run_dir, tmp_path, capsys):
     assert "2 test images × 1 repeat" in out and "±" not in out and " s, " in out
 
 
-# 15. Console entry points run the scripts.
-def test_console_entry_points(monkeypatch, capsys):
+# 15. Console commands live in the package (a wheel needs no checkout); the scripts are shims.
+#: console command → (module under scorepde.commands, the checkout's script that is its shim)
+COMMANDS = {
+    "scorepde-train": ("train", "image/train.py"),
+    "scorepde-finetune": ("finetune", "image/finetune.py"),
+    "scorepde-eval": ("eval", "image/eval.py"),
+    "scorepde-bench-bpd": ("bench_bpd", "image/bench_bpd.py"),
+    "scorepde-cauchy": ("cauchy", "toy/cauchy_gmm.py"),
+    "scorepde-conservativity": ("conservativity", "toy/conservativity.py"),
+    "scorepde-density": ("density", "toy/density.py"),
+    "scorepde-step-cost": ("step_cost", "benchmarks/step_cost.py"),
+    "scorepde-estimator-error": ("estimator_error", "benchmarks/estimator_error.py"),
+}
+
+
+def test_console_commands_map_to_the_package():
     import tomllib
-    from scorepde import cli
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert {"scorepde-train", "scorepde-eval"} <= set(scripts) and set(scripts) == set(cli.SCRIPTS)
-    for command, target in scripts.items():
-        module, func = target.split(":")
-        assert module == "scorepde.cli" and callable(getattr(cli, func))
-        assert (ROOT / cli.SCRIPTS[command]).is_file()
-    monkeypatch.setattr(sys, "argv", ["scorepde-train", "--help"])
+    assert scripts == {**{c: f"scorepde.commands.{m}:main" for c, (m, _) in COMMANDS.items()},
+                       "scorepde-audit": "scorepde.audit:main"}
+    # cli.py is plumbing only: it runs no script by path (nothing in the package does)
+    for path in (ROOT / "scorepde").rglob("*.py"):
+        assert "runpy" not in path.read_text(), f"{path.relative_to(ROOT)} runs code by path (runpy)"
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS) + ["scorepde-audit"])
+def test_console_command_helps_and_its_script_is_a_shim(command, capsys):
+    import importlib
+    module = "scorepde.audit" if command == "scorepde-audit" else f"scorepde.commands.{COMMANDS[command][0]}"
+    main = importlib.import_module(module).main
     with pytest.raises(SystemExit) as e:
-        getattr(cli, scripts["scorepde-train"].split(":")[1])()
-    assert e.value.code == 0 and "--preset" in capsys.readouterr().out
+        main(["--help"])
+    assert e.value.code == 0 and "usage" in capsys.readouterr().out
+    if command != "scorepde-audit":
+        shim = (ROOT / COMMANDS[command][1]).read_text()
+        assert f"from {module} import main" in shim and len(shim.splitlines()) <= 20, \
+            f"{COMMANDS[command][1]} should be a thin shim over {module}.main"
 
 
-# 8, for the toy scripts: their shared numeric flags are checked in toy/_common.setup.
+# 8, for the toy scripts: their shared numeric flags are checked in scorepde.commands._toy.setup.
 @pytest.mark.parametrize("script, flags, needle", [
     ("cauchy_gmm", ["--steps", "0"], "--steps must be positive"),
     ("conservativity", ["--lr", "-1"], "--lr must be positive"),

@@ -75,7 +75,10 @@ def test_stencil_stays_inside_horizon_and_keeps_its_order(t0, gmm2):
         approx = sp.time_derivative(model, x, t, "fd3", h=(2 * c, c))
         assert all(((s >= 0) & (s <= 1)).all() for s in seen)
         errs.append((approx - exact).abs().max().item())
-    assert errs[0] / errs[1] > 3.0, errs
+    if 0 < t0 < 0.02:  # below h_s the steps are t/8 (STEP_FRACTION) whatever h: accurate, and equal
+        assert errs[0] == errs[1] and errs[0] < 1e-8, errs
+    else:
+        assert errs[0] / errs[1] > 3.0, errs
 
 
 def test_paper_stencil_weights_match_lemma_c1():

@@ -51,6 +51,12 @@ def test_generator_fills_an_emptied_region():
     assert "| FP, β = 0.1 |" in out and out.startswith(page.split("\n")[0])
 
 
+def test_a_region_without_argument_ends_at_its_own_marker():
+    page = "<!-- generated: presets -->\n<!-- /generated -->\nKEEP\n<!-- generated: presets -->\nold\n<!-- /generated -->\n"
+    out = _generator().render(page)
+    assert "KEEP" in out and "old" not in out and out.count("| `toy` |") == 2
+
+
 def test_api_page_lists_every_public_name():
     text = (DOCS / "api.md").read_text()
     documented = set(re.findall(r"^::: scorepde\.(\w+)$", text, flags=re.M))

@@ -68,12 +68,17 @@ def cauchy_dim(tmp: Path) -> dict:
 RUNS = {"density": density, "cauchy_2d": cauchy_2d, "cauchy_dim": cauchy_dim}
 
 
+#: Numbers now computed otherwise than when the fixtures were written, not by the loop: the
+#: test NLL's SE comes from scorepde.stats.standard_error in float64 (it was float32 torch).
+ROUND_OFF_ONLY = {"nll_se": 1e-6}
+
+
 def _close(a, b, rtol, path="") -> None:
     """``a == b`` up to ``rtol`` in every number of two JSON trees (0: bit for bit)."""
     if isinstance(a, dict):
         assert isinstance(b, dict) and a.keys() == b.keys(), (path, sorted(a), sorted(b))
         for k in a:
-            _close(a[k], b[k], rtol, f"{path}.{k}")
+            _close(a[k], b[k], max(rtol, ROUND_OFF_ONLY.get(k, 0)), f"{path}.{k}")
     elif isinstance(a, list):
         assert isinstance(b, list) and len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b)):

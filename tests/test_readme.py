@@ -38,10 +38,19 @@ SHORT = ["python image/train.py --steps 100 --out runs/try"]
 
 
 def readme_commands(path=README):
-    """Each shell command of a page's bash blocks, continuation lines joined, comments dropped."""
+    """Each shell command of a page's bash blocks, continuation lines joined, comments dropped,
+    and shell variables set in the same block (``E="--dataset mnist ..."``) expanded."""
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", path.read_text(), flags=re.S):
+        variables = {}
         for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if len(words) == 1 and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+                name, value = words[0].split("=", 1)
+                variables[name] = value
+                continue
+            for name, value in variables.items():
+                line = re.sub(rf"\${name}\b", lambda _: value, line)
             words = shlex.split(line, comments=True)
             if words:
                 commands.append(words)
@@ -90,10 +99,12 @@ def _parse_with_script(path, argv):
     return parsers[0].parse_args(argv)
 
 
-DOC_PAGES = sorted((ROOT / "docs").glob("*.md"))
+DOC_PAGES = sorted((ROOT / "docs").glob("*.md")) + [
+    ROOT / d / "RESULTS.md" for d in ("toy", "image", "benchmarks")
+]
 
 
-@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_docs_command_names_a_script_and_flags_it_takes(page):
     """The commands moved from the README into the docs stay runnable as written."""
     for words in readme_commands(page):

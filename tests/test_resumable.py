@@ -6,12 +6,11 @@ import signal
 
 import pytest
 import torch
+from conftest import MLP
 
 import scorepde as sp
 from scorepde.losses import FPObjective
 from scorepde.training import Checkpointing, StopRequested, fit, make_optimizer, step_seed
-
-from conftest import MLP
 
 
 def _setup(beta=0.0):

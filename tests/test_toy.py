@@ -9,8 +9,7 @@ import scorepde as sp
 from scorepde import plotting
 from scorepde.cauchy import RESIDUAL_WEIGHTINGS, CauchyObjective, cauchy_loss, residual_weight
 from scorepde.metrics import cross_entropy, curl_mse, nll, relative_score_error
-from scorepde.toy import (TOY_DATASETS, ToyScore, checkerboard_log_prob, sigma_max_from_data,
-                          toy_dataset)
+from scorepde.toy import TOY_DATASETS, ToyScore, checkerboard_log_prob, sigma_max_from_data, toy_dataset
 
 
 def gen(seed=0):

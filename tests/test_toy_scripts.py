@@ -95,9 +95,9 @@ def test_density_grid_blanks_only_the_points_whose_solve_fails(monkeypatch):
     """A long-trained model's PF-ODE can diverge from far-tail grid points (its score grows
     faster than linearly outside the data); that must blank those points, not lose the run."""
     import torch
+
     import scorepde.metrics
-    sys.path.insert(0, os.path.join(ROOT, "toy"))
-    import density
+    from scorepde.commands import density
 
     def fake_log_likelihood(model, sde, x, eps, **kw):
         if (x[:, 0] < -1.0).any():
@@ -113,10 +113,8 @@ def test_density_grid_blanks_only_the_points_whose_solve_fails(monkeypatch):
 def test_density_counts_test_points_whose_solve_fails(monkeypatch, tmp_path):
     """A diverging PF-ODE solve from a test point must not lose a finished run: the point is
     counted in ``test_failed``, left out of the mean, and the report lists the run."""
-    import torch
     import scorepde.metrics
-    sys.path.insert(0, os.path.join(ROOT, "toy"))
-    import density
+    from scorepde.commands import density
 
     def fake_log_likelihood(model, sde, x, eps, **kw):
         if (x[:, 0] > 0.5).any():
@@ -125,7 +123,7 @@ def test_density_counts_test_points_whose_solve_fails(monkeypatch, tmp_path):
     monkeypatch.setattr(scorepde.metrics, "log_likelihood", fake_log_likelihood)
     density.main(["--quick", "--datasets", "gmm1d", "--no-progress", "--out", str(tmp_path)])
     runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
-    x = density.toy_dataset("gmm1d").sample(64, density.C.generator(density.TEST_SEED))[:, 0]
+    x = density.toy_dataset("gmm1d").sample(64, density.generator(density.TEST_SEED))[:, 0]
     kept = x[x <= 0.5]
     assert runs and all(r["test_failed"] == int((x > 0.5).sum()) > 0 for r in runs)
     assert all(r["nll"] == pytest.approx(float(kept.mean()), rel=1e-6) for r in runs)
@@ -135,8 +133,7 @@ def test_density_counts_test_points_whose_solve_fails(monkeypatch, tmp_path):
 def test_density_shard_leaves_the_folders_report_alone(tmp_path):
     """A shard sees only its own runs, so it must not rewrite OUT/metrics.json (the report of
     every shard's runs, which the README quotes); --report does."""
-    sys.path.insert(0, os.path.join(ROOT, "toy"))
-    import density
+    from scorepde.commands import density
     out = tmp_path / "density"
     out.mkdir()
     before = json.dumps({"config": {"budget": "tiny"}, "every_shard": True})
@@ -146,3 +143,27 @@ def test_density_shard_leaves_the_folders_report_alone(tmp_path):
     assert (out / "metrics.json").read_text() == before
     density.main(args + ["--report"])
     assert "every_shard" not in json.loads((out / "metrics.json").read_text())
+
+
+def test_a_folder_holding_results_is_refused_unless_overwrite(tmp_path):
+    """scorepde-cauchy never writes over earlier results by accident: one line naming the
+    fix, exit status 2, nothing trained; --overwrite is the way to write there anyway."""
+    out = tmp_path / "held"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    for argv in (["--quick"], ["--dim", "2", "--quick"]):
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "toy", "cauchy_gmm.py"), *argv, "--out", str(out)],
+                              capture_output=True, text=True, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and "--overwrite" in lines[0], proc.stderr[-2000:]
+    assert (out / "metrics.json").read_text() == "{}"
+
+
+def test_the_default_out_folder_is_in_the_current_folder(tmp_path, monkeypatch):
+    import argparse
+
+    from scorepde.commands._toy import setup
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(out=None, device="cpu", threads=None, overwrite=False)
+    assert setup(args, "cauchy_gmm") == str(tmp_path / "out" / "cauchy_gmm") == args.out
+    assert (tmp_path / "out" / "cauchy_gmm").is_dir()

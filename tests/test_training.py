@@ -4,12 +4,21 @@ import time
 
 import pytest
 import torch
+from conftest import MLP
 
 import scorepde as sp
 from scorepde.losses import FPObjective
-from scorepde.training import (NonFiniteLossError, fit, load_checkpoint, make_ema, make_optimizer,
-                               rng_state, save_checkpoint, set_rng_state, train_step)
-from conftest import MLP
+from scorepde.training import (
+    NonFiniteLossError,
+    fit,
+    load_checkpoint,
+    make_ema,
+    make_optimizer,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    train_step,
+)
 
 
 def _setup():
@@ -45,10 +54,13 @@ def test_resume_continues_exactly(tmp_path):
     torch.manual_seed(123)  # a fresh process: everything comes from the checkpoint
     model, objective, opt, sched, ema = _setup()
     state = load_checkpoint(str(path))
-    model.load_state_dict(state["model"]); opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"]); ema.load_state_dict(state["ema"])
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    ema.load_state_dict(state["ema"])
     g, data_g = torch.Generator(), torch.Generator()
-    set_rng_state(state["rng"], g); data_g.set_state(state["data_rng"])
+    set_rng_state(state["rng"], g)
+    data_g.set_state(state["data_rng"])
     rest = fit(objective, opt, _batches(data_g), 8, generator=g, scheduler=sched, ema=ema,
                model=model, progress=False, start=state["step"])
     assert [l["loss"] for l in first + rest] == [l["loss"] for l in full]

@@ -74,13 +74,17 @@ def test_renamed_keywords_warn_and_still_work():
     lambda s, sde, x, t: sp.antisymmetry(model=s, x=x, t=t),
     lambda s, sde, x, t: sp.probability_flow_drift(model=s, sde=sde, x=x, t=t),
     lambda s, sde, x, t: sp.divergence(lambda y: s(y, t), x, method="exact"),
+    lambda s, sde, x, t: sp.time_derivative(s, x, t, method="central"),
+    lambda s, sde, x, t: sp.stencil_points(t, method="fd3"),
+    lambda s, sde, x, t: sp.residual_curves(model=s, sde=sde, x0=x, ts=[0.5]),
     lambda s, sde, x, t: sp.log_likelihood(s, sde, x, trace="exact", method="euler",
                                            options={"step_size": 0.5}),
     lambda s, sde, x, t: sp.FPObjective(model=torch.nn.Linear(2, 2), sde=sde),
 ])
 def test_old_names_of_the_public_api_warn(call):
     """The score is ``score`` (not ``model``), the divergence choice ``div`` (not ``method``
-    or ``trace``) everywhere; the old names still work, with a DeprecationWarning."""
+    or ``trace``), the choice of ∂t s ``dt`` (not ``method``) everywhere; the old names still
+    work, with a DeprecationWarning."""
     sde = sp.VPSDE()
     score = lambda x, t: -x
     x = torch.randn(3, 2, dtype=torch.float64)

@@ -167,7 +167,13 @@ def _metrics(args, argv: list[str], setup: dict, result: dict, wall: float) -> d
             "estimator": args.estimator, "curl": args.curl, "seed": args.seed,
             "definitions": {k: v[0] for k, v in QUANTITIES.items()}, "t": result["t"],
             "native": result["native"], "models": models, "differences": result["differences"],
-            "verdict": verdict(result), "wall_s": round(wall, 2)}
+            "verdict": verdict(result) + _notes(models), "wall_s": round(wall, 2)}
+
+
+def _notes(models: list[dict]) -> list[str]:
+    """Why a scheduler's class does not change the numbers, once, when a model has one."""
+    notes = {m["scheduler_note"] for m in models if m.get("scheduler_note")}
+    return [f"note: {n}." for n in sorted(notes)]
 
 
 def main(argv: list[str] | None = None) -> None:

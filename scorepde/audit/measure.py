@@ -79,7 +79,7 @@ def measure(models: Sequence[Callable], sde: SDE, x0: torch.Tensor, ts: Sequence
     if hasattr(sde, "fd_h") and "h" not in options:
         options = {**options, "h": sde.fd_h}
     chunks = x0.split(batch_size)
-    rows = [[{k: [] for k in COLUMNS} for _ in ts] for _ in models]
+    rows: list[list[dict[str, list[torch.Tensor]]]] = [[{k: [] for k in COLUMNS} for _ in ts] for _ in models]
     bar = tqdm(total=len(ts) * len(chunks) * len(models), desc="audit", disable=not progress)
     for i, t in enumerate(ts):
         for j, chunk in enumerate(chunks):

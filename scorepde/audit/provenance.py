@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import platform
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -34,7 +35,7 @@ def _plain(v):
 def describe_sde(sde: SDE) -> dict:
     """The SDE's class, repr and every scalar parameter (schedule included), JSON-ready."""
     params = {k: _plain(v) for k, v in vars(sde).items() if not k.startswith("_")}
-    out = {"class": type(sde).__name__, "repr": repr(sde), "T": float(sde.T),
+    out: dict[str, Any] = {"class": type(sde).__name__, "repr": repr(sde), "T": float(sde.T),
            "params": {k: v for k, v in params.items() if v is not None}}
     if isinstance(sde, DiscreteVPSDE):
         k = torch.tensor([0, sde.N - 1])

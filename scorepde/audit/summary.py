@@ -72,7 +72,8 @@ def _gradient_point(x: torch.Tensor) -> torch.Tensor:
 
 def _estimate(fn: Callable, x: torch.Tensor) -> dict[str, float | None]:
     out = delta_method(fn, x, at=_gradient_point(x))
-    if not math.isfinite(out["mean"]):
+    mean = out["mean"]
+    if mean is None or not math.isfinite(mean):
         return {"mean": None, "se": None}
     if out["se"] is not None and not math.isfinite(out["se"]):
         out["se"] = None
@@ -82,7 +83,7 @@ def _estimate(fn: Callable, x: torch.Tensor) -> dict[str, float | None]:
 def summarize(rows: list[dict[str, torch.Tensor]], ts: Sequence[float], sigmas: Sequence[float],
               dim: int) -> dict[str, list]:
     """``{quantity: [{"mean", "se"} or None per t]}`` of one model (None: not measured)."""
-    out = {}
+    out: dict[str, list] = {}
     for name, (_, cols, fn) in QUANTITIES.items():
         out[name] = []
         for at_t, sigma in zip(rows, sigmas):
@@ -94,7 +95,7 @@ def summarize(rows: list[dict[str, torch.Tensor]], ts: Sequence[float], sigmas: 
 def differences(rows_a: list[dict[str, torch.Tensor]], rows_b: list[dict[str, torch.Tensor]],
                 sigmas: Sequence[float], dim: int) -> dict[str, list]:
     """``{quantity: [{"mean", "se"} of B − A per t]}``, paired over the shared samples."""
-    out = {}
+    out: dict[str, list] = {}
     for name, (_, cols, fn) in QUANTITIES.items():
         k = len(cols)
         out[name] = []

@@ -20,7 +20,7 @@ def tiny_unet(channels: int = 1, size: int = 8, attention: bool = True, out_chan
     up = ("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D")
     return UNet2DModel(sample_size=size, in_channels=channels, out_channels=out_channels or channels,
                        block_out_channels=(8, 16), layers_per_block=1, down_block_types=down,
-                       up_block_types=up, norm_num_groups=4, attention_head_dim=8).eval()
+                       up_block_types=up, norm_num_groups=4, attention_head_dim=8).eval()  # type: ignore[attr-defined]  # diffusers' stubs omit nn.Module's methods
 
 
 def factory(beta_schedule: str = "linear", prediction_type: str = "epsilon", scheduler: str = "DDPMScheduler"):
