@@ -25,8 +25,8 @@ _RENAMED = {"test_bpd": ("image_eval", "image_bpd")}
 
 def _bpd_standard_error(res: dict, repeats: int) -> Optional[float]:
     """The evaluation's SE over repeats (None for one): ``image_eval.bpd_metrics(res)["eval_se"]``."""
-    from .image_eval import bpd_metrics
-    return bpd_metrics(res)["eval_se"] if repeats > 1 else None
+    from .stats import standard_error
+    return standard_error(res["per_repeat"]) if repeats > 1 else None
 
 
 def __getattr__(name: str):

@@ -196,3 +196,17 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
     state = load_checkpoint(os.path.join(out, "checkpoint.pt"))
     assert state["step"] == len(JsonlLog.read(log)) >= 2  # every logged step is in the checkpoint
     assert "--resume" in err
+
+
+def test_old_imaging_names_still_resolve_with_a_warning():
+    """scorepde.imaging was split (issue 29); its names keep working for one release."""
+    import scorepde.imaging as old
+    from scorepde.image_eval import image_bpd
+    with pytest.warns(DeprecationWarning, match="image_config"):
+        assert old.ImageConfig is ImageConfig
+    with pytest.warns(DeprecationWarning, match="image_bpd"):
+        assert old.test_bpd is image_bpd
+    with pytest.warns(DeprecationWarning, match="bpd_metrics"):
+        assert old.bpd_standard_error({"per_repeat": [1.0, 2.0]}, 2) == pytest.approx(0.5)
+    with pytest.raises(AttributeError):
+        old.nothing_here
