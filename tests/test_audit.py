@@ -136,6 +136,9 @@ def test_provenance_is_complete(tiny_audit):
     assert 0 < metrics["sde"]["params"]["alpha_bar_last"] < metrics["sde"]["params"]["alpha_bar_first"] < 1
     assert metrics["data"]["scaling"] == "[-1,1]" and -1 <= metrics["data"]["range"]["min"] < 0
     assert set(metrics["versions"]) >= {"scorepde", "torch", "diffusers"}
+    est = metrics["estimator"]  # what the estimator is, as the audit ran it: steps of 1/20 DDPM step
+    assert est["name"] == "forward_fd" and est["time_stencil"] == "central" and est["stochastic"]
+    assert est["time_step"] == pytest.approx([0.05 / 1000] * 2) and not est["needs_autograd"]
     assert metrics["command"].startswith("python -m scorepde.audit --model") and "--n 4" in metrics["command"]
 
 

@@ -40,6 +40,7 @@ from ..errors import fail, user_errors
 from ..fpe import ESTIMATORS
 from ..outputs import announce, prepare_out
 from .loading import FactoryError, Loaded, check_range, load_data, load_model
+from .measure import describe_estimator
 from .provenance import describe_score, describe_sde, versions
 from .report import figure, table, verdict
 from .run import run, same_sde
@@ -164,7 +165,8 @@ def _metrics(args, argv: list[str], setup: dict, result: dict, wall: float) -> d
               for spec, m, entry in zip(args.model, setup["models"], result["models"])]
     return {"command": f"{_prog()} {shlex.join(argv)}", "argv": argv, "versions": versions(),
             "sde": describe_sde(setup["sde"]), "data": setup["data"], "device": str(setup["device"]),
-            "estimator": args.estimator, "curl": args.curl, "seed": args.seed,
+            "estimator": describe_estimator(args.estimator, setup["models"][0].score, setup["sde"], {}),
+            "curl": args.curl, "seed": args.seed,
             "definitions": {k: v[0] for k, v in QUANTITIES.items()}, "t": result["t"],
             "native": result["native"], "models": models, "differences": result["differences"],
             "verdict": verdict(result) + _notes(models), "wall_s": round(wall, 2)}

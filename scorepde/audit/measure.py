@@ -4,7 +4,7 @@ For each t of the grid and each held-out x_0 (pushed to x_t = a(t) x_0 + σ_t z)
 of ``COLUMNS`` per model, each an unbiased estimate of its expectation:
 
   fp2    ‖ε[s]‖²              (``residual_norm_sq``; Eq. 9)
-  dt2    ‖∂t s‖²              (central difference in t, the step from the net's time conditioning)
+  dt2    ‖∂t s‖²              (as the estimator forms it: its stencil and step in t, or exactly)
   gradL2 ‖∇x L[s]‖²           = ‖∂t s‖² − 2⟨∂t s, ε̂⟩ + ‖ε‖², with ε̂ an unbiased estimate of ε
   dsm2   ‖s + z/σ_t‖²         (the DSM-like residual, Sec. 3.1)
   curl2  ‖J − Jᵀ‖_F²          (Hutchinson or exact, Sec. 6.2)
@@ -25,11 +25,12 @@ from torch.func import jvp
 from ..autodiff import explained
 from ..curl import antisymmetry
 from ..curves import dsm_like, perturb_at
-from ..derivatives import sample_probes, time_derivative
+from ..derivatives import STENCILS, sample_probes, time_derivative
+from ..estimators import get_estimator
 from ..fpe import residual, residual_norm_sq
 from ..sde import SDE
 
-__all__ = ["COLUMNS", "measure"]
+__all__ = ["COLUMNS", "measure", "estimator_options", "describe_estimator"]
 
 COLUMNS = ("fp2", "dt2", "gradL2", "dsm2", "curl2", "jac2", "absL")
 
@@ -44,13 +45,40 @@ def _jacobian_sq(score: Callable, x: torch.Tensor, t: torch.Tensor, generator) -
     return jvp(lambda y: score(y, t), (x,), (u,))[1].flatten(1).pow(2).sum(1)
 
 
+def estimator_options(sde: SDE, options: dict) -> dict:
+    """The residual options the audit uses: the caller's, with a discrete (DDPM) SDE's ``fd_h``
+    as the steps in t unless given (a fraction of one step k, for any network's clock)."""
+    if hasattr(sde, "fd_h") and "h" not in options:
+        return {**options, "h": sde.fd_h}
+    return dict(options)
+
+
+def describe_estimator(name: str, score: Callable, sde: SDE, options: dict, dtype=torch.float32) -> dict:
+    """What the estimator is, as it runs on ``score``: its repr, how it forms ∂t s (a stencil
+    and its steps, or exactly), whether it draws probes, what autodiff it needs."""
+    est = get_estimator(name, **estimator_options(sde, options))
+    return {"name": name, "estimator": repr(est), "time_stencil": est.time_stencil or "exact (jvp)",
+            "time_step": est.time_step(score, dtype), "stochastic": est.stochastic,
+            "needs_autograd": est.needs_autograd, "needs_forward_mode": est.needs_forward_mode}
+
+
+def _time_derivative(score: Callable, sde: SDE, xt, tt, estimator: str, options: dict) -> torch.Tensor:
+    """∂t s as the estimator forms it: its stencil and step in t, or exactly (jvp) where it is exact."""
+    est = get_estimator(estimator, **options)
+    stencil = est.time_stencil
+    if stencil is None:
+        return time_derivative(score, xt, tt, "jvp").detach()
+    with torch.no_grad():
+        return time_derivative(score, xt, tt, stencil if stencil in STENCILS else "central",
+                               h=est.time_step(score, xt.dtype), T=sde.T)
+
+
 def _rows(score: Callable, sde: SDE, xt, tt, z, *, estimator: str, curl: str | None,
           generator, options: dict) -> dict[str, torch.Tensor]:
     """The ``COLUMNS`` of one model on one chunk, each ``[B]`` (float64, on the CPU)."""
     sq, L = residual_norm_sq(score, sde, xt, tt, estimator, generator=generator, **options)
     eps = residual(score, sde, xt, tt, estimator, generator=generator, **options)
-    with torch.no_grad():
-        dt = time_derivative(score, xt, tt, "central", h=options.get("h", "auto"), T=sde.T)
+    dt = _time_derivative(score, sde, xt, tt, estimator, options)
     dt2 = dt.flatten(1).pow(2).sum(1)
     out = {"fp2": sq, "dt2": dt2, "gradL2": dt2 - 2 * _dot(dt, eps) + sq,
            "dsm2": dsm_like(score, sde, xt, tt, z) ** 2, "absL": L.abs()}
@@ -75,9 +103,7 @@ def measure(models: Sequence[Callable], sde: SDE, x0: torch.Tensor, ts: Sequence
         raise ValueError(f"every t must lie in (0, {sde.T}], got {list(ts)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    # a DDPM network's clock: finite differences in t need steps of a fraction of one step k
-    if hasattr(sde, "fd_h") and "h" not in options:
-        options = {**options, "h": sde.fd_h}
+    options = estimator_options(sde, options)
     chunks = x0.split(batch_size)
     rows: list[list[dict[str, list[torch.Tensor]]]] = [[{k: [] for k in COLUMNS} for _ in ts] for _ in models]
     bar = tqdm(total=len(ts) * len(chunks) * len(models), desc="audit", disable=not progress)
