@@ -33,6 +33,7 @@ from scorepde.image_config import (ImageConfig, build_objective, build_score_mod
                                    model_scaling, preset_config, run_label)
 from scorepde.image_eval import auto_eval_images, bpd_metrics, bpd_summary, image_bpd, sample_grid
 from scorepde.losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS
+from scorepde.outputs import announce, prepare_out
 from scorepde.plotting import training_curves
 from scorepde.training import (Checkpointing, JsonlLog, NonFiniteLossError, StopRequested, fit, make_ema,
                                make_optimizer)
@@ -196,9 +197,6 @@ def make_run_config(args, given: dict, ckpt_path: str):
         cfg = ImageConfig.from_dict({**given, **inherited})
     else:
         cfg = ImageConfig(**given)
-    if not args.resume and not args.overwrite and existing_run(args.out):
-        raise ValueError(f"{args.out} already holds a run ({', '.join(existing_run(args.out))}); "
-                         "pass --resume to continue it, --overwrite to replace it, or another --out")
     _check_limits(args)
     return cfg, state, source
 
@@ -382,7 +380,7 @@ def _finish(args, job: _Job, test, eval_images: int, logs: list, train_time: flo
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     written.append("metrics.json")
-    print(f"wrote {os.path.abspath(args.out)}: {', '.join(written)}", flush=True)
+    announce(args.out, written)
 
 
 def main(argv=None) -> int:
@@ -400,6 +398,7 @@ def main(argv=None) -> int:
     try:
         train = load_dataset(cfg.dataset, "train", cfg.data_dir)
         test = load_dataset(cfg.dataset, "test", cfg.data_dir) if eval_images >= 0 else None
+        prepare_out(args.out, resume=args.resume, overwrite=args.overwrite)  # refuses a folder with results
     except (ValueError, FileNotFoundError) as err:
         dd.teardown(info)
         fail(str(err))
