@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 import scorepde as sp
 from scorepde.baselines import scipy_log_likelihood
 from scorepde.benchmarking import call_seconds, interleaved_timings, load_average, machine_info, summarize
+from scorepde.checkpoints import read_torch_file
 from scorepde.cli import fail
 from scorepde.commands._bench import benchmark_parser, command_line, setup_run, train_briefly, write_report
 from scorepde.commands.step_cost import MNIST_DIR, build_unet, image_batch
@@ -81,7 +82,8 @@ def unet_case(args):
     data, _ = image_batch(args.quick, 2048 if not args.quick else 64, "cpu", args.seed, args.data_dir)
     weights = os.path.join(args.out, f"unet_dsm{steps}_seed{args.seed}{'_quick' if args.quick else ''}.pt")
     if os.path.exists(weights):
-        model.load_state_dict(torch.load(weights))
+        model.load_state_dict(read_torch_file(weights, what="cached U-Net weights file",
+                                              hint=f"Delete {weights} to retrain it."))
     else:
         train_briefly(model, data, steps, batch=32, generator=torch.Generator().manual_seed(args.seed),
                       progress=args.first_call is None, desc="DSM-train the U-Net")

@@ -147,7 +147,8 @@ class Checkpointing:
     ``StopRequested``), after a non-finite step (the weights before it) and, with ``at_end``,
     after the last step. ``generator``: a stream whose state the checkpoint keeps, such as the
     data sampler's (``rng[rank]``, gathered over ranks by ``gather``; only ``is_main`` writes).
-    ``resume=False``: the caller restored the state itself and passes ``fit(start=...)``."""
+    ``resume=False``: the caller restored the state itself and passes ``fit(start=...)``;
+    ``trust=True``: resume from a checkpoint that names code (``scorepde.checkpoints``)."""
     path: str
     every: int = 500
     seconds: float | None = None
@@ -159,6 +160,7 @@ class Checkpointing:
     rank: int = 0
     is_main: bool = True
     resume: bool = True
+    trust: bool = False
 
 
 class FitResult(list):
@@ -226,7 +228,7 @@ def _save(ck: Checkpointing, run: _Run, step: int, model, optimizer, scheduler, 
 
 
 def _restore(ck: Checkpointing, run: _Run, model, optimizer, scheduler, ema) -> None:
-    state = load_checkpoint(ck.path)
+    state = load_checkpoint(ck.path, trust=ck.trust)
     run.step = restore_training_state(state, model, optimizer, scheduler, ema)
     if ck.generator is not None and len(state.get("rng", [])) > ck.rank:
         set_rng_state(state["rng"][ck.rank], ck.generator)

@@ -245,3 +245,38 @@ def test_bad_files_are_named(tmp_path):
     torch.save(x, buf)
     (tmp_path / "x.pt").write_bytes(buf.getvalue())
     assert torch.equal(read_torch_file(str(tmp_path / "x.pt"), what="tensor file"), x)
+
+
+def test_toy_density_checkpoints_load_with_weights_only(tmp_path, monkeypatch):
+    """toy/density.py saves through fit's Checkpointing: every file it writes is tensors and
+    plain data (its data sampler's random state included)."""
+    import sys
+
+    import scorepde.training as training
+    seen = []
+    real = training.save_checkpoint
+
+    def save(path, state):
+        real(path, state)
+        seen.append(torch.load(path, weights_only=True))
+    monkeypatch.setattr(training, "save_checkpoint", save)
+    monkeypatch.setattr(sys, "path", [str(ROOT / "toy"), *sys.path])
+    import density
+    density.main(["--quick", "--datasets", "gmm1d", "--no-progress", "--ckpt-every", "3",
+                  "--out", str(tmp_path)])
+    assert seen and all(isinstance(s["rng"][0]["generator"], torch.Tensor) for s in seen)
+
+
+def test_likelihood_cost_cached_weights_refuse_a_code_payload(tmp_path):
+    """benchmarks/likelihood_cost.py keeps the U-Net it trained in --out and loads it later."""
+    from types import SimpleNamespace
+    spec = importlib.util.spec_from_file_location("bench_likelihood_cost", ROOT / "benchmarks" / "likelihood_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    marker, path = tmp_path / "ran", tmp_path / "unet_dsm5_seed0_quick.pt"
+    torch.save({"weight": Payload(marker)}, path)
+    args = SimpleNamespace(quick=True, seed=0, unet_train_steps=None, data_dir=None, out=str(tmp_path),
+                           first_call=None, unet_points=None)
+    with pytest.raises(ValueError) as err:
+        module.unet_case(args)
+    assert not marker.exists() and str(path) in str(err.value) and "io.open" in str(err.value)

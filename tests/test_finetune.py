@@ -59,7 +59,7 @@ def test_tiny_protocol_end_to_end(tmp_path):
     assert again.returncode == 0 and "4 of 4 runs done" in again.stdout
     # a shard other than 0 owns no base evaluation (here no run at all): it must not evaluate the base
     report = (out / "metrics.json").read_text()
-    idle = run(*args, "--eval-images", "4", "--seed", "5", "--seeds", "1", "--shard", "1/2")
+    idle = run(*args, "--eval-images", "4", "--seed", "5", "--seeds", "1", "--shard", "2/3")  # 2 runs: none here
     assert idle.returncode == 0 and "0 of 0 runs done" in idle.stdout
     assert not [f for f in os.listdir(out / "runs") if "images=4" in f]
     # nor may a shard, which sees its own grid only, overwrite the folder's report
