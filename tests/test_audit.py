@@ -312,3 +312,10 @@ def test_load_model_still_unpacks_as_the_old_tuple_with_a_warning():
     with pytest.warns(DeprecationWarning, match="4-tuple"):
         score, sde, scaling, dataset = loaded
     assert score is loaded.score and sde is loaded.sde and (scaling, dataset) == (None, None)
+
+
+def test_models_on_different_forward_processes_are_not_paired(tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    code, _, err = _run(["--model", TINY, "--model", f"{__name__}:gmm_factory", "--data", "digits",
+                         "--out", str(tmp_path / "o"), *FAST], capsys)
+    assert code == 2 and "needs one forward process" in err and "DiscreteVPSDE" in err

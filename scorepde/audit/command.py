@@ -150,12 +150,13 @@ def _setup(args) -> dict:
     observed = {"min": float(x0.min()), "max": float(x0.max())} if args.force else check_range(x0, scaling, data)
     x0 = x0.to(device)
     ts = _grid(sde, args)
-    try:
-        with torch.no_grad():
-            models[0].score(x0[:2], torch.full((2,), ts[0], device=device))
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"the model does not accept the data's shape {tuple(x0.shape[1:])}: "
-                         f"{str(err).splitlines()[0]}") from None
+    for label, model in zip(labels, models):
+        try:
+            with torch.no_grad():
+                model.score(x0[:2], torch.full((2,), ts[0], device=device))
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"{label} does not accept the data's shape {tuple(x0.shape[1:])} ({data}): "
+                             f"{str(err).splitlines()[0]}") from None
     return {"device": device, "models": models, "labels": labels, "sde": sde, "x0": x0, "ts": ts,
             "data": {"name": data, "source": source, "scaling": scaling, "range": observed,
                      "n": int(x0.shape[0]), "shape": list(x0.shape[1:]), "forced": args.force}}
