@@ -145,7 +145,8 @@ def _setup(args) -> dict:
     if data is None:
         raise ValueError("--data is required for a factory model: a dataset name (e.g. digits) or a .pt/.npy file")
     gen = torch.Generator().manual_seed(args.seed)
-    x0, source = load_data(data, scaling, args.n, gen, args.data_dir or (first.data_dir if not args.data else None))
+    data_dir = args.data_dir or (first.data_dir if data == first.dataset else None)  # a checkpoint's own folder
+    x0, source = load_data(data, scaling, args.n, gen, data_dir)
     observed = {"min": float(x0.min()), "max": float(x0.max())} if args.force else check_range(x0, scaling, data)
     x0 = x0.to(device)
     ts = _grid(sde, args)
