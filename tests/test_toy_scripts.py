@@ -156,6 +156,7 @@ def test_a_folder_holding_results_is_refused_unless_overwrite(tmp_path):
                               capture_output=True, text=True, timeout=120)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "--overwrite" in lines[0], proc.stderr[-2000:]
+        assert "--resume" not in lines[0]             # it has none to offer
     assert (out / "metrics.json").read_text() == "{}"
 
 

@@ -224,3 +224,20 @@ def test_a_bad_budget_is_a_value_error():
     model, objective, opt, _, _ = _setup()
     with pytest.raises(ValueError, match="needs a budget"):
         fit(objective, opt, _batches(torch.Generator()), progress=False)
+
+
+def test_checkpointing_trust_reaches_the_loader(tmp_path, monkeypatch):
+    """A checkpoint that names code loads only when the caller says it trusts it."""
+    import scorepde.training as training
+    from scorepde.training import Checkpointing
+    model, objective, opt, sched, _ = _setup()
+    path = str(tmp_path / "c.pt")
+    fit(objective, opt, _batches(torch.Generator().manual_seed(0)), 2, scheduler=sched, model=model,
+        checkpoint=Checkpointing(path), progress=False)
+    seen = []
+    real = training.load_checkpoint
+    monkeypatch.setattr(training, "load_checkpoint", lambda p, **kw: seen.append(kw) or real(p, **kw))
+    for trust in (False, True):
+        fit(objective, opt, _batches(torch.Generator().manual_seed(0)), 3, scheduler=sched, model=model,
+            checkpoint=Checkpointing(path, trust=trust), progress=False)
+    assert seen == [{"trust": False}, {"trust": True}]

@@ -10,7 +10,7 @@ import torch
 
 from ..cli import add_run_flags, fail, user_errors
 from ..cli import parser as base_parser
-from ..outputs import prepare_out
+from ..outputs import holds_results, prepare_out
 
 #: Help for the flags the toy commands share, used where a command gives none.
 SHARED_HELP = {
@@ -50,9 +50,13 @@ def setup(args, name: str, *, resume: bool = False) -> str:
             fail(f"--{flag.replace('_', '-')} must be positive, got {value}")
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
+    path = Path(args.out or Path("out") / name)
+    overwrite = bool(getattr(args, "overwrite", False))
+    if not (resume or overwrite) and holds_results(path):   # these commands have no --resume to offer
+        fail(f"{path} already holds results ({', '.join(holds_results(path)[:3])}, ...); "
+             "pass --overwrite to replace them, or another --out")
     with user_errors():
-        out = prepare_out(args.out or Path("out") / name, resume=resume,
-                          overwrite=bool(getattr(args, "overwrite", False)))
+        out = prepare_out(path, resume=resume, overwrite=overwrite)
     args.out = os.path.abspath(out)
     torch.set_num_threads(args.threads or 1)
     return args.out
