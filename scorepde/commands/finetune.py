@@ -316,7 +316,8 @@ def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
     os.makedirs(os.path.dirname(ckpt), exist_ok=True)
     res = fit(objective, opt, _batches(bench, cfg, seed), args.steps, generator=torch.Generator(), seed=seed,
               scheduler=sched, ema=ema, model=model, grad_clip=cfg.grad_clip,
-              checkpoint=Checkpointing(ckpt, every=args.ckpt_every), curve_every=max(1, args.steps // 200),
+              checkpoint=Checkpointing(ckpt, every=args.ckpt_every, trust=args.trust_checkpoint),
+              curve_every=max(1, args.steps // 200),
               progress=not args.no_progress, desc=f"tune β={beta:g} seed{seed}")
     trained = {"curve": res.curve, "resumed_at": res.resumed_at, "train_s": res.train_seconds,
                "method": "dsm" if beta == 0 else "fp", "lr": lr, "objective": settings}
