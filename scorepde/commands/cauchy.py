@@ -488,3 +488,7 @@ def run(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> None:
     """``scorepde-cauchy``."""
     run(argv)
+
+
+if __name__ == "__main__":
+    main()
