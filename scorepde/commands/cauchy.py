@@ -189,6 +189,7 @@ def _mixture_record(args, ds: ToyDataset) -> dict:
     """The mixture in metrics.json: stds as before for isotropic and diagonal components, the
     covariances' eigenvalues (variances) for full ones."""
     gmm = ds.mixture
+    assert gmm is not None, "the --dim data set is a mixture"
     record = {"dim": args.dim, "components": args.components, "data_std": ds.data_std,
               "weights": gmm.weights.tolist()}
     if gmm.kind != "iso":

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from scorepde import distributed as dd
 from scorepde.checkpoints import load_checkpoint, restore_training_state, set_rng_state
@@ -35,6 +36,7 @@ from scorepde.image_eval import auto_eval_images, bpd_metrics, bpd_summary, imag
 from scorepde.losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS
 from scorepde.outputs import announce, prepare_out
 from scorepde.plotting import training_curves
+from scorepde.sde import SDE
 from scorepde.training import (Checkpointing, JsonlLog, NonFiniteLossError, StopRequested, fit, make_ema,
                                make_optimizer)
 
@@ -137,7 +139,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def make_config(args) -> ImageConfig:
+def make_config(args) -> dict:
     """The flags given, over the defaults (or over a resumed/fine-tuned checkpoint's config)."""
     given = {k: v for k, v in vars(args).items() if v is not None and k in ImageConfig.__dataclass_fields__}
     if args.preset:
@@ -220,12 +222,12 @@ class _Job:
     cfg: ImageConfig
     info: dd.DistInfo
     train: ImageData
-    sde: object
+    sde: SDE
     model: torch.nn.Module
     objective: torch.nn.Module
     opt: torch.optim.Optimizer
-    sched: object
-    ema: torch.nn.Module
+    sched: torch.optim.lr_scheduler.LRScheduler
+    ema: AveragedModel
     gen: torch.Generator
     start: int
     amp: Optional[torch.dtype]
@@ -291,7 +293,7 @@ def _open_run(args, job: _Job, eval_images: int) -> JsonlLog:
     return JsonlLog(os.path.join(args.out, "log.jsonl"), job.start)
 
 
-def _sample(args, job: _Job, name: str) -> dict:
+def _sample(args, job: _Job, name: str) -> str:
     """A grid of the EMA model's samples, OUT/name (the same seed every time)."""
     return sample_grid(job.ema.module, job.sde, job.cfg, job.train.shape, job.train.levels,
                        os.path.join(args.out, name), n=args.n_samples, steps=args.sample_steps,
@@ -319,7 +321,8 @@ def _train(args, job: _Job, batches, log: Optional[JsonlLog]):
                            config=cfg.to_dict(), extra={"world_size": info.world_size},
                            gather=lambda obj: dd.gather_objects(obj, info), rank=info.rank,
                            is_main=info.is_main, resume=False)
-    t_train, code, logs = time.perf_counter(), 0, []
+    logs: list = []
+    t_train, code = time.perf_counter(), 0
     try:
         logs = fit(dd.wrap(job.objective, info), job.opt, batches, cfg.steps, generator=job.gen,
                    scheduler=job.sched, grad_clip=cfg.grad_clip, ema=job.ema, model=job.model,

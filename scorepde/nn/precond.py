@@ -166,10 +166,10 @@ class ToyScore(nn.Module):
         if condition not in self.CONDITIONS:
             raise ValueError(f"unknown condition {condition!r}; choose one of {self.CONDITIONS}")
         self.net, self.sde, self.data_std, self.condition = net, sde, float(data_std), condition
-        gate = "scalar" if gate is True else (gate or None)
-        if gate is not None and gate not in self.GATES:
-            raise ValueError(f"unknown gate {gate!r}; choose False, True (= 'scalar') or one of {self.GATES}")
-        self.skip, self.gate = bool(skip), gate
+        shape: Optional[str] = "scalar" if gate is True else (gate or None)
+        if shape is not None and shape not in self.GATES:
+            raise ValueError(f"unknown gate {shape!r}; choose False, True (= 'scalar') or one of {self.GATES}")
+        self.skip, self.gate = bool(skip), shape
         if self.gate and not self.skip:
             raise ValueError("gate=True scales the skip term: it needs skip=True")
 
