@@ -201,7 +201,6 @@ class BusyNeighbour:
             raise RuntimeError("the busy neighbour job exited at once")
         return self.proc.pid
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
-        return False

@@ -79,12 +79,13 @@ def _unsafe_globals(path: str) -> list:
         return torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # not torch's zip format: read it as a bare pickle, without running it
         pass
-    names, strings = [], []
+    names: list[str] = []
+    strings: list[str] = []
     try:
         with open(path, "rb") as f:
             for op, arg, _ in pickletools.genops(f):
                 if op.name == "GLOBAL":
-                    names.append(arg.replace(" ", "."))
+                    names.append(str(arg).replace(" ", "."))
                 elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                     names.append(".".join(strings[-2:]))
                 elif isinstance(arg, str):

@@ -18,6 +18,7 @@ import torch
 from .autodiff import explain_autodiff_errors
 from .checks import check_batch_independent, check_inputs, check_output
 from .estimators import ESTIMATORS, Estimator, fpe_rhs_and_score, get_estimator
+from .estimators.directional import Projected
 from .estimators.base import div_probes
 from .estimators.forward_fd import projected_residual_fd
 from .sde import SDE
@@ -47,6 +48,7 @@ def projected_residual(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor,
     (``dt``, ``div``, ``probe``, ``n_probes``, ``h``); inputs are not validated here.
     """
     est = get_estimator("directional", **options).for_score(score, x.dtype)
+    assert isinstance(est, Projected)
     return est.project(score, sde, x, t, v, generator)
 
 
@@ -119,6 +121,8 @@ def fpe_rhs(score: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, floa
         t = check_inputs(x, t, sde.T)
         check_batch_independent(score, x, t)
         score = _shape_checked(score)
+    elif not isinstance(t, torch.Tensor):  # one time for every sample, as check_inputs reads it
+        t = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
     probes = div_probes(x, dict(div=div, probe=probe, n_probes=n_probes), generator)
     return fpe_rhs_and_score(score, sde, x, t, div, probes)[0]
 

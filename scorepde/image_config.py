@@ -56,7 +56,7 @@ class ImageConfig:
     gamma: float = 0.0
     fp_weighting: str = "none"
     m: int = 1
-    estimator: str = DEFAULT_FP["estimator"]   # forward_fd, its step in t from the net's time
+    estimator: str = str(DEFAULT_FP["estimator"])   # forward_fd, its step in t from the net's time
                                                 # conditioning; "paper" via --preset or --estimator
     subbatch: Optional[int] = 16
     dsm_weighting: str = "sigma2"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -106,7 +106,7 @@ def densities_1d(x: np.ndarray, series: Dict[str, np.ndarray], path: str, *,
     return _save(fig, path)
 
 
-def curves(t: Sequence[float], series: Dict[str, Sequence[float]], path: str, *, ylabel: str,
+def curves(t: Sequence[float], series: Mapping[str, Sequence[float]], path: str, *, ylabel: str,
            xlabel: str = "t", title: Optional[str] = None, logy: bool = True,
            panels: Optional[Dict[str, Dict[str, Sequence[float]]]] = None,
            suptitle: Optional[str] = None) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Hashable, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Hashable, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -178,7 +178,7 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} is not JSON: store numbers, lists and dicts in metrics")
 
 
-def write_metrics(out: str, metrics: dict, name: str = "metrics.json", indent: int = 2) -> str:
+def write_metrics(out: str, metrics: Union[dict, list], name: str = "metrics.json", indent: int = 2) -> str:
     """``OUT/metrics.json``, written atomically (a reader never sees half a report)."""
     return atomic_write(os.path.join(out, name),
                         lambda f: json.dump(metrics, f, indent=indent, default=_plain), binary=False)

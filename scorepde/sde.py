@@ -134,7 +134,36 @@ class VESDE(LinearSDE):
         return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
 
 
-class VPSDE(LinearSDE):
+class _VPKernel(LinearSDE):
+    """The variance-preserving family: f = −½β(t) x, g² = β(t), and with log ᾱ(t) = −∫₀ᵗ β,
+    a(t) = ᾱ^{1/2}, σ_t² = 1 − ᾱ, prior N(0, I). A member gives ``beta`` and ``log_alpha_bar``."""
+
+    @abc.abstractmethod
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        """β(t), shape ``[B]``."""
+
+    @abc.abstractmethod
+    def log_alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        """log ᾱ(t) = −∫₀ᵗ β(s) ds, shape ``[B]``."""
+
+    def drift_coeff(self, t):
+        return -0.5 * self.beta(t)
+
+    def diffusion(self, t):
+        return torch.sqrt(self.beta(t))
+
+    def marginal_variance(self, t):
+        return -torch.expm1(self.log_alpha_bar(t))
+
+    def marginal(self, t):
+        return torch.exp(0.5 * self.log_alpha_bar(t)), torch.sqrt(self.marginal_variance(t))
+
+    @property
+    def prior_std(self):
+        return 1.0
+
+
+class VPSDE(_VPKernel):
     """Variance preserving: f = −½β(t) x, g² = β(t), β(t) = β_min + t(β_max − β_min)."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
@@ -149,21 +178,8 @@ class VPSDE(LinearSDE):
         """∫₀ᵗ β(s) ds."""
         return self.beta_min * t + 0.5 * t ** 2 * (self.beta_max - self.beta_min)
 
-    def drift_coeff(self, t):
-        return -0.5 * self.beta(t)
-
-    def diffusion(self, t):
-        return torch.sqrt(self.beta(t))
-
-    def marginal_variance(self, t):
-        return -torch.expm1(-self.integrated_beta(t))
-
-    def marginal(self, t):
-        return torch.exp(-0.5 * self.integrated_beta(t)), torch.sqrt(self.marginal_variance(t))
-
-    @property
-    def prior_std(self):
-        return 1.0
+    def log_alpha_bar(self, t):
+        return -self.integrated_beta(t)
 
     def __repr__(self):
         return f"{type(self).__name__}(beta_min={self.beta_min}, beta_max={self.beta_max})"
@@ -222,7 +238,7 @@ class GenericSDE(SDE):
         return self._prior_std if self._prior_std is not None else super().prior_std
 
 
-class DiscreteVPSDE(LinearSDE):
+class DiscreteVPSDE(_VPKernel):
     """The VP SDE of a discrete DDPM schedule ᾱ_0 > … > ᾱ_{N−1} (diffusers' ``alphas_cumprod``).
 
     Time map (one for the SDE and for the network): step k ↔ t_k = (k + 1)/N, so
@@ -289,21 +305,8 @@ class DiscreteVPSDE(LinearSDE):
         """β(t) = −d log ᾱ / dt."""
         return -self._hermite(t)[1]
 
-    def drift_coeff(self, t):
-        return -0.5 * self.beta(t)
-
-    def diffusion(self, t):
-        return torch.sqrt(self.beta(t))
-
-    def marginal_variance(self, t):
-        return -torch.expm1(self._hermite(t)[0])
-
-    def marginal(self, t):
-        return torch.exp(0.5 * self._hermite(t)[0]), torch.sqrt(self.marginal_variance(t))
-
-    @property
-    def prior_std(self):
-        return 1.0
+    def log_alpha_bar(self, t):
+        return self._hermite(t)[0]
 
     def __repr__(self):
         return f"DiscreteVPSDE(N={self.N})"

@@ -235,8 +235,9 @@ def _restore(ck: Checkpointing, run: _Run, model, optimizer, scheduler, ema) -> 
     run.load(state)
 
 
-def _evaluate(run: _Run, evaluate: Callable[[], dict], model, bar) -> None:
-    """One evaluation, in eval mode and off the clock, appended to the history."""
+def _evaluate(run: _Run, evaluate: Callable[[], dict], model, bar, frac: float, n_evals: int) -> int:
+    """One evaluation, in eval mode and off the clock, appended to the history; returns the
+    index of the next one (evaluations fall at multiples of 1/n_evals of the budget)."""
     if model is not None:
         model.eval()
     run.history.append({"step": run.step, "train_seconds": run.wall, "cpu_seconds": run.cpu, **evaluate()})
@@ -245,6 +246,7 @@ def _evaluate(run: _Run, evaluate: Callable[[], dict], model, bar) -> None:
     if bar is not None:
         bar.set_postfix({k: f"{v:.4g}" for k, v in run.history[-1].items()
                          if k not in ("step", "train_seconds", "cpu_seconds") and isinstance(v, float)})
+    return math.floor(frac * max(1, n_evals)) + 1
 
 
 def _progress(budget: Budget, start: int, desc: str):
@@ -295,20 +297,14 @@ def fit(objective: Callable, optimizer, batches, steps: int | None = None, *,
     budget = _as_budget(steps, budget)
     if checkpoint is not None and model is None:
         raise ValueError("fit(checkpoint=...) needs model=: the checkpoint holds its weights")
-    if schedule is not None and scheduler is None and budget.steps is not None:
-        scheduler = schedule.scheduler(optimizer, budget.steps)
-    for group in optimizer.param_groups:
-        group.setdefault("initial_lr", group["lr"])
-    if all_finite is None and across_ranks is not None:
-        all_finite = lambda ok: across_ranks({"ok": float(ok)})["ok"] == 1.0
-    if seed is not None and generator is None:
-        generator = torch.Generator()
+    scheduler, all_finite, lr_of = _rates_and_verdicts(optimizer, budget, scheduler, schedule,
+                                                       across_ranks, all_finite)
+    generator = torch.Generator() if seed is not None and generator is None else generator
     run = _Run(start, curve_every, curve_keys)
     if checkpoint is not None and checkpoint.resume and os.path.isfile(checkpoint.path):
         _restore(checkpoint, run, model, optimizer, scheduler, ema)
     stream = batches(run.step) if callable(batches) else batches
     step_kw = dict(scheduler=scheduler, grad_clip=grad_clip, ema=ema, model=model, all_finite=all_finite)
-    lr_of = schedule.factor if schedule is not None and budget.steps is None else None
     save = lambda at: _save(checkpoint, run, at, model, optimizer, scheduler, ema)
     bar = _progress(budget, run.step, desc) if progress else None
     with (InterruptFlag() if checkpoint is not None else contextlib.nullcontext()) as flag, \
@@ -317,8 +313,7 @@ def fit(objective: Callable, optimizer, batches, steps: int | None = None, *,
         while True:
             frac = budget.fraction(run.step, run.wall, run.cpu)
             if evaluate is not None and frac >= next_eval / max(1, n_evals):
-                _evaluate(run, evaluate, model, bar)
-                next_eval = math.floor(frac * max(1, n_evals)) + 1
+                next_eval = _evaluate(run, evaluate, model, bar, frac, n_evals)
             if frac >= 1.0:
                 break
             _one_step(objective, optimizer, next(stream), run, generator, seed, lr_of, frac,
@@ -329,6 +324,20 @@ def fit(objective: Callable, optimizer, batches, steps: int | None = None, *,
         if checkpoint is not None and checkpoint.at_end and run.logs:
             save(run.step)
     return run.result()
+
+
+def _rates_and_verdicts(optimizer, budget: Budget, scheduler, schedule: Schedule | None, across_ranks,
+                        all_finite):
+    """The torch scheduler of a schedule over steps, else the factor to set the rate by over
+    seconds (from each group's ``initial_lr``); the NaN verdict made everyone's over ranks."""
+    if schedule is not None and scheduler is None and budget.steps is not None:
+        scheduler = schedule.scheduler(optimizer, budget.steps)
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    if all_finite is None and across_ranks is not None:
+        all_finite = lambda ok: across_ranks({"ok": float(ok)})["ok"] == 1.0   # noqa: E731
+    lr_of = schedule.factor if schedule is not None and budget.steps is None else None
+    return scheduler, all_finite, lr_of
 
 
 def _as_budget(steps: int | None, budget: Budget | None) -> Budget:

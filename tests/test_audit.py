@@ -298,3 +298,24 @@ def test_the_same_model_twice_differs_by_exactly_zero(tmp_path, capsys):
     for q, rows in res["differences"][0]["quantities"].items():
         for row in rows:
             assert row["mean"] == 0 and row["se"] < 1e-12, q
+
+
+def gmm_factory():
+    """(score, sde) of a closed-form mixture: a factory for --model."""
+    score, sde, _ = _gmm_setup()
+    return score, sde
+
+
+def test_load_model_still_unpacks_as_the_old_tuple_with_a_warning():
+    from scorepde.audit import load_model
+    loaded = load_model(f"{__name__}:gmm_factory")
+    with pytest.warns(DeprecationWarning, match="4-tuple"):
+        score, sde, scaling, dataset = loaded
+    assert score is loaded.score and sde is loaded.sde and (scaling, dataset) == (None, None)
+
+
+def test_models_on_different_forward_processes_are_not_paired(tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    code, _, err = _run(["--model", TINY, "--model", f"{__name__}:gmm_factory", "--data", "digits",
+                         "--out", str(tmp_path / "o"), *FAST], capsys)
+    assert code == 2 and "needs one forward process" in err and "DiscreteVPSDE" in err

@@ -280,3 +280,17 @@ def test_likelihood_cost_cached_weights_refuse_a_code_payload(tmp_path):
     with pytest.raises(ValueError) as err:
         module.unet_case(args)
     assert not marker.exists() and str(path) in str(err.value) and "io.open" in str(err.value)
+
+
+def test_fit_resume_refuses_a_code_payload(tmp_path):
+    """fit(checkpoint=Checkpointing(path)) resumes from path when it exists (toy/density.py,
+    image/finetune.py): a payload there is refused, and trust=True is the way out."""
+    from scorepde.training import Checkpointing, fit
+    path, marker = _evil_checkpoint(tmp_path / "ck.pt", tmp_path / "ran"), tmp_path / "ran"
+    model = torch.nn.Linear(2, 1)
+    opt, _ = make_optimizer(model.parameters())
+    loss = lambda x, g: (model(x).square().mean(), {})  # noqa: E731
+    with pytest.raises(ValueError) as err:
+        fit(loss, opt, iter([torch.zeros(4, 2)] * 3), 2, model=model, checkpoint=Checkpointing(str(path)),
+            progress=False)
+    _refused(str(err.value), path, marker, "trust=True")

@@ -195,7 +195,7 @@ def test_help_shows_the_checkpoint_defaults(capsys):
 def test_existing_out_is_refused_without_overwrite(run_dir, tmp_path, capsys):
     before = (run_dir / "checkpoint.pt").read_bytes()
     one_line_error(capsys, lambda: train.main(TINY + ["--steps", "1", "--out", str(run_dir)]),
-                   "already holds a run", "--resume", "--overwrite")
+                   "already holds results", "--resume", "--overwrite")
     assert (run_dir / "checkpoint.pt").read_bytes() == before
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -313,7 +313,7 @@ def test_every_flag_has_help_and_one_default():
 def test_run_says_where_it_wrote(tmp_path, capsys):
     out = tmp_path / "w"
     assert train.main(TINY + ["--steps", "1", "--out", str(out), "--eval-images", "-1"]) == 0
-    assert f"wrote {out}" in capsys.readouterr().out
+    assert f"results in {out}" in capsys.readouterr().out
     assert json.loads((out / "metrics.json").read_text())["out"] == str(out)
     assert json.loads((out / "config.json").read_text())["out"] == str(out)
     from scorepde.commands._toy import setup

@@ -223,14 +223,14 @@ def test_toy_score_far_field(sde):
 
 
 class Affine(nn.Module):
-    """F = b and gate logit g, the same for every sample: ``net(u, c) -> [B, D + 1]``."""
+    """F = b and gate logits g, the same for every sample: ``net(u, c) -> [B, D + len(g)]``."""
 
     def __init__(self, b, g):
         super().__init__()
         self.b, self.g = b, g
 
     def forward(self, u, c):
-        return torch.cat([self.b.expand_as(u), self.g.expand(u.shape[0], 1)], 1).to(u)
+        return torch.cat([self.b.expand_as(u), self.g.expand(u.shape[0], self.g.shape[1])], 1).to(u)
 
 
 def test_gated_toy_score_is_an_isotropic_gaussian_score_exactly():
@@ -284,3 +284,21 @@ def test_forward_fd_steps_in_t_come_from_the_conditioning(sde, embedding, dtype,
     assert ((fd - exact).abs() / dt_sv.abs()).max() < tol
     paper = run(h=scorepde.derivatives.PAPER_STEPS)  # the published steps: far off here
     assert ((paper - exact).abs() / dt_sv.abs()).max() > 1e-2
+
+
+def test_diagonal_gate_is_a_diagonal_gaussian_score_exactly():
+    """gate="diagonal": ρ ∈ ℝᴰ, so F = ŝ μ/v and ρ = ŝ²/v (per coordinate) make it the score of
+    N(μ, diag v) at every t, which the scalar gate cannot be for unequal v."""
+    sde = scorepde.VESDE(0.01, 50.0)
+    x, t = torch.randn(6, 3, dtype=torch.float64), torch.full((6,), 0.3, dtype=torch.float64)
+    mu, v = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), torch.tensor([0.3, 0.7, 2.5], dtype=torch.float64)
+    shat = ToyScore(Zero(), sde).scale(t)[0]
+    rho = shat ** 2 / v
+    g = torch.log(torch.expm1(rho)) - torch.log(torch.expm1(torch.tensor(1.0, dtype=torch.float64)))
+    model = ToyScore(Affine(shat * mu / v, g.reshape(1, 3)), sde, gate="diagonal")
+    assert torch.allclose(model(x, t), (mu - x) / v, atol=1e-12)
+    with pytest.raises(ValueError, match="2D = 6"):
+        ToyScore(Affine(shat * mu / v, g[:1].reshape(1, 1)), sde, gate="diagonal")(x, t)
+    with pytest.raises(ValueError, match="unknown gate"):
+        ToyScore(Zero(), sde, gate="full")
+    assert ToyScore(Zero(), sde, gate=True).gate == "scalar" and ToyScore(Zero(), sde).gate is None

@@ -154,4 +154,4 @@ def test_short_readme_commands_run_as_written(command, tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "wrote" in proc.stdout and (tmp_path / "runs" / "try" / "checkpoint.pt").is_file()
+    assert "results in" in proc.stdout and (tmp_path / "runs" / "try" / "checkpoint.pt").is_file()

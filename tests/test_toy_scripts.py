@@ -168,3 +168,18 @@ def test_the_default_out_folder_is_in_the_current_folder(tmp_path, monkeypatch):
     args = argparse.Namespace(out=None, device="cpu", threads=None, overwrite=False)
     assert setup(args, "cauchy_gmm") == str(tmp_path / "out" / "cauchy_gmm") == args.out
     assert (tmp_path / "out" / "cauchy_gmm").is_dir()
+
+
+def test_cauchy_quick_twice_from_another_folder_keeps_the_first_result(tmp_path):
+    """Issue 32's trial, as a user ran it: `toy/cauchy_gmm.py --quick` from another folder writes
+    under that folder (not into the checkout), and the same command again is refused, leaving
+    the first run's results as they were."""
+    cmd = [sys.executable, os.path.join(ROOT, "toy", "cauchy_gmm.py"), "--quick"]
+    first = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    metrics = tmp_path / "out" / "cauchy_gmm" / "metrics.json"
+    before = metrics.read_bytes()
+    assert str(metrics.parent) in " ".join(first.stdout.split()) + " ".join(first.stderr.split())
+    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2 and "--overwrite" in second.stderr, second.stderr[-2000:]
+    assert metrics.read_bytes() == before

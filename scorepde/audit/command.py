@@ -145,16 +145,18 @@ def _setup(args) -> dict:
     if data is None:
         raise ValueError("--data is required for a factory model: a dataset name (e.g. digits) or a .pt/.npy file")
     gen = torch.Generator().manual_seed(args.seed)
-    x0, source = load_data(data, scaling, args.n, gen, args.data_dir or (first.data_dir if not args.data else None))
+    data_dir = args.data_dir or (first.data_dir if data == first.dataset else None)  # a checkpoint's own folder
+    x0, source = load_data(data, scaling, args.n, gen, data_dir)
     observed = {"min": float(x0.min()), "max": float(x0.max())} if args.force else check_range(x0, scaling, data)
     x0 = x0.to(device)
     ts = _grid(sde, args)
-    try:
-        with torch.no_grad():
-            models[0].score(x0[:2], torch.full((2,), ts[0], device=device))
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(f"the model does not accept the data's shape {tuple(x0.shape[1:])}: "
-                         f"{str(err).splitlines()[0]}") from None
+    for label, model in zip(labels, models):
+        try:
+            with torch.no_grad():
+                model.score(x0[:2], torch.full((2,), ts[0], device=device))
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"{label} does not accept the data's shape {tuple(x0.shape[1:])} ({data}): "
+                             f"{str(err).splitlines()[0]}") from None
     return {"device": device, "models": models, "labels": labels, "sde": sde, "x0": x0, "ts": ts,
             "data": {"name": data, "source": source, "scaling": scaling, "range": observed,
                      "n": int(x0.shape[0]), "shape": list(x0.shape[1:]), "forced": args.force}}

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -32,6 +33,12 @@ class Loaded:
     dataset: str | None = None
     data_dir: str | None = None
     info: dict = field(default_factory=dict)
+
+    def __iter__(self):
+        """``score, sde, scaling, dataset = load_model(...)``, the old tuple, warns (one release)."""
+        warnings.warn("load_model returns a Loaded (score, sde, scaling, dataset, data_dir, info); unpacking "
+                      "it as a 4-tuple is deprecated: use its attributes", DeprecationWarning, stacklevel=2)
+        return iter((self.score, self.sde, self.scaling, self.dataset))
 
 
 class FactoryError(Exception):

@@ -49,9 +49,10 @@ SDES = {"ve": lambda: VESDE(0.01, 50.0), "vp": lambda: VPSDE(0.1, 20.0)}
 METHODS = ("cauchy", "dsm")
 #: Flags that only mean something with --dim (their defaults are filled in by run_dim).
 DIM_ONLY = ("summarize", "components", "sde", "method", "estimator", "unbiased", "minutes", "clock", "condition",
-            "n_evals", "gate")
+            "n_evals", "gate", "cov", "gate_shape")
 DIM_DEFAULTS = dict(components=4, sde="ve", method="cauchy", estimator="forward_fd",
-                    unbiased=False, minutes=20.0, clock="wall", n_evals=20, gate=True)
+                    unbiased=False, minutes=20.0, clock="wall", n_evals=20, gate=True, cov="iso")
+COVS = ("iso", "diag", "full")
 
 
 def add_dim_flags(p):
@@ -86,6 +87,13 @@ def add_dim_flags(p):
                    help="the Cauchy fit's ToyScore scales its skip term by a learned scalar per sample, "
                         "s = −(ρ x/ŝ − F)/ŝ (scorepde.nn.ToyScore; on by default: see the README's "
                         "measurement; --no-gate for the plain skip)")
+    g.add_argument("--cov", choices=COVS, default=None,
+                   help="the components' covariances: isotropic, diagonal (stds per coordinate over "
+                        "0.3-3, a variance ratio of 100, in a different order per component) or full "
+                        "(those rotated at random) (scorepde.gmm.separated_mixture) (iso)")
+    g.add_argument("--gate-shape", choices=ToyScore.GATES, default=None,
+                   help="the gate's shape: one ρ per sample (exact for isotropic components) or one "
+                        "per coordinate (exact for diagonal ones) (scalar for --cov iso, else diagonal)")
     g.add_argument("--n-evals", type=int, default=None,
                    help="evaluations of the error during training, for the error-vs-time curve (20)")
 
@@ -96,9 +104,10 @@ def reject_dim_only_flags(args, p):
         p.error(f"{', '.join(given)} only apply with --dim D")
 
 
-def _mixture_dataset(dim: int, k: int) -> ToyDataset:
-    gmm = separated_mixture(dim, k)
-    return ToyDataset(f"gmm{k}_d{dim}", dim, lambda n, g: gmm.sample(n, generator=g), (-6.0, 6.0),
+def _mixture_dataset(dim: int, k: int, cov: str = "iso") -> ToyDataset:
+    gmm = separated_mixture(dim, k, cov=cov)
+    name = f"gmm{k}_d{dim}" + ("" if cov == "iso" else f"_{cov}")
+    return ToyDataset(name, dim, lambda n, g: gmm.sample(n, generator=g), (-6.0, 6.0),
                       gmm.coordinate_std(), log_prob=lambda x: gmm.log_prob(x), mixture=gmm)
 
 
@@ -111,9 +120,11 @@ def _build(args, ds: ToyDataset, sde):
                              device=args.device, param="score_model")
         return model, FPObjective(model, sde, beta=0.0, eps=EPS)
     torch.manual_seed(args.seed)
+    gate = args.gate_shape if args.gate else False
+    extra = ToyScore.gate_outputs(ds.dim, gate)
     net = MLPScore(ds.dim, hidden=args.hidden, depth=args.depth, embedding="fourier", fourier_scale=1.0,
-                   out_dim=ds.dim + 1 if args.gate else None)
-    model = ToyScore(net, sde, data_std=args.data_std, condition=args.condition, gate=args.gate).to(args.device)
+                   out_dim=ds.dim + extra if extra else None)
+    model = ToyScore(net, sde, data_std=args.data_std, condition=args.condition, gate=gate).to(args.device)
     obj = CauchyObjective(model, sde, lambda x: gmm.score(x), weighting=args.weighting,
                           data_std=args.data_std, init_points=args.init_points,
                           init_weight=args.init_weight, time_sampling=args.time_sampling,
@@ -147,6 +158,7 @@ def _dim_defaults(args, p):
         args.steps = args.steps or 200
         args.n_evals = min(args.n_evals, 4)
     args.hidden = args.hidden or (64 if args.quick else 256)
+    args.gate_shape = args.gate_shape or ("scalar" if args.cov == "iso" else "diagonal")
     # Under VP ŝ(t)² = 1 + a²(data_std² − 1) flattens to 1 by t ≈ 0.6: a clock on log ŝ squeezes
     # the late times together (D = 8, --quick: 0.48 on log ŝ against 0.31 on t).
     args.condition = args.condition or ("time" if args.sde == "vp" else "log_scale")
@@ -173,12 +185,28 @@ def _dim_figures(args, out, ts, rel, history):
                     ylabel="time-averaged rel. L2", title=f"D={args.dim}, {args.sde.upper()}")
 
 
+def _mixture_record(args, ds: ToyDataset) -> dict:
+    """The mixture in metrics.json: stds as before for isotropic and diagonal components, the
+    covariances' eigenvalues (variances) for full ones."""
+    gmm = ds.mixture
+    assert gmm is not None, "the --dim data set is a mixture"
+    record = {"dim": args.dim, "components": args.components, "data_std": ds.data_std,
+              "weights": gmm.weights.tolist()}
+    if gmm.kind != "iso":
+        record["cov"] = gmm.kind
+    if gmm.stds is not None:
+        record["stds"] = gmm.stds.tolist()
+    else:
+        record["variances"] = gmm.variances.tolist()
+    return record
+
+
 def run_dim(args, p):
     """--dim D: fit the K-component mixture's score on the budget, with the error tracked
     during training; returns metrics.json's content."""
     _dim_defaults(args, p)
-    out = setup(args, f"cauchy_gmm_d{args.dim}")
-    ds, sde = _mixture_dataset(args.dim, args.components), SDES[args.sde]()
+    out = setup(args, f"cauchy_gmm_d{args.dim}" + ("" if args.cov == "iso" else f"_{args.cov}"))
+    ds, sde = _mixture_dataset(args.dim, args.components, args.cov), SDES[args.sde]()
     true_score = lambda x, t: ds.mixture.score(x, t, sde)   # noqa: E731
     model, objective = _build(args, ds, sde)
     n_eval = 200 if args.quick else 2000
@@ -199,8 +227,7 @@ def run_dim(args, p):
         "worst_t": rel["t"][worst], "worst_rel_l2": rel["rel_l2"][worst],
         "history": res.history, "steps": res.steps, "train_seconds": res.train_seconds,
         "train_cpu_seconds": res.cpu_seconds, "load_average": list(os.getloadavg()),
-        "mixture": {"dim": args.dim, "components": args.components, "data_std": ds.data_std,
-                    "weights": ds.mixture.weights.tolist(), "stds": ds.mixture.stds.tolist()},
+        "mixture": _mixture_record(args, ds),
         "config": {**vars(args), "sde": repr(sde), "eps": EPS, "n_eval": n_eval},
     }
     rp.write_metrics(out, metrics)
@@ -462,3 +489,7 @@ def run(argv: list[str] | None = None):
 def main(argv: list[str] | None = None) -> None:
     """``scorepde-cauchy``."""
     run(argv)
+
+
+if __name__ == "__main__":
+    main()

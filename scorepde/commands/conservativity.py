@@ -109,3 +109,7 @@ def run(argv: list[str] | None = None) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """``scorepde-conservativity``."""
     run(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -460,3 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     """``scorepde-density``: exits 130 when interrupted (the run is checkpointed)."""
     if run(argv) == 130:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

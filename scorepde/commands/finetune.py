@@ -30,6 +30,8 @@ OUT/finetune_curves.png.
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import argparse
 import json
 import math
@@ -316,7 +318,8 @@ def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
     os.makedirs(os.path.dirname(ckpt), exist_ok=True)
     res = fit(objective, opt, _batches(bench, cfg, seed), args.steps, generator=torch.Generator(), seed=seed,
               scheduler=sched, ema=ema, model=model, grad_clip=cfg.grad_clip,
-              checkpoint=Checkpointing(ckpt, every=args.ckpt_every), curve_every=max(1, args.steps // 200),
+              checkpoint=Checkpointing(ckpt, every=args.ckpt_every, trust=args.trust_checkpoint),
+              curve_every=max(1, args.steps // 200),
               progress=not args.no_progress, desc=f"tune β={beta:g} seed{seed}")
     trained = {"curve": res.curve, "resumed_at": res.resumed_at, "train_s": res.train_seconds,
                "method": "dsm" if beta == 0 else "fp", "lr": lr, "objective": settings}
@@ -373,7 +376,7 @@ def _finished(args, bench, store, base_steps, seeds):
     return ({k: r for k, r in tune.items() if r is not None}, {b: r for b, r in evals.items() if r is not None})
 
 
-def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> dict:
+def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> Tuple[dict, list]:
     """Tables, metrics and (``figures``) figures from the finished runs. A replicate is
     (seed, base_id): FP and DSM pair only when both fine-tuned the same base with the same
     seed. A model counts once every evaluation chunk of it is done (``_pooled``)."""

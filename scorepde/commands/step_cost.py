@@ -26,6 +26,8 @@ Writes metrics.json, table.md and step_cost.png to --out.
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import copy
 import json
 import os
@@ -110,7 +112,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def image_batch(quick: bool, batch: int, device, seed: int, mnist_dir: str = MNIST_DIR) -> torch.Tensor:
+def image_batch(quick: bool, batch: int, device, seed: int, mnist_dir: str = MNIST_DIR) -> Tuple[torch.Tensor, str]:
     """MNIST (28×28) when the files are there, else sklearn's 8×8 digits; quick: digits."""
     name, data_dir = ("mnist", mnist_dir) if not quick and os.path.isdir(mnist_dir) else ("digits", None)
     if not quick and name == "digits":  # said loudly: the numbers are then not the 28×28 ones

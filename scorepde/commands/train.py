@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from scorepde import distributed as dd
 from scorepde.checkpoints import load_checkpoint, restore_training_state, set_rng_state
@@ -33,7 +34,9 @@ from scorepde.image_config import (ImageConfig, build_objective, build_score_mod
                                    model_scaling, preset_config, run_label)
 from scorepde.image_eval import auto_eval_images, bpd_metrics, bpd_summary, image_bpd, sample_grid
 from scorepde.losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS
+from scorepde.outputs import announce, prepare_out
 from scorepde.plotting import training_curves
+from scorepde.sde import SDE
 from scorepde.training import (Checkpointing, JsonlLog, NonFiniteLossError, StopRequested, fit, make_ema,
                                make_optimizer)
 
@@ -136,7 +139,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def make_config(args) -> ImageConfig:
+def make_config(args) -> dict:
     """The flags given, over the defaults (or over a resumed/fine-tuned checkpoint's config)."""
     given = {k: v for k, v in vars(args).items() if v is not None and k in ImageConfig.__dataclass_fields__}
     if args.preset:
@@ -196,9 +199,6 @@ def make_run_config(args, given: dict, ckpt_path: str):
         cfg = ImageConfig.from_dict({**given, **inherited})
     else:
         cfg = ImageConfig(**given)
-    if not args.resume and not args.overwrite and existing_run(args.out):
-        raise ValueError(f"{args.out} already holds a run ({', '.join(existing_run(args.out))}); "
-                         "pass --resume to continue it, --overwrite to replace it, or another --out")
     _check_limits(args)
     return cfg, state, source
 
@@ -222,12 +222,12 @@ class _Job:
     cfg: ImageConfig
     info: dd.DistInfo
     train: ImageData
-    sde: object
+    sde: SDE
     model: torch.nn.Module
     objective: torch.nn.Module
     opt: torch.optim.Optimizer
-    sched: object
-    ema: torch.nn.Module
+    sched: torch.optim.lr_scheduler.LRScheduler
+    ema: AveragedModel
     gen: torch.Generator
     start: int
     amp: Optional[torch.dtype]
@@ -293,7 +293,7 @@ def _open_run(args, job: _Job, eval_images: int) -> JsonlLog:
     return JsonlLog(os.path.join(args.out, "log.jsonl"), job.start)
 
 
-def _sample(args, job: _Job, name: str) -> dict:
+def _sample(args, job: _Job, name: str) -> str:
     """A grid of the EMA model's samples, OUT/name (the same seed every time)."""
     return sample_grid(job.ema.module, job.sde, job.cfg, job.train.shape, job.train.levels,
                        os.path.join(args.out, name), n=args.n_samples, steps=args.sample_steps,
@@ -321,7 +321,8 @@ def _train(args, job: _Job, batches, log: Optional[JsonlLog]):
                            config=cfg.to_dict(), extra={"world_size": info.world_size},
                            gather=lambda obj: dd.gather_objects(obj, info), rank=info.rank,
                            is_main=info.is_main, resume=False)
-    t_train, code, logs = time.perf_counter(), 0, []
+    logs: list = []
+    t_train, code = time.perf_counter(), 0
     try:
         logs = fit(dd.wrap(job.objective, info), job.opt, batches, cfg.steps, generator=job.gen,
                    scheduler=job.sched, grad_clip=cfg.grad_clip, ema=job.ema, model=job.model,
@@ -382,7 +383,7 @@ def _finish(args, job: _Job, test, eval_images: int, logs: list, train_time: flo
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     written.append("metrics.json")
-    print(f"wrote {os.path.abspath(args.out)}: {', '.join(written)}", flush=True)
+    announce(args.out, written)
 
 
 def main(argv=None) -> int:
@@ -400,6 +401,7 @@ def main(argv=None) -> int:
     try:
         train = load_dataset(cfg.dataset, "train", cfg.data_dir)
         test = load_dataset(cfg.dataset, "test", cfg.data_dir) if eval_images >= 0 else None
+        prepare_out(args.out, resume=args.resume, overwrite=args.overwrite)  # refuses a folder with results
     except (ValueError, FileNotFoundError) as err:
         dd.teardown(info)
         fail(str(err))

@@ -111,8 +111,8 @@ def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tens
         dt_sv = weights[0] * dot(out[4] - s, v)
     else:
         dt_sv = sum(w * dot(o, v) for w, o in zip(weights, out[4:]))
-    f, dv_f = jvp(lambda y: sde.drift(y, t), (x,), (v,))
-    div_f, dv_div_f = jvp(lambda y: sde.drift_divergence(y, t), (x,), (v,))
+    f, dv_f = jvp(lambda y: sde.drift(y, t), (x,), (v,))[:2]
+    div_f, dv_div_f = jvp(lambda y: sde.drift_divergence(y, t), (x,), (v,))[:2]
     g2 = sde.diffusion(t) ** 2
     L = 0.5 * g2 * (div_s + dot(s, s)) - dot(f, s) - div_f
     dv_L = 0.5 * g2 * (mixed + 2 * dot(s, dv_s)) - dot(dv_f, s) - dot(f, dv_s) - dv_div_f

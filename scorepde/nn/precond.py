@@ -20,7 +20,7 @@ Two preconditionings live here, the only places a network becomes a score:
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -127,8 +127,9 @@ class ToyScore(nn.Module):
         s(x, t) = −(x/ŝ − F) / ŝ   (``skip=True``)   or   −F / ŝ   (``skip=False``),
         F = net(x / ŝ(t), log ŝ(t)),                  ŝ(t)² = a(t)² data_std² + σ_t²
 
-    or, with ``gate=True``, s = −(ρ x/ŝ − F)/ŝ, where the net returns D + 1 outputs (F, g)
-    and ρ = softplus(g + log(e − 1)) > 0 is one scalar per sample (ρ = 1 at g = 0).
+    or, with ``gate=True`` (``"scalar"``), s = −(ρ x/ŝ − F)/ŝ, where the net returns D + 1
+    outputs (F, g) and ρ = softplus(g + log(e − 1)) > 0 is one scalar per sample (ρ = 1 at
+    g = 0); with ``gate="diagonal"`` the net returns 2D outputs and ρ ∈ ℝᴰ, s = −(ρ ⊙ x/ŝ − F)/ŝ.
 
     with (a(t), σ_t) the SDE's kernel. ŝ is the scale of x_t, so the network sees O(1)
     inputs and returns O(1) outputs at every t, while the score itself falls from
@@ -142,7 +143,11 @@ class ToyScore(nn.Module):
     The gate generalizes the skip: a mixture of isotropic Gaussians N(μ_k, v_k I) has the score
     Σ_k r_k(x)(μ_k − x)/v_k = b(x) − ρ(x) x with a *scalar* ρ = Σ_k r_k/v_k, so with the gate
     the net only has to learn smooth functions of the responsibilities r_k, not a D × D map
-    x ↦ −x/v_k per region (which an MLP fits poorly in high D).
+    x ↦ −x/v_k per region (which an MLP fits poorly in high D). A mixture of *diagonal*
+    Gaussians N(μ_k, diag v_k) has Σ_k r_k (μ_k − x)/v_k = b(x) − ρ(x) ⊙ x with ρ = Σ_k r_k/v_k
+    ∈ ℝᴰ: the diagonal gate. Neither is told the covariances, the means or the weights; a
+    rotated (full) covariance has no such per-coordinate form, and the diagonal gate is then
+    only an approximation.
 
     Not for DSM: with its σ_t² weighting, ‖σ_t s + z‖² reaches F through σ_t/ŝ(t) → 0 as
     t → 0, so the fine structure of q_0 gets no gradient (measured: DSM fits a Gaussian).
@@ -151,18 +156,27 @@ class ToyScore(nn.Module):
     """
 
     CONDITIONS = ("log_scale", "time")
+    GATES = ("scalar", "diagonal")
 
     def __init__(self, net: nn.Module, sde, data_std: float = 1.0, condition: str = "log_scale",
-                 skip: bool = True, gate: bool = False):
+                 skip: bool = True, gate: Union[bool, str] = False):
         super().__init__()
         if data_std <= 0:
             raise ValueError(f"data_std must be positive, got {data_std}")
         if condition not in self.CONDITIONS:
             raise ValueError(f"unknown condition {condition!r}; choose one of {self.CONDITIONS}")
         self.net, self.sde, self.data_std, self.condition = net, sde, float(data_std), condition
-        self.skip, self.gate = bool(skip), bool(gate)
+        shape: Optional[str] = "scalar" if gate is True else (gate or None)
+        if shape is not None and shape not in self.GATES:
+            raise ValueError(f"unknown gate {shape!r}; choose False, True (= 'scalar') or one of {self.GATES}")
+        self.skip, self.gate = bool(skip), shape
         if self.gate and not self.skip:
             raise ValueError("gate=True scales the skip term: it needs skip=True")
+
+    @staticmethod
+    def gate_outputs(dim: int, gate: Union[bool, str, None]) -> int:
+        """How many outputs the net adds to the D of F for ``gate``: 0, 1 (scalar) or D."""
+        return {None: 0, False: 0, True: 1, "scalar": 1, "diagonal": dim}[gate]
 
     def time_rate(self) -> Optional[float]:
         """As ``ScoreModel.time_rate``, for c = log ŝ(t) or c = t."""
@@ -181,12 +195,14 @@ class ToyScore(nn.Module):
         u = x / scale
         F = self.net(u, c)
         if self.gate:
-            F, g = F[:, :-1], F[:, -1:]
-            if F.shape != u.shape:
-                raise ValueError(f"gate=True needs a net with D + 1 = {u.shape[1] + 1} outputs for x of "
-                                 f"shape {tuple(u.shape)}, got {F.shape[1] + 1}; e.g. MLPScore(D, out_dim=D + 1)")
+            D = u.shape[1]
+            extra, name = self.gate_outputs(D, self.gate), ("D + 1" if self.gate == "scalar" else "2D")
+            if F.shape[1:] != (D + extra,) or u.dim() != 2:
+                raise ValueError(f"gate={self.gate!r} needs a net with {name} = {D + extra} outputs for x of "
+                                 f"shape {tuple(u.shape)}, got {F.shape[1]}; e.g. MLPScore(D, out_dim={D + extra})")
+            F, g = F[:, :D], F[:, D:]
             return -(nn.functional.softplus(g + _LOG_E_MINUS_1) * u - F) / scale
         return -(u - F) / scale if self.skip else -F / scale
 
     def extra_repr(self) -> str:
-        return f"data_std={self.data_std:g}, condition={self.condition!r}, skip={self.skip}, gate={self.gate}"
+        return f"data_std={self.data_std:g}, condition={self.condition!r}, skip={self.skip}, gate={self.gate!r}"
