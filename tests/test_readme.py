@@ -18,7 +18,7 @@ def test_ci_uses_the_readme_commands():
     ci = (README.parent / ".ci" / "run").read_text()
     text = README.read_text()
     assert "<!-- ci:install -->" in text and "<!-- ci:test -->" in text and "ci:install" in ci
-    assert len(BLOCKS) >= 2
+    assert len(BLOCKS) >= 1  # the thirty-second example
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,3 +155,13 @@ def test_short_readme_commands_run_as_written(command, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "results in" in proc.stdout and (tmp_path / "runs" / "try" / "checkpoint.pt").is_file()
+
+
+def test_every_number_in_the_readme_is_on_a_docs_page():
+    """The README's numbers are quoted from docs pages that hold them beside their commands
+    (generated there from the committed results), so they cannot drift on their own."""
+    prose = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
+    docs = "\n".join(page.read_text() for page in sorted((ROOT / "docs").glob("*.md")))
+    numbers = set(re.findall(r"(?<![\w.])[+−-]?\d+\.\d+(?![\w.])", prose))
+    missing = sorted(n for n in numbers if n not in docs)
+    assert not missing, f"README numbers that no docs page holds: {missing}"
