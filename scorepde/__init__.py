@@ -13,14 +13,13 @@ from .curves import residual_curves
 from .data import SCALINGS, ImageData, from_model_space, load_dataset, to_model_space
 from .derivatives import divergence, jacobian, sample_probes, stencil_points, time_derivative
 from .estimators import Estimator, get_estimator
-from .fpe import (ESTIMATORS, fpe_rhs, projected_residual, projected_residual_fd, residual,
-                  residual_norm_sq)
+from .fpe import ESTIMATORS, fpe_rhs, projected_residual, projected_residual_fd, residual, residual_norm_sq
 from .gmm import GaussianMixture
 from .likelihood import log_likelihood, probability_flow_drift
 from .losses import DEFAULT_FP, PAPER_SETTINGS, FPObjective, dsm_loss, fp_regularizer
 from .nn import MLPScore, ScoreModel, UNet, from_denoiser, from_diffusers
 from .sampling import euler_maruyama, predictor_corrector, probability_flow
-from .sde import SDE, DiscreteVPSDE, EDMSDE, GenericSDE, LinearSDE, SubVPSDE, VESDE, VPSDE
+from .sde import EDMSDE, SDE, VESDE, VPSDE, DiscreteVPSDE, GenericSDE, LinearSDE, SubVPSDE
 from .typing import Score, TimeConditioned
 
 __version__ = "0.2.0"

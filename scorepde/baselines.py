@@ -4,7 +4,7 @@ agree with scorepde's answer.
 """
 from __future__ import annotations
 
-from typing import Callable, Tuple
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ def _divergence_fn(drift: Callable, trace: str, probe: torch.Tensor) -> Callable
 
 
 def scipy_log_likelihood(model: Callable, sde: SDE, x: torch.Tensor, trace: str, probe: torch.Tensor, *,
-                         eps: float = 1e-5, rtol: float = 1e-5, atol: float = 1e-5) -> Tuple[torch.Tensor, int]:
+                         eps: float = 1e-5, rtol: float = 1e-5, atol: float = 1e-5) -> tuple[torch.Tensor, int]:
     """log p_eps(x) and the NFE, as score_sde_pytorch's ``likelihood.py`` computes it:
     ``scipy.integrate.solve_ivp`` (RK45) on one flat float64 state of the whole batch, a
     numpy → torch → numpy round trip at every evaluation, the drift from a plain forward and

@@ -21,7 +21,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable
 
 import torch
 
@@ -37,7 +38,7 @@ def synchronize(device: Any = "cpu") -> None:
 
 def interleaved_timings(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 5, warmup: int = 1,
                         device: Any = "cpu", progress: bool = False, desc: str = "timing"
-                        ) -> Dict[str, List[float]]:
+                        ) -> dict[str, list[float]]:
     """Wall seconds of each call in ``fns``, ``repeats`` times each, interleaved.
 
     Every function first runs ``warmup`` untimed times (allocator, autotuning, lazy init).
@@ -53,7 +54,7 @@ def interleaved_timings(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 
         for _ in range(warmup):
             fns[name]()
     synchronize(device)
-    times: Dict[str, List[float]] = {name: [] for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
     rounds: Iterable[int] = range(repeats)
     if progress:
         from tqdm.auto import tqdm
@@ -68,7 +69,7 @@ def interleaved_timings(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 
     return times
 
 
-def summarize(samples: Iterable[float]) -> Dict[str, float]:
+def summarize(samples: Iterable[float]) -> dict[str, float]:
     """Median, quartiles, min and count of a list of measurements."""
     xs = sorted(float(s) for s in samples)
     if not xs:
@@ -77,7 +78,7 @@ def summarize(samples: Iterable[float]) -> Dict[str, float]:
     return {"median": statistics.median(xs), "q1": q[0], "q3": q[2], "min": xs[0], "n": len(xs)}
 
 
-def ratios(times: Mapping[str, Iterable[float]], reference: str) -> Dict[str, float]:
+def ratios(times: Mapping[str, Iterable[float]], reference: str) -> dict[str, float]:
     """median(times[name]) / median(times[reference]) for every name."""
     if reference not in times:
         raise ValueError(f"reference {reference!r} is not among {sorted(times)}")
@@ -135,7 +136,7 @@ def device_name(device: Any = "cpu") -> str:
     return _cpu_model()
 
 
-def machine_info(device: Any = "cpu") -> Dict[str, Any]:
+def machine_info(device: Any = "cpu") -> dict[str, Any]:
     """What a benchmark ran on: device name, CPU model and cores, threads, versions."""
     return {
         "device": str(torch.device(device)),
@@ -150,7 +151,7 @@ def machine_info(device: Any = "cpu") -> Dict[str, Any]:
     }
 
 
-def error_stats(draws: torch.Tensor, exact: torch.Tensor, scale: float) -> Dict[str, float]:
+def error_stats(draws: torch.Tensor, exact: torch.Tensor, scale: float) -> dict[str, float]:
     """Bias, variance and RMSE of repeated estimates against the exact value.
 
     ``draws``: ``[R, P, ...]``, R independent estimates at each of P points; ``exact``:
@@ -171,12 +172,12 @@ def error_stats(draws: torch.Tensor, exact: torch.Tensor, scale: float) -> Dict[
             "rel_bias": bias_sq ** 0.5 / scale, "rel_variance": var / scale ** 2, "rel_rmse": mse ** 0.5 / scale}
 
 
-def load_average() -> Optional[List[float]]:
+def load_average() -> list[float] | None:
     """The 1, 5 and 15 minute load averages (None where the platform has none)."""
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
-def call_seconds(fn: Callable[[], Any], calls: int = 1) -> List[float]:
+def call_seconds(fn: Callable[[], Any], calls: int = 1) -> list[float]:
     """Wall seconds of each of ``calls`` consecutive calls of ``fn``, untimed nothing before:
     the first calls of a fresh process or a compiled function, or a plain repeated call."""
     seconds = []

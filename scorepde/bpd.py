@@ -17,7 +17,6 @@ a = 2, b = −1 (7) only; here L, a and b are arguments.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -26,7 +25,6 @@ from .likelihood import log_likelihood
 from .sde import SDE
 from .stats import standard_error
 from .typing import Score, renamed_keywords
-
 
 __all__ = ["dequantize", "bits_per_dim", "evaluate_bpd", "check_discrete", "ORDERS"]
 
@@ -53,7 +51,7 @@ def check_discrete(k: torch.Tensor, levels: int) -> None:
                          f"data before any dequantization or scaling")
 
 
-def dequantize(k: torch.Tensor, levels: int, generator: Optional[torch.Generator] = None, *,
+def dequantize(k: torch.Tensor, levels: int, generator: torch.Generator | None = None, *,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """u = (k + U) / levels with U ~ Uniform[0, 1)^D: a point of k's bin in [0, 1)^D."""
     check_discrete(k, levels)
@@ -93,8 +91,8 @@ def _difficulty(score: Score, x: torch.Tensor, eps: float) -> torch.Tensor:
 @renamed_keywords(model="score", trace="div")
 def evaluate_bpd(score: Score, sde: SDE, images_k: torch.Tensor, levels: int, scale: float,
                  shift: float, repeats: int = 5,
-                 div: str = "hutchinson", generator: Optional[torch.Generator] = None,
-                 batch_size: Optional[int] = None, progress: bool = False, *,
+                 div: str = "hutchinson", generator: torch.Generator | None = None,
+                 batch_size: int | None = None, progress: bool = False, *,
                  dtype: torch.dtype = torch.float32, device=None, order: str = "given",
                  **ll_kwargs) -> dict:
     """Dataset bpd (upper bound) with its standard error, over ``repeats`` draws of noise and probes.

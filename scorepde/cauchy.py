@@ -20,7 +20,7 @@ plain squared residuals are then dominated by a few times and the rest is never 
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable
 
 import torch
 
@@ -46,7 +46,7 @@ def _scale(sde: SDE, t: torch.Tensor, data_std: float) -> torch.Tensor:
 
 
 #: w(t) multiplying ε[s](x, t), by name; each is ``fn(sde, t, data_std) -> [B]``.
-RESIDUAL_WEIGHTINGS: Dict[str, Callable[[SDE, torch.Tensor, float], torch.Tensor]] = {
+RESIDUAL_WEIGHTINGS: dict[str, Callable[[SDE, torch.Tensor, float], torch.Tensor]] = {
     "none": lambda sde, t, d: torch.ones_like(t),
     "g2": lambda sde, t, d: 1.0 / sde.diffusion(t) ** 2,
     "scaled": lambda sde, t, d: _scale(sde, t, d) ** 3 / sde.diffusion(t) ** 2,
@@ -74,7 +74,7 @@ def _log_relative_scale(sde: SDE, t: torch.Tensor, data_std: float) -> torch.Ten
 
 
 def sample_collocation_time(n: int, sde: SDE, sampling: str = "uniform", *, data_std: float = 1.0,
-                            generator: Optional[torch.Generator] = None, device=None,
+                            generator: torch.Generator | None = None, device=None,
                             dtype=None) -> torch.Tensor:
     """n collocation times in [0, T], shape ``[n]`` (``sampling`` in ``TIME_SAMPLINGS``).
 
@@ -104,8 +104,8 @@ def cauchy_loss(score: Score, sde: SDE, x_colloc: torch.Tensor, t_colloc: torch.
                 init_score: Callable[[torch.Tensor], torch.Tensor], x_init: torch.Tensor, *,
                 weighting: str = "scaled", data_std: float = 1.0, init_weight: float = 1.0,
                 estimator: str = "exact", unbiased: bool = False,
-                generator: Optional[torch.Generator] = None,
-                validate: bool = False, **options) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+                generator: torch.Generator | None = None,
+                validate: bool = False, **options) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """J of Eq. (21) at given points; returns (J, parts) with detached ``residual`` and ``init``.
 
     ``x_colloc [B, ...]``, ``t_colloc [B]``: where the PDE is enforced. ``init_score(x)``:
@@ -159,7 +159,7 @@ class CauchyObjective(torch.nn.Module):
         self.estimator, self.unbiased, self.options = estimator, bool(unbiased), options
         self._checked = False
 
-    def forward(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None):
+    def forward(self, x0: torch.Tensor, generator: torch.Generator | None = None):
         t = sample_collocation_time(x0.shape[0], self.sde, self.time_sampling, data_std=self.data_std,
                                     generator=generator, device=x0.device, dtype=x0.dtype)
         z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)

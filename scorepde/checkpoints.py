@@ -18,7 +18,6 @@ import os
 import pickle
 import pickletools
 import random
-from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -146,7 +145,7 @@ def load_checkpoint(path: str, map_location="cpu", *, trust: bool = False) -> di
     return state
 
 
-def weights_id(state_dict: Dict[str, torch.Tensor], length: int = 12) -> str:
+def weights_id(state_dict: dict[str, torch.Tensor], length: int = 12) -> str:
     """A short SHA-256 of a state dict (names, dtypes, shapes and bytes of every tensor):
     two models share it only when their weights are bit-equal. It names the model a run
     started from, so that runs from bases retrained on another machine are never paired."""
@@ -158,7 +157,7 @@ def weights_id(state_dict: Dict[str, torch.Tensor], length: int = 12) -> str:
     return h.hexdigest()[:length]
 
 
-def rng_state(generator: Optional[torch.Generator] = None) -> dict:
+def rng_state(generator: torch.Generator | None = None) -> dict:
     """Every random state a resumed run needs to continue exactly, as tensors and numbers:
     torch's, numpy's legacy global (MT19937 key, position, cached Gaussian), Python's
     ``random`` (its 625 words), CUDA's, and ``generator``'s."""
@@ -183,7 +182,7 @@ def _rng_as_tensors(state: dict) -> dict:
     return state
 
 
-def set_rng_state(state: dict, generator: Optional[torch.Generator] = None) -> None:
+def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None:
     """Restore what ``rng_state`` returned (or an older checkpoint's form of it)."""
     state = _rng_as_tensors(state)
     torch.set_rng_state(state["torch"].cpu())
@@ -199,7 +198,7 @@ def set_rng_state(state: dict, generator: Optional[torch.Generator] = None) -> N
 
 
 def training_state(step: int, model: torch.nn.Module, optimizer, scheduler=None, ema=None,
-                   rng: Optional[List[dict]] = None, config: Optional[dict] = None, **extra) -> dict:
+                   rng: list[dict] | None = None, config: dict | None = None, **extra) -> dict:
     """What a checkpoint holds: weights, EMA, optimiser and schedule, the next ``step``,
     every process's random states (``rng[rank]``) and the run's config (plain data)."""
     state = {"step": int(step), "model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Union
+from typing import Callable
 
 import torch
 
@@ -13,7 +13,7 @@ class NonFiniteError(ValueError):
     """A value that must be finite holds NaN or inf (raised by ``check_finite``)."""
 
 
-def check_inputs(x: torch.Tensor, t: Union[torch.Tensor, float], T: float = 1.0) -> torch.Tensor:
+def check_inputs(x: torch.Tensor, t: torch.Tensor | float, T: float = 1.0) -> torch.Tensor:
     """Validate ``x [B, ...]`` and ``t``; return t as a ``[B]`` tensor of x's dtype and device.
 
     A float or 0-d t is broadcast over the batch.
@@ -94,7 +94,7 @@ def check_batch_independent(score: Callable, x: torch.Tensor, t: torch.Tensor) -
     bumped[0] = bumped[0] + 1.0 + bumped[0].abs()
     with torch.no_grad(), _fixed_rng(x, 0):
         after = score(bumped, t2)
-    if bool(((after[1] - before[1]).abs().max() > tol)):
+    if bool((after[1] - before[1]).abs().max() > tol):
         raise ValueError(
             "the model couples samples across the batch: changing sample 0 changed the output "
             "for sample 1, so per-sample divergences and residuals would be wrong. BatchNorm in "

@@ -10,7 +10,7 @@ files, devices) in ``user_errors()``, and the library raises ``ValueError`` (or
 from __future__ import annotations
 
 import argparse
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 from .errors import fail, user_errors  # the ground floor's; re-exported for the commands
 
@@ -31,7 +31,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 class _Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that takes a flag's help from ``shared_help`` where none is given."""
 
-    def __init__(self, *args, shared_help: Optional[Mapping[str, str]] = None, **kwargs):
+    def __init__(self, *args, shared_help: Mapping[str, str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.shared_help = dict(shared_help or {})
 
@@ -41,8 +41,8 @@ class _Parser(argparse.ArgumentParser):
         return super().add_argument(*names, **kwargs)
 
 
-def parser(description: str, *, shared_help: Optional[Mapping[str, str]] = None,
-           prog: Optional[str] = None) -> argparse.ArgumentParser:
+def parser(description: str, *, shared_help: Mapping[str, str] | None = None,
+           prog: str | None = None) -> argparse.ArgumentParser:
     """The parser every command starts from: ``HelpFormatter`` (defaults shown once), and
     ``shared_help`` (flag → help) for the flags a family of commands shares, used where an
     ``add_argument`` call gives no help."""

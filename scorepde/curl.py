@@ -6,8 +6,6 @@ A true score is a gradient, so its Jacobian J = ∂s/∂x is symmetric. In 2-D t
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch.func import jvp
 
@@ -38,7 +36,7 @@ def curl(score: Score, x: torch.Tensor, t) -> torch.Tensor:
 @renamed_keywords(model="score")
 def antisymmetry(score: Score, x: torch.Tensor, t, method: str = "exact", *,
                  n_probes: int = 1, probe: str = "rademacher",
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """‖J − Jᵀ‖_F² per sample, ``[B]``, J = ∂s/∂x.
 
     ``"exact"`` forms J with D Jacobian-vector products (small D). ``"hutchinson"`` uses

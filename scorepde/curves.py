@@ -8,7 +8,7 @@ FPE asks for. A score can be small in one and large in the other.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -21,7 +21,7 @@ from .typing import Score, renamed_keywords
 __all__ = ["residual_curves", "perturb_at", "dsm_like"]
 
 
-def perturb_at(sde: SDE, x0: torch.Tensor, t: float, generator: Optional[torch.Generator] = None):
+def perturb_at(sde: SDE, x0: torch.Tensor, t: float, generator: torch.Generator | None = None):
     """(x_t, t, z): every x_0 pushed to the one time ``t`` with fresh z ~ N(0, I)."""
     tt = torch.full((x0.shape[0],), float(t), dtype=x0.dtype, device=x0.device)
     z = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
@@ -38,9 +38,9 @@ def dsm_like(score: Score, sde: SDE, xt: torch.Tensor, t: torch.Tensor, z: torch
 
 @renamed_keywords(model="score")
 def residual_curves(score: Score, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
-                    estimator: str = "exact", batch_size: Optional[int] = None,
-                    generator: Optional[torch.Generator] = None, progress: bool = False,
-                    **options) -> Dict[str, list]:
+                    estimator: str = "exact", batch_size: int | None = None,
+                    generator: torch.Generator | None = None, progress: bool = False,
+                    **options) -> dict[str, list]:
     """r_FP(t) and r_DSM-like(t) on the grid ``ts`` for data ``x0 [N, ...]``.
 
     Returns ``{"t": [...], "r_fp": [...], "r_dsm": [...]}`` (means over the N samples).

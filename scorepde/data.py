@@ -17,9 +17,10 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Union
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ __all__ = [
 PathLike = Union[str, Path]
 
 #: (a, b) of x = a·u + b for each named model space, u ∈ [0, 1).
-SCALINGS: Dict[str, Tuple[float, float]] = {"[0,1]": (1.0, 0.0), "[-1,1]": (2.0, -1.0)}
+SCALINGS: dict[str, tuple[float, float]] = {"[0,1]": (1.0, 0.0), "[-1,1]": (2.0, -1.0)}
 
 #: Seed and test fraction of the fixed train/test split of the sklearn digits.
 DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION = 0, 0.2
@@ -46,7 +47,7 @@ class ImageData:
     """Integer images ``[N, C, H, W]`` (uint8, values in [0, levels)), labels ``[N]`` or None."""
 
     images: torch.Tensor
-    labels: Optional[torch.Tensor]
+    labels: torch.Tensor | None
     levels: int
     name: str
 
@@ -67,7 +68,7 @@ class ImageData:
         return self.images.shape[0]
 
     @property
-    def shape(self) -> Tuple[int, int, int]:
+    def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
         return tuple(self.images.shape[1:])
 
@@ -80,7 +81,7 @@ class ImageData:
 # Scaling: u = (k + δ)/levels, x = a·u + b.
 # ---------------------------------------------------------------------------------------
 
-def scaling_coefficients(scaling: str) -> Tuple[float, float]:
+def scaling_coefficients(scaling: str) -> tuple[float, float]:
     """(a, b) of x = a·u + b for a name in ``SCALINGS``."""
     if scaling not in SCALINGS:
         raise ValueError(f"unknown scaling {scaling!r}; choose one of {sorted(SCALINGS)}")
@@ -94,8 +95,8 @@ def to_unit(images: torch.Tensor, levels: int, dtype: torch.dtype = torch.float3
 
 
 def to_model_space(images: torch.Tensor, levels: int, scaling: str = "[0,1]", *,
-                   dequantized: bool = False, generator: Optional[torch.Generator] = None,
-                   dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, Tuple[float, float]]:
+                   dequantized: bool = False, generator: torch.Generator | None = None,
+                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, tuple[float, float]]:
     """(x, (a, b)) with x = a·u + b, u from ``dequantize`` (if ``dequantized``) or ``to_unit``.
 
     ``"[0,1]"``: x = u. ``"[-1,1]"``: x = 2u − 1. The pair (a, b) is what a bits/dim
@@ -143,8 +144,8 @@ def read_idx(path: PathLike, ndim: int) -> np.ndarray:
     return data.reshape(dims)
 
 
-def _find(data_dir: Optional[PathLike], name: str, files: Sequence[Sequence[str]],
-          subdirs: Sequence[str] = ("",)) -> List[Path]:
+def _find(data_dir: PathLike | None, name: str, files: Sequence[Sequence[str]],
+          subdirs: Sequence[str] = ("",)) -> list[Path]:
     """For each group of alternative file names, the first that exists under data_dir[/subdir]."""
     expected = ", ".join(" or ".join(g) for g in files)
     if data_dir is None:
@@ -174,7 +175,7 @@ def _find(data_dir: Optional[PathLike], name: str, files: Sequence[Sequence[str]
 
 
 def _idx_dataset(name: str):
-    def load(split: str, data_dir: Optional[PathLike]) -> ImageData:
+    def load(split: str, data_dir: PathLike | None) -> ImageData:
         prefix = "train" if split == "train" else "t10k"
         groups = [(f"{prefix}-images-idx3-ubyte", f"{prefix}-images-idx3-ubyte.gz"),
                   (f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels-idx1-ubyte.gz")]
@@ -220,7 +221,7 @@ class _BatchUnpickler(pickle.Unpickler):
         return allowed[module, name]
 
 
-def _cifar10(split: str, data_dir: Optional[PathLike]) -> ImageData:
+def _cifar10(split: str, data_dir: PathLike | None) -> ImageData:
     """The python batches: pickles of {b"data": uint8 [10000, 3072], b"labels": list}, read
     by an unpickler that builds plain data and numpy arrays only (a file that names any
     other code is refused with a ``ValueError`` naming it, never run)."""
@@ -240,7 +241,7 @@ def _cifar10(split: str, data_dir: Optional[PathLike]) -> ImageData:
     return ImageData(torch.cat(images), torch.cat(labels), 256, "cifar10")
 
 
-def _imagenet32(split: str, data_dir: Optional[PathLike]) -> ImageData:
+def _imagenet32(split: str, data_dir: PathLike | None) -> ImageData:
     """Downsampled ImageNet 32×32 npz batches: ``data`` uint8 [N, 3072], ``labels`` 1..1000."""
     names = [f"train_data_batch_{i}.npz" for i in range(1, 11)] if split == "train" else ["val_data.npz"]
     subdirs = ("", "Imagenet32_train_npz" if split == "train" else "Imagenet32_val_npz")
@@ -256,7 +257,7 @@ def _imagenet32(split: str, data_dir: Optional[PathLike]) -> ImageData:
     return ImageData(torch.cat(images), torch.cat(labels), 256, "imagenet32")
 
 
-def _digits(split: str, data_dir: Optional[PathLike]) -> ImageData:
+def _digits(split: str, data_dir: PathLike | None) -> ImageData:
     """sklearn's 8×8 digits (values 0..16, 17 levels), split by a seeded permutation.
 
     ``torch.randperm(N, generator=manual_seed(DIGITS_SPLIT_SEED))``: the first
@@ -276,7 +277,7 @@ def _digits(split: str, data_dir: Optional[PathLike]) -> ImageData:
 
 
 #: Name → loader ``(split, data_dir) -> ImageData``.
-DATASETS: Dict[str, Callable[[str, Optional[PathLike]], ImageData]] = {
+DATASETS: dict[str, Callable[[str, PathLike | None], ImageData]] = {
     "digits": _digits,
     "mnist": _idx_dataset("mnist"),
     "fashion-mnist": _idx_dataset("fashion-mnist"),
@@ -288,7 +289,7 @@ DATASETS: Dict[str, Callable[[str, Optional[PathLike]], ImageData]] = {
 FILELESS = ("digits",)
 
 
-def load_dataset(name: str, split: str = "train", data_dir: Optional[PathLike] = None) -> ImageData:
+def load_dataset(name: str, split: str = "train", data_dir: PathLike | None = None) -> ImageData:
     """Load the ``"train"`` or ``"test"`` split of a dataset in ``DATASETS`` from ``data_dir``.
 
     ``data_dir`` is the dataset's own folder or the folder holding it (e.g. ``data`` or

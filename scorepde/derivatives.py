@@ -8,7 +8,8 @@ treating samples independently (``scorepde.checks`` enforces it) and compose wit
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Callable
 
 import torch
 from torch.func import jvp, vjp, vmap
@@ -64,7 +65,7 @@ PROBES = {"rademacher": _rademacher, "gaussian": _gaussian, "sphere": _sphere}
 
 
 def sample_probes(x: torch.Tensor, n: int = 1, kind: str = "rademacher",
-                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw ``n`` probe tensors shaped like ``x``: returns ``[n, B, ...]`` with E[v v^T] = I."""
     if kind not in PROBES:
         raise ValueError(f"unknown probe {kind!r}; choose one of {sorted(PROBES)}")
@@ -104,7 +105,7 @@ def _lagrange_derivative_weights(t: torch.Tensor, nodes: Sequence[torch.Tensor])
         for tj in others:
             denom = denom * (ti - tj)
         numer = torch.zeros_like(t)
-        for j, tj in enumerate(others):
+        for j, _tj in enumerate(others):
             term = torch.ones_like(t)
             for k, tk in enumerate(others):
                 if k != j:
@@ -135,7 +136,7 @@ def _stencil(t: torch.Tensor, method: str, h: Sequence[float], T: float):
 
 @renamed_keywords(method="dt")
 def stencil_points(t: torch.Tensor, dt: str = "fd3", *, h: Sequence[float] = PAPER_STEPS,
-                   T: float = 1.0) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+                   T: float = 1.0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The times and weights of a finite-difference stencil ``dt``: ∂t s(x, t) ≈ Σ_i w_i s(x, t_i).
 
     Returns ``(times, weights)``, lists of ``[B]`` tensors, keeping only nodes with a nonzero
@@ -146,7 +147,7 @@ def stencil_points(t: torch.Tensor, dt: str = "fd3", *, h: Sequence[float] = PAP
     return [nodes[i] for i in keep], [weights[i] for i in keep]
 
 
-def time_steps(score: Score, h="auto", dtype: torch.dtype = torch.float32) -> Tuple[float, float]:
+def time_steps(score: Score, h="auto", dtype: torch.dtype = torch.float32) -> tuple[float, float]:
     """The steps (h_s, h_d) of a stencil in t for ``score``.
 
     ``h`` as given, or for ``h="auto"`` from how the score sees time: a score that says how
@@ -172,7 +173,7 @@ def time_steps(score: Score, h="auto", dtype: torch.dtype = torch.float32) -> Tu
 @renamed_keywords(method="dt")
 def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, dt: str = "jvp", *,
                     h: Sequence[float] = PAPER_STEPS, T: float = 1.0,
-                    center: Optional[torch.Tensor] = None) -> torch.Tensor:
+                    center: torch.Tensor | None = None) -> torch.Tensor:
     """∂t s(x, t), shaped like x.
 
     ``"jvp"`` is exact (one forward-mode pass). ``"fd3"`` is the paper's asymmetric
@@ -226,9 +227,9 @@ def _trace_vectors(x, div, probes, n_probes, probe, generator) -> torch.Tensor:
 
 @renamed_keywords(method="div")
 def divergence(fn: Field, x: torch.Tensor, div: str = "exact", *,
-               probes: Optional[torch.Tensor] = None, n_probes: int = 1, probe: str = "rademacher",
-               generator: Optional[torch.Generator] = None, mode: str = "forward",
-               chunk_size: Optional[int] = None) -> torch.Tensor:
+               probes: torch.Tensor | None = None, n_probes: int = 1, probe: str = "rademacher",
+               generator: torch.Generator | None = None, mode: str = "forward",
+               chunk_size: int | None = None) -> torch.Tensor:
     """div_x fn(x) = tr(∂fn/∂x) per sample, shape ``[B]``.
 
     ``"exact"``: D batched Jacobian-vector products (fine for small D; ``chunk_size``
@@ -256,9 +257,9 @@ def divergence(fn: Field, x: torch.Tensor, div: str = "exact", *,
 
 @renamed_keywords(method="div")
 def value_and_divergence(fn: Field, x: torch.Tensor, div: str = "exact", *,
-                         probes: Optional[torch.Tensor] = None, n_probes: int = 1,
-                         probe: str = "rademacher", generator: Optional[torch.Generator] = None
-                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+                         probes: torch.Tensor | None = None, n_probes: int = 1,
+                         probe: str = "rademacher", generator: torch.Generator | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """(fn(x), div_x fn(x)) from one forward pass: the value, detached, and ``[B]``.
 
     The same estimate as ``divergence(fn, x, div, mode="reverse")`` with the same probes
@@ -280,7 +281,7 @@ def value_and_divergence(fn: Field, x: torch.Tensor, div: str = "exact", *,
 
 
 def hutchpp_divergence(fn: Field, x: torch.Tensor, n_matvecs: int = 3, *, probe: str = "rademacher",
-                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None) -> torch.Tensor:
     """div_x fn(x) per sample ``[B]`` by Hutch++ (Meyer et al. 2021) with m = ``n_matvecs``
     Jacobian-vector products, m a multiple of 3, k = m/3:
 
@@ -304,7 +305,7 @@ def hutchpp_divergence(fn: Field, x: torch.Tensor, n_matvecs: int = 3, *, probe:
     return low_rank + (Jv(Gp) * Gp).flatten(2).sum(2).sum(0) / k
 
 
-def jacobian(fn: Field, x: torch.Tensor, *, chunk_size: Optional[int] = None) -> torch.Tensor:
+def jacobian(fn: Field, x: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
     """Per-sample Jacobian J[b, i, j] = ∂fn_i/∂x_j of the flattened field, ``[B, D, D]``."""
     x = x.contiguous()
     columns = vmap(lambda v: jvp(fn, (x,), (v,))[1], chunk_size=chunk_size)(_basis(x))  # [D(j), B, ...]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -51,7 +51,7 @@ def resolve_device(device: str = "auto") -> torch.device:
                         else "cpu")
 
 
-def setup(device: str = "auto", backend: Optional[str] = None) -> DistInfo:
+def setup(device: str = "auto", backend: str | None = None) -> DistInfo:
     """Join torchrun's process group if there is one; pick this process's device.
 
     ``device``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``. Under
@@ -127,7 +127,7 @@ def mean_across_ranks(values: dict, info: DistInfo) -> dict:
     return {k: v / info.world_size for k, v in zip(keys, t.tolist())}
 
 
-def gather_objects(obj, info: DistInfo) -> List:
+def gather_objects(obj, info: DistInfo) -> list:
     """Every rank's ``obj`` as a list indexed by rank (a one-element list for one process)."""
     if not info.distributed:
         return [obj]

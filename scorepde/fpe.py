@@ -11,15 +11,14 @@ option of the family can be overridden by keyword (``dt=``, ``div=``, ``probe=``
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple, Union
 
 import torch
 
 from .autodiff import explain_autodiff_errors
 from .checks import check_batch_independent, check_inputs, check_output
 from .estimators import ESTIMATORS, Estimator, fpe_rhs_and_score, get_estimator
-from .estimators.directional import Projected
 from .estimators.base import div_probes
+from .estimators.directional import Projected
 from .estimators.forward_fd import projected_residual_fd
 from .sde import SDE
 from .typing import Score, renamed_keywords
@@ -29,7 +28,7 @@ __all__ = ["fpe_rhs", "residual", "projected_residual", "projected_residual_fd",
 
 
 def _prepared(score: Score, sde: SDE, x, t, estimator: str, options: dict, validate: bool
-              ) -> Tuple[Estimator, Score, torch.Tensor]:
+              ) -> tuple[Estimator, Score, torch.Tensor]:
     """(the estimator with its steps fixed for ``score``, the score, t as ``[B]``), validated."""
     est = get_estimator(estimator, **options).for_score(score, getattr(x, "dtype", torch.float32))
     if validate:
@@ -40,8 +39,8 @@ def _prepared(score: Score, sde: SDE, x, t, estimator: str, options: dict, valid
 
 
 def projected_residual(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
-                       *, generator: Optional[torch.Generator] = None, **options
-                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+                       *, generator: torch.Generator | None = None, **options
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """(⟨ε[s], v⟩, L[s]) per sample, each ``[B]``: ⟨∂t s, v⟩ − D_v L (App. C.4, Lemma C.3).
 
     Forward mode only: no reverse pass over x. ``options`` as in ``residual``
@@ -54,9 +53,9 @@ def projected_residual(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor,
 
 @renamed_keywords(model="score")
 @explain_autodiff_errors
-def residual(score: Score, sde: SDE, x: Optional[torch.Tensor] = None,
-             t: Union[torch.Tensor, float, None] = None, estimator: str = "exact", *,
-             generator: Optional[torch.Generator] = None, return_rhs: bool = False,
+def residual(score: Score, sde: SDE, x: torch.Tensor | None = None,
+             t: torch.Tensor | float | None = None, estimator: str = "exact", *,
+             generator: torch.Generator | None = None, return_rhs: bool = False,
              validate: bool = True, **options):
     """The score-FPE residual ε[s](x, t) = ∂t s − ∇x L[s] (Eq. 9), shaped like x.
 
@@ -95,10 +94,10 @@ def residual(score: Score, sde: SDE, x: Optional[torch.Tensor] = None,
 
 @renamed_keywords(model="score")
 @explain_autodiff_errors
-def residual_norm_sq(score: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float],
+def residual_norm_sq(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor | float,
                      estimator: str = "exact", *, unbiased: bool = True,
-                     generator: Optional[torch.Generator] = None, validate: bool = True,
-                     **options) -> Tuple[torch.Tensor, torch.Tensor]:
+                     generator: torch.Generator | None = None, validate: bool = True,
+                     **options) -> tuple[torch.Tensor, torch.Tensor]:
     """(an estimate of ‖ε[s]‖², L[s]) per sample, each ``[B]``.
 
     Deterministic estimators give ‖ε‖² itself. For a stochastic one, ``unbiased`` forms the
@@ -113,9 +112,9 @@ def residual_norm_sq(score: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Ten
 
 
 @renamed_keywords(model="score")
-def fpe_rhs(score: Score, sde: SDE, x: torch.Tensor, t: Union[torch.Tensor, float], *,
+def fpe_rhs(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor | float, *,
             div: str = "exact", probe: str = "rademacher", n_probes: int = 1,
-            generator: Optional[torch.Generator] = None, validate: bool = True) -> torch.Tensor:
+            generator: torch.Generator | None = None, validate: bool = True) -> torch.Tensor:
     """L[s](x, t) = ½g² div_x s + ½g² ‖s‖² − ⟨f, s⟩ − div_x f, shape ``[B]`` (Eq. 7)."""
     if validate:
         t = check_inputs(x, t, sde.T)

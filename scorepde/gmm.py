@@ -15,7 +15,6 @@ rotation into each component's eigenbasis); no per-sample matrix is ever formed.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 
@@ -76,7 +75,7 @@ class GaussianMixture:
                                     for v in (self.means, self.variances, self.basis, self.weights))
         return self._cast[key]
 
-    def _terms(self, x, t, sde: Optional[SDE]):
+    def _terms(self, x, t, sde: SDE | None):
         """Per-component log w_k + log N(x; a μ_k, C_k), and the pieces the score needs."""
         xf = x.flatten(1)
         if xf.shape[1] != self.dim:
@@ -98,11 +97,11 @@ class GaussianMixture:
         logn = -0.5 * (y.pow(2) / var + torch.log(2 * math.pi * var)).sum(-1)
         return torch.log(w) + logn, y, var
 
-    def log_prob(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, sde: Optional[SDE] = None):
+    def log_prob(self, x: torch.Tensor, t: torch.Tensor | None = None, sde: SDE | None = None):
         """log q_t(x), shape ``[B]``; the data density q_0 when ``sde`` is None."""
         return torch.logsumexp(self._terms(x, t, sde)[0], dim=1)
 
-    def score(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, sde: Optional[SDE] = None):
+    def score(self, x: torch.Tensor, t: torch.Tensor | None = None, sde: SDE | None = None):
         """∇x log q_t(x), shaped like x."""
         terms, y, var = self._terms(x, t, sde)
         r = torch.softmax(terms, dim=1)
@@ -113,7 +112,7 @@ class GaussianMixture:
         back = z if U is None else torch.einsum("bkd,kjd->bkj", z, U)
         return (-back.sum(1)).reshape(x.shape)
 
-    def sample(self, n: int, *, generator: Optional[torch.Generator] = None,
+    def sample(self, n: int, *, generator: torch.Generator | None = None,
                dtype=torch.float32, device=None) -> torch.Tensor:
         """n draws from the data density q_0, ``[n, D]``."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from .data import SCALINGS
 from .fpe import ESTIMATORS
-from .losses import DEFAULT_FP, NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, FPObjective, WEIGHTINGS
+from .losses import DEFAULT_FP, NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS, FPObjective
 from .nn import ScoreModel, UNet
-from .sde import SDE, SubVPSDE, VESDE, VPSDE
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
 __all__ = ["ImageConfig", "SDE_NAMES", "OBJECTIVES", "build_sde", "build_score_model",
            "build_objective", "preset_config", "model_scaling", "load_trained", "run_label"]
@@ -34,17 +34,17 @@ class ImageConfig:
 
     # data
     dataset: str = "digits"
-    data_dir: Optional[str] = None
+    data_dir: str | None = None
     scaling: str = "auto"          # "auto": [0,1] for VE, [-1,1] for VP/sub-VP (score_sde's)
     # forward SDE
     sde: str = "vp"
     sigma_min: float = 0.01
-    sigma_max: Optional[float] = None  # None: sqrt(D)·a, the diameter of the data's cube
+    sigma_max: float | None = None  # None: sqrt(D)·a, the diameter of the data's cube
     beta_min: float = 0.1
     beta_max: float = 20.0
     # U-Net
     channels: int = 16
-    channel_mult: Tuple[int, ...] = (1, 2)
+    channel_mult: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 1
     attention: bool = True
     heads: int = 1
@@ -58,17 +58,17 @@ class ImageConfig:
     m: int = 1
     estimator: str = str(DEFAULT_FP["estimator"])   # forward_fd, its step in t from the net's time
                                                 # conditioning; "paper" via --preset or --estimator
-    subbatch: Optional[int] = 16
+    subbatch: int | None = 16
     dsm_weighting: str = "sigma2"
     normalize: str = "none"        # ε-term divided by 1 or D^m (the official code's units)
     rhs_reduction: str = "mean_abs"  # γ-term: E|L| or ‖L‖₂ over the batch (the official code's)
     unbiased: bool = True          # m = 2: product of two independent draws
-    preset: Optional[str] = None   # the PAPER_SETTINGS entry the FP flags started from
+    preset: str | None = None   # the PAPER_SETTINGS entry the FP flags started from
     t_eps: float = 1e-3
     # optimisation
     lr: float = 1e-3
     warmup: int = 100
-    grad_clip: Optional[float] = 1.0
+    grad_clip: float | None = 1.0
     ema_decay: float = 0.995          # short CPU runs; 0.999+ for long ones
     batch_size: int = 64
     steps: int = 2000
@@ -111,7 +111,7 @@ class ImageConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ImageConfig":
+    def from_dict(cls, d: dict) -> ImageConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -152,7 +152,7 @@ def build_score_model(cfg: ImageConfig, sde: SDE, shape: Sequence[int]) -> Score
 
 
 def build_objective(cfg: ImageConfig, model: torch.nn.Module, sde: SDE,
-                    autocast: Optional[torch.dtype] = None) -> FPObjective:
+                    autocast: torch.dtype | None = None) -> FPObjective:
     """J_DSM (objective "dsm") or J_DSM + R_FP (objective "fp") as one module for DDP;
     ``autocast`` runs the plain DSM forward in that dtype (bf16 on CUDA)."""
     if not cfg.fp_on:

@@ -8,7 +8,7 @@ own noise), ``bpd_std`` the std over repeats.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -27,8 +27,8 @@ TABLE4_TIMES = (1e-3,) + tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
 def image_bpd(model, sde: SDE, cfg: ImageConfig, images: torch.Tensor, levels: int, *,
-              repeats: int = 5, batch_size: Optional[int] = None, rtol: float = 1e-5,
-              atol: float = 1e-5, generator: Optional[torch.Generator] = None,
+              repeats: int = 5, batch_size: int | None = None, rtol: float = 1e-5,
+              atol: float = 1e-5, generator: torch.Generator | None = None,
               progress: bool = False, device=None) -> dict:
     """Bits/dim of integer ``images`` by the PF-ODE from t_eps (``scorepde.evaluate_bpd``),
     uniform dequantization at ``levels``, Hutchinson trace, ``repeats`` repeats."""
@@ -61,8 +61,8 @@ def bpd_summary(res: dict, images: int, repeats: int, seconds: float) -> str:
 
 @torch.no_grad()
 def sample_grid(model, sde: SDE, cfg: ImageConfig, shape: Sequence[int], levels: int, path: str, *,
-                n: int = 64, steps: int = 500, generator: Optional[torch.Generator] = None,
-                device=None, title: Optional[str] = None) -> str:
+                n: int = 64, steps: int = 500, generator: torch.Generator | None = None,
+                device=None, title: str | None = None) -> str:
     """Draw ``n`` samples by Euler–Maruyama (``steps`` steps down to t_eps), quantize them to
     the data's levels and write a PNG grid titled ``title`` (default: the run and the sampler)."""
     x = euler_maruyama(model, sde, (n, *shape), steps=steps, eps=cfg.t_eps, generator=generator,

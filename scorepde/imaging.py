@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from typing import Optional
 
 _HOMES = {
     "image_config": ("ImageConfig", "SDE_NAMES", "OBJECTIVES", "build_sde", "build_score_model",
@@ -23,7 +22,7 @@ _HOMES = {
 _RENAMED = {"test_bpd": ("image_eval", "image_bpd")}
 
 
-def _bpd_standard_error(res: dict, repeats: int) -> Optional[float]:
+def _bpd_standard_error(res: dict, repeats: int) -> float | None:
     """The evaluation's SE over repeats (None for one): ``image_eval.bpd_metrics(res)["eval_se"]``."""
     from .stats import standard_error
     return standard_error(res["per_repeat"]) if repeats > 1 else None

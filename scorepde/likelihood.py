@@ -18,7 +18,7 @@ against a score_sde-style SciPy loop.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torchdiffeq import odeint
@@ -27,7 +27,6 @@ from .checks import check_finite, check_inputs, check_output
 from .derivatives import broadcast_to_batch, divergence, sample_probes, value_and_divergence
 from .sde import SDE
 from .typing import Score, renamed_keywords
-
 
 __all__ = ["probability_flow_drift", "solve_ode", "log_likelihood", "joint_rms_norm", "TRACES", "MODES"]
 
@@ -62,7 +61,7 @@ def _drift_and_divergence(score: Score, sde: SDE, x, t, div: str, probes):
 
 
 def solve_ode(func: Callable, y0, t0: float, t1: float, *, rtol: float, atol: float,
-              method: str, options: Optional[dict] = None):
+              method: str, options: dict | None = None):
     """y(t1) for dy/dt = func(t, y), y(t0) = y0, by ``torchdiffeq.odeint``.
 
     The model is only ever evaluated inside [t0, t1]. torchdiffeq's adaptive solvers
@@ -99,8 +98,8 @@ def joint_rms_norm(tensors) -> torch.Tensor:
 @renamed_keywords(model="score", trace="div")
 def log_likelihood(score: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
                    div: str = "exact", *, probe: str = "rademacher", n_probes: int = 1,
-                   generator: Optional[torch.Generator] = None, rtol: float = 1e-5,
-                   atol: float = 1e-5, method: str = "dopri5", options: Optional[dict] = None,
+                   generator: torch.Generator | None = None, rtol: float = 1e-5,
+                   atol: float = 1e-5, method: str = "dopri5", options: dict | None = None,
                    mode: str = "reverse", return_stats: bool = False):
     """log p_eps(x) in nats, shape ``[B]``, by the probability-flow ODE from eps to T.
 

@@ -25,7 +25,7 @@ directional estimator on an eighth of the batch, which costs well under 2× a DS
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable
 
 import torch
 
@@ -38,7 +38,7 @@ from .typing import Score, renamed_keywords, time_conditioning
 __all__ = ["WEIGHTINGS", "RHS_REDUCTIONS", "NORMALIZATIONS", "PAPER_SETTINGS", "DEFAULT_FP", "sample_time", "dsm_loss", "fp_regularizer", "FPObjective"]
 
 #: λ(t) by name: g(t)² (likelihood weighting), σ_t² (score_sde's default), or 1.
-WEIGHTINGS: Dict[str, Callable[[SDE, torch.Tensor], torch.Tensor]] = {
+WEIGHTINGS: dict[str, Callable[[SDE, torch.Tensor], torch.Tensor]] = {
     "g2": lambda sde, t: sde.diffusion(t) ** 2,
     "sigma2": lambda sde, t: sde.marginal_variance(t),
     "none": lambda sde, t: torch.ones_like(t),
@@ -52,13 +52,13 @@ DEFAULT_FP = dict(estimator="forward_fd", m=2, unbiased=False, subbatch=0.125)
 
 #: The γ-term's reduction of L[s] over the batch: the mean of |L| (Eq. 19, scorepde's
 #: default), or the L2 norm over the batch ‖L‖₂ as the official code computes it.
-RHS_REDUCTIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+RHS_REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "mean_abs": lambda L: L.abs().mean(),
     "batch_l2": lambda L: torch.linalg.vector_norm(L),
 }
 
 #: The ε-term's normaliser N by name, given (D, m): 1, or D^m as the official code divides.
-NORMALIZATIONS: Dict[str, Callable[[int, int], float]] = {
+NORMALIZATIONS: dict[str, Callable[[int, int], float]] = {
     "none": lambda D, m: 1.0,
     "dim": lambda D, m: float(D) ** m,
 }
@@ -75,7 +75,7 @@ _OFFICIAL_CODE = dict(
                               # one Gaussian probe, vᵀJ by reverse mode, ∇x L by autograd
     unbiased=False,           # one draw: ‖ε̂‖^m of a single estimate, no product of two draws
 )
-PAPER_SETTINGS: Dict[str, dict] = {
+PAPER_SETTINGS: dict[str, dict] = {
     # Table 6 / Sec. 7.3: (β, γ, λ_FP, m) = (0.15, 0.01, g², 2); the official CIFAR config
     # (alpha=0.15 on the ε-term, beta=0.01 on the scalar term, fp_wgt_type="ll", m=2,
     # likelihood_weighting=True, reduce_mean=False: DSM = ½ g² ‖s + z/σ‖² summed, batch mean)
@@ -156,7 +156,7 @@ def _dsm_from_score(s: torch.Tensor, sde: SDE, t: torch.Tensor, z: torch.Tensor,
 
 @renamed_keywords(model="score")
 def dsm_loss(score: Score, sde: SDE, x0: torch.Tensor, *, weighting: str = "sigma2",
-             eps: float = 1e-5, generator: Optional[torch.Generator] = None,
+             eps: float = 1e-5, generator: torch.Generator | None = None,
              return_samples: bool = False):
     """J_DSM, a scalar: the batch mean of ½ λ(t) ‖s(x_t, t) + z/σ_t‖² summed over dimensions.
 
@@ -202,8 +202,8 @@ def fp_regularizer(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, *,
                    beta: float, gamma: float = 0.0, fp_weighting: str = "none", m: int = 1,
                    estimator: str = "exact", unbiased: bool = True, normalize: str = "none",
                    rhs_reduction: str = "mean_abs",
-                   generator: Optional[torch.Generator] = None, validate: bool = False,
-                   **options) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+                   generator: torch.Generator | None = None, validate: bool = False,
+                   **options) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """R_FP = β E[λ_FP(t) ‖ε‖^m] / N + γ·reduce(L[s]) at the points (x, t) (Eq. 19);
     returns (R_FP, parts).
 
@@ -255,9 +255,9 @@ class FPObjective(torch.nn.Module):
     def __init__(self, score: torch.nn.Module, sde: SDE, *, beta: float = 0.0, gamma: float = 0.0,
                  fp_weighting: str = "none", m: int = 1, estimator: str = "exact",
                  dsm_weighting: str = "sigma2", eps: float = 1e-5,
-                 subbatch: Optional[Union[int, float]] = None, unbiased: bool = True,
+                 subbatch: int | float | None = None, unbiased: bool = True,
                  normalize: str = "none", rhs_reduction: str = "mean_abs",
-                 autocast: Optional[torch.dtype] = None, every: int = 1, **options):
+                 autocast: torch.dtype | None = None, every: int = 1, **options):
         super().__init__()
         if not (isinstance(every, int) and every >= 1):
             raise ValueError(f"every must be a positive integer (R_FP on every k-th step, weighted by k), got {every!r}")
@@ -312,7 +312,7 @@ class FPObjective(torch.nn.Module):
         with torch.autocast(x.device.type, dtype=self.autocast):
             return self.model(x, t).to(x.dtype)
 
-    def forward(self, x0: torch.Tensor, generator: Optional[torch.Generator] = None):
+    def forward(self, x0: torch.Tensor, generator: torch.Generator | None = None):
         xt, t, z = _perturbed_batch(self.sde, x0, self.eps, generator)
         skip = self.calls % self.every != 0
         self.calls += 1

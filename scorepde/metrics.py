@@ -10,7 +10,8 @@ average over the grid (a time average for a uniform grid).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import torch
 
@@ -32,8 +33,8 @@ def _progress(ts, progress, desc):
 
 @renamed_keywords(model="score")
 def relative_score_error(score: Score, reference: Score, sde: SDE, x0: torch.Tensor,
-                         ts: Sequence[float], *, generator: Optional[torch.Generator] = None,
-                         progress: bool = False) -> Dict:
+                         ts: Sequence[float], *, generator: torch.Generator | None = None,
+                         progress: bool = False) -> dict:
     """rel_L2(t) of ``score`` against ``reference`` on the grid ``ts`` (both ``score(x, t)``)."""
     out = {"t": [float(t) for t in ts], "rel_l2": []}
     for t in _progress(out["t"], progress, "score rel. L2"):
@@ -48,7 +49,7 @@ def relative_score_error(score: Score, reference: Score, sde: SDE, x0: torch.Ten
 
 @renamed_keywords(model="score")
 def curl_mse(score: Score, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
-             generator: Optional[torch.Generator] = None, progress: bool = False) -> Dict:
+             generator: torch.Generator | None = None, progress: bool = False) -> dict:
     """curl_MSE(t) of a 2-D score on the grid ``ts``: the mean squared curl under q_t."""
     out = {"t": [float(t) for t in ts], "curl_mse": []}
     for t in _progress(out["t"], progress, "curl MSE"):

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 __all__ = ["grid_points", "heatmaps", "scatters", "densities_1d", "curves", "histogram_density",
            "training_curves", "smooth", "errorbars", "audit_figure", "save_grid"]
@@ -24,7 +24,7 @@ def _np(a):
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
-def grid_points(extent: Tuple[float, float], n: int, dim: int = 2, dtype=torch.float32) -> torch.Tensor:
+def grid_points(extent: tuple[float, float], n: int, dim: int = 2, dtype=torch.float32) -> torch.Tensor:
     """A regular grid over ``extent`` per axis: ``[n, 1]`` for dim 1, ``[n*n, 2]`` (row-major,
     y slowest) for dim 2, matching ``heatmaps``' ``reshape(n, n)``."""
     side = torch.linspace(extent[0], extent[1], n, dtype=dtype)
@@ -43,9 +43,9 @@ def _save(fig, path):
     return path
 
 
-def heatmaps(panels: Dict[str, np.ndarray], extent: Tuple[float, float], path: str, *,
-             label: str = "density", vmin: Optional[float] = None, vmax: Optional[float] = None,
-             suptitle: Optional[str] = None, cmap: str = "inferno") -> str:
+def heatmaps(panels: dict[str, np.ndarray], extent: tuple[float, float], path: str, *,
+             label: str = "density", vmin: float | None = None, vmax: float | None = None,
+             suptitle: str | None = None, cmap: str = "inferno") -> str:
     """Side-by-side heat maps of ``[n, n]`` arrays (row index = y) on one colour scale.
 
     The scale spans all panels (or ``vmin``/``vmax``) and one colour bar labelled ``label``
@@ -70,8 +70,8 @@ def heatmaps(panels: Dict[str, np.ndarray], extent: Tuple[float, float], path: s
     return _save(fig, path)
 
 
-def scatters(panels: Dict[str, np.ndarray], extent: Tuple[float, float], path: str, *,
-             suptitle: Optional[str] = None, size: float = 2.0) -> str:
+def scatters(panels: dict[str, np.ndarray], extent: tuple[float, float], path: str, *,
+             suptitle: str | None = None, size: float = 2.0) -> str:
     """Side-by-side 2-D scatter plots of ``[N, 2]`` point sets on the same axes limits."""
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
     for ax, (title, pts) in zip(axes[0], panels.items()):
@@ -89,9 +89,9 @@ def scatters(panels: Dict[str, np.ndarray], extent: Tuple[float, float], path: s
     return _save(fig, path)
 
 
-def densities_1d(x: np.ndarray, series: Dict[str, np.ndarray], path: str, *,
-                 title: Optional[str] = None, ylabel: str = "density",
-                 ymax: Optional[float] = None) -> str:
+def densities_1d(x: np.ndarray, series: dict[str, np.ndarray], path: str, *,
+                 title: str | None = None, ylabel: str = "density",
+                 ymax: float | None = None) -> str:
     """Several 1-D densities over the same points ``x`` in one axes (y clipped at ``ymax``)."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, y in series.items():
@@ -107,9 +107,9 @@ def densities_1d(x: np.ndarray, series: Dict[str, np.ndarray], path: str, *,
 
 
 def curves(t: Sequence[float], series: Mapping[str, Sequence[float]], path: str, *, ylabel: str,
-           xlabel: str = "t", title: Optional[str] = None, logy: bool = True,
-           panels: Optional[Dict[str, Dict[str, Sequence[float]]]] = None,
-           suptitle: Optional[str] = None) -> str:
+           xlabel: str = "t", title: str | None = None, logy: bool = True,
+           panels: dict[str, dict[str, Sequence[float]]] | None = None,
+           suptitle: str | None = None) -> str:
     """Curves over t: one axes with ``series``, or one axes per entry of ``panels``
     (``{panel title: {label: values}}``, all sharing ``ylabel``); log y by default;
     ``suptitle`` above them all."""
@@ -135,7 +135,7 @@ def curves(t: Sequence[float], series: Mapping[str, Sequence[float]], path: str,
     return _save(fig, path)
 
 
-def histogram_density(samples, extent: Tuple[float, float], n: int) -> np.ndarray:
+def histogram_density(samples, extent: tuple[float, float], n: int) -> np.ndarray:
     """An ``[n, n]`` normalised 2-D histogram of ``[N, 2]`` samples over ``extent`` (row = y),
     for showing a data set whose density has no closed form."""
     p = _np(samples)
@@ -148,10 +148,10 @@ def histogram_density(samples, extent: Tuple[float, float], n: int) -> np.ndarra
 _NOT_LOSSES = ("step", "lr", "step_time")
 
 
-def _merge_equal(series: Dict[str, list]) -> Dict[str, list]:
+def _merge_equal(series: dict[str, list]) -> dict[str, list]:
     """Series that are equal everywhere drawn once, under a joint label ("loss = dsm"): a
     DSM run's loss is its dsm term, and two coinciding curves hide one another."""
-    merged: Dict[str, list] = {}
+    merged: dict[str, list] = {}
     for name, values in series.items():
         twin = next((k for k, v in merged.items() if np.allclose(v, values, rtol=1e-12, atol=0, equal_nan=True)),
                     None)
@@ -174,8 +174,8 @@ def smooth(values: Sequence[float], span: int) -> np.ndarray:
     return np.array(out)
 
 
-def training_curves(records: Sequence[dict], path: str, *, title: Optional[str] = None,
-                    span: Optional[int] = None) -> str:
+def training_curves(records: Sequence[dict], path: str, *, title: str | None = None,
+                    span: int | None = None) -> str:
     """The training curves of a ``log.jsonl`` (one dict per step): the loss and its parts
     (``dsm``, ``fp``) in one panel, the regularizer's own parts (``fp_*``) in a second when the
     regularizer ran. Each series is drawn raw (faint) and smoothed (an EMA over ``span`` steps,
@@ -209,9 +209,9 @@ def training_curves(records: Sequence[dict], path: str, *, title: Optional[str] 
     return _save(fig, path)
 
 
-def errorbars(panels: Dict[str, Dict[str, Tuple[Sequence[float], Sequence[float], Sequence[float]]]],
+def errorbars(panels: dict[str, dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]]],
               path: str, *, xlabel: str, ylabel: str, logx: bool = True, zero_line: bool = True,
-              suptitle: Optional[str] = None) -> str:
+              suptitle: str | None = None) -> str:
     """Points with error bars, one axes per panel: ``{panel: {label: (x, y, half_width)}}``
     (a half-width of None or NaN draws the point alone); a dashed line at y = 0 if asked."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
@@ -242,7 +242,7 @@ def errorbars(panels: Dict[str, Dict[str, Tuple[Sequence[float], Sequence[float]
 Z95 = 1.96
 
 
-def _native_axis(ax, t: Sequence[float], native: Tuple[str, Sequence[float]], ticks: int = 5) -> None:
+def _native_axis(ax, t: Sequence[float], native: tuple[str, Sequence[float]], ticks: int = 5) -> None:
     """A top axis with a few of the grid's t labelled in the model's own clock."""
     name, values = native
     top = ax.secondary_xaxis("top")
@@ -254,7 +254,7 @@ def _native_axis(ax, t: Sequence[float], native: Tuple[str, Sequence[float]], ti
     top.set_xlabel(name, fontsize=8)
 
 
-def _errorbar_panel(ax, t, series: Dict[str, Tuple[Sequence, Sequence]], *, logy: bool) -> None:
+def _errorbar_panel(ax, t, series: dict[str, tuple[Sequence, Sequence]], *, logy: bool) -> None:
     x = np.asarray(t, dtype=float)
     for label, (y, se) in series.items():
         y = np.array([np.nan if v is None else v for v in y], dtype=float)
@@ -272,11 +272,11 @@ def _errorbar_panel(ax, t, series: Dict[str, Tuple[Sequence, Sequence]], *, logy
     ax.grid(alpha=0.3, which="both")
 
 
-def audit_figure(t: Sequence[float], native: Tuple[str, Sequence[float]],
-                 curves: Dict[str, Dict[str, Tuple[Sequence, Sequence]]], path: str, *,
-                 differences: Optional[Dict[str, Dict[str, Tuple[Sequence, Sequence]]]] = None,
-                 references: Optional[Dict[str, Tuple[float, str]]] = None,
-                 suptitle: Optional[str] = None) -> str:
+def audit_figure(t: Sequence[float], native: tuple[str, Sequence[float]],
+                 curves: dict[str, dict[str, tuple[Sequence, Sequence]]], path: str, *,
+                 differences: dict[str, dict[str, tuple[Sequence, Sequence]]] | None = None,
+                 references: dict[str, tuple[float, str]] | None = None,
+                 suptitle: str | None = None) -> str:
     """The audit's figure: one panel per quantity with the models overlaid (``curves``:
     ``{panel: {model: (values, SEs)}}``, log axes) and, when given, a second row with the
     paired differences (``differences``, same layout, linear y, a line at 0). Error bars are
@@ -308,8 +308,8 @@ def audit_figure(t: Sequence[float], native: Tuple[str, Sequence[float]],
     return _save(fig, path)
 
 
-def save_grid(images: torch.Tensor, levels: int, path: str, *, nrow: Optional[int] = None,
-              pad: int = 1, min_cell: int = 32, title: Optional[str] = None) -> str:
+def save_grid(images: torch.Tensor, levels: int, path: str, *, nrow: int | None = None,
+              pad: int = 1, min_cell: int = 32, title: str | None = None) -> str:
     """Write integer images ``[N, C, H, W]`` (values in [0, levels)) as one PNG grid.
 
     Grey for C = 1, RGB for C = 3; ``nrow`` images per row (default ⌈√N⌉); small images

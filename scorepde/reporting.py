@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Hashable, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -32,12 +32,12 @@ __all__ = ["index_runs", "seed_summary", "paired_vs_control", "average", "paired
 # --- from run files to summaries --------------------------------------------------------
 
 def index_runs(runs: Iterable[dict], keys: Sequence[str],
-               where: Optional[Mapping[str, object]] = None) -> Dict[Tuple, dict]:
+               where: Mapping[str, object] | None = None) -> dict[tuple, dict]:
     """``{(run[k] for k in keys): run}`` for the runs whose fields match ``where``.
 
     Two runs with the same key are an error (they would silently replace each other).
     """
-    out: Dict[Tuple, dict] = {}
+    out: dict[tuple, dict] = {}
     for run in runs:
         if where and any(run.get(k) != v for k, v in where.items()):
             continue
@@ -61,7 +61,7 @@ def seed_summary(runs: Mapping[Hashable, dict], key: str, level: float = 0.95) -
 
 
 def paired_vs_control(runs: Mapping[Hashable, dict], control: Mapping[Hashable, dict], key: str,
-                      level: float = 0.95, label: str = "seeds") -> Optional[dict]:
+                      level: float = 0.95, label: str = "seeds") -> dict | None:
     """``stats.paired_difference`` of ``run[key] − control[key]`` over the replicates both
     have (``{replicate: run}``, e.g. seeds); the shared replicates are stored under
     ``label``. None when they share none."""
@@ -86,7 +86,7 @@ def average(runs: Iterable[dict], *path: str):
     return mean.tolist() if mean.ndim else float(mean)
 
 
-def paired_series(summaries: Mapping[float, dict]) -> Tuple[list, list, list]:
+def paired_series(summaries: Mapping[float, dict]) -> tuple[list, list, list]:
     """(levels, paired means, half-widths) of the summaries that hold a ``"paired"`` entry:
     one series of ``paired_figure``'s (and ``plotting.errorbars``')."""
     xs, ys, hs = [], [], []
@@ -101,7 +101,7 @@ def paired_series(summaries: Mapping[float, dict]) -> Tuple[list, list, list]:
 
 # --- tables and numbers as text ---------------------------------------------------------
 
-def markdown_table(headers: Sequence[str], rows: Iterable[Sequence], align: Optional[str] = None) -> str:
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence], align: str | None = None) -> str:
     """A markdown table; ``align``: one letter per column, ``l`` or ``r`` (default all ``l``)."""
     align = align or "l" * len(headers)
     if len(align) != len(headers) or set(align) - {"l", "r"}:
@@ -116,7 +116,7 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence], align: Opti
 
 
 def markdown_section(title: str, headers: Sequence[str], rows: Iterable[Sequence],
-                     align: Optional[str] = None) -> str:
+                     align: str | None = None) -> str:
     """A bold title line, then the table, after a blank line (sections join with ``"\\n"``)."""
     return f"\n**{title}**\n\n" + markdown_table(headers, rows, align)
 
@@ -140,14 +140,14 @@ def text_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
     return "\n".join([line(cols[0]), line(["-" * w for w in widths])] + [line(r) for r in cols[1:]])
 
 
-def fmt(mean: Optional[float], sd: Optional[float] = None, digits: int = 3) -> str:
+def fmt(mean: float | None, sd: float | None = None, digits: int = 3) -> str:
     """``mean`` or ``mean ± sd`` at ``digits`` decimals; ``—`` for a missing mean."""
     if mean is None:
         return "—"
     return f"{mean:.{digits}f}" if sd is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def fmt_interval(paired: Optional[dict], digits: int = 3, one: str = " (1 seed)",
+def fmt_interval(paired: dict | None, digits: int = 3, one: str = " (1 seed)",
                  bold: bool = False) -> str:
     """A paired difference as ``+m [lo, hi]`` (``+m (1 seed)`` without an interval, ``—``
     without a difference); ``bold`` marks an interval that excludes 0 as ``**…**``."""
@@ -178,7 +178,7 @@ def _plain(value):
     raise TypeError(f"{type(value).__name__} is not JSON: store numbers, lists and dicts in metrics")
 
 
-def write_metrics(out: str, metrics: Union[dict, list], name: str = "metrics.json", indent: int = 2) -> str:
+def write_metrics(out: str, metrics: dict | list, name: str = "metrics.json", indent: int = 2) -> str:
     """``OUT/metrics.json``, written atomically (a reader never sees half a report)."""
     return atomic_write(os.path.join(out, name),
                         lambda f: json.dump(metrics, f, indent=indent, default=_plain), binary=False)
@@ -193,7 +193,7 @@ def write_text(out: str, name: str, text: str) -> str:
 # --- figures ----------------------------------------------------------------------------
 
 def paired_figure(panels: Mapping[str, Mapping[str, Mapping[float, dict]]], path: str, *,
-                  xlabel: str, ylabel: str, suptitle: Optional[str] = None, logx: bool = True) -> Optional[str]:
+                  xlabel: str, ylabel: str, suptitle: str | None = None, logx: bool = True) -> str | None:
     """The standard figure of a grid against its control: per panel (data set), per series
     (method), the paired difference at each level (β) with its t-interval and a line at 0.
     ``panels = {panel: {series: {level: summary}}}``; panels with no paired point are left

@@ -16,7 +16,8 @@ import os
 import re
 import warnings
 from collections import Counter
-from typing import Callable, Dict, Hashable, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Callable, TypeVar
 
 from .atomic import atomic_write
 
@@ -74,7 +75,7 @@ class RunStore:
         return atomic_write(self.path(**fields),
                             lambda f: json.dump({**fields, **result}, f, indent=1), binary=False)
 
-    def all(self) -> List[dict]:
+    def all(self) -> list[dict]:
         """Every finished run in the folder (sorted by file name)."""
         out = []
         for name in sorted(os.listdir(self.folder)):
@@ -85,7 +86,7 @@ class RunStore:
         return out
 
 
-def _read(path: str) -> Optional[dict]:
+def _read(path: str) -> dict | None:
     """The run file's result, or None after setting an unreadable one aside as ``.corrupt``."""
     try:
         with open(path) as f:
@@ -102,7 +103,7 @@ def _read(path: str) -> Optional[dict]:
     return None
 
 
-def parse_shard(text: Optional[str]) -> Tuple[int, int]:
+def parse_shard(text: str | None) -> tuple[int, int]:
     """``"i/n"`` (0 ≤ i < n) to (i, n); None to (0, 1)."""
     if text is None:
         return 0, 1
@@ -113,19 +114,19 @@ def parse_shard(text: Optional[str]) -> Tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def shard_of(items: Sequence[T], shard: Tuple[int, int],
-             kind: Optional[Callable[[T], Hashable]] = None) -> Iterator[T]:
+def shard_of(items: Sequence[T], shard: tuple[int, int],
+             kind: Callable[[T], Hashable] | None = None) -> Iterator[T]:
     """The items of the grid that belong to ``shard = (i, n)``: dealt round-robin within each
     ``kind(item)`` (e.g. the run's β), so that each shard gets its share of every kind of run,
     the cheap and the costly alike; each kind's deal starts where the previous kind's (in order
     of first appearance) ended, so that the shards' totals also differ by at most one."""
     i, n = shard
     kinds = [None if kind is None else kind(item) for item in items]
-    start: Dict[Hashable, int] = {}
+    start: dict[Hashable, int] = {}
     dealt = 0
     for k, count in Counter(kinds).items():     # in order of first appearance
         start[k], dealt = dealt, dealt + count
-    seen: Dict[Hashable, int] = {}
+    seen: dict[Hashable, int] = {}
     for item, k in zip(items, kinds):
         if (start[k] + seen.get(k, 0)) % n == i:
             yield item

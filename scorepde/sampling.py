@@ -11,7 +11,8 @@ Nothing here keeps an autograd graph.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import torch
 from tqdm.auto import tqdm
@@ -92,7 +93,7 @@ def _langevin_step(score, sde, x, t, snr, alpha, generator):
 @renamed_keywords(model="score")
 def euler_maruyama(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, steps: int = 1000,
                    eps: float = 1e-3, denoise: bool = True,
-                   generator: Optional[torch.Generator] = None, progress: bool = False,
+                   generator: torch.Generator | None = None, progress: bool = False,
                    device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Euler–Maruyama on the reverse SDE from T to eps in ``steps`` uniform steps.
 
@@ -111,7 +112,7 @@ def euler_maruyama(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, steps: 
 @renamed_keywords(model="score")
 def predictor_corrector(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, steps: int = 1000,
                         snr: float = 0.16, n_corrector: int = 1, eps: float = 1e-3,
-                        denoise: bool = True, generator: Optional[torch.Generator] = None,
+                        denoise: bool = True, generator: torch.Generator | None = None,
                         progress: bool = False, device=None,
                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Predictor–corrector sampling as in score_sde (Song et al., 2021): at each t, ``n_corrector``
@@ -139,8 +140,8 @@ def predictor_corrector(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, st
 @renamed_keywords(model="score")
 def probability_flow(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, eps: float = 1e-3,
                      rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
-                     options: Optional[dict] = None, return_nfe: bool = False,
-                     generator: Optional[torch.Generator] = None, device=None,
+                     options: dict | None = None, return_nfe: bool = False,
+                     generator: torch.Generator | None = None, device=None,
                      dtype: torch.dtype = torch.float32):
     """Integrate the probability-flow ODE dx/dt = f − ½g² s from T down to eps (torchdiffeq).
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Callable, Optional, Tuple
+from typing import Callable
 
 import torch
 
@@ -35,7 +35,7 @@ class SDE(abc.ABC):
         """div_x f(x, t), shape ``[B]`` (exact, by autograd, unless a subclass knows better)."""
         return divergence(lambda y: self.drift(y, t), x, "exact")
 
-    def marginal(self, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def marginal(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(a(t), σ_t), each ``[B]``: x_t | x_0 ~ N(a(t) x_0, σ_t² I)."""
         raise NotImplementedError(f"{type(self).__name__} has no closed-form transition kernel")
 
@@ -65,7 +65,7 @@ class SDE(abc.ABC):
         a, std = self.marginal(t)
         return broadcast_to_batch(a, x0) * x0 + broadcast_to_batch(std, x0) * noise
 
-    def prior_sample(self, shape, *, generator: Optional[torch.Generator] = None,
+    def prior_sample(self, shape, *, generator: torch.Generator | None = None,
                      device=None, dtype=None) -> torch.Tensor:
         """x_T ~ N(0, prior_std² I)."""
         return self.prior_std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
@@ -209,10 +209,10 @@ class GenericSDE(SDE):
     """
 
     def __init__(self, drift: Callable, diffusion: Callable, *,
-                 drift_divergence: Optional[Callable] = None,
-                 marginal: Optional[Callable] = None,
-                 marginal_variance: Optional[Callable] = None,
-                 prior_std: Optional[float] = None, T: float = 1.0):
+                 drift_divergence: Callable | None = None,
+                 marginal: Callable | None = None,
+                 marginal_variance: Callable | None = None,
+                 prior_std: float | None = None, T: float = 1.0):
         self._drift, self._diffusion = drift, diffusion
         self._div, self._marginal, self._prior_std = drift_divergence, marginal, prior_std
         self._variance = marginal_variance

@@ -19,7 +19,7 @@ name means one of them:
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def standard_error(values) -> float:
     return float(v.std(ddof=1) / math.sqrt(v.size))
 
 
-def mean_se(xs: Sequence[float], level: float = 0.95) -> Dict[str, Optional[float]]:
+def mean_se(xs: Sequence[float], level: float = 0.95) -> dict[str, float | None]:
     """Mean, sample std (ddof 1), standard error and the ``level`` t-interval of ``xs``.
 
     With one value the std, SE and interval are None (nothing to estimate them from).
@@ -111,7 +111,7 @@ def pool_chunks(per_repeat: Sequence[Sequence[float]], per_item: Sequence[Sequen
             "n_items": len(items), "se": standard_error(pooled)}
 
 
-def paired_eval_se(a: Mapping, b: Mapping, keys: Optional[Sequence] = None) -> float:
+def paired_eval_se(a: Mapping, b: Mapping, keys: Sequence | None = None) -> float:
     """The evaluation's SE of one seed's a − b, root-mean-square over seeds:
 
         sqrt( mean_s var_i(a_s,i − b_s,i) / n_s )
@@ -132,7 +132,7 @@ def paired_eval_se(a: Mapping, b: Mapping, keys: Optional[Sequence] = None) -> f
     return float(np.sqrt(np.mean(se2)))
 
 
-def delta_method(fn, samples, at=None) -> Dict[str, Optional[float]]:
+def delta_method(fn, samples, at=None) -> dict[str, float | None]:
     """``fn`` of the column means of ``samples [n, k]`` with its delta-method standard error:
 
         f(m̄) ± sqrt(∇fᵀ Σ ∇f / n),   Σ the columns' sample covariance (ddof 1)

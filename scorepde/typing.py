@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Callable, Optional, Protocol, Tuple, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 
@@ -23,11 +23,11 @@ class TimeConditioned(Protocol):
     also sets ``time_dtype`` (diffusers' step embedding is float32 whatever x is); a
     wrapper around a score forwards both (``time_conditioning`` reads them)."""
 
-    def time_rate(self) -> Optional[float]:
+    def time_rate(self) -> float | None:
         ...
 
 
-def time_conditioning(score: Score) -> Tuple[Optional[float], Optional[torch.dtype]]:
+def time_conditioning(score: Score) -> tuple[float | None, torch.dtype | None]:
     """(time rate, time dtype) of ``score``: ``(None, None)`` for a score that says nothing,
     the dtype ``None`` where its time features follow x's dtype. The one place that reads
     the ``TimeConditioned`` protocol."""

@@ -204,10 +204,10 @@ def test_denoiser_refuses_an_sde_without_kernel():
         sp.from_denoiser(lambda x, s: x, sde)
 
 
-# -- which estimator works on which model family (the README table) -------------------------
+# -- which estimator works on which model family (docs/own-model.md's table) -------------------------
 
 def _families():
-    """name -> (score, sde, x) for each model family of the README's table."""
+    """name -> (score, sde, x) for each model family of docs/own-model.md's table."""
     gen = torch.Generator().manual_seed(0)
     img = torch.randn(2, 1, 8, 8, generator=gen)
     vp = sp.VPSDE()
@@ -241,7 +241,7 @@ def _outcome(score, sde, x, estimator):
 
 
 def estimator_table() -> str:
-    """The README's markdown table: estimator × model family × works or the refusal."""
+    """docs/own-model.md's markdown table: estimator × model family × works or the refusal."""
     families = _families()
     rows = ["| model family | " + " | ".join(f"`{e}`" for e in sp.ESTIMATORS) + " |",
             "| --- |" + " --- |" * len(sp.ESTIMATORS)]
@@ -259,5 +259,5 @@ def test_every_estimator_works_or_says_why_and_the_readme_table_is_current():
     adapted = next(line for line in table.splitlines() if "from_diffusers" in line)
     assert "works" in by_hand and "ValueError" in by_hand
     assert adapted.count("works") == len(sp.ESTIMATORS)
-    readme = (ROOT / "README.md").read_text()
-    assert table in readme, "README's estimator table is stale; paste the table printed above"
+    page = (ROOT / "docs" / "own-model.md").read_text()
+    assert table in page, "docs/own-model.md's estimator table is stale; paste the table printed above"

@@ -5,8 +5,7 @@ import time
 import pytest
 import torch
 
-from scorepde.benchmarking import (interleaved_timings, machine_info, peak_memory, ratios,
-                                   summarize)
+from scorepde.benchmarking import interleaved_timings, machine_info, peak_memory, ratios, summarize
 
 
 def test_interleaved_timings_warm_up_then_alternate_direction():
@@ -113,6 +112,7 @@ def test_train_briefly_is_the_plain_adam_loop():
 
 def test_setup_run_refuses_results_and_missing_cuda(tmp_path, capsys):
     import argparse
+
     from scorepde.commands._bench import benchmark_parser, setup_run
 
     parser = benchmark_parser("doc", "runs/x", "quick")

@@ -36,7 +36,8 @@ def _load(path: Path, name: str):
 
 
 import scorepde.commands.train as train  # noqa: E402  (image/train.py is a shim over it)
-from scorepde.commands import bench_bpd as bench, eval as evaluate  # noqa: E402
+from scorepde.commands import bench_bpd as bench  # noqa: E402
+from scorepde.commands import eval as evaluate  # noqa: E402
 
 
 def one_line_error(capsys, call, *needles):
@@ -326,6 +327,7 @@ def test_run_says_where_it_wrote(tmp_path, capsys):
 # 12. Figures: training curves and titles.
 def test_training_curves_and_titled_samples(run_dir, tmp_path):
     import matplotlib.image as mpimg
+
     from scorepde.plotting import save_grid
     assert (run_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     k = torch.randint(0, 17, (4, 1, 8, 8), dtype=torch.uint8)

@@ -1,9 +1,9 @@
 """Conservativity: a true score is a gradient, a rotation is not."""
 import pytest
 import torch
+from conftest import MLP
 
 import scorepde as sp
-from conftest import MLP
 
 
 def _rotation(x, t):

@@ -1,8 +1,8 @@
 """Residual curves: zero r_FP for the true score, and the DSM-like gap it still has."""
 import torch
+from conftest import MLP
 
 import scorepde as sp
-from conftest import MLP
 
 
 def test_true_score_curves(gmm2):

@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from scorepde.data import (SCALINGS, ImageData, dequantize, from_model_space, load_dataset,
-                           read_idx, to_model_space, to_unit)
+from scorepde.data import (
+    SCALINGS,
+    ImageData,
+    dequantize,
+    from_model_space,
+    load_dataset,
+    read_idx,
+    to_model_space,
+    to_unit,
+)
 
 SHARED = Path(__file__).parents[2] / "shared" / "data"
 

@@ -3,14 +3,13 @@ needs, and a new estimator is one class plus one table line."""
 import numpy as np
 import pytest
 import torch
+from conftest import MLP
 
 import scorepde as sp
 from scorepde.audit import audit
 from scorepde.derivatives import PAPER_STEPS
 from scorepde.estimators import ESTIMATORS, Estimator, fpe_rhs_and_score, get_estimator
 from scorepde.losses import FPObjective
-from conftest import MLP
-
 
 # -- a new estimator, from this one "file" ------------------------------------------------------
 

@@ -1,10 +1,10 @@
 """FPObjective(every=k): R_FP on every k-th call at k× weight, DSM alone in between."""
 import pytest
 import torch
+from conftest import MLP
 
 import scorepde as sp
 from scorepde.losses import DEFAULT_FP, FPObjective
-from conftest import MLP
 
 KW = dict(beta=0.3, gamma=0.1, m=2, estimator="exact", fp_weighting="g2")
 
@@ -21,7 +21,7 @@ def test_every_k_weights_the_regularizer_by_k_on_every_kth_call():
     plain = _losses(FPObjective(model, sde, **KW), 5)
     dsm = _losses(FPObjective(model, sde), 5)
     for i in range(5):
-        (loss, parts), (loss1, parts1), (loss_dsm, _) = every[i], plain[i], dsm[i]
+        (loss, parts), (_, parts1), (loss_dsm, _) = every[i], plain[i], dsm[i]
         if i % 3 == 0:
             assert parts1["fp"] > 0
             torch.testing.assert_close(parts["fp"], 3 * parts1["fp"], rtol=1e-12, atol=0)

@@ -2,10 +2,10 @@
 against exact, and refusals of bad input."""
 import pytest
 import torch
-from torch.func import grad, hessian, jacfwd, vmap
+from conftest import MLP, ConvScore
+from torch.func import grad, jacfwd, vmap
 
 import scorepde as sp
-from conftest import MLP, ConvScore
 
 
 def _independent_residual(model, sde, x, t):

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from scorepde.commands import bench_bpd as bench, eval as evaluate, train
+from scorepde.commands import bench_bpd as bench
+from scorepde.commands import eval as evaluate
+from scorepde.commands import train
 from scorepde.image_config import ImageConfig, build_objective, build_score_model, build_sde
 from scorepde.image_eval import TABLE4_TIMES
 from scorepde.plotting import save_grid
@@ -209,4 +211,4 @@ def test_old_imaging_names_still_resolve_with_a_warning():
     with pytest.warns(DeprecationWarning, match="bpd_metrics"):
         assert old.bpd_standard_error({"per_repeat": [1.0, 2.0]}, 2) == pytest.approx(0.5)
     with pytest.raises(AttributeError):
-        old.nothing_here
+        _ = old.nothing_here

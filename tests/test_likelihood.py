@@ -5,9 +5,9 @@ log q_eps(x) only by the prior mismatch log p_T(x_T) − log q_T(x_T) and the so
 """
 import pytest
 import torch
+from conftest import MLP
 
 import scorepde as sp
-from conftest import MLP
 from scorepde.derivatives import sample_probes
 from scorepde.likelihood import log_likelihood
 

@@ -1,10 +1,10 @@
 """DSM and the FP regularizer: vanilla at β = γ = 0, unbiased ‖ε‖², refusals."""
 import pytest
 import torch
+from conftest import MLP
 
 import scorepde as sp
 from scorepde.losses import DEFAULT_FP, PAPER_SETTINGS, FPObjective, dsm_loss, fp_regularizer
-from conftest import MLP
 
 
 class Counting(torch.nn.Module):

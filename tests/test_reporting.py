@@ -1,6 +1,5 @@
 """scorepde.reporting: a grid of run files → summaries, paired comparisons, tables, files."""
 import json
-import math
 
 import numpy as np
 import pytest

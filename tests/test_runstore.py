@@ -1,5 +1,4 @@
 """scorepde.runstore: one result file per run, atomic, skipped when present; grid shards."""
-import json
 import os
 import re
 

@@ -8,9 +8,9 @@ misplaces a negligible fraction. Fixed seeds; 39 checks per sampler and SDE.
 """
 import pytest
 import torch
+from conftest import MLP
 
 import scorepde as sp
-from conftest import MLP
 from scorepde.sampling import euler_maruyama, predictor_corrector, probability_flow
 
 N = 4000

@@ -1,5 +1,4 @@
 """SDEs: the closed-form transition kernel agrees with the SDE it claims to solve."""
-import math
 
 import pytest
 import torch

@@ -58,6 +58,7 @@ def test_bad_level():
 def test_standard_error_matches_scipy_for_lists_arrays_and_tensors():
     import numpy as np
     import torch
+
     from scorepde.stats import standard_error
     xs = [1.0, 2.5, 2.0, 4.0, -1.0]
     for v in (xs, np.array(xs), torch.tensor(xs, dtype=torch.float32), torch.tensor([xs])):
@@ -68,6 +69,7 @@ def test_standard_error_matches_scipy_for_lists_arrays_and_tensors():
 def test_pool_chunks_is_one_evaluation_of_all_items():
     """Two chunks of 2 and 3 items, 3 repeats: the pool equals evaluating all 5 items at once."""
     import numpy as np
+
     from scorepde.stats import pool_chunks, standard_error
     rng = np.random.default_rng(0)
     full = rng.normal(size=(3, 5))                     # [repeat, item]

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Callable
 
 import torch
 
@@ -48,12 +49,12 @@ def setup_run(args: argparse.Namespace, *, prepare: bool = True) -> torch.device
     return torch.device(args.device)
 
 
-def command_line(script: str, argv: Optional[Sequence[str]] = None) -> str:
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
     """The command that ran, as metrics.json records it: ``python <script> <flags>``."""
     return " ".join(["python", script] + (sys.argv[1:] if argv is None else list(argv)))
 
 
-def write_report(out: str, metrics: Mapping[str, Any], table: Optional[str] = None, *, indent: int = 2) -> None:
+def write_report(out: str, metrics: Mapping[str, Any], table: str | None = None, *, indent: int = 2) -> None:
     """Write ``metrics.json`` (and ``table.md``, printed too) into ``out``, atomically."""
     reporting.write_metrics(out, dict(metrics), indent=indent)
     if table is not None:
@@ -68,7 +69,7 @@ def random_batches(data: torch.Tensor, batch: int, generator: torch.Generator) -
 
 
 def train_briefly(model: torch.nn.Module, data: torch.Tensor, steps: int, *, batch: int,
-                  generator: torch.Generator, lr: float = 2e-3, objective: Optional[Callable] = None,
+                  generator: torch.Generator, lr: float = 2e-3, objective: Callable | None = None,
                   progress: bool = True, desc: str = "DSM-train") -> torch.nn.Module:
     """``steps`` Adam steps of ``objective`` (default: DSM, ``FPObjective(model, model.sde)``)
     on random batches of ``data``, by ``training.fit``: a benchmark's model is then a trained

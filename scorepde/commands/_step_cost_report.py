@@ -95,7 +95,7 @@ def plot(metrics, path):
     for ax, key, color, what in ((axes[0], "ratio_to_dsm", "tab:blue", "time per optimizer step"),
                                  (axes[1], "memory_ratio_to_dsm", "tab:orange", "peak memory per step")):
         ax.bar(names, [rows[n][key] for n in names], color=color)
-        ax.set_ylabel(("step time / DSM step time" if key == "ratio_to_dsm" else "peak memory / DSM peak memory"))
+        ax.set_ylabel("step time / DSM step time" if key == "ratio_to_dsm" else "peak memory / DSM peak memory")
         ax.set_yscale("log")
         ax.set_title(what)
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import time
-from typing import Optional
 
 from ..cli import fail, user_errors
 from ..outputs import announce, prepare_out
@@ -62,7 +61,7 @@ def _steps(text: str) -> dict:
         raise ValueError(f"--steps must read name=N,... (e.g. digits=600), got {text!r}") from None
 
 
-def _run(args, name: str, objective: str, steps: dict) -> Optional[dict]:
+def _run(args, name: str, objective: str, steps: dict) -> dict | None:
     """One training run of the pair; its metrics.json with the command, or None if it failed."""
     loader, sub, flags = DATASETS[name]
     out = os.path.join(args.out, f"{name}-{objective}")
@@ -96,7 +95,7 @@ def table(results: list) -> str:
                                   f"{m['wall_s']:.0f}"] for m in results])
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     args = parse_args(argv)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     unknown = [n for n in names if n not in DATASETS]

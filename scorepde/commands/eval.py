@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Optional
 
 import torch
 
@@ -96,7 +95,7 @@ def _residuals(args, model, sde, cfg, test, out, gen, device) -> dict:
     return {"residual_curves": curves, "residual_estimator": estimator, "residual_images": x0.shape[0]}
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

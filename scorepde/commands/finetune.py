@@ -30,8 +30,6 @@ OUT/finetune_curves.png.
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 import argparse
 import json
 import math
@@ -376,7 +374,7 @@ def _finished(args, bench, store, base_steps, seeds):
     return ({k: r for k, r in tune.items() if r is not None}, {b: r for b, r in evals.items() if r is not None})
 
 
-def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> Tuple[dict, list]:
+def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> tuple[dict, list]:
     """Tables, metrics and (``figures``) figures from the finished runs. A replicate is
     (seed, base_id): FP and DSM pair only when both fine-tuned the same base with the same
     seed. A model counts once every evaluation chunk of it is done (``_pooled``)."""

@@ -26,8 +26,6 @@ Writes metrics.json, table.md and step_cost.png to --out.
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 import copy
 import json
 import os
@@ -39,8 +37,16 @@ import torch
 from tqdm.auto import tqdm
 
 import scorepde as sp
-from scorepde.benchmarking import (BusyNeighbour, call_seconds, interleaved_timings, load_average,
-                                   machine_info, peak_memory, ratios, summarize)
+from scorepde.benchmarking import (
+    BusyNeighbour,
+    call_seconds,
+    interleaved_timings,
+    load_average,
+    machine_info,
+    peak_memory,
+    ratios,
+    summarize,
+)
 from scorepde.data import load_dataset, to_model_space
 from scorepde.losses import DEFAULT_FP, FPObjective, dsm_loss, sample_time
 from scorepde.nn import MLPScore, ScoreModel, UNet
@@ -112,7 +118,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def image_batch(quick: bool, batch: int, device, seed: int, mnist_dir: str = MNIST_DIR) -> Tuple[torch.Tensor, str]:
+def image_batch(quick: bool, batch: int, device, seed: int, mnist_dir: str = MNIST_DIR) -> tuple[torch.Tensor, str]:
     """MNIST (28×28) when the files are there, else sklearn's 8×8 digits; quick: digits."""
     name, data_dir = ("mnist", mnist_dir) if not quick and os.path.isdir(mnist_dir) else ("digits", None)
     if not quick and name == "digits":  # said loudly: the numbers are then not the 28×28 ones

@@ -20,7 +20,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -30,15 +29,29 @@ from scorepde.checkpoints import load_checkpoint, restore_training_state, set_rn
 from scorepde.cli import fail, user_errors
 from scorepde.data import ImageData, load_dataset, to_model_space
 from scorepde.fpe import ESTIMATORS
-from scorepde.image_config import (ImageConfig, build_objective, build_score_model, build_sde,
-                                   model_scaling, preset_config, run_label)
+from scorepde.image_config import (
+    ImageConfig,
+    build_objective,
+    build_score_model,
+    build_sde,
+    model_scaling,
+    preset_config,
+    run_label,
+)
 from scorepde.image_eval import auto_eval_images, bpd_metrics, bpd_summary, image_bpd, sample_grid
 from scorepde.losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS
 from scorepde.outputs import announce, prepare_out
 from scorepde.plotting import training_curves
 from scorepde.sde import SDE
-from scorepde.training import (Checkpointing, JsonlLog, NonFiniteLossError, StopRequested, fit, make_ema,
-                               make_optimizer)
+from scorepde.training import (
+    Checkpointing,
+    JsonlLog,
+    NonFiniteLossError,
+    StopRequested,
+    fit,
+    make_ema,
+    make_optimizer,
+)
 
 D = ImageConfig()
 #: Config fields a fine-tuned model (--init-from) must share with its source checkpoint.
@@ -112,7 +125,8 @@ def _run_flags(p) -> None:
                    "with an older scorepde); never for a file from someone else")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to train (default auto: CUDA if torch sees a GPU, else CPU)")
-    g.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"], help="bf16 autocast of the plain forward pass (default auto: bf16 on CUDA, off on CPU)")
+    g.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
+                   help="bf16 autocast of the plain forward pass (default auto: bf16 on CUDA, off on CPU)")
     g.add_argument("--threads", type=int, help="torch CPU threads per process (default 1; more helps only big images on idle cores)")
     g.add_argument("--ckpt-every", type=int, default=500, help="checkpoint every N steps (default 500)")
     g.add_argument("--ckpt-seconds", type=float, default=60.0,
@@ -230,7 +244,7 @@ class _Job:
     ema: AveragedModel
     gen: torch.Generator
     start: int
-    amp: Optional[torch.dtype]
+    amp: torch.dtype | None
 
 
 def _build(cfg: ImageConfig, args, info, train: ImageData, state, source) -> _Job:
@@ -301,7 +315,7 @@ def _sample(args, job: _Job, name: str) -> str:
                        device=job.info.device)
 
 
-def _train(args, job: _Job, batches, log: Optional[JsonlLog]):
+def _train(args, job: _Job, batches, log: JsonlLog | None):
     """The steps, by ``scorepde.training.fit`` (checkpoints by steps and by time, on Ctrl-C
     and before a non-finite step; DDP's ranks agree on each); (logs, exit code, seconds)."""
     cfg, info = job.cfg, job.info

@@ -10,8 +10,6 @@ one family (or an existing one) plus one line in ``ESTIMATORS``; ``residual``,
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple, Type
-
 from ..derivatives import PAPER_STEPS
 from .autograd import Autograd
 from .base import Estimator, fpe_rhs_and_score
@@ -22,7 +20,7 @@ __all__ = ["ESTIMATORS", "get_estimator", "Estimator", "Autograd", "Directional"
            "ForwardFD", "fpe_rhs_and_score"]
 
 #: name -> (family, preset of its options).
-ESTIMATORS: Dict[str, Tuple[Type[Estimator], dict]] = {
+ESTIMATORS: dict[str, tuple[type[Estimator], dict]] = {
     "exact": (Autograd, dict(dt="jvp", div="exact")),
     # The published recipe (App. C): 3-point stencil in t with the published steps (h_s, h_d)
     # = (1e-3, 5e-4), one Gaussian Hutchinson probe formed by a vector-Jacobian product, then

@@ -8,8 +8,6 @@ vᵀJv by a jvp (``div_mode="forward"``) or a vjp (``"reverse"``, as the paper's
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 from torch.func import grad
 
@@ -38,7 +36,7 @@ class Autograd(Estimator):
         return self.time_stencil is None or self._options["div_mode"] == "forward"
 
     def residual(self, score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor,
-                 generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         o = self._options
         probes = div_probes(x, o, generator)
 

@@ -11,7 +11,7 @@ read its options.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional, Tuple
+from typing import ClassVar
 
 import torch
 
@@ -23,8 +23,8 @@ __all__ = ["Estimator", "fpe_rhs_and_score", "div_probes"]
 
 
 def fpe_rhs_and_score(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, div: str = "exact",
-                      probes: Optional[torch.Tensor] = None, *, div_mode: str = "forward",
-                      chunk_size: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                      probes: torch.Tensor | None = None, *, div_mode: str = "forward",
+                      chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(L[s](x, t) ``[B]``, s(x, t)) with div s formed as ``div`` says (Eq. 7)."""
     s = score(x, t)
     g2 = sde.diffusion(t) ** 2
@@ -36,7 +36,7 @@ def fpe_rhs_and_score(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, 
     return L, s
 
 
-def div_probes(x: torch.Tensor, options: dict, generator) -> Optional[torch.Tensor]:
+def div_probes(x: torch.Tensor, options: dict, generator) -> torch.Tensor | None:
     """The Hutchinson probes of div s (``n_probes`` of kind ``probe``), or None for ``div="exact"``."""
     if options["div"] != "hutchinson":
         return None
@@ -71,7 +71,7 @@ class Estimator:
         changed = {k: v for k, v in self._options.items() if self.OPTIONS.get(k) != v}
         return f"{type(self).__name__}({self.name!r}{''.join(f', {k}={v!r}' for k, v in changed.items())})"
 
-    def for_score(self, score: Score, dtype: torch.dtype) -> "Estimator":
+    def for_score(self, score: Score, dtype: torch.dtype) -> Estimator:
         """This estimator with its steps in t fixed for ``score`` (``h="auto"`` resolved from the
         score's time conditioning, ``derivatives.time_steps``), so wrapping the score later
         cannot change them."""
@@ -98,13 +98,13 @@ class Estimator:
         return not (self.needs_autograd or self.needs_forward_mode)
 
     @property
-    def time_stencil(self) -> Optional[str]:
+    def time_stencil(self) -> str | None:
         """The finite-difference stencil in t (``derivatives.STENCILS``), or None when ∂t s is
         exact (forward mode)."""
         dt = self._options.get("dt", "jvp")
         return None if dt == "jvp" else dt
 
-    def time_step(self, score: Score, dtype: torch.dtype = torch.float32) -> Optional[Tuple[float, float]]:
+    def time_step(self, score: Score, dtype: torch.dtype = torch.float32) -> tuple[float, float] | None:
         """(h_s, h_d), the steps in t this estimator takes for ``score``; None when ∂t s is exact."""
         if self.time_stencil is None:
             return None
@@ -117,13 +117,13 @@ class Estimator:
 
     # -- what it gives ---------------------------------------------------------------------
     def residual(self, score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor,
-                 generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(ε̂ shaped like x, L[s] ``[B]``) at (x, t); inputs already validated."""
         raise NotImplementedError
 
     def norm_sq(self, score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, *,
-                unbiased: bool = True, generator: Optional[torch.Generator] = None
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+                unbiased: bool = True, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(an estimate of ‖ε‖², L[s]), each ``[B]``: ‖ε̂‖² (deterministic, or ``unbiased=False``:
         biased upwards by tr Cov ε̂), else ⟨ε̂₁, ε̂₂⟩ of two independent draws in one batched
         call, E = ‖ε‖²."""

@@ -8,8 +8,6 @@ unbiased for ε; E_v ⟨ε, v⟩² = ‖ε‖², so ‖ε‖² needs no D-dimens
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 from torch.func import jvp
 
@@ -29,7 +27,7 @@ class Projected(Estimator):
     needs_autograd = False
 
     def project(self, score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
-                generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(⟨ε, v⟩, L[s]) per sample, each ``[B]``."""
         raise NotImplementedError
 

@@ -8,8 +8,6 @@ score's time conditioning, ``derivatives.time_steps``).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 from torch.func import jvp
 
@@ -60,9 +58,9 @@ def x_step(sde: SDE, t: torch.Tensor, hx: float) -> torch.Tensor:
 
 
 def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
-                          *, generator: Optional[torch.Generator] = None, probe: str = "rademacher",
+                          *, generator: torch.Generator | None = None, probe: str = "rademacher",
                           hx: float = 0.05, dt: str = "central", h="auto"
-                          ) -> Tuple[torch.Tensor, torch.Tensor]:
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """(⟨ε[s], v⟩, L[s]) per sample from plain forward passes: ⟨∂t s, v⟩ − D_v L by central
     differences, with one Hutchinson probe u for the divergence (App. C.2 and C.4).
 

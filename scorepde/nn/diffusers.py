@@ -9,7 +9,6 @@ prediction type (``PREDICTIONS``). diffusers is imported only by the functions t
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
 
 import torch
 
@@ -33,7 +32,7 @@ def _config(scheduler, key, default=None):
     return config.get(key, default) if hasattr(config, "get") else getattr(config, key, default)
 
 
-def from_diffusers(unet, scheduler, *, attention: Optional[str] = "math", min_std: float = 1e-5):
+def from_diffusers(unet, scheduler, *, attention: str | None = "math", min_std: float = 1e-5):
     """``(score, sde)`` for a diffusers ``UNet2DModel`` (or any ``unet(x, timestep)`` whose
     result or its ``.sample`` is the prediction) trained with a DDPM-family ``scheduler``.
 

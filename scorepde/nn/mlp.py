@@ -7,8 +7,6 @@ MLP is a score s(x, t) with c = t; wrapped in ``ScoreModel`` it gets c = log σ 
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
@@ -22,7 +20,7 @@ class MLPScore(nn.Module):
     (or to ``out_dim``)."""
 
     def __init__(self, dim: int, hidden: int = 128, depth: int = 3, embedding: str = "fourier",
-                 embedding_dim: int = 32, fourier_scale: float = 16.0, out_dim: Optional[int] = None):
+                 embedding_dim: int = 32, fourier_scale: float = 16.0, out_dim: int | None = None):
         super().__init__()
         if dim < 1 or hidden < 1 or depth < 1:
             raise ValueError(f"need dim, hidden, depth >= 1, got {dim}, {hidden}, {depth}")

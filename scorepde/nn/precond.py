@@ -20,7 +20,6 @@ Two preconditionings live here, the only places a network becomes a score:
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -42,7 +41,7 @@ CONDITIONS = {
 }
 
 
-def embedding_rate(net: nn.Module, label, T: float) -> Optional[float]:
+def embedding_rate(net: nn.Module, label, T: float) -> float | None:
     """How fast ``net``'s time features can turn, in radians per unit t:
     max_k ω_k · max_t |dc/dt| over its embeddings' ``max_frequency`` ω and the label c(t)
     (``label``, a function of t alone). None if the network has no such embedding."""
@@ -63,7 +62,7 @@ class ScoreModel(nn.Module):
     """
 
     def __init__(self, net: nn.Module, sde: SDE, *, condition: str = "auto",
-                 min_std: Optional[float] = None):
+                 min_std: float | None = None):
         super().__init__()
         if condition == "auto":
             condition = "log_sigma" if callable(getattr(sde, "sigma", None)) else "time"
@@ -88,7 +87,7 @@ class ScoreModel(nn.Module):
         """c(t), shape ``[B]``: what the network is conditioned on."""
         return CONDITIONS[self.condition](self.sde, t)
 
-    def time_rate(self) -> Optional[float]:
+    def time_rate(self) -> float | None:
         """Radians per unit t by which the network's fastest time feature turns (c = 999 t
         with ω = 1: 999; c = log σ with Fourier scale 16: thousands). Finite differences in
         t take their step from it (``scorepde.derivatives.time_steps``)."""
@@ -159,14 +158,14 @@ class ToyScore(nn.Module):
     GATES = ("scalar", "diagonal")
 
     def __init__(self, net: nn.Module, sde, data_std: float = 1.0, condition: str = "log_scale",
-                 skip: bool = True, gate: Union[bool, str] = False):
+                 skip: bool = True, gate: bool | str = False):
         super().__init__()
         if data_std <= 0:
             raise ValueError(f"data_std must be positive, got {data_std}")
         if condition not in self.CONDITIONS:
             raise ValueError(f"unknown condition {condition!r}; choose one of {self.CONDITIONS}")
         self.net, self.sde, self.data_std, self.condition = net, sde, float(data_std), condition
-        shape: Optional[str] = "scalar" if gate is True else (gate or None)
+        shape: str | None = "scalar" if gate is True else (gate or None)
         if shape is not None and shape not in self.GATES:
             raise ValueError(f"unknown gate {shape!r}; choose False, True (= 'scalar') or one of {self.GATES}")
         self.skip, self.gate = bool(skip), shape
@@ -174,11 +173,11 @@ class ToyScore(nn.Module):
             raise ValueError("gate=True scales the skip term: it needs skip=True")
 
     @staticmethod
-    def gate_outputs(dim: int, gate: Union[bool, str, None]) -> int:
+    def gate_outputs(dim: int, gate: bool | str | None) -> int:
         """How many outputs the net adds to the D of F for ``gate``: 0, 1 (scalar) or D."""
         return {None: 0, False: 0, True: 1, "scalar": 1, "diagonal": dim}[gate]
 
-    def time_rate(self) -> Optional[float]:
+    def time_rate(self) -> float | None:
         """As ``ScoreModel.time_rate``, for c = log ŝ(t) or c = t."""
         label = (lambda t: torch.log(self.scale(t))) if self.condition == "log_scale" else (lambda t: t)
         return embedding_rate(self.net, label, self.sde.T)

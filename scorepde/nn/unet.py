@@ -19,7 +19,7 @@ dropout 0; one-probe estimators with ``validate=False`` do run.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +111,7 @@ class UNet(nn.Module):
                  channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
                  attention: bool = True, heads: int = 1, dropout: float = 0.0,
                  embedding: str = "fourier", fourier_scale: float = 16.0,
-                 out_channels: Optional[int] = None):
+                 out_channels: int | None = None):
         super().__init__()
         if not channel_mult or num_res_blocks < 1 or channels < 1 or in_channels < 1:
             raise ValueError(f"need channels, in_channels, num_res_blocks >= 1 and a non-empty "
