@@ -241,7 +241,7 @@ def run_dim(args, p):
     return metrics
 
 #: Run-name prefixes kept out of the figure and the Cauchy-vs-DSM tables.
-SIDE_RUNS = ("est_", "abl_", "long_", "nogate_", "prev_")
+SIDE_RUNS = ("est_", "abl_", "long_", "nogate_", "prev_", "cov_")
 
 
 def _load_runs(folder: str) -> dict:
@@ -260,6 +260,8 @@ def _row(name, m):
     cfg = m["config"]
     method = cfg["method"] + (f" ({cfg['estimator']}{', unbiased' if cfg['unbiased'] else ''})"
                               if cfg["method"] == "cauchy" else "")
+    if cfg.get("cov", "iso") != "iso":
+        method += f"; {cfg['cov']} covariances, {cfg['gate_shape']} gate"
     budget = (f"{cfg['steps']} steps" if cfg["steps"] else
               f"{cfg['minutes']:g} min" + (" CPU" if cfg.get("clock") == "cpu" else ""))
     return [f"`{name}`", str(cfg["dim"]), cfg["sde"].split("(")[0], method, f"{m['score_rel_l2']:.4f}",
@@ -269,9 +271,10 @@ def _row(name, m):
 
 
 #: summary.md's sections of single runs: title, and which run names it holds.
-SECTIONS = (("Runs", lambda n: not n.startswith(("est_", "abl_", "nogate_", "prev_"))),   # long_: longer budgets
+SECTIONS = (("Runs", lambda n: not n.startswith(("est_", "abl_", "nogate_", "prev_", "cov_"))),  # long_: longer budgets
             ("Superseded: the same setting at a smaller or more loaded budget", lambda n: n.startswith("prev_")),
             ("Without the gate (ToyScore's plain skip, the earlier default)", lambda n: n.startswith("nogate_")),
+            ("Beyond isotropic components (--cov diag|full)", lambda n: n.startswith("cov_")),
             ("Estimator runs", lambda n: n.startswith("est_")),
             ("Ablations", lambda n: n.startswith("abl_")))
 RUN_HEAD = ["run", "D", "SDE", "method", "score_rel_l2 (mean over t)", "worst t", "train wall time",
