@@ -320,7 +320,8 @@ def test_run_says_where_it_wrote(tmp_path, capsys):
     from scorepde.commands._toy import setup
     args = argparse.Namespace(out=None, device="cpu", threads=None)
     folder = setup(args, "cli_test_default")
-    assert args.out == folder and os.path.isabs(folder)  # recorded, not null
+    assert os.path.isabs(folder) and folder.endswith(os.path.join("out", "cli_test_default"))
+    assert args.out == os.path.join("out", "cli_test_default")  # recorded as given: not null, not this machine's path
     os.rmdir(folder)
 
 

@@ -57,9 +57,9 @@ def setup(args, name: str, *, resume: bool = False) -> str:
              "pass --overwrite to replace them, or another --out")
     with user_errors():
         out = prepare_out(path, resume=resume, overwrite=overwrite)
-    args.out = os.path.abspath(out)
+    args.out = str(path)  # as given (metrics.json records it): relative to where the command ran
     torch.set_num_threads(args.threads or 1)
-    return args.out
+    return os.path.abspath(out)
 
 
 def generator(seed: int, device="cpu") -> torch.Generator:
