@@ -35,7 +35,8 @@ from .fpe import get_estimator, residual_norm_sq
 from .sde import SDE
 from .typing import Score, renamed_keywords, time_conditioning
 
-__all__ = ["WEIGHTINGS", "RHS_REDUCTIONS", "NORMALIZATIONS", "PAPER_SETTINGS", "DEFAULT_FP", "sample_time", "dsm_loss", "fp_regularizer", "FPObjective"]
+__all__ = ["WEIGHTINGS", "RHS_REDUCTIONS", "NORMALIZATIONS", "PAPER_SETTINGS", "UnknownPresetError", "DEFAULT_FP",
+           "sample_time", "dsm_loss", "fp_regularizer", "FPObjective"]
 
 #: λ(t) by name: g(t)² (likelihood weighting), σ_t² (score_sde's default), or 1.
 WEIGHTINGS: dict[str, Callable[[SDE, torch.Tensor], torch.Tensor]] = {
@@ -68,6 +69,21 @@ NORMALIZATIONS: dict[str, Callable[[int, int], float]] = {
 # Table 1 (MNIST, Fashion-MNIST), Sec. 7.1 / App. D.1 (toys); the official code is
 # sony/FP-Diffusion (configs/default_cifar10_configs.py, losses.py, sde_lib.py, diff.py).
 # Only the CIFAR-10 training code was released. Everything else is an assumption, and says so.
+class UnknownPresetError(KeyError, ValueError):
+    """A name that is not one of ``PAPER_SETTINGS`` (a KeyError, and a ValueError like every
+    bad input here); its message names the presets there are."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _Presets(dict):
+    """``PAPER_SETTINGS``: a dict whose unknown names are refused with the known ones."""
+
+    def __missing__(self, name):
+        raise UnknownPresetError(f"no paper preset {name!r}; choose one of {sorted(self)}")
+
+
 _OFFICIAL_CODE = dict(
     normalize="dim",          # sde_lib.PDE(normalize=True): the ε-term is divided by D^m
     rhs_reduction="batch_l2",  # sde_lib.PDE: scalar_res = ‖RHS‖₂ over the batch
@@ -75,7 +91,7 @@ _OFFICIAL_CODE = dict(
                               # one Gaussian probe, vᵀJ by reverse mode, ∇x L by autograd
     unbiased=False,           # one draw: ‖ε̂‖^m of a single estimate, no product of two draws
 )
-PAPER_SETTINGS: dict[str, dict] = {
+PAPER_SETTINGS: dict[str, dict] = _Presets({
     # Table 6 / Sec. 7.3: (β, γ, λ_FP, m) = (0.15, 0.01, g², 2); the official CIFAR config
     # (alpha=0.15 on the ε-term, beta=0.01 on the scalar term, fp_wgt_type="ll", m=2,
     # likelihood_weighting=True, reduce_mean=False: DSM = ½ g² ‖s + z/σ‖² summed, batch mean)
@@ -115,7 +131,7 @@ PAPER_SETTINGS: dict[str, dict] = {
     # is illegible in our copy of the paper).
     "toy": dict(beta=0.0015, gamma=0.0, fp_weighting="none", m=1, dsm_weighting="sigma2",
                 eps=1e-3, **_OFFICIAL_CODE),
-}
+})
 
 
 def _choice(table: dict, name: str, what: str):

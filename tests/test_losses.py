@@ -267,3 +267,13 @@ def test_the_library_does_not_warn_about_its_own_defaults():
         for method in ("fd3", "central"):
             err = (sp.time_derivative(score, x, t, method) - exact).norm() / exact.norm()
             assert err < 0.02, (t0, method, err.item())
+
+
+def test_an_unknown_preset_names_the_known_ones():
+    """Issue 32's trial: PAPER_SETTINGS["cifar"] was a bare KeyError('cifar')."""
+    from scorepde.losses import PAPER_SETTINGS
+    with pytest.raises(ValueError, match=r"no paper preset 'cifar'; choose one of \['cifar10'"):
+        _ = PAPER_SETTINGS["cifar"]
+    with pytest.raises(KeyError):  # still a KeyError for code that catches one
+        _ = PAPER_SETTINGS["cifar"]
+    assert PAPER_SETTINGS.get("cifar") is None and "cifar10" in PAPER_SETTINGS
