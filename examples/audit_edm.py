@@ -21,6 +21,7 @@ import torch
 
 import scorepde as sp
 from scorepde.audit import audit
+from scorepde.training import fit
 
 SIGMA_DATA = 0.5  # EDM's σ_data
 
@@ -49,16 +50,16 @@ class Denoiser(torch.nn.Module):
 def train(denoiser: Denoiser, data: sp.GaussianMixture, steps: int, seed: int) -> None:
     """EDM's loss: λ(σ) ‖D(x_0 + σ z, σ) − x_0‖², log σ ~ N(−1.2, 1.2²), λ = 1/c_out²."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(denoiser.parameters(), lr=2e-3)
-    for _ in range(steps):
-        x0 = data.sample(256, generator=gen, dtype=torch.float64)
-        sigma = (torch.randn(256, generator=gen, dtype=torch.float64) * 1.2 - 1.2).exp()
+
+    def objective(x0, generator):
+        sigma = (torch.randn(len(x0), generator=generator, dtype=x0.dtype) * 1.2 - 1.2).exp()
         weight = (sigma**2 + SIGMA_DATA**2) / (sigma * SIGMA_DATA) ** 2
-        noisy = x0 + sigma[:, None] * torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-        loss = (weight * (denoiser(noisy, sigma) - x0).pow(2).sum(1)).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        noisy = x0 + sigma[:, None] * torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        return (weight * (denoiser(noisy, sigma) - x0).pow(2).sum(1)).mean(), {}
+
+    batches = (data.sample(256, generator=gen, dtype=torch.float64) for _ in iter(int, 1))
+    fit(objective, torch.optim.Adam(denoiser.parameters(), lr=2e-3), batches, steps, generator=gen,
+        progress=False)
 
 
 def main(argv: list[str] | None = None) -> dict:

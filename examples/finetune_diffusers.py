@@ -19,6 +19,7 @@ import torch
 
 import scorepde as sp
 from scorepde.audit import audit
+from scorepde.training import fit
 
 
 def build(seed: int):
@@ -49,16 +50,12 @@ def digits(split: str) -> torch.Tensor:
 def train(
     objective: torch.nn.Module, params, x: torch.Tensor, steps: int, lr: float, batch: int, seed: int
 ) -> float:
-    """``steps`` Adam steps of ``objective`` on random batches of ``x``; the last loss."""
-    opt = torch.optim.Adam(params, lr=lr)
+    """``steps`` Adam steps of ``objective`` on random batches of ``x`` through scorepde's
+    training loop (it stops on a NaN loss or gradient); the last loss."""
     gen = torch.Generator().manual_seed(seed)
-    loss = torch.zeros(())
-    for _ in range(steps):
-        loss, _ = objective(x[torch.randint(len(x), (batch,), generator=gen)], generator=gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return float(loss.detach())
+    batches = (x[torch.randint(len(x), (batch,), generator=gen)] for _ in iter(int, 1))
+    logs = fit(objective, torch.optim.Adam(params, lr=lr), batches, steps, generator=gen, progress=False)
+    return logs[-1]["loss"]
 
 
 def r_fp(score, sde, x: torch.Tensor, ts, seed: int) -> list[float]:
