@@ -448,3 +448,15 @@ def test_shared_parser_help(capsys):
     assert "(default: False)" not in text and "(default: None)" not in text
     args = p.parse_args(["--quick", "--out", "x"])
     assert args.quick and args.out == "x" and args.seed == 0 and args.device == "cpu"
+
+
+@pytest.mark.parametrize("command", ["scorepde-train", "scorepde-cauchy"])
+def test_console_usage_names_the_command(command):
+    """Issue 32's trial: the console commands said `usage: train.py` (they ran the script file)."""
+    import shutil
+    import subprocess
+    exe = shutil.which(command) or shutil.which(command, path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip(f"{command} is not installed in this environment (pip install -e .)")
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120).stdout
+    assert out.startswith(f"usage: {command} "), out[:200]
