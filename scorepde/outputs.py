@@ -31,12 +31,14 @@ def holds_results(path: PathLike) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def prepare_out(path: PathLike, *, resume: bool = False, overwrite: bool = False) -> pathlib.Path:
+def prepare_out(path: PathLike, *, resume: bool = False, overwrite: bool = False,
+                can_resume: bool = True) -> pathlib.Path:
     """Create the output folder ``path`` and return it, refusing one that already holds results.
 
     Raises ``ValueError`` naming the folder, a few of its files and the flags ``--resume``
     and ``--overwrite`` when it holds results and neither is given, when both are given,
-    or when ``path`` is a file.
+    or when ``path`` is a file. ``can_resume=False``: the command has no ``--resume``, so the
+    refusal offers ``--overwrite`` alone.
     """
     out = pathlib.Path(path)
     if resume and overwrite:
@@ -47,8 +49,8 @@ def prepare_out(path: PathLike, *, resume: bool = False, overwrite: bool = False
     files = holds_results(out)
     if files and not (resume or overwrite):
         shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-        raise ValueError(f"{out} already holds results ({shown}); pass --resume to continue them, "
-                         "--overwrite to replace them, or another --out")
+        offer = "pass --resume to continue them, --overwrite" if can_resume else "pass --overwrite"
+        raise ValueError(f"{out} already holds results ({shown}); {offer} to replace them, or another --out")
     out.mkdir(parents=True, exist_ok=True)
     return out
 

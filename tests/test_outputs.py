@@ -62,3 +62,10 @@ def test_announce_prints_the_absolute_folder(tmp_path, monkeypatch, capsys):
     announce("out", ["metrics.json"])
     line = capsys.readouterr().out
     assert str(tmp_path / "out") in line and "metrics.json" in line
+
+
+def test_a_command_without_resume_offers_overwrite_alone(tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError) as err:
+        prepare_out(tmp_path, can_resume=False)
+    assert "--overwrite" in str(err.value) and "--resume" not in str(err.value)

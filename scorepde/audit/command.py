@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     start = time.time()
     with user_errors():
-        out = prepare_out(args.out, overwrite=args.overwrite)
+        out = prepare_out(args.out, overwrite=args.overwrite, can_resume=False)
         setup = _setup(args)
         result = run([m.score for m in setup["models"]], setup["labels"], setup["sde"], setup["x0"], setup["ts"],
                      estimator=args.estimator, curl=None if args.curl == "none" else args.curl,

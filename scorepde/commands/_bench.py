@@ -45,7 +45,7 @@ def setup_run(args: argparse.Namespace, *, prepare: bool = True) -> torch.device
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
         if prepare:
-            prepare_out(args.out, overwrite=getattr(args, "overwrite", False))
+            prepare_out(args.out, overwrite=getattr(args, "overwrite", False), can_resume=False)
     return torch.device(args.device)
 
 

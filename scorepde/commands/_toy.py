@@ -10,7 +10,7 @@ import torch
 
 from ..cli import add_run_flags, fail, user_errors
 from ..cli import parser as base_parser
-from ..outputs import holds_results, prepare_out
+from ..outputs import prepare_out
 
 #: Help for the flags the toy commands share, used where a command gives none.
 SHARED_HELP = {
@@ -52,11 +52,8 @@ def setup(args, name: str, *, resume: bool = False) -> str:
         fail("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
     path = Path(args.out or Path("out") / name)
     overwrite = bool(getattr(args, "overwrite", False))
-    if not (resume or overwrite) and holds_results(path):   # these commands have no --resume to offer
-        fail(f"{path} already holds results ({', '.join(holds_results(path)[:3])}, ...); "
-             "pass --overwrite to replace them, or another --out")
-    with user_errors():
-        out = prepare_out(path, resume=resume, overwrite=overwrite)
+    with user_errors():   # these commands have no --resume flag to offer
+        out = prepare_out(path, resume=resume, overwrite=overwrite, can_resume=False)
     args.out = str(path)  # as given (metrics.json records it): relative to where the command ran
     torch.set_num_threads(args.threads or 1)
     return os.path.abspath(out)

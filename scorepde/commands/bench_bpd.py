@@ -103,7 +103,7 @@ def main(argv: list | None = None) -> int:
         fail(f"unknown dataset(s) {unknown}; choose from {sorted(DATASETS)}")
     with user_errors():
         steps = _steps(args.steps)
-        out = prepare_out(args.out, overwrite=args.overwrite)
+        out = prepare_out(args.out, overwrite=args.overwrite, can_resume=False)
     results = []
     for name in names:
         for objective in ("dsm", "fp"):

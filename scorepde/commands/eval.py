@@ -107,7 +107,7 @@ def main(argv: list | None = None) -> int:
         test = load_dataset(config.get("dataset", "digits"), "test", args.data_dir or config.get("data_dir"))
         cfg, sde, model = load_trained(state, test.shape, args.weights, device)
         out = str(prepare_out(args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval"),
-                              overwrite=args.overwrite))
+                              overwrite=args.overwrite, can_resume=False))
     gen = lambda k: torch.Generator(device).manual_seed(args.seed * 100 + k)   # noqa: E731
     metrics = {"checkpoint": os.path.abspath(args.checkpoint), "step": state.get("step"),
                "weights": args.weights, "dataset": cfg.dataset, "sde": cfg.sde, "objective": cfg.objective,
