@@ -222,7 +222,12 @@ def _build(args, ds: ToyDataset, sde):
         out_dim=ds.dim + extra if extra else None,
     )
     model = ToyScore(net, sde, data_std=args.data_std, condition=args.condition, gate=gate).to(args.device)
-    obj = CauchyObjective(
+    return model, _objective(args, model, sde, gmm, estimator=args.estimator, unbiased=args.unbiased)
+
+
+def _objective(args, model, sde, gmm, **dim_only) -> CauchyObjective:
+    """The Cauchy fit's objective from the flags of both problems (``dim_only``: --dim's own)."""
+    return CauchyObjective(
         model,
         sde,
         lambda x: gmm.score(x),
@@ -231,10 +236,8 @@ def _build(args, ds: ToyDataset, sde):
         init_points=args.init_points,
         init_weight=args.init_weight,
         time_sampling=args.time_sampling,
-        estimator=args.estimator,
-        unbiased=args.unbiased,
+        **dim_only,
     )
-    return model, obj
 
 
 # --- --dim D: train on a budget, evaluate, write ---------------------------------------
@@ -764,16 +767,7 @@ def run_2d(args):
         device=args.device,
         skip=not args.no_skip,
     )
-    objective = CauchyObjective(
-        model,
-        sde,
-        lambda x: gmm.score(x),
-        weighting=args.weighting,
-        data_std=args.data_std,
-        init_points=args.init_points,
-        init_weight=args.init_weight,
-        time_sampling=args.time_sampling,
-    )
+    objective = _objective(args, model, sde, gmm)
     info = train_toy(
         objective,
         model,

@@ -39,7 +39,7 @@ from scorepde.image_config import (
     preset_config,
     run_label,
 )
-from scorepde.image_eval import auto_eval_images, bpd_metrics, bpd_summary, image_bpd, sample_grid
+from scorepde.image_eval import auto_eval_images, bpd_metrics, bpd_of_test_images, sample_grid
 from scorepde.losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS
 from scorepde.outputs import announce, prepare_out
 from scorepde.plotting import training_curves
@@ -558,23 +558,19 @@ def _final_bpd(args, job: _Job, test: ImageData, eval_images: int) -> dict:
         "--eval-images -1 skips this, image/eval.py CKPT runs it later)",
         flush=True,
     )
-    t_eval = time.perf_counter()
-    res = image_bpd(
+    res, n, seconds = bpd_of_test_images(
         job.ema.module,
         job.sde,
         job.cfg,
-        test.images[:n],
-        test.levels,
+        test,
+        n,
+        rtol=args.eval_rtol,
         repeats=args.eval_repeats,
         batch_size=args.eval_batch_size,
-        rtol=args.eval_rtol,
-        atol=args.eval_rtol,
         generator=torch.Generator(job.info.device).manual_seed(job.cfg.seed + 1),
         progress=not args.no_progress,
         device=job.info.device,
     )
-    seconds = time.perf_counter() - t_eval
-    print(bpd_summary(res, n, args.eval_repeats, seconds), flush=True)
     return {**bpd_metrics(res), "eval_images": n, "eval_repeats": args.eval_repeats, "eval_time_s": seconds}
 
 
