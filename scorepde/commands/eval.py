@@ -26,6 +26,7 @@ from ..checkpoints import load_checkpoint
 from ..cli import user_errors
 from ..curves import residual_curves
 from ..data import load_dataset, to_model_space
+from ..flags import add_device_flag, add_trust_flag
 from ..fpe import ESTIMATORS
 from ..image_config import load_trained, model_scaling
 from ..image_eval import TABLE4_TIMES, bpd_metrics, bpd_of_test_images, sample_grid
@@ -85,20 +86,10 @@ def parse_args(argv=None):
     p.add_argument(
         "--seed", type=int, default=0, help="seed of dequantization, probes and samples (default 0)"
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="where to evaluate (default auto: CUDA if torch sees a GPU, else CPU)",
-    )
+    add_device_flag(p, "evaluate")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="open a checkpoint that needs code to load (one you made yourself with an older "
-        "scorepde); never for a file from someone else",
-    )
+    add_trust_flag(p)
     return p.parse_args(argv)
 
 

@@ -29,6 +29,7 @@ from scorepde import distributed as dd
 from scorepde.checkpoints import load_checkpoint, restore_training_state, set_rng_state
 from scorepde.cli import fail, user_errors
 from scorepde.data import ImageData, load_dataset, to_model_space
+from scorepde.flags import add_device_flag, add_trust_flag
 from scorepde.fpe import ESTIMATORS
 from scorepde.image_config import (
     ImageConfig,
@@ -184,18 +185,8 @@ def _run_flags(p) -> None:
     g.add_argument(
         "--init-from", metavar="CKPT", help="fine-tune: start from CKPT's weights (fresh optimiser/EMA)"
     )
-    g.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="open a --resume/--init-from checkpoint that needs code to load (one you made yourself "
-        "with an older scorepde); never for a file from someone else",
-    )
-    g.add_argument(
-        "--device",
-        default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="where to train (default auto: CUDA if torch sees a GPU, else CPU)",
-    )
+    add_trust_flag(g, "a --resume/--init-from checkpoint")
+    add_device_flag(g, "train")
     g.add_argument(
         "--amp",
         default="auto",
