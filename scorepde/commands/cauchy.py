@@ -285,7 +285,12 @@ def _build(args, ds: ToyDataset, sde):
         )
         return model, FPObjective(model, sde, beta=0.0, eps=EPS)
     model = _cauchy_model(args, ds, sde).to(args.device)
-    obj = CauchyObjective(
+    return model, _objective(args, model, sde, gmm, estimator=args.estimator, unbiased=args.unbiased)
+
+
+def _objective(args, model, sde, gmm, **dim_only) -> CauchyObjective:
+    """The Cauchy fit's objective from the flags of both problems (``dim_only``: --dim's own)."""
+    return CauchyObjective(
         model,
         sde,
         lambda x: gmm.score(x),
@@ -294,10 +299,8 @@ def _build(args, ds: ToyDataset, sde):
         init_points=args.init_points,
         init_weight=args.init_weight,
         time_sampling=args.time_sampling,
-        estimator=args.estimator,
-        unbiased=args.unbiased,
+        **dim_only,
     )
-    return model, obj
 
 
 # --- --dim D: train on a budget, evaluate, write ---------------------------------------
@@ -882,16 +885,7 @@ def run_2d(args):
         device=args.device,
         skip=not args.no_skip,
     )
-    objective = CauchyObjective(
-        model,
-        sde,
-        lambda x: gmm.score(x),
-        weighting=args.weighting,
-        data_std=args.data_std,
-        init_points=args.init_points,
-        init_weight=args.init_weight,
-        time_sampling=args.time_sampling,
-    )
+    objective = _objective(args, model, sde, gmm)
     info = train_toy(
         objective,
         model,
