@@ -16,7 +16,6 @@ in the current folder; a DIR that holds results is refused unless --overwrite.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shlex
@@ -492,12 +491,7 @@ SIDE_RUNS = ("est_", "abl_", "long_", "nogate_", "prev_", "cov_", "mix_", "rule_
 
 
 def _load_runs(folder: str) -> dict:
-    runs = {}
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name, "metrics.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                runs[name] = json.load(f)
+    runs = cs.load_runs(folder)
     if not runs:
         raise SystemExit(
             f"no */metrics.json under {folder}; run scorepde-cauchy --dim D --out {folder}/NAME first"
@@ -700,7 +694,8 @@ def _estimator_section(runs, folder) -> list[str]:
 
 def summarize(folder: str):
     """Tables and figures from finished --dim runs (no training): DIR/summary.md (the
-    README's tables), DIR/rel_l2_over_t.png and DIR/estimators_d32.png."""
+    docs' tables), DIR/goals.md (the README's goal rows, from DIR/goals.json),
+    DIR/rel_l2_over_t.png and DIR/estimators_d32.png."""
     runs = _load_runs(folder)
     parts = []
     for title, keep in SECTIONS:
@@ -743,7 +738,10 @@ def summarize(folder: str):
             )
         )
     parts += _estimator_section(runs, folder)
-    parts = cs.goal_section(runs, folder) + parts + cs.rule_section(runs) + cs.score_pinn_section(runs)
+    goals = cs.goal_section(runs, folder)
+    if goals:  # the README's goal rows, on their own
+        rp.write_text(folder, "goals.md", goals[0])
+    parts = goals + parts + cs.rule_section(runs) + cs.score_pinn_section(runs)
     text = "\n".join(parts)
     rp.write_text(folder, "summary.md", text)
     print(text)

@@ -51,7 +51,8 @@ def run_grid(folder: str, dims=DIMS, covs=COV_KINDS, cpu_minutes: float = 1.0, r
     return scaling_report(folder)
 
 
-def _load(folder: str) -> dict:
+def load_runs(folder: str) -> dict:
+    """Each DIR/<run>/metrics.json, by run name (sorted); {} if there is none."""
     runs = {}
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name, "metrics.json")
@@ -75,7 +76,7 @@ def _cell(m: dict | None) -> list[str]:
 def scaling_report(folder: str) -> str:
     """DIR/scaling.md: per covariance kind and D, the Cauchy fit beside DSM at equal CPU time;
     DIR/scaling.png: the time-averaged error against D, one line per kind and method."""
-    runs = _load(folder)
+    runs = load_runs(folder)
     rows: list[list[str]] = []
     series: dict[str, dict[int, float]] = {}
     for cov in COV_KINDS:
