@@ -40,13 +40,16 @@ def _mixture(cov: str, seed: int = 0) -> GaussianMixture:
     return GaussianMixture(means, weights=weights, covs=torch.einsum("kij,kj,klj->kil", R, stds**2, R))
 
 
-@pytest.mark.parametrize("cov, basis", [("diag", "none"), ("diag", "full"), ("full", "full")])
+@pytest.mark.parametrize(
+    "cov, basis, head",
+    [("diag", "none", "coordinate"), ("diag", "full", "component"), ("full", "full", "coordinate")],
+)
 @pytest.mark.parametrize("sde", [sp.VESDE(0.01, 50.0), sp.VPSDE(0.1, 20.0)], ids=["ve", "vp"])
-def test_a_true_mixture_is_in_the_family_with_zero_residual(cov, basis, sde):
+def test_a_true_mixture_is_in_the_family_with_zero_residual(cov, basis, head, sde):
     """The structure claim of the module docstring: with a mixture's own parameters the model is
     its closed-form score at every t, and the score-FPE residual vanishes (float64)."""
     gmm = _mixture(cov)
-    model = MixtureScore(4, sde, components=3, basis=basis).double()
+    model = MixtureScore(4, sde, components=3, basis=basis, time_head=head).double()
     _set_to(model, gmm)
     x0 = gmm.sample(64, generator=gen(1), dtype=torch.float64)
     t = torch.rand(64, generator=gen(2), dtype=torch.float64) * 0.9 + 0.05
@@ -97,6 +100,7 @@ def test_the_start_is_the_far_field_and_batch_independent():
         (dict(components=0), "components"),
         (dict(basis="lowrank"), "unknown basis"),
         (dict(data_std=0.0), "data_std"),
+        (dict(time_head="pixel"), "unknown time_head"),
     ],
 )
 def test_bad_arguments_are_value_errors(kwargs, message):

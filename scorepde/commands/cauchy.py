@@ -69,6 +69,7 @@ DIM_ONLY = (
     "param",
     "mixture_components",
     "mixture_basis",
+    "mixture_time_head",
     "scaling",
     "cpu_minutes",
     "dims",
@@ -215,6 +216,13 @@ def _add_dim_model_flags(g):
         "precisions) (full for --cov full, else none)",
     )
     g.add_argument(
+        "--mixture-time-head",
+        choices=MixtureScore.TIME_HEADS,
+        default=None,
+        help="what MixtureScore's MLP of the noise level moves: every coordinate's (log κ, m) and β, or "
+        "one shift/factor per component (O(J) outputs; for large D) (coordinate)",
+    )
+    g.add_argument(
         "--n-evals",
         type=int,
         default=None,
@@ -249,7 +257,12 @@ def _cauchy_model(args, ds: ToyDataset, sde) -> torch.nn.Module:
     torch.manual_seed(args.seed)
     if args.param == "mixture":
         model = MixtureScore(
-            ds.dim, sde, components=args.mixture_components, basis=args.mixture_basis, data_std=args.data_std
+            ds.dim,
+            sde,
+            components=args.mixture_components,
+            basis=args.mixture_basis,
+            data_std=args.data_std,
+            time_head=args.mixture_time_head,
         )
         model.init_means(
             ds.sample(max(256, args.mixture_components), generator(args.seed + 7)), generator(args.seed + 8)
@@ -341,6 +354,7 @@ def _dim_defaults(args, p):
     args.param = args.param or ("gate" if args.cov == "iso" else "mixture")
     args.mixture_components = args.mixture_components or 8
     args.mixture_basis = args.mixture_basis or ("full" if args.cov == "full" else "none")
+    args.mixture_time_head = args.mixture_time_head or "coordinate"
     # MixtureScore's means and bases must travel O(1) from their start (k-means++ seeds, the identity):
     # at 2e-3 they had not by 400 steps (D = 8, full: 0.30 against 0.08 at 1e-2).
     args.lr = args.lr or (1e-2 if args.param == "mixture" and args.method == "cauchy" else 2e-3)

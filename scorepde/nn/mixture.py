@@ -45,10 +45,13 @@ class MixtureScore(nn.Module):
     ``"none"`` (diagonal precisions). ``hidden``: the width of the MLP of c. ``kernel``: λ through
     the SDE's kernel (above) or free. ``correction``: an optional net(u, c) → ℝᴰ added to the
     mixture part, outside its structure (its last ``nn.Linear`` starts at zero). ``mean_init``: the
-    std of the random starting means (``init_means`` replaces them by data samples).
+    std of the random starting means (``init_means`` replaces them by data samples). ``time_head``:
+    the MLP of c moves every (log κ_jd, m_jd, β_j) (``"coordinate"``) or, per component, shifts
+    log κ_j, scales m_j and shifts β_j (``"component"``: O(J) outputs instead of O(J D), for large D).
     """
 
     BASES = ("full", "none")
+    TIME_HEADS = ("coordinate", "component")
 
     def __init__(
         self,
@@ -64,6 +67,7 @@ class MixtureScore(nn.Module):
         fourier_scale: float = 1.0,
         kernel: bool = True,
         time_gain: float = 0.1,
+        time_head: str = "coordinate",
     ):
         super().__init__()
         if dim < 1 or components < 1 or hidden < 1:
@@ -75,7 +79,10 @@ class MixtureScore(nn.Module):
         self.dim, self.components, self.basis = int(dim), int(components), basis
         self.sde, self.data_std, self.kernel = sde, float(data_std), bool(kernel)
         self.embed = make_embedding("fourier", 32, fourier_scale)
-        n_out = components * (2 * dim + 1)
+        if time_head not in self.TIME_HEADS:
+            raise ValueError(f"unknown time_head {time_head!r}; choose one of {self.TIME_HEADS}")
+        self.time_head = time_head
+        n_out = components * (2 * dim + 1 if time_head == "coordinate" else 3)
         last = nn.Linear(hidden, n_out, bias=False)
         nn.init.zeros_(last.weight)
         self.time_net = nn.Sequential(
@@ -128,14 +135,21 @@ class MixtureScore(nn.Module):
         a, _ = self.sde.marginal(t)
         scale = self.scale(t)
         c = torch.log(scale)
-        out = self.base + self.time_gain * self.time_net(self.embed(c)).reshape(-1, *self.base.shape)
+        head, D = self.time_gain * self.time_net(self.embed(c)), self.dim
+        if self.time_head == "coordinate":
+            out = self.base + head.reshape(-1, *self.base.shape)
+            log_kappa, m, beta = out[..., :D], out[..., D : 2 * D], out[..., -1]
+        else:  # one (log κ shift, mean factor, β shift) per component: O(J) outputs, not O(J D)
+            h = head.reshape(-1, self.components, 3)
+            log_kappa = self.base[:, :D] + h[..., :1]
+            m, beta = self.base[:, D : 2 * D] * (1 + h[..., 1:2]), self.base[:, -1] + h[..., 2]
         if self.kernel:  # λ = ŝ²/(a² κ + σ_t²): constant outputs are a mixture carried by the SDE's kernel
             var = self.sde.marginal_variance(t)[:, None, None]
-            lam = (scale**2)[:, None, None] / ((a**2)[:, None, None] * torch.exp(out[..., : self.dim]) + var)
+            lam = (scale**2)[:, None, None] / ((a**2)[:, None, None] * torch.exp(log_kappa) + var)
         else:
-            lam = torch.exp(out[..., : self.dim])
-        nu = (a / scale)[:, None, None] * out[..., self.dim : 2 * self.dim]  # ν = a(t) m_j(c) / ŝ(t)
-        return scale, c, lam, nu, out[..., -1]
+            lam = torch.exp(log_kappa)
+        nu = (a / scale)[:, None, None] * m  # ν = a(t) m_j(c) / ŝ(t)
+        return scale, c, lam, nu, beta
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.dim:
