@@ -223,7 +223,8 @@ def solve_batched(
             idx, t, y, k1, h = idx[keep], t[keep], y[keep], k1[keep], h[keep]
         elif bool((h <= 1e-14 * t.abs().clamp(min=1.0)).any()):
             raise ValueError(
-                f"the ODE solve's step size underflowed at t = {t.min().item():.6g}: the right-hand "
-                f"side is probably non-finite there (a broken model or an input far off the data)"
+                f"the ODE solve from t={t0} to t={t1} failed: its step size underflowed at "
+                f"t = {t.min().item():.6g}; the right-hand side is probably non-finite there "
+                f"(a broken model or an input far off the data)"
             )
     return out, stats
