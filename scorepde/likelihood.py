@@ -27,7 +27,7 @@ from torchdiffeq import odeint
 
 from .checks import check_finite, check_inputs, check_output
 from .derivatives import broadcast_to_batch, divergence, sample_probes, value_and_divergence
-from .rk import CONTROLS, solve_batched
+from .rk import CONTROLS, TABLEAUS, solve_batched
 from .sde import SDE
 from .time_change import time_change
 from .typing import Score, renamed_keywords
@@ -239,7 +239,7 @@ def log_likelihood(
     options: dict | None = None,
     mode: str = "reverse",
     return_stats: bool = False,
-    solver: str = "torchdiffeq",
+    solver: str | None = None,
     control: str = "per_sample",
     error_on: str = "state",
     state_dtype: torch.dtype | None = torch.float64,
@@ -252,7 +252,8 @@ def log_likelihood(
     forms the drift and the divergence from one forward and vjps, ``"forward"`` from a
     forward plus jvps; both give the same estimate for the same probes.
 
-    ``solver`` (one of ``SOLVERS``) integrates: ``"rk"`` is ``scorepde.rk.solve_batched``
+    ``solver`` (one of ``SOLVERS``; default ``"rk"``, or ``"torchdiffeq"`` when ``method``
+    is not an rk tableau or ``options`` are given) integrates: ``"rk"`` is ``scorepde.rk.solve_batched``
     with tableau ``method`` (dopri5, tsit5, bosh3, dopri8), step sizes per ``control``
     (``"per_sample"`` or ``"joint"``), the error measured on ``error_on`` (``"state"``: x and
     log p; ``"logp"``: log p only), the state (x, log p) in ``state_dtype`` (None: x's; the
@@ -264,6 +265,8 @@ def log_likelihood(
     (with ``"rk"`` also ``sample_evals``, ``steps``, ``rejected``). No graph is kept.
     """
     T = float(sde.T)
+    if solver is None:  # torchdiffeq for what only it has (euler, rk4, …; its options)
+        solver = "rk" if method in TABLEAUS and options is None else "torchdiffeq"
     _check_choices(eps, T, div, mode, solver, control, error_on)
     t_eps = check_inputs(x, eps, T)
 

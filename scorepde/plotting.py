@@ -444,7 +444,7 @@ def work_precision(
         ax.set(
             xscale="log",
             yscale="log",
-            xlabel="seconds per solve",
+            xlabel="CPU seconds per solve",
             ylabel="per-image |Δ bits/dim|",
             title=case,
         )

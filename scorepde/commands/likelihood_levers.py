@@ -6,7 +6,10 @@
 Every lever is ``scorepde.log_likelihood`` with one keyword changed from the plain "rk"
 solver (or torchdiffeq, today's default until issue 34), plus score_sde's SciPy loop
 (``scorepde.baselines``), all on the same points, the same dequantization and the same
-Rademacher probe. Each is solved once per tolerance, levers interleaved (A B C, C B A, …).
+Rademacher probe. Each is solved once per tolerance (five times on the mixture, the median
+kept), levers interleaved (A B C, C B A, …), timed in this process's CPU seconds
+(``time.process_time``: one thread, so it is the solve's own cost; wall time on the shared
+2-core machine swung 4× between identical solves).
 Error: bits/dim against the "rk" solver at --ref-tol (cached in --out), as the dataset's
 |Δ bits/dim| and the mean per-image |Δ|. Target: max(1e-4, 1.5 × SciPy's at 1e-5) on both;
 the speed-up of a lever is SciPy's 1e-5 time over its fastest point within the target.
@@ -21,13 +24,14 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 
 import torch
 
 import scorepde as sp
 from scorepde.baselines import scipy_log_likelihood
-from scorepde.benchmarking import call_seconds, load_average, machine_info
+from scorepde.benchmarking import call_seconds, interleaved_timings, load_average, machine_info
 from scorepde.checkpoints import load_checkpoint
 from scorepde.commands._bench import benchmark_parser, command_line, setup_run, write_report
 from scorepde.data import load_dataset
@@ -65,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--ref-tol", type=float, default=1e-8, help="tolerance of the reference solve")
     p.add_argument("--images", type=int, default=16, help="test images, digits")
     p.add_argument("--mnist-images", type=int, default=4, help="test images, mnist")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="timed solves per point (default 5 mixture, 1 images)"
+    )
     return p.parse_args(argv)
 
 
@@ -128,23 +135,37 @@ def reference(case, args, name: str) -> torch.Tensor:
 
 
 def sweep(case, args, name: str, levers: list, tols: list) -> list:
-    """One row per (lever, tol): seconds, NFE, rows evaluated and the two errors in bits/dim."""
+    """One row per (lever, tol): median seconds of --repeats interleaved solves, NFE, rows
+    evaluated and the two errors in bits/dim."""
     ref = reference(case, args, name)
     x = case[2]
     bits = 1.0 / (x[0].numel() * math.log(2))
     rows = []
     for r, tol in enumerate(tols):
-        for lever in levers if r % 2 == 0 else levers[::-1]:
-            fn = solve_fn(case, lever, tol, args.seed + 1)
-            start = time.perf_counter()
-            ll, nfe, evals = fn()
-            seconds = time.perf_counter() - start
+        order = levers if r % 2 == 0 else levers[::-1]
+        answers: dict = {}
+
+        def keep(lever, fn):
+            return lambda: answers.__setitem__(lever, fn())
+
+        fns = {lever: keep(lever, solve_fn(case, lever, tol, args.seed + 1)) for lever in order}
+        repeats = args.repeats or (5 if name == "mixture" else 1)
+        times = interleaved_timings(
+            fns,
+            repeats=repeats,
+            warmup=0,
+            progress=True,
+            desc=f"{name}, tol {tol:g}",
+            clock=time.process_time,
+        )
+        for lever in order:
+            ll, nfe, evals = answers[lever]
             d = (ll - ref) * bits
-            rows.append(dict(lever=lever, tol=tol, seconds=seconds, nfe=nfe, sample_evals=evals,
-                             dataset_error=d.mean().abs().item(), image_error=d.abs().mean().item(),
-                             max_error=d.abs().max().item(), load=load_average()))  # fmt: skip
-            print(f"{name} {lever} tol={tol:g}: {seconds:.2f} s, NFE {nfe}, errors {rows[-1]['dataset_error']:.2e} "
-                  f"/ {rows[-1]['image_error']:.2e}", flush=True)  # fmt: skip
+            rows.append(dict(lever=lever, tol=tol, seconds=statistics.median(times[lever]), times=times[lever],
+                             nfe=nfe, sample_evals=evals, dataset_error=d.mean().abs().item(),
+                             image_error=d.abs().mean().item(), max_error=d.abs().max().item()))  # fmt: skip
+        print(f"{name} tol={tol:g} load {load_average()}: " + ", ".join(
+            f"{r['lever']} {r['seconds']:.2f} s {r['image_error']:.1e}" for r in rows[-len(order):]), flush=True)  # fmt: skip
     return rows
 
 
@@ -152,7 +173,7 @@ def verdict(rows: list) -> dict:
     """Target from SciPy at 1e-5 and each lever's fastest point within it, with its speed-up."""
     base = next(r for r in rows if r["lever"] == "scipy_rk45" and r["tol"] == 1e-5)
     target = {k: max(1e-4, 1.5 * base[k]) for k in ("dataset_error", "image_error")}
-    best = {}
+    best: dict = {}
     for r in rows:
         ok = all(r[k] <= v for k, v in target.items())
         if ok and (r["lever"] not in best or r["seconds"] < best[r["lever"]]["seconds"]):
