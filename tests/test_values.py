@@ -585,3 +585,87 @@ def test_cauchy_objective_checks_its_options_and_the_batch_once(monkeypatch):
     objective(x0, torch.Generator().manual_seed(0))
     objective(x0, torch.Generator().manual_seed(1))
     assert checks == [1]
+
+
+# -- FPObjective: when it regularizes, fuses and casts ------------------------------------------
+
+
+def test_fp_objective_says_when_it_regularizes_and_fuses():
+    sde, model = sp.VPSDE(), _Tiny()
+    assert not sp.FPObjective(model, sde).regularized
+    assert (
+        sp.FPObjective(model, sde, gamma=0.5).regularized and sp.FPObjective(model, sde, beta=0.5).regularized
+    )
+    assert sp.FPObjective(model, sde, beta=1.0, estimator="forward_fd").fused
+    assert not sp.FPObjective(model, sde, beta=1.0, estimator="forward_fd", autocast=torch.bfloat16).fused
+    assert not sp.FPObjective(model, sde, estimator="forward_fd").fused  # nothing to fuse with
+    assert not sp.FPObjective(model, sde, beta=1.0, estimator="exact").fused
+
+
+def test_fp_objective_autocasts_the_dsm_forward_in_the_dtype_asked():
+    seen = []
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+
+        def forward(self, x, t):
+            out = self.lin(x)
+            seen.append(out.dtype)
+            return out
+
+    sp.FPObjective(Model(), sp.VESDE(), autocast=torch.float16)(
+        torch.ones(3, 2), torch.Generator().manual_seed(0)
+    )
+    assert seen == [torch.float16]
+
+
+@pytest.mark.parametrize("estimator", ["exact", "forward_fd"])
+def test_fp_objective_is_dsm_plus_the_regularizer_with_their_gradients(estimator):
+    """J_FP = J_DSM + R_FP on the same draws, value and parameter gradient, whether or not the DSM
+    forward rides along with R_FP's (forward_fd) or not (exact: a torch.func transform)."""
+    sde, eps = sp.VPSDE(), 1e-3
+    x0 = torch.tensor([[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8]], dtype=F64)
+    net = _Tiny()
+    total, parts = sp.FPObjective(net, sde, beta=0.3, gamma=0.1, estimator=estimator, eps=eps, m=2)(
+        x0, torch.Generator().manual_seed(2)
+    )
+    got = torch.autograd.grad(total, list(net.parameters()))
+    g = torch.Generator().manual_seed(2)
+    dsm, xt, t = sp.dsm_loss(net, sde, x0, eps=eps, generator=g, return_samples=True)
+    fp, _ = sp.fp_regularizer(net, sde, xt, t, beta=0.3, gamma=0.1, estimator=estimator, m=2, generator=g)
+    want = torch.autograd.grad(dsm + fp, list(net.parameters()))
+    _close(total, dsm + fp)
+    _close(parts["dsm"], dsm)
+    _close(parts["fp"], fp)
+    for a, b in zip(got, want):
+        _close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_covariances_are_refused_by_their_exact_tolerances():
+    """Symmetric to 1e-10 relative and 1e-12 absolute, and positive definite (not only semi-definite)."""
+    for C, words in [
+        ([[1.0, 0.5], [0.4, 1.0]], r"covs must be symmetric; symmetrise them with \(C \+ Cᵀ\) / 2"),
+        ([[1.0, 0.5], [0.5 + 1e-8, 1.0]], "symmetric"),  # 2e-8 relative: over 1e-10
+        ([[1e-3, 1e-6], [1e-6 + 1e-10, 1e-3]], "symmetric"),  # 1e-10 absolute: over 1e-12 + 1e-10·1e-6
+        ([[1.0, 0.0], [0.0, 0.0]], "positive definite; the smallest eigenvalue is 0"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.GaussianMixture([[0.0, 0.0]], covs=torch.tensor([C], dtype=F64))
+    sp.GaussianMixture([[0.0, 0.0]], covs=torch.tensor([[[1.0, 0.5], [0.5 + 1e-11, 1.0]]], dtype=F64))
+
+
+def test_random_rotations_follow_their_generator():
+    from scorepde.gmm import random_rotation
+
+    R = random_rotation(4, torch.Generator().manual_seed(3))
+    assert torch.equal(R, random_rotation(4, torch.Generator().manual_seed(3)))
+    _close(R @ R.T, torch.eye(4, dtype=F64))
+    q, r = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(3), dtype=F64))
+    _close(R, q * torch.sign(torch.diagonal(r)))
+
+
+def test_curl_names_the_way_out_for_other_dimensions():
+    with pytest.raises(ValueError, match="x has 3 features. Use scorepde.antisymmetry for any dimension"):
+        sp.curl(_linear, torch.ones(2, 3, dtype=F64), torch.zeros(2, dtype=F64))
