@@ -4,6 +4,7 @@
 
 A thin entry point: the code is ``scorepde.commands.estimator_error`` (also ``scorepde-estimator-error``).
 """
+
 from scorepde.commands.estimator_error import main
 
 if __name__ == "__main__":

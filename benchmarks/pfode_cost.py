@@ -8,6 +8,7 @@ Prints ms per image per function evaluation and, for --nfe evaluations (a traine
 model needs ≈ 800 at rtol 1e-5) and --repeats dequantization repeats, seconds per test image;
 records the load average beside them. Writes --out/metrics.json (default runs/pfode_cost).
 """
+
 import os
 
 import torch
@@ -22,12 +23,19 @@ from scorepde.image_config import ImageConfig, build_score_model, build_sde, mod
 
 def parse_args(argv=None):
     p = benchmark_parser(__doc__, "runs/pfode_cost", "one call per data set instead of 5")
-    p.add_argument("--data-dir", default=None,
-                   help="mnist-10k's folder (IDX files); without it only digits is measured")
+    p.add_argument(
+        "--data-dir", default=None, help="mnist-10k's folder (IDX files); without it only digits is measured"
+    )
     p.add_argument("--nfe", type=int, default=800, help="function evaluations per solve to scale to")
     p.add_argument("--repeats", type=int, default=5, help="dequantization repeats to scale to (paper: 5)")
-    p.add_argument("--batch", type=int, nargs=2, default=[359, 16], metavar=("DIGITS", "MNIST"),
-                   help="images per call for digits and mnist-10k")
+    p.add_argument(
+        "--batch",
+        type=int,
+        nargs=2,
+        default=[359, 16],
+        metavar=("DIGITS", "MNIST"),
+        help="images per call for digits and mnist-10k",
+    )
     return p.parse_args(argv)
 
 
@@ -38,7 +46,9 @@ def seconds_per_image(name, test, batch, calls, seed, dev):
     sde = build_sde(cfg, test.shape)
     model = build_score_model(cfg, sde, test.shape).to(dev).eval()
     gen = torch.Generator().manual_seed(seed)
-    x, _ = to_model_space(test.images[:batch], test.levels, model_scaling(cfg), dequantized=True, generator=gen)
+    x, _ = to_model_space(
+        test.images[:batch], test.levels, model_scaling(cfg), dequantized=True, generator=gen
+    )
     x = x.to(dev)
     t = torch.full((batch,), 0.5, device=dev)
     probes = sample_probes(x, 1, "rademacher", gen)
@@ -52,7 +62,9 @@ def main(argv=None):
     args = parse_args(argv)
     dev = setup_run(args)
     out = {"load_before": load_average()[0], "nfe": args.nfe, "repeats": args.repeats}
-    sets = [("digits", None, args.batch[0])] + ([("mnist", args.data_dir, args.batch[1])] if args.data_dir else [])
+    sets = [("digits", None, args.batch[0])] + (
+        [("mnist", args.data_dir, args.batch[1])] if args.data_dir else []
+    )
     for name, ddir, B in sets:
         try:
             test = load_dataset(name, "test", ddir)
@@ -61,12 +73,19 @@ def main(argv=None):
             continue
         B = min(B, len(test))
         per = seconds_per_image(name, test, B, 1 if args.quick else 5, args.seed, dev)
-        out[name] = {"shape": list(test.shape), "test_images": len(test), "batch": B,
-                     "ms_per_image_per_nfe": per * 1e3,
-                     "s_per_image_at_nfe_and_repeats": per * args.nfe * args.repeats}
-        print(f"{name} {tuple(test.shape)}: {per * 1e3:.2f} ms per image per NFE (batch {B}); "
-              f"{per * args.nfe * args.repeats:.0f} s per test image at NFE {args.nfe} × {args.repeats} repeats; "
-              f"whole test split ({len(test)}): {per * args.nfe * args.repeats * len(test) / 3600:.2f} h", flush=True)
+        out[name] = {
+            "shape": list(test.shape),
+            "test_images": len(test),
+            "batch": B,
+            "ms_per_image_per_nfe": per * 1e3,
+            "s_per_image_at_nfe_and_repeats": per * args.nfe * args.repeats,
+        }
+        print(
+            f"{name} {tuple(test.shape)}: {per * 1e3:.2f} ms per image per NFE (batch {B}); "
+            f"{per * args.nfe * args.repeats:.0f} s per test image at NFE {args.nfe} × {args.repeats} repeats; "
+            f"whole test split ({len(test)}): {per * args.nfe * args.repeats * len(test) / 3600:.2f} h",
+            flush=True,
+        )
     out["load_after"] = load_average()[0]
     out["command"] = command_line("benchmarks/pfode_cost.py", argv)
     print(f"load average {out['load_before']:.1f} → {out['load_after']:.1f} on {os.cpu_count()} cores")

@@ -4,6 +4,7 @@
 
 A thin entry point: the code is ``scorepde.commands.step_cost`` (also ``scorepde-step-cost``).
 """
+
 from scorepde.commands.step_cost import main
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ the relative error ‖FD − jvp‖ / ‖jvp‖ per sample of:
 The reference is the jvp of a float64 copy of the network; the float32 jvp's own gap to it
 is reported too. Writes metrics.json, table.md and phase_sweep.png to --out.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,11 +42,18 @@ PHASES = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 def parse_args(argv=None):
     p = benchmark_parser(__doc__, "runs/time_steps", "VP only, 20 DSM steps, 8 points (for tests)")
-    p.add_argument("--dsm-steps", type=int, default=None, help="DSM steps before the 'trained' "
-                   "measurement (default 300, quick 20)")
+    p.add_argument(
+        "--dsm-steps",
+        type=int,
+        default=None,
+        help="DSM steps before the 'trained' measurement (default 300, quick 20)",
+    )
     p.add_argument("--points", type=int, default=None, help="evaluation points (default 32, quick 8)")
-    p.add_argument("--dataset", default="digits", help="data set for the DSM steps (default: "
-                   "the image default, sklearn's 8×8 digits)")
+    p.add_argument(
+        "--dataset",
+        default="digits",
+        help="data set for the DSM steps (default: the image default, sklearn's 8×8 digits)",
+    )
     p.add_argument("--data-dir", default=None, help="where --dataset's files are (IDX data sets)")
     return p.parse_args(argv)
 
@@ -71,11 +79,17 @@ def measure(model, sde, x, t):
         f"auto fd3 ({auto[0]:.2g}, {auto[1]:.2g})": relative_errors(model, model64, x, t, auto, "fd3"),
         f"auto central ({auto[0]:.2g})": relative_errors(model, model64, x, t, auto, "central"),
     }
-    sweep = {phi: relative_errors(model, model64, x, t, (phi / rate, phi / rate / 2), "central")
-             for phi in tqdm(PHASES, desc="phase sweep")}
+    sweep = {
+        phi: relative_errors(model, model64, x, t, (phi / rate, phi / rate / 2), "central")
+        for phi in tqdm(PHASES, desc="phase sweep")
+    }
     summary = lambda e: {"median": float(torch.tensor(e).median()), "max": max(e)}
-    return {"time_rate": rate, "auto_steps": auto, "rows": {k: summary(v) for k, v in rows.items()},
-            "phase_sweep": {str(k): summary(v) for k, v in sweep.items()}}
+    return {
+        "time_rate": rate,
+        "auto_steps": auto,
+        "rows": {k: summary(v) for k, v in rows.items()},
+        "phase_sweep": {str(k): summary(v) for k, v in sweep.items()},
+    }
 
 
 def run_sde(name, args, device, progress=True):
@@ -90,8 +104,9 @@ def run_sde(name, args, device, progress=True):
 
     def batch(n):
         idx = torch.randint(0, images.shape[0], (n,), generator=gen, device=device)
-        return to_model_space(images[idx], data.levels, model_scaling(cfg), dequantized=True,
-                              generator=gen)[0]
+        return to_model_space(images[idx], data.levels, model_scaling(cfg), dequantized=True, generator=gen)[
+            0
+        ]
 
     x0 = batch(args.points)
     t = cfg.t_eps + (1 - cfg.t_eps) * torch.rand(args.points, generator=gen, device=device)
@@ -103,8 +118,17 @@ def run_sde(name, args, device, progress=True):
             yield batch(cfg.batch_size)
 
     opt, sched = make_optimizer(model.parameters(), lr=cfg.lr, warmup=cfg.warmup)
-    logs = fit(build_objective(cfg, model, sde), opt, batches(), args.dsm_steps, generator=gen,
-               scheduler=sched, grad_clip=cfg.grad_clip, progress=progress, desc=f"DSM {name}")
+    logs = fit(
+        build_objective(cfg, model, sde),
+        opt,
+        batches(),
+        args.dsm_steps,
+        generator=gen,
+        scheduler=sched,
+        grad_clip=cfg.grad_clip,
+        progress=progress,
+        desc=f"DSM {name}",
+    )
     out[f"after {args.dsm_steps} DSM steps"] = measure(model, sde, xt, t)
     out["final_dsm_loss"] = logs[-1]["loss"] if logs else None
     out["shape"] = shape
@@ -126,15 +150,18 @@ def table(metrics) -> str:
 
 def plot(results, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for sde_name, res in results.items():
         for state, m in res.items():
             if isinstance(m, dict) and "phase_sweep" in m:
                 phis = [float(k) for k in m["phase_sweep"]]
-                ax.loglog(phis, [v["median"] for v in m["phase_sweep"].values()], "o-",
-                          label=f"{sde_name}, {state}")
+                ax.loglog(
+                    phis, [v["median"] for v in m["phase_sweep"].values()], "o-", label=f"{sde_name}, {state}"
+                )
     ax.axvline(FD_PHASE[torch.float32], color="k", ls=":", label="FD_PHASE (float32)")
     ax.axhline(1e-3, color="r", ls="--", lw=0.8, label="1e-3")
     ax.set_xlabel("phase φ = h · time_rate (radians)")
@@ -154,8 +181,12 @@ def main(argv=None) -> int:
         fail("--dsm-steps must be >= 0 and --points >= 1")
     device = setup_run(args)
     results = {name: run_sde(name, args, device) for name in (("vp",) if args.quick else ("vp", "ve"))}
-    metrics = {"results": results, "fd_phase": {str(k): v for k, v in FD_PHASE.items()},
-               "machine": machine_info(device), "command": command_line("benchmarks/time_steps.py", argv)}
+    metrics = {
+        "results": results,
+        "fd_phase": {str(k): v for k, v in FD_PHASE.items()},
+        "machine": machine_info(device),
+        "command": command_line("benchmarks/time_steps.py", argv),
+    }
     write_report(args.out, metrics, table(metrics))
     plot(results, os.path.join(args.out, "phase_sweep.png"))
     return 0

@@ -58,8 +58,14 @@ def train(denoiser: Denoiser, data: sp.GaussianMixture, steps: int, seed: int) -
         return (weight * (denoiser(noisy, sigma) - x0).pow(2).sum(1)).mean(), {}
 
     batches = (data.sample(256, generator=gen, dtype=torch.float64) for _ in iter(int, 1))
-    fit(objective, torch.optim.Adam(denoiser.parameters(), lr=2e-3), batches, steps, generator=gen,
-        progress=False)
+    fit(
+        objective,
+        torch.optim.Adam(denoiser.parameters(), lr=2e-3),
+        batches,
+        steps,
+        generator=gen,
+        progress=False,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

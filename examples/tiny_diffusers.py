@@ -4,6 +4,7 @@
     scorepde-audit --model scorepde.examples.tiny_diffusers:factory --data digits --quick
     scorepde-audit --model examples/tiny_diffusers.py:factory --data digits --quick
 """
+
 from scorepde.examples.tiny_diffusers import factory, tiny_unet
 
 __all__ = ["factory", "tiny_unet"]

@@ -1,5 +1,6 @@
 """The fine-tuning protocol of Table 5 on small images: ``scorepde.commands.finetune`` (the
 ``scorepde-finetune`` command) from the source checkout; ``python image/finetune.py --help``."""
+
 import sys
 
 from scorepde.commands.finetune import main

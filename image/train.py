@@ -1,5 +1,6 @@
 """Train an image score model: ``scorepde.commands.train`` (the ``scorepde-train`` command)
 from the source checkout; ``python image/train.py --help`` lists the flags."""
+
 from scorepde import distributed as dd
 from scorepde.commands.train import main, parse_args  # noqa: F401  (parse_args: for the tests)
 

@@ -1,4 +1,5 @@
 """Atomic file writes: a reader (or a resumed run) sees the old file or the new one, never half."""
+
 from __future__ import annotations
 
 import os

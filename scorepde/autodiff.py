@@ -8,6 +8,7 @@ into an ``AutodiffError`` (a ValueError) that names the operation, the estimator
 failed and the one that works; ``math_attention`` swaps a diffusers model's attention for
 plain math attention while it is active, which every estimator can differentiate.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,11 +28,15 @@ FORWARD_ONLY = "forward_fd"
 _FAILURES = [
     (r"Trying to use forward AD with (\S+) that does not support it", "forward-mode AD (jvp)"),
     (r"derivative for (\S+) is not implemented", "reverse-mode AD (a derivative of a derivative)"),
-    (r"view size is not compatible with input tensor's size and stride",
-     "forward-mode AD (a view of a non-contiguous tangent, e.g. group_norm after attention)"),
+    (
+        r"view size is not compatible with input tensor's size and stride",
+        "forward-mode AD (a view of a non-contiguous tangent, e.g. group_norm after attention)",
+    ),
     (r"does not support (?:forward|backward|double backward)", "automatic differentiation"),
-    (r"Cannot access data pointer of Tensor that doesn't have storage",
-     "torch.func transforms (the score leaves torch, e.g. through numpy)"),
+    (
+        r"Cannot access data pointer of Tensor that doesn't have storage",
+        "torch.func transforms (the score leaves torch, e.g. through numpy)",
+    ),
 ]
 
 
@@ -51,7 +56,8 @@ def _explain(err: BaseException, what: str):
                 f"passes only. "
                 "For a diffusers model, scorepde.from_diffusers (or the context manager "
                 "scorepde.math_attention(unet)) runs attention as math attention, which every "
-                f"estimator can differentiate. PyTorch said: {text.splitlines()[0]}")
+                f"estimator can differentiate. PyTorch said: {text.splitlines()[0]}"
+            )
     return None
 
 
@@ -79,6 +85,7 @@ def explain_autodiff_errors(fn: Callable) -> Callable:
         estimator = bound.arguments.get("estimator", signature.parameters["estimator"].default)
         with explained(f"estimator {estimator!r}"):
             return fn(*args, **kwargs)
+
     return wrapper
 
 
@@ -89,10 +96,12 @@ class MathAttention:
 
     def __init__(self):
         from diffusers.models.attention_processor import AttnProcessor
+
         self._inner = AttnProcessor()
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-                 temb=None, *args, **kwargs):
+    def __call__(
+        self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs
+    ):
         out = self._inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         return out.contiguous()
 
@@ -107,6 +116,7 @@ def math_attention(model):
     if isinstance(model, torch.nn.Module):
         try:
             from diffusers.models.attention_processor import Attention
+
             modules = [m for m in model.modules() if isinstance(m, Attention)]
         except ImportError:  # no diffusers, so no diffusers attention
             pass

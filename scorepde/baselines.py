@@ -2,6 +2,7 @@
 published descriptions of other codebases. Not for use: each is here to be timed and to
 agree with scorepde's answer.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -18,6 +19,7 @@ __all__ = ["scipy_log_likelihood"]
 def _divergence_fn(drift: Callable, trace: str, probe: torch.Tensor) -> Callable:
     """div of the drift by a second forward and ``autograd.grad``: Hutchinson with one fixed
     probe, or the exact trace by D gradients."""
+
     def div_fn(y, t):
         with torch.enable_grad():
             y = y.detach().requires_grad_(True)
@@ -26,13 +28,27 @@ def _divergence_fn(drift: Callable, trace: str, probe: torch.Tensor) -> Callable
                 grad = torch.autograd.grad((out * probe).sum(), y)[0]
                 return (grad * probe).flatten(1).sum(1)
             flat = out.flatten(1)
-            return sum(torch.autograd.grad(flat[:, i].sum(), y, retain_graph=i < flat.shape[1] - 1)[0]
-                       .flatten(1)[:, i] for i in range(flat.shape[1]))
+            return sum(
+                torch.autograd.grad(flat[:, i].sum(), y, retain_graph=i < flat.shape[1] - 1)[0].flatten(1)[
+                    :, i
+                ]
+                for i in range(flat.shape[1])
+            )
+
     return div_fn
 
 
-def scipy_log_likelihood(model: Callable, sde: SDE, x: torch.Tensor, trace: str, probe: torch.Tensor, *,
-                         eps: float = 1e-5, rtol: float = 1e-5, atol: float = 1e-5) -> tuple[torch.Tensor, int]:
+def scipy_log_likelihood(
+    model: Callable,
+    sde: SDE,
+    x: torch.Tensor,
+    trace: str,
+    probe: torch.Tensor,
+    *,
+    eps: float = 1e-5,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+) -> tuple[torch.Tensor, int]:
     """log p_eps(x) and the NFE, as score_sde_pytorch's ``likelihood.py`` computes it:
     ``scipy.integrate.solve_ivp`` (RK45) on one flat float64 state of the whole batch, a
     numpy → torch → numpy round trip at every evaluation, the drift from a plain forward and

@@ -13,6 +13,7 @@ It counts tensors only, not the Python heap nor the allocator's cached pages.
 Also a busy neighbour job (a second condition to time under) and the first calls of a fresh
 process. The benchmarks' command-line plumbing is ``scorepde.commands._bench``.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,19 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["synchronize", "interleaved_timings", "summarize", "ratios", "peak_memory", "error_stats",
-           "machine_info", "device_name", "load_average", "call_seconds", "BusyNeighbour"]
+__all__ = [
+    "synchronize",
+    "interleaved_timings",
+    "summarize",
+    "ratios",
+    "peak_memory",
+    "error_stats",
+    "machine_info",
+    "device_name",
+    "load_average",
+    "call_seconds",
+    "BusyNeighbour",
+]
 
 
 def synchronize(device: Any = "cpu") -> None:
@@ -36,9 +48,15 @@ def synchronize(device: Any = "cpu") -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_timings(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 5, warmup: int = 1,
-                        device: Any = "cpu", progress: bool = False, desc: str = "timing"
-                        ) -> dict[str, list[float]]:
+def interleaved_timings(
+    fns: Mapping[str, Callable[[], Any]],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    device: Any = "cpu",
+    progress: bool = False,
+    desc: str = "timing",
+) -> dict[str, list[float]]:
     """Wall seconds of each call in ``fns``, ``repeats`` times each, interleaved.
 
     Every function first runs ``warmup`` untimed times (allocator, autotuning, lazy init).
@@ -58,9 +76,10 @@ def interleaved_timings(fns: Mapping[str, Callable[[], Any]], *, repeats: int = 
     rounds: Iterable[int] = range(repeats)
     if progress:
         from tqdm.auto import tqdm
+
         rounds = tqdm(rounds, desc=desc, dynamic_ncols=True)
     for r in rounds:
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             synchronize(device)
             start = time.perf_counter()
             fns[name]()
@@ -168,8 +187,15 @@ def error_stats(draws: torch.Tensor, exact: torch.Tensor, scale: float) -> dict[
     bias_sq = max(0.0, d.mean(0).pow(2).sum(-1).mean().item() - var / draws.shape[0])
     mse = d.pow(2).sum(-1).mean().item()
     scale = float(scale)
-    return {"bias": bias_sq ** 0.5, "variance": var, "rmse": mse ** 0.5, "scale": scale,
-            "rel_bias": bias_sq ** 0.5 / scale, "rel_variance": var / scale ** 2, "rel_rmse": mse ** 0.5 / scale}
+    return {
+        "bias": bias_sq**0.5,
+        "variance": var,
+        "rmse": mse**0.5,
+        "scale": scale,
+        "rel_bias": bias_sq**0.5 / scale,
+        "rel_variance": var / scale**2,
+        "rel_rmse": mse**0.5 / scale,
+    }
 
 
 def load_average() -> list[float] | None:
@@ -192,11 +218,14 @@ class BusyNeighbour:
     """A second single-threaded job for the duration of a ``with`` block: a torch matmul loop
     in its own process (the block gets its pid), ended by pid when the block exits."""
 
-    LOOP = ("import torch; torch.set_num_threads(1); a = torch.randn(512, 512)\n"
-            "while True: a = torch.tanh(a @ a)")
+    LOOP = (
+        "import torch; torch.set_num_threads(1); a = torch.randn(512, 512)\nwhile True: a = torch.tanh(a @ a)"
+    )
 
     def __enter__(self) -> int:
-        self.proc = subprocess.Popen([sys.executable, "-c", self.LOOP], env={"OMP_NUM_THREADS": "1", "PATH": ""})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.LOOP], env={"OMP_NUM_THREADS": "1", "PATH": ""}
+        )
         time.sleep(2.0)  # let it import torch and start spinning
         if self.proc.poll() is not None:
             raise RuntimeError("the busy neighbour job exited at once")

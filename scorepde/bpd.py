@@ -14,6 +14,7 @@ The bound is tight when p_u is constant on each bin. score_sde's offset
 ``7 − inverse_scaler(−1)`` is this −log2 a + log2 L for L = 256 with a = 1, b = 0 (8) or
 a = 2, b = −1 (7) only; here L, a and b are arguments.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,17 +43,26 @@ def check_discrete(k: torch.Tensor, levels: int) -> None:
         raise ValueError(f"data must hold integers in 0..{levels - 1}, got dtype {k.dtype}")
     lo, hi = k.min().item(), k.max().item()
     if lo < 0 or hi > levels - 1:
-        raise ValueError(f"data must lie in 0..{levels - 1} for levels={levels}, but observed "
-                         f"min {lo:g} and max {hi:g}; pass the integer data (e.g. uint8 pixels, "
-                         f"not images scaled to [0, 1]) and the matching number of levels")
+        raise ValueError(
+            f"data must lie in 0..{levels - 1} for levels={levels}, but observed "
+            f"min {lo:g} and max {hi:g}; pass the integer data (e.g. uint8 pixels, "
+            f"not images scaled to [0, 1]) and the matching number of levels"
+        )
     if torch.is_floating_point(k) and not bool((k == k.round()).all()):
-        raise ValueError(f"data must be integers in 0..{levels - 1} for levels={levels}, but some "
-                         f"values have a fractional part (observed max {hi:g}); pass the integer "
-                         f"data before any dequantization or scaling")
+        raise ValueError(
+            f"data must be integers in 0..{levels - 1} for levels={levels}, but some "
+            f"values have a fractional part (observed max {hi:g}); pass the integer "
+            f"data before any dequantization or scaling"
+        )
 
 
-def dequantize(k: torch.Tensor, levels: int, generator: torch.Generator | None = None, *,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def dequantize(
+    k: torch.Tensor,
+    levels: int,
+    generator: torch.Generator | None = None,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """u = (k + U) / levels with U ~ Uniform[0, 1)^D: a point of k's bin in [0, 1)^D."""
     check_discrete(k, levels)
     noise = torch.rand(k.shape, generator=generator, dtype=dtype, device=k.device)
@@ -89,12 +99,24 @@ def _difficulty(score: Score, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 @renamed_keywords(model="score", trace="div")
-def evaluate_bpd(score: Score, sde: SDE, images_k: torch.Tensor, levels: int, scale: float,
-                 shift: float, repeats: int = 5,
-                 div: str = "hutchinson", generator: torch.Generator | None = None,
-                 batch_size: int | None = None, progress: bool = False, *,
-                 dtype: torch.dtype = torch.float32, device=None, order: str = "given",
-                 **ll_kwargs) -> dict:
+def evaluate_bpd(
+    score: Score,
+    sde: SDE,
+    images_k: torch.Tensor,
+    levels: int,
+    scale: float,
+    shift: float,
+    repeats: int = 5,
+    div: str = "hutchinson",
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device=None,
+    order: str = "given",
+    **ll_kwargs,
+) -> dict:
     """Dataset bpd (upper bound) with its standard error, over ``repeats`` draws of noise and probes.
 
     Each repeat dequantizes every sample afresh, maps it to x = scale·u + shift (on
@@ -133,22 +155,38 @@ def evaluate_bpd(score: Score, sde: SDE, images_k: torch.Tensor, levels: int, sc
         x = scale * dequantize(images_k, levels, generator, dtype=dtype) + shift
         if order == "sorted":
             eps = ll_kwargs.get("eps", 1e-5)
-            perm = torch.cat([_difficulty(score, x[i:i + batch_size], eps)
-                              for i in range(0, n, batch_size)]).argsort().cpu()
+            perm = (
+                torch.cat([_difficulty(score, x[i : i + batch_size], eps) for i in range(0, n, batch_size)])
+                .argsort()
+                .cpu()
+            )
         else:
             perm = torch.arange(n)
         for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
-            ll, stats = log_likelihood(score, sde, x[idx.to(device)], div=div, generator=generator,
-                                       return_stats=True, **ll_kwargs)
+            idx = perm[i : i + batch_size]
+            ll, stats = log_likelihood(
+                score, sde, x[idx.to(device)], div=div, generator=generator, return_stats=True, **ll_kwargs
+            )
             per_sample[r, idx] = bits_per_dim(ll, dim, levels, scale).double().cpu()
             nfes.append(stats["nfe"])
             bar.update(1)
     bar.close()
-    per_repeat = per_sample.mean(1).tolist()
+    return _bpd_summary(per_sample, nfes, seconds=time.perf_counter() - start)
+
+
+def _bpd_summary(per_sample: torch.Tensor, nfes: list, seconds: float) -> dict:
+    """:func:`evaluate_bpd`'s result from its (repeats, points) table of bpd per sample."""
+    repeats, n = per_sample.shape
     sample_means = per_sample.mean(0)
-    std = per_sample.mean(1).std().item() if repeats > 1 else 0.0
-    return dict(bpd=sample_means.mean().item(), bpd_stderr=standard_error(sample_means), bpd_std=std,
-                per_repeat=per_repeat, per_sample=sample_means.tolist(), points=n,
-                repeats=repeats, seconds=time.perf_counter() - start,
-                nfe=sum(nfes) / len(nfes), solves=len(nfes))
+    return dict(
+        bpd=sample_means.mean().item(),
+        bpd_stderr=standard_error(sample_means),
+        bpd_std=per_sample.mean(1).std().item() if repeats > 1 else 0.0,
+        per_repeat=per_sample.mean(1).tolist(),
+        per_sample=sample_means.tolist(),
+        points=n,
+        repeats=repeats,
+        seconds=seconds,
+        nfe=sum(nfes) / len(nfes),
+        solves=len(nfes),
+    )

@@ -18,6 +18,7 @@ plain squared residuals are then dominated by a few times and the rest is never 
 τ = σ_t², ∂τ s = ½∇(div s + ‖s‖²)); ``"scaled"`` further multiplies by ŝ³, the size of
 ∂τ s, so every t contributes an O(1) relative residual.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -37,12 +38,20 @@ INIT_POINTS = ("data", "data+colloc")
 #: points where q_t changes.
 TIME_SAMPLINGS = ("uniform", "log_scale")
 
-__all__ = ["INIT_POINTS", "TIME_SAMPLINGS", "sample_collocation_time", "RESIDUAL_WEIGHTINGS", "residual_weight", "cauchy_loss", "CauchyObjective"]
+__all__ = [
+    "INIT_POINTS",
+    "TIME_SAMPLINGS",
+    "sample_collocation_time",
+    "RESIDUAL_WEIGHTINGS",
+    "residual_weight",
+    "cauchy_loss",
+    "CauchyObjective",
+]
 
 
 def _scale(sde: SDE, t: torch.Tensor, data_std: float) -> torch.Tensor:
     a, _ = sde.marginal(t)
-    return torch.sqrt(a ** 2 * data_std ** 2 + sde.marginal_variance(t))
+    return torch.sqrt(a**2 * data_std**2 + sde.marginal_variance(t))
 
 
 #: w(t) multiplying ε[s](x, t), by name; each is ``fn(sde, t, data_std) -> [B]``.
@@ -68,14 +77,23 @@ def _log_relative_scale(sde: SDE, t: torch.Tensor, data_std: float) -> torch.Ten
     try:
         a, _ = sde.marginal(t)
     except NotImplementedError:
-        raise ValueError(f"time sampling 'log_scale' needs the SDE's kernel, but {type(sde).__name__} "
-                         "has no closed-form marginal(t); use time_sampling='uniform'") from None
-    return 0.5 * torch.log(data_std ** 2 + sde.marginal_variance(t) / a ** 2)
+        raise ValueError(
+            f"time sampling 'log_scale' needs the SDE's kernel, but {type(sde).__name__} "
+            "has no closed-form marginal(t); use time_sampling='uniform'"
+        ) from None
+    return 0.5 * torch.log(data_std**2 + sde.marginal_variance(t) / a**2)
 
 
-def sample_collocation_time(n: int, sde: SDE, sampling: str = "uniform", *, data_std: float = 1.0,
-                            generator: torch.Generator | None = None, device=None,
-                            dtype=None) -> torch.Tensor:
+def sample_collocation_time(
+    n: int,
+    sde: SDE,
+    sampling: str = "uniform",
+    *,
+    data_std: float = 1.0,
+    generator: torch.Generator | None = None,
+    device=None,
+    dtype=None,
+) -> torch.Tensor:
     """n collocation times in [0, T], shape ``[n]`` (``sampling`` in ``TIME_SAMPLINGS``).
 
     ``"log_scale"``: the first half uniform in t, the second uniform in c(t) = log(ŝ(t)/a(t))
@@ -92,7 +110,7 @@ def sample_collocation_time(n: int, sde: SDE, sampling: str = "uniform", *, data
     grid = torch.linspace(0.0, sde.T, 2049, dtype=torch.float64)
     # cummax guards the interpolation against round-off wiggles of a flat c.
     c = torch.cummax(_log_relative_scale(sde, grid, float(data_std)), 0).values
-    target = c[0] + (c[-1] - c[0]) * u[n // 2:].to(torch.float64).cpu()
+    target = c[0] + (c[-1] - c[0]) * u[n // 2 :].to(torch.float64).cpu()
     i = torch.searchsorted(c, target).clamp(1, grid.numel() - 1)
     w = ((target - c[i - 1]) / (c[i] - c[i - 1]).clamp_min(1e-300)).clamp(0.0, 1.0)
     t_c = grid[i - 1] + w * (grid[i] - grid[i - 1])
@@ -100,12 +118,23 @@ def sample_collocation_time(n: int, sde: SDE, sampling: str = "uniform", *, data
 
 
 @renamed_keywords(model="score")
-def cauchy_loss(score: Score, sde: SDE, x_colloc: torch.Tensor, t_colloc: torch.Tensor,
-                init_score: Callable[[torch.Tensor], torch.Tensor], x_init: torch.Tensor, *,
-                weighting: str = "scaled", data_std: float = 1.0, init_weight: float = 1.0,
-                estimator: str = "exact", unbiased: bool = False,
-                generator: torch.Generator | None = None,
-                validate: bool = False, **options) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def cauchy_loss(
+    score: Score,
+    sde: SDE,
+    x_colloc: torch.Tensor,
+    t_colloc: torch.Tensor,
+    init_score: Callable[[torch.Tensor], torch.Tensor],
+    x_init: torch.Tensor,
+    *,
+    weighting: str = "scaled",
+    data_std: float = 1.0,
+    init_weight: float = 1.0,
+    estimator: str = "exact",
+    unbiased: bool = False,
+    generator: torch.Generator | None = None,
+    validate: bool = False,
+    **options,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """J of Eq. (21) at given points; returns (J, parts) with detached ``residual`` and ``init``.
 
     ``x_colloc [B, ...]``, ``t_colloc [B]``: where the PDE is enforced. ``init_score(x)``:
@@ -117,10 +146,19 @@ def cauchy_loss(score: Score, sde: SDE, x_colloc: torch.Tensor, t_colloc: torch.
     (``unbiased=True``, twice the cost) is not. For ``"directional"``/``"forward_fd"`` it is
     ⟨ε̂, v⟩², whose mean is ‖ε‖² (not ‖⟨ε̂, v⟩v‖² = D⟨ε̂, v⟩² for Rademacher v).
     """
-    sq, _ = residual_norm_sq(score, sde, x_colloc, t_colloc, estimator, unbiased=unbiased,
-                             generator=generator, validate=validate, **options)
+    sq, _ = residual_norm_sq(
+        score,
+        sde,
+        x_colloc,
+        t_colloc,
+        estimator,
+        unbiased=unbiased,
+        generator=generator,
+        validate=validate,
+        **options,
+    )
     w = residual_weight(weighting, sde, t_colloc, data_std)
-    res = (w ** 2 * sq).mean()
+    res = (w**2 * sq).mean()
     t0 = torch.zeros(x_init.shape[0], dtype=x_init.dtype, device=x_init.device)
     init = (score(x_init, t0) - init_score(x_init)).flatten(1).pow(2).sum(1).mean()
     total = check_finite(res + init_weight * init, "the Cauchy-problem loss")
@@ -140,11 +178,21 @@ class CauchyObjective(torch.nn.Module):
     """
 
     @renamed_keywords(model="score")
-    def __init__(self, score: torch.nn.Module, sde: SDE,
-                 init_score: Callable[[torch.Tensor], torch.Tensor], *, weighting: str = "scaled",
-                 data_std: float = 1.0, init_weight: float = 1.0, estimator: str = "exact",
-                 unbiased: bool = False, init_points: str = "data+colloc",
-                 time_sampling: str = "log_scale", **options):
+    def __init__(
+        self,
+        score: torch.nn.Module,
+        sde: SDE,
+        init_score: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        weighting: str = "scaled",
+        data_std: float = 1.0,
+        init_weight: float = 1.0,
+        estimator: str = "exact",
+        unbiased: bool = False,
+        init_points: str = "data+colloc",
+        time_sampling: str = "log_scale",
+        **options,
+    ):
         super().__init__()
         if time_sampling not in TIME_SAMPLINGS:
             raise ValueError(f"unknown time sampling {time_sampling!r}; choose one of {TIME_SAMPLINGS}")
@@ -152,7 +200,7 @@ class CauchyObjective(torch.nn.Module):
         if init_points not in INIT_POINTS:
             raise ValueError(f"unknown init_points {init_points!r}; choose one of {INIT_POINTS}")
         self.init_points = init_points
-        residual_weight(weighting, sde, torch.full((1,), 0.5), data_std)   # fail early on a bad name
+        residual_weight(weighting, sde, torch.full((1,), 0.5), data_std)  # fail early on a bad name
         self.model, self.sde, self.init_score = score, sde, init_score
         self.weighting, self.data_std, self.init_weight = weighting, float(data_std), float(init_weight)
         get_estimator(estimator, **{k: v for k, v in options.items() if k != "validate"})  # fail early
@@ -160,15 +208,33 @@ class CauchyObjective(torch.nn.Module):
         self._checked = False
 
     def forward(self, x0: torch.Tensor, generator: torch.Generator | None = None):
-        t = sample_collocation_time(x0.shape[0], self.sde, self.time_sampling, data_std=self.data_std,
-                                    generator=generator, device=x0.device, dtype=x0.dtype)
+        t = sample_collocation_time(
+            x0.shape[0],
+            self.sde,
+            self.time_sampling,
+            data_std=self.data_std,
+            generator=generator,
+            device=x0.device,
+            dtype=x0.dtype,
+        )
         z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         xt = self.sde.perturb(x0, t, z)
         if not self._checked:
             check_batch_independent(self.model, xt, t)
             self._checked = True
         x_init = x0 if self.init_points == "data" else torch.cat([x0, xt])
-        return cauchy_loss(self.model, self.sde, xt, t, self.init_score, x_init,
-                           weighting=self.weighting, data_std=self.data_std,
-                           init_weight=self.init_weight, estimator=self.estimator,
-                           unbiased=self.unbiased, generator=generator, **self.options)
+        return cauchy_loss(
+            self.model,
+            self.sde,
+            xt,
+            t,
+            self.init_score,
+            x_init,
+            weighting=self.weighting,
+            data_std=self.data_std,
+            init_weight=self.init_weight,
+            estimator=self.estimator,
+            unbiased=self.unbiased,
+            generator=generator,
+            **self.options,
+        )

@@ -11,6 +11,7 @@ rewrite one in today's format (one line)::
 
     python -c "from scorepde.checkpoints import *; save_checkpoint('new.pt', load_checkpoint('old.pt'))"
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,25 +25,46 @@ import torch
 
 from .atomic import atomic_write
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_torch_file", "weights_id", "rng_state",
-           "set_rng_state", "training_state", "restore_training_state", "TRUST_HINT"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_torch_file",
+    "weights_id",
+    "rng_state",
+    "set_rng_state",
+    "training_state",
+    "restore_training_state",
+    "TRUST_HINT",
+]
 
 #: The way out named by every refusal.
-TRUST_HINT = ("If you made this file yourself (e.g. with an older scorepde), open it with "
-              "trust=True (--trust-checkpoint on the command line); never do so for a file from "
-              "someone else: loading it can run any code")
+TRUST_HINT = (
+    "If you made this file yourself (e.g. with an older scorepde), open it with "
+    "trust=True (--trust-checkpoint on the command line); never do so for a file from "
+    "someone else: loading it can run any code"
+)
 
 _PLAIN = (str, int, float, bool, type(None))
 #: What an older scorepde's numpy random state needs: an ndarray rebuilt from its bytes.
-_NUMPY_ARRAY = {"numpy.dtype", "numpy.ndarray", "numpy._core.multiarray._reconstruct",
-                "numpy.core.multiarray._reconstruct", "numpy.dtypes.UInt32DType"}
+_NUMPY_ARRAY = {
+    "numpy.dtype",
+    "numpy.ndarray",
+    "numpy._core.multiarray._reconstruct",
+    "numpy.core.multiarray._reconstruct",
+    "numpy.dtypes.UInt32DType",
+}
 
 
 def _numpy_globals() -> list:
     reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
-    return [np.dtype, np.ndarray, type(np.dtype(np.uint32)), reconstruct,
-            (reconstruct, "numpy.core.multiarray._reconstruct"),
-            (reconstruct, "numpy._core.multiarray._reconstruct")]
+    return [
+        np.dtype,
+        np.ndarray,
+        type(np.dtype(np.uint32)),
+        reconstruct,
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+        (reconstruct, "numpy._core.multiarray._reconstruct"),
+    ]
 
 
 def _check_plain(obj, where: str = "state") -> None:
@@ -52,16 +74,20 @@ def _check_plain(obj, where: str = "state") -> None:
     if isinstance(obj, dict):
         for k, v in obj.items():
             if type(k) not in _PLAIN:
-                raise ValueError(f"checkpoint key {k!r} in {where} is a {type(k).__name__}; use str or int keys")
+                raise ValueError(
+                    f"checkpoint key {k!r} in {where} is a {type(k).__name__}; use str or int keys"
+                )
             _check_plain(v, f"{where}[{k!r}]")
     elif type(obj) in (list, tuple):
         for i, v in enumerate(obj):
             _check_plain(v, f"{where}[{i}]")
     else:
-        raise ValueError(f"checkpoint entry {where} is a {type(obj).__module__}.{type(obj).__name__}: a "
-                         "checkpoint holds only tensors and plain data (dict, list, tuple, str, int, float, "
-                         "bool, None), so that it loads without running code; convert it (torch.as_tensor, "
-                         ".tolist(), float(), dataclasses.asdict)")
+        raise ValueError(
+            f"checkpoint entry {where} is a {type(obj).__module__}.{type(obj).__name__}: a "
+            "checkpoint holds only tensors and plain data (dict, list, tuple, str, int, float, "
+            "bool, None), so that it loads without running code; convert it (torch.as_tensor, "
+            ".tolist(), float(), dataclasses.asdict)"
+        )
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -94,8 +120,14 @@ def _unsafe_globals(path: str) -> list:
     return sorted(set(names))
 
 
-def read_torch_file(path: str, map_location="cpu", *, trust: bool = False, what: str = "scorepde checkpoint",
-                    hint: str = TRUST_HINT):
+def read_torch_file(
+    path: str,
+    map_location="cpu",
+    *,
+    trust: bool = False,
+    what: str = "scorepde checkpoint",
+    hint: str = TRUST_HINT,
+):
     """``torch.load(path, weights_only=True)``, with errors that name ``path``: a file that
     needs code to load is refused (``hint`` says what to do) unless ``trust``; one whose only
     extra is numpy arrays (an older scorepde's random state) loads, the arrays rebuilt by the
@@ -114,8 +146,10 @@ def read_torch_file(path: str, map_location="cpu", *, trust: bool = False, what:
             with torch.serialization.safe_globals(_numpy_globals()):
                 return torch.load(path, map_location=map_location, weights_only=True)
         if not trust:
-            raise ValueError(f"{path} holds more than tensors and plain data (it names {', '.join(unsafe)}): loading it "
-                             f"could run code, so it was not opened. {hint}") from None
+            raise ValueError(
+                f"{path} holds more than tensors and plain data (it names {', '.join(unsafe)}): loading it "
+                f"could run code, so it was not opened. {hint}"
+            ) from None
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch/pickle/zip raise many types for bad bytes
         return _unreadable(path, err, what)
@@ -123,8 +157,10 @@ def read_torch_file(path: str, map_location="cpu", *, trust: bool = False, what:
 
 def _unreadable(path: str, err: Exception, what: str):
     reason = " ".join(str(err).split())[:120] or type(err).__name__
-    raise ValueError(f"{path} is not a readable {what} ({type(err).__name__}: {reason}); it is corrupt "
-                     f"or truncated or not a {what}: pass another, or delete it and write it again") from err
+    raise ValueError(
+        f"{path} is not a readable {what} ({type(err).__name__}: {reason}); it is corrupt "
+        f"or truncated or not a {what}: pass another, or delete it and write it again"
+    ) from err
 
 
 def load_checkpoint(path: str, map_location="cpu", *, trust: bool = False) -> dict:
@@ -133,11 +169,15 @@ def load_checkpoint(path: str, map_location="cpu", *, trust: bool = False) -> di
     or needs code to load (refused unless ``trust=True``: see the module docstring). Random
     states of older checkpoints come back in today's form (tensors)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}; pass the path of a checkpoint.pt written by training")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; pass the path of a checkpoint.pt written by training"
+        )
     state = read_torch_file(path, map_location, trust=trust)
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
-        raise ValueError(f"{path} is a torch file but not a scorepde checkpoint (no model "
-                         "weights and step); pass a checkpoint.pt written by training")
+        raise ValueError(
+            f"{path} is a torch file but not a scorepde checkpoint (no model "
+            "weights and step); pass a checkpoint.pt written by training"
+        )
     if isinstance(state.get("rng"), list):
         state["rng"] = [_rng_as_tensors(s) for s in state["rng"]]
     elif isinstance(state.get("rng"), dict):
@@ -161,10 +201,15 @@ def rng_state(generator: torch.Generator | None = None) -> dict:
     """Every random state a resumed run needs to continue exactly, as tensors and numbers:
     torch's, numpy's legacy global (MT19937 key, position, cached Gaussian), Python's
     ``random`` (its 625 words), CUDA's, and ``generator``'s."""
-    return _rng_as_tensors({"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                            "python": random.getstate(),
-                            **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
-                            **({"generator": generator.get_state()} if generator is not None else {})})
+    return _rng_as_tensors(
+        {
+            "torch": torch.get_rng_state(),
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            **({"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_available() else {}),
+            **({"generator": generator.get_state()} if generator is not None else {}),
+        }
+    )
 
 
 def _rng_as_tensors(state: dict) -> dict:
@@ -173,12 +218,19 @@ def _rng_as_tensors(state: dict) -> dict:
     state = dict(state)
     if isinstance(state.get("numpy"), tuple):
         _, key, pos, has_gauss, gauss = state["numpy"]
-        state["numpy"] = {"key": torch.from_numpy(np.asarray(key, dtype=np.int64)), "pos": int(pos),
-                          "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+        state["numpy"] = {
+            "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(gauss),
+        }
     if isinstance(state.get("python"), tuple):
         version, words, gauss_next = state["python"]
-        state["python"] = {"version": int(version), "words": torch.tensor(words, dtype=torch.int64),
-                           "gauss_next": gauss_next}
+        state["python"] = {
+            "version": int(version),
+            "words": torch.tensor(words, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        }
     return state
 
 
@@ -187,8 +239,9 @@ def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None
     state = _rng_as_tensors(state)
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["key"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["key"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(int(w) for w in p["words"].tolist()), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -197,12 +250,26 @@ def set_rng_state(state: dict, generator: torch.Generator | None = None) -> None
         generator.set_state(state["generator"].cpu())
 
 
-def training_state(step: int, model: torch.nn.Module, optimizer, scheduler=None, ema=None,
-                   rng: list[dict] | None = None, config: dict | None = None, **extra) -> dict:
+def training_state(
+    step: int,
+    model: torch.nn.Module,
+    optimizer,
+    scheduler=None,
+    ema=None,
+    rng: list[dict] | None = None,
+    config: dict | None = None,
+    **extra,
+) -> dict:
     """What a checkpoint holds: weights, EMA, optimiser and schedule, the next ``step``,
     every process's random states (``rng[rank]``) and the run's config (plain data)."""
-    state = {"step": int(step), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "rng": rng or [], "config": config or {}, **extra}
+    state = {
+        "step": int(step),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng or [],
+        "config": config or {},
+        **extra,
+    }
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     if ema is not None:
@@ -210,8 +277,9 @@ def training_state(step: int, model: torch.nn.Module, optimizer, scheduler=None,
     return state
 
 
-def restore_training_state(state: dict, model: torch.nn.Module, optimizer=None, scheduler=None,
-                           ema=None) -> int:
+def restore_training_state(
+    state: dict, model: torch.nn.Module, optimizer=None, scheduler=None, ema=None
+) -> int:
     """Load what ``training_state`` saved into the given objects; returns the next step."""
     model.load_state_dict(state["model"])
     if optimizer is not None:

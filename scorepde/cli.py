@@ -7,6 +7,7 @@ and what to do>``, and exit status 2, never a traceback: scripts wrap their setu
 files, devices) in ``user_errors()``, and the library raises ``ValueError`` (or
 ``FileNotFoundError``) with such a message.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,17 +42,21 @@ class _Parser(argparse.ArgumentParser):
         return super().add_argument(*names, **kwargs)
 
 
-def parser(description: str, *, shared_help: Mapping[str, str] | None = None,
-           prog: str | None = None) -> argparse.ArgumentParser:
+def parser(
+    description: str, *, shared_help: Mapping[str, str] | None = None, prog: str | None = None
+) -> argparse.ArgumentParser:
     """The parser every command starts from: ``HelpFormatter`` (defaults shown once), and
     ``shared_help`` (flag → help) for the flags a family of commands shares, used where an
     ``add_argument`` call gives no help."""
-    return _Parser(prog=prog, description=description, formatter_class=HelpFormatter,
-                   shared_help=shared_help)
+    return _Parser(prog=prog, description=description, formatter_class=HelpFormatter, shared_help=shared_help)
 
 
-def add_run_flags(p: argparse.ArgumentParser, *, out_help: str = "output folder for "
-                  "metrics.json and figures", threads_help: str = "torch CPU threads") -> None:
+def add_run_flags(
+    p: argparse.ArgumentParser,
+    *,
+    out_help: str = "output folder for metrics.json and figures",
+    threads_help: str = "torch CPU threads",
+) -> None:
     """The flags of a short experiment: ``--out``, ``--quick``, ``--seed``, ``--device``, ``--threads``."""
     p.add_argument("--out", default=None, help=out_help)
     p.add_argument("--quick", action="store_true", help="a tiny run (<1 min) for tests")

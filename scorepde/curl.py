@@ -4,6 +4,7 @@ A true score is a gradient, so its Jacobian J = ∂s/∂x is symmetric. In 2-D t
 ∂₁s₂ − ∂₂s₁; in any D the antisymmetric part ‖J − Jᵀ‖_F measures the same thing
 (‖J − Jᵀ‖_F² = 2 curl² in 2-D).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,17 +27,26 @@ def _prepare(score, x, t):
 def curl(score: Score, x: torch.Tensor, t) -> torch.Tensor:
     """The 2-D curl ∂₁s₂ − ∂₂s₁ of s(·, t) at x ``[B, 2]``, shape ``[B]``."""
     if x.flatten(1).shape[1] != 2:
-        raise ValueError(f"curl is defined for 2-D fields; x has {x.flatten(1).shape[1]} features. "
-                         "Use scorepde.antisymmetry for any dimension")
+        raise ValueError(
+            f"curl is defined for 2-D fields; x has {x.flatten(1).shape[1]} features. "
+            "Use scorepde.antisymmetry for any dimension"
+        )
     t, field = _prepare(score, x, t)
     J = jacobian(field, x)
     return J[:, 1, 0] - J[:, 0, 1]
 
 
 @renamed_keywords(model="score")
-def antisymmetry(score: Score, x: torch.Tensor, t, method: str = "exact", *,
-                 n_probes: int = 1, probe: str = "rademacher",
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def antisymmetry(
+    score: Score,
+    x: torch.Tensor,
+    t,
+    method: str = "exact",
+    *,
+    n_probes: int = 1,
+    probe: str = "rademacher",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """‖J − Jᵀ‖_F² per sample, ``[B]``, J = ∂s/∂x.
 
     ``"exact"`` forms J with D Jacobian-vector products (small D). ``"hutchinson"`` uses

@@ -6,6 +6,7 @@
 with x_0 from the data. The second is what DSM drives down; the first is what the score
 FPE asks for. A score can be small in one and large in the other.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,10 +38,18 @@ def dsm_like(score: Score, sde: SDE, xt: torch.Tensor, t: torch.Tensor, z: torch
 
 
 @renamed_keywords(model="score")
-def residual_curves(score: Score, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
-                    estimator: str = "exact", batch_size: int | None = None,
-                    generator: torch.Generator | None = None, progress: bool = False,
-                    **options) -> dict[str, list]:
+def residual_curves(
+    score: Score,
+    sde: SDE,
+    x0: torch.Tensor,
+    ts: Sequence[float],
+    *,
+    estimator: str = "exact",
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    **options,
+) -> dict[str, list]:
     """r_FP(t) and r_DSM-like(t) on the grid ``ts`` for data ``x0 [N, ...]``.
 
     Returns ``{"t": [...], "r_fp": [...], "r_dsm": [...]}`` (means over the N samples).
@@ -55,6 +64,7 @@ def residual_curves(score: Score, sde: SDE, x0: torch.Tensor, ts: Sequence[float
     iterator = ts
     if progress:
         from tqdm.auto import tqdm
+
         iterator = tqdm(ts, desc="residual curves")
     for t in iterator:
         fp, dsm = 0.0, 0.0

@@ -12,6 +12,7 @@ deterministic view (``to_unit``). ``SCALINGS`` names (a, b): ``"[0,1]"`` is (1, 
 ``"[-1,1]"`` is (2, −1). A density p_x on x gives p_u(u) = aᴰ p_x(a·u + b) on the unit cube,
 and the discrete data then get bits/dim ≥ −(log p_x(x) + D log a) / (D log 2) + log₂(levels).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -29,8 +30,15 @@ from torch.utils.data import TensorDataset
 from .bpd import check_discrete, dequantize
 
 __all__ = [
-    "ImageData", "load_dataset", "DATASETS", "SCALINGS", "scaling_coefficients",
-    "to_unit", "to_model_space", "from_model_space", "read_idx",
+    "ImageData",
+    "load_dataset",
+    "DATASETS",
+    "SCALINGS",
+    "scaling_coefficients",
+    "to_unit",
+    "to_model_space",
+    "from_model_space",
+    "read_idx",
 ]
 
 PathLike = Union[str, Path]
@@ -53,16 +61,22 @@ class ImageData:
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"{self.name}: images must be a uint8 tensor [N, C, H, W], got "
-                             f"{self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"{self.name}: images must be a uint8 tensor [N, C, H, W], got "
+                f"{self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels is not None and self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"{self.name}: {self.labels.shape[0]} labels for "
-                             f"{self.images.shape[0]} images; the files do not belong together")
+            raise ValueError(
+                f"{self.name}: {self.labels.shape[0]} labels for "
+                f"{self.images.shape[0]} images; the files do not belong together"
+            )
         if not 2 <= self.levels <= 256:
             raise ValueError(f"{self.name}: levels must be in [2, 256], got {self.levels}")
         if self.images.numel() and int(self.images.max()) >= self.levels:
-            raise ValueError(f"{self.name}: an image value {int(self.images.max())} is not below "
-                             f"levels={self.levels}; pass the right number of levels")
+            raise ValueError(
+                f"{self.name}: an image value {int(self.images.max())} is not below "
+                f"levels={self.levels}; pass the right number of levels"
+            )
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -81,6 +95,7 @@ class ImageData:
 # Scaling: u = (k + δ)/levels, x = a·u + b.
 # ---------------------------------------------------------------------------------------
 
+
 def scaling_coefficients(scaling: str) -> tuple[float, float]:
     """(a, b) of x = a·u + b for a name in ``SCALINGS``."""
     if scaling not in SCALINGS:
@@ -94,9 +109,15 @@ def to_unit(images: torch.Tensor, levels: int, dtype: torch.dtype = torch.float3
     return (images.to(dtype) + 0.5) / levels
 
 
-def to_model_space(images: torch.Tensor, levels: int, scaling: str = "[0,1]", *,
-                   dequantized: bool = False, generator: torch.Generator | None = None,
-                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, tuple[float, float]]:
+def to_model_space(
+    images: torch.Tensor,
+    levels: int,
+    scaling: str = "[0,1]",
+    *,
+    dequantized: bool = False,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, tuple[float, float]]:
     """(x, (a, b)) with x = a·u + b, u from ``dequantize`` (if ``dequantized``) or ``to_unit``.
 
     ``"[0,1]"``: x = u. ``"[-1,1]"``: x = 2u − 1. The pair (a, b) is what a bits/dim
@@ -133,28 +154,37 @@ def read_idx(path: PathLike, ndim: int) -> np.ndarray:
         raise ValueError(f"{path} is too short ({len(raw)} bytes) to be an IDX file")
     magic = struct.unpack(">I", raw[:4])[0]
     if magic != _IDX_MAGIC[ndim]:
-        raise ValueError(f"{path}: IDX magic number 0x{magic:08x}, expected 0x{_IDX_MAGIC[ndim]:08x} "
-                         f"(unsigned bytes, {ndim} dims); is this the right file, and is it unzipped "
-                         "or named .gz correctly?")
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+        raise ValueError(
+            f"{path}: IDX magic number 0x{magic:08x}, expected 0x{_IDX_MAGIC[ndim]:08x} "
+            f"(unsigned bytes, {ndim} dims); is this the right file, and is it unzipped "
+            "or named .gz correctly?"
+        )
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says dims {dims} ({int(np.prod(dims))} bytes) but "
-                         f"{data.size} bytes of data follow; the file is truncated or corrupt")
+        raise ValueError(
+            f"{path}: header says dims {dims} ({int(np.prod(dims))} bytes) but "
+            f"{data.size} bytes of data follow; the file is truncated or corrupt"
+        )
     return data.reshape(dims)
 
 
-def _find(data_dir: PathLike | None, name: str, files: Sequence[Sequence[str]],
-          subdirs: Sequence[str] = ("",)) -> list[Path]:
+def _find(
+    data_dir: PathLike | None, name: str, files: Sequence[Sequence[str]], subdirs: Sequence[str] = ("",)
+) -> list[Path]:
     """For each group of alternative file names, the first that exists under data_dir[/subdir]."""
     expected = ", ".join(" or ".join(g) for g in files)
     if data_dir is None:
-        raise ValueError(f"{name} is read from files and needs a data folder: pass --data-dir "
-                         f"(data_dir in Python), the folder holding {expected}")
+        raise ValueError(
+            f"{name} is read from files and needs a data folder: pass --data-dir "
+            f"(data_dir in Python), the folder holding {expected}"
+        )
     root = Path(data_dir).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"the data folder {root} does not exist; pass --data-dir (data_dir "
-                                f"in Python) as the folder holding {name}'s files {expected}")
+        raise FileNotFoundError(
+            f"the data folder {root} does not exist; pass --data-dir (data_dir "
+            f"in Python) as the folder holding {name}'s files {expected}"
+        )
     # The data set's own folder, or the folder holding it (one convention for every script).
     subdirs = tuple(dict.fromkeys([*subdirs, name]))
     searched = [root / s if s else root for s in subdirs]
@@ -164,28 +194,41 @@ def _find(data_dir: PathLike | None, name: str, files: Sequence[Sequence[str]],
         (found if hit is not None else missing).append(hit if hit is not None else " or ".join(group))
     if missing:
         where = " or ".join(str(d) for d in searched)
-        holders = sorted(str(d) for d in root.iterdir() if d.is_dir()
-                         and all(any((d / f).is_file() for f in g) for g in files))
-        hint = (f"; these subfolders hold such files: {', '.join(holders)}: pass the right one as "
-                "--data-dir" if holders else ". Download them yourself (scorepde never does) and "
-                "pass their folder as --data-dir (data_dir in Python)")
-        raise FileNotFoundError(f"{name} needs the files {expected} in {where}; missing: "
-                                f"{', '.join(missing)}{hint}")
+        holders = sorted(
+            str(d)
+            for d in root.iterdir()
+            if d.is_dir() and all(any((d / f).is_file() for f in g) for g in files)
+        )
+        hint = (
+            f"; these subfolders hold such files: {', '.join(holders)}: pass the right one as --data-dir"
+            if holders
+            else ". Download them yourself (scorepde never does) and "
+            "pass their folder as --data-dir (data_dir in Python)"
+        )
+        raise FileNotFoundError(
+            f"{name} needs the files {expected} in {where}; missing: {', '.join(missing)}{hint}"
+        )
     return found
 
 
 def _idx_dataset(name: str):
     def load(split: str, data_dir: PathLike | None) -> ImageData:
         prefix = "train" if split == "train" else "t10k"
-        groups = [(f"{prefix}-images-idx3-ubyte", f"{prefix}-images-idx3-ubyte.gz"),
-                  (f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels-idx1-ubyte.gz")]
+        groups = [
+            (f"{prefix}-images-idx3-ubyte", f"{prefix}-images-idx3-ubyte.gz"),
+            (f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels-idx1-ubyte.gz"),
+        ]
         image_file, label_file = _find(data_dir, name, groups)
         images, labels = read_idx(image_file, 3), read_idx(label_file, 1)
         if images.shape[0] != labels.shape[0]:
-            raise ValueError(f"{name}: {image_file} has {images.shape[0]} images but {label_file} "
-                             f"has {labels.shape[0]} labels; the files do not belong together")
-        return ImageData(torch.from_numpy(images.copy()).unsqueeze(1),
-                         torch.from_numpy(labels.astype(np.int64)), 256, name)
+            raise ValueError(
+                f"{name}: {image_file} has {images.shape[0]} images but {label_file} "
+                f"has {labels.shape[0]} labels; the files do not belong together"
+            )
+        return ImageData(
+            torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)), 256, name
+        )
+
     return load
 
 
@@ -193,8 +236,9 @@ def _flat_rgb(data: np.ndarray, path: Path, side: int = 32) -> torch.Tensor:
     """Rows of 3·side² bytes, channel-first (all R, then G, then B) → uint8 ``[N, 3, side, side]``."""
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * side * side:
-        raise ValueError(f"{path}: expected uint8 data of shape [N, {3 * side * side}], got "
-                         f"{data.dtype} {data.shape}")
+        raise ValueError(
+            f"{path}: expected uint8 data of shape [N, {3 * side * side}], got {data.dtype} {data.shape}"
+        )
     return torch.from_numpy(data.reshape(-1, 3, side, side).copy())
 
 
@@ -202,8 +246,9 @@ def _get(batch: dict, key: str, path: Path):
     for k in (key, key.encode()):
         if k in batch:
             return batch[k]
-    raise ValueError(f"{path} has no {key!r} entry (keys: {sorted(map(str, batch))}); "
-                     "is it a CIFAR-10 python batch?")
+    raise ValueError(
+        f"{path} has no {key!r} entry (keys: {sorted(map(str, batch))}); is it a CIFAR-10 python batch?"
+    )
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -212,10 +257,13 @@ class _BatchUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
-        allowed = {("numpy.core.multiarray", "_reconstruct"): reconstruct,
-                   ("numpy._core.multiarray", "_reconstruct"): reconstruct,
-                   ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-                   ("_codecs", "encode"): __import__("codecs").encode}  # protocol 2's bytes
+        allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): __import__("codecs").encode,
+        }  # protocol 2's bytes
         if (module, name) not in allowed:
             raise pickle.UnpicklingError(f"it names {module}.{name}")
         return allowed[module, name]
@@ -233,9 +281,11 @@ def _cifar10(split: str, data_dir: PathLike | None) -> ImageData:
             try:
                 batch = _BatchUnpickler(f, encoding="bytes").load()
             except pickle.UnpicklingError as err:
-                raise ValueError(f"{path} is not a CIFAR-10 python batch ({err}: loading it could run "
-                                 "code, so it was not opened); use the batches of the CIFAR-10 "
-                                 "site, cifar-10-python.tar.gz") from None
+                raise ValueError(
+                    f"{path} is not a CIFAR-10 python batch ({err}: loading it could run "
+                    "code, so it was not opened); use the batches of the CIFAR-10 "
+                    "site, cifar-10-python.tar.gz"
+                ) from None
         images.append(_flat_rgb(_get(batch, "data", path), path))
         labels.append(torch.as_tensor(np.asarray(_get(batch, "labels", path)), dtype=torch.long))
     return ImageData(torch.cat(images), torch.cat(labels), 256, "cifar10")
@@ -303,7 +353,9 @@ def load_dataset(name: str, split: str = "train", data_dir: PathLike | None = No
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if name in FILELESS and data_dir is not None:
-        raise ValueError(f"{name} comes with scikit-learn and reads no files, yet a data folder "
-                         f"({data_dir}) was given: drop --data-dir (data_dir in Python), or pick "
-                         "the dataset that folder holds with --dataset")
+        raise ValueError(
+            f"{name} comes with scikit-learn and reads no files, yet a data folder "
+            f"({data_dir}) was given: drop --data-dir (data_dir in Python), or pick "
+            "the dataset that folder holds with --dataset"
+        )
     return DATASETS[name](split, data_dir)

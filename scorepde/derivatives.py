@@ -5,6 +5,7 @@ per sample on x of shape ``[B, ...]`` (t of shape ``[B]``). They rely on the cal
 treating samples independently (``scorepde.checks`` enforces it) and compose with
 ``torch.func`` and with ordinary autograd on the callable's parameters.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,9 +20,19 @@ from .typing import Score, renamed_keywords, time_conditioning
 Field = Callable[[torch.Tensor], torch.Tensor]
 
 __all__ = [
-    "broadcast_to_batch", "sample_probes", "time_derivative", "divergence",
-    "jacobian", "hutchpp_divergence", "stencil_points", "time_steps", "value_and_divergence",
-    "PROBES", "STENCILS", "PAPER_STEPS", "FD_PHASE",
+    "broadcast_to_batch",
+    "sample_probes",
+    "time_derivative",
+    "divergence",
+    "jacobian",
+    "hutchpp_divergence",
+    "stencil_points",
+    "time_steps",
+    "value_and_divergence",
+    "PROBES",
+    "STENCILS",
+    "PAPER_STEPS",
+    "FD_PHASE",
 ]
 
 #: (h_s, h_d), the backward and forward steps of the paper's stencil (App. C.1). Fine for a
@@ -45,6 +56,7 @@ def broadcast_to_batch(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 # Probes: E[v] = 0, E[v v^T] = I.
 # ---------------------------------------------------------------------------------------
 
+
 def _rademacher(shape, like, generator):
     bits = torch.randint(0, 2, shape, generator=generator, device=like.device)
     return bits.to(like.dtype).mul_(2).sub_(1)
@@ -64,8 +76,9 @@ def _sphere(shape, like, generator):
 PROBES = {"rademacher": _rademacher, "gaussian": _gaussian, "sphere": _sphere}
 
 
-def sample_probes(x: torch.Tensor, n: int = 1, kind: str = "rademacher",
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_probes(
+    x: torch.Tensor, n: int = 1, kind: str = "rademacher", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Draw ``n`` probe tensors shaped like ``x``: returns ``[n, B, ...]`` with E[v v^T] = I."""
     if kind not in PROBES:
         raise ValueError(f"unknown probe {kind!r}; choose one of {sorted(PROBES)}")
@@ -118,8 +131,9 @@ def _lagrange_derivative_weights(t: torch.Tensor, nodes: Sequence[torch.Tensor])
 def _stencil(t: torch.Tensor, method: str, h: Sequence[float], T: float):
     """(offsets, nodes [B] each, derivative weights [B] each, whether any node was shifted)."""
     if method not in STENCILS:
-        raise ValueError(f"unknown time-derivative method dt={method!r}; "
-                         f"choose 'jvp' or one of {sorted(STENCILS)}")
+        raise ValueError(
+            f"unknown time-derivative method dt={method!r}; choose 'jvp' or one of {sorted(STENCILS)}"
+        )
     offsets = STENCILS[method](tuple(h))
     if min(h) <= 0 or max(offsets) - min(offsets) > T:
         raise ValueError(f"finite-difference steps must be positive and fit in [0, {T}], got h={tuple(h)}")
@@ -135,8 +149,9 @@ def _stencil(t: torch.Tensor, method: str, h: Sequence[float], T: float):
 
 
 @renamed_keywords(method="dt")
-def stencil_points(t: torch.Tensor, dt: str = "fd3", *, h: Sequence[float] = PAPER_STEPS,
-                   T: float = 1.0) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def stencil_points(
+    t: torch.Tensor, dt: str = "fd3", *, h: Sequence[float] = PAPER_STEPS, T: float = 1.0
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The times and weights of a finite-difference stencil ``dt``: ∂t s(x, t) ≈ Σ_i w_i s(x, t_i).
 
     Returns ``(times, weights)``, lists of ``[B]`` tensors, keeping only nodes with a nonzero
@@ -171,9 +186,16 @@ def time_steps(score: Score, h="auto", dtype: torch.dtype = torch.float32) -> tu
 
 
 @renamed_keywords(method="dt")
-def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, dt: str = "jvp", *,
-                    h: Sequence[float] = PAPER_STEPS, T: float = 1.0,
-                    center: torch.Tensor | None = None) -> torch.Tensor:
+def time_derivative(
+    score: Score,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    dt: str = "jvp",
+    *,
+    h: Sequence[float] = PAPER_STEPS,
+    T: float = 1.0,
+    center: torch.Tensor | None = None,
+) -> torch.Tensor:
     """∂t s(x, t), shaped like x.
 
     ``"jvp"`` is exact (one forward-mode pass). ``"fd3"`` is the paper's asymmetric
@@ -208,6 +230,7 @@ def time_derivative(score: Score, x: torch.Tensor, t: torch.Tensor, dt: str = "j
 # div_x fn(x) and the Jacobian
 # ---------------------------------------------------------------------------------------
 
+
 def _basis(x: torch.Tensor) -> torch.Tensor:
     """The D unit vectors, each repeated over the batch: ``[D, B, ...]``."""
     D = x[0].numel()
@@ -226,10 +249,18 @@ def _trace_vectors(x, div, probes, n_probes, probe, generator) -> torch.Tensor:
 
 
 @renamed_keywords(method="div")
-def divergence(fn: Field, x: torch.Tensor, div: str = "exact", *,
-               probes: torch.Tensor | None = None, n_probes: int = 1, probe: str = "rademacher",
-               generator: torch.Generator | None = None, mode: str = "forward",
-               chunk_size: int | None = None) -> torch.Tensor:
+def divergence(
+    fn: Field,
+    x: torch.Tensor,
+    div: str = "exact",
+    *,
+    probes: torch.Tensor | None = None,
+    n_probes: int = 1,
+    probe: str = "rademacher",
+    generator: torch.Generator | None = None,
+    mode: str = "forward",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
     """div_x fn(x) = tr(∂fn/∂x) per sample, shape ``[B]``.
 
     ``"exact"``: D batched Jacobian-vector products (fine for small D; ``chunk_size``
@@ -256,10 +287,16 @@ def divergence(fn: Field, x: torch.Tensor, div: str = "exact", *,
 
 
 @renamed_keywords(method="div")
-def value_and_divergence(fn: Field, x: torch.Tensor, div: str = "exact", *,
-                         probes: torch.Tensor | None = None, n_probes: int = 1,
-                         probe: str = "rademacher", generator: torch.Generator | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+def value_and_divergence(
+    fn: Field,
+    x: torch.Tensor,
+    div: str = "exact",
+    *,
+    probes: torch.Tensor | None = None,
+    n_probes: int = 1,
+    probe: str = "rademacher",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(fn(x), div_x fn(x)) from one forward pass: the value, detached, and ``[B]``.
 
     The same estimate as ``divergence(fn, x, div, mode="reverse")`` with the same probes
@@ -280,8 +317,14 @@ def value_and_divergence(fn: Field, x: torch.Tensor, div: str = "exact", *,
     return out.detach(), total if div == "exact" else total / V.shape[0]
 
 
-def hutchpp_divergence(fn: Field, x: torch.Tensor, n_matvecs: int = 3, *, probe: str = "rademacher",
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+def hutchpp_divergence(
+    fn: Field,
+    x: torch.Tensor,
+    n_matvecs: int = 3,
+    *,
+    probe: str = "rademacher",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """div_x fn(x) per sample ``[B]`` by Hutch++ (Meyer et al. 2021) with m = ``n_matvecs``
     Jacobian-vector products, m a multiple of 3, k = m/3:
 
@@ -291,16 +334,18 @@ def hutchpp_divergence(fn: Field, x: torch.Tensor, n_matvecs: int = 3, *, probe:
     than m Hutchinson probes when J's spectrum decays (it is the same price in matvecs).
     """
     if n_matvecs < 3 or n_matvecs % 3:
-        raise ValueError(f"Hutch++ splits its matvecs in three equal parts: n_matvecs must be a "
-                         f"multiple of 3, got {n_matvecs}")
+        raise ValueError(
+            f"Hutch++ splits its matvecs in three equal parts: n_matvecs must be a "
+            f"multiple of 3, got {n_matvecs}"
+        )
     x = x.contiguous()
     k = n_matvecs // 3
     S, G = sample_probes(x, 2 * k, probe, generator).split(k)
-    Jv = lambda V: vmap(lambda v: jvp(fn, (x,), (v,))[1])(V)          # [k, B, ...]
-    Q = torch.linalg.qr(Jv(S).flatten(2).permute(1, 2, 0)).Q          # [B, D, k]
-    Qv = Q.permute(2, 0, 1).reshape(S.shape)                          # [k, B, ...]
+    Jv = lambda V: vmap(lambda v: jvp(fn, (x,), (v,))[1])(V)  # [k, B, ...]
+    Q = torch.linalg.qr(Jv(S).flatten(2).permute(1, 2, 0)).Q  # [B, D, k]
+    Qv = Q.permute(2, 0, 1).reshape(S.shape)  # [k, B, ...]
     low_rank = (Jv(Qv) * Qv).flatten(2).sum(2).sum(0)
-    Gf = G.flatten(2).permute(1, 2, 0)                                # [B, D, k]
+    Gf = G.flatten(2).permute(1, 2, 0)  # [B, D, k]
     Gp = (Gf - Q @ (Q.transpose(1, 2) @ Gf)).permute(2, 0, 1).reshape(G.shape)
     return low_rank + (Jv(Gp) * Gp).flatten(2).sum(2).sum(0) / k
 

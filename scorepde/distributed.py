@@ -6,6 +6,7 @@ unset or 1) every helper degrades to the single-process case. DDP wraps the *los
 (``scorepde.losses.FPObjective``: the model plus its regularizer), never the bare network,
 because forward-mode jvp does not pass through a DDP-wrapped module.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,20 @@ import torch
 import torch.distributed as dist
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["DistInfo", "resolve_device", "setup", "teardown", "exit_process", "wrap", "unwrap", "barrier",
-           "mean_across_ranks", "gather_objects", "params_agree", "ShardedBatches"]
+__all__ = [
+    "DistInfo",
+    "resolve_device",
+    "setup",
+    "teardown",
+    "exit_process",
+    "wrap",
+    "unwrap",
+    "barrier",
+    "mean_across_ranks",
+    "gather_objects",
+    "params_agree",
+    "ShardedBatches",
+]
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,9 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu")
-    return torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
-                        else "cpu")
+    return torch.device(
+        "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
 
 
 def setup(device: str = "auto", backend: str | None = None) -> DistInfo:
@@ -101,6 +115,7 @@ def wrap(objective: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     if not info.distributed:
         return objective
     from torch.nn.parallel import DistributedDataParallel as DDP
+
     ids = [info.device.index] if info.device.type == "cuda" else None
     return DDP(objective, device_ids=ids)
 
@@ -121,8 +136,9 @@ def mean_across_ranks(values: dict, info: DistInfo) -> dict:
         return dict(values)
     keys = sorted(values)
     backend_cuda = dist.get_backend() == "nccl"
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64,
-                     device=info.device if backend_cuda else "cpu")
+    t = torch.tensor(
+        [float(values[k]) for k in keys], dtype=torch.float64, device=info.device if backend_cuda else "cpu"
+    )
     dist.all_reduce(t)
     return {k: v / info.world_size for k, v in zip(keys, t.tolist())}
 
@@ -155,14 +171,17 @@ class ShardedBatches:
     """
 
     def __init__(self, n: int, batch_size: int, *, seed: int, info: DistInfo, start: int = 0):
-        self.sampler = DistributedSampler(range(n), num_replicas=info.world_size, rank=info.rank,
-                                          shuffle=True, seed=seed, drop_last=True)
+        self.sampler = DistributedSampler(
+            range(n), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed, drop_last=True
+        )
         self.batch_size = int(batch_size)
         self.per_epoch = len(self.sampler) // self.batch_size
         if self.per_epoch < 1:
-            raise ValueError(f"{n} training images give each of {info.world_size} process(es) "
-                             f"{len(self.sampler)}, fewer than one batch of {batch_size}; "
-                             "lower --batch-size")
+            raise ValueError(
+                f"{n} training images give each of {info.world_size} process(es) "
+                f"{len(self.sampler)}, fewer than one batch of {batch_size}; "
+                "lower --batch-size"
+            )
         self.step = int(start)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -172,4 +191,4 @@ class ShardedBatches:
             order = torch.tensor(list(self.sampler), dtype=torch.long)
             for i in range(offset, self.per_epoch):
                 self.step += 1
-                yield order[i * self.batch_size:(i + 1) * self.batch_size]
+                yield order[i * self.batch_size : (i + 1) * self.batch_size]

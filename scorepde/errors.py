@@ -3,6 +3,7 @@ on stderr and exit status 2, never a traceback. The ground floor of the command-
 plumbing (``scorepde.cli`` re-exports it), so that library packages with their own entry
 point (``scorepde.audit``) use it without importing the commands' layer.
 """
+
 from __future__ import annotations
 
 import contextlib

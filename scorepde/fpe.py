@@ -8,6 +8,7 @@ The public face: ``fpe_rhs`` (L[s]), ``residual`` (ε[s], or the operator (x, t)
 live in ``scorepde.estimators``: ``ESTIMATORS`` maps a name to (family, preset), and any
 option of the family can be overridden by keyword (``dt=``, ``div=``, ``probe=``, ...).
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,12 +24,20 @@ from .estimators.forward_fd import projected_residual_fd
 from .sde import SDE
 from .typing import Score, renamed_keywords
 
-__all__ = ["fpe_rhs", "residual", "projected_residual", "projected_residual_fd", "residual_norm_sq",
-           "ESTIMATORS", "get_estimator"]
+__all__ = [
+    "fpe_rhs",
+    "residual",
+    "projected_residual",
+    "projected_residual_fd",
+    "residual_norm_sq",
+    "ESTIMATORS",
+    "get_estimator",
+]
 
 
-def _prepared(score: Score, sde: SDE, x, t, estimator: str, options: dict, validate: bool
-              ) -> tuple[Estimator, Score, torch.Tensor]:
+def _prepared(
+    score: Score, sde: SDE, x, t, estimator: str, options: dict, validate: bool
+) -> tuple[Estimator, Score, torch.Tensor]:
     """(the estimator with its steps fixed for ``score``, the score, t as ``[B]``), validated."""
     est = get_estimator(estimator, **options).for_score(score, getattr(x, "dtype", torch.float32))
     if validate:
@@ -38,9 +47,16 @@ def _prepared(score: Score, sde: SDE, x, t, estimator: str, options: dict, valid
     return est, score, t
 
 
-def projected_residual(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
-                       *, generator: torch.Generator | None = None, **options
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def projected_residual(
+    score: Score,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    **options,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(⟨ε[s], v⟩, L[s]) per sample, each ``[B]``: ⟨∂t s, v⟩ − D_v L (App. C.4, Lemma C.3).
 
     Forward mode only: no reverse pass over x. ``options`` as in ``residual``
@@ -53,10 +69,18 @@ def projected_residual(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor,
 
 @renamed_keywords(model="score")
 @explain_autodiff_errors
-def residual(score: Score, sde: SDE, x: torch.Tensor | None = None,
-             t: torch.Tensor | float | None = None, estimator: str = "exact", *,
-             generator: torch.Generator | None = None, return_rhs: bool = False,
-             validate: bool = True, **options):
+def residual(
+    score: Score,
+    sde: SDE,
+    x: torch.Tensor | None = None,
+    t: torch.Tensor | float | None = None,
+    estimator: str = "exact",
+    *,
+    generator: torch.Generator | None = None,
+    return_rhs: bool = False,
+    validate: bool = True,
+    **options,
+):
     """The score-FPE residual ε[s](x, t) = ∂t s − ∇x L[s] (Eq. 9), shaped like x.
 
     ``residual(score, sde, **options)`` (no x, t) returns the residual *operator*, a
@@ -82,11 +106,21 @@ def residual(score: Score, sde: SDE, x: torch.Tensor | None = None,
         x, estimator = None, x
     if x is None and t is None:  # the operator; bad names are refused now, not at its first call
         get_estimator(estimator, **options)
-        return functools.partial(residual, score, sde, estimator=estimator, generator=generator,
-                                 return_rhs=return_rhs, validate=validate, **options)
+        return functools.partial(
+            residual,
+            score,
+            sde,
+            estimator=estimator,
+            generator=generator,
+            return_rhs=return_rhs,
+            validate=validate,
+            **options,
+        )
     if x is None or t is None:
-        raise ValueError("residual needs both x and t (to evaluate ε there) or neither (for the "
-                         "operator (x, t) -> ε); got only one of them")
+        raise ValueError(
+            "residual needs both x and t (to evaluate ε there) or neither (for the "
+            "operator (x, t) -> ε); got only one of them"
+        )
     est, score, t = _prepared(score, sde, x, t, estimator, options, validate)
     eps, L = est.residual(score, sde, x, t, generator)
     return (eps, L) if return_rhs else eps
@@ -94,10 +128,18 @@ def residual(score: Score, sde: SDE, x: torch.Tensor | None = None,
 
 @renamed_keywords(model="score")
 @explain_autodiff_errors
-def residual_norm_sq(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor | float,
-                     estimator: str = "exact", *, unbiased: bool = True,
-                     generator: torch.Generator | None = None, validate: bool = True,
-                     **options) -> tuple[torch.Tensor, torch.Tensor]:
+def residual_norm_sq(
+    score: Score,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor | float,
+    estimator: str = "exact",
+    *,
+    unbiased: bool = True,
+    generator: torch.Generator | None = None,
+    validate: bool = True,
+    **options,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(an estimate of ‖ε[s]‖², L[s]) per sample, each ``[B]``.
 
     Deterministic estimators give ‖ε‖² itself. For a stochastic one, ``unbiased`` forms the
@@ -112,9 +154,18 @@ def residual_norm_sq(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor | 
 
 
 @renamed_keywords(model="score")
-def fpe_rhs(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor | float, *,
-            div: str = "exact", probe: str = "rademacher", n_probes: int = 1,
-            generator: torch.Generator | None = None, validate: bool = True) -> torch.Tensor:
+def fpe_rhs(
+    score: Score,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor | float,
+    *,
+    div: str = "exact",
+    probe: str = "rademacher",
+    n_probes: int = 1,
+    generator: torch.Generator | None = None,
+    validate: bool = True,
+) -> torch.Tensor:
     """L[s](x, t) = ½g² div_x s + ½g² ‖s‖² − ⟨f, s⟩ − div_x f, shape ``[B]`` (Eq. 7)."""
     if validate:
         t = check_inputs(x, t, sde.T)

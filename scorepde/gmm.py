@@ -12,6 +12,7 @@ model for ``scorepde.residual`` and works under torch.func in float32 and float6
 per sample is O(K D) for isotropic and diagonal covariances and O(K D²) for full ones (one
 rotation into each component's eigenbasis); no per-sample matrix is ever formed.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,15 +37,20 @@ class GaussianMixture:
         if means.dim() != 2:
             raise ValueError(f"means must be [K, D], got shape {tuple(means.shape)}")
         K, D = means.shape
-        weights = (torch.full((K,), 1.0 / K, dtype=torch.float64) if weights is None
-                   else torch.as_tensor(weights, dtype=torch.float64))
+        weights = (
+            torch.full((K,), 1.0 / K, dtype=torch.float64)
+            if weights is None
+            else torch.as_tensor(weights, dtype=torch.float64)
+        )
         if weights.shape != (K,) or bool((weights <= 0).any()):
             raise ValueError("weights must be [K] and positive, one per mean")
         if abs(weights.sum().item() - 1.0) > 1e-6:
             raise ValueError(f"weights must sum to 1, got {weights.sum().item():.6g}; normalise them")
         if (stds is None) == (covs is None):
-            raise ValueError("give the covariances one way: stds [K] (isotropic), stds [K, D] "
-                             "(diagonal) or covs [K, D, D] (full)")
+            raise ValueError(
+                "give the covariances one way: stds [K] (isotropic), stds [K, D] "
+                "(diagonal) or covs [K, D, D] (full)"
+            )
         self.means, self.weights, self.basis = means, weights, None
         if covs is not None:
             self.kind, self.stds = "full", None
@@ -56,11 +62,13 @@ class GaussianMixture:
             try:
                 self.stds = stds.expand(shape).clone()
             except RuntimeError:
-                raise ValueError(f"stds must be a scalar, [K] = [{K}] or [K, D] = [{K}, {D}], "
-                                 f"got shape {tuple(stds.shape)}") from None
+                raise ValueError(
+                    f"stds must be a scalar, [K] = [{K}] or [K, D] = [{K}, {D}], "
+                    f"got shape {tuple(stds.shape)}"
+                ) from None
             if bool((self.stds <= 0).any()):
                 raise ValueError("stds must be positive")
-            self.variances = (self.stds ** 2).expand(D, K).T if self.kind == "iso" else self.stds ** 2
+            self.variances = (self.stds**2).expand(D, K).T if self.kind == "iso" else self.stds**2
         self._cast = {}
 
     @property
@@ -71,8 +79,10 @@ class GaussianMixture:
         """(μ, λ, U, w) in ``like``'s dtype and device, cast once per dtype and device."""
         key = (like.dtype, like.device)
         if key not in self._cast:
-            self._cast[key] = tuple(None if v is None else v.to(like)
-                                    for v in (self.means, self.variances, self.basis, self.weights))
+            self._cast[key] = tuple(
+                None if v is None else v.to(like)
+                for v in (self.means, self.variances, self.basis, self.weights)
+            )
         return self._cast[key]
 
     def _terms(self, x, t, sde: SDE | None):
@@ -85,15 +95,15 @@ class GaussianMixture:
         else:
             a, noise_var = sde.marginal(t)[0], sde.marginal_variance(t)
         if self.kind == "iso":
-            mu, s2, w = (v.to(x) for v in (self.means, self.stds ** 2, self.weights))
-            var = a[:, None] ** 2 * s2 + noise_var[:, None]                     # [B, K]
-            diff = xf[:, None, :] - a[:, None, None] * mu                       # [B, K, D]
+            mu, s2, w = (v.to(x) for v in (self.means, self.stds**2, self.weights))
+            var = a[:, None] ** 2 * s2 + noise_var[:, None]  # [B, K]
+            diff = xf[:, None, :] - a[:, None, None] * mu  # [B, K, D]
             logn = -0.5 * (diff.pow(2).sum(-1) / var + self.dim * torch.log(2 * math.pi * var))
             return torch.log(w) + logn, diff, var[..., None]
         mu, lam, U, w = self._params(xf)
-        diff = xf[:, None, :] - a[:, None, None] * mu                           # [B, K, D]
-        y = diff if U is None else torch.einsum("bkj,kjd->bkd", diff, U)       # eigen-coordinates
-        var = a[:, None, None] ** 2 * lam + noise_var[:, None, None]            # [B, K, D]
+        diff = xf[:, None, :] - a[:, None, None] * mu  # [B, K, D]
+        y = diff if U is None else torch.einsum("bkj,kjd->bkd", diff, U)  # eigen-coordinates
+        var = a[:, None, None] ** 2 * lam + noise_var[:, None, None]  # [B, K, D]
         logn = -0.5 * (y.pow(2) / var + torch.log(2 * math.pi * var)).sum(-1)
         return torch.log(w) + logn, y, var
 
@@ -112,8 +122,9 @@ class GaussianMixture:
         back = z if U is None else torch.einsum("bkd,kjd->bkj", z, U)
         return (-back.sum(1)).reshape(x.shape)
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None,
-               dtype=torch.float32, device=None) -> torch.Tensor:
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, dtype=torch.float32, device=None
+    ) -> torch.Tensor:
         """n draws from the data density q_0, ``[n, D]``."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
@@ -128,13 +139,13 @@ class GaussianMixture:
         """diag Σ_k, ``[K, D]``: each component's variance along each coordinate."""
         if self.basis is None:
             return self.variances
-        return torch.einsum("kjd,kd->kj", self.basis ** 2, self.variances)
+        return torch.einsum("kjd,kd->kj", self.basis**2, self.variances)
 
     def coordinate_std(self) -> float:
         """The data's scale: sqrt of the per-coordinate variance of q_0, averaged over
         coordinates, Var_j = Σ_k w_k (μ_kj² + (Σ_k)_jj) − (Σ_k w_k μ_kj)²."""
         w = self.weights[:, None]
-        second = (w * (self.means ** 2 + self.coordinate_variances())).sum(0)
+        second = (w * (self.means**2 + self.coordinate_variances())).sum(0)
         return float((second - (w * self.means).sum(0) ** 2).mean().sqrt())
 
     def __repr__(self):
@@ -159,8 +170,9 @@ def random_rotation(dim: int, generator: torch.Generator) -> torch.Tensor:
     return q * torch.sign(torch.diagonal(r))
 
 
-def separated_mixture(dim: int, n_components: int = 4, *, offset: float = 3.0,
-                      std_range=None, seed: int = 0, cov: str = "iso") -> GaussianMixture:
+def separated_mixture(
+    dim: int, n_components: int = 4, *, offset: float = 3.0, std_range=None, seed: int = 0, cov: str = "iso"
+) -> GaussianMixture:
     """K well-separated components in D dimensions with unequal weights and covariances.
 
     Means: K distinct sign vectors in {±offset}ᴰ (drawn with ``seed``), so two means are at
@@ -175,9 +187,11 @@ def separated_mixture(dim: int, n_components: int = 4, *, offset: float = 3.0,
         raise ValueError(f"need dim >= 1 and n_components >= 1, got {dim}, {n_components}")
     if cov not in ("iso", "diag", "full"):
         raise ValueError(f"cov must be 'iso', 'diag' or 'full', got {cov!r}")
-    if dim < 63 and n_components > 2 ** dim:
-        raise ValueError(f"only 2^{dim} = {2 ** dim} distinct sign vectors exist in {dim}-D; "
-                         f"ask for at most that many components, not {n_components}")
+    if dim < 63 and n_components > 2**dim:
+        raise ValueError(
+            f"only 2^{dim} = {2**dim} distinct sign vectors exist in {dim}-D; "
+            f"ask for at most that many components, not {n_components}"
+        )
     gen = torch.Generator().manual_seed(int(seed))
     signs: list = []
     while len(signs) < n_components:
@@ -196,5 +210,5 @@ def separated_mixture(dim: int, n_components: int = 4, *, offset: float = 3.0,
     if cov == "diag":
         return GaussianMixture(means, stds, weights)
     R = torch.stack([random_rotation(dim, gen) for _ in range(n_components)])
-    covs = torch.einsum("kij,kj,klj->kil", R, stds ** 2, R)
+    covs = torch.einsum("kij,kj,klj->kil", R, stds**2, R)
     return GaussianMixture(means, weights=weights, covs=0.5 * (covs + covs.transpose(1, 2)))

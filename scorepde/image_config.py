@@ -5,6 +5,7 @@ from ``sde``, ``nn`` and ``losses``; this module only assembles them from one re
 ``ImageConfig`` is what ``scorepde-train``'s flags fill in and what a checkpoint stores, so
 ``scorepde-eval`` rebuilds exactly the trained model from the checkpoint alone.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,8 +22,18 @@ from .losses import DEFAULT_FP, NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, 
 from .nn import ScoreModel, UNet
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
-__all__ = ["ImageConfig", "SDE_NAMES", "OBJECTIVES", "build_sde", "build_score_model",
-           "build_objective", "preset_config", "model_scaling", "load_trained", "run_label"]
+__all__ = [
+    "ImageConfig",
+    "SDE_NAMES",
+    "OBJECTIVES",
+    "build_sde",
+    "build_score_model",
+    "build_objective",
+    "preset_config",
+    "model_scaling",
+    "load_trained",
+    "run_label",
+]
 
 SDE_NAMES = ("ve", "vp", "subvp")
 OBJECTIVES = ("dsm", "fp")
@@ -35,7 +46,7 @@ class ImageConfig:
     # data
     dataset: str = "digits"
     data_dir: str | None = None
-    scaling: str = "auto"          # "auto": [0,1] for VE, [-1,1] for VP/sub-VP (score_sde's)
+    scaling: str = "auto"  # "auto": [0,1] for VE, [-1,1] for VP/sub-VP (score_sde's)
     # forward SDE
     sde: str = "vp"
     sigma_min: float = 0.01
@@ -56,20 +67,20 @@ class ImageConfig:
     gamma: float = 0.0
     fp_weighting: str = "none"
     m: int = 1
-    estimator: str = str(DEFAULT_FP["estimator"])   # forward_fd, its step in t from the net's time
-                                                # conditioning; "paper" via --preset or --estimator
+    estimator: str = str(DEFAULT_FP["estimator"])  # forward_fd, its step in t from the net's time
+    # conditioning; "paper" via --preset or --estimator
     subbatch: int | None = 16
     dsm_weighting: str = "sigma2"
-    normalize: str = "none"        # ε-term divided by 1 or D^m (the official code's units)
+    normalize: str = "none"  # ε-term divided by 1 or D^m (the official code's units)
     rhs_reduction: str = "mean_abs"  # γ-term: E|L| or ‖L‖₂ over the batch (the official code's)
-    unbiased: bool = True          # m = 2: product of two independent draws
-    preset: str | None = None   # the PAPER_SETTINGS entry the FP flags started from
+    unbiased: bool = True  # m = 2: product of two independent draws
+    preset: str | None = None  # the PAPER_SETTINGS entry the FP flags started from
     t_eps: float = 1e-3
     # optimisation
     lr: float = 1e-3
     warmup: int = 100
     grad_clip: float | None = 1.0
-    ema_decay: float = 0.995          # short CPU runs; 0.999+ for long ones
+    ema_decay: float = 0.995  # short CPU runs; 0.999+ for long ones
     batch_size: int = 64
     steps: int = 2000
     seed: int = 0
@@ -79,29 +90,50 @@ class ImageConfig:
         checks = [
             (self.sde in SDE_NAMES, f"sde must be one of {SDE_NAMES}, got {self.sde!r}"),
             (self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}"),
-            (self.scaling == "auto" or self.scaling in SCALINGS,
-             f"scaling must be 'auto' or one of {sorted(SCALINGS)}, got {self.scaling!r}"),
-            (self.estimator in ESTIMATORS, f"estimator must be one of {sorted(ESTIMATORS)}, got {self.estimator!r}"),
+            (
+                self.scaling == "auto" or self.scaling in SCALINGS,
+                f"scaling must be 'auto' or one of {sorted(SCALINGS)}, got {self.scaling!r}",
+            ),
+            (
+                self.estimator in ESTIMATORS,
+                f"estimator must be one of {sorted(ESTIMATORS)}, got {self.estimator!r}",
+            ),
             (self.fp_weighting in WEIGHTINGS, f"fp-weighting must be one of {sorted(WEIGHTINGS)}"),
             (self.dsm_weighting in WEIGHTINGS, f"dsm-weighting must be one of {sorted(WEIGHTINGS)}"),
             (self.m in (1, 2), f"m must be 1 or 2, got {self.m}"),
             (self.normalize in NORMALIZATIONS, f"normalize must be one of {sorted(NORMALIZATIONS)}"),
-            (self.rhs_reduction in RHS_REDUCTIONS, f"gamma-reduction must be one of {sorted(RHS_REDUCTIONS)}"),
-            (self.preset is None or self.preset in PAPER_SETTINGS,
-             f"preset must be one of {sorted(PAPER_SETTINGS)}, got {self.preset!r}"),
-            (self.beta >= 0 and self.gamma >= 0, f"beta and gamma must be >= 0, got {self.beta}, {self.gamma}"),
+            (
+                self.rhs_reduction in RHS_REDUCTIONS,
+                f"gamma-reduction must be one of {sorted(RHS_REDUCTIONS)}",
+            ),
+            (
+                self.preset is None or self.preset in PAPER_SETTINGS,
+                f"preset must be one of {sorted(PAPER_SETTINGS)}, got {self.preset!r}",
+            ),
+            (
+                self.beta >= 0 and self.gamma >= 0,
+                f"beta and gamma must be >= 0, got {self.beta}, {self.gamma}",
+            ),
             (self.subbatch is None or self.subbatch >= 1, f"subbatch must be >= 1, got {self.subbatch}"),
             (self.batch_size >= 1, f"batch-size must be >= 1, got {self.batch_size}"),
             (self.steps >= 1, f"steps must be >= 1 (the total number of optimiser steps), got {self.steps}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 <= self.ema_decay < 1, f"ema-decay must lie in [0, 1), got {self.ema_decay}"),
             (self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}"),
-            (self.grad_clip is None or self.grad_clip > 0, f"grad-clip must be > 0 (0 = off), got {self.grad_clip}"),
+            (
+                self.grad_clip is None or self.grad_clip > 0,
+                f"grad-clip must be > 0 (0 = off), got {self.grad_clip}",
+            ),
             (0 < self.t_eps < 1, f"t-eps must lie in (0, 1), got {self.t_eps}"),
-            (self.objective != "fp" or self.dropout == 0, "dropout must be 0 with objective fp: "
-             "dropout makes the score random, and the FP residual's derivatives combine several calls"),
-            (self.channels >= 1 and self.num_res_blocks >= 1 and len(self.channel_mult) >= 1,
-             "channels and num-res-blocks must be >= 1 and channel-mult non-empty"),
+            (
+                self.objective != "fp" or self.dropout == 0,
+                "dropout must be 0 with objective fp: "
+                "dropout makes the score random, and the FP residual's derivatives combine several calls",
+            ),
+            (
+                self.channels >= 1 and self.num_res_blocks >= 1 and len(self.channel_mult) >= 1,
+                "channels and num-res-blocks must be >= 1 and channel-mult non-empty",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -145,23 +177,43 @@ def build_score_model(cfg: ImageConfig, sde: SDE, shape: Sequence[int]) -> Score
     """A U-Net sized by the config inside ``ScoreModel``: Fourier features of log σ for VE,
     sinusoidal features of 999 t for VP/sub-VP."""
     embedding = "fourier" if cfg.sde == "ve" else "sinusoidal"
-    net = UNet(in_channels=int(shape[0]), channels=cfg.channels, channel_mult=cfg.channel_mult,
-               num_res_blocks=cfg.num_res_blocks, attention=cfg.attention, heads=cfg.heads,
-               dropout=cfg.dropout, embedding=embedding, fourier_scale=cfg.fourier_scale)
+    net = UNet(
+        in_channels=int(shape[0]),
+        channels=cfg.channels,
+        channel_mult=cfg.channel_mult,
+        num_res_blocks=cfg.num_res_blocks,
+        attention=cfg.attention,
+        heads=cfg.heads,
+        dropout=cfg.dropout,
+        embedding=embedding,
+        fourier_scale=cfg.fourier_scale,
+    )
     return ScoreModel(net, sde)
 
 
-def build_objective(cfg: ImageConfig, model: torch.nn.Module, sde: SDE,
-                    autocast: torch.dtype | None = None) -> FPObjective:
+def build_objective(
+    cfg: ImageConfig, model: torch.nn.Module, sde: SDE, autocast: torch.dtype | None = None
+) -> FPObjective:
     """J_DSM (objective "dsm") or J_DSM + R_FP (objective "fp") as one module for DDP;
     ``autocast`` runs the plain DSM forward in that dtype (bf16 on CUDA)."""
     if not cfg.fp_on:
-        return FPObjective(model, sde, dsm_weighting=cfg.dsm_weighting, eps=cfg.t_eps,
-                           autocast=autocast)
-    return FPObjective(model, sde, beta=cfg.beta, gamma=cfg.gamma, fp_weighting=cfg.fp_weighting,
-                       m=cfg.m, estimator=cfg.estimator, dsm_weighting=cfg.dsm_weighting,
-                       eps=cfg.t_eps, subbatch=cfg.subbatch, normalize=cfg.normalize,
-                       rhs_reduction=cfg.rhs_reduction, unbiased=cfg.unbiased, autocast=autocast)
+        return FPObjective(model, sde, dsm_weighting=cfg.dsm_weighting, eps=cfg.t_eps, autocast=autocast)
+    return FPObjective(
+        model,
+        sde,
+        beta=cfg.beta,
+        gamma=cfg.gamma,
+        fp_weighting=cfg.fp_weighting,
+        m=cfg.m,
+        estimator=cfg.estimator,
+        dsm_weighting=cfg.dsm_weighting,
+        eps=cfg.t_eps,
+        subbatch=cfg.subbatch,
+        normalize=cfg.normalize,
+        rhs_reduction=cfg.rhs_reduction,
+        unbiased=cfg.unbiased,
+        autocast=autocast,
+    )
 
 
 #: ``FPObjective`` keyword → ``ImageConfig`` field, where the names differ.
@@ -193,7 +245,7 @@ def load_trained(state: dict, shape: Sequence[int], weights: str = "ema", device
     sde = build_sde(cfg, shape)
     model = build_score_model(cfg, sde, shape)
     if weights == "ema" and "ema" in state:
-        ema = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+        ema = {k[len("module.") :]: v for k, v in state["ema"].items() if k.startswith("module.")}
         model.load_state_dict(ema)
     else:
         model.load_state_dict(state["model"])

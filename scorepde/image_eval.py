@@ -6,6 +6,7 @@ Names in the record (``bpd_metrics``), each with one meaning across the project:
 ``bpd_stderr`` is the SE over test images, ``eval_se`` the SE over repeats (the evaluation's
 own noise), ``bpd_std`` the std over repeats.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,16 +27,41 @@ __all__ = ["TABLE4_TIMES", "image_bpd", "bpd_metrics", "bpd_summary", "sample_gr
 TABLE4_TIMES = (1e-3,) + tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
-def image_bpd(model, sde: SDE, cfg: ImageConfig, images: torch.Tensor, levels: int, *,
-              repeats: int = 5, batch_size: int | None = None, rtol: float = 1e-5,
-              atol: float = 1e-5, generator: torch.Generator | None = None,
-              progress: bool = False, device=None) -> dict:
+def image_bpd(
+    model,
+    sde: SDE,
+    cfg: ImageConfig,
+    images: torch.Tensor,
+    levels: int,
+    *,
+    repeats: int = 5,
+    batch_size: int | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    device=None,
+) -> dict:
     """Bits/dim of integer ``images`` by the PF-ODE from t_eps (``scorepde.evaluate_bpd``),
     uniform dequantization at ``levels``, Hutchinson trace, ``repeats`` repeats."""
     a, b = SCALINGS[model_scaling(cfg)]
-    return evaluate_bpd(model, sde, images, levels, a, b, repeats=repeats, div="hutchinson",
-                        generator=generator, batch_size=batch_size, progress=progress,
-                        device=device, eps=cfg.t_eps, rtol=rtol, atol=atol)
+    return evaluate_bpd(
+        model,
+        sde,
+        images,
+        levels,
+        a,
+        b,
+        repeats=repeats,
+        div="hutchinson",
+        generator=generator,
+        batch_size=batch_size,
+        progress=progress,
+        device=device,
+        eps=cfg.t_eps,
+        rtol=rtol,
+        atol=atol,
+    )
 
 
 def bpd_metrics(res: dict) -> dict:
@@ -43,30 +69,52 @@ def bpd_metrics(res: dict) -> dict:
     the test images), ``eval_se`` (SE over repeats; None for one repeat), ``bpd_std`` (std
     over repeats), ``bpd_per_repeat`` and ``nfe``."""
     se = standard_error(res["per_repeat"])
-    return {"bpd": res["bpd"], "bpd_stderr": res["bpd_stderr"], "eval_se": None if se != se else se,
-            "bpd_std": res["bpd_std"], "bpd_per_repeat": res["per_repeat"], "nfe": res["nfe"]}
+    return {
+        "bpd": res["bpd"],
+        "bpd_stderr": res["bpd_stderr"],
+        "eval_se": None if se != se else se,
+        "bpd_std": res["bpd_std"],
+        "bpd_per_repeat": res["per_repeat"],
+        "nfe": res["nfe"],
+    }
 
 
 def bpd_summary(res: dict, images: int, repeats: int, seconds: float) -> str:
     """One line for a bits/dim result of ``image_bpd``: the mean, its standard error over the
     repeats (none from one repeat), the test images, repeats and wall time."""
     if repeats > 1:
-        value = (f"{res['bpd']:.4f} ± {standard_error(res['per_repeat']):.4f} (standard error over "
-                 f"{repeats} repeats)")
+        value = (
+            f"{res['bpd']:.4f} ± {standard_error(res['per_repeat']):.4f} (standard error over "
+            f"{repeats} repeats)"
+        )
     else:
         value = f"{res['bpd']:.4f} (1 repeat: no error bar)"
-    return (f"test bits/dim: {value}; {images} test images × {repeats} repeat(s), "
-            f"{seconds:.1f} s, PF-ODE, Hutchinson trace")
+    return (
+        f"test bits/dim: {value}; {images} test images × {repeats} repeat(s), "
+        f"{seconds:.1f} s, PF-ODE, Hutchinson trace"
+    )
 
 
 @torch.no_grad()
-def sample_grid(model, sde: SDE, cfg: ImageConfig, shape: Sequence[int], levels: int, path: str, *,
-                n: int = 64, steps: int = 500, generator: torch.Generator | None = None,
-                device=None, title: str | None = None) -> str:
+def sample_grid(
+    model,
+    sde: SDE,
+    cfg: ImageConfig,
+    shape: Sequence[int],
+    levels: int,
+    path: str,
+    *,
+    n: int = 64,
+    steps: int = 500,
+    generator: torch.Generator | None = None,
+    device=None,
+    title: str | None = None,
+) -> str:
     """Draw ``n`` samples by Euler–Maruyama (``steps`` steps down to t_eps), quantize them to
     the data's levels and write a PNG grid titled ``title`` (default: the run and the sampler)."""
-    x = euler_maruyama(model, sde, (n, *shape), steps=steps, eps=cfg.t_eps, generator=generator,
-                       device=device)
+    x = euler_maruyama(
+        model, sde, (n, *shape), steps=steps, eps=cfg.t_eps, generator=generator, device=device
+    )
     title = title or f"{n} samples: {run_label(cfg)}; Euler–Maruyama, {steps} steps"
     return save_grid(from_model_space(x, levels, model_scaling(cfg)).cpu(), levels, path, title=title)
 

@@ -13,9 +13,10 @@ the integral an unbiased estimate of the exact one. By default (``mode="reverse"
 evaluation makes one network forward and reverse-mode vector-Jacobian products on its graph,
 which give the drift and the divergence together; ``mode="forward"`` is the older path
 (a plain forward for the drift, Jacobian-vector products for the divergence), kept as the
-reference the fast path is tested against. ``benchmarks/likelihood_cost.py`` times both
+reference the fast path is tested against. ``scorepde.commands.likelihood_cost`` times both
 against a score_sde-style SciPy loop.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -56,12 +57,23 @@ def _drift_and_divergence(score: Score, sde: SDE, x, t, div: str, probes):
     """(f − ½g² s, div_x [f − ½g² s]) from one forward of the model and vjps on its graph."""
     s, div_s = value_and_divergence(lambda y: score(y, t), x, div, probes=probes)
     g2 = sde.diffusion(t) ** 2
-    return (sde.drift(x, t) - 0.5 * broadcast_to_batch(g2, x) * s,
-            sde.drift_divergence(x, t) - 0.5 * g2 * div_s)
+    return (
+        sde.drift(x, t) - 0.5 * broadcast_to_batch(g2, x) * s,
+        sde.drift_divergence(x, t) - 0.5 * g2 * div_s,
+    )
 
 
-def solve_ode(func: Callable, y0, t0: float, t1: float, *, rtol: float, atol: float,
-              method: str, options: dict | None = None):
+def solve_ode(
+    func: Callable,
+    y0,
+    t0: float,
+    t1: float,
+    *,
+    rtol: float,
+    atol: float,
+    method: str,
+    options: dict | None = None,
+):
     """y(t1) for dy/dt = func(t, y), y(t0) = y0, by ``torchdiffeq.odeint``.
 
     The model is only ever evaluated inside [t0, t1]. torchdiffeq's adaptive solvers
@@ -77,11 +89,20 @@ def solve_ode(func: Callable, y0, t0: float, t1: float, *, rtol: float, atol: fl
         options.setdefault("step_t", times[1:])
     lo, hi = min(t0, t1), max(t0, t1)
     try:
-        ys = odeint(lambda t, y: func(t.clamp(lo, hi), y), y0, times, rtol=rtol, atol=atol,
-                    method=method, options=options)
+        ys = odeint(
+            lambda t, y: func(t.clamp(lo, hi), y),
+            y0,
+            times,
+            rtol=rtol,
+            atol=atol,
+            method=method,
+            options=options,
+        )
     except AssertionError as err:  # torchdiffeq reports a failed solve by assert
-        raise ValueError(f"the ODE solve from t={t0} to t={t1} failed ({str(err)[:200]}); the "
-                         f"model's score probably became non-finite on the way") from err
+        raise ValueError(
+            f"the ODE solve from t={t0} to t={t1} failed ({str(err)[:200]}); the "
+            f"model's score probably became non-finite on the way"
+        ) from err
     return tuple(y[-1] for y in ys) if isinstance(ys, tuple) else ys[-1]
 
 
@@ -96,11 +117,23 @@ def joint_rms_norm(tensors) -> torch.Tensor:
 
 
 @renamed_keywords(model="score", trace="div")
-def log_likelihood(score: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
-                   div: str = "exact", *, probe: str = "rademacher", n_probes: int = 1,
-                   generator: torch.Generator | None = None, rtol: float = 1e-5,
-                   atol: float = 1e-5, method: str = "dopri5", options: dict | None = None,
-                   mode: str = "reverse", return_stats: bool = False):
+def log_likelihood(
+    score: Score,
+    sde: SDE,
+    x: torch.Tensor,
+    eps: float = 1e-5,
+    div: str = "exact",
+    *,
+    probe: str = "rademacher",
+    n_probes: int = 1,
+    generator: torch.Generator | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    options: dict | None = None,
+    mode: str = "reverse",
+    return_stats: bool = False,
+):
     """log p_eps(x) in nats, shape ``[B]``, by the probability-flow ODE from eps to T.
 
     ``div`` picks the divergence: ``"exact"`` or ``"hutchinson"`` with ``n_probes``
@@ -114,8 +147,9 @@ def log_likelihood(score: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
     """
     T = float(sde.T)
     if not 0.0 < eps < T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {T}), got {eps}; "
-                         f"a small positive value such as 1e-5 is usual")
+        raise ValueError(
+            f"eps must lie in (0, T) = (0, {T}), got {eps}; a small positive value such as 1e-5 is usual"
+        )
     if div not in TRACES:
         raise ValueError(f"unknown trace (divergence) div={div!r}; choose one of {list(TRACES)}")
     if mode not in MODES:
@@ -138,15 +172,16 @@ def log_likelihood(score: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5,
             tb = t.to(y.dtype).expand(B)
             if mode == "reverse":
                 return _drift_and_divergence(score, sde, y, tb, div, probes)
-            return (probability_flow_drift(score, sde, y, tb),
-                    _flow_divergence(score, sde, y, tb, div, probes))
+            return (
+                probability_flow_drift(score, sde, y, tb),
+                _flow_divergence(score, sde, y, tb, div, probes),
+            )
 
         y0 = (x, torch.zeros(B, dtype=x.dtype, device=x.device))
         options = dict(options or {})
         if method in _ADAPTIVE:
             options.setdefault("norm", joint_rms_norm)
-        x_T, delta_logp = solve_ode(ode, y0, eps, T, rtol=rtol, atol=atol, method=method,
-                                    options=options)
+        x_T, delta_logp = solve_ode(ode, y0, eps, T, rtol=rtol, atol=atol, method=method, options=options)
         check_finite(x_T, "the ODE's end point x(T)")
         check_finite(delta_logp, "the divergence integral ∫ div(f − ½g²s) dt")
         prior_logp = check_finite(sde.prior_log_prob(x_T), "the prior term log p_T(x(T))")

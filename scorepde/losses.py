@@ -22,6 +22,7 @@ to evaluate R_FP (``FPObjective(model, sde, beta=..., **DEFAULT_FP)``): the forw
 directional estimator on an eighth of the batch, which costs well under 2× a DSM step
 (``benchmarks/step_cost.py`` measures it; ``benchmarks/RESULTS.md`` has the numbers).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,18 @@ from .fpe import get_estimator, residual_norm_sq
 from .sde import SDE
 from .typing import Score, renamed_keywords, time_conditioning
 
-__all__ = ["WEIGHTINGS", "RHS_REDUCTIONS", "NORMALIZATIONS", "PAPER_SETTINGS", "UnknownPresetError", "DEFAULT_FP",
-           "sample_time", "dsm_loss", "fp_regularizer", "FPObjective"]
+__all__ = [
+    "WEIGHTINGS",
+    "RHS_REDUCTIONS",
+    "NORMALIZATIONS",
+    "PAPER_SETTINGS",
+    "UnknownPresetError",
+    "DEFAULT_FP",
+    "sample_time",
+    "dsm_loss",
+    "fp_regularizer",
+    "FPObjective",
+]
 
 #: λ(t) by name: g(t)² (likelihood weighting), σ_t² (score_sde's default), or 1.
 WEIGHTINGS: dict[str, Callable[[SDE, torch.Tensor], torch.Tensor]] = {
@@ -64,6 +75,7 @@ NORMALIZATIONS: dict[str, Callable[[int, int], float]] = {
     "dim": lambda D, m: float(D) ** m,
 }
 
+
 # The paper's settings as FPObjective keyword arguments, in the paper's (official code's) units.
 # Sources: Table 6 and Sec. 7.3 / App. D.3 (CIFAR-10, ImageNet32), Sec. 7.2 / App. D.2 and
 # Table 1 (MNIST, Fashion-MNIST), Sec. 7.1 / App. D.1 (toys); the official code is
@@ -85,53 +97,66 @@ class _Presets(dict):
 
 
 _OFFICIAL_CODE = dict(
-    normalize="dim",          # sde_lib.PDE(normalize=True): the ε-term is divided by D^m
+    normalize="dim",  # sde_lib.PDE(normalize=True): the ε-term is divided by D^m
     rhs_reduction="batch_l2",  # sde_lib.PDE: scalar_res = ‖RHS‖₂ over the batch
-    estimator="paper",        # diff.t_finite_diff (h_s, h_d) = (1e-3, 5e-4) and diff.hutch_div:
-                              # one Gaussian probe, vᵀJ by reverse mode, ∇x L by autograd
-    unbiased=False,           # one draw: ‖ε̂‖^m of a single estimate, no product of two draws
+    estimator="paper",  # diff.t_finite_diff (h_s, h_d) = (1e-3, 5e-4) and diff.hutch_div:
+    # one Gaussian probe, vᵀJ by reverse mode, ∇x L by autograd
+    unbiased=False,  # one draw: ‖ε̂‖^m of a single estimate, no product of two draws
 )
-PAPER_SETTINGS: dict[str, dict] = _Presets({
-    # Table 6 / Sec. 7.3: (β, γ, λ_FP, m) = (0.15, 0.01, g², 2); the official CIFAR config
-    # (alpha=0.15 on the ε-term, beta=0.01 on the scalar term, fp_wgt_type="ll", m=2,
-    # likelihood_weighting=True, reduce_mean=False: DSM = ½ g² ‖s + z/σ‖² summed, batch mean)
-    # and the official loss' eps = 1e-5. Checked (outside this repo) by running the official
-    # sde_lib/diff/losses beside this preset on small nets, same x_t, t, z and probe, float64:
-    # under VE the regularizer, its parameter gradient and the whole loss agree to ≤ 7e-15
-    # relative (with the official VE kernel std σ(t) swapped for scorepde's exact
-    # sqrt(σ(t)² − σ_min²)); under VP the ε-term agrees to ≤ 1e-14 and the γ-term differs by
-    # exactly the div f quirk below. Quirks of the official code, kept or dropped:
-    # kept  - the ε-term divided by D^m, ‖L‖₂ over the batch, one-draw estimates, the
-    #         3-point stencil in t: they define the units of the published numbers;
-    # dropped - VP/sub-VP's RHS without the constant −div f (official RHS = L − ½β(t)D):
-    #         a wrong L that the γ-term would drive towards −½β(t)D. Table 6 is VE, where
-    #         div f = 0, so the published setting is unaffected;
-    # dropped - stencil nodes at or below t = 0 when t < h_s = 1e-3 (the official code
-    #         evaluates the net at t < 0; NaN under VP): there scorepde's steps shrink
-    #         to t/8 (derivatives.STEP_FRACTION), so no node leaves (0, T];
-    # dropped - VESDE.PDE's scalar_fp="both" branch reads an unset self.q (AttributeError);
-    #         m is used as the code's other branches do.
-    "cifar10": dict(beta=0.15, gamma=0.01, fp_weighting="g2", m=2, dsm_weighting="g2",
-                    eps=1e-5, **_OFFICIAL_CODE),
-    # Sec. 7.3 / App. D.3: the same (0.15, 0.01, g², 2), batch 48, on Lu et al.'s VE model.
-    "imagenet32": dict(beta=0.15, gamma=0.01, fp_weighting="g2", m=2, dsm_weighting="g2",
-                       eps=1e-5, **_OFFICIAL_CODE),
-    # Sec. 7.2: (γ, λ_FP, m) = (0, 1, 1), β swept in {0.001, ..., 10}; β = 0.1 is the best in
-    # Table 1. App. D.2: trained from scratch with Song's colab setup, start time 1e-3.
-    # Assumed (code unreleased): the official code's units (ε-term / D^m) and estimator, and
-    # the colab's DSM weighting σ² (the colab sums without the ½, so its FP term weighs half
-    # as much relative to DSM as here).
-    "mnist": dict(beta=0.1, gamma=0.0, fp_weighting="none", m=1, dsm_weighting="sigma2",
-                  eps=1e-3, **_OFFICIAL_CODE),
-    "fashion-mnist": dict(beta=0.1, gamma=0.0, fp_weighting="none", m=1,
-                          dsm_weighting="sigma2", eps=1e-3, **_OFFICIAL_CODE),
-    # Sec. 7.1: (β, γ, λ_FP, m) = (0.0015, 0, 1, 1) under a VE SDE. Assumed (code
-    # unreleased): the official code's units and estimator, σ² DSM weighting (Lu et al.'s toy
-    # code it builds on), and start time 1e-3 as App. D.2 states for MNIST (App. D.1's value
-    # is illegible in our copy of the paper).
-    "toy": dict(beta=0.0015, gamma=0.0, fp_weighting="none", m=1, dsm_weighting="sigma2",
-                eps=1e-3, **_OFFICIAL_CODE),
-})
+PAPER_SETTINGS: dict[str, dict] = _Presets(
+    {
+        # Table 6 / Sec. 7.3: (β, γ, λ_FP, m) = (0.15, 0.01, g², 2); the official CIFAR config
+        # (alpha=0.15 on the ε-term, beta=0.01 on the scalar term, fp_wgt_type="ll", m=2,
+        # likelihood_weighting=True, reduce_mean=False: DSM = ½ g² ‖s + z/σ‖² summed, batch mean)
+        # and the official loss' eps = 1e-5. Checked (outside this repo) by running the official
+        # sde_lib/diff/losses beside this preset on small nets, same x_t, t, z and probe, float64:
+        # under VE the regularizer, its parameter gradient and the whole loss agree to ≤ 7e-15
+        # relative (with the official VE kernel std σ(t) swapped for scorepde's exact
+        # sqrt(σ(t)² − σ_min²)); under VP the ε-term agrees to ≤ 1e-14 and the γ-term differs by
+        # exactly the div f quirk below. Quirks of the official code, kept or dropped:
+        # kept  - the ε-term divided by D^m, ‖L‖₂ over the batch, one-draw estimates, the
+        #         3-point stencil in t: they define the units of the published numbers;
+        # dropped - VP/sub-VP's RHS without the constant −div f (official RHS = L − ½β(t)D):
+        #         a wrong L that the γ-term would drive towards −½β(t)D. Table 6 is VE, where
+        #         div f = 0, so the published setting is unaffected;
+        # dropped - stencil nodes at or below t = 0 when t < h_s = 1e-3 (the official code
+        #         evaluates the net at t < 0; NaN under VP): there scorepde's steps shrink
+        #         to t/8 (derivatives.STEP_FRACTION), so no node leaves (0, T];
+        # dropped - VESDE.PDE's scalar_fp="both" branch reads an unset self.q (AttributeError);
+        #         m is used as the code's other branches do.
+        "cifar10": dict(
+            beta=0.15, gamma=0.01, fp_weighting="g2", m=2, dsm_weighting="g2", eps=1e-5, **_OFFICIAL_CODE
+        ),
+        # Sec. 7.3 / App. D.3: the same (0.15, 0.01, g², 2), batch 48, on Lu et al.'s VE model.
+        "imagenet32": dict(
+            beta=0.15, gamma=0.01, fp_weighting="g2", m=2, dsm_weighting="g2", eps=1e-5, **_OFFICIAL_CODE
+        ),
+        # Sec. 7.2: (γ, λ_FP, m) = (0, 1, 1), β swept in {0.001, ..., 10}; β = 0.1 is the best in
+        # Table 1. App. D.2: trained from scratch with Song's colab setup, start time 1e-3.
+        # Assumed (code unreleased): the official code's units (ε-term / D^m) and estimator, and
+        # the colab's DSM weighting σ² (the colab sums without the ½, so its FP term weighs half
+        # as much relative to DSM as here).
+        "mnist": dict(
+            beta=0.1, gamma=0.0, fp_weighting="none", m=1, dsm_weighting="sigma2", eps=1e-3, **_OFFICIAL_CODE
+        ),
+        "fashion-mnist": dict(
+            beta=0.1, gamma=0.0, fp_weighting="none", m=1, dsm_weighting="sigma2", eps=1e-3, **_OFFICIAL_CODE
+        ),
+        # Sec. 7.1: (β, γ, λ_FP, m) = (0.0015, 0, 1, 1) under a VE SDE. Assumed (code
+        # unreleased): the official code's units and estimator, σ² DSM weighting (Lu et al.'s toy
+        # code it builds on), and start time 1e-3 as App. D.2 states for MNIST (App. D.1's value
+        # is illegible in our copy of the paper).
+        "toy": dict(
+            beta=0.0015,
+            gamma=0.0,
+            fp_weighting="none",
+            m=1,
+            dsm_weighting="sigma2",
+            eps=1e-3,
+            **_OFFICIAL_CODE,
+        ),
+    }
+)
 
 
 def _choice(table: dict, name: str, what: str):
@@ -171,9 +196,16 @@ def _dsm_from_score(s: torch.Tensor, sde: SDE, t: torch.Tensor, z: torch.Tensor,
 
 
 @renamed_keywords(model="score")
-def dsm_loss(score: Score, sde: SDE, x0: torch.Tensor, *, weighting: str = "sigma2",
-             eps: float = 1e-5, generator: torch.Generator | None = None,
-             return_samples: bool = False):
+def dsm_loss(
+    score: Score,
+    sde: SDE,
+    x0: torch.Tensor,
+    *,
+    weighting: str = "sigma2",
+    eps: float = 1e-5,
+    generator: torch.Generator | None = None,
+    return_samples: bool = False,
+):
     """J_DSM, a scalar: the batch mean of ½ λ(t) ‖s(x_t, t) + z/σ_t‖² summed over dimensions.
 
     With ``return_samples`` also returns the perturbed ``(x_t, t)`` it drew.
@@ -214,12 +246,24 @@ class _Piggyback:
 
 
 @renamed_keywords(model="score")
-def fp_regularizer(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, *,
-                   beta: float, gamma: float = 0.0, fp_weighting: str = "none", m: int = 1,
-                   estimator: str = "exact", unbiased: bool = True, normalize: str = "none",
-                   rhs_reduction: str = "mean_abs",
-                   generator: torch.Generator | None = None, validate: bool = False,
-                   **options) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def fp_regularizer(
+    score: Score,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    beta: float,
+    gamma: float = 0.0,
+    fp_weighting: str = "none",
+    m: int = 1,
+    estimator: str = "exact",
+    unbiased: bool = True,
+    normalize: str = "none",
+    rhs_reduction: str = "mean_abs",
+    generator: torch.Generator | None = None,
+    validate: bool = False,
+    **options,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """R_FP = β E[λ_FP(t) ‖ε‖^m] / N + γ·reduce(L[s]) at the points (x, t) (Eq. 19);
     returns (R_FP, parts).
 
@@ -239,8 +283,17 @@ def fp_regularizer(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, *,
         raise ValueError(f"beta and gamma must be non-negative, got {beta}, {gamma}")
     norm = _choice(NORMALIZATIONS, normalize, "normalize")(x[0].numel(), m)
     reduce_rhs = _choice(RHS_REDUCTIONS, rhs_reduction, "rhs_reduction")
-    sq, L = residual_norm_sq(score, sde, x, t, estimator, unbiased=unbiased and m == 2,
-                             generator=generator, validate=validate, **options)
+    sq, L = residual_norm_sq(
+        score,
+        sde,
+        x,
+        t,
+        estimator,
+        unbiased=unbiased and m == 2,
+        generator=generator,
+        validate=validate,
+        **options,
+    )
     # m = 1: sqrt with a floor far below float32 resolution, so its gradient at ε = 0 is 0.
     norm_m = sq if m == 2 else torch.sqrt(sq + torch.finfo(sq.dtype).tiny)
     res = (_weighting(fp_weighting, sde, t) * norm_m).mean() / norm
@@ -268,15 +321,31 @@ class FPObjective(torch.nn.Module):
     """
 
     @renamed_keywords(model="score")
-    def __init__(self, score: torch.nn.Module, sde: SDE, *, beta: float = 0.0, gamma: float = 0.0,
-                 fp_weighting: str = "none", m: int = 1, estimator: str = "exact",
-                 dsm_weighting: str = "sigma2", eps: float = 1e-5,
-                 subbatch: int | float | None = None, unbiased: bool = True,
-                 normalize: str = "none", rhs_reduction: str = "mean_abs",
-                 autocast: torch.dtype | None = None, every: int = 1, **options):
+    def __init__(
+        self,
+        score: torch.nn.Module,
+        sde: SDE,
+        *,
+        beta: float = 0.0,
+        gamma: float = 0.0,
+        fp_weighting: str = "none",
+        m: int = 1,
+        estimator: str = "exact",
+        dsm_weighting: str = "sigma2",
+        eps: float = 1e-5,
+        subbatch: int | float | None = None,
+        unbiased: bool = True,
+        normalize: str = "none",
+        rhs_reduction: str = "mean_abs",
+        autocast: torch.dtype | None = None,
+        every: int = 1,
+        **options,
+    ):
         super().__init__()
         if not (isinstance(every, int) and every >= 1):
-            raise ValueError(f"every must be a positive integer (R_FP on every k-th step, weighted by k), got {every!r}")
+            raise ValueError(
+                f"every must be a positive integer (R_FP on every k-th step, weighted by k), got {every!r}"
+            )
         _check_eps(eps, sde)
         _weighting(dsm_weighting, sde, torch.zeros(1))
         _weighting(fp_weighting, sde, torch.zeros(1))
@@ -284,10 +353,13 @@ class FPObjective(torch.nn.Module):
         _choice(RHS_REDUCTIONS, rhs_reduction, "rhs_reduction")
         if m not in (1, 2):
             raise ValueError(f"m must be 1 or 2, got {m}")
-        if subbatch is not None and not (isinstance(subbatch, int) and subbatch >= 1
-                                         or isinstance(subbatch, float) and 0 < subbatch <= 1):
-            raise ValueError(f"subbatch must be a positive batch size (int) or a fraction of the "
-                             f"batch in (0, 1] (float), got {subbatch!r}")
+        if subbatch is not None and not (
+            isinstance(subbatch, int) and subbatch >= 1 or isinstance(subbatch, float) and 0 < subbatch <= 1
+        ):
+            raise ValueError(
+                f"subbatch must be a positive batch size (int) or a fraction of the "
+                f"batch in (0, 1] (float), got {subbatch!r}"
+            )
         self.model, self.sde = score, sde
         self.beta, self.gamma, self.fp_weighting, self.m = float(beta), float(gamma), fp_weighting, m
         self.estimator, self.dsm_weighting, self.eps = estimator, dsm_weighting, eps
@@ -340,11 +412,22 @@ class FPObjective(torch.nn.Module):
             check_batch_independent(self.model, xt, t)
             self._independence_checked = True
         score = _Piggyback(self.model, xt, t) if self.fused else self.model
-        fp, fp_parts = fp_regularizer(score, self.sde, xt[:k], t[:k], beta=self.beta,
-                                      gamma=self.gamma, fp_weighting=self.fp_weighting, m=self.m,
-                                      estimator=self.estimator, unbiased=self.unbiased,
-                                      normalize=self.normalize, rhs_reduction=self.rhs_reduction,
-                                      generator=generator, **self.options)
+        fp, fp_parts = fp_regularizer(
+            score,
+            self.sde,
+            xt[:k],
+            t[:k],
+            beta=self.beta,
+            gamma=self.gamma,
+            fp_weighting=self.fp_weighting,
+            m=self.m,
+            estimator=self.estimator,
+            unbiased=self.unbiased,
+            normalize=self.normalize,
+            rhs_reduction=self.rhs_reduction,
+            generator=generator,
+            **self.options,
+        )
         s = score.out if self.fused else self._plain_score(xt, t)
         dsm = _dsm_from_score(s, self.sde, t, z, self.dsm_weighting)
         fp = self.every * fp

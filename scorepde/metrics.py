@@ -8,6 +8,7 @@ The expectations under q_t use x_t = a(t) x_0 + σ_t z for the given data x_0 an
 Each curve returns ``{"t": [...], <name>: [...], "mean": float}``, the mean being the
 average over the grid (a time average for a uniform grid).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,13 +29,21 @@ def _progress(ts, progress, desc):
     if not progress:
         return ts
     from tqdm.auto import tqdm
+
     return tqdm(ts, desc=desc, leave=False)
 
 
 @renamed_keywords(model="score")
-def relative_score_error(score: Score, reference: Score, sde: SDE, x0: torch.Tensor,
-                         ts: Sequence[float], *, generator: torch.Generator | None = None,
-                         progress: bool = False) -> dict:
+def relative_score_error(
+    score: Score,
+    reference: Score,
+    sde: SDE,
+    x0: torch.Tensor,
+    ts: Sequence[float],
+    *,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> dict:
     """rel_L2(t) of ``score`` against ``reference`` on the grid ``ts`` (both ``score(x, t)``)."""
     out = {"t": [float(t) for t in ts], "rel_l2": []}
     for t in _progress(out["t"], progress, "score rel. L2"):
@@ -48,8 +57,15 @@ def relative_score_error(score: Score, reference: Score, sde: SDE, x0: torch.Ten
 
 
 @renamed_keywords(model="score")
-def curl_mse(score: Score, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
-             generator: torch.Generator | None = None, progress: bool = False) -> dict:
+def curl_mse(
+    score: Score,
+    sde: SDE,
+    x0: torch.Tensor,
+    ts: Sequence[float],
+    *,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> dict:
     """curl_MSE(t) of a 2-D score on the grid ``ts``: the mean squared curl under q_t."""
     out = {"t": [float(t) for t in ts], "curl_mse": []}
     for t in _progress(out["t"], progress, "curl MSE"):
@@ -60,12 +76,22 @@ def curl_mse(score: Score, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
 
 
 @renamed_keywords(model="score")
-def nll(score: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5, *, batch_size: int = 1000,
-        progress: bool = False, nan_on_failure: bool = False, **likelihood_options) -> torch.Tensor:
+def nll(
+    score: Score,
+    sde: SDE,
+    x: torch.Tensor,
+    eps: float = 1e-5,
+    *,
+    batch_size: int = 1000,
+    progress: bool = False,
+    nan_on_failure: bool = False,
+    **likelihood_options,
+) -> torch.Tensor:
     """−log p_eps(x) per sample ``[N]`` by the probability-flow ODE (``scorepde.log_likelihood``),
     in batches of ``batch_size``; ``likelihood_options`` (div, rtol, atol, ...) go there.
     ``nan_on_failure``: a batch whose solve fails is halved until the failing points are
     alone, and those come back NaN (far-tail or stiff points of a long-trained model)."""
+
     def solve(c):
         try:
             return -log_likelihood(score, sde, c, eps, **likelihood_options)
@@ -75,6 +101,7 @@ def nll(score: Score, sde: SDE, x: torch.Tensor, eps: float = 1e-5, *, batch_siz
             if len(c) == 1:
                 return torch.full((1,), float("nan"))
             return torch.cat([solve(half) for half in c.split((len(c) + 1) // 2)])
+
     chunks = x.split(batch_size)
     return torch.cat([solve(c) for c in _progress(chunks, progress and len(chunks) > 1, "NLL")])
 

@@ -10,6 +10,7 @@ only empty subfolders, does not). Such a folder is refused unless the caller pas
 name are replaced, nothing else is deleted). A relative path is relative to the current
 directory, never to the source checkout.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ def holds_results(path: PathLike) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def prepare_out(path: PathLike, *, resume: bool = False, overwrite: bool = False,
-                can_resume: bool = True) -> pathlib.Path:
+def prepare_out(
+    path: PathLike, *, resume: bool = False, overwrite: bool = False, can_resume: bool = True
+) -> pathlib.Path:
     """Create the output folder ``path`` and return it, refusing one that already holds results.
 
     Raises ``ValueError`` naming the folder, a few of its files and the flags ``--resume``
@@ -42,8 +44,10 @@ def prepare_out(path: PathLike, *, resume: bool = False, overwrite: bool = False
     """
     out = pathlib.Path(path)
     if resume and overwrite:
-        raise ValueError("--resume and --overwrite exclude each other: --resume continues the results "
-                         f"in {out}, --overwrite replaces them; pass one")
+        raise ValueError(
+            "--resume and --overwrite exclude each other: --resume continues the results "
+            f"in {out}, --overwrite replaces them; pass one"
+        )
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder; pass a folder for the results")
     files = holds_results(out)

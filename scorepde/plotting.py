@@ -2,6 +2,7 @@
 1-D densities, curves over t, error bars and image grids. Each function writes one PNG and
 returns its path. No math here: callers pass arrays they computed with the library.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,19 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-__all__ = ["grid_points", "heatmaps", "scatters", "densities_1d", "curves", "histogram_density",
-           "training_curves", "smooth", "errorbars", "audit_figure", "save_grid"]
+__all__ = [
+    "grid_points",
+    "heatmaps",
+    "scatters",
+    "densities_1d",
+    "curves",
+    "histogram_density",
+    "training_curves",
+    "smooth",
+    "errorbars",
+    "audit_figure",
+    "save_grid",
+]
 
 
 def _np(a):
@@ -43,9 +55,17 @@ def _save(fig, path):
     return path
 
 
-def heatmaps(panels: dict[str, np.ndarray], extent: tuple[float, float], path: str, *,
-             label: str = "density", vmin: float | None = None, vmax: float | None = None,
-             suptitle: str | None = None, cmap: str = "inferno") -> str:
+def heatmaps(
+    panels: dict[str, np.ndarray],
+    extent: tuple[float, float],
+    path: str,
+    *,
+    label: str = "density",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    suptitle: str | None = None,
+    cmap: str = "inferno",
+) -> str:
     """Side-by-side heat maps of ``[n, n]`` arrays (row index = y) on one colour scale.
 
     The scale spans all panels (or ``vmin``/``vmax``) and one colour bar labelled ``label``
@@ -55,12 +75,14 @@ def heatmaps(panels: dict[str, np.ndarray], extent: tuple[float, float], path: s
     finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays.values()])
     vmin = float(finite.min()) if vmin is None else vmin
     vmax = float(finite.max()) if vmax is None else vmax
-    fig, axes = plt.subplots(1, len(arrays), figsize=(3.6 * len(arrays) + 0.8, 3.6), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(arrays), figsize=(3.6 * len(arrays) + 0.8, 3.6), squeeze=False, constrained_layout=True
+    )
     im = None
     for ax, (title, a) in zip(axes[0], arrays.items()):
-        im = ax.imshow(a, origin="lower", extent=(*extent, *extent), vmin=vmin, vmax=vmax,
-                       cmap=cmap, aspect="equal")
+        im = ax.imshow(
+            a, origin="lower", extent=(*extent, *extent), vmin=vmin, vmax=vmax, cmap=cmap, aspect="equal"
+        )
         ax.set_title(title)
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
@@ -70,8 +92,14 @@ def heatmaps(panels: dict[str, np.ndarray], extent: tuple[float, float], path: s
     return _save(fig, path)
 
 
-def scatters(panels: dict[str, np.ndarray], extent: tuple[float, float], path: str, *,
-             suptitle: str | None = None, size: float = 2.0) -> str:
+def scatters(
+    panels: dict[str, np.ndarray],
+    extent: tuple[float, float],
+    path: str,
+    *,
+    suptitle: str | None = None,
+    size: float = 2.0,
+) -> str:
     """Side-by-side 2-D scatter plots of ``[N, 2]`` point sets on the same axes limits."""
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
     for ax, (title, pts) in zip(axes[0], panels.items()):
@@ -89,9 +117,15 @@ def scatters(panels: dict[str, np.ndarray], extent: tuple[float, float], path: s
     return _save(fig, path)
 
 
-def densities_1d(x: np.ndarray, series: dict[str, np.ndarray], path: str, *,
-                 title: str | None = None, ylabel: str = "density",
-                 ymax: float | None = None) -> str:
+def densities_1d(
+    x: np.ndarray,
+    series: dict[str, np.ndarray],
+    path: str,
+    *,
+    title: str | None = None,
+    ylabel: str = "density",
+    ymax: float | None = None,
+) -> str:
     """Several 1-D densities over the same points ``x`` in one axes (y clipped at ``ymax``)."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, y in series.items():
@@ -106,10 +140,18 @@ def densities_1d(x: np.ndarray, series: dict[str, np.ndarray], path: str, *,
     return _save(fig, path)
 
 
-def curves(t: Sequence[float], series: Mapping[str, Sequence[float]], path: str, *, ylabel: str,
-           xlabel: str = "t", title: str | None = None, logy: bool = True,
-           panels: dict[str, dict[str, Sequence[float]]] | None = None,
-           suptitle: str | None = None) -> str:
+def curves(
+    t: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    path: str,
+    *,
+    ylabel: str,
+    xlabel: str = "t",
+    title: str | None = None,
+    logy: bool = True,
+    panels: dict[str, dict[str, Sequence[float]]] | None = None,
+    suptitle: str | None = None,
+) -> str:
     """Curves over t: one axes with ``series``, or one axes per entry of ``panels``
     (``{panel title: {label: values}}``, all sharing ``ylabel``); log y by default;
     ``suptitle`` above them all."""
@@ -153,8 +195,9 @@ def _merge_equal(series: dict[str, list]) -> dict[str, list]:
     DSM run's loss is its dsm term, and two coinciding curves hide one another."""
     merged: dict[str, list] = {}
     for name, values in series.items():
-        twin = next((k for k, v in merged.items() if np.allclose(v, values, rtol=1e-12, atol=0, equal_nan=True)),
-                    None)
+        twin = next(
+            (k for k, v in merged.items() if np.allclose(v, values, rtol=1e-12, atol=0, equal_nan=True)), None
+        )
         if twin is None:
             merged[name] = values
         else:
@@ -174,8 +217,9 @@ def smooth(values: Sequence[float], span: int) -> np.ndarray:
     return np.array(out)
 
 
-def training_curves(records: Sequence[dict], path: str, *, title: str | None = None,
-                    span: int | None = None) -> str:
+def training_curves(
+    records: Sequence[dict], path: str, *, title: str | None = None, span: int | None = None
+) -> str:
     """The training curves of a ``log.jsonl`` (one dict per step): the loss and its parts
     (``dsm``, ``fp``) in one panel, the regularizer's own parts (``fp_*``) in a second when the
     regularizer ran. Each series is drawn raw (faint) and smoothed (an EMA over ``span`` steps,
@@ -196,7 +240,7 @@ def training_curves(records: Sequence[dict], path: str, *, title: str | None = N
     for ax, (panel, ser) in zip(axes[0], panels.items()):
         for name, y in ser.items():
             y = np.asarray(y, dtype=float)
-            raw, = ax.plot(steps, np.where(y > 0, y, np.nan) if positive else y, lw=0.6, alpha=0.3)
+            (raw,) = ax.plot(steps, np.where(y > 0, y, np.nan) if positive else y, lw=0.6, alpha=0.3)
             ax.plot(steps, smooth(y, span), color=raw.get_color(), lw=1.5, label=f"{name} (EMA, span {span})")
         if positive:
             ax.set_yscale("log")
@@ -209,30 +253,38 @@ def training_curves(records: Sequence[dict], path: str, *, title: str | None = N
     return _save(fig, path)
 
 
-def errorbars(panels: dict[str, dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]]],
-              path: str, *, xlabel: str, ylabel: str, logx: bool = True, zero_line: bool = True,
-              suptitle: str | None = None) -> str:
+def errorbars(
+    panels: dict[str, dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]]],
+    path: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = True,
+    zero_line: bool = True,
+    suptitle: str | None = None,
+) -> str:
     """Points with error bars, one axes per panel: ``{panel: {label: (x, y, half_width)}}``
     (a half-width of None or NaN draws the point alone); a dashed line at y = 0 if asked."""
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, (title, series) in zip(axes[0], panels.items()):
         for label, (x, y, h) in series.items():
-            order = np.argsort(np.asarray(x, dtype=float))           # draw the line left to right
+            order = np.argsort(np.asarray(x, dtype=float))  # draw the line left to right
             x = np.asarray(x, dtype=float)[order]
             y = np.asarray(y, dtype=float)[order]
             h = np.asarray([np.nan if v is None else v for v in h], dtype=float)[order]
-            ax.errorbar(x, y, yerr=np.where(np.isfinite(h), h, 0.0),
-                        marker="o", capsize=3, label=label, linestyle="-")
+            ax.errorbar(
+                x, y, yerr=np.where(np.isfinite(h), h, 0.0), marker="o", capsize=3, label=label, linestyle="-"
+            )
         if zero_line:
             ax.axhline(0.0, color="k", lw=0.8, ls="--")
         if logx:
             ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(NullFormatter())   # minor labels collide on a short range
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels collide on a short range
         ax.set_xlabel(xlabel)
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel(ylabel)                           # once: beside each panel it overlaps
+    axes[0][0].set_ylabel(ylabel)  # once: beside each panel it overlaps
     if suptitle:
         fig.suptitle(suptitle, y=1.03)
     return _save(fig, path)
@@ -272,19 +324,29 @@ def _errorbar_panel(ax, t, series: dict[str, tuple[Sequence, Sequence]], *, logy
     ax.grid(alpha=0.3, which="both")
 
 
-def audit_figure(t: Sequence[float], native: tuple[str, Sequence[float]],
-                 curves: dict[str, dict[str, tuple[Sequence, Sequence]]], path: str, *,
-                 differences: dict[str, dict[str, tuple[Sequence, Sequence]]] | None = None,
-                 references: dict[str, tuple[float, str]] | None = None,
-                 suptitle: str | None = None) -> str:
+def audit_figure(
+    t: Sequence[float],
+    native: tuple[str, Sequence[float]],
+    curves: dict[str, dict[str, tuple[Sequence, Sequence]]],
+    path: str,
+    *,
+    differences: dict[str, dict[str, tuple[Sequence, Sequence]]] | None = None,
+    references: dict[str, tuple[float, str]] | None = None,
+    suptitle: str | None = None,
+) -> str:
     """The audit's figure: one panel per quantity with the models overlaid (``curves``:
     ``{panel: {model: (values, SEs)}}``, log axes) and, when given, a second row with the
     paired differences (``differences``, same layout, linear y, a line at 0). Error bars are
     ±1.96 SE; ``references`` draws ``{panel: (y, label)}`` as a dotted line. The top axis
     shows t in the model's own clock (``native``: (name, values on the grid))."""
     rows = 2 if differences else 1
-    fig, axes = plt.subplots(rows, len(curves), figsize=(3.9 * len(curves), 3.5 * rows + 0.4),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        rows,
+        len(curves),
+        figsize=(3.9 * len(curves), 3.5 * rows + 0.4),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for ax, (title, series) in zip(axes[0], curves.items()):
         _errorbar_panel(ax, t, series, logy=True)
         if references and title in references:
@@ -308,8 +370,16 @@ def audit_figure(t: Sequence[float], native: tuple[str, Sequence[float]],
     return _save(fig, path)
 
 
-def save_grid(images: torch.Tensor, levels: int, path: str, *, nrow: int | None = None,
-              pad: int = 1, min_cell: int = 32, title: str | None = None) -> str:
+def save_grid(
+    images: torch.Tensor,
+    levels: int,
+    path: str,
+    *,
+    nrow: int | None = None,
+    pad: int = 1,
+    min_cell: int = 32,
+    title: str | None = None,
+) -> str:
     """Write integer images ``[N, C, H, W]`` (values in [0, levels)) as one PNG grid.
 
     Grey for C = 1, RGB for C = 3; ``nrow`` images per row (default ⌈√N⌉); small images
@@ -332,13 +402,15 @@ def save_grid(images: torch.Tensor, levels: int, path: str, *, nrow: int | None 
     for i in range(n):
         r, q = divmod(i, nrow)
         tile = np.transpose(arr[i], (1, 2, 0))
-        canvas[pad + r * (h + pad):pad + r * (h + pad) + h,
-               pad + q * (w + pad):pad + q * (w + pad) + w] = tile if c == 3 else tile.repeat(3, axis=2)
+        canvas[
+            pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w
+        ] = tile if c == 3 else tile.repeat(3, axis=2)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if title is None:
         mpimg.imsave(path, canvas)
         return path
     import textwrap
+
     height, width = canvas.shape[:2]
     fig_w = max(5.0, width / 80)
     lines = textwrap.wrap(title, width=int(fig_w * 11))

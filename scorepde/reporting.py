@@ -13,6 +13,7 @@ A typical report (toy/density.py: NLL of FP at each β against vanilla, paired o
     write_text(out, "summary.md", markdown_table(head, rows))
     paired_figure({name: summaries}, path, xlabel="β", ylabel="NLL FP − vanilla")
 """
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,31 @@ import numpy as np
 from .atomic import atomic_write
 from .stats import mean_se, paired_difference
 
-__all__ = ["index_runs", "seed_summary", "paired_vs_control", "average", "paired_series",
-           "markdown_table", "markdown_section", "residual_table", "text_table", "fmt", "fmt_interval", "minus",
-           "write_metrics", "write_text", "paired_figure"]
+__all__ = [
+    "index_runs",
+    "seed_summary",
+    "paired_vs_control",
+    "average",
+    "paired_series",
+    "markdown_table",
+    "markdown_section",
+    "residual_table",
+    "text_table",
+    "fmt",
+    "fmt_interval",
+    "minus",
+    "write_metrics",
+    "write_text",
+    "paired_figure",
+]
 
 
 # --- from run files to summaries --------------------------------------------------------
 
-def index_runs(runs: Iterable[dict], keys: Sequence[str],
-               where: Mapping[str, object] | None = None) -> dict[tuple, dict]:
+
+def index_runs(
+    runs: Iterable[dict], keys: Sequence[str], where: Mapping[str, object] | None = None
+) -> dict[tuple, dict]:
     """``{(run[k] for k in keys): run}`` for the runs whose fields match ``where``.
 
     Two runs with the same key are an error (they would silently replace each other).
@@ -43,12 +60,14 @@ def index_runs(runs: Iterable[dict], keys: Sequence[str],
             continue
         missing = [k for k in keys if k not in run]
         if missing:
-            raise ValueError(f"a run has no field {missing}; index by fields every run has "
-                             f"(this one has {sorted(run)})")
+            raise ValueError(
+                f"a run has no field {missing}; index by fields every run has (this one has {sorted(run)})"
+            )
         key = tuple(run[k] for k in keys)
         if key in out:
-            raise ValueError(f"two runs share {dict(zip(keys, key))}; index by more fields "
-                             "or narrow them with where=")
+            raise ValueError(
+                f"two runs share {dict(zip(keys, key))}; index by more fields or narrow them with where="
+            )
         out[key] = run
     return out
 
@@ -60,16 +79,23 @@ def seed_summary(runs: Mapping[Hashable, dict], key: str, level: float = 0.95) -
     return {"seeds": list(runs), key: values, **mean_se(values, level)}
 
 
-def paired_vs_control(runs: Mapping[Hashable, dict], control: Mapping[Hashable, dict], key: str,
-                      level: float = 0.95, label: str = "seeds") -> dict | None:
+def paired_vs_control(
+    runs: Mapping[Hashable, dict],
+    control: Mapping[Hashable, dict],
+    key: str,
+    level: float = 0.95,
+    label: str = "seeds",
+) -> dict | None:
     """``stats.paired_difference`` of ``run[key] − control[key]`` over the replicates both
     have (``{replicate: run}``, e.g. seeds); the shared replicates are stored under
     ``label``. None when they share none."""
     both = [k for k in runs if k in control]
     if not both:
         return None
-    return {**paired_difference([runs[k][key] for k in both], [control[k][key] for k in both], level),
-            label: both}
+    return {
+        **paired_difference([runs[k][key] for k in both], [control[k][key] for k in both], level),
+        label: both,
+    }
 
 
 def average(runs: Iterable[dict], *path: str):
@@ -101,13 +127,16 @@ def paired_series(summaries: Mapping[float, dict]) -> tuple[list, list, list]:
 
 # --- tables and numbers as text ---------------------------------------------------------
 
+
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence], align: str | None = None) -> str:
     """A markdown table; ``align``: one letter per column, ``l`` or ``r`` (default all ``l``)."""
     align = align or "l" * len(headers)
     if len(align) != len(headers) or set(align) - {"l", "r"}:
         raise ValueError(f"align needs one 'l' or 'r' per column ({len(headers)}), got {align!r}")
-    lines = ["| " + " | ".join(headers) + " |",
-             "|" + "".join(" --- |" if a == "l" else " ---: |" for a in align)]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "".join(" --- |" if a == "l" else " ---: |" for a in align),
+    ]
     for row in rows:
         if len(row) != len(headers):
             raise ValueError(f"a row has {len(row)} cells for {len(headers)} columns: {list(row)}")
@@ -115,8 +144,9 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence], align: str 
     return "\n".join(lines)
 
 
-def markdown_section(title: str, headers: Sequence[str], rows: Iterable[Sequence],
-                     align: str | None = None) -> str:
+def markdown_section(
+    title: str, headers: Sequence[str], rows: Iterable[Sequence], align: str | None = None
+) -> str:
     """A bold title line, then the table, after a blank line (sections join with ``"\\n"``)."""
     return f"\n**{title}**\n\n" + markdown_table(headers, rows, align)
 
@@ -127,8 +157,10 @@ def residual_table(curves: dict, label: str = "model") -> str:
     ts = curves["t"]
     head = "| " + label + " / time | " + " | ".join(f"{t:g}" for t in ts) + " |"
     rule = "| --- " * (len(ts) + 1) + "|"
-    rows = [f"| {name} | " + " | ".join(f"{v:.3f}" for v in curves[key]) + " |"
-            for name, key in (("r_FP(t)", "r_fp"), ("r_DSM-like(t)", "r_dsm"))]
+    rows = [
+        f"| {name} | " + " | ".join(f"{v:.3f}" for v in curves[key]) + " |"
+        for name, key in (("r_FP(t)", "r_fp"), ("r_DSM-like(t)", "r_dsm"))
+    ]
     return "\n".join([head, rule, *rows])
 
 
@@ -136,7 +168,7 @@ def text_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
     """A fixed-width table for the console (cells already formatted)."""
     cols = [list(headers)] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cols) for i in range(len(headers))]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))   # noqa: E731
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
     return "\n".join([line(cols[0]), line(["-" * w for w in widths])] + [line(r) for r in cols[1:]])
 
 
@@ -147,8 +179,7 @@ def fmt(mean: float | None, sd: float | None = None, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" if sd is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def fmt_interval(paired: dict | None, digits: int = 3, one: str = " (1 seed)",
-                 bold: bool = False) -> str:
+def fmt_interval(paired: dict | None, digits: int = 3, one: str = " (1 seed)", bold: bool = False) -> str:
     """A paired difference as ``+m [lo, hi]`` (``+m (1 seed)`` without an interval, ``—``
     without a difference); ``bold`` marks an interval that excludes 0 as ``**…**``."""
     if not paired:
@@ -167,33 +198,42 @@ def minus(text: str) -> str:
 
 # --- files ------------------------------------------------------------------------------
 
+
 def _plain(value):
     """numpy scalars and arrays (and 0-d tensors) as JSON (json's ``default``)."""
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
-    if hasattr(value, "__float__"):        # a 0-d tensor
+    if hasattr(value, "__float__"):  # a 0-d tensor
         return float(value)
     raise TypeError(f"{type(value).__name__} is not JSON: store numbers, lists and dicts in metrics")
 
 
 def write_metrics(out: str, metrics: dict | list, name: str = "metrics.json", indent: int = 2) -> str:
     """``OUT/metrics.json``, written atomically (a reader never sees half a report)."""
-    return atomic_write(os.path.join(out, name),
-                        lambda f: json.dump(metrics, f, indent=indent, default=_plain), binary=False)
+    return atomic_write(
+        os.path.join(out, name), lambda f: json.dump(metrics, f, indent=indent, default=_plain), binary=False
+    )
 
 
 def write_text(out: str, name: str, text: str) -> str:
     """``OUT/name`` (a table, a summary), written atomically, ending in one newline."""
-    return atomic_write(os.path.join(out, name), lambda f: f.write(text.rstrip("\n") + "\n"),
-                        binary=False)
+    return atomic_write(os.path.join(out, name), lambda f: f.write(text.rstrip("\n") + "\n"), binary=False)
 
 
 # --- figures ----------------------------------------------------------------------------
 
-def paired_figure(panels: Mapping[str, Mapping[str, Mapping[float, dict]]], path: str, *,
-                  xlabel: str, ylabel: str, suptitle: str | None = None, logx: bool = True) -> str | None:
+
+def paired_figure(
+    panels: Mapping[str, Mapping[str, Mapping[float, dict]]],
+    path: str,
+    *,
+    xlabel: str,
+    ylabel: str,
+    suptitle: str | None = None,
+    logx: bool = True,
+) -> str | None:
     """The standard figure of a grid against its control: per panel (data set), per series
     (method), the paired difference at each level (β) with its t-interval and a line at 0.
     ``panels = {panel: {series: {level: summary}}}``; panels with no paired point are left

@@ -9,6 +9,7 @@ A run file that does not parse (truncated by a full disk, edited by hand) is not
 renamed to ``<name>.json.corrupt`` (kept, never deleted) with a warning that names it, and
 that run alone is redone.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,9 @@ def run_name(**fields) -> str:
     for k, v in fields.items():
         s = f"{k}={_fmt(v)}"
         if _SAFE.search(s.replace("=", "")):
-            raise ValueError(f"run field {k}={v!r} has characters unsafe in a file name; "
-                             "use letters, digits and . _ + -")
+            raise ValueError(
+                f"run field {k}={v!r} has characters unsafe in a file name; use letters, digits and . _ + -"
+            )
         parts.append(s)
     return "__".join(parts)
 
@@ -66,14 +68,17 @@ class RunStore:
         path = self.path(**fields)
         result = _read(path) if os.path.isfile(path) else None
         if result is None:
-            raise ValueError(f"run file {path} is missing or was unreadable (see the warning "
-                             "above); run the grid again to redo that run")
+            raise ValueError(
+                f"run file {path} is missing or was unreadable (see the warning "
+                "above); run the grid again to redo that run"
+            )
         return result
 
     def save(self, result: dict, **fields) -> str:
         """Write ``{**fields, **result}`` atomically; returns the path."""
-        return atomic_write(self.path(**fields),
-                            lambda f: json.dump({**fields, **result}, f, indent=1), binary=False)
+        return atomic_write(
+            self.path(**fields), lambda f: json.dump({**fields, **result}, f, indent=1), binary=False
+        )
 
     def all(self) -> list[dict]:
         """Every finished run in the folder (sorted by file name)."""
@@ -98,8 +103,7 @@ def _read(path: str) -> dict | None:
         problem = f"does not parse as JSON ({err})"
     aside = path + ".corrupt"
     os.replace(path, aside)
-    warnings.warn(f"run file {path} {problem}: kept as {aside}, and that run will be redone",
-                  stacklevel=3)
+    warnings.warn(f"run file {path} {problem}: kept as {aside}, and that run will be redone", stacklevel=3)
     return None
 
 
@@ -109,13 +113,15 @@ def parse_shard(text: str | None) -> tuple[int, int]:
         return 0, 1
     m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
     if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
-        raise ValueError(f"shard must be 'i/n' with 0 <= i < n (e.g. 0/2 and 1/2 for two "
-                         f"processes), got {text!r}")
+        raise ValueError(
+            f"shard must be 'i/n' with 0 <= i < n (e.g. 0/2 and 1/2 for two processes), got {text!r}"
+        )
     return int(m.group(1)), int(m.group(2))
 
 
-def shard_of(items: Sequence[T], shard: tuple[int, int],
-             kind: Callable[[T], Hashable] | None = None) -> Iterator[T]:
+def shard_of(
+    items: Sequence[T], shard: tuple[int, int], kind: Callable[[T], Hashable] | None = None
+) -> Iterator[T]:
     """The items of the grid that belong to ``shard = (i, n)``: dealt round-robin within each
     ``kind(item)`` (e.g. the run's β), so that each shard gets its share of every kind of run,
     the cheap and the costly alike; each kind's deal starts where the previous kind's (in order
@@ -124,7 +130,7 @@ def shard_of(items: Sequence[T], shard: tuple[int, int],
     kinds = [None if kind is None else kind(item) for item in items]
     start: dict[Hashable, int] = {}
     dealt = 0
-    for k, count in Counter(kinds).items():     # in order of first appearance
+    for k, count in Counter(kinds).items():  # in order of first appearance
         start[k], dealt = dealt, dealt + count
     seen: dict[Hashable, int] = {}
     for item, k in zip(items, kinds):

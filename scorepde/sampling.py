@@ -8,6 +8,7 @@ Each sampler takes ``shape_or_xT``: a shape (x_T is then drawn from the SDE's pr
 T = t_0 > … > t_steps = eps; with ``denoise`` the last step returns its mean, without noise.
 Nothing here keeps an autograd graph.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,10 @@ def _initial(sde: SDE, shape_or_xT: ShapeOrNoise, generator, device, dtype) -> t
     """x_T: the given noise, or a prior draw of the given shape."""
     if isinstance(shape_or_xT, torch.Tensor):
         if not torch.is_floating_point(shape_or_xT) or shape_or_xT.dim() < 2:
-            raise ValueError(f"initial noise must be a floating tensor of shape [B, ...], got "
-                             f"{shape_or_xT.dtype} {tuple(shape_or_xT.shape)}; or pass a shape")
+            raise ValueError(
+                f"initial noise must be a floating tensor of shape [B, ...], got "
+                f"{shape_or_xT.dtype} {tuple(shape_or_xT.shape)}; or pass a shape"
+            )
         return shape_or_xT.detach().clone()
     shape = tuple(int(n) for n in shape_or_xT)
     if len(shape) < 2:
@@ -91,10 +94,19 @@ def _langevin_step(score, sde, x, t, snr, alpha, generator):
 
 @torch.no_grad()
 @renamed_keywords(model="score")
-def euler_maruyama(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, steps: int = 1000,
-                   eps: float = 1e-3, denoise: bool = True,
-                   generator: torch.Generator | None = None, progress: bool = False,
-                   device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def euler_maruyama(
+    score: Score,
+    sde: SDE,
+    shape_or_xT: ShapeOrNoise,
+    *,
+    steps: int = 1000,
+    eps: float = 1e-3,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Euler–Maruyama on the reverse SDE from T to eps in ``steps`` uniform steps.
 
     x ← x − [f − g² s](x, t) h + g(t) sqrt(h) z,  h = (T − eps)/steps.
@@ -110,11 +122,21 @@ def euler_maruyama(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, steps: 
 
 @torch.no_grad()
 @renamed_keywords(model="score")
-def predictor_corrector(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, steps: int = 1000,
-                        snr: float = 0.16, n_corrector: int = 1, eps: float = 1e-3,
-                        denoise: bool = True, generator: torch.Generator | None = None,
-                        progress: bool = False, device=None,
-                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def predictor_corrector(
+    score: Score,
+    sde: SDE,
+    shape_or_xT: ShapeOrNoise,
+    *,
+    steps: int = 1000,
+    snr: float = 0.16,
+    n_corrector: int = 1,
+    eps: float = 1e-3,
+    denoise: bool = True,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Predictor–corrector sampling as in score_sde (Song et al., 2021): at each t, ``n_corrector``
     Langevin steps at signal-to-noise ratio ``snr``, then one reverse-SDE (Euler–Maruyama) step.
 
@@ -138,11 +160,21 @@ def predictor_corrector(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, st
 
 @torch.no_grad()
 @renamed_keywords(model="score")
-def probability_flow(score: Score, sde: SDE, shape_or_xT: ShapeOrNoise, *, eps: float = 1e-3,
-                     rtol: float = 1e-5, atol: float = 1e-5, method: str = "dopri5",
-                     options: dict | None = None, return_nfe: bool = False,
-                     generator: torch.Generator | None = None, device=None,
-                     dtype: torch.dtype = torch.float32):
+def probability_flow(
+    score: Score,
+    sde: SDE,
+    shape_or_xT: ShapeOrNoise,
+    *,
+    eps: float = 1e-3,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    options: dict | None = None,
+    return_nfe: bool = False,
+    generator: torch.Generator | None = None,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+):
     """Integrate the probability-flow ODE dx/dt = f − ½g² s from T down to eps (torchdiffeq).
 
     Deterministic given x_T. Returns x(eps), and the number of ODE evaluations with ``return_nfe``.

@@ -6,6 +6,7 @@ scheduler (``schedule.scheduler(optimizer, steps)``, stepped by ``scorepde.train
 each step and saved in its checkpoints); over a budget of seconds, ``fit`` sets the rate to
 ``base × schedule.factor(fraction of the budget used)`` before each step.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,6 +40,7 @@ class Constant(Schedule):
 @dataclass(frozen=True)
 class Warmup(Schedule):
     """Linear warmup: ``min(1, (step + 1) / steps)``, then the base rate."""
+
     steps: int = 0
 
     def factor(self, frac: float, step: int = 0) -> float:
@@ -56,6 +58,7 @@ class Cosine(Schedule):
     Over steps it is torch's ``CosineAnnealingLR`` (``eta_min = floor × lr``), which evaluates
     the same curve recursively: the toy results were trained with that arithmetic (the closed
     form differs in the last bits of the rate, and in 3 of 100k float32 Adam steps)."""
+
     floor: float = 0.05
 
     def factor(self, frac: float, step: int = 0) -> float:

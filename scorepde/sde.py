@@ -5,6 +5,7 @@ transition kernel q_0t(x_t | x_0) = N(a(t) x_0, σ_t² I) and the prior. ``Linea
 (f = c(t) x) gets div f and the kernel-based helpers for free, so VE, VP and sub-VP are a
 few lines each. Everything takes t of shape ``[B]`` and x of shape ``[B, ...]``.
 """
+
 from __future__ import annotations
 
 import abc
@@ -65,15 +66,16 @@ class SDE(abc.ABC):
         a, std = self.marginal(t)
         return broadcast_to_batch(a, x0) * x0 + broadcast_to_batch(std, x0) * noise
 
-    def prior_sample(self, shape, *, generator: torch.Generator | None = None,
-                     device=None, dtype=None) -> torch.Tensor:
+    def prior_sample(
+        self, shape, *, generator: torch.Generator | None = None, device=None, dtype=None
+    ) -> torch.Tensor:
         """x_T ~ N(0, prior_std² I)."""
         return self.prior_std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
 
     def prior_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log N(x; 0, prior_std² I) per sample, shape ``[B]``."""
         D = x[0].numel()
-        s2 = self.prior_std ** 2
+        s2 = self.prior_std**2
         return -0.5 * D * math.log(2 * math.pi * s2) - x.flatten(1).pow(2).sum(1) / (2 * s2)
 
 
@@ -121,7 +123,7 @@ class VESDE(LinearSDE):
 
     def marginal_variance(self, t):
         # σ(t)² − σ_min² = σ_min² expm1(2 t log ratio), accurate near t = 0.
-        return self.sigma_min ** 2 * torch.expm1(2 * t * self._log_ratio)
+        return self.sigma_min**2 * torch.expm1(2 * t * self._log_ratio)
 
     def marginal(self, t):
         return torch.ones_like(t), torch.sqrt(self.marginal_variance(t))
@@ -176,7 +178,7 @@ class VPSDE(_VPKernel):
 
     def integrated_beta(self, t):
         """∫₀ᵗ β(s) ds."""
-        return self.beta_min * t + 0.5 * t ** 2 * (self.beta_max - self.beta_min)
+        return self.beta_min * t + 0.5 * t**2 * (self.beta_max - self.beta_min)
 
     def log_alpha_bar(self, t):
         return -self.integrated_beta(t)
@@ -208,11 +210,17 @@ class GenericSDE(SDE):
     t-derivative there (0/0), and ∂t of a score built on it is NaN at t = 0.
     """
 
-    def __init__(self, drift: Callable, diffusion: Callable, *,
-                 drift_divergence: Callable | None = None,
-                 marginal: Callable | None = None,
-                 marginal_variance: Callable | None = None,
-                 prior_std: float | None = None, T: float = 1.0):
+    def __init__(
+        self,
+        drift: Callable,
+        diffusion: Callable,
+        *,
+        drift_divergence: Callable | None = None,
+        marginal: Callable | None = None,
+        marginal_variance: Callable | None = None,
+        prior_std: float | None = None,
+        T: float = 1.0,
+    ):
         self._drift, self._diffusion = drift, diffusion
         self._div, self._marginal, self._prior_std = drift_divergence, marginal, prior_std
         self._variance = marginal_variance
@@ -265,15 +273,17 @@ class DiscreteVPSDE(_VPKernel):
         if ac.numel() < 2 or not bool(torch.isfinite(ac).all()):
             raise ValueError("alphas_cumprod must be a finite 1-D sequence of at least 2 values")
         if not bool(((ac > 0) & (ac < 1)).all()):
-            raise ValueError(f"alphas_cumprod must lie in (0, 1), got values in [{ac.min().item():.3g}, "
-                             f"{ac.max().item():.3g}]; a zero terminal SNR (ᾱ = 0, e.g. "
-                             "rescale_betas_zero_snr=True) has no VP SDE with finite β(t)")
+            raise ValueError(
+                f"alphas_cumprod must lie in (0, 1), got values in [{ac.min().item():.3g}, "
+                f"{ac.max().item():.3g}]; a zero terminal SNR (ᾱ = 0, e.g. "
+                "rescale_betas_zero_snr=True) has no VP SDE with finite β(t)"
+            )
         if not bool((ac[1:] < ac[:-1]).all()):
             raise ValueError("alphas_cumprod must decrease strictly (every beta > 0)")
         self.N = ac.numel()
-        y = torch.cat([torch.zeros(1, dtype=torch.float64), torch.log(ac)])     # at t_i = i / N
-        d = (y[1:] - y[:-1]) * self.N                                           # secant slopes, < 0
-        m = torch.cat([d[:1], 2 * d[:-1] * d[1:] / (d[:-1] + d[1:]), d[-1:]])   # harmonic means
+        y = torch.cat([torch.zeros(1, dtype=torch.float64), torch.log(ac)])  # at t_i = i / N
+        d = (y[1:] - y[:-1]) * self.N  # secant slopes, < 0
+        m = torch.cat([d[:1], 2 * d[:-1] * d[1:] / (d[:-1] + d[1:]), d[-1:]])  # harmonic means
         self._y, self._m = y, m
         self.fd_h = (0.05 / self.N, 0.05 / self.N)
 

@@ -16,6 +16,7 @@ name means one of them:
 - the SE over repeats, ``standard_error(per_repeat)`` (``eval_se``): the evaluation's own
   noise on this test set, what a paired comparison on shared images must beat.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["standard_error", "mean_se", "paired_difference", "pool_chunks", "paired_eval_se",
-           "delta_method"]
+__all__ = ["standard_error", "mean_se", "paired_difference", "pool_chunks", "paired_eval_se", "delta_method"]
 
 
 def _values(name: str, xs: Sequence[float]) -> list:
@@ -39,13 +39,14 @@ def _values(name: str, xs: Sequence[float]) -> list:
 
 def _t_quantile(p: float, df: int) -> float:
     from scipy.stats import t
+
     return float(t.ppf(p, df))
 
 
 def standard_error(values) -> float:
     """sd(x)/√n over every element of ``values`` (a sequence, array or tensor; ddof 1),
     computed in float64; NaN with fewer than two values (nothing to estimate it from)."""
-    if hasattr(values, "detach"):   # a torch tensor, on any device
+    if hasattr(values, "detach"):  # a torch tensor, on any device
         values = values.detach().cpu().double().numpy()
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size < 2:
@@ -64,13 +65,29 @@ def mean_se(xs: Sequence[float], level: float = 0.95) -> dict[str, float | None]
     n = len(vals)
     mean = sum(vals) / n
     if n == 1:
-        return {"n": 1, "mean": mean, "sd": None, "se": None, "half_width": None,
-                "lo": None, "hi": None, "level": level}
+        return {
+            "n": 1,
+            "mean": mean,
+            "sd": None,
+            "se": None,
+            "half_width": None,
+            "lo": None,
+            "hi": None,
+            "level": level,
+        }
     sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
     se = sd / math.sqrt(n)
     half = _t_quantile(0.5 + level / 2, n - 1) * se
-    return {"n": n, "mean": mean, "sd": sd, "se": se, "half_width": half,
-            "lo": mean - half, "hi": mean + half, "level": level}
+    return {
+        "n": n,
+        "mean": mean,
+        "sd": sd,
+        "se": se,
+        "half_width": half,
+        "lo": mean - half,
+        "hi": mean + half,
+        "level": level,
+    }
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict:
@@ -100,15 +117,22 @@ def pool_chunks(per_repeat: Sequence[Sequence[float]], per_item: Sequence[Sequen
     and ``se``, the SE over repeats (``standard_error(per_repeat)``; NaN for one repeat).
     """
     if not per_repeat or len(per_repeat) != len(per_item):
-        raise ValueError(f"pool_chunks needs one per_repeat and one per_item list per chunk, "
-                         f"got {len(per_repeat)} and {len(per_item)}")
+        raise ValueError(
+            f"pool_chunks needs one per_repeat and one per_item list per chunk, "
+            f"got {len(per_repeat)} and {len(per_item)}"
+        )
     sizes = [len(items) for items in per_item]
     if len({len(r) for r in per_repeat}) != 1 or min(sizes) < 1:
         raise ValueError("every chunk needs the same number of repeats and at least one item")
     pooled = np.average(np.asarray(per_repeat, dtype=np.float64), axis=0, weights=sizes)
     items = [float(v) for chunk in per_item for v in chunk]
-    return {"mean": float(np.mean(items)), "per_repeat": pooled.tolist(), "per_item": items,
-            "n_items": len(items), "se": standard_error(pooled)}
+    return {
+        "mean": float(np.mean(items)),
+        "per_repeat": pooled.tolist(),
+        "per_item": items,
+        "n_items": len(items),
+        "se": standard_error(pooled),
+    }
 
 
 def paired_eval_se(a: Mapping, b: Mapping, keys: Sequence | None = None) -> float:
@@ -126,8 +150,9 @@ def paired_eval_se(a: Mapping, b: Mapping, keys: Sequence | None = None) -> floa
     se2 = []
     for s in keys:
         if len(a[s]) != len(b[s]) or len(a[s]) < 2:
-            raise ValueError(f"seed {s!r}: a and b need the same items, at least two "
-                             f"(got {len(a[s])} and {len(b[s])})")
+            raise ValueError(
+                f"seed {s!r}: a and b need the same items, at least two (got {len(a[s])} and {len(b[s])})"
+            )
         se2.append(np.var(np.subtract(a[s], b[s]), ddof=1) / len(a[s]))
     return float(np.sqrt(np.mean(se2)))
 
@@ -144,6 +169,7 @@ def delta_method(fn, samples, at=None) -> dict[str, float | None]:
     infinite slope at 0). The SE is None with fewer than two rows.
     """
     import torch
+
     x = torch.as_tensor(samples, dtype=torch.float64).detach().cpu()
     if x.dim() == 1:
         x = x[:, None]

@@ -19,6 +19,7 @@ The 1-D mixture's formula is garbled in the paper's text; the weights, means and
 *variances* above are those of the repository the paper cites for it (Lu et al., 2022,
 ``mle_score_ode/toy.py``: means (−2, −6, 4)/7, variances (0.1, 0.1, 1)/7²).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,9 +36,20 @@ from .nn.precond import ScoreModel, ToyScore  # ToyScore re-exported: it lives w
 from .schedules import Cosine
 from .training import fit
 
-__all__ = ["ToyDataset", "TOY_DATASETS", "toy_dataset", "checkerboard_sample",
-           "checkerboard_log_prob", "swiss_rolls_sample", "sigma_max_from_data", "ToyScore",
-           "PARAMS", "toy_model", "toy_batches", "train_toy"]
+__all__ = [
+    "ToyDataset",
+    "TOY_DATASETS",
+    "toy_dataset",
+    "checkerboard_sample",
+    "checkerboard_log_prob",
+    "swiss_rolls_sample",
+    "sigma_max_from_data",
+    "ToyScore",
+    "PARAMS",
+    "toy_model",
+    "toy_batches",
+    "train_toy",
+]
 
 Sampler = Callable[[int, Optional[torch.Generator]], torch.Tensor]
 
@@ -67,22 +79,31 @@ class ToyDataset:
 
 
 def _from_mixture(name, gmm: GaussianMixture, extent, data_std) -> ToyDataset:
-    return ToyDataset(name, gmm.dim, lambda n, g: gmm.sample(n, generator=g), extent, data_std,
-                      log_prob=lambda x: gmm.log_prob(x), mixture=gmm)
+    return ToyDataset(
+        name,
+        gmm.dim,
+        lambda n, g: gmm.sample(n, generator=g),
+        extent,
+        data_std,
+        log_prob=lambda x: gmm.log_prob(x),
+        mixture=gmm,
+    )
 
 
 def checkerboard_sample(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Listing 1: x1 ~ U[−2, 2), x2 ~ U[0, 1) − 2·Bernoulli(½) + (⌊x1⌋ mod 2), both × 2."""
     x1 = torch.rand(n, generator=generator, dtype=torch.float64) * 4 - 2
-    x2_ = (torch.rand(n, generator=generator, dtype=torch.float64)
-           - torch.randint(0, 2, (n,), generator=generator).to(torch.float64) * 2)
+    x2_ = (
+        torch.rand(n, generator=generator, dtype=torch.float64)
+        - torch.randint(0, 2, (n,), generator=generator).to(torch.float64) * 2
+    )
     x2 = x2_ + torch.remainder(torch.floor(x1), 2)
     return (torch.stack([x1, x2], 1) * 2).float()
 
 
 def checkerboard_log_prob(x: torch.Tensor) -> torch.Tensor:
     """log of the checkerboard density: −log 32 on its 8 squares of side 2, −inf elsewhere."""
-    u = x.flatten(1) / 2                                     # back to Listing 1's unit squares
+    u = x.flatten(1) / 2  # back to Listing 1's unit squares
     x1, x2 = u[:, 0], u[:, 1]
     inside = (x1 >= -2) & (x1 < 2) & (x2 >= -2) & (x2 < 2)
     # Listing 1: x2 − (⌊x1⌋ mod 2) ∈ [−2, −1) ∪ [0, 1), i.e. ⌊x1⌋ + ⌊x2⌋ is even.
@@ -96,7 +117,7 @@ def swiss_rolls_sample(n: int, generator: torch.Generator | None = None) -> torc
     (0, 0) and (±4.5, ±4.5); ``n`` is rounded up to a multiple of 5 and then cut to n."""
     from sklearn.datasets import make_swiss_roll
 
-    seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator))
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     per_copy = -(-n // 5)
     data = torch.from_numpy(make_swiss_roll(n_samples=per_copy, noise=1.0, random_state=seed)[0])
     data = data[:, [0, 2]].float() / 4.0
@@ -112,20 +133,22 @@ def _gmm2():
 
 
 def _gmm1d():
-    gmm = GaussianMixture([[-2 / 7], [-6 / 7], [4 / 7]],
-                          [math.sqrt(0.1) / 7, math.sqrt(0.1) / 7, 1 / 7], [0.3, 0.3, 0.4])
+    gmm = GaussianMixture(
+        [[-2 / 7], [-6 / 7], [4 / 7]], [math.sqrt(0.1) / 7, math.sqrt(0.1) / 7, 1 / 7], [0.3, 0.3, 0.4]
+    )
     return _from_mixture("gmm1d", gmm, (-1.5, 1.5), 0.6)
 
 
 def _gmm8():
     theta = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
-    means = torch.stack([torch.sin(theta), torch.cos(theta)], 1)        # Listing 3: (sin, cos)
+    means = torch.stack([torch.sin(theta), torch.cos(theta)], 1)  # Listing 3: (sin, cos)
     return _from_mixture("gmm8", GaussianMixture(means, 0.1), (-1.6, 1.6), 0.7)
 
 
 def _checkerboard():
-    return ToyDataset("checkerboard", 2, checkerboard_sample, (-4.5, 4.5), 2.3,
-                      log_prob=checkerboard_log_prob)
+    return ToyDataset(
+        "checkerboard", 2, checkerboard_sample, (-4.5, 4.5), 2.3, log_prob=checkerboard_log_prob
+    )
 
 
 def _swiss_rolls():
@@ -134,8 +157,11 @@ def _swiss_rolls():
 
 #: Builders of the toy data sets, by name.
 TOY_DATASETS: dict[str, Callable[[], ToyDataset]] = {
-    "gmm2": _gmm2, "gmm1d": _gmm1d, "checkerboard": _checkerboard,
-    "swiss_rolls": _swiss_rolls, "gmm8": _gmm8,
+    "gmm2": _gmm2,
+    "gmm1d": _gmm1d,
+    "checkerboard": _checkerboard,
+    "swiss_rolls": _swiss_rolls,
+    "gmm8": _gmm8,
 }
 
 
@@ -166,9 +192,19 @@ def sigma_max_from_data(x: torch.Tensor) -> float:
 PARAMS = ("toy", "score_model")
 
 
-def toy_model(ds: ToyDataset, sde, *, hidden: int, depth: int = 3, data_std: float | None = None,
-              seed: int = 0, device="cpu", skip: bool = True, param: str = "toy",
-              fourier_scale: float | None = None) -> torch.nn.Module:
+def toy_model(
+    ds: ToyDataset,
+    sde,
+    *,
+    hidden: int,
+    depth: int = 3,
+    data_std: float | None = None,
+    seed: int = 0,
+    device="cpu",
+    skip: bool = True,
+    param: str = "toy",
+    fourier_scale: float | None = None,
+) -> torch.nn.Module:
     """A toy score model, its weights drawn after ``torch.manual_seed(seed)``.
 
     ``"toy"``: a ``ToyScore`` over an ``MLPScore`` (Fourier features of log ŝ, scale 1).
@@ -181,24 +217,47 @@ def toy_model(ds: ToyDataset, sde, *, hidden: int, depth: int = 3, data_std: flo
     if param == "score_model":
         net = MLPScore(ds.dim, hidden=hidden, depth=depth, fourier_scale=fourier_scale or 16.0)
         return ScoreModel(net, sde).to(device)
-    net = MLPScore(ds.dim, hidden=hidden, depth=depth, embedding="fourier", fourier_scale=fourier_scale or 1.0)
+    net = MLPScore(
+        ds.dim, hidden=hidden, depth=depth, embedding="fourier", fourier_scale=fourier_scale or 1.0
+    )
     return ToyScore(net, sde, data_std=data_std or ds.data_std, skip=skip).to(device)
 
 
-def toy_batches(ds: ToyDataset, batch_size: int, generator: torch.Generator,
-                device="cpu") -> Iterator[torch.Tensor]:
+def toy_batches(
+    ds: ToyDataset, batch_size: int, generator: torch.Generator, device="cpu"
+) -> Iterator[torch.Tensor]:
     """Endless batches of ``ds``, drawn from ``generator`` (its state is the data order)."""
     while True:
         yield ds.sample(batch_size, generator).to(device)
 
 
-def train_toy(objective, model: torch.nn.Module, ds: ToyDataset, *, steps: int, batch_size: int,
-              lr: float, seed: int, desc: str = "train", device="cpu", progress: bool = True) -> dict:
+def train_toy(
+    objective,
+    model: torch.nn.Module,
+    ds: ToyDataset,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    desc: str = "train",
+    device="cpu",
+    progress: bool = True,
+) -> dict:
     """Adam, cosine decay to 5% over ``steps``, gradients clipped at norm 1; one generator
     (seeded ``seed``) draws the batches and the objective's noise. Returns the last step's
     log and the wall time."""
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     t0 = time.time()
-    logs = fit(objective, torch.optim.Adam(model.parameters(), lr=lr), toy_batches(ds, batch_size, gen, device),
-               steps, generator=gen, schedule=Cosine(0.05), grad_clip=1.0, progress=progress, desc=desc)
+    logs = fit(
+        objective,
+        torch.optim.Adam(model.parameters(), lr=lr),
+        toy_batches(ds, batch_size, gen, device),
+        steps,
+        generator=gen,
+        schedule=Cosine(0.05),
+        grad_clip=1.0,
+        progress=progress,
+        desc=desc,
+    )
     return {"last": logs[-1], "seconds": time.time() - t0}

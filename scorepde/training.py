@@ -2,6 +2,7 @@
 atomic checkpoints and a NaN guard. No math lives here; the loss is any objective module
 ``objective(x0, generator) -> (loss, parts)`` such as ``scorepde.losses.FPObjective``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,11 +30,27 @@ from .checkpoints import (  # noqa: F401
 from .checks import NonFiniteError
 from .schedules import Schedule, Warmup
 
-__all__ = ["NonFiniteLossError", "make_optimizer", "make_ema", "train_step", "fit", "FitResult",
-           "Budget", "Checkpointing", "step_seed",
-           "save_checkpoint", "load_checkpoint", "weights_id", "rng_state", "set_rng_state",
-           "training_state", "restore_training_state", "JsonlLog",
-           "StopRequested", "InterruptFlag"]
+__all__ = [
+    "NonFiniteLossError",
+    "make_optimizer",
+    "make_ema",
+    "train_step",
+    "fit",
+    "FitResult",
+    "Budget",
+    "Checkpointing",
+    "step_seed",
+    "save_checkpoint",
+    "load_checkpoint",
+    "weights_id",
+    "rng_state",
+    "set_rng_state",
+    "training_state",
+    "restore_training_state",
+    "JsonlLog",
+    "StopRequested",
+    "InterruptFlag",
+]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -58,11 +75,19 @@ def make_ema(model: torch.nn.Module, decay: float = 0.999) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def train_step(objective: Callable, optimizer, x0: torch.Tensor, *, step: int,
-               generator: torch.Generator | None = None, scheduler=None,
-               grad_clip: float | None = None, ema: AveragedModel | None = None,
-               model: torch.nn.Module | None = None,
-               all_finite: Callable[[bool], bool] | None = None) -> dict[str, float]:
+def train_step(
+    objective: Callable,
+    optimizer,
+    x0: torch.Tensor,
+    *,
+    step: int,
+    generator: torch.Generator | None = None,
+    scheduler=None,
+    grad_clip: float | None = None,
+    ema: AveragedModel | None = None,
+    model: torch.nn.Module | None = None,
+    all_finite: Callable[[bool], bool] | None = None,
+) -> dict[str, float]:
     """One optimiser step; raises ``NonFiniteLossError`` naming ``step`` before any update,
     when the loss or any gradient is NaN or inf (the parameters are then those before it).
 
@@ -78,11 +103,17 @@ def train_step(objective: Callable, optimizer, x0: torch.Tensor, *, step: int,
         finite = all_finite(finite)
     if not finite:
         if what is None:
-            what = (f"the loss is {loss.item()}" if not bool(torch.isfinite(loss))
-                    else "another process's loss is non-finite")
-        raise NonFiniteLossError(f"{what} at step {step} "
-                                 f"(parts: { {k: float(v) for k, v in parts.items()} }); "
-                                 "lower the learning rate or beta, or check the data", step)
+            what = (
+                f"the loss is {loss.item()}"
+                if not bool(torch.isfinite(loss))
+                else "another process's loss is non-finite"
+            )
+        raise NonFiniteLossError(
+            f"{what} at step {step} "
+            f"(parts: { {k: float(v) for k, v in parts.items()} }); "
+            "lower the learning rate or beta, or check the data",
+            step,
+        )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     # A finite loss can still have NaN/inf gradients (e.g. a derivative that overflows): one
@@ -92,11 +123,17 @@ def train_step(objective: Callable, optimizer, x0: torch.Tensor, *, step: int,
     grads_finite = all_finite(not bad) if all_finite is not None else not bad
     if not grads_finite:
         optimizer.zero_grad(set_to_none=True)
-        what = (f"{len(bad)} parameter tensor(s) have non-finite gradients" if bad
-                else "another process's gradients are non-finite")
-        raise NonFiniteLossError(f"{what} at step {step} although the loss is finite "
-                                 f"({loss.item():.6g}); the weights were not updated. "
-                                 "Lower the learning rate or beta, or set a grad clip", step)
+        what = (
+            f"{len(bad)} parameter tensor(s) have non-finite gradients"
+            if bad
+            else "another process's gradients are non-finite"
+        )
+        raise NonFiniteLossError(
+            f"{what} at step {step} although the loss is finite "
+            f"({loss.item():.6g}); the weights were not updated. "
+            "Lower the learning rate or beta, or set a grad clip",
+            step,
+        )
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
     optimizer.step()
@@ -119,6 +156,7 @@ class Budget:
     """What a run may spend: ``steps`` optimiser steps, or ``seconds`` of training time on
     ``clock`` ("wall": the steps' wall time; "cpu": this process's CPU time, which a busy
     machine does not inflate). Evaluations and hooks are not counted."""
+
     steps: int | None = None
     seconds: float | None = None
     clock: str = "wall"
@@ -135,8 +173,11 @@ class Budget:
         """How much of the budget ``step`` steps that took ``wall``/``cpu`` seconds used (≤ 1)."""
         if self.steps == 0:
             return 1.0
-        used = step / self.steps if self.steps is not None else \
-            (cpu if self.clock == "cpu" else wall) / self.seconds
+        used = (
+            step / self.steps
+            if self.steps is not None
+            else (cpu if self.clock == "cpu" else wall) / self.seconds
+        )
         return min(1.0, used)
 
 
@@ -149,6 +190,7 @@ class Checkpointing:
     data sampler's (``rng[rank]``, gathered over ranks by ``gather``; only ``is_main`` writes).
     ``resume=False``: the caller restored the state itself and passes ``fit(start=...)``;
     ``trust=True``: resume from a checkpoint that names code (``scorepde.checkpoints``)."""
+
     path: str
     every: int = 500
     seconds: float | None = None
@@ -168,6 +210,7 @@ class FitResult(list):
     ``steps`` (the next step), ``curve`` (window means of the logged parts), ``history`` (the
     evaluations), ``resumed_at``, ``train_seconds`` and ``cpu_seconds`` (the steps' own time,
     summed over resumes)."""
+
     steps: int = 0
     curve: list[dict]
     history: list[dict]
@@ -202,8 +245,14 @@ class _Run:
             self.window = {"n": 0, **{k: 0.0 for k in self.keys or ()}}
 
     def state(self) -> dict:
-        return {"curve": self.curve, "resumed_at": self.resumed_at, "window": dict(self.window),
-                "train_s": self.wall, "cpu_s": self.cpu, "history": self.history}
+        return {
+            "curve": self.curve,
+            "resumed_at": self.resumed_at,
+            "window": dict(self.window),
+            "train_s": self.wall,
+            "cpu_s": self.cpu,
+            "history": self.history,
+        }
 
     def load(self, state: dict) -> None:
         self.curve, self.history = state.get("curve", []), state.get("history", [])
@@ -213,7 +262,12 @@ class _Run:
 
     def result(self) -> FitResult:
         res = self.logs
-        res.steps, res.curve, res.history, res.resumed_at = self.step, self.curve, self.history, self.resumed_at
+        res.steps, res.curve, res.history, res.resumed_at = (
+            self.step,
+            self.curve,
+            self.history,
+            self.resumed_at,
+        )
         res.train_seconds, res.cpu_seconds = self.wall, self.cpu
         return res
 
@@ -222,8 +276,10 @@ def _save(ck: Checkpointing, run: _Run, step: int, model, optimizer, scheduler, 
     """Every rank takes part (the random states are gathered); the main one writes."""
     rng = ck.gather(rng_state(ck.generator)) if ck.generator is not None else []
     if ck.is_main:
-        save_checkpoint(ck.path, training_state(step, model, optimizer, scheduler, ema, rng, ck.config,
-                                                **ck.extra, **run.state()))
+        save_checkpoint(
+            ck.path,
+            training_state(step, model, optimizer, scheduler, ema, rng, ck.config, **ck.extra, **run.state()),
+        )
     run.saved_at = time.perf_counter()
 
 
@@ -244,13 +300,19 @@ def _evaluate(run: _Run, evaluate: Callable[[], dict], model, bar, frac: float, 
     if model is not None:
         model.train()
     if bar is not None:
-        bar.set_postfix({k: f"{v:.4g}" for k, v in run.history[-1].items()
-                         if k not in ("step", "train_seconds", "cpu_seconds") and isinstance(v, float)})
+        bar.set_postfix(
+            {
+                k: f"{v:.4g}"
+                for k, v in run.history[-1].items()
+                if k not in ("step", "train_seconds", "cpu_seconds") and isinstance(v, float)
+            }
+        )
     return math.floor(frac * max(1, n_evals)) + 1
 
 
 def _progress(budget: Budget, start: int, desc: str):
     from tqdm.auto import tqdm
+
     if budget.steps is not None:
         return tqdm(total=budget.steps, initial=start, desc=desc, dynamic_ncols=True)
     return tqdm(total=round(budget.seconds), desc=desc, unit="s", dynamic_ncols=True)
@@ -264,17 +326,32 @@ def _advance(bar, budget: Budget, run: _Run, shown: dict) -> None:
     bar.set_postfix(loss=f"{shown['loss']:.4g}", refresh=False)
 
 
-def fit(objective: Callable, optimizer, batches, steps: int | None = None, *,
-        budget: Budget | None = None, generator: torch.Generator | None = None,
-        seed: int | None = None, scheduler=None, schedule: Schedule | None = None,
-        grad_clip: float | None = None, ema: AveragedModel | None = None,
-        model: torch.nn.Module | None = None, start: int = 0,
-        checkpoint: Checkpointing | None = None, curve_every: int | None = None,
-        curve_keys: tuple[str, ...] | None = None, evaluate: Callable[[], dict] | None = None,
-        n_evals: int = 0, on_step: Callable[[int, dict[str, float]], dict | None] | None = None,
-        across_ranks: Callable[[dict], dict] | None = None,
-        all_finite: Callable[[bool], bool] | None = None,
-        progress: bool = True, desc: str = "train") -> FitResult:
+def fit(
+    objective: Callable,
+    optimizer,
+    batches,
+    steps: int | None = None,
+    *,
+    budget: Budget | None = None,
+    generator: torch.Generator | None = None,
+    seed: int | None = None,
+    scheduler=None,
+    schedule: Schedule | None = None,
+    grad_clip: float | None = None,
+    ema: AveragedModel | None = None,
+    model: torch.nn.Module | None = None,
+    start: int = 0,
+    checkpoint: Checkpointing | None = None,
+    curve_every: int | None = None,
+    curve_keys: tuple[str, ...] | None = None,
+    evaluate: Callable[[], dict] | None = None,
+    n_evals: int = 0,
+    on_step: Callable[[int, dict[str, float]], dict | None] | None = None,
+    across_ranks: Callable[[dict], dict] | None = None,
+    all_finite: Callable[[bool], bool] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> FitResult:
     """The training loop of every script: ``train_step`` (the one ``optimizer.step()``) until
     the budget (``steps``, or a ``Budget`` of seconds) is spent; returns a ``FitResult``.
 
@@ -297,8 +374,9 @@ def fit(objective: Callable, optimizer, batches, steps: int | None = None, *,
     budget = _as_budget(steps, budget)
     if checkpoint is not None and model is None:
         raise ValueError("fit(checkpoint=...) needs model=: the checkpoint holds its weights")
-    scheduler, all_finite, lr_of = _rates_and_verdicts(optimizer, budget, scheduler, schedule,
-                                                       across_ranks, all_finite)
+    scheduler, all_finite, lr_of = _rates_and_verdicts(
+        optimizer, budget, scheduler, schedule, across_ranks, all_finite
+    )
     generator = torch.Generator() if seed is not None and generator is None else generator
     run = _Run(start, curve_every, curve_keys)
     if checkpoint is not None and checkpoint.resume and os.path.isfile(checkpoint.path):
@@ -306,9 +384,12 @@ def fit(objective: Callable, optimizer, batches, steps: int | None = None, *,
     stream = batches(run.step) if callable(batches) else batches
     step_kw = dict(scheduler=scheduler, grad_clip=grad_clip, ema=ema, model=model, all_finite=all_finite)
     save = lambda at: _save(checkpoint, run, at, model, optimizer, scheduler, ema)
+    on_nan = save if checkpoint is not None else None
     bar = _progress(budget, run.step, desc) if progress else None
-    with (InterruptFlag() if checkpoint is not None else contextlib.nullcontext()) as flag, \
-            (bar if bar is not None else contextlib.nullcontext()):
+    with (
+        InterruptFlag() if checkpoint is not None else contextlib.nullcontext() as flag,
+        bar if bar is not None else contextlib.nullcontext(),
+    ):
         next_eval = 0
         while True:
             frac = budget.fraction(run.step, run.wall, run.cpu)
@@ -316,8 +397,7 @@ def fit(objective: Callable, optimizer, batches, steps: int | None = None, *,
                 next_eval = _evaluate(run, evaluate, model, bar, frac, n_evals)
             if frac >= 1.0:
                 break
-            _one_step(objective, optimizer, next(stream), run, generator, seed, lr_of, frac,
-                      step_kw, save if checkpoint is not None else None)
+            _one_step(objective, optimizer, next(stream), run, generator, seed, lr_of, frac, step_kw, on_nan)
             shown = _after_step(run, checkpoint, flag, across_ranks, on_step, save, budget)
             if bar is not None:
                 _advance(bar, budget, run, shown)
@@ -326,8 +406,9 @@ def fit(objective: Callable, optimizer, batches, steps: int | None = None, *,
     return run.result()
 
 
-def _rates_and_verdicts(optimizer, budget: Budget, scheduler, schedule: Schedule | None, across_ranks,
-                        all_finite):
+def _rates_and_verdicts(
+    optimizer, budget: Budget, scheduler, schedule: Schedule | None, across_ranks, all_finite
+):
     """The torch scheduler of a schedule over steps, else the factor to set the rate by over
     seconds (from each group's ``initial_lr``); the NaN verdict made everyone's over ranks."""
     if schedule is not None and scheduler is None and budget.steps is not None:
@@ -335,7 +416,7 @@ def _rates_and_verdicts(optimizer, budget: Budget, scheduler, schedule: Schedule
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     if all_finite is None and across_ranks is not None:
-        all_finite = lambda ok: across_ranks({"ok": float(ok)})["ok"] == 1.0   # noqa: E731
+        all_finite = lambda ok: across_ranks({"ok": float(ok)})["ok"] == 1.0  # noqa: E731
     lr_of = schedule.factor if schedule is not None and budget.steps is None else None
     return scheduler, all_finite, lr_of
 
@@ -358,20 +439,23 @@ def _one_step(objective, optimizer, x0, run: _Run, generator, seed, lr_of, frac,
         log = train_step(objective, optimizer, x0, step=run.step, generator=generator, **step_kw)
     except NonFiniteLossError as err:
         if save is not None:
-            save(err.step)   # the weights are still those before the bad step
+            save(err.step)  # the weights are still those before the bad step
         raise
     run.wall += time.perf_counter() - t0
-    run.cpu += time.process_time() - c0       # this process's CPU time: the load-free cost
+    run.cpu += time.process_time() - c0  # this process's CPU time: the load-free cost
     run.record(log)
 
 
-def _after_step(run: _Run, ck: Checkpointing | None, flag, across_ranks, on_step, save,
-                budget: Budget) -> dict:
+def _after_step(
+    run: _Run, ck: Checkpointing | None, flag, across_ranks, on_step, save, budget: Budget
+) -> dict:
     """Agree over ranks, call the hook, save when due, stop when asked; returns what to show."""
     log = run.logs[-1]
     stop = ck is not None and flag.raised is not None
-    due = ck is not None and ((run.step % ck.every == 0 and run.step != budget.steps) or
-                              (ck.seconds is not None and time.perf_counter() - run.saved_at >= ck.seconds))
+    due = ck is not None and (
+        (run.step % ck.every == 0 and run.step != budget.steps)
+        or (ck.seconds is not None and time.perf_counter() - run.saved_at >= ck.seconds)
+    )
     shown = log
     if across_ranks is not None:
         rec = across_ranks({**log, "stop": float(stop), "due": float(due)})

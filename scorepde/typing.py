@@ -1,5 +1,6 @@
 """The vocabulary every module shares: the ``Score`` type, what a score may say about how it
 sees time (``TimeConditioned``), and how a renamed keyword keeps working for one release."""
+
 from __future__ import annotations
 
 import functools
@@ -23,8 +24,7 @@ class TimeConditioned(Protocol):
     also sets ``time_dtype`` (diffusers' step embedding is float32 whatever x is); a
     wrapper around a score forwards both (``time_conditioning`` reads them)."""
 
-    def time_rate(self) -> float | None:
-        ...
+    def time_rate(self) -> float | None: ...
 
 
 def time_conditioning(score: Score) -> tuple[float | None, torch.dtype | None]:
@@ -40,6 +40,7 @@ def renamed_keywords(**old_to_new: str) -> Callable:
     """Decorate a function whose keyword ``old`` is now ``new``: ``old=...`` still works for
     one release, with a DeprecationWarning naming the new keyword; both at once is a
     ValueError. ``@renamed_keywords(model="score")``."""
+
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -48,10 +49,15 @@ def renamed_keywords(**old_to_new: str) -> Callable:
                     continue
                 if new in kwargs:
                     raise ValueError(f"{fn.__qualname__}: pass {new}= only ({old}= is its old name)")
-                warnings.warn(f"{fn.__qualname__}: the keyword {old}= is deprecated and will be "
-                              f"removed in the next release; use {new}=", DeprecationWarning,
-                              stacklevel=2)
+                warnings.warn(
+                    f"{fn.__qualname__}: the keyword {old}= is deprecated and will be "
+                    f"removed in the next release; use {new}=",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
                 kwargs[new] = kwargs.pop(old)
             return fn(*args, **kwargs)
+
         return wrapper
+
     return decorate

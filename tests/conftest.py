@@ -41,9 +41,12 @@ class MLP(torch.nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.net = torch.nn.Sequential(
-            torch.nn.Linear(dim + 1, hidden), torch.nn.Tanh(),
-            torch.nn.Linear(hidden, hidden), torch.nn.SiLU(),
-            torch.nn.Linear(hidden, dim)).to(dtype)
+            torch.nn.Linear(dim + 1, hidden),
+            torch.nn.Tanh(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, dim),
+        ).to(dtype)
         with torch.no_grad():
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) / max(1, p.shape[-1]) ** 0.5)

@@ -1,4 +1,5 @@
 """scorepde.atomic: a failed write leaves the old file and no temporary behind."""
+
 import json
 import os
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The residual audit: closed forms, comparable numbers, comparison, provenance, the way in."""
+
 import contextlib
 import io
 import json
@@ -41,7 +42,9 @@ def _run(argv, capsys):
 
 def test_true_score_audits_to_zero_residual_and_curl():
     score, sde, x0 = _gmm_setup()
-    res = audit(score, sde, x0, [0.05, 0.5, 1.0], estimator="exact", curl="exact", batch_size=10, progress=False)
+    res = audit(
+        score, sde, x0, [0.05, 0.5, 1.0], estimator="exact", curl="exact", batch_size=10, progress=False
+    )
     for row in res["r_fp"] + res["curl"] + res["rel_fp"] + res["rel_curl"]:
         assert row["mean"] < 1e-6
     for row in res["r_dsm"] + res["abs_L"] + res["dt_s"]:
@@ -66,13 +69,15 @@ def test_relative_residual_is_the_ratio_of_its_terms():
     res = audit(score, sde, x0, [0.3], estimator="exact", curl=None, progress=False)
     t = torch.full((x0.shape[0],), 0.3, dtype=torch.float64)
     assert res["rel_fp"][0]["mean"] == pytest.approx(
-        res["r_fp"][0]["mean"] / (res["dt_s"][0]["mean"] + res["grad_L"][0]["mean"]), rel=1e-12)
+        res["r_fp"][0]["mean"] / (res["dt_s"][0]["mean"] + res["grad_L"][0]["mean"]), rel=1e-12
+    )
     xt = sde.perturb(x0, t, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=x0.dtype))
     eps = sp.residual(score, sde, xt, t, "exact")
     assert eps.norm(dim=1).pow(2).mean().sqrt() > 0.01  # ε is far from 0 here: the ratio means something
 
 
 # --- "What the trial found", item 1: numbers one can interpret ---------------------------------
+
 
 def test_small_n_never_reports_nan(capsys):
     """A mean square whose unbiased estimate is ≤ 0 read 'r_fp 0 ± nan' (trial: --n 4)."""
@@ -99,7 +104,8 @@ def tiny_audit(tmp_path_factory):
         "def ddim():\n    return tiny('squaredcos_cap_v2', 'v_prediction', 'DDIMScheduler')\n"
         "def ddpm():\n    return tiny('squaredcos_cap_v2', 'v_prediction', 'DDPMScheduler')\n"
         "def broken():\n    return helper()\n"
-        "def helper():\n    raise RuntimeError('a bug in my factory')\n")
+        "def helper():\n    raise RuntimeError('a bug in my factory')\n"
+    )
     out = tmp_path_factory.mktemp("audit") / "ddim"
     argv = ["--model", f"{folder / 'mymodels.py'}:ddim", "--data", "digits", "--out", str(out), *FAST]
     stdout = io.StringIO()
@@ -145,8 +151,9 @@ def test_provenance_is_complete(tiny_audit):
 def test_samplers_of_one_schedule_give_identical_numbers(tiny_audit, tmp_path, capsys):
     folder, _, metrics, _ = tiny_audit
     out = tmp_path / "ddpm"
-    code, _, err = _run(["--model", f"{folder / 'mymodels.py'}:ddpm", "--data", "digits", "--out", str(out), *FAST],
-                        capsys)
+    code, _, err = _run(
+        ["--model", f"{folder / 'mymodels.py'}:ddpm", "--data", "digits", "--out", str(out), *FAST], capsys
+    )
     assert code == 0, err
     other = json.loads((out / "metrics.json").read_text())
     ours, theirs = other["models"][0]["quantities"], metrics["models"][0]["quantities"]
@@ -163,6 +170,7 @@ def test_the_figure_has_one_panel_per_quantity_and_the_peak_in_its_title(tiny_au
     import scorepde.plotting as plotting
     from scorepde.audit.report import figure
     from scorepde.audit.summary import MAIN, QUANTITIES
+
     seen = {}
     monkeypatch.setattr(plotting, "audit_figure", lambda *a, **kw: seen.update(args=a, kwargs=kw))
     result = {k: tiny_audit[2][k] for k in ("t", "native", "models", "differences")}
@@ -178,28 +186,51 @@ def test_a_verdict_is_printed(tiny_audit):
     assert "note: the audit sees a diffusers scheduler only through alphas_cumprod" in stdout
 
 
-@pytest.mark.parametrize("sde, ts, name, values", [
-    (sp.EDMSDE(), [0.5, 2.0], "σ", [0.5, 2.0]),                                        # t is σ
-    (sp.DiscreteVPSDE(torch.linspace(0.99, 0.01, 10)), [0.5, 1.0], "DDPM step k", [4.0, 9.0]),  # k = N t − 1
-    (sp.VPSDE(), [1.0], "σ_t", [float(sp.VPSDE().marginal(torch.tensor(1.0))[1])]),
-])
+@pytest.mark.parametrize(
+    "sde, ts, name, values",
+    [
+        (sp.EDMSDE(), [0.5, 2.0], "σ", [0.5, 2.0]),  # t is σ
+        (
+            sp.DiscreteVPSDE(torch.linspace(0.99, 0.01, 10)),
+            [0.5, 1.0],
+            "DDPM step k",
+            [4.0, 9.0],
+        ),  # k = N t − 1
+        (sp.VPSDE(), [1.0], "σ_t", [float(sp.VPSDE().marginal(torch.tensor(1.0))[1])]),
+    ],
+)
 def test_native_time_is_the_models_own_clock(sde, ts, name, values):
     from scorepde.audit.provenance import native_time
+
     got_name, got = native_time(sde, ts)
     assert got_name == name and got == pytest.approx(values)
 
 
 # --- "What the trial found", item 2: the way in -------------------------------------------------
 
+
 def test_data_dir_is_a_flag(tmp_path, capsys):
-    code, _, err = _run(["--model", TINY, "--data", "mnist", "--data-dir", str(tmp_path / "nodata"),
-                         "--out", str(tmp_path / "o"), *FAST], capsys)
+    code, _, err = _run(
+        [
+            "--model",
+            TINY,
+            "--data",
+            "mnist",
+            "--data-dir",
+            str(tmp_path / "nodata"),
+            "--out",
+            str(tmp_path / "o"),
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 2 and "nodata" in err and "unrecognized" not in err
 
 
 def test_a_missing_file_is_no_such_file(tmp_path, capsys):
-    code, _, err = _run(["--model", TINY, "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "o"), *FAST],
-                        capsys)
+    code, _, err = _run(
+        ["--model", TINY, "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "o"), *FAST], capsys
+    )
     assert code == 2 and "no such file" in err and "unknown dataset" not in err
     code, _, err = _run(["--model", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "o"), *FAST], capsys)
     assert code == 2 and "no such file" in err
@@ -217,18 +248,37 @@ def test_data_outside_the_model_space_is_refused_unless_forced(tmp_path, capsys)
 
 def test_a_bug_in_the_users_factory_shows_their_traceback(tiny_audit, tmp_path, capsys):
     folder = tiny_audit[0]
-    code, _, err = _run(["--model", f"{folder / 'mymodels.py'}:broken", "--data", "digits",
-                         "--out", str(tmp_path / "o"), *FAST], capsys)
+    code, _, err = _run(
+        [
+            "--model",
+            f"{folder / 'mymodels.py'}:broken",
+            "--data",
+            "digits",
+            "--out",
+            str(tmp_path / "o"),
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 2 and "Traceback" in err and "mymodels.py" in err and "in helper" in err
     assert "a bug in my factory" in err.splitlines()[-1] and "your factory" in err.splitlines()[-1]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--model", "no_such_thing"], "package.module:factory"),
-    (["--model", "no_such_module_xyz:factory", "--data", "digits"], "no module named 'no_such_module_xyz'"),
-    (["--model", "scorepde.examples.tiny_diffusers:nosuchfn", "--data", "digits"], "has no 'nosuchfn'.*factory"),
-    (["--model", "math:pi", "--data", "digits"], "not a factory"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "no_such_thing"], "package.module:factory"),
+        (
+            ["--model", "no_such_module_xyz:factory", "--data", "digits"],
+            "no module named 'no_such_module_xyz'",
+        ),
+        (
+            ["--model", "scorepde.examples.tiny_diffusers:nosuchfn", "--data", "digits"],
+            "has no 'nosuchfn'.*factory",
+        ),
+        (["--model", "math:pi", "--data", "digits"], "not a factory"),
+    ],
+)
 def test_bad_model_is_one_line_error_with_the_right_hint(argv, message, capsys, tmp_path):
     code, _, err = _run(argv + ["--out", str(tmp_path / "o"), "--no-progress"], capsys)
     assert code == 2 and re.search(message, err) and err.count("\n") == 1
@@ -239,14 +289,44 @@ def test_bad_model_is_one_line_error_with_the_right_hint(argv, message, capsys, 
 def test_example_factory_imports_from_any_folder(tmp_path, monkeypatch, capsys):
     pytest.importorskip("diffusers")
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "scorepde.audit", "--model", TINY, "--data", "digits",
-                           "--out", "a", *FAST, "--times", "1"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scorepde.audit",
+            "--model",
+            TINY,
+            "--data",
+            "digits",
+            "--out",
+            "a",
+            *FAST,
+            "--times",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "a" / "metrics.json").is_file()  # --out is relative to the current folder
     monkeypatch.chdir(tmp_path)  # path/to/file.py:factory, from another folder
-    code, _, err = _run(["--model", f"{ROOT / 'examples' / 'tiny_diffusers.py'}:factory", "--data", "digits",
-                         "--out", "b", *FAST, "--times", "1"], capsys)
+    code, _, err = _run(
+        [
+            "--model",
+            f"{ROOT / 'examples' / 'tiny_diffusers.py'}:factory",
+            "--data",
+            "digits",
+            "--out",
+            "b",
+            *FAST,
+            "--times",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
 
 
@@ -258,14 +338,34 @@ def test_main_is_the_console_entry_point_and_refuses_an_out_with_results(tmp_pat
 
 # --- comparison and checkpoints -------------------------------------------------------------------
 
+
 def _train(tmp_path, name, *extra):
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("image_train", ROOT / "image" / "train.py")
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
     run = tmp_path / name
-    train.main(["--channels", "8", "--batch-size", "8", "--threads", "1", "--no-progress", "--steps", "1",
-                "--eval-images", "-1", "--n-samples", "0", "--out", str(run), *extra])
+    train.main(
+        [
+            "--channels",
+            "8",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--no-progress",
+            "--steps",
+            "1",
+            "--eval-images",
+            "-1",
+            "--n-samples",
+            "0",
+            "--out",
+            str(run),
+            *extra,
+        ]
+    )
     return run / "checkpoint.pt"
 
 
@@ -274,8 +374,22 @@ def test_two_checkpoints_are_compared_on_shared_draws(tmp_path, capsys):
     dsm = _train(tmp_path, "dsm")
     fp = _train(tmp_path, "fp", "--init-from", str(dsm), "--objective", "fp", "--estimator", "forward_fd")
     out = tmp_path / "cmp"
-    code, stdout, err = _run(["--model", str(dsm), "--model", str(fp), "--out", str(out), "--n", "4",
-                              "--times", "2", "--no-progress"], capsys)
+    code, stdout, err = _run(
+        [
+            "--model",
+            str(dsm),
+            "--model",
+            str(fp),
+            "--out",
+            str(out),
+            "--n",
+            "4",
+            "--times",
+            "2",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["label"] for m in metrics["models"]] == ["dsm", "fp"]
@@ -294,6 +408,7 @@ def test_the_same_model_twice_differs_by_exactly_zero(tmp_path, capsys):
     """Same x_t, same probes: a model compared with itself differs by 0 with SE 0."""
     score, sde, x0 = _gmm_setup(rotation=0.2)
     from scorepde.audit import run
+
     res = run([score, score], ["a", "b"], sde, x0[:6], [0.1, 0.5], estimator="forward_fd", progress=False)
     for q, rows in res["differences"][0]["quantities"].items():
         for row in rows:
@@ -308,6 +423,7 @@ def gmm_factory():
 
 def test_load_model_still_unpacks_as_the_old_tuple_with_a_warning():
     from scorepde.audit import load_model
+
     loaded = load_model(f"{__name__}:gmm_factory")
     with pytest.warns(DeprecationWarning, match="4-tuple"):
         score, sde, scaling, dataset = loaded
@@ -316,6 +432,18 @@ def test_load_model_still_unpacks_as_the_old_tuple_with_a_warning():
 
 def test_models_on_different_forward_processes_are_not_paired(tmp_path, capsys):
     pytest.importorskip("diffusers")
-    code, _, err = _run(["--model", TINY, "--model", f"{__name__}:gmm_factory", "--data", "digits",
-                         "--out", str(tmp_path / "o"), *FAST], capsys)
+    code, _, err = _run(
+        [
+            "--model",
+            TINY,
+            "--model",
+            f"{__name__}:gmm_factory",
+            "--data",
+            "digits",
+            "--out",
+            str(tmp_path / "o"),
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 2 and "needs one forward process" in err and "DiscreteVPSDE" in err

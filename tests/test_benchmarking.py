@@ -1,5 +1,6 @@
 """Timing and memory helpers: interleaving order, medians, ratios, peak bytes; and the benchmark
 commands' shared plumbing (scorepde.commands._bench): output folder, device, brief training."""
+
 import time
 
 import pytest
@@ -17,8 +18,7 @@ def test_interleaved_timings_warm_up_then_alternate_direction():
 
 
 def test_interleaved_timings_measure_wall_time():
-    times = interleaved_timings({"fast": lambda: None, "slow": lambda: time.sleep(0.02)},
-                                repeats=3, warmup=0)
+    times = interleaved_timings({"fast": lambda: None, "slow": lambda: time.sleep(0.02)}, repeats=3, warmup=0)
     r = ratios(times, "fast")
     assert r["fast"] == 1.0 and r["slow"] > 10
     assert min(times["slow"]) >= 0.02
@@ -43,10 +43,10 @@ def test_summarize_is_the_median_and_quartiles():
 
 def test_cpu_peak_memory_counts_live_tensors_not_total_allocations():
     def fn():
-        a = torch.empty(1000, 1000)        # 4 MB
-        b = torch.empty(2000, 1000)        # 8 MB, both alive: 12 MB
+        a = torch.empty(1000, 1000)  # 4 MB
+        b = torch.empty(2000, 1000)  # 8 MB, both alive: 12 MB
         del a
-        c = torch.empty(500, 1000)         # 2 MB, with b: 10 MB
+        c = torch.empty(500, 1000)  # 2 MB, with b: 10 MB
         return b, c
 
     peak = peak_memory(fn)
@@ -65,11 +65,12 @@ def test_machine_info_names_the_cpu():
 
 def test_error_stats_split_bias_and_variance():
     from scorepde.benchmarking import error_stats
+
     exact = torch.zeros(3, 2)
     draws = torch.tensor([[1.0, 0.0], [3.0, 0.0]])[:, None, :].expand(2, 3, 2)  # mean 2, var 2 in dim 0
     s = error_stats(draws, exact, scale=2.0)
-    assert s["bias"] == pytest.approx(3.0 ** 0.5) and s["variance"] == pytest.approx(2.0)  # 4 − 2/2
-    assert s["rmse"] == pytest.approx(5.0 ** 0.5) and s["rel_rmse"] == pytest.approx(5.0 ** 0.5 / 2)
+    assert s["bias"] == pytest.approx(3.0**0.5) and s["variance"] == pytest.approx(2.0)  # 4 − 2/2
+    assert s["rmse"] == pytest.approx(5.0**0.5) and s["rel_rmse"] == pytest.approx(5.0**0.5 / 2)
     assert error_stats(exact[None], exact, 1.0)["rmse"] == 0.0
     with pytest.raises(ValueError, match="shape"):
         error_stats(draws, exact[:2], 1.0)
@@ -77,6 +78,7 @@ def test_error_stats_split_bias_and_variance():
 
 def test_call_seconds_times_each_call():
     from scorepde.benchmarking import call_seconds
+
     calls = []
     seconds = call_seconds(lambda: (calls.append(1), time.sleep(0.01)), 3)
     assert len(calls) == 3 and len(seconds) == 3 and min(seconds) >= 0.01

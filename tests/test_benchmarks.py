@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end with --quick and write what they promise; their
 tables regenerate from the committed metrics.json byte for byte."""
+
 import importlib
 import importlib.util
 import json
@@ -11,12 +12,22 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
-SCRIPTS = ("bpd_cost", "estimator_error", "lever_error", "likelihood_cost", "pfode_cost", "step_cost", "time_steps")
+SCRIPTS = (
+    "bpd_cost",
+    "estimator_error",
+    "lever_error",
+    "likelihood_cost",
+    "pfode_cost",
+    "step_cost",
+    "time_steps",
+)
 
 
 def _script(name):
     """A benchmark script as a module (importing it runs nothing)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{name}", os.path.join(ROOT, "benchmarks", f"{name}.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -24,8 +35,14 @@ def _script(name):
 
 def _run(script, out):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--quick", "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(out, "metrics.json")) as f:
         return json.load(f)
@@ -53,13 +70,31 @@ def test_estimator_error_quick(tmp_path):
 def test_step_cost_quick(tmp_path):
     """Structure only: no assertion on a timing (timings under load are the benchmark's job)."""
     m = _run("step_cost.py", tmp_path)
-    forms = {"default", "default_every2", "default_every4", "default_5row", "default_sub2",
-             "default_5row_sub2", "default_sub1"}
-    configs = {"dsm", "paper", "hutchinson", "directional", "forward_fd", "dsm_channels_last",
-               "default_channels_last"} | forms
+    forms = {
+        "default",
+        "default_every2",
+        "default_every4",
+        "default_5row",
+        "default_sub2",
+        "default_5row_sub2",
+        "default_sub1",
+    }
+    configs = {
+        "dsm",
+        "paper",
+        "hutchinson",
+        "directional",
+        "forward_fd",
+        "dsm_channels_last",
+        "default_channels_last",
+    } | forms
     assert set(m["table"]) == configs
-    for key in ("ratio_default_over_dsm", "ratio_default_every4_over_dsm", "ratio_paper_over_dsm",
-                "per_sample_ratio_default_over_paper"):
+    for key in (
+        "ratio_default_over_dsm",
+        "ratio_default_every4_over_dsm",
+        "ratio_paper_over_dsm",
+        "per_sample_ratio_default_over_paper",
+    ):
         assert isinstance(m[key], float)
     for row in m["table"].values():
         assert {"ratio_to_dsm", "residual_samples", "time", "peak_bytes", "every"} <= set(row)
@@ -74,13 +109,23 @@ def test_step_cost_quick(tmp_path):
         assert e["time_to_effect_seconds"] is None or isinstance(e["time_to_effect_seconds"], float)
     assert set(m["time_to_effect_seconds"]) == set(m["effect"])
     assert m["goals"]["cheapest_form_within_2x_paper"] in forms | {None}
-    assert all(isinstance(m["goals"][k], bool) for k in ("default_at_most_1_3x_dsm",
-               "fastest_default_form_at_most_1_3x_dsm", "cheapest_form_within_2x_paper_at_most_1_3x_dsm"))
+    assert all(
+        isinstance(m["goals"][k], bool)
+        for k in (
+            "default_at_most_1_3x_dsm",
+            "fastest_default_form_at_most_1_3x_dsm",
+            "cheapest_form_within_2x_paper_at_most_1_3x_dsm",
+        )
+    )
     assert isinstance(m["machine"]["load_average"], list)
     assert (tmp_path / "table.md").stat().st_size > 0 and (tmp_path / "step_cost.png").stat().st_size > 0
-    assert set(m["residual_tail_ratio_to_paper"]) == set(m["effect"]) and m["residual_tail_ratio_to_paper"]["paper"] == 1.0
+    assert (
+        set(m["residual_tail_ratio_to_paper"]) == set(m["effect"])
+        and m["residual_tail_ratio_to_paper"]["paper"] == 1.0
+    )
     # --rederive measures nothing and derives the same numbers from the stored run
     from scorepde.commands import step_cost
+
     step_cost.main(["--rederive", "--out", str(tmp_path)])
     with open(tmp_path / "metrics.json") as f:
         again = json.load(f)
@@ -94,7 +139,9 @@ def test_likelihood_cost_quick(tmp_path):
     assert set(m["cases"]) == {"mixture_exact", "mixture_hutchinson", "unet_hutchinson"}
     assert set(m["speedup_over_scipy"]) == set(m["cases"])
     for case, res in m["cases"].items():
-        methods = {"scipy_rk45", "scorepde_reverse"} | ({"scorepde_forward"} if case != "unet_hutchinson" else set())
+        methods = {"scipy_rk45", "scorepde_reverse"} | (
+            {"scorepde_forward"} if case != "unet_hutchinson" else set()
+        )
         assert set(res["rows"]) == methods
         for row in res["rows"].values():
             assert isinstance(row["nfe"], int) and row["nfe"] > 0
@@ -114,7 +161,14 @@ def test_bpd_cost_quick(tmp_path):
     assert set(m["strategies"]) == {"one_solve", "chunks", "chunks_sorted", "per_sample"}
     assert m["fastest"] in m["strategies"]
     for r in m["strategies"].values():
-        for key in ("bpd", "bpd_stderr", "seconds", "nfe", "bpd_diff_in_stderr", "max_abs_diff_from_one_solve"):
+        for key in (
+            "bpd",
+            "bpd_stderr",
+            "seconds",
+            "nfe",
+            "bpd_diff_in_stderr",
+            "max_abs_diff_from_one_solve",
+        ):
             assert isinstance(r[key], float)
         assert r["points"] == len(r["per_sample"]) and isinstance(r["repeats"], int)
     assert m["strategies"]["per_sample"]["solves"] == m["strategies"]["per_sample"]["points"]
@@ -131,25 +185,40 @@ def test_lever_error_quick(tmp_path):
     assert m["one_sided"]["one_sided hx=0.05"]["median"] > m["one_sided"]["central hx=0.05"]["median"]
     assert {r["method"] for r in m["time_derivative"].values()} == {"central", "forward"}
     assert {(r["method"], r["matvecs"]) for r in m["trace"].values()} == {
-        ("hutchinson", 3), ("hutch++", 3), ("hutchinson", 6), ("hutch++", 6)}
+        ("hutchinson", 3),
+        ("hutch++", 3),
+        ("hutchinson", 6),
+        ("hutch++", 6),
+    }
     for r in m["trace"].values():
         assert r["rel_rmse_mean"] > 0 and r["seconds_median"] > 0 and len(r["points"]) == 4
     assert (tmp_path / "table.md").stat().st_size > 0
 
 
 #: Committed results folder → the module whose ``table(metrics)`` wrote its table.md.
-COMMITTED = {"step_cost": "step_cost", "step_cost/seed1": "step_cost", "step_cost/seed2": "step_cost",
-             "estimator_error": "estimator_error", "likelihood_cost": "likelihood_cost",
-             "likelihood_cost/compile": "likelihood_cost", "likelihood_cost/mixture_after_fix": "likelihood_cost",
-             "lever_error": "lever_error", "time_steps": "time_steps", "bpd_cost": "bpd_cost"}
+COMMITTED = {
+    "step_cost": "step_cost",
+    "step_cost/seed1": "step_cost",
+    "step_cost/seed2": "step_cost",
+    "estimator_error": "estimator_error",
+    "likelihood_cost": "likelihood_cost",
+    "likelihood_cost/compile": "likelihood_cost",
+    "likelihood_cost/mixture_after_fix": "likelihood_cost",
+    "lever_error": "lever_error",
+    "time_steps": "time_steps",
+    "bpd_cost": "bpd_cost",
+}
 
 
 @pytest.mark.parametrize("folder", sorted(COMMITTED))
 def test_committed_tables_regenerate_byte_for_byte(folder):
     """The committed table.md is what today's code writes from the committed metrics.json."""
     name = COMMITTED[folder]
-    module = (importlib.import_module(f"scorepde.commands.{name}") if name in ("step_cost", "estimator_error")
-              else _script(name))
+    module = (
+        importlib.import_module(f"scorepde.commands.{name}")
+        if name in ("step_cost", "estimator_error", "likelihood_cost")
+        else _script(name)
+    )
     with open(os.path.join(RESULTS, folder, "metrics.json")) as f:
         metrics = json.load(f)
     if name == "step_cost":  # what --rederive writes: the metrics derived again, then the table
@@ -180,4 +249,6 @@ def test_time_steps_and_pfode_cost_quick(tmp_path):
     assert all(e["median"] <= e["max"] for e in rows.values())
     assert _script("time_steps").table(m) == (tmp_path / "time_steps" / "table.md").read_text()
     p = _run("pfode_cost.py", tmp_path / "pfode_cost")
-    assert p["digits"]["ms_per_image_per_nfe"] > 0 and p["command"].endswith("--quick --out " + str(tmp_path / "pfode_cost"))
+    assert p["digits"]["ms_per_image_per_nfe"] > 0 and p["command"].endswith(
+        "--quick --out " + str(tmp_path / "pfode_cost")
+    )

@@ -1,4 +1,5 @@
 """Bits per dimension: the dequantization offset against densities whose bpd is known exactly."""
+
 import math
 
 import pytest
@@ -98,9 +99,20 @@ def test_evaluate_bpd_end_to_end():
     levels, a, b, eps = 17, 16.0, -8.0, 1e-5
     x0 = gmm.sample(48, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     k = torch.floor(levels * (x0 - b) / a).clamp(0, levels - 1).long()
-    out = evaluate_bpd(model, sde, k, levels, a, b, repeats=2, div="exact", eps=eps,
-                       generator=torch.Generator().manual_seed(5), batch_size=32,
-                       dtype=torch.float64)
+    out = evaluate_bpd(
+        model,
+        sde,
+        k,
+        levels,
+        a,
+        b,
+        repeats=2,
+        div="exact",
+        eps=eps,
+        generator=torch.Generator().manual_seed(5),
+        batch_size=32,
+        dtype=torch.float64,
+    )
     g = torch.Generator().manual_seed(5)
     expected = []
     for _ in range(2):
@@ -126,27 +138,51 @@ def _gmm_bpd_setup(n=24):
 def test_evaluate_bpd_reports_points_repeats_time_and_stderr():
     """stderr = std over samples of their repeat-means / √n; bpd = mean of per_sample."""
     model, sde, k, levels, a, b = _gmm_bpd_setup()
-    out = evaluate_bpd(model, sde, k, levels, a, b, repeats=2, div="exact", batch_size=10,
-                       generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    out = evaluate_bpd(
+        model,
+        sde,
+        k,
+        levels,
+        a,
+        b,
+        repeats=2,
+        div="exact",
+        batch_size=10,
+        generator=torch.Generator().manual_seed(5),
+        dtype=torch.float64,
+    )
     per_sample = torch.tensor(out["per_sample"], dtype=torch.float64)
     assert out["points"] == 24 and out["repeats"] == 2 and out["solves"] == 6 and out["seconds"] > 0
     assert out["bpd"] == pytest.approx(per_sample.mean().item(), abs=1e-12)
     assert out["bpd"] == pytest.approx(sum(out["per_repeat"]) / 2, abs=1e-12)
-    assert out["bpd_stderr"] == pytest.approx(per_sample.std().item() / 24 ** 0.5, rel=1e-12)
+    assert out["bpd_stderr"] == pytest.approx(per_sample.std().item() / 24**0.5, rel=1e-12)
     assert out["bpd_stderr"] > 0
 
 
-@pytest.mark.parametrize("order,batch_size", [("sorted", 4), pytest.param("given", 1, marks=pytest.mark.slow), ("given", 12)])
+@pytest.mark.parametrize(
+    "order,batch_size", [("sorted", 4), pytest.param("given", 1, marks=pytest.mark.slow), ("given", 12)]
+)
 def test_evaluate_bpd_orders_and_chunks_give_the_same_answer(order, batch_size):
     """Sorting by difficulty, chunking and per-sample solves change only the solver's error:
     each sample's bpd agrees with the in-order chunked solve to 1e-3 bits (tol 1e-6), on the
     same dequantization noise, and each sample lands back in its own place."""
     model, sde, k, levels, a, b = _gmm_bpd_setup(12)
     kw = dict(repeats=1, div="exact", dtype=torch.float64, rtol=1e-6, atol=1e-6)
-    ref = evaluate_bpd(model, sde, k, levels, a, b, batch_size=4,
-                       generator=torch.Generator().manual_seed(5), **kw)
-    out = evaluate_bpd(model, sde, k, levels, a, b, batch_size=batch_size, order=order,
-                       generator=torch.Generator().manual_seed(5), **kw)
+    ref = evaluate_bpd(
+        model, sde, k, levels, a, b, batch_size=4, generator=torch.Generator().manual_seed(5), **kw
+    )
+    out = evaluate_bpd(
+        model,
+        sde,
+        k,
+        levels,
+        a,
+        b,
+        batch_size=batch_size,
+        order=order,
+        generator=torch.Generator().manual_seed(5),
+        **kw,
+    )
     diff = (torch.tensor(out["per_sample"]) - torch.tensor(ref["per_sample"])).abs()
     assert diff.max() < 1e-3
     assert torch.tensor(ref["per_sample"]).std() > 0.1  # a permutation mix-up would show

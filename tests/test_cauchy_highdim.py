@@ -1,4 +1,5 @@
 """The Cauchy problem in D dimensions (issue 14): the mixture, the residual's square, the script."""
+
 import json
 import os
 import subprocess
@@ -25,10 +26,10 @@ def test_separated_mixture_is_separated_and_unequal(dim):
     gmm = separated_mixture(dim, 4)
     assert gmm.means.shape == (4, dim)
     gaps = torch.cdist(gmm.means, gmm.means) + 1e9 * torch.eye(4, dtype=torch.float64)
-    assert float(gaps.min()) >= 6.0 - 1e-12                     # 2·offset: five widest stds
+    assert float(gaps.min()) >= 6.0 - 1e-12  # 2·offset: five widest stds
     assert len(set(gmm.weights.tolist())) == 4 and len(set(gmm.stds.tolist())) == 4
     assert float(gmm.weights.sum()) == pytest.approx(1.0)
-    assert torch.equal(gmm.means, separated_mixture(dim, 4).means)          # seeded
+    assert torch.equal(gmm.means, separated_mixture(dim, 4).means)  # seeded
     x = gmm.sample(20000, generator=gen(1), dtype=torch.float64)
     assert gmm.coordinate_std() == pytest.approx(float(x.std(0).pow(2).mean().sqrt()), rel=0.02)
 
@@ -49,14 +50,23 @@ def test_unbiased_square_removes_the_estimator_variance():
     x0 = gmm.sample(64, generator=gen(2), dtype=torch.float64)
     t = torch.full((64,), 0.7, dtype=torch.float64)
     xt = sde.perturb(x0, t, torch.randn(x0.shape, generator=gen(3), dtype=torch.float64))
-    exact = float(cauchy_loss(wrong, sde, xt, t, lambda x: gmm.score(x), x0, estimator="exact")[1]["residual"])
-    rep = lambda a: a.repeat(20, *([1] * (a.dim() - 1)))        # 20 probe draws per point per call
+    exact = float(
+        cauchy_loss(wrong, sde, xt, t, lambda x: gmm.score(x), x0, estimator="exact")[1]["residual"]
+    )
+    rep = lambda a: a.repeat(20, *([1] * (a.dim() - 1)))  # 20 probe draws per point per call
     args = (wrong, sde, rep(xt), rep(t), lambda x: gmm.score(x), x0)
     for est in ("hutchinson", "forward_fd"):
-        draws = {u: torch.stack([cauchy_loss(*args, estimator=est, unbiased=u, generator=gen(10 + k))[1]
-                                 ["residual"] for k in range(10)]) for u in (False, True)}
+        draws = {
+            u: torch.stack(
+                [
+                    cauchy_loss(*args, estimator=est, unbiased=u, generator=gen(10 + k))[1]["residual"]
+                    for k in range(10)
+                ]
+            )
+            for u in (False, True)
+        }
         unbiased, plug_in = float(draws[True].mean()), float(draws[False].mean())
-        se = lambda u: float(draws[u].std()) / 10 ** 0.5
+        se = lambda u: float(draws[u].std()) / 10**0.5
         assert abs(unbiased - exact) < 4 * se(True) + 0.02 * exact, (est, unbiased, exact)
         assert plug_in > exact + 4 * se(False), (est, plug_in, exact)
 
@@ -66,13 +76,15 @@ def test_the_true_score_has_zero_loss_in_high_dimension():
     x0 = gmm.sample(32, generator=gen(4), dtype=torch.float64)
     t = torch.rand(32, generator=gen(5), dtype=torch.float64)
     xt = sde.perturb(x0, t, torch.randn(x0.shape, generator=gen(6), dtype=torch.float64))
-    loss, parts = cauchy_loss(lambda x, tt: gmm.score(x, tt, sde), sde, xt, t, lambda x: gmm.score(x),
-                              x0, estimator="exact")
+    loss, parts = cauchy_loss(
+        lambda x, tt: gmm.score(x, tt, sde), sde, xt, t, lambda x: gmm.score(x), x0, estimator="exact"
+    )
     assert abs(float(loss)) < 1e-10 and float(parts["init"]) == 0.0
 
 
 def _main(*argv):
     from scorepde.commands import cauchy
+
     return cauchy.run(list(argv))
 
 
@@ -94,11 +106,14 @@ def test_quick_run_at_d8_lowers_the_error(tmp_path, cov):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (("--sde", "vp", "--quick"), "--sde only apply with --dim"),
-    (("--dim", "2", "--components", "5", "--quick"), "needs at least 3 dimensions"),
-    (("--dim", "8", "--minutes", "0"), "must be positive"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("--sde", "vp", "--quick"), "--sde only apply with --dim"),
+        (("--dim", "2", "--components", "5", "--quick"), "needs at least 3 dimensions"),
+        (("--dim", "8", "--minutes", "0"), "must be positive"),
+    ],
+)
 def test_bad_flags_are_one_line_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         _main(*argv)
@@ -106,8 +121,13 @@ def test_bad_flags_are_one_line_errors(argv, message, capsys):
 
 
 def test_help_names_the_high_dimension_flags():
-    proc = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+    proc = subprocess.run(
+        [sys.executable, SCRIPT, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
     assert proc.returncode == 0
     for flag in ("--dim", "--method", "--estimator", "--unbiased", "--minutes", "--sde"):
         assert flag in proc.stdout
@@ -115,8 +135,19 @@ def test_help_names_the_high_dimension_flags():
 
 def test_summarize_tables_both_methods_and_the_figure(tmp_path):
     for method in ("cauchy", "dsm"):
-        _main("--dim", "2", "--quick", "--steps", "3", "--n-evals", "1", "--method", method,
-              "--out", str(tmp_path / f"{method}_ve_d2"))
+        _main(
+            "--dim",
+            "2",
+            "--quick",
+            "--steps",
+            "3",
+            "--n-evals",
+            "1",
+            "--method",
+            method,
+            "--out",
+            str(tmp_path / f"{method}_ve_d2"),
+        )
     runs = _main("--summarize", str(tmp_path))
     assert set(runs) == {"cauchy_ve_d2", "dsm_ve_d2"}
     text = (tmp_path / "summary.md").read_text()

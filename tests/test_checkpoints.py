@@ -5,6 +5,7 @@ Each refusal test fails on the main of 2026-12-05 (ca2fc21), where ``load_checkp
 unpickled with ``weights_only=False`` and the CIFAR loader with ``pickle.load``: there the
 marker file appears.
 """
+
 import importlib.util
 import io
 import pickle
@@ -42,8 +43,9 @@ class Payload:
 def _evil_checkpoint(path: Path, marker: Path, **state) -> Path:
     """A file shaped like a checkpoint of image/train.py, with a code payload in it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": 1, "model": {}, "config": {"dataset": "digits"}, **state,
-                "payload": Payload(marker)}, path)
+    torch.save(
+        {"step": 1, "model": {}, "config": {"dataset": "digits"}, **state, "payload": Payload(marker)}, path
+    )
     return path
 
 
@@ -90,6 +92,7 @@ def test_eval_refuses_a_code_payload(tmp_path, capsys):
 
 def test_audit_refuses_a_code_payload(tmp_path, capsys):
     from scorepde.audit import main
+
     path, marker = _evil_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "ran"), tmp_path / "ran"
     with pytest.raises(SystemExit) as e:  # main(argv) -> None: errors exit 2 (scorepde.errors.fail)
         main(["--model", str(path), "--quick", "--no-progress", "--out", str(tmp_path / "a")])
@@ -100,17 +103,29 @@ def test_audit_refuses_a_code_payload(tmp_path, capsys):
 def gmm_factory():
     """A (score, sde) factory for the audit: a closed-form mixture score on 2-D data."""
     import scorepde as sp
+
     sde, gmm = sp.VPSDE(), sp.GaussianMixture([[-1.0, 0.0], [1.0, 0.0]], [0.5, 0.5], [0.5, 0.5])
     return (lambda x, t: gmm.score(x, t, sde)), sde
 
 
 def test_audit_data_tensor_file_refuses_a_code_payload(tmp_path, capsys):
     from scorepde.audit import main
+
     path, marker = tmp_path / "data.pt", tmp_path / "ran"
     torch.save([torch.zeros(4, 2), Payload(marker)], path)
     with pytest.raises(SystemExit) as e:
-        main(["--model", f"{__name__}:gmm_factory", "--data", str(path), "--quick", "--no-progress",
-              "--out", str(tmp_path / "a")])
+        main(
+            [
+                "--model",
+                f"{__name__}:gmm_factory",
+                "--data",
+                str(path),
+                "--quick",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert not marker.exists() and str(path) in err and "io.open" in err and "torch.save(x, path)" in err
@@ -139,6 +154,7 @@ def test_finetune_base_checkpoint_refuses_a_code_payload(tmp_path, capsys):
 
 def test_cifar_batch_refuses_a_code_payload(tmp_path):
     from scorepde.data import load_dataset
+
     marker = tmp_path / "ran"
     data = np.zeros((2, 3072), np.uint8)
     for name in [f"data_batch_{i}" for i in range(1, 6)]:
@@ -151,10 +167,16 @@ def test_cifar_batch_refuses_a_code_payload(tmp_path):
 
 def test_diffusers_round_trip_carries_no_code(tmp_path):
     diffusers = pytest.importorskip("diffusers")
-    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 8),
-                                 layers_per_block=1, norm_num_groups=4,
-                                 down_block_types=("DownBlock2D", "DownBlock2D"),
-                                 up_block_types=("UpBlock2D", "UpBlock2D"))
+    unet = diffusers.UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
     unet.save_pretrained(tmp_path / "unet")
     assert not list((tmp_path / "unet").glob("*.bin")) and list((tmp_path / "unet").glob("*.safetensors"))
     again = diffusers.UNet2DModel.from_pretrained(tmp_path / "unet")
@@ -179,9 +201,20 @@ def test_what_scorepde_writes_loads_with_weights_only(tmp_path):
     model, opt, sched, ema = _tiny_training()
     gen = torch.Generator().manual_seed(3)
     path = str(tmp_path / "checkpoint.pt")
-    save_checkpoint(path, training_state(2, model, opt, sched, ema, [rng_state(gen)],
-                                         {"dataset": "digits", "channel_mult": (1, 2), "beta": 0.1},
-                                         curve=[{"step": 1, "loss": 0.5}], train_s=1.5))
+    save_checkpoint(
+        path,
+        training_state(
+            2,
+            model,
+            opt,
+            sched,
+            ema,
+            [rng_state(gen)],
+            {"dataset": "digits", "channel_mult": (1, 2), "beta": 0.1},
+            curve=[{"step": 1, "loss": 0.5}],
+            train_s=1.5,
+        ),
+    )
     state = torch.load(path, weights_only=True)
     assert state["step"] == 2 and state["config"]["channel_mult"] == (1, 2)
     model2, opt2, sched2, ema2 = _tiny_training()
@@ -208,8 +241,12 @@ def test_an_older_checkpoint_loads_without_trust_and_resumes_exactly(tmp_path):
     a tuple: they load (no trust needed), come back as tensors, and restore the same draws."""
     gen = torch.Generator().manual_seed(1)
     np.random.seed(4)
-    old = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-           "generator": gen.get_state()}
+    old = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "generator": gen.get_state(),
+    }
     path = tmp_path / "old.pt"
     torch.save({"step": 7, "model": {}, "config": {"a": 1}, "rng": [old]}, path)
     with pytest.raises(pickle.UnpicklingError):
@@ -239,8 +276,11 @@ def test_bad_files_are_named(tmp_path):
     (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:300])
     (tmp_path / "text.pt").write_text("hello")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    for name, match in [("cut.pt", "not a readable scorepde checkpoint"), ("text.pt", "not a readable scorepde checkpoint"),
-                        ("other.pt", "not a scorepde checkpoint")]:
+    for name, match in [
+        ("cut.pt", "not a readable scorepde checkpoint"),
+        ("text.pt", "not a readable scorepde checkpoint"),
+        ("other.pt", "not a scorepde checkpoint"),
+    ]:
         with pytest.raises(ValueError, match=match) as err:
             load_checkpoint(str(tmp_path / name))
         assert str(tmp_path / name) in str(err.value)
@@ -259,30 +299,41 @@ def test_toy_density_checkpoints_load_with_weights_only(tmp_path, monkeypatch):
     import sys
 
     import scorepde.training as training
+
     seen = []
     real = training.save_checkpoint
 
     def save(path, state):
         real(path, state)
         seen.append(torch.load(path, weights_only=True))
+
     monkeypatch.setattr(training, "save_checkpoint", save)
     monkeypatch.setattr(sys, "path", [str(ROOT / "toy"), *sys.path])
     import density
-    density.main(["--quick", "--datasets", "gmm1d", "--no-progress", "--ckpt-every", "3",
-                  "--out", str(tmp_path)])
+
+    density.main(
+        ["--quick", "--datasets", "gmm1d", "--no-progress", "--ckpt-every", "3", "--out", str(tmp_path)]
+    )
     assert seen and all(isinstance(s["rng"][0]["generator"], torch.Tensor) for s in seen)
 
 
 def test_likelihood_cost_cached_weights_refuse_a_code_payload(tmp_path):
-    """benchmarks/likelihood_cost.py keeps the U-Net it trained in --out and loads it later."""
+    """scorepde.commands.likelihood_cost keeps the U-Net it trained in --out and loads it later."""
     from types import SimpleNamespace
-    spec = importlib.util.spec_from_file_location("bench_likelihood_cost", ROOT / "benchmarks" / "likelihood_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+
+    from scorepde.commands import likelihood_cost as module
+
     marker, path = tmp_path / "ran", tmp_path / "unet_dsm5_seed0_quick.pt"
     torch.save({"weight": Payload(marker)}, path)
-    args = SimpleNamespace(quick=True, seed=0, unet_train_steps=None, data_dir=None, out=str(tmp_path),
-                           first_call=None, unet_points=None)
+    args = SimpleNamespace(
+        quick=True,
+        seed=0,
+        unet_train_steps=None,
+        data_dir=None,
+        out=str(tmp_path),
+        first_call=None,
+        unet_points=None,
+    )
     with pytest.raises(ValueError) as err:
         module.unet_case(args)
     assert not marker.exists() and str(path) in str(err.value) and "io.open" in str(err.value)
@@ -292,11 +343,19 @@ def test_fit_resume_refuses_a_code_payload(tmp_path):
     """fit(checkpoint=Checkpointing(path)) resumes from path when it exists (toy/density.py,
     image/finetune.py): a payload there is refused, and trust=True is the way out."""
     from scorepde.training import Checkpointing, fit
+
     path, marker = _evil_checkpoint(tmp_path / "ck.pt", tmp_path / "ran"), tmp_path / "ran"
     model = torch.nn.Linear(2, 1)
     opt, _ = make_optimizer(model.parameters())
     loss = lambda x, g: (model(x).square().mean(), {})  # noqa: E731
     with pytest.raises(ValueError) as err:
-        fit(loss, opt, iter([torch.zeros(4, 2)] * 3), 2, model=model, checkpoint=Checkpointing(str(path)),
-            progress=False)
+        fit(
+            loss,
+            opt,
+            iter([torch.zeros(4, 2)] * 3),
+            2,
+            model=model,
+            checkpoint=Checkpointing(str(path)),
+            progress=False,
+        )
     _refused(str(err.value), path, marker, "trust=True")

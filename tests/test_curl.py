@@ -1,4 +1,5 @@
 """Conservativity: a true score is a gradient, a rotation is not."""
+
 import pytest
 import torch
 from conftest import MLP

@@ -1,4 +1,5 @@
 """scorepde.data: each file format written small in tmp_path and read back exactly; scaling."""
+
 import gzip
 import pickle
 import struct
@@ -103,20 +104,27 @@ def test_imagenet32_roundtrip(tmp_path):
     assert torch.equal(out.images, torch.from_numpy(data.reshape(4, 3, 32, 32)))
     assert torch.equal(out.labels, torch.from_numpy(labels - 1))  # 1-based on disk
     for i in range(1, 11):
-        np.savez(tmp_path / f"train_data_batch_{i}.npz", data=data[:1], labels=labels[:1].tolist(),
-                 mean=np.zeros(3072))
+        np.savez(
+            tmp_path / f"train_data_batch_{i}.npz",
+            data=data[:1],
+            labels=labels[:1].tolist(),
+            mean=np.zeros(3072),
+        )
     out = load_dataset("imagenet32", "train", tmp_path)
     assert out.images.shape == (10, 3, 32, 32) and out.labels.tolist() == [labels[0] - 1] * 10
 
 
-@pytest.mark.parametrize("name, split, files", [
-    ("mnist", "train", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]),
-    ("fashion-mnist", "test", ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]),
-    ("cifar10", "train", ["data_batch_1", "data_batch_5"]),
-    ("cifar10", "test", ["test_batch", "cifar-10-batches-py"]),
-    ("imagenet32", "train", ["train_data_batch_1.npz", "train_data_batch_10.npz"]),
-    ("imagenet32", "test", ["val_data.npz"]),
-])
+@pytest.mark.parametrize(
+    "name, split, files",
+    [
+        ("mnist", "train", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]),
+        ("fashion-mnist", "test", ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]),
+        ("cifar10", "train", ["data_batch_1", "data_batch_5"]),
+        ("cifar10", "test", ["test_batch", "cifar-10-batches-py"]),
+        ("imagenet32", "train", ["train_data_batch_1.npz", "train_data_batch_10.npz"]),
+        ("imagenet32", "test", ["val_data.npz"]),
+    ],
+)
 def test_missing_files_are_named(tmp_path, name, split, files):
     with pytest.raises(FileNotFoundError) as err:
         load_dataset(name, split, tmp_path)
@@ -148,6 +156,7 @@ def test_digits_split():
     again = load_dataset("digits", "test")
     assert torch.equal(again.images, test.images) and torch.equal(again.labels, test.labels)
     from sklearn.datasets import load_digits
+
     rows = {tuple(r) for r in train.images.flatten(1).tolist()}
     overlap = sum(tuple(r) in rows for r in test.images.flatten(1).tolist())
     # Disjoint as index sets; sklearn's digits hold a few duplicate images, so count those.
@@ -168,8 +177,9 @@ def test_scaling_convention():
     for name, (a, b) in SCALINGS.items():
         x, ab = to_model_space(k, 17, name, dtype=torch.float64)
         assert ab == (a, b) and torch.allclose(x, a * to_unit(k, 17, torch.float64) + b)
-        xd, _ = to_model_space(k, 17, name, dequantized=True, generator=torch.Generator().manual_seed(0),
-                               dtype=torch.float64)
+        xd, _ = to_model_space(
+            k, 17, name, dequantized=True, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
         assert torch.allclose(xd, a * u + b)
         assert torch.equal(from_model_space(xd, 17, name), k)
     assert SCALINGS["[0,1]"] == (1.0, 0.0) and SCALINGS["[-1,1]"] == (2.0, -1.0)

@@ -1,4 +1,5 @@
 """Derivative operators: exact forms against closed forms, estimators against exact forms."""
+
 import pytest
 import torch
 from torch.func import jacfwd, vmap
@@ -88,7 +89,7 @@ def test_paper_stencil_weights_match_lemma_c1():
     x = torch.ones(1, 1, dtype=torch.float64)
     t = torch.tensor([0.5], dtype=torch.float64)
     f = lambda s: torch.exp(torch.tensor(3 * s, dtype=torch.float64))
-    expected = (hs ** 2 * f(0.5 + hd) + (hd ** 2 - hs ** 2) * f(0.5) - hd ** 2 * f(0.5 - hs)) / (hs * hd * (hs + hd))
+    expected = (hs**2 * f(0.5 + hd) + (hd**2 - hs**2) * f(0.5) - hd**2 * f(0.5 - hs)) / (hs * hd * (hs + hd))
     torch.testing.assert_close(sp.time_derivative(phi, x, t, "fd3")[0, 0], expected)
 
 
@@ -105,10 +106,11 @@ def test_exact_divergence_and_jacobian():
 def test_hutchinson_divergence_is_unbiased(probe, mode):
     """Mean of N independent estimates within 5 standard errors of the exact divergence."""
     A = torch.randn(5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    fn = lambda y: torch.tanh(y @ A.T) + y ** 3
+    fn = lambda y: torch.tanh(y @ A.T) + y**3
     x = torch.randn(1, 5, dtype=torch.float64).expand(4000, 5)  # one point, 4000 probes
-    est = sp.divergence(fn, x, "hutchinson", probe=probe, mode=mode,
-                        generator=torch.Generator().manual_seed(0))
+    est = sp.divergence(
+        fn, x, "hutchinson", probe=probe, mode=mode, generator=torch.Generator().manual_seed(0)
+    )
     exact = sp.divergence(fn, x[:1])
     assert abs(est.mean() - exact) < 5 * est.std() / len(est) ** 0.5
 
@@ -118,9 +120,10 @@ def test_hutchpp_is_exact_on_the_sketched_span_and_unbiased_elsewhere():
     deflated probes see nothing), unbiased on a full-rank one, and of lower variance than m
     Hutchinson probes when the spectrum decays."""
     from scorepde.derivatives import hutchpp_divergence
+
     g = torch.Generator().manual_seed(1)
     U, V = torch.randn(2, 6, 2, dtype=torch.float64, generator=g)
-    low = lambda y: y @ (U @ V.T).T                             # J = U Vᵀ, rank 2
+    low = lambda y: y @ (U @ V.T).T  # J = U Vᵀ, rank 2
     x = torch.randn(3, 6, dtype=torch.float64, generator=g)
     est = hutchpp_divergence(low, x, 6, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(est, torch.full((3,), torch.trace(U @ V.T).item(), dtype=torch.float64))
@@ -148,6 +151,7 @@ def test_probes_have_identity_second_moment():
 
 def test_stencil_points_reproduce_time_derivative():
     from scorepde.derivatives import stencil_points
+
     score = lambda x, t: torch.sin(3 * t)[:, None] * x
     x = torch.randn(4, 2, dtype=torch.float64)
     t = torch.tensor([0.0, 1e-4, 0.5, 1.0], dtype=torch.float64)  # both ends shift the nodes
@@ -171,12 +175,12 @@ def test_time_steps_come_from_the_score_when_it_says_how_it_sees_time():
     assert time_steps(lambda x, t: x, "auto") == PAPER_STEPS  # a plain callable: the paper's
     h = time_steps(Fast(), "auto", torch.float32)
     assert h == pytest.approx((FD_PHASE[torch.float32] / 2000.0,) * 2)
-    assert time_steps(Fast(), (1e-3, 5e-4)) == (1e-3, 5e-4)    # explicit steps are kept
+    assert time_steps(Fast(), (1e-3, 5e-4)) == (1e-3, 5e-4)  # explicit steps are kept
     with pytest.raises(ValueError, match="auto"):
         time_steps(Fast(), "automatic")
     x, t = torch.randn(4, 2, dtype=torch.float64), torch.full((4,), 0.5, dtype=torch.float64)
     exact = sp.time_derivative(Fast(), x, t, "jvp")
     auto = sp.time_derivative(Fast(), x, t, "central", h="auto")
     assert ((auto - exact).norm() / exact.norm()) < 1e-6
-    paper = sp.time_derivative(Fast(), x, t, "fd3")              # (1e-3, 5e-4): 2 radians
+    paper = sp.time_derivative(Fast(), x, t, "fd3")  # (1e-3, 5e-4): 2 radians
     assert ((paper - exact).norm() / exact.norm()) > 0.1

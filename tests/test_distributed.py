@@ -1,5 +1,6 @@
 """scorepde.distributed: the resumable sharded batch order, the single-process fallbacks,
 and a real 2-process torchrun run (gloo, CPU) of image/train.py with the FP objective."""
+
 import json
 import os
 import subprocess
@@ -25,12 +26,13 @@ def test_batch_order_resumes_exactly_across_epochs():
         rest = _take(dd.ShardedBatches(10, 3, seed=4, info=one, start=start), 7 - start)
         assert all(torch.equal(a, b) for a, b in zip(full[start:], rest))
     assert not torch.equal(torch.cat(full[:3]), torch.cat(full[3:6]))  # reshuffled per epoch
-    assert all(len(set(torch.cat(full[e * 3:e * 3 + 3]).tolist())) == 9 for e in (0, 1))
+    assert all(len(set(torch.cat(full[e * 3 : e * 3 + 3]).tolist())) == 9 for e in (0, 1))
 
 
 def test_ranks_get_disjoint_shards():
-    shards = [_take(dd.ShardedBatches(20, 4, seed=0, info=dd.DistInfo(rank=r, world_size=2)), 2)
-              for r in (0, 1)]
+    shards = [
+        _take(dd.ShardedBatches(20, 4, seed=0, info=dd.DistInfo(rank=r, world_size=2)), 2) for r in (0, 1)
+    ]
     a, b = (set(torch.cat(s).tolist()) for s in shards)
     assert len(a) == len(b) == 8 and not a & b
 
@@ -51,11 +53,40 @@ def test_single_process_fallbacks():
 
 
 def _torchrun(out, attempts=2):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           os.path.join(ROOT, "image", "train.py"), "--steps", "3", "--channels", "8",
-           "--batch-size", "16", "--objective", "fp", "--subbatch", "4", "--eval-images", "4",
-           "--eval-repeats", "1", "--eval-rtol", "1e-3", "--sample-steps", "5", "--n-samples", "4",
-           "--threads", "1", "--no-progress", "--out", out]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        os.path.join(ROOT, "image", "train.py"),
+        "--steps",
+        "3",
+        "--channels",
+        "8",
+        "--batch-size",
+        "16",
+        "--objective",
+        "fp",
+        "--subbatch",
+        "4",
+        "--eval-images",
+        "4",
+        "--eval-repeats",
+        "1",
+        "--eval-rtol",
+        "1e-3",
+        "--sample-steps",
+        "5",
+        "--n-samples",
+        "4",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        out,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for _ in range(attempts):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -1,5 +1,6 @@
 """scorepde.commands.estimator_error (benchmarks/estimator_error.py): its draws are
 reproducible across processes (defect 7)."""
+
 import os
 import subprocess
 import sys
@@ -8,10 +9,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _seeds(hash_seed: str) -> list:
-    code = ("import scorepde.commands.estimator_error as e; "
-            "print([e.draw_seed(0, r, n) for r in (0, 1) for n in e.estimator_grid((1, 4))])")
-    env = {**os.environ, "PYTHONHASHSEED": hash_seed,
-           "PYTHONPATH": ROOT}
+    code = (
+        "import scorepde.commands.estimator_error as e; "
+        "print([e.draw_seed(0, r, n) for r in (0, 1) for n in e.estimator_grid((1, 4))])"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": ROOT}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return eval(out.stdout)
 

@@ -1,5 +1,6 @@
 """scorepde.estimators: a name maps to (family, preset) in one table, each family says what it
 needs, and a new estimator is one class plus one table line."""
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +13,7 @@ from scorepde.estimators import ESTIMATORS, Estimator, fpe_rhs_and_score, get_es
 from scorepde.losses import FPObjective
 
 # -- a new estimator, from this one "file" ------------------------------------------------------
+
 
 class GradByDifferences(Estimator):
     """ε = ∂t s − ∇x L with ∇x L by central differences of L in x (2D evaluations of L, each
@@ -28,9 +30,17 @@ class GradByDifferences(Estimator):
         L, _ = fpe_rhs_and_score(score, sde, x, t)
         eye = torch.eye(x[0].numel(), dtype=x.dtype).view(-1, 1, *x.shape[1:])
         h = self._options["hx"]
-        grad_L = torch.stack([(fpe_rhs_and_score(score, sde, x + h * e, t)[0]
-                               - fpe_rhs_and_score(score, sde, x - h * e, t)[0]) / (2 * h)
-                              for e in eye], 1).view_as(x)
+        grad_L = torch.stack(
+            [
+                (
+                    fpe_rhs_and_score(score, sde, x + h * e, t)[0]
+                    - fpe_rhs_and_score(score, sde, x - h * e, t)[0]
+                )
+                / (2 * h)
+                for e in eye
+            ],
+            1,
+        ).view_as(x)
         dt_s = torch.func.jvp(lambda tt: score(x, tt), (t,), (torch.ones_like(t),))[1]
         return dt_s - grad_L, L
 
@@ -56,7 +66,7 @@ def test_a_new_estimator_works_everywhere_from_one_table_line(registered):
     eps, L = sp.residual(model, sde, x, t, "grad_fd", return_rhs=True)
     torch.testing.assert_close(eps, exact, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(L, L_exact)
-    op = sp.residual(model, sde, estimator="grad_fd", hx=1e-3)   # the operator, an override bound
+    op = sp.residual(model, sde, estimator="grad_fd", hx=1e-3)  # the operator, an override bound
     torch.testing.assert_close(op(x, t), exact, rtol=1e-4, atol=1e-4)
     sq, _ = sp.residual_norm_sq(model, sde, x, t, "grad_fd")
     torch.testing.assert_close(sq, exact.pow(2).sum(1), rtol=1e-5, atol=1e-6)
@@ -65,11 +75,24 @@ def test_a_new_estimator_works_everywhere_from_one_table_line(registered):
     for name in ("exact", "grad_fd"):
         objective = FPObjective(model, sde, beta=1.0, gamma=0.1, estimator=name)
         parts[name] = objective(x, torch.Generator().manual_seed(2))[1]
-    torch.testing.assert_close(parts["grad_fd"]["fp_residual"], parts["exact"]["fp_residual"], rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        parts["grad_fd"]["fp_residual"], parts["exact"]["fp_residual"], rtol=1e-5, atol=0
+    )
     torch.testing.assert_close(parts["grad_fd"]["fp_rhs"], parts["exact"]["fp_rhs"])
     # the audit's per-t computation
-    runs = {name: audit(model, sde, x, [0.3, 0.7], estimator=name, curl=None, progress=False,
-                        generator=torch.Generator().manual_seed(3)) for name in ("exact", "grad_fd")}
+    runs = {
+        name: audit(
+            model,
+            sde,
+            x,
+            [0.3, 0.7],
+            estimator=name,
+            curl=None,
+            progress=False,
+            generator=torch.Generator().manual_seed(3),
+        )
+        for name in ("exact", "grad_fd")
+    }
     for a, b in zip(runs["grad_fd"]["r_fp"], runs["exact"]["r_fp"]):
         assert a["mean"] == pytest.approx(b["mean"], rel=1e-5)
     # its own options, and only those
@@ -86,6 +109,7 @@ def test_without_its_table_line_it_is_unknown():
 
 
 # -- what each family says it is ----------------------------------------------------------------
+
 
 def test_each_estimator_declares_what_it_needs():
     plain = lambda x, t: x
@@ -112,7 +136,9 @@ def test_plain_forwards_only_is_true_to_its_word(name):
     see through; every other one is refused with the reason."""
     sde, x = sp.VPSDE(), torch.randn(4, 2, dtype=torch.float64)
     t = torch.full((4,), 0.5, dtype=torch.float64)
-    run = lambda: sp.residual_norm_sq(_numpy_score, sde, x, t, name, generator=torch.Generator().manual_seed(0))
+    run = lambda: sp.residual_norm_sq(
+        _numpy_score, sde, x, t, name, generator=torch.Generator().manual_seed(0)
+    )
     if get_estimator(name).plain_forwards_only:
         assert torch.isfinite(run()[0]).all()
     else:
@@ -121,7 +147,9 @@ def test_plain_forwards_only_is_true_to_its_word(name):
 
 
 def test_bad_options_name_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown residual option\(s\) \['hx'\] for estimator 'exact'; valid:"):
+    with pytest.raises(
+        ValueError, match=r"unknown residual option\(s\) \['hx'\] for estimator 'exact'; valid:"
+    ):
         get_estimator("exact", hx=0.1)
     with pytest.raises(ValueError, match="one Hutchinson probe"):
         get_estimator("forward_fd", div="exact")
@@ -131,6 +159,7 @@ def test_bad_options_name_the_valid_ones():
 
 def test_forward_fd_step_in_x_uses_the_sdes_floor():
     from scorepde.estimators.forward_fd import x_step
+
     t0 = torch.zeros(1, dtype=torch.float64)
     for sde in (sp.VESDE(), sp.VPSDE(), sp.EDMSDE()):
         assert x_step(sde, t0, 0.05).item() == pytest.approx(0.05 * sde.sigma_floor)

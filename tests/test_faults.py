@@ -1,5 +1,6 @@
 """Faults: a training run killed with SIGKILL at any point, including inside its checkpoint
 write, resumes to the bit-identical result of an uninterrupted run (issue 31, item 4)."""
+
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ import torch
 #: A small DSM run through the one training loop, checkpointing every step. argv: the run's
 #: folder, k: SIGKILL itself inside its k-th checkpoint write, with half of the bytes
 #: written (0: never), and the number of steps.
-CHILD = textwrap.dedent('''
+CHILD = textwrap.dedent("""
     import io, os, signal, sys
     import torch
     torch.set_num_threads(1)
@@ -54,14 +55,17 @@ CHILD = textwrap.dedent('''
     fit(objective, opt, batches, STEPS, generator=torch.Generator(), seed=3, model=net,
         checkpoint=Checkpointing(os.path.join(folder, "ckpt.pt"), every=1), progress=False)
     torch.save(net.state_dict(), os.path.join(folder, "final.pt"))
-''')
+""")
 
 
 def _run(folder: Path, steps: int, kill_in_write: int = 0, kill_after: float | None = None) -> bool:
     """Run (or resume) the child; SIGKILL it ``kill_after`` s into its loop. True if it finished."""
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(folder), str(kill_in_write), str(steps)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(folder), str(kill_in_write), str(steps)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     if kill_after is not None:
         proc.stdout.readline()  # "started": imports done, the loop begins
         try:
@@ -85,7 +89,9 @@ def _killed_and_resumed(tmp_path: Path, steps: int, kills: int, seed: int) -> di
     folder.mkdir()
     for i in range(kills):
         if i % 3 == 0:
-            assert not _run(folder, steps, kill_in_write=rng.randint(1, 4)), "the kill inside the write missed"
+            assert not _run(folder, steps, kill_in_write=rng.randint(1, 4)), (
+                "the kill inside the write missed"
+            )
         else:
             _run(folder, steps, kill_after=rng.uniform(0.05, 0.4))
     while not _run(folder, steps):

@@ -1,4 +1,5 @@
 """FPObjective(every=k): R_FP on every k-th call at k× weight, DSM alone in between."""
+
 import pytest
 import torch
 from conftest import MLP

@@ -1,5 +1,6 @@
 """The residual ε[s] = ∂t s − ∇x L[s]: exact against an independent computation, estimators
 against exact, and refusals of bad input."""
+
 import pytest
 import torch
 from conftest import MLP, ConvScore
@@ -10,6 +11,7 @@ import scorepde as sp
 
 def _independent_residual(model, sde, x, t):
     """ε by per-sample torch.func, written without scorepde's operators (Eq. 9)."""
+
     def s1(xi, ti):
         return model(xi[None], ti[None])[0]
 
@@ -43,8 +45,9 @@ def _replicated(model, sde, x1, t1, n, estimator, seed=0, **options):
     """n independent draws of an estimator at one point: the batch carries the draws."""
     x = x1.repeat(n, *[1] * (x1.dim() - 1))
     t = t1.repeat(n)
-    return sp.residual(model, sde, x, t, estimator, generator=torch.Generator().manual_seed(seed),
-                       validate=False, **options)
+    return sp.residual(
+        model, sde, x, t, estimator, generator=torch.Generator().manual_seed(seed), validate=False, **options
+    )
 
 
 CASES = [
@@ -124,7 +127,9 @@ def test_parameter_gradients_flow_through_the_residual():
     assert ((paper - want).norm() / want.norm()) < 1e-4
     v = sp.sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(4))[0]
     proj = (_independent_residual(model, sde, x, t) * v).sum(1, keepdim=True) * v
-    got = sp.residual(model, sde, x, t, "directional", div="exact", generator=torch.Generator().manual_seed(4))
+    got = sp.residual(
+        model, sde, x, t, "directional", div="exact", generator=torch.Generator().manual_seed(4)
+    )
     torch.testing.assert_close(flat(got.pow(2).sum()), flat(proj.pow(2).sum()))
 
 
@@ -192,10 +197,26 @@ def test_forward_fd_matches_forward_mode_draw_for_draw():
     x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     model, t = MLP(3), torch.full((6,), 0.5, dtype=torch.float64)
     for sde in (sp.VPSDE(), sp.VESDE(), sp.SubVPSDE()):
-        a, La = sp.residual(model, sde, x, t, "directional", dt="central", return_rhs=True,
-                            generator=torch.Generator().manual_seed(1))
-        b, Lb = sp.residual(model, sde, x, t, "forward_fd", hx=1e-3, return_rhs=True,
-                            generator=torch.Generator().manual_seed(1))
+        a, La = sp.residual(
+            model,
+            sde,
+            x,
+            t,
+            "directional",
+            dt="central",
+            return_rhs=True,
+            generator=torch.Generator().manual_seed(1),
+        )
+        b, Lb = sp.residual(
+            model,
+            sde,
+            x,
+            t,
+            "forward_fd",
+            hx=1e-3,
+            return_rhs=True,
+            generator=torch.Generator().manual_seed(1),
+        )
         assert ((b - a).norm(dim=1) / a.norm(dim=1)).max() < 1e-5
         assert ((Lb - La).abs() / La.abs()).max() < 1e-5
 
@@ -223,8 +244,17 @@ def test_forward_fd_one_sided_in_t_is_first_order_against_the_exact_projection(g
     exact = sp.residual(score, vp, x, t, "directional", generator=torch.Generator().manual_seed(1))
 
     def error(h):
-        got = sp.residual(score, vp, x, t, "forward_fd", dt="one_sided", hx=1e-3, h=(h, h),
-                          generator=torch.Generator().manual_seed(1))
+        got = sp.residual(
+            score,
+            vp,
+            x,
+            t,
+            "forward_fd",
+            dt="one_sided",
+            hx=1e-3,
+            h=(h, h),
+            generator=torch.Generator().manual_seed(1),
+        )
         return ((got - exact).norm(dim=1) / exact.norm(dim=1)).max()
 
     assert error(1e-4) < 1e-2 and error(1e-4) < 0.2 * error(1e-3), (error(1e-3), error(1e-4))
@@ -265,8 +295,14 @@ def test_a_scalar_time_is_one_time_for_the_whole_batch(estimator, as_):
     x = torch.randn(4, 2, dtype=torch.float64)
     scalar = 0.4 if as_ == "float" else torch.tensor(0.4, dtype=torch.float64)
     got = sp.residual(model, sde, x, scalar, estimator, generator=torch.Generator().manual_seed(3))
-    want = sp.residual(model, sde, x, torch.full((4,), 0.4, dtype=torch.float64), estimator,
-                       generator=torch.Generator().manual_seed(3))
+    want = sp.residual(
+        model,
+        sde,
+        x,
+        torch.full((4,), 0.4, dtype=torch.float64),
+        estimator,
+        generator=torch.Generator().manual_seed(3),
+    )
     torch.testing.assert_close(got, want)
     sq, _ = sp.residual_norm_sq(model, sde, x, scalar, estimator, generator=torch.Generator().manual_seed(3))
     assert sq.shape == (4,)
@@ -280,8 +316,16 @@ def test_norm_sq_uses_every_direction():
     x, t = torch.randn(5, 3, dtype=torch.float64), torch.rand(5, dtype=torch.float64) * 0.8 + 0.1
     eps = sp.residual(model, sde, x, t)
     for K in (1, 4):
-        sq, _ = sp.residual_norm_sq(model, sde, x, t, "directional", div="exact", n_directions=K,
-                                    generator=torch.Generator().manual_seed(5))
+        sq, _ = sp.residual_norm_sq(
+            model,
+            sde,
+            x,
+            t,
+            "directional",
+            div="exact",
+            n_directions=K,
+            generator=torch.Generator().manual_seed(5),
+        )
         V = sp.sample_probes(x, K, "rademacher", torch.Generator().manual_seed(5))
         want = ((V * eps).sum(-1) ** 2).mean(0)
         torch.testing.assert_close(sq, want)
@@ -294,9 +338,14 @@ def test_more_directions_shrink_the_norm_sq_spread(estimator):
     x, t = torch.randn(3, 4, dtype=torch.float64), torch.full((3,), 0.5, dtype=torch.float64)
 
     def spread(K):
-        draws = torch.stack([sp.residual_norm_sq(model, sde, x, t, estimator, n_directions=K,
-                                                 generator=torch.Generator().manual_seed(s))[0]
-                             for s in range(40)])
+        draws = torch.stack(
+            [
+                sp.residual_norm_sq(
+                    model, sde, x, t, estimator, n_directions=K, generator=torch.Generator().manual_seed(s)
+                )[0]
+                for s in range(40)
+            ]
+        )
         return draws.std(0).mean()
 
     assert spread(8) < 0.6 * spread(1)
@@ -304,6 +353,7 @@ def test_more_directions_shrink_the_norm_sq_spread(estimator):
 
 def test_a_random_model_is_refused_with_the_reason():
     """Defect 5: dropout in train mode was reported as 'couples samples across the batch'."""
+
     class Dropped(torch.nn.Module):
         def __init__(self):
             super().__init__()

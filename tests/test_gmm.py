@@ -1,4 +1,5 @@
 """Closed-form Gaussian mixtures: the true score has zero score-FPE residual at every t."""
+
 import pytest
 import torch
 from torch.func import jvp
@@ -43,8 +44,11 @@ def test_log_density_satisfies_fpe(gmm2, sde):
 
 def test_float32_and_higher_dims():
     sde = sp.VPSDE()
-    g = sp.GaussianMixture(torch.randn(4, 5, generator=torch.Generator().manual_seed(0)) * 3,
-                           [0.5, 1.0, 0.7, 1.3], [0.1, 0.2, 0.3, 0.4])
+    g = sp.GaussianMixture(
+        torch.randn(4, 5, generator=torch.Generator().manual_seed(0)) * 3,
+        [0.5, 1.0, 0.7, 1.3],
+        [0.1, 0.2, 0.3, 0.4],
+    )
     x = torch.randn(32, 5)
     t = torch.rand(32) * 0.9 + 0.05
     model = lambda x, t: g.score(x, t, sde)
@@ -57,12 +61,12 @@ def test_sampling_matches_moments(gmm2):
     """Sample mean and second moment agree with Σ w μ and Σ w (s² I + μ μᵀ) to 5 standard errors."""
     n = 40000
     x = gmm2.sample(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    w, mu, s2 = gmm2.weights, gmm2.means, gmm2.stds ** 2
+    w, mu, s2 = gmm2.weights, gmm2.means, gmm2.stds**2
     mean = (w[:, None] * mu).sum(0)
     second = (w[:, None, None] * (s2[:, None, None] * torch.eye(2) + mu[:, :, None] * mu[:, None, :])).sum(0)
     outer = x[:, :, None] * x[:, None, :]
-    assert ((x.mean(0) - mean).abs() <= 5 * x.std(0) / n ** 0.5).all()
-    assert ((outer.mean(0) - second).abs() <= 5 * outer.std(0) / n ** 0.5).all()
+    assert ((x.mean(0) - mean).abs() <= 5 * x.std(0) / n**0.5).all()
+    assert ((outer.mean(0) - second).abs() <= 5 * outer.std(0) / n**0.5).all()
 
 
 def test_rejects_bad_parameters():
@@ -85,14 +89,16 @@ def _anisotropic(kind, dim=3, seed=0):
     if kind == "diag":
         return sp.GaussianMixture(means, stds, w)
     R = torch.stack([random_rotation(dim, g) for _ in range(3)])
-    covs = R @ torch.diag_embed(stds ** 2) @ R.transpose(1, 2)
+    covs = R @ torch.diag_embed(stds**2) @ R.transpose(1, 2)
     return sp.GaussianMixture(means, weights=w, covs=0.5 * (covs + covs.transpose(1, 2)))
 
 
 def _xt(dim=3, n=48, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return (3 * torch.randn(n, dim, generator=g, dtype=torch.float64),
-            0.01 + 0.99 * torch.rand(n, generator=g, dtype=torch.float64))
+    return (
+        3 * torch.randn(n, dim, generator=g, dtype=torch.float64),
+        0.01 + 0.99 * torch.rand(n, generator=g, dtype=torch.float64),
+    )
 
 
 @pytest.mark.parametrize("kind", ["diag", "full"])
@@ -100,9 +106,15 @@ def test_anisotropic_log_prob_is_the_gaussian_closed_form(kind, sde):
     """log q_t = logsumexp_k log w_k N(x; a μ_k, a² Σ_k + σ_t² I), against torch.distributions."""
     gmm, (x, t) = _anisotropic(kind), _xt()
     a, std = sde.marginal(t)
-    covs = torch.stack([(gmm.basis[k] * gmm.variances[k]) @ gmm.basis[k].T if gmm.basis is not None
-                        else torch.diag(gmm.variances[k]) for k in range(3)])
-    C = a[:, None, None, None] ** 2 * covs + (std ** 2)[:, None, None, None] * torch.eye(3, dtype=x.dtype)
+    covs = torch.stack(
+        [
+            (gmm.basis[k] * gmm.variances[k]) @ gmm.basis[k].T
+            if gmm.basis is not None
+            else torch.diag(gmm.variances[k])
+            for k in range(3)
+        ]
+    )
+    C = a[:, None, None, None] ** 2 * covs + (std**2)[:, None, None, None] * torch.eye(3, dtype=x.dtype)
     mvn = torch.distributions.MultivariateNormal(a[:, None, None] * gmm.means, covariance_matrix=C)
     ref = torch.logsumexp(torch.log(gmm.weights) + mvn.log_prob(x[:, None, :]), dim=1)
     torch.testing.assert_close(gmm.log_prob(x, t, sde), ref, rtol=1e-10, atol=1e-10)
@@ -134,7 +146,7 @@ def test_diagonal_with_equal_stds_is_the_isotropic_mixture():
     iso = sp.GaussianMixture(means, stds, w)
     diag = sp.GaussianMixture(means, stds[:, None].expand(2, 2), w)
     R = random_rotation(2, torch.Generator().manual_seed(0))
-    full = sp.GaussianMixture(means, weights=w, covs=(stds ** 2)[:, None, None] * (R @ R.T))
+    full = sp.GaussianMixture(means, weights=w, covs=(stds**2)[:, None, None] * (R @ R.T))
     x, t = _xt(dim=2)
     for sde in (sp.VESDE(), sp.VPSDE()):
         for other in (diag, full):
@@ -151,10 +163,11 @@ def test_full_covariance_samples_have_the_mixture_moments():
     mean = (w[:, None] * gmm.means).sum(0)
     second = (w[:, None, None] * (covs + gmm.means[:, :, None] * gmm.means[:, None, :])).sum(0)
     outer = x[:, :, None] * x[:, None, :]
-    assert ((x.mean(0) - mean).abs() <= 5 * x.std(0) / n ** 0.5).all()
-    assert ((outer.mean(0) - second).abs() <= 5 * outer.std(0) / n ** 0.5).all()
-    torch.testing.assert_close(torch.tensor(gmm.coordinate_std() ** 2, dtype=torch.float64),
-                               (second.diagonal() - mean ** 2).mean())
+    assert ((x.mean(0) - mean).abs() <= 5 * x.std(0) / n**0.5).all()
+    assert ((outer.mean(0) - second).abs() <= 5 * outer.std(0) / n**0.5).all()
+    torch.testing.assert_close(
+        torch.tensor(gmm.coordinate_std() ** 2, dtype=torch.float64), (second.diagonal() - mean**2).mean()
+    )
 
 
 def test_separated_mixture_kinds():
@@ -167,8 +180,8 @@ def test_separated_mixture_kinds():
     torch.testing.assert_close(s[:, 0], torch.full((4,), 0.3, dtype=torch.float64))
     torch.testing.assert_close(s[:, -1], torch.full((4,), 3.0, dtype=torch.float64))
     assert not torch.equal(diag.stds[0], diag.stds[1])
-    torch.testing.assert_close(full.variances, (diag.stds ** 2).sort(dim=1).values)
-    off_diag = full.coordinate_variances() - diag.stds ** 2
+    torch.testing.assert_close(full.variances, (diag.stds**2).sort(dim=1).values)
+    off_diag = full.coordinate_variances() - diag.stds**2
     assert off_diag.abs().max() > 0.1  # rotated: the coordinate variances are not the diagonal ones
 
 

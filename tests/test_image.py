@@ -3,6 +3,7 @@
 The scripts run in-process (their ``main(argv)``) with a tiny U-Net, a few steps and a few
 test images, so the whole file takes well under a minute on two busy cores.
 """
+
 import json
 import math
 import os
@@ -21,12 +22,28 @@ from scorepde.reporting import residual_table
 from scorepde.training import JsonlLog, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--channels", "8", "--batch-size", "16", "--threads", "1", "--no-progress",
-        "--sample-steps", "5", "--n-samples", "4", "--ckpt-every", "1000"]
+TINY = [
+    "--channels",
+    "8",
+    "--batch-size",
+    "16",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--sample-steps",
+    "5",
+    "--n-samples",
+    "4",
+    "--ckpt-every",
+    "1000",
+]
 
 
 def _losses(out):
-    return [{k: v for k, v in r.items() if k != "step_time"} for r in JsonlLog.read(os.path.join(out, "log.jsonl"))]
+    return [
+        {k: v for k, v in r.items() if k != "step_time"}
+        for r in JsonlLog.read(os.path.join(out, "log.jsonl"))
+    ]
 
 
 @pytest.mark.parametrize("module", [train, evaluate, bench], ids=["train", "eval", "bench_bpd"])
@@ -39,8 +56,10 @@ def test_help(module, capsys):
 @pytest.mark.parametrize("objective", ["dsm", "fp"])
 def test_a_few_steps_on_digits(tmp_path, objective):
     out = str(tmp_path / objective)
-    code = train.main(TINY + ["--steps", "3", "--objective", objective, "--subbatch", "4",
-                              "--out", out, "--eval-images", "-1"])
+    code = train.main(
+        TINY
+        + ["--steps", "3", "--objective", objective, "--subbatch", "4", "--out", out, "--eval-images", "-1"]
+    )
     assert code == 0
     logs = _losses(out)
     assert [r["step"] for r in logs] == [0, 1, 2]
@@ -50,8 +69,14 @@ def test_a_few_steps_on_digits(tmp_path, objective):
     assert state["step"] == 3 and state["config"]["objective"] == objective
     assert {"model", "ema", "optimizer", "scheduler", "rng", "config"} <= set(state)
     assert os.path.isfile(os.path.join(out, "samples.png"))
-    assert sorted(os.listdir(out)) == ["checkpoint.pt", "config.json", "log.jsonl", "metrics.json", "samples.png",
-                                       "training_curves.png"]
+    assert sorted(os.listdir(out)) == [
+        "checkpoint.pt",
+        "config.json",
+        "log.jsonl",
+        "metrics.json",
+        "samples.png",
+        "training_curves.png",
+    ]
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
@@ -82,15 +107,51 @@ def test_epoch_boundary_resume_matches(tmp_path):
 
 def test_eval_gives_finite_bpd_and_the_table(tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert train.main(TINY + ["--steps", "2", "--out", out, "--eval-images", "8", "--eval-repeats", "1",
-                              "--eval-rtol", "1e-3"]) == 0
+    assert (
+        train.main(
+            TINY
+            + [
+                "--steps",
+                "2",
+                "--out",
+                out,
+                "--eval-images",
+                "8",
+                "--eval-repeats",
+                "1",
+                "--eval-rtol",
+                "1e-3",
+            ]
+        )
+        == 0
+    )
     assert "test bits/dim" in capsys.readouterr().out
     m = json.loads(Path(os.path.join(out, "metrics.json")).read_text())
     assert math.isfinite(m["bpd"]) and m["eval_images"] == 8
     ev = str(tmp_path / "eval")
-    assert evaluate.main([os.path.join(out, "checkpoint.pt"), "--out", ev, "--images", "4",
-                          "--repeats", "2", "--rtol", "1e-3", "--residual-images", "4",
-                          "--n-samples", "4", "--sample-steps", "5", "--no-progress"]) == 0
+    assert (
+        evaluate.main(
+            [
+                os.path.join(out, "checkpoint.pt"),
+                "--out",
+                ev,
+                "--images",
+                "4",
+                "--repeats",
+                "2",
+                "--rtol",
+                "1e-3",
+                "--residual-images",
+                "4",
+                "--n-samples",
+                "4",
+                "--sample-steps",
+                "5",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     m = json.loads(Path(os.path.join(ev, "metrics.json")).read_text())
     assert math.isfinite(m["bpd"]) and math.isfinite(m["bpd_std"]) and len(m["bpd_per_repeat"]) == 2
     # one name, one meaning: bpd_stderr over the 4 images, eval_se over the 2 repeats
@@ -105,18 +166,55 @@ def test_eval_gives_finite_bpd_and_the_table(tmp_path, capsys):
 def test_init_from_fine_tunes(tmp_path):
     src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
     assert train.main(TINY + ["--steps", "2", "--out", src, "--eval-images", "-1"]) == 0
-    assert train.main(TINY + ["--steps", "1", "--out", dst, "--eval-images", "-1", "--objective", "fp",
-                              "--subbatch", "2", "--init-from", os.path.join(src, "checkpoint.pt")]) == 0
-    assert json.loads(Path(os.path.join(dst, "config.json")).read_text())["init_from"].endswith("checkpoint.pt")
+    assert (
+        train.main(
+            TINY
+            + [
+                "--steps",
+                "1",
+                "--out",
+                dst,
+                "--eval-images",
+                "-1",
+                "--objective",
+                "fp",
+                "--subbatch",
+                "2",
+                "--init-from",
+                os.path.join(src, "checkpoint.pt"),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(Path(os.path.join(dst, "config.json")).read_text())["init_from"].endswith(
+        "checkpoint.pt"
+    )
     with pytest.raises(SystemExit) as e:  # the architecture comes from the source model
-        train.main(TINY + ["--out", dst, "--channels", "16", "--init-from", os.path.join(src, "checkpoint.pt")])
+        train.main(
+            TINY + ["--out", dst, "--channels", "16", "--init-from", os.path.join(src, "checkpoint.pt")]
+        )
     assert e.value.code == 2
 
 
 def test_nan_guard_saves_and_names_the_step(tmp_path, capsys):
     out = str(tmp_path / "nan")
-    code = train.main(TINY + ["--steps", "20", "--out", out, "--eval-images", "-1", "--lr", "1e30",
-                              "--warmup", "0", "--grad-clip", "0"])
+    code = train.main(
+        TINY
+        + [
+            "--steps",
+            "20",
+            "--out",
+            out,
+            "--eval-images",
+            "-1",
+            "--lr",
+            "1e30",
+            "--warmup",
+            "0",
+            "--grad-clip",
+            "0",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "training stopped" in err and "at step" in err
     state = load_checkpoint(os.path.join(out, "checkpoint.pt"))
@@ -144,9 +242,10 @@ def test_training_defaults_to_the_library_estimator_and_paper_is_a_preset():
     """Issue 29 item 6: the image config's estimator is DEFAULT_FP's; the paper's comes by name."""
     from scorepde.image_config import preset_config
     from scorepde.losses import DEFAULT_FP
+
     assert ImageConfig().estimator == DEFAULT_FP["estimator"] == "forward_fd"
     assert preset_config("mnist")["estimator"] == "paper"
-    config = lambda argv: ImageConfig(**train.make_config(train.parse_args(argv)))   # noqa: E731
+    config = lambda argv: ImageConfig(**train.make_config(train.parse_args(argv)))  # noqa: E731
     assert config(["--objective", "fp"]).estimator == "forward_fd"
     assert config(["--estimator", "paper"]).estimator == "paper"
     assert config(["--preset", "mnist"]).estimator == "paper"
@@ -169,6 +268,7 @@ def test_builders(sde):
 
 def test_save_grid_and_table(tmp_path):
     import matplotlib.image as mpimg
+
     k = torch.randint(0, 17, (5, 1, 8, 8), dtype=torch.uint8)
     path = save_grid(k, 17, str(tmp_path / "g.png"), nrow=3, pad=1, min_cell=8)
     img = mpimg.imread(path)
@@ -184,13 +284,29 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
     import subprocess
     import sys
     import time
+
     out = str(tmp_path / "int")
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "image", "train.py"), *TINY,
-                             "--steps", "100000", "--out", out, "--eval-images", "-1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, "image", "train.py"),
+            *TINY,
+            "--steps",
+            "100000",
+            "--out",
+            out,
+            "--eval-images",
+            "-1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = os.path.join(out, "log.jsonl")
     deadline = time.time() + 120
-    while time.time() < deadline and not (os.path.isfile(log) and len(Path(log).read_text().splitlines()) >= 2):
+    while time.time() < deadline and not (
+        os.path.isfile(log) and len(Path(log).read_text().splitlines()) >= 2
+    ):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -204,6 +320,7 @@ def test_old_imaging_names_still_resolve_with_a_warning():
     """scorepde.imaging was split (issue 29); its names keep working for one release."""
     import scorepde.imaging as old
     from scorepde.image_eval import image_bpd
+
     with pytest.warns(DeprecationWarning, match="image_config"):
         assert old.ImageConfig is ImageConfig
     with pytest.warns(DeprecationWarning, match="image_bpd"):

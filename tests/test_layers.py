@@ -4,6 +4,7 @@ where it started. Read from the source (ast), so nothing is imported to check it
 
 A new module needs a line in LAYERS: the test fails on one that has none.
 """
+
 import ast
 from pathlib import Path
 
@@ -18,13 +19,35 @@ PACKAGE = Path(__file__).resolve().parents[1] / "scorepde"
 #: 3 what is computed from the FPE: objectives, likelihood, sampling, diagnostics;
 #: 4 training, evaluation, audit, data, reporting and figures; 5 the commands (and examples).
 LAYERS = {
-    0: ["typing", "errors", "checks", "autodiff", "atomic", "stats", "outputs", "runstore", "distributed",
-        "benchmarking"],
+    0: [
+        "typing",
+        "errors",
+        "checks",
+        "autodiff",
+        "atomic",
+        "stats",
+        "outputs",
+        "runstore",
+        "distributed",
+        "benchmarking",
+    ],
     1: ["derivatives", "sde"],
     2: ["fpe", "estimators", "nn", "gmm"],
     3: ["losses", "likelihood", "sampling", "curves", "curl", "metrics", "cauchy", "schedules", "baselines"],
-    4: ["training", "checkpoints", "resumable", "bpd", "data", "audit", "reporting", "plotting", "toy",
-        "image_config", "image_eval", "imaging"],
+    4: [
+        "training",
+        "checkpoints",
+        "resumable",
+        "bpd",
+        "data",
+        "audit",
+        "reporting",
+        "plotting",
+        "toy",
+        "image_config",
+        "image_eval",
+        "imaging",
+    ],
     5: ["commands", "cli", "examples"],
 }
 LAYER = {name: level for level, names in LAYERS.items() for name in names}
@@ -51,7 +74,7 @@ def _imports(path: Path) -> set:
             found |= {a.name for a in node.names if a.name.split(".")[0] == "scorepde"}
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -60,20 +83,21 @@ def _imports(path: Path) -> set:
             # ``from . import plotting`` imports the module scorepde.plotting
             subs = {f"{target}.{a.name}" for a in node.names if _is_module(f"{target}.{a.name}")}
             found |= subs or {target}
-    found.discard("scorepde")          # the package facade itself runs first anyway
+    found.discard("scorepde")  # the package facade itself runs first anyway
     return {m for m in found if m != name}
 
 
 def _graph(root: Path = PACKAGE) -> dict:
-    return {_module_name(p): _imports(p) for p in sorted(root.rglob("*.py"))
-            if _module_name(p) != "scorepde"}
+    return {_module_name(p): _imports(p) for p in sorted(root.rglob("*.py")) if _module_name(p) != "scorepde"}
 
 
 def _layer(module: str) -> int:
     key = module.split(".")[1]
     if key not in LAYER:
-        pytest.fail(f"{module} has no layer: add {key!r} to LAYERS in tests/test_layers.py, "
-                    "at the lowest layer whose modules it imports from")
+        pytest.fail(
+            f"{module} has no layer: add {key!r} to LAYERS in tests/test_layers.py, "
+            "at the lowest layer whose modules it imports from"
+        )
     return LAYER[key]
 
 
@@ -86,7 +110,7 @@ def _cycle(graph: dict):
         stack.append(m)
         for n in sorted(graph.get(m, ())):
             if state.get(n) == "open":
-                return stack[stack.index(n):] + [n]
+                return stack[stack.index(n) :] + [n]
             if n not in state:
                 found = visit(n)
                 if found:
@@ -104,8 +128,12 @@ def _cycle(graph: dict):
 
 
 def _upward(graph: dict) -> list:
-    return [f"{m} (layer {_layer(m)}) imports {n} (layer {_layer(n)})"
-            for m, targets in sorted(graph.items()) for n in sorted(targets) if _layer(n) > _layer(m)]
+    return [
+        f"{m} (layer {_layer(m)}) imports {n} (layer {_layer(n)})"
+        for m, targets in sorted(graph.items())
+        for n in sorted(targets)
+        if _layer(n) > _layer(m)
+    ]
 
 
 def test_no_import_cycle():
@@ -128,9 +156,9 @@ def test_the_checks_catch_a_cycle_and_an_upward_import(tmp_path):
     (pkg / "__init__.py").write_text("from .sde import SDE\n")
     (pkg / "commands" / "__init__.py").write_text("")
     (pkg / "commands" / "eval.py").write_text("from .. import reporting\nfrom ..stats import mean_se\n")
-    (pkg / "reporting.py").write_text("def f():\n    from . import plotting\n")   # lazy import counts
-    (pkg / "plotting.py").write_text("import scorepde.reporting\n")             # cycle with reporting
-    (pkg / "sde.py").write_text("from .fpe import residual\n")                  # layer 1 -> 2
+    (pkg / "reporting.py").write_text("def f():\n    from . import plotting\n")  # lazy import counts
+    (pkg / "plotting.py").write_text("import scorepde.reporting\n")  # cycle with reporting
+    (pkg / "sde.py").write_text("from .fpe import residual\n")  # layer 1 -> 2
     (pkg / "fpe.py").write_text("")
     (pkg / "stats.py").write_text("")
     global PACKAGE

@@ -3,6 +3,7 @@
 With the true score the probability-flow ODE is exact, so log_likelihood differs from
 log q_eps(x) only by the prior mismatch log p_T(x_T) − log q_T(x_T) and the solver error.
 """
+
 import pytest
 import torch
 from conftest import MLP
@@ -87,12 +88,21 @@ def test_hutchinson_is_unbiased(gmm, probe):
     x = torch.tensor([[-4.0, -3.0], [3.0, 4.0], [0.5, -0.5], [5.5, 1.0]], dtype=torch.float64)
     R = 200
     exact = log_likelihood(model, sde, x, EPS, rtol=1e-7, atol=1e-7)
-    est = log_likelihood(model, sde, x.repeat(R, 1), EPS, "hutchinson", probe=probe,
-                         generator=torch.Generator().manual_seed(1), rtol=1e-6, atol=1e-6)
+    est = log_likelihood(
+        model,
+        sde,
+        x.repeat(R, 1),
+        EPS,
+        "hutchinson",
+        probe=probe,
+        generator=torch.Generator().manual_seed(1),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     est = est.view(R, -1)
-    se = est.std(0) / R ** 0.5
+    se = est.std(0) / R**0.5
     assert (se > 1e-2).all()  # the estimator really is random, so the check has teeth
-    assert ((est.mean(0) - exact).abs() < 5 * se).all(), ((est.mean(0) - exact) / se)
+    assert ((est.mean(0) - exact).abs() < 5 * se).all(), (est.mean(0) - exact) / se
 
 
 def test_probes_drawn_once_per_solve(gmm):
@@ -100,8 +110,15 @@ def test_probes_drawn_once_per_solve(gmm):
     sde = sp.VPSDE()
     x = _points(gmm, n=8)
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    ll, stats = log_likelihood(lambda x, t: gmm.score(x, t, sde), sde, x, div="hutchinson",
-                               n_probes=2, generator=g1, return_stats=True)
+    ll, stats = log_likelihood(
+        lambda x, t: gmm.score(x, t, sde),
+        sde,
+        x,
+        div="hutchinson",
+        n_probes=2,
+        generator=g1,
+        return_stats=True,
+    )
     sample_probes(x, 2, "rademacher", g2)
     assert stats["nfe"] > 10
     assert torch.equal(torch.rand(5, generator=g1), torch.rand(5, generator=g2))
@@ -146,6 +163,7 @@ def test_value_and_divergence_matches_the_jvp_divergence():
     """The one-forward vjp path (the likelihood's default) against the forward-mode
     divergence it replaces, exact and Hutchinson with the same probes, float64."""
     from scorepde.derivatives import divergence, value_and_divergence
+
     torch.manual_seed(0)
     net, x = MLP(3).double(), torch.randn(5, 3, dtype=torch.float64)
     t = torch.rand(5, dtype=torch.float64)
@@ -176,6 +194,7 @@ def test_reverse_mode_likelihood_matches_forward_mode(trace):
 
 def test_joint_norm_is_the_rms_of_the_whole_state():
     from scorepde.likelihood import joint_rms_norm
+
     a, b = torch.tensor([3.0, 4.0]), torch.tensor([0.0])
     assert joint_rms_norm((a, b)).item() == pytest.approx((25 / 3) ** 0.5)
 

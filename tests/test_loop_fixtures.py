@@ -7,6 +7,7 @@ order. So the committed toy results stay valid without rerunning the grids.
 
     python tests/test_loop_fixtures.py     # rewrite the fixtures (only with the old loops!)
 """
+
 import json
 import os
 import platform
@@ -20,23 +21,60 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 
-DENSITY = ["--budget", "tiny", "--steps", "30", "--datasets", "gmm8", "--seeds", "1", "--betas", "0.0015",
-           "--batch-size", "64", "--n-test", "32", "--ckpt-every", "7", "--no-progress"]
+DENSITY = [
+    "--budget",
+    "tiny",
+    "--steps",
+    "30",
+    "--datasets",
+    "gmm8",
+    "--seeds",
+    "1",
+    "--betas",
+    "0.0015",
+    "--batch-size",
+    "64",
+    "--n-test",
+    "32",
+    "--ckpt-every",
+    "7",
+    "--no-progress",
+]
 CAUCHY_2D = ["--quick", "--steps", "20"]
 CAUCHY_DIM = ["--dim", "4", "--quick", "--steps", "30", "--n-evals", "3", "--hidden", "32"]
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), None) if os.path.isfile("/proc/cpuinfo") else None
-    return {"torch": torch.__version__, "processor": platform.processor(), "machine": platform.machine(),
-            "cpu_model": cpu}
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in open("/proc/cpuinfo")
+                if line.startswith("model name")
+            ),
+            None,
+        )
+        if os.path.isfile("/proc/cpuinfo")
+        else None
+    )
+    return {
+        "torch": torch.__version__,
+        "processor": platform.processor(),
+        "machine": platform.machine(),
+        "cpu_model": cpu,
+    }
 
 
 def _run(script, out, args):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "toy" / script), "--out", str(out), *args],
-                          capture_output=True, text=True, timeout=600, env=env, cwd=str(out.parent))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "toy" / script), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=str(out.parent),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -46,8 +84,11 @@ def density(tmp: Path) -> dict:
     _run("density.py", tmp / "density", DENSITY)
     runs = tmp / "density" / "runs"
     keep = ("curve", "nll", "nll_se", "heldout_dsm", "residual_curves")
-    return {f: {k: json.loads((runs / f).read_text())[k] for k in keep}
-            for f in sorted(os.listdir(runs)) if f.endswith(".json")}
+    return {
+        f: {k: json.loads((runs / f).read_text())[k] for k in keep}
+        for f in sorted(os.listdir(runs))
+        if f.endswith(".json")
+    }
 
 
 def cauchy_2d(tmp: Path) -> dict:
@@ -61,8 +102,10 @@ def cauchy_dim(tmp: Path) -> dict:
     """The score error at each evaluation during training and after it, and the steps run."""
     _run("cauchy_gmm.py", tmp / "cauchyD", CAUCHY_DIM)
     m = json.loads((tmp / "cauchyD" / "metrics.json").read_text())
-    return {"history": [{k: h[k] for k in ("step", "score_rel_l2", "worst_rel_l2")} for h in m["history"]],
-            **{k: m[k] for k in ("score_rel_l2", "score_rel_l2_curve", "steps")}}
+    return {
+        "history": [{k: h[k] for k in ("step", "score_rel_l2", "worst_rel_l2")} for h in m["history"]],
+        **{k: m[k] for k in ("score_rel_l2", "score_rel_l2_curve", "steps")},
+    }
 
 
 RUNS = {"density": density, "cauchy_2d": cauchy_2d, "cauchy_dim": cauchy_dim}
@@ -100,13 +143,22 @@ def test_the_loop_reproduces_the_fixture(name, tmp_path):
 
 if __name__ == "__main__":
     import tempfile
+
     FIXTURES.mkdir(exist_ok=True)
     for name, fn in RUNS.items():
         with tempfile.TemporaryDirectory() as d:
             result = fn(Path(d))
-        (FIXTURES / f"loop_{name}.json").write_text(json.dumps(
-            {"written_by": f"tests/test_loop_fixtures.py at {subprocess.check_output(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, text=True).strip()}",
-             "machine": machine(), "args": {"density": DENSITY, "cauchy_2d": CAUCHY_2D,
-                                            "cauchy_dim": CAUCHY_DIM}[name],
-             "result": result}, indent=1) + "\n")
+        head = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+        (FIXTURES / f"loop_{name}.json").write_text(
+            json.dumps(
+                {
+                    "written_by": f"tests/test_loop_fixtures.py at {head}",
+                    "machine": machine(),
+                    "args": {"density": DENSITY, "cauchy_2d": CAUCHY_2D, "cauchy_dim": CAUCHY_DIM}[name],
+                    "result": result,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         print("wrote", name)

@@ -1,4 +1,5 @@
 """DSM and the FP regularizer: vanilla at β = γ = 0, unbiased ‖ε‖², refusals."""
+
 import pytest
 import torch
 from conftest import MLP
@@ -45,6 +46,7 @@ def test_fp_training_step_runs(estimator, m):
     β·fp_residual + γ·fp_rhs as fp_regularizer computes it from the same draws, and its
     gradient reaches the weights."""
     from scorepde.losses import _dsm_from_score, _perturbed_batch
+
     torch.manual_seed(0)
     model, sde = MLP(2, dtype=torch.float32), sp.VESDE()
     kw = dict(beta=0.01, gamma=0.01, m=m, estimator=estimator, fp_weighting="g2" if m == 2 else "none")
@@ -69,8 +71,10 @@ def test_fp_training_step_runs(estimator, m):
         assert set(parts) == {"dsm", "fp", "fp_residual", "fp_rhs"} and parts["fp_rhs"] > 0
 
 
-@pytest.mark.parametrize("estimator,options", [("hutchinson", {}), ("paper", {}), ("directional", {}),
-                                               ("directional", {"div": "exact"})])
+@pytest.mark.parametrize(
+    "estimator,options",
+    [("hutchinson", {}), ("paper", {}), ("directional", {}), ("directional", {"div": "exact"})],
+)
 def test_unbiased_squared_norm(estimator, options):
     """Mean of the product estimator matches ‖ε‖² to 5 SE; the plug-in ‖ε̂‖² is biased up."""
     sde, model = sp.VPSDE(), MLP(3)
@@ -81,14 +85,15 @@ def test_unbiased_squared_norm(estimator, options):
     x, t = x1.repeat(n, 1), t1.repeat(n)
     g = torch.Generator().manual_seed(0)
     est, _ = sp.residual_norm_sq(model, sde, x, t, estimator, generator=g, validate=False, **options)
-    se = est.std() / n ** 0.5
+    se = est.std() / n**0.5
     assert abs(est.mean() - exact) < 5 * se + 1e-5 * exact, (est.mean(), exact, se)
-    plug, _ = sp.residual_norm_sq(model, sde, x, t, estimator, unbiased=False, generator=g,
-                                  validate=False, **options)
+    plug, _ = sp.residual_norm_sq(
+        model, sde, x, t, estimator, unbiased=False, generator=g, validate=False, **options
+    )
     if estimator == "directional" and options.get("div") == "exact":
-        assert abs(plug.mean() - exact) < 5 * plug.std() / n ** 0.5  # exact projections: no bias
+        assert abs(plug.mean() - exact) < 5 * plug.std() / n**0.5  # exact projections: no bias
     else:
-        assert plug.mean() - exact > 5 * plug.std() / n ** 0.5  # E‖ε̂‖² = ‖ε‖² + tr Cov(ε̂)
+        assert plug.mean() - exact > 5 * plug.std() / n**0.5  # E‖ε̂‖² = ‖ε‖² + tr Cov(ε̂)
 
 
 def test_deterministic_estimator_gives_the_exact_norm():
@@ -110,11 +115,14 @@ def test_refusals():
     with pytest.raises(ValueError, match="DSM loss.*non-finite"):
         dsm_loss(lambda x, t: model(x, t) * float("nan"), sde, x0)
     with pytest.raises(ValueError, match="FP regularizer.*non-finite"):
-        fp_regularizer(lambda x, t: model(x, t) * float("inf"), sde, x0, torch.rand(4, dtype=torch.float64), beta=1.0)
+        fp_regularizer(
+            lambda x, t: model(x, t) * float("inf"), sde, x0, torch.rand(4, dtype=torch.float64), beta=1.0
+        )
 
 
 def test_default_fp_runs_on_a_fraction_of_the_batch():
     from scorepde.losses import DEFAULT_FP
+
     model = Counting(MLP(2, dtype=torch.float32))
     objective = FPObjective(model, sp.VPSDE(), beta=0.1, **DEFAULT_FP)
     assert objective.fp_batch_size(64) == 8 and objective.fp_batch_size(3) == 1
@@ -131,6 +139,7 @@ def test_forward_fd_objective_shares_one_forward_with_dsm():
     """DEFAULT_FP's estimator makes plain forwards only: DSM rides in the same network call,
     and the loss equals DSM plus the separately computed regularizer."""
     from scorepde.losses import DEFAULT_FP
+
     model = Counting(MLP(2))
     sde = sp.VPSDE()
     x0 = torch.randn(16, 2, dtype=torch.float64)
@@ -168,9 +177,17 @@ def test_m1_directional_is_not_inflated_by_the_dimension(estimator):
     x1 = torch.randn(1, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x, t = x1.repeat(2000, 1), torch.full((2000,), 0.5, dtype=torch.float64)
     exact = sp.residual(model, sde, x1, t[:1]).norm()
-    _, parts = fp_regularizer(model, sde, x, t, beta=1.0, m=1, estimator=estimator, div="exact"
-                              if estimator == "directional" else "hutchinson",
-                              generator=torch.Generator().manual_seed(1))
+    _, parts = fp_regularizer(
+        model,
+        sde,
+        x,
+        t,
+        beta=1.0,
+        m=1,
+        estimator=estimator,
+        div="exact" if estimator == "directional" else "hutchinson",
+        generator=torch.Generator().manual_seed(1),
+    )
     assert 0.5 < parts["fp_residual"] / exact < 1.2, parts["fp_residual"] / exact
 
 
@@ -199,8 +216,8 @@ def test_normalize_dim_is_the_plain_value_over_d_to_the_m(m):
     plain, pp = fp_regularizer(model, sde, x, t, normalize="none", **kw)
     dim, pd = fp_regularizer(model, sde, x, t, normalize="dim", **kw)
     assert plain.item() > 0
-    assert dim.item() == pytest.approx(plain.item() / D ** m, rel=1e-14)
-    assert pd["fp_residual"].item() == pytest.approx(pp["fp_residual"].item() / D ** m, rel=1e-14)
+    assert dim.item() == pytest.approx(plain.item() / D**m, rel=1e-14)
+    assert pd["fp_residual"].item() == pytest.approx(pp["fp_residual"].item() / D**m, rel=1e-14)
     with pytest.raises(ValueError, match="normalize"):
         fp_regularizer(model, sde, x, t, normalize="D", **kw)
 
@@ -212,7 +229,7 @@ def test_batch_l2_rhs_is_the_l2_norm_over_the_batch():
     _, a = fp_regularizer(model, sde, x, t, beta=0.0, gamma=1.0, rhs_reduction="mean_abs")
     _, b = fp_regularizer(model, sde, x, t, beta=0.0, gamma=1.0, rhs_reduction="batch_l2")
     torch.testing.assert_close(a["fp_rhs"], L.abs().mean())
-    torch.testing.assert_close(b["fp_rhs"], (L ** 2).sum().sqrt())
+    torch.testing.assert_close(b["fp_rhs"], (L**2).sum().sqrt())
     assert b["fp_rhs"] >= a["fp_rhs"] * 3 - 1e-12  # ‖L‖₂ ≥ √B mean|L| (Cauchy–Schwarz), B = 9
     with pytest.raises(ValueError, match="rhs_reduction"):
         FPObjective(model, sde, beta=1.0, rhs_reduction="l2")
@@ -230,12 +247,15 @@ def test_paper_settings_are_objective_arguments(name):
 def test_validation_does_not_swallow_the_fused_dsm_forward():
     """Defect 4: with validate=True the no-grad independence probe became the DSM forward
     of the fused forward_fd objective, and the DSM gradient silently fell ~20×."""
+
     def grads(**kw):
         model = MLP(2)
         objective = FPObjective(model, sp.VESDE(), beta=0.01, estimator="forward_fd", **kw)
         assert objective.fused
-        total, parts = objective(torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)),
-                                 torch.Generator().manual_seed(0))
+        total, parts = objective(
+            torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)),
+            torch.Generator().manual_seed(0),
+        )
         total.backward()
         return total.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
 
@@ -251,6 +271,7 @@ def test_the_library_does_not_warn_about_its_own_defaults():
     steps shrink to STEP_FRACTION·t where they would reach below 0, so ∂t s stays accurate
     down to t = eps and there is nothing to warn about. Fails on the old code (the warning, and 2-690x errors)."""
     import warnings
+
     model, sde = MLP(2), sp.VPSDE()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -259,7 +280,7 @@ def test_the_library_does_not_warn_about_its_own_defaults():
         FPObjective(model, sde, beta=1.0, estimator="paper", eps=1e-5)
     # the substance: ∂t s of a preconditioned score s = -x/σ̃(t), which changes on the scale
     # of t near t = 0, by the stencils of "paper" and "forward_fd" at the training start
-    score = lambda x, t: -x / torch.sqrt(sde.marginal_variance(t) + sde.sigma_floor ** 2)[:, None]
+    score = lambda x, t: -x / torch.sqrt(sde.marginal_variance(t) + sde.sigma_floor**2)[:, None]
     x = torch.randn(3, 2, dtype=torch.float64)
     for t0 in (1e-5, 1e-4, 5e-4, 9e-4):  # below the paper's h_s = 1e-3, where it shifted
         t = torch.full((3,), t0, dtype=torch.float64)
@@ -272,6 +293,7 @@ def test_the_library_does_not_warn_about_its_own_defaults():
 def test_an_unknown_preset_names_the_known_ones():
     """Issue 32's trial: PAPER_SETTINGS["cifar"] was a bare KeyError('cifar')."""
     from scorepde.losses import PAPER_SETTINGS
+
     with pytest.raises(ValueError, match=r"no paper preset 'cifar'; choose one of \['cifar10'"):
         _ = PAPER_SETTINGS["cifar"]
     with pytest.raises(KeyError):  # still a KeyError for code that catches one

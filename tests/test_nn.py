@@ -1,5 +1,6 @@
 """scorepde.nn: shapes, the score parametrization, and the derivatives the score FPE needs
 (jvp, vmap over tangents, reverse-over-forward, double backward) through tiny networks."""
+
 import pytest
 import torch
 from torch import nn
@@ -25,12 +26,15 @@ def batch(shape, dtype=torch.float64, seed=0):
     return x, t
 
 
-@pytest.mark.parametrize("shape, channel_mult", [
-    ((3, 1, 8, 8), (1, 2)),
-    ((3, 1, 28, 28), (1, 2, 2)),      # 28 → 14 → 7: two downsamplings divide exactly
-    ((3, 1, 28, 28), (1, 2, 2, 2)),   # padded to 32 and cropped back
-    ((3, 3, 32, 32), (1, 2, 2)),
-])
+@pytest.mark.parametrize(
+    "shape, channel_mult",
+    [
+        ((3, 1, 8, 8), (1, 2)),
+        ((3, 1, 28, 28), (1, 2, 2)),  # 28 → 14 → 7: two downsamplings divide exactly
+        ((3, 1, 28, 28), (1, 2, 2, 2)),  # padded to 32 and cropped back
+        ((3, 3, 32, 32), (1, 2, 2)),
+    ],
+)
 @pytest.mark.parametrize("sde", SDES, ids=repr)
 def test_unet_score_shapes(shape, channel_mult, sde):
     embedding = "fourier" if isinstance(sde, scorepde.VESDE) else "sinusoidal"
@@ -58,9 +62,9 @@ def test_parametrization(sde):
     x, t = batch((2, 1, 8, 8))
     a, std = sde.marginal(t)
     if isinstance(sde, scorepde.VESDE):
-        label, scale = torch.log(sde.sigma(t)), sde.sigma(t)   # NCSN++: divide by σ(t)
+        label, scale = torch.log(sde.sigma(t)), sde.sigma(t)  # NCSN++: divide by σ(t)
     else:
-        label, scale = 999 * t, torch.sqrt(std ** 2 + 1e-10)   # score_sde continuous VP
+        label, scale = 999 * t, torch.sqrt(std**2 + 1e-10)  # score_sde continuous VP
     expected = -net(x, label) / scale[:, None, None, None]
     torch.testing.assert_close(model(x, t), expected)
     assert bool(torch.isfinite(model(x, torch.zeros_like(t))).all())  # t = 0 stays finite
@@ -100,8 +104,8 @@ def test_reverse_over_forward_equals_double_backward(dtype):
     v, w = torch.randn_like(x), torch.randn_like(x)
     rof = grad(lambda y: (jvp(lambda z: model(z, t), (y,), (v,))[1] * w).sum())(x)
     xr = x.clone().requires_grad_()
-    Jtw, = torch.autograd.grad(model(xr, t), xr, w, create_graph=True)
-    dbl, = torch.autograd.grad((Jtw * v).sum(), xr)
+    (Jtw,) = torch.autograd.grad(model(xr, t), xr, w, create_graph=True)
+    (dbl,) = torch.autograd.grad((Jtw * v).sum(), xr)
     tol = 1e-10 if dtype == torch.float64 else 1e-3
     torch.testing.assert_close(rof, dbl, rtol=tol, atol=tol * dbl.abs().max().item())
     if dtype == torch.float64:  # and both against a finite difference of ⟨Jᵀw, v⟩ along u
@@ -110,6 +114,7 @@ def test_reverse_over_forward_equals_double_backward(dtype):
         def first_order(y):
             y = y.clone().requires_grad_()
             return (torch.autograd.grad(model(y, t), y, w)[0] * v).sum()
+
         fd = (first_order(x + h * u) - first_order(x - h * u)) / (2 * h)
         torch.testing.assert_close((dbl * u).sum(), fd, rtol=1e-6, atol=1e-8)
 
@@ -118,9 +123,9 @@ def test_residual_exact_on_unet_and_its_parameter_gradient():
     sde = scorepde.VESDE()
     model = ScoreModel(tiny_unet(channels=4, heads=2), sde)
     x, t = batch((2, 1, 8, 8))
-    eps = scorepde.residual(model, sde, x, t, "exact")   # D = 64 jvps inside a reverse pass
+    eps = scorepde.residual(model, sde, x, t, "exact")  # D = 64 jvps inside a reverse pass
     assert eps.shape == x.shape and bool(torch.isfinite(eps).all())
-    eps.pow(2).mean().backward()                          # training through the residual
+    eps.pow(2).mean().backward()  # training through the residual
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
     assert any(bool((g != 0).any()) for g in grads)
@@ -138,32 +143,37 @@ def test_residual_estimators_on_mlp():
     torch.testing.assert_close(scorepde.residual(model, sde, x, t, "hutchinson", div="exact"), exact)
     N = 800
     xr, tr = x.repeat(N, 1), t.repeat(N)
-    for name, opts, bias in [("paper", dict(h="auto"), 1e-6), ("hutchinson", {}, 0),
-                             ("directional", {}, 0), ("forward_fd", {}, 1e-3)]:
+    for name, opts, bias in [
+        ("paper", dict(h="auto"), 1e-6),
+        ("hutchinson", {}, 0),
+        ("directional", {}, 0),
+        ("forward_fd", {}, 1e-3),
+    ]:
         g = torch.Generator().manual_seed(0)
         draws = scorepde.residual(model, sde, xr, tr, name, generator=g, **opts).detach().view(N, 4, 2)
         err = (draws.mean(0) - exact).abs()
-        stat = 5 * draws.std(0) / N ** 0.5
+        stat = 5 * draws.std(0) / N**0.5
         assert bool((err <= stat + bias * exact.abs().max()).all()), (name, err, stat)
 
 
 def test_batch_independence():
     x, t = batch((3, 1, 8, 8))
-    model = ScoreModel(tiny_unet(), scorepde.VESDE()).train()   # GroupNorm: fine in train mode
+    model = ScoreModel(tiny_unet(), scorepde.VESDE()).train()  # GroupNorm: fine in train mode
     scorepde.check_batch_independent(model, x, t)
     padded = ScoreModel(tiny_unet(channel_mult=(1, 2, 2, 2)), scorepde.VESDE())
     scorepde.check_batch_independent(padded, *batch((3, 1, 28, 28)))
 
     torch.manual_seed(0)
-    bn = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.SiLU(),
-                       nn.Conv2d(4, 1, 3, padding=1)).double()
+    bn = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.SiLU(), nn.Conv2d(4, 1, 3, padding=1)
+    ).double()
     raw = lambda y, tt: bn(y)
     with pytest.raises(ValueError, match="couples samples"):
         scorepde.check_batch_independent(raw, x, t)
     wrapped = ScoreModel(lambda_net(bn), scorepde.VESDE())
     with pytest.raises(ValueError, match="BatchNorm"):
         wrapped(x, t)
-    wrapped.eval()                                               # running statistics: independent
+    wrapped.eval()  # running statistics: independent
     scorepde.check_batch_independent(wrapped, x, t)
 
 
@@ -214,12 +224,11 @@ def test_toy_score_far_field(sde):
     model = ToyScore(Zero(), sde, data_std=2.0)
     x, t = torch.randn(5, 2, dtype=torch.float64), torch.rand(5, dtype=torch.float64)
     a, _ = sde.marginal(t)
-    var = a ** 2 * 4.0 + sde.marginal_variance(t)
+    var = a**2 * 4.0 + sde.marginal_variance(t)
     assert torch.allclose(model(x, t), -x / var[:, None])
     assert torch.equal(ToyScore(Zero(), sde, skip=False)(x, t), torch.zeros_like(x))
     with pytest.raises(ValueError):
         ToyScore(Zero(), sde, condition="sigma")
-
 
 
 class Affine(nn.Module):
@@ -240,17 +249,20 @@ def test_gated_toy_score_is_an_isotropic_gaussian_score_exactly():
     x, t = torch.randn(6, 3, dtype=torch.float64), torch.full((6,), 0.3, dtype=torch.float64)
     mu, v = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), 0.7
     shat = ToyScore(Zero(), sde).scale(t)[0]
-    rho = shat ** 2 / v
+    rho = shat**2 / v
     g = torch.log(torch.expm1(rho)) - torch.log(torch.expm1(torch.tensor(1.0, dtype=torch.float64)))
     model = ToyScore(Affine(shat * mu / v, g.reshape(1, 1)), sde, gate=True)
     assert torch.allclose(model(x, t), (mu - x) / v, atol=1e-12)
-    plain = ToyScore(Affine(torch.zeros(3, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)), sde, gate=True)
-    assert torch.allclose(plain(x, t), ToyScore(Zero(), sde)(x, t), atol=1e-12)      # g = 0: the plain skip
+    plain = ToyScore(
+        Affine(torch.zeros(3, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)), sde, gate=True
+    )
+    assert torch.allclose(plain(x, t), ToyScore(Zero(), sde)(x, t), atol=1e-12)  # g = 0: the plain skip
     with pytest.raises(ValueError, match="D \\+ 1"):
         ToyScore(Zero(), sde, gate=True)(x, t)
     with pytest.raises(ValueError, match="needs skip=True"):
         ToyScore(Zero(), sde, skip=False, gate=True)
     assert MLPScore(3, out_dim=4)(x.float(), t.float()).shape == (6, 4)
+
 
 def test_time_rate_follows_the_conditioning():
     """How fast the net's time features turn, in radians per unit t (the FD step's scale)."""
@@ -269,8 +281,11 @@ def test_time_rate_follows_the_conditioning():
     assert MLPScore(2, embedding="sinusoidal").time_rate() == pytest.approx(1.0)  # bare: c = t
 
 
-@pytest.mark.parametrize("sde,embedding", [(scorepde.VESDE(), "fourier"), (scorepde.VPSDE(), "sinusoidal")],
-                         ids=["ve-fourier", "vp-sinusoidal"])
+@pytest.mark.parametrize(
+    "sde,embedding",
+    [(scorepde.VESDE(), "fourier"), (scorepde.VPSDE(), "sinusoidal")],
+    ids=["ve-fourier", "vp-sinusoidal"],
+)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-6), (torch.float32, 2e-3)])
 def test_forward_fd_steps_in_t_come_from_the_conditioning(sde, embedding, dtype, tol):
     """Defect 9: forward_fd's ∂t used h = 1e-3, 10-20% off the jvp on U-Nets that see 999 t or
@@ -278,7 +293,9 @@ def test_forward_fd_steps_in_t_come_from_the_conditioning(sde, embedding, dtype,
     model = ScoreModel(tiny_unet(embedding=embedding, dtype=dtype), sde)
     x, t = batch((3, 1, 8, 8), dtype=dtype)
     v = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
-    run = lambda **kw: scorepde.projected_residual_fd(model, sde, x, t, v, generator=torch.Generator().manual_seed(2), **kw)[0]
+    run = lambda **kw: scorepde.projected_residual_fd(
+        model, sde, x, t, v, generator=torch.Generator().manual_seed(2), **kw
+    )[0]
     fd, exact = run(), run(dt="jvp")
     dt_sv = jvp(lambda tt: (model(x, tt) * v).flatten(1).sum(1), (t,), (torch.ones_like(t),))[1]
     assert ((fd - exact).abs() / dt_sv.abs()).max() < tol
@@ -291,9 +308,12 @@ def test_diagonal_gate_is_a_diagonal_gaussian_score_exactly():
     N(μ, diag v) at every t, which the scalar gate cannot be for unequal v."""
     sde = scorepde.VESDE(0.01, 50.0)
     x, t = torch.randn(6, 3, dtype=torch.float64), torch.full((6,), 0.3, dtype=torch.float64)
-    mu, v = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), torch.tensor([0.3, 0.7, 2.5], dtype=torch.float64)
+    mu, v = (
+        torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64),
+        torch.tensor([0.3, 0.7, 2.5], dtype=torch.float64),
+    )
     shat = ToyScore(Zero(), sde).scale(t)[0]
-    rho = shat ** 2 / v
+    rho = shat**2 / v
     g = torch.log(torch.expm1(rho)) - torch.log(torch.expm1(torch.tensor(1.0, dtype=torch.float64)))
     model = ToyScore(Affine(shat * mu / v, g.reshape(1, 3)), sde, gate="diagonal")
     assert torch.allclose(model(x, t), (mu - x) / v, atol=1e-12)

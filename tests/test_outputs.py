@@ -1,4 +1,5 @@
 """Output folders: a folder that holds results is refused unless --resume or --overwrite."""
+
 import os
 
 import pytest

@@ -5,6 +5,7 @@ Profiles: ``ci`` (the default: derandomized, a few examples per property, so the
 fast and repeatable) and ``long`` (``SCOREPDE_HYPOTHESIS=long python -m pytest
 tests/test_properties.py``: many more examples, random seeds).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,21 +21,30 @@ from hypothesis import strategies as st  # noqa: E402
 import scorepde as sp  # noqa: E402
 from scorepde.gmm import separated_mixture  # noqa: E402
 
-settings.register_profile("ci", max_examples=12, derandomize=True, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=300, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci", max_examples=12, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("SCOREPDE_HYPOTHESIS", "ci"))
 
 
 def _ou(T: float = 2.0) -> sp.GenericSDE:
     """An Ornstein-Uhlenbeck process as a user would write it: dx = −x dt + √2 dw on [0, T],
     x_t | x_0 ~ N(e^{−t} x_0, (1 − e^{−2t}) I)."""
+
     def marginal(t):
         return torch.exp(-t), torch.sqrt(-torch.expm1(-2 * t))
-    return sp.GenericSDE(lambda x, t: -x, lambda t: torch.full_like(t, math.sqrt(2.0)),
-                         marginal=marginal, marginal_variance=lambda t: -torch.expm1(-2 * t),
-                         prior_std=1.0, T=T)
+
+    return sp.GenericSDE(
+        lambda x, t: -x,
+        lambda t: torch.full_like(t, math.sqrt(2.0)),
+        marginal=marginal,
+        marginal_variance=lambda t: -torch.expm1(-2 * t),
+        prior_std=1.0,
+        T=T,
+    )
 
 
 def _discrete_vp(seed: int) -> sp.DiscreteVPSDE:
@@ -45,14 +55,21 @@ def _discrete_vp(seed: int) -> sp.DiscreteVPSDE:
     return sp.DiscreteVPSDE(torch.cumprod(1 - betas, 0))
 
 
-SDES = {"ve": lambda s: sp.VESDE(), "vp": lambda s: sp.VPSDE(), "subvp": lambda s: sp.SubVPSDE(),
-        "discrete_vp": _discrete_vp, "edm": lambda s: sp.EDMSDE(sigma_max=5.0), "generic_ou": lambda s: _ou()}
+SDES = {
+    "ve": lambda s: sp.VESDE(),
+    "vp": lambda s: sp.VPSDE(),
+    "subvp": lambda s: sp.SubVPSDE(),
+    "discrete_vp": _discrete_vp,
+    "edm": lambda s: sp.EDMSDE(sigma_max=5.0),
+    "generic_ou": lambda s: _ou(),
+}
 ESTIMATORS = sorted(sp.ESTIMATORS)
 
-sdes = st.builds(lambda name, seed: (name, SDES[name](seed)), st.sampled_from(sorted(SDES)),
-                 st.integers(0, 2 ** 16))
+sdes = st.builds(
+    lambda name, seed: (name, SDES[name](seed)), st.sampled_from(sorted(SDES)), st.integers(0, 2**16)
+)
 shapes = st.one_of(
-    st.tuples(st.integers(1, 8), st.integers(1, 16)),                                   # [B, D]
+    st.tuples(st.integers(1, 8), st.integers(1, 16)),  # [B, D]
     st.tuples(st.integers(1, 8), st.integers(1, 2), st.integers(1, 3), st.integers(1, 3)),  # [B, C, H, W]
 )
 dtypes = st.sampled_from([torch.float32, torch.float64])
@@ -81,8 +98,9 @@ class _Net(torch.nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         self.sde = sde
-        self.net = torch.nn.Sequential(torch.nn.Linear(D + 1, 16), torch.nn.Tanh(),
-                                       torch.nn.Linear(16, D)).to(dtype)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(D + 1, 16), torch.nn.Tanh(), torch.nn.Linear(16, D)
+        ).to(dtype)
 
     def forward(self, x, t):
         c_in = torch.rsqrt(1 + self.sde.marginal_variance(t)).to(x.dtype)
@@ -98,7 +116,7 @@ def test_closed_form_mixture_has_zero_exact_residual(sde, shape, seed, data):
     round-off grows with them, and they span decades across t and SDEs."""
     name, sde = sde
     D = int(torch.tensor(shape[1:]).prod())
-    gmm = separated_mixture(D, min(3, 2 ** D), seed=seed, offset=1.5)
+    gmm = separated_mixture(D, min(3, 2**D), seed=seed, offset=1.5)
     score = _mixture_score(gmm, sde, shape)
     x, t = _points(shape, torch.float64, seed), _times(sde, shape[0], data)
     eps = sp.residual(score, sde, x, t, "exact")
@@ -114,15 +132,17 @@ def test_every_estimator_keeps_shape_and_dtype(sde, shape, dtype, estimator, dat
     _, sde = sde
     D = int(torch.tensor(shape[1:]).prod())
     x, t = _points(shape, dtype, 0), _times(sde, shape[0], data).to(dtype)
-    eps, L = sp.residual(_Net(D, dtype, sde), sde, x, t, estimator, return_rhs=True,
-                         generator=torch.Generator().manual_seed(0))
+    eps, L = sp.residual(
+        _Net(D, dtype, sde), sde, x, t, estimator, return_rhs=True, generator=torch.Generator().manual_seed(0)
+    )
     assert eps.shape == x.shape and eps.dtype == dtype
     assert L.shape == (shape[0],) and L.dtype == dtype
     assert torch.isfinite(eps).all() and torch.isfinite(L).all()
 
 
-@given(sde=sdes, shape=shapes, estimator=st.sampled_from(ESTIMATORS), seed=st.integers(0, 2 ** 16),
-       data=st.data())
+@given(
+    sde=sdes, shape=shapes, estimator=st.sampled_from(ESTIMATORS), seed=st.integers(0, 2**16), data=st.data()
+)
 def test_operator_and_call_agree(sde, shape, estimator, seed, data):
     """residual(score, sde, estimator=...)(x, t) is residual(score, sde, x, t, ...), to the bit."""
     _, sde = sde
@@ -141,8 +161,13 @@ def test_operator_and_call_agree(sde, shape, estimator, seed, data):
 STENCIL_BIAS = {"paper": 1e-3, "forward_fd": 1e-2}
 
 
-@given(sde=sdes, D=st.integers(1, 6), estimator=st.sampled_from(ESTIMATORS), seed=st.integers(0, 100),
-       data=st.data())
+@given(
+    sde=sdes,
+    D=st.integers(1, 6),
+    estimator=st.sampled_from(ESTIMATORS),
+    seed=st.integers(0, 100),
+    data=st.data(),
+)
 @settings(max_examples=20)
 def test_estimator_means_are_within_standard_errors_of_exact(sde, D, estimator, seed, data):
     """E[ε̂] = ε: the mean of 400 independent draws is within 5 SE of the exact residual,
@@ -152,8 +177,9 @@ def test_estimator_means_are_within_standard_errors_of_exact(sde, D, estimator, 
     net = _Net(D, torch.float64, sde, seed)
     x, t = _points((B, D), torch.float64, seed), _times(sde, B, data, 0.05, 0.95)
     exact = sp.residual(net, sde, x, t, "exact")
-    draws = sp.residual(net, sde, x.repeat(n, 1), t.repeat(n), estimator,
-                        generator=torch.Generator().manual_seed(seed)).view(n, B, D)
+    draws = sp.residual(
+        net, sde, x.repeat(n, 1), t.repeat(n), estimator, generator=torch.Generator().manual_seed(seed)
+    ).view(n, B, D)
     mean, se = draws.mean(0), draws.std(0) / math.sqrt(n)
     terms = sp.time_derivative(net, x, t).abs() + exact.abs() + 1e-6
     allowed = 5 * se + STENCIL_BIAS.get(estimator, 0.0) * terms + 1e-9
@@ -175,8 +201,9 @@ def test_bad_input_is_a_value_error_that_names_it(sde, shape, estimator, bad):
     _, sde = sde
     D = int(torch.tensor(shape[1:]).prod())
     make, words = BAD[bad]
-    x, t = make(_points(shape, torch.float64, 2), torch.full((shape[0],), 0.5 * sde.T, dtype=torch.float64),
-                sde.T)
+    x, t = make(
+        _points(shape, torch.float64, 2), torch.full((shape[0],), 0.5 * sde.T, dtype=torch.float64), sde.T
+    )
     with pytest.raises(ValueError, match=words):
         sp.residual(_Net(D, torch.float64, sde), sde, x, t, estimator)
 
@@ -188,18 +215,24 @@ def test_log_likelihood_of_the_mixture_matches_its_closed_form(sde, D, seed):
     for the true q_T at the ODE's end point x_T (so that only the solver's error remains),
     log p_eps(x) − log p_T(x_T) + log q_T(x_T) = log q_eps(x)."""
     sde = SDES[sde](seed)
-    gmm = separated_mixture(D, min(3, 2 ** D), seed=seed, offset=1.0, std_range=(0.4, 0.8))
+    gmm = separated_mixture(D, min(3, 2**D), seed=seed, offset=1.0, std_range=(0.4, 0.8))
     x = gmm.sample(6, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     eps = 1e-3
-    logp, stats = sp.log_likelihood(_mixture_score(gmm, sde, x.shape), sde, x, eps, rtol=1e-8, atol=1e-8,
-                                    return_stats=True)
+    logp, stats = sp.log_likelihood(
+        _mixture_score(gmm, sde, x.shape), sde, x, eps, rtol=1e-8, atol=1e-8, return_stats=True
+    )
     T = torch.full((x.shape[0],), sde.T, dtype=torch.float64)
     swapped = logp - stats["prior_logp"] + gmm.log_prob(stats["x_T"], T, sde)
     torch.testing.assert_close(swapped, gmm.log_prob(x, torch.full_like(T, eps), sde), rtol=1e-6, atol=1e-5)
 
 
-@given(D=st.integers(1, 64), levels=st.integers(2, 256), scale=st.floats(0.01, 100.0),
-       shift=st.floats(-10.0, 10.0), seed=st.integers(0, 1000))
+@given(
+    D=st.integers(1, 64),
+    levels=st.integers(2, 256),
+    scale=st.floats(0.01, 100.0),
+    shift=st.floats(-10.0, 10.0),
+    seed=st.integers(0, 1000),
+)
 def test_bits_per_dim_is_invariant_to_the_affine_scaling(D, levels, scale, shift, seed):
     """A density on u ∈ [0,1)^D moved to x = a u + b, p_x(x) = p_u((x − b)/a) / a^D, has the
     same bits/dim whatever (a, b): bpd(log p_x(a u + b), a) = bpd(log p_u(u), 1)."""
@@ -208,5 +241,9 @@ def test_bits_per_dim_is_invariant_to_the_affine_scaling(D, levels, scale, shift
     log_pu = base.log_prob(u).sum(1)
     x = scale * u + shift
     log_px = base.log_prob((x - shift) / scale).sum(1) - D * math.log(scale)
-    torch.testing.assert_close(sp.bits_per_dim(log_px, D, levels, scale), sp.bits_per_dim(log_pu, D, levels, 1.0),
-                               rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        sp.bits_per_dim(log_px, D, levels, scale),
+        sp.bits_per_dim(log_pu, D, levels, 1.0),
+        rtol=1e-9,
+        atol=1e-9,
+    )

@@ -1,4 +1,5 @@
 """scorepde.reporting: a grid of run files → summaries, paired comparisons, tables, files."""
+
 import json
 
 import numpy as np
@@ -18,15 +19,20 @@ def grid(tmp_path):
             for seed in range(3):
                 base = 1.0 + seed * 0.5 + (data == "b")
                 for beta in (0.0, 0.1):
-                    store.save({"nll": base - 10 * beta * (0.1 + 0.01 * seed), "curve": [seed, 2.0 * seed]},
-                               data=data, beta=beta, seed=seed, budget=budget)
+                    store.save(
+                        {"nll": base - 10 * beta * (0.1 + 0.01 * seed), "curve": [seed, 2.0 * seed]},
+                        data=data,
+                        beta=beta,
+                        seed=seed,
+                        budget=budget,
+                    )
     return store
 
 
 def test_index_runs_keys_filters_and_refuses_duplicates(grid):
     runs = rp.index_runs(grid.all(), ("data", "beta", "seed"), where={"budget": "small"})
     assert len(runs) == 12 and runs[("a", 0.0, 2)]["nll"] == 2.0
-    with pytest.raises(ValueError, match="share"):        # two budgets, same key
+    with pytest.raises(ValueError, match="share"):  # two budgets, same key
         rp.index_runs(grid.all(), ("data", "beta", "seed"))
     with pytest.raises(ValueError, match="no field"):
         rp.index_runs(grid.all(), ("data", "lr"))
@@ -34,7 +40,7 @@ def test_index_runs_keys_filters_and_refuses_duplicates(grid):
 
 def test_seed_summary_and_paired_vs_control(grid):
     runs = rp.index_runs(grid.all(), ("data", "beta", "seed"), where={"budget": "small"})
-    of = lambda d, b: {s: r for (dd, bb, s), r in runs.items() if (dd, bb) == (d, b)}   # noqa: E731
+    of = lambda d, b: {s: r for (dd, bb, s), r in runs.items() if (dd, bb) == (d, b)}  # noqa: E731
     fp, van = of("a", 0.1), of("a", 0.0)
     e = rp.seed_summary(fp, "nll")
     assert e["seeds"] == [0, 1, 2] and e["nll"] == [r["nll"] for r in fp.values()]
@@ -57,7 +63,11 @@ def test_average_of_numbers_and_curves(grid):
 
 
 def test_paired_series_skips_levels_without_a_pair():
-    s = {0.01: {"paired": {"mean": -0.1, "half_width": 0.05}}, 0.1: {}, 1.0: {"paired": {"mean": 0.2, "half_width": None}}}
+    s = {
+        0.01: {"paired": {"mean": -0.1, "half_width": 0.05}},
+        0.1: {},
+        1.0: {"paired": {"mean": 0.2, "half_width": None}},
+    }
     assert rp.paired_series(s) == ([0.01, 1.0], [-0.1, 0.2], [0.05, None])
 
 
@@ -79,16 +89,18 @@ def test_number_formats():
     pd = {"mean": -0.2, "half_width": 0.1, "lo": -0.3, "hi": -0.1}
     assert rp.fmt_interval(pd, 2) == "-0.20 [-0.30, -0.10]"
     assert rp.fmt_interval(pd, 2, bold=True) == "**-0.20 [-0.30, -0.10]**"
-    assert rp.fmt_interval({**pd, "hi": 0.1}, 2, bold=True) == "-0.20 [-0.30, +0.10]"   # spans 0: plain
+    assert rp.fmt_interval({**pd, "hi": 0.1}, 2, bold=True) == "-0.20 [-0.30, +0.10]"  # spans 0: plain
     assert rp.minus("-0.20 [-0.30, +0.10]") == "−0.20 [−0.30, +0.10]"
 
 
 def test_write_metrics_is_atomic_json_with_numpy(tmp_path, monkeypatch):
     import torch
-    path = rp.write_metrics(str(tmp_path), {"a": np.float32(0.5), "n": np.int64(3), "v": np.arange(2),
-                                            "t": torch.tensor(1.5)})
+
+    path = rp.write_metrics(
+        str(tmp_path), {"a": np.float32(0.5), "n": np.int64(3), "v": np.arange(2), "t": torch.tensor(1.5)}
+    )
     assert json.load(open(path)) == {"a": 0.5, "n": 3, "v": [0, 1], "t": 1.5}
-    with pytest.raises(TypeError, match="not JSON"):      # a failed write leaves the old file whole
+    with pytest.raises(TypeError, match="not JSON"):  # a failed write leaves the old file whole
         rp.write_metrics(str(tmp_path), {"bad": object()})
     assert json.load(open(path))["n"] == 3
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

@@ -1,5 +1,6 @@
 """``scorepde.residual(model, sde, **options)``: the residual as an operator (x, t) -> ε with
 its estimator, probes and options bound, agreeing with the direct call."""
+
 import pytest
 import torch
 
@@ -14,7 +15,9 @@ def _net_score():
 
 def _points(n=6):
     g = torch.Generator().manual_seed(1)
-    return 2 * torch.randn(n, 2, generator=g, dtype=torch.float64), torch.rand(n, generator=g, dtype=torch.float64)
+    return 2 * torch.randn(n, 2, generator=g, dtype=torch.float64), torch.rand(
+        n, generator=g, dtype=torch.float64
+    )
 
 
 def test_operator_equals_the_direct_call_exact(sde):
@@ -27,11 +30,13 @@ def test_operator_equals_the_direct_call_exact(sde):
 @pytest.mark.parametrize("estimator", ["paper", "hutchinson", "directional", "forward_fd"])
 def test_operator_binds_estimator_probes_and_options(estimator):
     sde, model, (x, t) = sp.VPSDE(), _net_score(), _points()
-    op = sp.residual(model, sde, estimator=estimator, generator=torch.Generator().manual_seed(3),
-                     return_rhs=True)
+    op = sp.residual(
+        model, sde, estimator=estimator, generator=torch.Generator().manual_seed(3), return_rhs=True
+    )
     eps, L = op(x, t)
-    eps_d, L_d = sp.residual(model, sde, x, t, estimator, generator=torch.Generator().manual_seed(3),
-                             return_rhs=True)
+    eps_d, L_d = sp.residual(
+        model, sde, x, t, estimator, generator=torch.Generator().manual_seed(3), return_rhs=True
+    )
     assert torch.equal(eps, eps_d) and torch.equal(L, L_d)
     positional = sp.residual(model, sde, estimator)  # the estimator as the third argument
     assert torch.equal(positional(x, t, generator=torch.Generator().manual_seed(3)), eps_d)
@@ -39,7 +44,7 @@ def test_operator_binds_estimator_probes_and_options(estimator):
 
 def test_operator_of_the_true_score_is_zero():
     sde = sp.VESDE()
-    gmm = sp.GaussianMixture(means=[[-2., 0.], [3., 1.]], stds=[0.5, 1.0], weights=[0.3, 0.7])
+    gmm = sp.GaussianMixture(means=[[-2.0, 0.0], [3.0, 1.0]], stds=[0.5, 1.0], weights=[0.3, 0.7])
     op = sp.residual(lambda x, t: gmm.score(x, t, sde), sde)
     x, t = _points(8)
     assert op(3 * x, t).abs().max() < 1e-9

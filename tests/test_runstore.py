@@ -1,4 +1,5 @@
 """scorepde.runstore: one result file per run, atomic, skipped when present; grid shards."""
+
 import os
 import re
 
@@ -30,7 +31,7 @@ def test_save_load_done(tmp_path):
 def test_failed_write_leaves_no_result(tmp_path):
     store = RunStore(str(tmp_path))
     with pytest.raises(TypeError):
-        store.save({"nll": object()}, data="x", seed=0)                # not JSON
+        store.save({"nll": object()}, data="x", seed=0)  # not JSON
     assert not store.done(data="x", seed=0) and os.listdir(tmp_path) == []
 
 
@@ -52,7 +53,7 @@ def test_shards_split_each_kind_of_run_evenly():
     assert sorted(sum(parts, [])) == sorted(grid)
     for part in parts:
         assert [m for m, _ in part].count("vanilla") == 2 and [m for m, _ in part].count("fp") == 2
-    assert [m for m, _ in shard_of(grid, (0, 2))].count("vanilla") == 4      # the plain dealing
+    assert [m for m, _ in shard_of(grid, (0, 2))].count("vanilla") == 4  # the plain dealing
 
 
 def test_shards_stay_balanced_when_kinds_have_odd_counts():
@@ -87,10 +88,10 @@ def test_a_damaged_run_file_is_redone_alone_and_kept_aside(tmp_path, damage):
     ran = []
     with pytest.warns(UserWarning, match=re.escape(victim)):
         _grid(store, range(4), ran)
-    assert ran == [2]                                        # only the damaged run is redone
+    assert ran == [2]  # only the damaged run is redone
     assert store.load(kind="toy", seed=2)["nll"] == 2.0
     assert {s: os.stat(store.path(kind="toy", seed=s)).st_mtime_ns for s in (0, 1, 3)} == others
-    assert open(victim + ".corrupt").read() == bad           # nothing is lost
+    assert open(victim + ".corrupt").read() == bad  # nothing is lost
     assert [r["seed"] for r in store.all()] == [0, 1, 2, 3]
 
 

@@ -6,6 +6,7 @@ standard errors: sqrt(w(1 − w)/n) for the mass, s/sqrt(n_k) for a mean, s/sqrt
 std. The modes are ≥ 4 component stds from the midplane, so nearest-mean assignment
 misplaces a negligible fraction. Fixed seeds; 39 checks per sampler and SDE.
 """
+
 import pytest
 import torch
 from conftest import MLP
@@ -32,7 +33,7 @@ def _check_mixture(x, gmm, sde):
     x = x.double()
     t = torch.full((1,), EPS, dtype=torch.float64)
     a, sigma = (v.item() for v in sde.marginal(t))
-    means, stds = a * gmm.means, (a ** 2 * gmm.stds ** 2 + sigma ** 2).sqrt()
+    means, stds = a * gmm.means, (a**2 * gmm.stds**2 + sigma**2).sqrt()
     k = torch.cdist(x, means).argmin(1)
     n = x.shape[0]
     for j, (w, mu, s) in enumerate(zip(gmm.weights, means, stds)):
@@ -40,7 +41,7 @@ def _check_mixture(x, gmm, sde):
         nk = xs.shape[0]
         mass = nk / n
         assert abs(mass - w) < 5 * (w * (1 - w) / n) ** 0.5, (j, mass, w.item())
-        assert ((xs.mean(0) - mu).abs() < 5 * s / nk ** 0.5).all(), (j, xs.mean(0), mu)
+        assert ((xs.mean(0) - mu).abs() < 5 * s / nk**0.5).all(), (j, xs.mean(0), mu)
         assert ((xs.std(0) - s).abs() < 5 * s / (2 * nk) ** 0.5).all(), (j, xs.std(0), s)
 
 
@@ -59,8 +60,13 @@ def test_wrong_score_fails_the_check(gmm):
     """The check has teeth: the probability-flow drift with g² s (the reverse SDE's) instead of
     ½g² s, i.e. the score doubled, collapses the modes."""
     sde = sp.VPSDE()
-    x = probability_flow(lambda x, t: 2 * gmm.score(x, t, sde), sde, (N, 2),
-                         generator=torch.Generator().manual_seed(0), eps=EPS)
+    x = probability_flow(
+        lambda x, t: 2 * gmm.score(x, t, sde),
+        sde,
+        (N, 2),
+        generator=torch.Generator().manual_seed(0),
+        eps=EPS,
+    )
     with pytest.raises(AssertionError):
         _check_mixture(x, gmm, sde)
 
@@ -71,12 +77,12 @@ def test_initial_noise_and_shape_agree(gmm):
     model = lambda x, t: gmm.score(x, t, sde)
     x_T = sde.prior_sample((64, 2), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     a, nfe = probability_flow(model, sde, x_T, return_nfe=True)
-    b = probability_flow(model, sde, (64, 2), generator=torch.Generator().manual_seed(1),
-                         dtype=torch.float64)
+    b = probability_flow(model, sde, (64, 2), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert a.dtype == torch.float64 and nfe > 10
     torch.testing.assert_close(a, b)
-    c = euler_maruyama(model, sde, x_T.reshape(64, 1, 1, 2), steps=20,
-                       generator=torch.Generator().manual_seed(2))
+    c = euler_maruyama(
+        model, sde, x_T.reshape(64, 1, 1, 2), steps=20, generator=torch.Generator().manual_seed(2)
+    )
     d = euler_maruyama(model, sde, x_T, steps=20, generator=torch.Generator().manual_seed(2))
     assert c.shape == (64, 1, 1, 2)
     torch.testing.assert_close(c.reshape(64, 2), d)

@@ -14,7 +14,7 @@ def test_kernel_moments_solve_the_sde(sde):
     (a, std), (da, dstd) = jvp(sde.marginal, (t,), (one,))
     c, g = sde.drift_coeff(t), sde.diffusion(t)
     torch.testing.assert_close(da, c * a)
-    torch.testing.assert_close(2 * std * dstd, 2 * c * std ** 2 + g ** 2)
+    torch.testing.assert_close(2 * std * dstd, 2 * c * std**2 + g**2)
 
 
 def test_kernel_starts_at_the_data(sde):
@@ -58,8 +58,9 @@ def test_bad_parameters():
 def test_generic_sde_takes_a_variance_with_a_derivative_at_zero():
     """σ_t = √(1 − e^{−2t}) squared has no t-derivative at t = 0; a given σ_t² has one."""
     from torch.func import jvp
+
     marginal = lambda t: (torch.exp(-t), torch.sqrt(-torch.expm1(-2 * t)))
-    f, g = (lambda x, t: -x), (lambda t: torch.full_like(t, 2 ** 0.5))
+    f, g = (lambda x, t: -x), (lambda t: torch.full_like(t, 2**0.5))
     t0 = torch.zeros(1, dtype=torch.float64)
     bare = sp.GenericSDE(f, g, marginal=marginal)
     given = sp.GenericSDE(f, g, marginal=marginal, marginal_variance=lambda t: -torch.expm1(-2 * t))

@@ -1,4 +1,5 @@
 """Toy-lab library pieces: data sets, σ_max from data, the Cauchy loss, metrics, plotting."""
+
 import math
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def test_datasets_sample_and_reproduce(name):
     assert x.shape == (101, ds.dim) and x.dtype == torch.float32 and torch.isfinite(x).all()
     assert torch.equal(x, ds.sample(101, gen(1)))
     if ds.log_prob is not None:
-        assert torch.isfinite(ds.log_prob(x)).all()         # samples lie on the support
+        assert torch.isfinite(ds.log_prob(x)).all()  # samples lie on the support
     lo, hi = ds.extent
     assert ((x > lo) & (x < hi)).float().mean() > 0.95
 
@@ -44,22 +45,24 @@ def test_mixtures_match_the_listings():
 
 
 def test_checkerboard_density_integrates_to_one():
-    u = torch.rand(200_000, 2, generator=gen(2)) * 8 - 4            # uniform on [-4, 4]², area 64
+    u = torch.rand(200_000, 2, generator=gen(2)) * 8 - 4  # uniform on [-4, 4]², area 64
     p = checkerboard_log_prob(u).exp()
     assert abs(float(p.mean()) * 64 - 1.0) < 0.02
-    assert cross_entropy(checkerboard_log_prob, toy_dataset("checkerboard").sample(500, gen(3))) \
-        == pytest.approx(math.log(32.0))
+    assert cross_entropy(
+        checkerboard_log_prob, toy_dataset("checkerboard").sample(500, gen(3))
+    ) == pytest.approx(math.log(32.0))
 
 
 def test_toy_score_is_reexported_from_precond():
     from scorepde.nn.precond import ToyScore as Precond
+
     assert ToyScore is Precond
 
 
 def test_sigma_max_from_data_is_the_largest_pairwise_distance():
     x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0]])
     assert sigma_max_from_data(x) == pytest.approx(5.0)
-    assert sigma_max_from_data(x.reshape(3, 1, 2)) == pytest.approx(5.0)   # flattened per sample
+    assert sigma_max_from_data(x.reshape(3, 1, 2)) == pytest.approx(5.0)  # flattened per sample
     with pytest.raises(ValueError):
         sigma_max_from_data(x[:1])
     # the unit-circle mixture: diameter 2 plus a few component stds
@@ -73,8 +76,16 @@ def test_cauchy_loss_vanishes_for_the_true_score(weighting):
     x0 = gmm.sample(64, generator=gen(4), dtype=torch.float64)
     t = torch.rand(64, generator=gen(5), dtype=torch.float64)
     xt = sde.perturb(x0, t, torch.randn(x0.shape, generator=gen(6), dtype=torch.float64))
-    loss, parts = cauchy_loss(lambda x, tt: gmm.score(x, tt, sde), sde, xt, t,
-                              lambda x: gmm.score(x), x0, weighting=weighting, validate=True)
+    loss, parts = cauchy_loss(
+        lambda x, tt: gmm.score(x, tt, sde),
+        sde,
+        xt,
+        t,
+        lambda x: gmm.score(x),
+        x0,
+        weighting=weighting,
+        validate=True,
+    )
     assert float(parts["init"]) < 1e-20
     assert float(parts["residual"]) < 1e-12 and float(loss) < 1e-12
 
@@ -82,6 +93,7 @@ def test_cauchy_loss_vanishes_for_the_true_score(weighting):
 def test_cauchy_objective_trains_a_network():
     sde, ds = sp.VESDE(), toy_dataset("gmm2")
     from scorepde.nn import MLPScore
+
     net = MLPScore(2, hidden=16, depth=2, fourier_scale=1.0)
     model = ToyScore(net, sde, data_std=1.0)
     obj = CauchyObjective(model, sde, lambda x: ds.mixture.score(x))
@@ -127,6 +139,7 @@ def test_nll_raises_on_a_failed_solve_unless_asked_for_nan(monkeypatch):
         if (x[:, 0] > 0).any():
             raise ValueError("the ODE solve failed")
         return x[:, 0]
+
     monkeypatch.setattr(scorepde.metrics, "log_likelihood", fake_log_likelihood)
     x = torch.linspace(-1, 1, 9).unsqueeze(1)
     with pytest.raises(ValueError, match="failed"):
@@ -155,17 +168,21 @@ def test_plotting_writes_pngs(tmp_path):
 def test_collocation_times(sde, data_std):
     """Both halves lie in [0, T]; the log-scale half follows c(t) = log(ŝ/a), uniformly in c."""
     from scorepde.cauchy import _log_relative_scale, sample_collocation_time
+
     t = sample_collocation_time(4000, sde, "log_scale", data_std=data_std, generator=gen(13))
     assert t.shape == (4000,) and torch.isfinite(t).all()
     assert float(t.min()) >= 0 and float(t.max()) <= sde.T
     assert 0.4 < float((t[:2000] > 0.5).float().mean()) < 0.6
     tc = t[2000:].double()
-    assert float((tc == 0).float().mean()) < 0.01          # (VP, std 1 put half of them at 0)
+    assert float((tc == 0).float().mean()) < 0.01  # (VP, std 1 put half of them at 0)
     # Uniform in c: the quartiles of c(t_c) sit at the quartiles of [c(0), c(T)].
     ends = _log_relative_scale(sde, torch.tensor([0.0, sde.T], dtype=torch.float64), data_std)
     frac = (_log_relative_scale(sde, tc, data_std) - ends[0]) / (ends[1] - ends[0])
-    assert torch.allclose(frac.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)),
-                          torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), atol=0.04)
+    assert torch.allclose(
+        frac.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)),
+        torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64),
+        atol=0.04,
+    )
     with pytest.raises(ValueError, match="log_scale"):
         sample_collocation_time(4, sde, "beta")
 
@@ -174,6 +191,7 @@ def test_collocation_times_under_vp_spend_points_where_the_noise_passes_the_data
     """Regression (issue 9, defect 1): log ŝ is not increasing under VP/sub-VP, so searchsorted
     on it gave t = 0 for half the points (VP, std 1), ±8e299 (VP, std 5) and t > T (sub-VP)."""
     from scorepde.cauchy import sample_collocation_time
+
     for sde, d in ((sp.VPSDE(), 1.0), (sp.VPSDE(), 5.0), (sp.SubVPSDE(), 1.0)):
         tc = sample_collocation_time(2000, sde, "log_scale", data_std=d, generator=gen(14))[1000:]
         assert float(tc.min()) > 0 and float(tc.max()) <= sde.T

@@ -1,4 +1,5 @@
 """Each toy script runs end to end with --quick and writes finite metrics and its figures."""
+
 import json
 import math
 import os
@@ -12,8 +13,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run(script, tmp_path, *extra):
     out = tmp_path / script
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "toy", f"{script}.py"), "--quick",
-                           "--out", str(out), *extra], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "toy", f"{script}.py"), "--quick", "--out", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out / "metrics.json") as f:
         return json.load(f), out, proc.stdout
@@ -45,8 +50,12 @@ def pngs(out):
 
 @pytest.mark.parametrize("script", ["cauchy_gmm", "density", "conservativity"])
 def test_help(script):
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "toy", f"{script}.py"), "--help"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "toy", f"{script}.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "--quick" in proc.stdout and "--device" in proc.stdout
 
 
@@ -54,10 +63,11 @@ def test_cauchy_gmm_quick(tmp_path):
     m, out, stdout = run("cauchy_gmm", tmp_path)
     for key in ("score_rel_l2", "score_rel_l2_curve", "residual_curves", "nll_model", "nll_true"):
         assert key in m
-    assert_finite({k: m[k] for k in ("score_rel_l2", "score_rel_l2_curve", "residual_curves",
-                                     "nll_model", "nll_true")})
+    assert_finite(
+        {k: m[k] for k in ("score_rel_l2", "score_rel_l2_curve", "residual_curves", "nll_model", "nll_true")}
+    )
     assert 0 <= m["score_rel_l2"]
-    assert max(m["residual_curves"]["true"]["r_fp"]) < 1e-6          # the closed form solves the PDE
+    assert max(m["residual_curves"]["true"]["r_fp"]) < 1e-6  # the closed form solves the PDE
     assert {"rel_l2_over_t.png", "residual_over_t.png", "samples.png", "density.png"} <= set(pngs(out))
     assert "score_rel_l2" in stdout
 
@@ -73,11 +83,11 @@ def test_density_quick(tmp_path):
     assert m["swiss_rolls"]["nll_true"] is None
     assert m["checkerboard"]["nll_true"] == pytest.approx(math.log(32.0))
     assert all(m[n]["nll_true"] is not None for n in ("gmm1d", "gmm8"))
-    text = (out / "summary.md").read_text()                         # the README's table and a note
+    text = (out / "summary.md").read_text()  # the README's table and a note
     table = [line for line in text.splitlines() if line.startswith("|")]
     assert len(table) == 2 + 4 and all(line.count("|") == 11 for line in table)
     assert "| 8-mode GMM | tiny (30 of 100k) | 0.0015 | 1 |" in table[-1]
-    g = m["gmm8"]["grid_failed"]                                      # the figures' blank points, counted
+    g = m["gmm8"]["grid_failed"]  # the figures' blank points, counted
     assert f"8-mode GMM: vanilla {g['vanilla']}, FP {g['fp']} of {g['points']}" in text
 
 
@@ -103,6 +113,7 @@ def test_density_grid_blanks_only_the_points_whose_solve_fails(monkeypatch):
         if (x[:, 0] < -1.0).any():
             raise ValueError("the ODE solve failed")
         return torch.zeros(len(x))
+
     monkeypatch.setattr(scorepde.metrics, "log_likelihood", fake_log_likelihood)
     ds, sde = density._setup("gmm1d", "cpu")
     grid, dens = density._density_grid(None, sde, ds, 400)
@@ -120,6 +131,7 @@ def test_density_counts_test_points_whose_solve_fails(monkeypatch, tmp_path):
         if (x[:, 0] > 0.5).any():
             raise ValueError("the ODE solve failed")
         return -x[:, 0]
+
     monkeypatch.setattr(scorepde.metrics, "log_likelihood", fake_log_likelihood)
     density.main(["--quick", "--datasets", "gmm1d", "--no-progress", "--out", str(tmp_path)])
     runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")]
@@ -127,19 +139,23 @@ def test_density_counts_test_points_whose_solve_fails(monkeypatch, tmp_path):
     kept = x[x <= 0.5]
     assert runs and all(r["test_failed"] == int((x > 0.5).sum()) > 0 for r in runs)
     assert all(r["nll"] == pytest.approx(float(kept.mean()), rel=1e-6) for r in runs)
-    assert "left out of that run's mean NLL: 1-D 3-mode GMM, β = 0, seed 0" in (tmp_path / "summary.md").read_text()
+    assert (
+        "left out of that run's mean NLL: 1-D 3-mode GMM, β = 0, seed 0"
+        in (tmp_path / "summary.md").read_text()
+    )
 
 
 def test_density_shard_leaves_the_folders_report_alone(tmp_path):
     """A shard sees only its own runs, so it must not rewrite OUT/metrics.json (the report of
     every shard's runs, which the README quotes); --report does."""
     from scorepde.commands import density
+
     out = tmp_path / "density"
     out.mkdir()
     before = json.dumps({"config": {"budget": "tiny"}, "every_shard": True})
     (out / "metrics.json").write_text(before)
     args = ["--quick", "--datasets", "gmm1d", "--out", str(out), "--no-progress"]
-    density.main(args + ["--shard", "1/2"])          # one seed: shard 1 has no runs to train
+    density.main(args + ["--shard", "1/2"])  # one seed: shard 1 has no runs to train
     assert (out / "metrics.json").read_text() == before
     density.main(args + ["--report"])
     assert "every_shard" not in json.loads((out / "metrics.json").read_text())
@@ -152,11 +168,15 @@ def test_a_folder_holding_results_is_refused_unless_overwrite(tmp_path):
     out.mkdir()
     (out / "metrics.json").write_text("{}")
     for argv in (["--quick"], ["--dim", "2", "--quick"]):
-        proc = subprocess.run([sys.executable, os.path.join(ROOT, "toy", "cauchy_gmm.py"), *argv, "--out", str(out)],
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "toy", "cauchy_gmm.py"), *argv, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and "--overwrite" in lines[0], proc.stderr[-2000:]
-        assert "--resume" not in lines[0]             # it has none to offer
+        assert "--resume" not in lines[0]  # it has none to offer
     assert (out / "metrics.json").read_text() == "{}"
 
 
@@ -164,6 +184,7 @@ def test_the_default_out_folder_is_in_the_current_folder(tmp_path, monkeypatch):
     import argparse
 
     from scorepde.commands._toy import setup
+
     monkeypatch.chdir(tmp_path)
     args = argparse.Namespace(out=None, device="cpu", threads=None, overwrite=False)
     assert setup(args, "cauchy_gmm") == str(tmp_path / "out" / "cauchy_gmm")

@@ -1,4 +1,5 @@
 """training_curves.png: no curve hidden under another, and a smoothed trend over the noise."""
+
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ def _figure(records, tmp_path, monkeypatch):
     def keep(fig, path):
         seen["fig"] = fig
         return path
+
     monkeypatch.setattr(plotting, "_save", keep)
     plotting.training_curves(records, str(tmp_path / "c.png"))
     return seen["fig"]

@@ -1,5 +1,6 @@
 """The shared vocabulary: Score, the TimeConditioned protocol, the SDE's σ floor, and old
 keyword names that keep working for one release."""
+
 import warnings
 
 import pytest
@@ -38,6 +39,7 @@ def test_time_conditioning_reads_the_protocol():
 def test_fp_objective_keeps_the_wrapped_scores_time_conditioning():
     """FPObjective's fused wrapper forwards the protocol, so "auto" steps survive it."""
     from scorepde.losses import _Piggyback
+
     x, t = torch.zeros(2, 2), torch.zeros(2)
     wrapped = _Piggyback(_Rated(300.0, torch.float32), x, t)
     assert time_conditioning(wrapped) == (300.0, torch.float32)
@@ -67,20 +69,24 @@ def test_renamed_keywords_warn_and_still_work():
         f(score=abs, model=abs)
 
 
-@pytest.mark.parametrize("call", [
-    lambda s, sde, x, t: sp.residual(model=s, sde=sde, x=x, t=t),
-    lambda s, sde, x, t: sp.residual_norm_sq(model=s, sde=sde, x=x, t=t),
-    lambda s, sde, x, t: sp.fpe_rhs(model=s, sde=sde, x=x, t=t),
-    lambda s, sde, x, t: sp.antisymmetry(model=s, x=x, t=t),
-    lambda s, sde, x, t: sp.probability_flow_drift(model=s, sde=sde, x=x, t=t),
-    lambda s, sde, x, t: sp.divergence(lambda y: s(y, t), x, method="exact"),
-    lambda s, sde, x, t: sp.time_derivative(s, x, t, method="central"),
-    lambda s, sde, x, t: sp.stencil_points(t, method="fd3"),
-    lambda s, sde, x, t: sp.residual_curves(model=s, sde=sde, x0=x, ts=[0.5]),
-    lambda s, sde, x, t: sp.log_likelihood(s, sde, x, trace="exact", method="euler",
-                                           options={"step_size": 0.5}),
-    lambda s, sde, x, t: sp.FPObjective(model=torch.nn.Linear(2, 2), sde=sde),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, sde, x, t: sp.residual(model=s, sde=sde, x=x, t=t),
+        lambda s, sde, x, t: sp.residual_norm_sq(model=s, sde=sde, x=x, t=t),
+        lambda s, sde, x, t: sp.fpe_rhs(model=s, sde=sde, x=x, t=t),
+        lambda s, sde, x, t: sp.antisymmetry(model=s, x=x, t=t),
+        lambda s, sde, x, t: sp.probability_flow_drift(model=s, sde=sde, x=x, t=t),
+        lambda s, sde, x, t: sp.divergence(lambda y: s(y, t), x, method="exact"),
+        lambda s, sde, x, t: sp.time_derivative(s, x, t, method="central"),
+        lambda s, sde, x, t: sp.stencil_points(t, method="fd3"),
+        lambda s, sde, x, t: sp.residual_curves(model=s, sde=sde, x0=x, ts=[0.5]),
+        lambda s, sde, x, t: sp.log_likelihood(
+            s, sde, x, trace="exact", method="euler", options={"step_size": 0.5}
+        ),
+        lambda s, sde, x, t: sp.FPObjective(model=torch.nn.Linear(2, 2), sde=sde),
+    ],
+)
 def test_old_names_of_the_public_api_warn(call):
     """The score is ``score`` (not ``model``), the divergence choice ``div`` (not ``method``
     or ``trace``), the choice of ∂t s ``dt`` (not ``method``) everywhere; the old names still

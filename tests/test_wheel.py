@@ -4,6 +4,7 @@ folder, with no source checkout anywhere on the path.
 
 Slow (minutes: it installs torch and the dependencies into the venv); run with --runslow.
 """
+
 import os
 import shutil
 import subprocess
@@ -17,10 +18,13 @@ TORCH = "torch==2.13.0"
 
 
 def _run(cmd, cwd, env, timeout=1800):
-    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, (f"{' '.join(map(str, cmd))} exited with {proc.returncode}\n"
-                                  f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, cmd))} exited with {proc.returncode}\n"
+        f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    )
     return proc.stdout
 
 
@@ -39,7 +43,7 @@ def test_wheel_in_a_fresh_venv_runs_the_commands(tmp_path):
     wheel = next(dist.glob("scorepde-*.whl"))
 
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", venv], tmp_path, env)      # no --system-site-packages
+    _run([sys.executable, "-m", "venv", venv], tmp_path, env)  # no --system-site-packages
     bin_ = venv / ("Scripts" if os.name == "nt" else "bin")
     python = bin_ / "python"
     _run([python, "-m", "pip", "install", "-q", TORCH], tmp_path, env)

@@ -6,6 +6,7 @@ The jobs: ``measure`` (per-sample estimates on shared draws), ``summary`` (means
 paired differences, SEs), ``provenance``, ``loading`` (models, data), ``report`` (table,
 verdict, figure), ``command`` (flags; its docstring is the ``--help``).
 """
+
 from .command import main, parse_args
 from .loading import load_model
 from .measure import measure

@@ -24,6 +24,7 @@ for ``from_diffusers``, σ for EDM). Writes metrics.json (numbers and provenance
 schedule, prediction type, scheduler, data range, versions, the command) and audit.png to
 --out, prints a table and a verdict. All math is in scorepde.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,44 +53,86 @@ DESCRIPTION = __doc__
 
 
 def _prog() -> str:
-    return "scorepde-audit" if os.path.basename(sys.argv[0]).startswith("scorepde-audit") else "python -m scorepde.audit"
+    return (
+        "scorepde-audit"
+        if os.path.basename(sys.argv[0]).startswith("scorepde-audit")
+        else "python -m scorepde.audit"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=_prog(), description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", required=True,
-                   help="package.module:factory or path/to/file.py:factory returning (score, sde), or an "
-                        "image/train.py checkpoint; give it again to compare models on the same draws")
-    p.add_argument("--data", help="held-out data: a dataset name (digits, mnist, fashion-mnist, cifar10, …; its "
-                                  "test split) or a .pt/.npy tensor [N, ...] in the model's space "
-                                  "(default: a checkpoint's own dataset)")
-    p.add_argument("--data-dir", help="the named dataset's folder or its parent (default: a checkpoint's own); "
-                                      "files are never downloaded")
-    p.add_argument("--scaling", choices=["[-1,1]", "[0,1]"],
-                   help="the model's space: [-1,1] (diffusers/DDPM) or [0,1] (default: a checkpoint's own, "
-                        "else [-1,1]); a named dataset is scaled to it, a tensor must lie in it")
+    p = argparse.ArgumentParser(
+        prog=_prog(), description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        help="package.module:factory or path/to/file.py:factory returning (score, sde), or an "
+        "image/train.py checkpoint; give it again to compare models on the same draws",
+    )
+    p.add_argument(
+        "--data",
+        help="held-out data: a dataset name (digits, mnist, fashion-mnist, cifar10, …; its "
+        "test split) or a .pt/.npy tensor [N, ...] in the model's space "
+        "(default: a checkpoint's own dataset)",
+    )
+    p.add_argument(
+        "--data-dir",
+        help="the named dataset's folder or its parent (default: a checkpoint's own); "
+        "files are never downloaded",
+    )
+    p.add_argument(
+        "--scaling",
+        choices=["[-1,1]", "[0,1]"],
+        help="the model's space: [-1,1] (diffusers/DDPM) or [0,1] (default: a checkpoint's own, "
+        "else [-1,1]); a named dataset is scaled to it, a tensor must lie in it",
+    )
     p.add_argument("--force", action="store_true", help="audit data that lies outside the model's space")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                   help="where to run (default auto: CUDA if torch sees a GPU, else CPU)")
-    p.add_argument("--out", default="runs/audit", help="output folder, relative to the current one "
-                                                       "(default runs/audit)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="where to run (default auto: CUDA if torch sees a GPU, else CPU)",
+    )
+    p.add_argument(
+        "--out", default="runs/audit", help="output folder, relative to the current one (default runs/audit)"
+    )
     p.add_argument("--overwrite", action="store_true", help="write over an --out that holds results")
     p.add_argument("--n", type=int, default=64, help="held-out samples, at least 2 (default 64; --quick: 16)")
-    p.add_argument("--times", type=int, default=12, help="points of the log grid in t (default 12; --quick: 5)")
-    p.add_argument("--t-min", type=float,
-                   help="smallest t (default: 10/N, step k = 9, for a DiscreteVPSDE, else 1e-2·T; "
-                        "nearer t = 0 the score moves like 1/σ_t)")
-    p.add_argument("--estimator", default="forward_fd", choices=sorted(ESTIMATORS),
-                   help="estimator of ‖ε‖² (default forward_fd: plain forward passes, any model)")
-    p.add_argument("--curl", default="hutchinson", choices=["hutchinson", "exact", "none"],
-                   help="‖J − Jᵀ‖_F² by one Hutchinson probe per sample (default), exactly, or not at all")
+    p.add_argument(
+        "--times", type=int, default=12, help="points of the log grid in t (default 12; --quick: 5)"
+    )
+    p.add_argument(
+        "--t-min",
+        type=float,
+        help="smallest t (default: 10/N, step k = 9, for a DiscreteVPSDE, else 1e-2·T; "
+        "nearer t = 0 the score moves like 1/σ_t)",
+    )
+    p.add_argument(
+        "--estimator",
+        default="forward_fd",
+        choices=sorted(ESTIMATORS),
+        help="estimator of ‖ε‖² (default forward_fd: plain forward passes, any model)",
+    )
+    p.add_argument(
+        "--curl",
+        default="hutchinson",
+        choices=["hutchinson", "exact", "none"],
+        help="‖J − Jᵀ‖_F² by one Hutchinson probe per sample (default), exactly, or not at all",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="samples per call of the model (default 32)")
     p.add_argument("--quick", action="store_true", help="a smoke run: 16 samples, 5 times")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data subset, noise and probes (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the data subset, noise and probes (default 0)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="open a --model checkpoint that needs code to load (one you made yourself with an "
-                        "older scorepde); never for a file from someone else")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="open a --model checkpoint that needs code to load (one you made yourself with an "
+        "older scorepde); never for a file from someone else",
+    )
     return p
 
 
@@ -132,6 +175,7 @@ def _grid(sde, args) -> list[float]:
 def _setup(args) -> dict:
     """Models, data and grid from the flags; every refusal a one-line ValueError."""
     from ..distributed import resolve_device
+
     device = resolve_device(args.device)
     models = _load_models(args.model, device, args.trust_checkpoint)
     labels = _labels(args.model)
@@ -143,11 +187,17 @@ def _setup(args) -> dict:
     scaling = args.scaling or first.scaling or "[-1,1]"
     data = args.data or first.dataset
     if data is None:
-        raise ValueError("--data is required for a factory model: a dataset name (e.g. digits) or a .pt/.npy file")
+        raise ValueError(
+            "--data is required for a factory model: a dataset name (e.g. digits) or a .pt/.npy file"
+        )
     gen = torch.Generator().manual_seed(args.seed)
-    data_dir = args.data_dir or (first.data_dir if data == first.dataset else None)  # a checkpoint's own folder
+    data_dir = args.data_dir or (
+        first.data_dir if data == first.dataset else None
+    )  # a checkpoint's own folder
     x0, source = load_data(data, scaling, args.n, gen, data_dir)
-    observed = {"min": float(x0.min()), "max": float(x0.max())} if args.force else check_range(x0, scaling, data)
+    observed = (
+        {"min": float(x0.min()), "max": float(x0.max())} if args.force else check_range(x0, scaling, data)
+    )
     x0 = x0.to(device)
     ts = _grid(sde, args)
     for label, model in zip(labels, models):
@@ -155,23 +205,52 @@ def _setup(args) -> dict:
             with torch.no_grad():
                 model.score(x0[:2], torch.full((2,), ts[0], device=device))
         except (RuntimeError, ValueError) as err:
-            raise ValueError(f"{label} does not accept the data's shape {tuple(x0.shape[1:])} ({data}): "
-                             f"{str(err).splitlines()[0]}") from None
-    return {"device": device, "models": models, "labels": labels, "sde": sde, "x0": x0, "ts": ts,
-            "data": {"name": data, "source": source, "scaling": scaling, "range": observed,
-                     "n": int(x0.shape[0]), "shape": list(x0.shape[1:]), "forced": args.force}}
+            raise ValueError(
+                f"{label} does not accept the data's shape {tuple(x0.shape[1:])} ({data}): "
+                f"{str(err).splitlines()[0]}"
+            ) from None
+    return {
+        "device": device,
+        "models": models,
+        "labels": labels,
+        "sde": sde,
+        "x0": x0,
+        "ts": ts,
+        "data": {
+            "name": data,
+            "source": source,
+            "scaling": scaling,
+            "range": observed,
+            "n": int(x0.shape[0]),
+            "shape": list(x0.shape[1:]),
+            "forced": args.force,
+        },
+    }
 
 
 def _metrics(args, argv: list[str], setup: dict, result: dict, wall: float) -> dict:
-    models = [{"spec": spec, **m.info, **describe_score(m.score), **entry}
-              for spec, m, entry in zip(args.model, setup["models"], result["models"])]
-    return {"command": f"{_prog()} {shlex.join(argv)}", "argv": argv, "versions": versions(),
-            "sde": describe_sde(setup["sde"]), "data": setup["data"], "device": str(setup["device"]),
-            "estimator": describe_estimator(args.estimator, setup["models"][0].score, setup["sde"], {}),
-            "curl": args.curl, "seed": args.seed,
-            "definitions": {k: v[0] for k, v in QUANTITIES.items()}, "t": result["t"],
-            "native": result["native"], "models": models, "differences": result["differences"],
-            "verdict": verdict(result) + _notes(models), "wall_s": round(wall, 2)}
+    models = [
+        {"spec": spec, **m.info, **describe_score(m.score), **entry}
+        for spec, m, entry in zip(args.model, setup["models"], result["models"])
+    ]
+    return {
+        "command": f"{_prog()} {shlex.join(argv)}",
+        "argv": argv,
+        "versions": versions(),
+        "sde": describe_sde(setup["sde"]),
+        "data": setup["data"],
+        "device": str(setup["device"]),
+        "estimator": describe_estimator(args.estimator, setup["models"][0].score, setup["sde"], {}),
+        "curl": args.curl,
+        "seed": args.seed,
+        "definitions": {k: v[0] for k, v in QUANTITIES.items()},
+        "t": result["t"],
+        "native": result["native"],
+        "models": models,
+        "differences": result["differences"],
+        "verdict": verdict(result) + _notes(models),
+        "wall_s": round(wall, 2),
+    }
 
 
 def _notes(models: list[dict]) -> list[str]:
@@ -188,9 +267,18 @@ def main(argv: list[str] | None = None) -> None:
     with user_errors():
         out = prepare_out(args.out, overwrite=args.overwrite, can_resume=False)
         setup = _setup(args)
-        result = run([m.score for m in setup["models"]], setup["labels"], setup["sde"], setup["x0"], setup["ts"],
-                     estimator=args.estimator, curl=None if args.curl == "none" else args.curl,
-                     batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
+        result = run(
+            [m.score for m in setup["models"]],
+            setup["labels"],
+            setup["sde"],
+            setup["x0"],
+            setup["ts"],
+            estimator=args.estimator,
+            curl=None if args.curl == "none" else args.curl,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
     metrics = _metrics(args, argv, setup, result, time.time() - start)
     with open(out / "metrics.json", "w") as f:
         json.dump(metrics, f, indent=1)

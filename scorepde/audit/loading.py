@@ -5,6 +5,7 @@ file, its folder on the path) or a checkpoint written by image/train.py. A facto
 ``(score, sde)``. Errors in the user's own code keep their traceback; everything else is a
 ``ValueError`` or ``FileNotFoundError`` that says what to do.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -27,6 +28,7 @@ __all__ = ["Loaded", "FactoryError", "load_model", "load_data", "check_range"]
 @dataclass
 class Loaded:
     """A model ready to audit: its score, SDE, model space (None: unknown) and own dataset."""
+
     score: Callable
     sde: SDE
     scaling: str | None = None
@@ -36,8 +38,12 @@ class Loaded:
 
     def __iter__(self):
         """``score, sde, scaling, dataset = load_model(...)``, the old tuple, warns (one release)."""
-        warnings.warn("load_model returns a Loaded (score, sde, scaling, dataset, data_dir, info); unpacking "
-                      "it as a 4-tuple is deprecated: use its attributes", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "load_model returns a Loaded (score, sde, scaling, dataset, data_dir, info); unpacking "
+            "it as a 4-tuple is deprecated: use its attributes",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return iter((self.score, self.sde, self.scaling, self.dataset))
 
 
@@ -55,13 +61,30 @@ def _load_checkpoint(path: str, device, trust: bool = False) -> Loaded:
     from ..checkpoints import load_checkpoint
     from ..data import load_dataset
     from ..image_config import load_trained, model_scaling
+
     state = load_checkpoint(path, map_location=device, trust=trust)
     config = state.get("config", {})
     shape = load_dataset(config.get("dataset", "digits"), "test", config.get("data_dir")).shape
     cfg, sde, model = load_trained(state, shape, "ema", device)
-    info = {"kind": "checkpoint", "step": state.get("step"),
-            "training": {k: config.get(k) for k in ("dataset", "sde", "objective", "beta", "estimator",
-                                                    "m", "fp_weighting", "steps", "seed") if k in config}}
+    info = {
+        "kind": "checkpoint",
+        "step": state.get("step"),
+        "training": {
+            k: config.get(k)
+            for k in (
+                "dataset",
+                "sde",
+                "objective",
+                "beta",
+                "estimator",
+                "m",
+                "fp_weighting",
+                "steps",
+                "seed",
+            )
+            if k in config
+        },
+    }
     return Loaded(model, sde, model_scaling(cfg), cfg.dataset, config.get("data_dir"), info)
 
 
@@ -102,16 +125,24 @@ def _import_module(spec: str, target: str):
         return _import_file(spec, target) if as_file else importlib.import_module(target)
     except ModuleNotFoundError as err:
         if not as_file and err.name and (target == err.name or target.startswith(err.name + ".")):
-            raise ValueError(f"--model {spec}: no module named {err.name!r}; run from the folder that "
-                             "holds it, put that folder on PYTHONPATH, or pass the file itself "
-                             f"(path/to/{target.replace('.', '/')}.py:factory)") from None
-        raise FactoryError(f"importing {target} for --model {spec} raised {type(err).__name__}: {err} "
-                           "(traceback above, from your module)", _user_traceback(err)) from err
+            raise ValueError(
+                f"--model {spec}: no module named {err.name!r}; run from the folder that "
+                "holds it, put that folder on PYTHONPATH, or pass the file itself "
+                f"(path/to/{target.replace('.', '/')}.py:factory)"
+            ) from None
+        raise FactoryError(
+            f"importing {target} for --model {spec} raised {type(err).__name__}: {err} "
+            "(traceback above, from your module)",
+            _user_traceback(err),
+        ) from err
     except FileNotFoundError:
         raise
     except Exception as err:  # the user's module raised while importing: their bug, their traceback
-        raise FactoryError(f"importing {target} for --model {spec} raised {type(err).__name__}: {err} "
-                           "(traceback above, from your module)", _user_traceback(err)) from err
+        raise FactoryError(
+            f"importing {target} for --model {spec} raised {type(err).__name__}: {err} "
+            "(traceback above, from your module)",
+            _user_traceback(err),
+        ) from err
 
 
 def _call_factory(spec: str) -> tuple[Callable, SDE]:
@@ -119,21 +150,31 @@ def _call_factory(spec: str) -> tuple[Callable, SDE]:
     module = _import_module(spec, target)
     factory = getattr(module, name, None)
     if factory is None:
-        offered = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
-                         and getattr(v, "__module__", None) == module.__name__)
-        raise ValueError(f"--model {spec}: {target} has no {name!r}; it defines "
-                         f"{', '.join(offered) or 'no functions'}")
+        offered = sorted(
+            k
+            for k, v in vars(module).items()
+            if callable(v) and not k.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        )
+        raise ValueError(
+            f"--model {spec}: {target} has no {name!r}; it defines {', '.join(offered) or 'no functions'}"
+        )
     if not callable(factory):
-        raise ValueError(f"{spec} is a {type(factory).__name__}, not a factory; --model needs a function "
-                         "that returns (score, sde)")
+        raise ValueError(
+            f"{spec} is a {type(factory).__name__}, not a factory; --model needs a function "
+            "that returns (score, sde)"
+        )
     try:
         made = factory()
     except Exception as err:  # a bug in the user's factory: show them where
-        raise FactoryError(f"your factory {spec} raised {type(err).__name__}: {err} (traceback above, "
-                           "from your code)", _user_traceback(err)) from err
+        raise FactoryError(
+            f"your factory {spec} raised {type(err).__name__}: {err} (traceback above, from your code)",
+            _user_traceback(err),
+        ) from err
     if not (isinstance(made, tuple) and len(made) == 2 and callable(made[0]) and isinstance(made[1], SDE)):
-        raise ValueError(f"{spec} must return (score, sde), e.g. scorepde.from_diffusers(unet, scheduler); "
-                         f"got {type(made).__name__}")
+        raise ValueError(
+            f"{spec} must return (score, sde), e.g. scorepde.from_diffusers(unet, scheduler); "
+            f"got {type(made).__name__}"
+        )
     return made
 
 
@@ -144,10 +185,13 @@ def load_model(spec: str, device="cpu", *, trust: bool = False) -> Loaded:
         return _load_checkpoint(spec, device, trust)
     if ":" not in spec.replace(":\\", ""):
         if spec.endswith((".pt", ".pth", ".ckpt")) or os.sep in spec or "/" in spec:
-            raise FileNotFoundError(f"--model {spec}: no such file; pass an image/train.py checkpoint "
-                                    "or package.module:factory")
-        raise ValueError(f"--model must be package.module:factory, path/to/file.py:factory or a "
-                         f"checkpoint file, got {spec!r} (no such file, and no ':')")
+            raise FileNotFoundError(
+                f"--model {spec}: no such file; pass an image/train.py checkpoint or package.module:factory"
+            )
+        raise ValueError(
+            f"--model must be package.module:factory, path/to/file.py:factory or a "
+            f"checkpoint file, got {spec!r} (no such file, and no ':')"
+        )
     score, sde = _call_factory(spec)
     if isinstance(score, torch.nn.Module):
         score = score.to(device).eval()
@@ -157,25 +201,31 @@ def load_model(spec: str, device="cpu", *, trust: bool = False) -> Loaded:
     return Loaded(score, sde, info={"kind": "factory"})
 
 
-def load_data(name: str, scaling: str, n: int, generator: torch.Generator,
-              data_dir: str | None = None) -> tuple[torch.Tensor, str]:
+def load_data(
+    name: str, scaling: str, n: int, generator: torch.Generator, data_dir: str | None = None
+) -> tuple[torch.Tensor, str]:
     """(n held-out samples [n, ...], where they came from): a dataset's test split in the
     model space ``scaling``, or a saved .pt/.npy tensor (taken as it is)."""
     if name.endswith((".pt", ".pth", ".npy")) or os.sep in name or "/" in name:
         if not os.path.isfile(name):
-            raise FileNotFoundError(f"--data {name}: no such file; pass a .pt/.npy tensor [N, ...] "
-                                    "or a dataset name")
+            raise FileNotFoundError(
+                f"--data {name}: no such file; pass a .pt/.npy tensor [N, ...] or a dataset name"
+            )
         if name.endswith(".npy"):
             x = torch.from_numpy(np.load(name))
         else:
             from ..checkpoints import read_torch_file
-            x = read_torch_file(name, what="tensor file", hint="Save the data as one tensor: torch.save(x, path)")
+
+            x = read_torch_file(
+                name, what="tensor file", hint="Save the data as one tensor: torch.save(x, path)"
+            )
         if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
             raise ValueError(f"{name} must hold one tensor [N, ...] in the model's space")
         source = "file"
         x = x.float()
     else:
         from ..data import load_dataset, to_model_space
+
         test = load_dataset(name, "test", data_dir)
         x = to_model_space(test.images, test.levels, scaling)[0]
         source = f"{name} test split, scaled to {scaling}"
@@ -187,12 +237,15 @@ def check_range(x: torch.Tensor, scaling: str, where: str) -> dict[str, float]:
     """The data's observed range; a ``ValueError`` naming it and the model's ``scaling`` when
     the data lies clearly outside it (beyond half the interval's width on either side)."""
     from ..data import scaling_coefficients
+
     a, b = scaling_coefficients(scaling)
     lo, hi = b, a + b
     found = {"min": float(x.min()), "max": float(x.max())}
     margin = 0.5 * (hi - lo)
     if found["min"] < lo - margin or found["max"] > hi + margin:
-        raise ValueError(f"{where} ranges over [{found['min']:.4g}, {found['max']:.4g}], but the model works "
-                         f"in {scaling}: rescale the data to {scaling}, pass --scaling [0,1] or [-1,1] if "
-                         "the model works there, or --force to audit anyway")
+        raise ValueError(
+            f"{where} ranges over [{found['min']:.4g}, {found['max']:.4g}], but the model works "
+            f"in {scaling}: rescale the data to {scaling}, pass --scaling [0,1] or [-1,1] if "
+            "the model works there, or --force to audit anyway"
+        )
     return found

@@ -14,6 +14,7 @@ of ``COLUMNS`` per model, each an unbiased estimate of its expectation:
 Models see identical draws: each (t, chunk) has its own seed, and every model's generator
 restarts from it. ``scorepde.audit.summary`` turns the rows into means, ratios and SEs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -57,9 +58,15 @@ def describe_estimator(name: str, score: Callable, sde: SDE, options: dict, dtyp
     """What the estimator is, as it runs on ``score``: its repr, how it forms ∂t s (a stencil
     and its steps, or exactly), whether it draws probes, what autodiff it needs."""
     est = get_estimator(name, **estimator_options(sde, options))
-    return {"name": name, "estimator": repr(est), "time_stencil": est.time_stencil or "exact (jvp)",
-            "time_step": est.time_step(score, dtype), "stochastic": est.stochastic,
-            "needs_autograd": est.needs_autograd, "needs_forward_mode": est.needs_forward_mode}
+    return {
+        "name": name,
+        "estimator": repr(est),
+        "time_stencil": est.time_stencil or "exact (jvp)",
+        "time_step": est.time_step(score, dtype),
+        "stochastic": est.stochastic,
+        "needs_autograd": est.needs_autograd,
+        "needs_forward_mode": est.needs_forward_mode,
+    }
 
 
 def _time_derivative(score: Callable, sde: SDE, xt, tt, estimator: str, options: dict) -> torch.Tensor:
@@ -69,19 +76,31 @@ def _time_derivative(score: Callable, sde: SDE, xt, tt, estimator: str, options:
     if stencil is None:
         return time_derivative(score, xt, tt, "jvp").detach()
     with torch.no_grad():
-        return time_derivative(score, xt, tt, stencil if stencil in STENCILS else "central",
-                               h=est.time_step(score, xt.dtype), T=sde.T)
+        return time_derivative(
+            score,
+            xt,
+            tt,
+            stencil if stencil in STENCILS else "central",
+            h=est.time_step(score, xt.dtype),
+            T=sde.T,
+        )
 
 
-def _rows(score: Callable, sde: SDE, xt, tt, z, *, estimator: str, curl: str | None,
-          generator, options: dict) -> dict[str, torch.Tensor]:
+def _rows(
+    score: Callable, sde: SDE, xt, tt, z, *, estimator: str, curl: str | None, generator, options: dict
+) -> dict[str, torch.Tensor]:
     """The ``COLUMNS`` of one model on one chunk, each ``[B]`` (float64, on the CPU)."""
     sq, L = residual_norm_sq(score, sde, xt, tt, estimator, generator=generator, **options)
     eps = residual(score, sde, xt, tt, estimator, generator=generator, **options)
     dt = _time_derivative(score, sde, xt, tt, estimator, options)
     dt2 = dt.flatten(1).pow(2).sum(1)
-    out = {"fp2": sq, "dt2": dt2, "gradL2": dt2 - 2 * _dot(dt, eps) + sq,
-           "dsm2": dsm_like(score, sde, xt, tt, z) ** 2, "absL": L.abs()}
+    out = {
+        "fp2": sq,
+        "dt2": dt2,
+        "gradL2": dt2 - 2 * _dot(dt, eps) + sq,
+        "dsm2": dsm_like(score, sde, xt, tt, z) ** 2,
+        "absL": L.abs(),
+    }
     if curl is not None:
         with explained(f"the curl (antisymmetry, {curl!r})"):
             out["curl2"] = antisymmetry(score, xt, tt, curl, generator=generator)
@@ -89,9 +108,19 @@ def _rows(score: Callable, sde: SDE, xt, tt, z, *, estimator: str, curl: str | N
     return {k: v.detach().double().cpu() for k, v in out.items()}
 
 
-def measure(models: Sequence[Callable], sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
-            estimator: str = "forward_fd", curl: str | None = "hutchinson", batch_size: int = 32,
-            seed: int = 0, progress: bool = True, **options) -> dict:
+def measure(
+    models: Sequence[Callable],
+    sde: SDE,
+    x0: torch.Tensor,
+    ts: Sequence[float],
+    *,
+    estimator: str = "forward_fd",
+    curl: str | None = "hutchinson",
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+    **options,
+) -> dict:
     """Per-sample rows of every model at every t: ``{"t": [...], "rows": [model][t][column] -> [N]}``.
 
     ``models`` are scores on the one SDE ``sde``; ``x0 [N, ...]`` held-out data in its space.
@@ -99,6 +128,7 @@ def measure(models: Sequence[Callable], sde: SDE, x0: torch.Tensor, ts: Sequence
     ``"hutchinson"``, ``"exact"`` or None (skip ``curl2``/``jac2``).
     """
     from tqdm.auto import tqdm
+
     if any(not 0 < t <= sde.T for t in ts):
         raise ValueError(f"every t must lie in (0, {sde.T}], got {list(ts)}")
     if batch_size < 1:
@@ -113,8 +143,9 @@ def measure(models: Sequence[Callable], sde: SDE, x0: torch.Tensor, ts: Sequence
             for m, score in enumerate(models):
                 gen = torch.Generator(device=x0.device).manual_seed(draw_seed)
                 xt, tt, z = perturb_at(sde, chunk, t, gen)
-                for k, v in _rows(score, sde, xt, tt, z, estimator=estimator, curl=curl,
-                                  generator=gen, options=options).items():
+                for k, v in _rows(
+                    score, sde, xt, tt, z, estimator=estimator, curl=curl, generator=gen, options=options
+                ).items():
                     rows[m][i][k].append(v)
                 bar.update(1)
     bar.close()

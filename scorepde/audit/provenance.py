@@ -1,5 +1,6 @@
 """What the audit records beside its numbers: the SDE and its schedule, the model's own clock,
 the scheduler and prediction type, the data's range, and the versions that made them."""
+
 from __future__ import annotations
 
 import math
@@ -14,12 +15,22 @@ from ..sde import EDMSDE, SDE, DiscreteVPSDE
 __all__ = ["describe_sde", "native_time", "describe_score", "versions", "SCHEDULER_NOTE"]
 
 #: Why DDPM, DDIM, Euler and LCM schedulers of one model audit to the same numbers.
-SCHEDULER_NOTE = ("the audit sees a diffusers scheduler only through alphas_cumprod, the forward "
-                  "process the network was trained on; samplers that share it (DDPM, DDIM, Euler, "
-                  "LCM, …) give identical numbers, since the score FPE does not involve the sampler")
+SCHEDULER_NOTE = (
+    "the audit sees a diffusers scheduler only through alphas_cumprod, the forward "
+    "process the network was trained on; samplers that share it (DDPM, DDIM, Euler, "
+    "LCM, …) give identical numbers, since the score FPE does not involve the sampler"
+)
 
-_SCHEDULER_KEYS = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type",
-                   "variance_type", "timestep_spacing", "rescale_betas_zero_snr")
+_SCHEDULER_KEYS = (
+    "num_train_timesteps",
+    "beta_schedule",
+    "beta_start",
+    "beta_end",
+    "prediction_type",
+    "variance_type",
+    "timestep_spacing",
+    "rescale_betas_zero_snr",
+)
 
 
 def _plain(v):
@@ -35,13 +46,18 @@ def _plain(v):
 def describe_sde(sde: SDE) -> dict:
     """The SDE's class, repr and every scalar parameter (schedule included), JSON-ready."""
     params = {k: _plain(v) for k, v in vars(sde).items() if not k.startswith("_")}
-    out: dict[str, Any] = {"class": type(sde).__name__, "repr": repr(sde), "T": float(sde.T),
-           "params": {k: v for k, v in params.items() if v is not None}}
+    out: dict[str, Any] = {
+        "class": type(sde).__name__,
+        "repr": repr(sde),
+        "T": float(sde.T),
+        "params": {k: v for k, v in params.items() if v is not None},
+    }
     if isinstance(sde, DiscreteVPSDE):
         k = torch.tensor([0, sde.N - 1])
         first, last = sde.alpha_bar(sde.time(k)).tolist()
-        out["params"].update(alpha_bar_first=first, alpha_bar_last=last,
-                             time_map="t = (k + 1) / N, k the DDPM step")
+        out["params"].update(
+            alpha_bar_first=first, alpha_bar_last=last, time_map="t = (k + 1) / N, k the DDPM step"
+        )
     return out
 
 
@@ -63,8 +79,10 @@ def describe_score(score) -> dict:
     if scheduler is not None:
         config = getattr(scheduler, "config", {})
         get = config.get if hasattr(config, "get") else lambda k, d=None: getattr(config, k, d)
-        out["scheduler"] = {"class": type(scheduler).__name__,
-                            **{k: _plain(get(k)) for k in _SCHEDULER_KEYS if get(k) is not None}}
+        out["scheduler"] = {
+            "class": type(scheduler).__name__,
+            **{k: _plain(get(k)) for k in _SCHEDULER_KEYS if get(k) is not None},
+        }
         out["scheduler_note"] = SCHEDULER_NOTE
     unet = getattr(score, "unet", score)
     if isinstance(unet, torch.nn.Module):
@@ -76,9 +94,11 @@ def describe_score(score) -> dict:
 def versions() -> dict[str, str]:
     """scorepde, torch (and diffusers, where installed), Python."""
     from .. import __version__
+
     out = {"scorepde": __version__, "torch": torch.__version__, "python": platform.python_version()}
     try:
         import diffusers
+
         out["diffusers"] = diffusers.__version__
     except ImportError:
         pass

@@ -1,4 +1,5 @@
 """The audit of one model or several on shared draws: measured, summarized, compared."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,9 +19,20 @@ def _sigmas(sde: SDE, ts: Sequence[float]) -> list[float]:
     return sde.marginal(torch.tensor(list(ts), dtype=torch.float64))[1].tolist()
 
 
-def run(scores: Sequence[Callable], labels: Sequence[str], sde: SDE, x0: torch.Tensor,
-        ts: Sequence[float], *, estimator: str = "forward_fd", curl: str | None = "hutchinson",
-        batch_size: int = 32, seed: int = 0, progress: bool = True, **options) -> dict:
+def run(
+    scores: Sequence[Callable],
+    labels: Sequence[str],
+    sde: SDE,
+    x0: torch.Tensor,
+    ts: Sequence[float],
+    *,
+    estimator: str = "forward_fd",
+    curl: str | None = "hutchinson",
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+    **options,
+) -> dict:
     """Every score on the same x_t, probes and grid ``ts``; each compared with the first.
 
     Returns ``{"t", "native": {"name", "values"}, "models": [{"label", "quantities"}],
@@ -29,20 +41,44 @@ def run(scores: Sequence[Callable], labels: Sequence[str], sde: SDE, x0: torch.T
     """
     if len(scores) != len(labels) or not scores:
         raise ValueError(f"need one label per model, got {len(scores)} models and {len(labels)} labels")
-    measured = measure(scores, sde, x0, ts, estimator=estimator, curl=curl, batch_size=batch_size,
-                       seed=seed, progress=progress, **options)
+    measured = measure(
+        scores,
+        sde,
+        x0,
+        ts,
+        estimator=estimator,
+        curl=curl,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        **options,
+    )
     sigmas, dim = _sigmas(sde, measured["t"]), int(x0[0].numel())
     rows = measured["rows"]
     name, values = native_time(sde, measured["t"])
-    return {"t": measured["t"], "native": {"name": name, "values": values},
-            "models": [{"label": label, "quantities": summarize(r, measured["t"], sigmas, dim)}
-                       for label, r in zip(labels, rows)],
-            "differences": [{"a": labels[0], "b": labels[m], "quantities": differences(rows[0], rows[m], sigmas, dim)}
-                            for m in range(1, len(scores))]}
+    return {
+        "t": measured["t"],
+        "native": {"name": name, "values": values},
+        "models": [
+            {"label": label, "quantities": summarize(r, measured["t"], sigmas, dim)}
+            for label, r in zip(labels, rows)
+        ],
+        "differences": [
+            {"a": labels[0], "b": labels[m], "quantities": differences(rows[0], rows[m], sigmas, dim)}
+            for m in range(1, len(scores))
+        ],
+    }
 
 
-def audit(score: Callable, sde: SDE, x0: torch.Tensor, ts: Sequence[float], *,
-          generator: torch.Generator | None = None, **kwargs) -> dict:
+def audit(
+    score: Callable,
+    sde: SDE,
+    x0: torch.Tensor,
+    ts: Sequence[float],
+    *,
+    generator: torch.Generator | None = None,
+    **kwargs,
+) -> dict:
     """One model's numbers on the grid ``ts``: ``{"t": [...], quantity: [{"mean", "se"} per t]}``
     (``kwargs`` as for ``run``). A ``generator`` instead of ``seed`` draws the seed from it, so
     two calls with equally seeded generators see the same x_t and probes."""
@@ -60,7 +96,9 @@ def same_sde(sdes: Sequence[SDE], labels: Sequence[str]) -> SDE:
     for sde, label in zip(sdes[1:], labels[1:]):
         other = describe_sde(sde)
         if (other["class"], other["params"]) != (first["class"], first["params"]):
-            raise ValueError(f"{label} uses {other['repr']} {other['params']}, {labels[0]} uses "
-                             f"{first['repr']} {first['params']}: a paired comparison needs one forward "
-                             "process; audit them one at a time")
+            raise ValueError(
+                f"{label} uses {other['repr']} {other['params']}, {labels[0]} uses "
+                f"{first['repr']} {first['params']}: a paired comparison needs one forward "
+                "process; audit them one at a time"
+            )
     return sdes[0]

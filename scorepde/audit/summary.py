@@ -15,6 +15,7 @@ unrelated terms of equal size; rel_dsm = 1 is the score s = 0 (a network that pr
 noise). Roots take their gradient at max(m, se(m)), so a mean square indistinguishable from
 zero gets an SE of about sqrt(se)/2, not an infinite one.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,13 +41,19 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 
 #: name → (label, columns, fn(means, σ_t, D)); the columns are those of ``measure.COLUMNS``.
 QUANTITIES: dict[str, tuple[str, tuple[str, ...], Callable]] = {
-    "rel_fp": ("r_FP / (‖∂t s‖ + ‖∇x L‖)", ("fp2", "dt2", "gradL2"),
-               lambda m, s, d: _ratio(_root(m[0]), _root(m[1]) + _root(m[2]))),
+    "rel_fp": (
+        "r_FP / (‖∂t s‖ + ‖∇x L‖)",
+        ("fp2", "dt2", "gradL2"),
+        lambda m, s, d: _ratio(_root(m[0]), _root(m[1]) + _root(m[2])),
+    ),
     "r_fp": ("r_FP = √E‖ε[s]‖²", ("fp2",), lambda m, s, d: _root(m[0])),
     "rel_dsm": ("σ_t r_DSM / √D", ("dsm2",), lambda m, s, d: s * _root(m[0]) / math.sqrt(d)),
     "r_dsm": ("r_DSM = √E‖s + z/σ_t‖²", ("dsm2",), lambda m, s, d: _root(m[0])),
-    "rel_curl": ("‖J − Jᵀ‖_F / 2‖J‖_F", ("curl2", "jac2"),
-                 lambda m, s, d: _ratio(_root(m[0]), 2 * _root(m[1]))),
+    "rel_curl": (
+        "‖J − Jᵀ‖_F / 2‖J‖_F",
+        ("curl2", "jac2"),
+        lambda m, s, d: _ratio(_root(m[0]), 2 * _root(m[1])),
+    ),
     "curl": ("√E‖J − Jᵀ‖_F²", ("curl2",), lambda m, s, d: _root(m[0])),
     "dt_s": ("√E‖∂t s‖²", ("dt2",), lambda m, s, d: _root(m[0])),
     "grad_L": ("√E‖∇x L[s]‖²", ("gradL2",), lambda m, s, d: _root(m[0])),
@@ -80,8 +87,9 @@ def _estimate(fn: Callable, x: torch.Tensor) -> dict[str, float | None]:
     return out
 
 
-def summarize(rows: list[dict[str, torch.Tensor]], ts: Sequence[float], sigmas: Sequence[float],
-              dim: int) -> dict[str, list]:
+def summarize(
+    rows: list[dict[str, torch.Tensor]], ts: Sequence[float], sigmas: Sequence[float], dim: int
+) -> dict[str, list]:
     """``{quantity: [{"mean", "se"} or None per t]}`` of one model (None: not measured)."""
     out: dict[str, list] = {}
     for name, (_, cols, fn) in QUANTITIES.items():
@@ -92,8 +100,12 @@ def summarize(rows: list[dict[str, torch.Tensor]], ts: Sequence[float], sigmas: 
     return out
 
 
-def differences(rows_a: list[dict[str, torch.Tensor]], rows_b: list[dict[str, torch.Tensor]],
-                sigmas: Sequence[float], dim: int) -> dict[str, list]:
+def differences(
+    rows_a: list[dict[str, torch.Tensor]],
+    rows_b: list[dict[str, torch.Tensor]],
+    sigmas: Sequence[float],
+    dim: int,
+) -> dict[str, list]:
     """``{quantity: [{"mean", "se"} of B − A per t]}``, paired over the shared samples."""
     out: dict[str, list] = {}
     for name, (_, cols, fn) in QUANTITIES.items():

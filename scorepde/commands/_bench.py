@@ -2,6 +2,7 @@
 flags, device and output folder, the command line it records, metrics.json and table.md,
 and a brief training of the network it measures. (Not a command: no ``main``.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,14 +24,24 @@ __all__ = ["benchmark_parser", "setup_run", "command_line", "write_report", "ran
 def benchmark_parser(doc: str, default_out: str, quick_help: str) -> argparse.ArgumentParser:
     """The flags every benchmark shares: --out, --overwrite, --quick, --device, --threads, --seed."""
     p = parser(doc.split("\n\n")[0])
-    p.add_argument("--out", default=default_out, help=f"output folder (default {default_out}; "
-                   "refused when it already holds results)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into an --out that already holds results (same-named files are replaced)")
+    p.add_argument(
+        "--out",
+        default=default_out,
+        help=f"output folder (default {default_out}; refused when it already holds results)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an --out that already holds results (same-named files are replaced)",
+    )
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to measure")
-    p.add_argument("--threads", type=int, default=1,
-                   help="CPU threads (default 1: on a shared machine OpenMP spin-waits make 2 threads far slower)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default 1: on a shared machine OpenMP spin-waits make 2 threads far slower)",
+    )
     p.add_argument("--seed", type=int, default=0, help="base random seed")
     return p
 
@@ -68,14 +79,30 @@ def random_batches(data: torch.Tensor, batch: int, generator: torch.Generator) -
         yield data[torch.randint(0, data.shape[0], (batch,), generator=generator)]
 
 
-def train_briefly(model: torch.nn.Module, data: torch.Tensor, steps: int, *, batch: int,
-                  generator: torch.Generator, lr: float = 2e-3, objective: Callable | None = None,
-                  progress: bool = True, desc: str = "DSM-train") -> torch.nn.Module:
+def train_briefly(
+    model: torch.nn.Module,
+    data: torch.Tensor,
+    steps: int,
+    *,
+    batch: int,
+    generator: torch.Generator,
+    lr: float = 2e-3,
+    objective: Callable | None = None,
+    progress: bool = True,
+    desc: str = "DSM-train",
+) -> torch.nn.Module:
     """``steps`` Adam steps of ``objective`` (default: DSM, ``FPObjective(model, model.sde)``)
     on random batches of ``data``, by ``training.fit``: a benchmark's model is then a trained
     network's, not a random one's. Batches and noise both come from ``generator``."""
     objective = objective if objective is not None else FPObjective(model, model.sde)
     optimizer, _ = make_optimizer(model.parameters(), lr=lr)
-    fit(objective, optimizer, random_batches(data, batch, generator), steps, generator=generator,
-        progress=progress, desc=desc)
+    fit(
+        objective,
+        optimizer,
+        random_batches(data, batch, generator),
+        steps,
+        generator=generator,
+        progress=progress,
+        desc=desc,
+    )
     return model

@@ -1,5 +1,6 @@
 """What the toy commands (density, cauchy, conservativity) share on the command line: the
 parser with their common flags and help, and the checks and output folder before a run."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,18 @@ def parser(description: str, prog: str, *, overwrite: bool = True) -> argparse.A
     """The toy commands' parser: ``--out`` (default ``out/<prog>`` in the current folder),
     ``--quick``, ``--seed``, ``--device``, ``--threads`` and (``overwrite``) ``--overwrite``."""
     p = base_parser(description, shared_help=SHARED_HELP)
-    add_run_flags(p, out_help=f"output folder for metrics.json and figures (default: out/{prog} "
-                  "in the current folder; one that holds results is refused, see --overwrite)",
-                  threads_help="torch CPU threads (default 1: the toy nets are too small to gain from more)")
+    add_run_flags(
+        p,
+        out_help=f"output folder for metrics.json and figures (default: out/{prog} "
+        "in the current folder; one that holds results is refused, see --overwrite)",
+        threads_help="torch CPU threads (default 1: the toy nets are too small to gain from more)",
+    )
     if overwrite:
-        p.add_argument("--overwrite", action="store_true",
-                       help="write into an --out folder that holds results (files of the same name are replaced)")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="write into an --out folder that holds results (files of the same name are replaced)",
+        )
     return p
 
 
@@ -52,7 +59,7 @@ def setup(args, name: str, *, resume: bool = False) -> str:
         fail("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
     path = Path(args.out or Path("out") / name)
     overwrite = bool(getattr(args, "overwrite", False))
-    with user_errors():   # these commands have no --resume flag to offer
+    with user_errors():  # these commands have no --resume flag to offer
         out = prepare_out(path, resume=resume, overwrite=overwrite, can_resume=False)
     args.out = str(path)  # as given (metrics.json records it): relative to where the command ran
     torch.set_num_threads(args.threads or 1)

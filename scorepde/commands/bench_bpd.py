@@ -8,6 +8,7 @@ markdown table (bench.md). A script, not a test: it takes as long as the steps a
 Datasets: ``digits`` (no files), ``mnist-10k`` and ``fashion-mnist`` (IDX folders under
 --data-dir; ``mnist-10k`` is read with the ``mnist`` loader).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,25 +33,44 @@ DATASETS = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="scorepde-bench-bpd", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default="digits,mnist-10k,fashion-mnist",
-                   help=f"comma-separated, from {sorted(DATASETS)}")
-    p.add_argument("--data-dir", default=os.path.join("..", "shared", "data"),
-                   help="the folder holding mnist-10k/ and fashion-mnist/ (default ../shared/data), or, "
-                   "for one dataset, its own folder (as image/train.py takes)")
-    p.add_argument("--out", default="runs/bench",
-                   help="output folder: one sub-folder per run, bench.json and bench.md (default runs/bench)")
-    p.add_argument("--overwrite", action="store_true", help="write over the results of an earlier benchmark in --out")
-    p.add_argument("--steps", default="digits=1000,mnist-10k=200,fashion-mnist=200",
-                   help="steps per dataset, name=N,... (same for both objectives; default %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="scorepde-bench-bpd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--datasets",
+        default="digits,mnist-10k,fashion-mnist",
+        help=f"comma-separated, from {sorted(DATASETS)}",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=os.path.join("..", "shared", "data"),
+        help="the folder holding mnist-10k/ and fashion-mnist/ (default ../shared/data), or, "
+        "for one dataset, its own folder (as image/train.py takes)",
+    )
+    p.add_argument(
+        "--out",
+        default="runs/bench",
+        help="output folder: one sub-folder per run, bench.json and bench.md (default runs/bench)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="write over the results of an earlier benchmark in --out"
+    )
+    p.add_argument(
+        "--steps",
+        default="digits=1000,mnist-10k=200,fashion-mnist=200",
+        help="steps per dataset, name=N,... (same for both objectives; default %(default)s)",
+    )
     p.add_argument("--eval-images", type=int, default=64, help="test images for bits/dim (default 64)")
     p.add_argument("--eval-repeats", type=int, default=2, help="evaluation repeats (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of both runs (default 0)")
     p.add_argument("--extra", default="--channels 16", help="more flags for both train.py runs, quoted")
-    p.add_argument("--fp-flags", default="", help="more flags for the FP run only, quoted "
-                   "(e.g. \"--estimator paper\", App. C's estimator; default: the library's, forward_fd)")
+    p.add_argument(
+        "--fp-flags",
+        default="",
+        help="more flags for the FP run only, quoted "
+        "(e.g. \"--estimator paper\", App. C's estimator; default: the library's, forward_fd)",
+    )
     return p.parse_args(argv)
 
 
@@ -65,12 +85,32 @@ def _run(args, name: str, objective: str, steps: dict) -> dict | None:
     """One training run of the pair; its metrics.json with the command, or None if it failed."""
     loader, sub, flags = DATASETS[name]
     out = os.path.join(args.out, f"{name}-{objective}")
-    cmd = [sys.executable, "-m", "scorepde.commands.train", "--dataset", loader,
-           "--objective", objective, *flags.split(), "--steps", steps.get(name, "400"),
-           "--seed", str(args.seed), "--threads", str(args.threads), "--out", out,
-           "--eval-images", str(args.eval_images), "--eval-repeats", str(args.eval_repeats),
-           "--no-progress", "--overwrite", *args.extra.split(),
-           *(args.fp_flags.split() if objective == "fp" else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scorepde.commands.train",
+        "--dataset",
+        loader,
+        "--objective",
+        objective,
+        *flags.split(),
+        "--steps",
+        steps.get(name, "400"),
+        "--seed",
+        str(args.seed),
+        "--threads",
+        str(args.threads),
+        "--out",
+        out,
+        "--eval-images",
+        str(args.eval_images),
+        "--eval-repeats",
+        str(args.eval_repeats),
+        "--no-progress",
+        "--overwrite",
+        *args.extra.split(),
+        *(args.fp_flags.split() if objective == "fp" else []),
+    ]
     if sub:  # --data-dir: the folder holding the dataset's folder, or that folder itself
         inside = os.path.join(args.data_dir, sub)
         cmd += ["--data-dir", inside if os.path.isdir(inside) else args.data_dir]
@@ -89,10 +129,21 @@ def _run(args, name: str, objective: str, steps: dict) -> dict | None:
 def table(results: list) -> str:
     """bench.md: one row per run, bits/dim ± the std over evaluation repeats."""
     head = ["dataset", "objective", "steps", "test images × repeats", "bits/dim", "train s", "total s"]
-    return markdown_table(head, [[m["benchmark"], m["objective"], m["steps"],
-                                  f"{m.get('eval_images')} × {m.get('eval_repeats')}",
-                                  f"{m['bpd']:.3f} ± {m['bpd_std']:.3f}", f"{m['train_time_s']:.0f}",
-                                  f"{m['wall_s']:.0f}"] for m in results])
+    return markdown_table(
+        head,
+        [
+            [
+                m["benchmark"],
+                m["objective"],
+                m["steps"],
+                f"{m.get('eval_images')} × {m.get('eval_repeats')}",
+                f"{m['bpd']:.3f} ± {m['bpd_std']:.3f}",
+                f"{m['train_time_s']:.0f}",
+                f"{m['wall_s']:.0f}",
+            ]
+            for m in results
+        ],
+    )
 
 
 def main(argv: list | None = None) -> int:

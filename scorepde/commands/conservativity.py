@@ -8,6 +8,7 @@
 Writes DIR/metrics.json (curl_mse: time averages; curl_mse_curves; residual_curves) and
 curl_mse_over_t.png, residual_over_t.png.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,7 @@ from ..sde import VESDE
 from ..toy import PARAMS, toy_dataset, toy_model, train_toy
 from ._toy import generator, parser, setup
 
-RUNS = {"dsm": 0.0, "fp_beta_0.003": 0.003, "fp_beta_0.01": 0.01}   # β of each trained score
+RUNS = {"dsm": 0.0, "fp_beta_0.003": 0.003, "fp_beta_0.01": 0.01}  # β of each trained score
 EPS = 1e-5
 
 
@@ -35,22 +36,35 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--fp-subbatch", type=int, default=64, help="samples per step the FP residual sees")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--param", default="score_model", choices=PARAMS,
-                   help="score parametrization: ToyScore (skip + EDM scalings) or the NCSN++-style ScoreModel")
+    p.add_argument(
+        "--param",
+        default="score_model",
+        choices=PARAMS,
+        help="score parametrization: ToyScore (skip + EDM scalings) or the NCSN++-style ScoreModel",
+    )
     return p.parse_args(argv)
 
 
 def objective(model, sde, beta: float, subbatch: int) -> FPObjective:
     """Sec. 6.2's objective: (β, γ, λ_FP, m) = (beta, 0, 1, 1) with the exact residual on the
     first ``subbatch`` samples of each batch; β = 0 is DSM."""
-    return FPObjective(model, sde, beta=beta, gamma=0.0, fp_weighting="none", m=1,
-                       estimator="exact", eps=EPS, subbatch=subbatch)
+    return FPObjective(
+        model,
+        sde,
+        beta=beta,
+        gamma=0.0,
+        fp_weighting="none",
+        m=1,
+        estimator="exact",
+        eps=EPS,
+        subbatch=subbatch,
+    )
 
 
 def _curves(scores, gmm, sde, x0, ts, seed):
     """Curl MSE and residual curves of every trained score, and of the closed form in float64
     (its curl and residual are zero up to rounding)."""
-    true = lambda x, t: gmm.score(x, t, sde)   # noqa: E731
+    true = lambda x, t: gmm.score(x, t, sde)  # noqa: E731
     curl, res = {}, {}
     for name, (s, x) in {**{k: (v, x0) for k, v in scores.items()}, "true": (true, x0.double())}.items():
         curl[name] = curl_mse(s, sde, x, ts, generator=generator(seed + 2000), progress=name != "true")
@@ -60,14 +74,27 @@ def _curves(scores, gmm, sde, x0, ts, seed):
 
 def _figures(out, ts, curl, res):
     trained = [k for k in curl if k != "true"]
-    plotting.curves(ts, {}, os.path.join(out, "curl_mse_over_t.png"),
-                    ylabel=r"$E_{q_t}[(\partial_1 s_2 - \partial_2 s_1)^2]$",
-                    panels={"trained scores": {k: curl[k]["curl_mse"] for k in trained},
-                            "closed-form score (float64 rounding)": {"true": curl["true"]["curl_mse"]}})
-    plotting.curves(ts, {}, os.path.join(out, "residual_over_t.png"), ylabel="residual",
-                    panels={r"$r_{FP}(t) = E\|\varepsilon[s]\|$, trained": {k: res[k]["r_fp"] for k in trained},
-                            r"$r_{FP}(t)$, closed form": {"true": res["true"]["r_fp"]},
-                            r"$r_{DSM-like}(t) = E\|s + z/\sigma_t\|$": {k: v["r_dsm"] for k, v in res.items()}})
+    plotting.curves(
+        ts,
+        {},
+        os.path.join(out, "curl_mse_over_t.png"),
+        ylabel=r"$E_{q_t}[(\partial_1 s_2 - \partial_2 s_1)^2]$",
+        panels={
+            "trained scores": {k: curl[k]["curl_mse"] for k in trained},
+            "closed-form score (float64 rounding)": {"true": curl["true"]["curl_mse"]},
+        },
+    )
+    plotting.curves(
+        ts,
+        {},
+        os.path.join(out, "residual_over_t.png"),
+        ylabel="residual",
+        panels={
+            r"$r_{FP}(t) = E\|\varepsilon[s]\|$, trained": {k: res[k]["r_fp"] for k in trained},
+            r"$r_{FP}(t)$, closed form": {"true": res["true"]["r_fp"]},
+            r"$r_{DSM-like}(t) = E\|s + z/\sigma_t\|$": {k: v["r_dsm"] for k, v in res.items()},
+        },
+    )
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -80,14 +107,23 @@ def run(argv: list[str] | None = None) -> dict:
     scores, train_info = {}, {}
     for name, beta in RUNS.items():
         model = toy_model(ds, sde, hidden=args.hidden, seed=args.seed, device=args.device, param=args.param)
-        train_info[name] = train_toy(objective(model, sde, beta, args.fp_subbatch), model, ds, steps=steps,
-                                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, desc=name,
-                                     device=args.device)
+        train_info[name] = train_toy(
+            objective(model, sde, beta, args.fp_subbatch),
+            model,
+            ds,
+            steps=steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            desc=name,
+            device=args.device,
+        )
         scores[name] = model.eval()
     ts = torch.linspace(EPS, 1.0, 6 if args.quick else 21).tolist()
     n_eval = 200 if args.quick else 1000
-    curl, res = _curves(scores, gmm, sde, ds.sample(n_eval, generator(args.seed + 1000)).to(args.device),
-                        ts, args.seed)
+    curl, res = _curves(
+        scores, gmm, sde, ds.sample(n_eval, generator(args.seed + 1000)).to(args.device), ts, args.seed
+    )
     _figures(out, ts, curl, res)
     metrics = {
         "curl_mse": {k: v["mean"] for k, v in curl.items()},
@@ -96,12 +132,30 @@ def run(argv: list[str] | None = None) -> dict:
         "r_fp_mean": {k: sum(v["r_fp"]) / len(v["r_fp"]) for k, v in res.items()},
         "r_dsm_mean": {k: sum(v["r_dsm"]) / len(v["r_dsm"]) for k, v in res.items()},
         "train": {k: {"seconds": v["seconds"], "final": v["last"]} for k, v in train_info.items()},
-        "config": {**vars(args), "steps": steps, "sde": repr(sde), "eps": EPS, "n_eval": n_eval, "betas": RUNS},
+        "config": {
+            **vars(args),
+            "steps": steps,
+            "sde": repr(sde),
+            "eps": EPS,
+            "n_eval": n_eval,
+            "betas": RUNS,
+        },
     }
     write_metrics(out, metrics)
-    print(text_table(["score", "curl MSE (t-avg)", "mean r_FP", "mean r_DSM-like"],
-                     [[k, f"{metrics['curl_mse'][k]:.3g}", f"{metrics['r_fp_mean'][k]:.3g}",
-                       f"{metrics['r_dsm_mean'][k]:.3g}"] for k in curl]))
+    print(
+        text_table(
+            ["score", "curl MSE (t-avg)", "mean r_FP", "mean r_DSM-like"],
+            [
+                [
+                    k,
+                    f"{metrics['curl_mse'][k]:.3g}",
+                    f"{metrics['r_fp_mean'][k]:.3g}",
+                    f"{metrics['r_dsm_mean'][k]:.3g}",
+                ]
+                for k in curl
+            ],
+        )
+    )
     announce(out, ["metrics.json", "curl_mse_over_t.png", "residual_over_t.png"])
     return metrics
 

@@ -12,6 +12,7 @@ fresh probes, so the draws that give the errors are the calls that give the time
 sweep of the finite-difference steps in float32 and float64 against Proposition C.2.
 Writes metrics.json, table.md, error_vs_time.png and fd_sweep.png to --out.
 """
+
 from __future__ import annotations
 
 import copy
@@ -77,12 +78,21 @@ def make_fields(dim, sde, gmm, quick, device, seed):
         while True:
             yield gmm.sample(128, generator=gen).to(device)
 
-    fit(FPObjective(trained, sde), opt, batches(), 20 if quick else 300, generator=gen,
-        desc=f"DSM D={dim}", progress=not quick)
+    fit(
+        FPObjective(trained, sde),
+        opt,
+        batches(),
+        20 if quick else 300,
+        generator=gen,
+        desc=f"DSM D={dim}",
+        progress=not quick,
+    )
     gmm_score = lambda x, t: gmm.score(x, t, sde)
-    return {"gmm": (gmm_score, gmm_score),
-            "random": (random_net, copy.deepcopy(random_net).double()),
-            "dsm": (trained, copy.deepcopy(trained).double())}
+    return {
+        "gmm": (gmm_score, gmm_score),
+        "random": (random_net, copy.deepcopy(random_net).double()),
+        "dsm": (trained, copy.deepcopy(trained).double()),
+    }
 
 
 def measure_field(model, model64, sde, x, t, grid, draws, rounds, device, seed, field, dim):
@@ -108,23 +118,29 @@ def measure_field(model, model64, sde, x, t, grid, draws, rounds, device, seed, 
             sq = sp.residual_norm_sq(model, sde, xx, tt, est, generator=g, validate=False, **opts)[0].detach()
             collected[name][0].append(eps.reshape(-1, P, dim))
             collected[name][1].append(sq.reshape(-1, P))
+
         return run
 
     fns = {name: call(name, est, opts) for name, (est, opts) in grid.items()}
-    times = interleaved_timings(fns, repeats=rounds, warmup=1, device=device, progress=True,
-                                desc=f"{field} D={dim}")
+    times = interleaved_timings(
+        fns, repeats=rounds, warmup=1, device=device, progress=True, desc=f"{field} D={dim}"
+    )
     rows = {}
     for name, (est, opts) in grid.items():
         eps_draws = torch.cat(collected[name][0]).double()
         sq_draws = torch.cat(collected[name][1]).double()
         samples = P if est == "exact" else P * draws
         rows[name] = dict(
-            estimator=est, options=opts, field=field, dim=dim,
+            estimator=est,
+            options=opts,
+            field=field,
+            dim=dim,
             eps=error_stats(eps_draws, eps_exact, scale),
-            norm_sq=error_stats(sq_draws, sq_exact, scale ** 2),
+            norm_sq=error_stats(sq_draws, sq_exact, scale**2),
             seconds_per_sample=statistics.median(times[name]) / samples,
             draws=int(eps_draws.shape[0]),
-            exact_vs_float64=error_stats(eps_exact[None], eps64, scale)["rel_rmse"])
+            exact_vs_float64=error_stats(eps_exact[None], eps64, scale)["rel_rmse"],
+        )
     return rows
 
 
@@ -150,12 +166,33 @@ def fd_sweep(sde, dim, device, seed, quick):
             errs.append(((fd - exact).norm() / exact.norm()).item())
         out[str(dtype).split(".")[1]] = errs
         # forward_fd: the same probes in both, so only the differences differ
-        ref = sp.residual(net, sde, x, t, "directional", dt="jvp", validate=False,
-                          generator=torch.Generator(device=device).manual_seed(1)).detach()
+        ref = sp.residual(
+            net,
+            sde,
+            x,
+            t,
+            "directional",
+            dt="jvp",
+            validate=False,
+            generator=torch.Generator(device=device).manual_seed(1),
+        ).detach()
         errs_x = []
         for hx in hxs:
-            est = sp.residual(model, sde, xd, td, "forward_fd", dt="jvp", hx=hx, validate=False,
-                              generator=torch.Generator(device=device).manual_seed(1)).detach().double()
+            est = (
+                sp.residual(
+                    model,
+                    sde,
+                    xd,
+                    td,
+                    "forward_fd",
+                    dt="jvp",
+                    hx=hx,
+                    validate=False,
+                    generator=torch.Generator(device=device).manual_seed(1),
+                )
+                .detach()
+                .double()
+            )
             errs_x.append(((est - ref).norm() / ref.norm()).item())
         out[f"hx_{str(dtype).split('.')[1]}"] = errs_x
         eps_mach = torch.finfo(dtype).eps
@@ -168,37 +205,76 @@ def fd_sweep(sde, dim, device, seed, quick):
 def table(metrics) -> str:
     """table.md from a run's metrics.json: the estimators' errors and times, then the FD sweeps."""
     rows, sweep, info, setup = metrics["rows"], metrics["fd_sweep"], metrics["machine"], metrics["setup"]
-    lines = [f"Device: {info['device_name']} ({info['device']}, {info['torch_threads']} thread(s)). "
-             f"{setup['points']} points × {setup['draws_total']} draws, float32 estimates against the "
-             "float32 exact residual; VP SDE, t ~ U(0.01, 1).", "",
-             "Relative RMSE = RMSE / RMS‖ε‖ (GMM: / RMS‖∂t s‖, since its ε = 0); ‖ε‖² by "
-             "`residual_norm_sq` (unbiased product of two draws), relative to RMS‖ε‖² (GMM: RMS‖∂t s‖²).", "",
-             "Bias has the noise of the mean over draws taken out (tr Cov / R), so small biases read as 0.", ""]
-    cells = lambda r: [r["dim"], r["field"], r["name"], f"{r['eps']['rel_bias']:.2e}", f"{r['eps']['rel_rmse']:.2e}",
-                       f"{r['norm_sq']['rel_bias']:.2e}", f"{r['norm_sq']['rel_rmse']:.2e}",
-                       f"{1e6 * r['seconds_per_sample']:.0f}"]
-    lines.append(markdown_table(["D", "field", "estimator", "rel. bias ε", "rel. RMSE ε", "rel. bias ‖ε‖²",
-                                 "rel. RMSE ‖ε‖²", "µs / sample"], (cells(r) for r in rows), "rllrrrrr"))
+    lines = [
+        f"Device: {info['device_name']} ({info['device']}, {info['torch_threads']} thread(s)). "
+        f"{setup['points']} points × {setup['draws_total']} draws, float32 estimates against the "
+        "float32 exact residual; VP SDE, t ~ U(0.01, 1).",
+        "",
+        "Relative RMSE = RMSE / RMS‖ε‖ (GMM: / RMS‖∂t s‖, since its ε = 0); ‖ε‖² by "
+        "`residual_norm_sq` (unbiased product of two draws), relative to RMS‖ε‖² (GMM: RMS‖∂t s‖²).",
+        "",
+        "Bias has the noise of the mean over draws taken out (tr Cov / R), so small biases read as 0.",
+        "",
+    ]
+    cells = lambda r: [
+        r["dim"],
+        r["field"],
+        r["name"],
+        f"{r['eps']['rel_bias']:.2e}",
+        f"{r['eps']['rel_rmse']:.2e}",
+        f"{r['norm_sq']['rel_bias']:.2e}",
+        f"{r['norm_sq']['rel_rmse']:.2e}",
+        f"{1e6 * r['seconds_per_sample']:.0f}",
+    ]
+    lines.append(
+        markdown_table(
+            [
+                "D",
+                "field",
+                "estimator",
+                "rel. bias ε",
+                "rel. RMSE ε",
+                "rel. bias ‖ε‖²",
+                "rel. RMSE ‖ε‖²",
+                "µs / sample",
+            ],
+            (cells(r) for r in rows),
+            "rllrrrrr",
+        )
+    )
     sweep_table = lambda steps, a, b: markdown_table(
         [steps, "float32", "float64"],
-        ([f"{h:.1e}", f"{x:.2e}", f"{y:.2e}"] for h, x, y in zip(sweep[steps], sweep[a], sweep[b])), "rrr")
+        ([f"{h:.1e}", f"{x:.2e}", f"{y:.2e}"] for h, x, y in zip(sweep[steps], sweep[a], sweep[b])),
+        "rrr",
+    )
     lines += ["", "Finite-difference sweep (relative error of ∂t s by the (h, h/2) stencil, random MLP):", ""]
     lines.append(sweep_table("h", "float32", "float64"))
-    lines += ["", f"Best h: float32 {sweep['h_best_float32']:.1e}, float64 {sweep['h_best_float64']:.1e}; "
-              f"Prop. C.2 balance ε_mach^(1/3): {sweep['h_prop_c2_float32']:.1e}, {sweep['h_prop_c2_float64']:.1e}.", "",
-              "forward_fd's relative step hx in x (error of ⟨ε,v⟩v against forward mode with the same probes):", ""]
+    lines += [
+        "",
+        f"Best h: float32 {sweep['h_best_float32']:.1e}, float64 {sweep['h_best_float64']:.1e}; "
+        f"Prop. C.2 balance ε_mach^(1/3): {sweep['h_prop_c2_float32']:.1e}, {sweep['h_prop_c2_float64']:.1e}.",
+        "",
+        "forward_fd's relative step hx in x (error of ⟨ε,v⟩v against forward mode with the same probes):",
+        "",
+    ]
     lines.append(sweep_table("hx", "hx_float32", "hx_float64"))
     return "\n".join(lines) + "\n"
 
 
-COLORS = {"exact": "k", "paper": "tab:red", "hutchinson": "tab:blue", "directional": "tab:green",
-          "forward_fd": "tab:purple"}
+COLORS = {
+    "exact": "k",
+    "paper": "tab:red",
+    "hutchinson": "tab:blue",
+    "directional": "tab:green",
+    "forward_fd": "tab:purple",
+}
 MARKERS = {"random": "o", "dsm": "s", "gmm": "^"}
 
 
 def plot_error_vs_time(rows, path):
     """error_vs_time.png: relative RMSE of ε̂ against wall time per sample, a panel per D."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -208,16 +284,26 @@ def plot_error_vs_time(rows, path):
         for r in rows:
             if r["dim"] != dim or r["estimator"] == "exact":
                 continue
-            ax.scatter(1e6 * r["seconds_per_sample"], r["eps"]["rel_rmse"], c=COLORS[r["estimator"]],
-                       marker=MARKERS[r["field"]], s=22, alpha=0.8)
+            ax.scatter(
+                1e6 * r["seconds_per_sample"],
+                r["eps"]["rel_rmse"],
+                c=COLORS[r["estimator"]],
+                marker=MARKERS[r["field"]],
+                s=22,
+                alpha=0.8,
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("wall time per sample (µs)")
         ax.set_ylabel("relative RMSE of ε̂")
         ax.set_title(f"D = {dim}")
         ax.grid(alpha=0.3, which="both")
-    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=n) for n, c in COLORS.items() if n != "exact"]
-    handles += [plt.Line2D([], [], color="gray", marker=m, ls="", label=f"field: {f}") for f, m in MARKERS.items()]
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", ls="", label=n) for n, c in COLORS.items() if n != "exact"
+    ]
+    handles += [
+        plt.Line2D([], [], color="gray", marker=m, ls="", label=f"field: {f}") for f, m in MARKERS.items()
+    ]
     axes[0][-1].legend(handles=handles, fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -227,6 +313,7 @@ def plot_error_vs_time(rows, path):
 def plot_fd_sweep(sweep, path):
     """fd_sweep.png: the FD errors against the step in t and in x, float32 and float64."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -236,7 +323,7 @@ def plot_fd_sweep(sweep, path):
         axes[0].axvline(sweep[f"h_prop_c2_{dtype}"], c=c, ls=":", lw=1)
         axes[1].loglog(sweep["hx"], sweep[f"hx_{dtype}"], "o-", c=c, label=dtype)
     h = torch.tensor(sweep["h"])
-    axes[0].loglog(h, (h ** 2).tolist(), "k--", lw=1, label="slope 2 (truncation)")
+    axes[0].loglog(h, (h**2).tolist(), "k--", lw=1, label="slope 2 (truncation)")
     axes[0].loglog(h, (1e-7 / h).tolist(), "k-.", lw=1, label="slope −1 (round-off)")
     axes[0].set_xlabel("h  (stencil steps (h_s, h_d) = (h, h/2))")
     axes[0].set_ylabel("relative error of ∂t s")
@@ -277,14 +364,28 @@ def main(argv=None) -> None:
         fields = make_fields(dim, sde, gmm, args.quick, device, args.seed)
         x, t = eval_points(gmm, sde, points, args.seed, dim, device)
         for field, (model, model64) in fields.items():
-            for name, row in measure_field(model, model64, sde, x, t, grid, draws, rounds, device,
-                                           args.seed, field, dim).items():
+            for name, row in measure_field(
+                model, model64, sde, x, t, grid, draws, rounds, device, args.seed, field, dim
+            ).items():
                 rows.append(dict(row, name=name))
     sweep = fd_sweep(sde, 64 if not args.quick else 2, device, args.seed, args.quick)
-    setup = dict(points=points, draws_per_round=draws, rounds=rounds, draws_total=draws * rounds,
-                 dims=list(dims), ms=list(ms), sde="VPSDE", dtype="float32 estimates and reference")
-    metrics = dict(rows=rows, fd_sweep=sweep, setup=setup, machine=machine_info(device),
-                   command=command_line("benchmarks/estimator_error.py", argv))
+    setup = dict(
+        points=points,
+        draws_per_round=draws,
+        rounds=rounds,
+        draws_total=draws * rounds,
+        dims=list(dims),
+        ms=list(ms),
+        sde="VPSDE",
+        dtype="float32 estimates and reference",
+    )
+    metrics = dict(
+        rows=rows,
+        fd_sweep=sweep,
+        setup=setup,
+        machine=machine_info(device),
+        command=command_line("benchmarks/estimator_error.py", argv),
+    )
     write_report(args.out, metrics, table(metrics))
     plot_error_vs_time(rows, os.path.join(args.out, "error_vs_time.png"))
     plot_fd_sweep(sweep, os.path.join(args.out, "fd_sweep.png"))

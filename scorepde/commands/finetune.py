@@ -28,6 +28,7 @@ Writes OUT/metrics.json (per-seed values, paired FP − DSM differences with 95%
 the evaluation's standard error beside them), OUT/bpd_vs_beta.png, OUT/base_curve.png,
 OUT/finetune_curves.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,7 @@ from scorepde.stats import mean_se, paired_difference, paired_eval_se, pool_chun
 from scorepde.training import Checkpointing, StopRequested, fit, make_ema, make_optimizer, step_seed
 
 PRESETS = {"digits": "mnist", "mnist": "mnist", "fashion-mnist": "fashion-mnist"}
-EVAL_SEED = 4242            # dequantization and probes of every evaluation: shared by all models
+EVAL_SEED = 4242  # dequantization and probes of every evaluation: shared by all models
 
 
 def parse_args(argv=None):
@@ -70,51 +71,103 @@ def parse_args(argv=None):
 def _grid_flags(p) -> None:
     p.add_argument("--dataset", default="digits", choices=sorted(PRESETS), help="data set (default digits)")
     p.add_argument("--data-dir", help="folder of the data set's IDX files (mnist, fashion-mnist)")
-    p.add_argument("--out", default=None, help="output folder (default image/results/finetune_<dataset>, "
-                   "relative to the current folder: run from the repository's root)")
-    p.add_argument("--base-stages", type=int, nargs="+", default=[1000, 2000, 4000, 8000],
-                   help="DSM base: the cumulative steps after which its held-out DSM loss is measured")
-    p.add_argument("--base-steps", type=int, default=None,
-                   help="the base stage to fine-tune from (default: the last of --base-stages)")
-    p.add_argument("--base-args", default="", help="extra flags for the base run of image/train.py "
-                   "(scorepde-train), one string")
-    p.add_argument("--steps", type=int, default=2250,
-                   help="fine-tuning steps, the same for every β (default 2250 ≈ 100 epochs of digits' "
-                   "1437 images at batch 64, the paper's fine-tuning length in epochs)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default image/results/finetune_<dataset>, "
+        "relative to the current folder: run from the repository's root)",
+    )
+    p.add_argument(
+        "--base-stages",
+        type=int,
+        nargs="+",
+        default=[1000, 2000, 4000, 8000],
+        help="DSM base: the cumulative steps after which its held-out DSM loss is measured",
+    )
+    p.add_argument(
+        "--base-steps",
+        type=int,
+        default=None,
+        help="the base stage to fine-tune from (default: the last of --base-stages)",
+    )
+    p.add_argument(
+        "--base-args",
+        default="",
+        help="extra flags for the base run of image/train.py (scorepde-train), one string",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=2250,
+        help="fine-tuning steps, the same for every β (default 2250 ≈ 100 epochs of digits' "
+        "1437 images at batch 64, the paper's fine-tuning length in epochs)",
+    )
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the base's)")
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds (default 3)")
     p.add_argument("--seed", type=int, default=0, help="first fine-tuning seed")
-    p.add_argument("--betas", type=float, nargs="+", default=None,
-                   help="FP β in the official units (default: the preset's 0.1, then 0.01 and 1.0)")
-    p.add_argument("--fp-subbatch", type=int, default=None,
-                   help="samples per step R_FP sees (default: the whole batch, as the official code)")
+    p.add_argument(
+        "--betas",
+        type=float,
+        nargs="+",
+        default=None,
+        help="FP β in the official units (default: the preset's 0.1, then 0.01 and 1.0)",
+    )
+    p.add_argument(
+        "--fp-subbatch",
+        type=int,
+        default=None,
+        help="samples per step R_FP sees (default: the whole batch, as the official code)",
+    )
 
 
 def _eval_and_run_flags(p) -> None:
-    p.add_argument("--eval-images", type=int, default=0,
-                   help="test images for bits/dim: 0 = the whole test split, N = the first N (fixed)")
-    p.add_argument("--eval-chunk", type=int, default=0,
-                   help="evaluate the --eval-images in chunks of N, one result file each (0 = one chunk): "
-                   "a larger --eval-images then keeps the chunks already done")
+    p.add_argument(
+        "--eval-images",
+        type=int,
+        default=0,
+        help="test images for bits/dim: 0 = the whole test split, N = the first N (fixed)",
+    )
+    p.add_argument(
+        "--eval-chunk",
+        type=int,
+        default=0,
+        help="evaluate the --eval-images in chunks of N, one result file each (0 = one chunk): "
+        "a larger --eval-images then keeps the chunks already done",
+    )
     p.add_argument("--eval-repeats", type=int, default=5, help="dequantization repeats (paper: 5)")
     p.add_argument("--rtol", type=float, default=1e-5, help="ODE rtol = atol (paper: 1e-5)")
     p.add_argument("--eval-batch-size", type=int, default=500)
-    p.add_argument("--heldout-repeats", type=int, default=10, help="draws of (t, z) for the held-out DSM loss")
+    p.add_argument(
+        "--heldout-repeats", type=int, default=10, help="draws of (t, z) for the held-out DSM loss"
+    )
     p.add_argument("--residual-images", type=int, default=32, help="test images for r_FP(t), r_DSM(t)")
-    p.add_argument("--residual-estimator", default="hutchinson", choices=["exact", "hutchinson"],
-                   help="ε for r_FP(t): exact costs 3.5x the one-probe Hutchinson on digits and agrees "
-                   "with it to a few percent (same images and probes for every model)")
+    p.add_argument(
+        "--residual-estimator",
+        default="hutchinson",
+        choices=["exact", "hutchinson"],
+        help="ε for r_FP(t): exact costs 3.5x the one-probe Hutchinson on digits and agrees "
+        "with it to a few percent (same images and probes for every model)",
+    )
     p.add_argument("--ckpt-every", type=int, default=250, help="checkpoint every N fine-tuning steps")
-    p.add_argument("--shard", default=None, help="'i/n': the i-th of n shares of the fine-tuning runs (each β dealt round-robin); "
-                                               "shard 0 also evaluates the base; metrics.json and the figures "
-                                               "are left to --report")
+    p.add_argument(
+        "--shard",
+        default=None,
+        help="'i/n': the i-th of n shares of the fine-tuning runs (each β dealt round-robin); "
+        "shard 0 also evaluates the base; metrics.json and the figures "
+        "are left to --report",
+    )
     p.add_argument("--base-only", action="store_true", help="only the base phase (the learning curve)")
-    p.add_argument("--report", action="store_true", help="train nothing: tables and figures from what is done")
+    p.add_argument(
+        "--report", action="store_true", help="train nothing: tables and figures from what is done"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="open checkpoints in OUT that need code to load (ones you made yourself with an older "
-                   "scorepde); never for files from someone else")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="open checkpoints in OUT that need code to load (ones you made yourself with an older "
+        "scorepde); never for files from someone else",
+    )
 
 
 class Bench:
@@ -126,7 +179,7 @@ class Bench:
         self.test = load_dataset(args.dataset, "test", args.data_dir)
         n = len(self.test) if args.eval_images == 0 else min(args.eval_images, len(self.test))
         c = args.eval_chunk or n
-        self.chunks = [(a, min(a + c, n)) for a in range(0, n, c)]     # [a, b) of the test split
+        self.chunks = [(a, min(a + c, n)) for a in range(0, n, c)]  # [a, b) of the test split
         self.shape, self.levels = self.train.shape, self.train.levels
 
     def label(self, chunk) -> str | int:
@@ -147,10 +200,21 @@ class Bench:
         gen = torch.Generator().manual_seed(EVAL_SEED + 1)
         scaling = model_scaling(cfg)
         with torch.no_grad():
-            held = [float(dsm_loss(model, sde, to_model_space(self.test.images, self.levels, scaling,
-                                                              dequantized=True, generator=gen)[0],
-                                   weighting=cfg.dsm_weighting, eps=cfg.t_eps, generator=gen))
-                    for _ in range(self.args.heldout_repeats)]
+            held = [
+                float(
+                    dsm_loss(
+                        model,
+                        sde,
+                        to_model_space(
+                            self.test.images, self.levels, scaling, dequantized=True, generator=gen
+                        )[0],
+                        weighting=cfg.dsm_weighting,
+                        eps=cfg.t_eps,
+                        generator=gen,
+                    )
+                )
+                for _ in range(self.args.heldout_repeats)
+            ]
         return {"heldout_dsm": float(np.mean(held)), "heldout_dsm_se": _finite(standard_error(held))}
 
     def evaluate(self, model, sde, cfg, chunk) -> dict:
@@ -159,22 +223,48 @@ class Bench:
         a = self.args
         t0 = time.time()
         seed = EVAL_SEED if chunk[0] == 0 else step_seed(EVAL_SEED, chunk[0])
-        res = image_bpd(model, sde, cfg, self.test.images[chunk[0]:chunk[1]], self.levels, repeats=a.eval_repeats,
-                       batch_size=a.eval_batch_size, rtol=a.rtol, atol=a.rtol,
-                       generator=torch.Generator().manual_seed(seed), progress=not a.no_progress)
+        res = image_bpd(
+            model,
+            sde,
+            cfg,
+            self.test.images[chunk[0] : chunk[1]],
+            self.levels,
+            repeats=a.eval_repeats,
+            batch_size=a.eval_batch_size,
+            rtol=a.rtol,
+            atol=a.rtol,
+            generator=torch.Generator().manual_seed(seed),
+            progress=not a.no_progress,
+        )
         t_bpd = time.time() - t0
         gen = torch.Generator().manual_seed(EVAL_SEED + 2)
-        x0, _ = to_model_space(self.test.images[:a.residual_images], self.levels, model_scaling(cfg),
-                               dequantized=True, generator=gen)
-        curves = residual_curves(model, sde, x0, TABLE4_TIMES, estimator=a.residual_estimator,
-                                 batch_size=16, generator=gen)
-        return {"bpd": res["bpd"], "bpd_per_repeat": res["per_repeat"],
-                "eval_se": _finite(standard_error(res["per_repeat"])), "bpd_per_image": res["per_sample"],
-                "nfe": res["nfe"],
-                "eval_images": chunk[1] - chunk[0], "eval_chunk": list(chunk),
-                "weights_id": weights_id(model.state_dict()), "eval_repeats": a.eval_repeats, "rtol": a.rtol,
-                **self.heldout_dsm(model, sde, cfg), "residual_curves": curves,
-                "residual_estimator": a.residual_estimator, "bpd_s": t_bpd, "eval_s": time.time() - t0}
+        x0, _ = to_model_space(
+            self.test.images[: a.residual_images],
+            self.levels,
+            model_scaling(cfg),
+            dequantized=True,
+            generator=gen,
+        )
+        curves = residual_curves(
+            model, sde, x0, TABLE4_TIMES, estimator=a.residual_estimator, batch_size=16, generator=gen
+        )
+        return {
+            "bpd": res["bpd"],
+            "bpd_per_repeat": res["per_repeat"],
+            "eval_se": _finite(standard_error(res["per_repeat"])),
+            "bpd_per_image": res["per_sample"],
+            "nfe": res["nfe"],
+            "eval_images": chunk[1] - chunk[0],
+            "eval_chunk": list(chunk),
+            "weights_id": weights_id(model.state_dict()),
+            "eval_repeats": a.eval_repeats,
+            "rtol": a.rtol,
+            **self.heldout_dsm(model, sde, cfg),
+            "residual_curves": curves,
+            "residual_estimator": a.residual_estimator,
+            "bpd_s": t_bpd,
+            "eval_s": time.time() - t0,
+        }
 
 
 def base_phase(args, bench, store, out) -> None:
@@ -188,12 +278,33 @@ def base_phase(args, bench, store, out) -> None:
             # 2026-11-24 its held-out DSM curve came within 0.3% of the committed one, not bit-equal)
         have = load_checkpoint(ckpt, trust=args.trust_checkpoint)["step"] if os.path.isfile(ckpt) else 0
         if have > steps:
-            fail(f"{ckpt} is at step {have}, past stage {steps}: stages must be run in order; "
-                 "remove the folder to start the base again")
-        cmd = [sys.executable, "-m", "scorepde.commands.train", "--dataset", args.dataset, "--objective", "dsm",
-               "--steps", str(steps), "--out", base_dir, "--eval-images", "-1", "--ckpt-every", "250",
-               "--device", "cpu", "--threads", str(args.threads), *args.base_args.split(),
-               *(["--trust-checkpoint"] if args.trust_checkpoint else [])]
+            fail(
+                f"{ckpt} is at step {have}, past stage {steps}: stages must be run in order; "
+                "remove the folder to start the base again"
+            )
+        cmd = [
+            sys.executable,
+            "-m",
+            "scorepde.commands.train",
+            "--dataset",
+            args.dataset,
+            "--objective",
+            "dsm",
+            "--steps",
+            str(steps),
+            "--out",
+            base_dir,
+            "--eval-images",
+            "-1",
+            "--ckpt-every",
+            "250",
+            "--device",
+            "cpu",
+            "--threads",
+            str(args.threads),
+            *args.base_args.split(),
+            *(["--trust-checkpoint"] if args.trust_checkpoint else []),
+        ]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         # a fresh checkout has the base's committed config/metrics but no checkpoint: start over
@@ -202,16 +313,20 @@ def base_phase(args, bench, store, out) -> None:
         t0 = time.time()
         proc = subprocess.run(cmd)
         if proc.returncode != 0:
-            fail(f"the base's training (scorepde.commands.train) stopped with code {proc.returncode}; "
-                 "run this command again to continue",
-                 proc.returncode)
+            fail(
+                f"the base's training (scorepde.commands.train) stopped with code {proc.returncode}; "
+                "run this command again to continue",
+                proc.returncode,
+            )
         shutil.copyfile(ckpt, stage)
         cfg, sde, model, bid = load_base(out, bench, steps)
         ev = {**bench.heldout_dsm(model, sde, cfg), "base_id": bid}
         with open(os.path.join(base_dir, "log.jsonl")) as f:
             log = [json.loads(line) for line in f if line.strip()]
-        store.save({**ev, "config": cfg.to_dict(), "stage_s": time.time() - t0,
-                    "train_loss": _windows(log, 100)}, **key)
+        store.save(
+            {**ev, "config": cfg.to_dict(), "stage_s": time.time() - t0, "train_loss": _windows(log, 100)},
+            **key,
+        )
         print(f"base {steps} steps: held-out DSM {ev['heldout_dsm']:.4f}", flush=True)
 
 
@@ -244,14 +359,19 @@ def base_eval(args, bench, store, out, base_steps, bid) -> None:
     for chunk in todo:
         ev = bench.evaluate(model, sde, cfg, chunk)
         store.save(ev, **base_eval_key(args, base_steps, bid, bench.label(chunk)))
-        print(f"base {base_steps} steps, images {chunk[0]}..{chunk[1] - 1}: {ev['bpd']:.4f} bits/dim "
-              f"(eval SE {ev['eval_se']:.4f})", flush=True)
+        print(
+            f"base {base_steps} steps, images {chunk[0]}..{chunk[1] - 1}: {ev['bpd']:.4f} bits/dim "
+            f"(eval SE {ev['eval_se']:.4f})",
+            flush=True,
+        )
 
 
 def _windows(log, width):
     """Window means of image/train.py's per-step DSM loss: [(last step, mean)]."""
-    return [(log[i + width - 1]["step"] + 1, float(np.mean([r["dsm"] for r in log[i:i + width]])))
-            for i in range(0, len(log) - width + 1, width)]
+    return [
+        (log[i + width - 1]["step"] + 1, float(np.mean([r["dsm"] for r in log[i : i + width]])))
+        for i in range(0, len(log) - width + 1, width)
+    ]
 
 
 def eval_key(args, images) -> dict:
@@ -271,8 +391,16 @@ def base_eval_key(args, base_steps, bid, images) -> dict:
 def train_key(args, base_steps, bid, beta, seed) -> dict:
     """One fine-tuning run, whatever it is evaluated on."""
     sub = "all" if (beta == 0 or args.fp_subbatch is None) else args.fp_subbatch
-    return dict(phase="tune", data=args.dataset, base=base_steps, base_id=bid, beta=float(beta), seed=seed,
-                steps=args.steps, sub=sub)
+    return dict(
+        phase="tune",
+        data=args.dataset,
+        base=base_steps,
+        base_id=bid,
+        beta=float(beta),
+        seed=seed,
+        steps=args.steps,
+        sub=sub,
+    )
 
 
 def tune_key(args, base_steps, bid, beta, seed, images) -> dict:
@@ -298,7 +426,7 @@ def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
     from OUT/ckpt/<run>.pt), or loaded from OUT/ckpt/<run>.final.pt when trained before."""
     name = run_name(**train_key(args, base_steps, bid, beta, seed))
     ckpt, final = (os.path.join(out, "ckpt", name + ext) for ext in (".pt", ".final.pt"))
-    cfg, sde, model, have = load_base(out, bench, base_steps)   # the base's EMA weights
+    cfg, sde, model, have = load_base(out, bench, base_steps)  # the base's EMA weights
     if have != bid:
         fail(f"the base checkpoint stage_{base_steps}.pt changed while the grid ran; run again")
     if os.path.isfile(final):
@@ -314,13 +442,30 @@ def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
     opt, sched = make_optimizer(model.parameters(), lr=lr, warmup=cfg.warmup)
     ema = make_ema(model, cfg.ema_decay)
     os.makedirs(os.path.dirname(ckpt), exist_ok=True)
-    res = fit(objective, opt, _batches(bench, cfg, seed), args.steps, generator=torch.Generator(), seed=seed,
-              scheduler=sched, ema=ema, model=model, grad_clip=cfg.grad_clip,
-              checkpoint=Checkpointing(ckpt, every=args.ckpt_every, trust=args.trust_checkpoint),
-              curve_every=max(1, args.steps // 200),
-              progress=not args.no_progress, desc=f"tune β={beta:g} seed{seed}")
-    trained = {"curve": res.curve, "resumed_at": res.resumed_at, "train_s": res.train_seconds,
-               "method": "dsm" if beta == 0 else "fp", "lr": lr, "objective": settings}
+    res = fit(
+        objective,
+        opt,
+        _batches(bench, cfg, seed),
+        args.steps,
+        generator=torch.Generator(),
+        seed=seed,
+        scheduler=sched,
+        ema=ema,
+        model=model,
+        grad_clip=cfg.grad_clip,
+        checkpoint=Checkpointing(ckpt, every=args.ckpt_every, trust=args.trust_checkpoint),
+        curve_every=max(1, args.steps // 200),
+        progress=not args.no_progress,
+        desc=f"tune β={beta:g} seed{seed}",
+    )
+    trained = {
+        "curve": res.curve,
+        "resumed_at": res.resumed_at,
+        "train_s": res.train_seconds,
+        "method": "dsm" if beta == 0 else "fp",
+        "lr": lr,
+        "objective": settings,
+    }
     save_checkpoint(final, {"model": ema.module.state_dict(), "step": args.steps, "record": trained})
     os.remove(ckpt)
     return cfg, sde, ema.module.eval(), trained
@@ -348,6 +493,7 @@ def _batches(bench, cfg, seed):
         for step, idx in enumerate(order, start):
             deq.manual_seed(step_seed(seed + 7919, step))
             yield to_model_space(images[idx], bench.levels, scaling, dequantized=True, generator=deq)[0]
+
     return batches
 
 
@@ -357,39 +503,72 @@ def _finished(args, bench, store, base_steps, seeds):
     runs = store.all()
     labels = [bench.label(c) for c in bench.chunks]
 
-    def pooled(name, keys):     # one run key per chunk; None unless every chunk is done
+    def pooled(name, keys):  # one run key per chunk; None unless every chunk is done
         done = [store.load(**k) for k in keys if store.done(**k)]
         if done and len(done) < len(keys):
             print(f"({name}: {len(done)} of {len(keys)} evaluation chunks done; left out)", flush=True)
         return _pooled(done, name) if len(done) == len(keys) else None
 
-    models = sorted({(r["beta"], r["seed"], r.get("base_id")) for r in runs
-                     if r["phase"] == "tune" and r["seed"] in seeds}, key=str)
-    tune = {(beta, seed, bid): pooled(f"β={beta:g} seed {seed}",
-                                      [tune_key(args, base_steps, bid, beta, seed, lab) for lab in labels])
-            for beta, seed, bid in models}
+    models = sorted(
+        {
+            (r["beta"], r["seed"], r.get("base_id"))
+            for r in runs
+            if r["phase"] == "tune" and r["seed"] in seeds
+        },
+        key=str,
+    )
+    tune = {
+        (beta, seed, bid): pooled(
+            f"β={beta:g} seed {seed}", [tune_key(args, base_steps, bid, beta, seed, lab) for lab in labels]
+        )
+        for beta, seed, bid in models
+    }
     evaluated = sorted({r.get("base_id") for r in runs if r["phase"] == "base-eval"}, key=str)
-    evals = {bid: pooled(f"base {bid}", [base_eval_key(args, base_steps, bid, lab) for lab in labels])
-             for bid in evaluated}
-    return ({k: r for k, r in tune.items() if r is not None}, {b: r for b, r in evals.items() if r is not None})
+    evals = {
+        bid: pooled(f"base {bid}", [base_eval_key(args, base_steps, bid, lab) for lab in labels])
+        for bid in evaluated
+    }
+    return (
+        {k: r for k, r in tune.items() if r is not None},
+        {b: r for b, r in evals.items() if r is not None},
+    )
 
 
 def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> tuple[dict, list]:
     """Tables, metrics and (``figures``) figures from the finished runs. A replicate is
     (seed, base_id): FP and DSM pair only when both fine-tuned the same base with the same
     seed. A model counts once every evaluation chunk of it is done (``_pooled``)."""
-    base = sorted((r for r in store.all() if r["phase"] == "base" and r["data"] == args.dataset),
-                  key=lambda r: r["steps"])
+    base = sorted(
+        (r for r in store.all() if r["phase"] == "base" and r["data"] == args.dataset),
+        key=lambda r: r["steps"],
+    )
     tune, evals = _finished(args, bench, store, base_steps, seeds)
-    metrics = {"dataset": args.dataset, "base_curve": [{k: r[k] for k in ("steps", "heldout_dsm", "heldout_dsm_se")} for r in base],
-               "base_steps": base_steps, "finetune_steps": args.steps, "eval_chunks": bench.chunks,
-               "bases": {}, "betas": {}}
+    metrics = {
+        "dataset": args.dataset,
+        "base_curve": [{k: r[k] for k in ("steps", "heldout_dsm", "heldout_dsm_se")} for r in base],
+        "base_steps": base_steps,
+        "finetune_steps": args.steps,
+        "eval_chunks": bench.chunks,
+        "bases": {},
+        "betas": {},
+    }
     rows = []
     for bid, be in evals.items():
-        metrics["bases"][bid] = {k: be[k] for k in ("bpd", "eval_se", "heldout_dsm", "residual_curves", "bpd_per_repeat")}
-        rows.append([f"base {bid} ({base_steps} DSM steps)", "—", f"{be['bpd']:.4f}", "—", "—",
-                     f"{be['heldout_dsm']:.4f}", f"{np.mean(be['residual_curves']['r_fp']):.3g}"])
-    of = lambda beta: {(s, b): r for (bt, s, b), r in tune.items() if bt == beta}   # noqa: E731
+        metrics["bases"][bid] = {
+            k: be[k] for k in ("bpd", "eval_se", "heldout_dsm", "residual_curves", "bpd_per_repeat")
+        }
+        rows.append(
+            [
+                f"base {bid} ({base_steps} DSM steps)",
+                "—",
+                f"{be['bpd']:.4f}",
+                "—",
+                "—",
+                f"{be['heldout_dsm']:.4f}",
+                f"{np.mean(be['residual_curves']['r_fp']):.3g}",
+            ]
+        )
+    of = lambda beta: {(s, b): r for (bt, s, b), r in tune.items() if bt == beta}  # noqa: E731
     rows += _dsm_rows(metrics, of(0.0))
     for beta in betas:
         if of(beta):
@@ -406,12 +585,20 @@ def _dsm_rows(metrics: dict, dsm: dict) -> list:
         return []
 
     def dsm_row(label, e):
-        return [label, str(len(e["seeds"])), f"{e['bpd']['mean']:.4f}", "—", "—",
-                f"{e['heldout_dsm']:.4f}", f"{e['r_fp_mean']:.3g}"]
+        return [
+            label,
+            str(len(e["seeds"])),
+            f"{e['bpd']['mean']:.4f}",
+            "—",
+            "—",
+            f"{e['heldout_dsm']:.4f}",
+            f"{e['r_fp_mean']:.3g}",
+        ]
+
     metrics["dsm"] = _summary(dsm)
     rows = [dsm_row("DSM", metrics["dsm"])]
     bases = sorted({b for _, b in dsm})
-    if len(bases) > 1:      # the pooled row mixes bases; each base's own DSM row beside it
+    if len(bases) > 1:  # the pooled row mixes bases; each base's own DSM row beside it
         metrics["dsm_by_base"] = {b: _summary({k: r for k, r in dsm.items() if k[1] == b}) for b in bases}
         rows += [dsm_row(f"  DSM, base {b}", e) for b, e in metrics["dsm_by_base"].items()]
     return rows
@@ -423,39 +610,72 @@ def _beta(fp: dict, dsm: dict) -> dict:
     e = _summary(fp)
     both = [k for k in fp if k in dsm]
     if both:
-        e["paired"] = {**paired_difference([fp[k]["bpd"] for k in both], [dsm[k]["bpd"] for k in both]),
-                       "seeds": [s for s, _ in both], "base_ids": [b for _, b in both]}
-        e["eval_se_diff"] = paired_eval_se({k: fp[k]["bpd_per_image"] for k in both},
-                                           {k: dsm[k]["bpd_per_image"] for k in both}, both)
+        e["paired"] = {
+            **paired_difference([fp[k]["bpd"] for k in both], [dsm[k]["bpd"] for k in both]),
+            "seeds": [s for s, _ in both],
+            "base_ids": [b for _, b in both],
+        }
+        e["eval_se_diff"] = paired_eval_se(
+            {k: fp[k]["bpd_per_image"] for k in both}, {k: dsm[k]["bpd_per_image"] for k in both}, both
+        )
     return e
 
 
 def _beta_row(beta: float, e: dict) -> list:
     pd = e.get("paired")
     ci = rp.fmt_interval(pd, 4, one="") if pd else "—"
-    return [f"FP β={beta:g}", str(len(e["seeds"])), f"{e['bpd']['mean']:.4f}", ci,
-            "—" if not pd else f"{e['eval_se_diff']:.4f}", f"{e['heldout_dsm']:.4f}", f"{e['r_fp_mean']:.3g}"]
+    return [
+        f"FP β={beta:g}",
+        str(len(e["seeds"])),
+        f"{e['bpd']['mean']:.4f}",
+        ci,
+        "—" if not pd else f"{e['eval_se_diff']:.4f}",
+        f"{e['heldout_dsm']:.4f}",
+        f"{e['r_fp_mean']:.3g}",
+    ]
 
 
 def _figures(args, out, base_steps, betas, base, metrics, of) -> None:
     """bpd_vs_beta.png (paired FP − DSM against β), base_curve.png, finetune_curves.png."""
-    rp.paired_figure({args.dataset: {"FP − DSM": {b: metrics["betas"][repr(b)] for b in betas
-                                                 if repr(b) in metrics["betas"]}}},
-                     os.path.join(out, "bpd_vs_beta.png"), xlabel="β (official units, ‖ε‖/D)",
-                     ylabel="bits/dim FP − DSM",
-                     suptitle=f"fine-tuned {args.steps} steps from base {base_steps}; paired, 95% t-interval")
+    rp.paired_figure(
+        {
+            args.dataset: {
+                "FP − DSM": {b: metrics["betas"][repr(b)] for b in betas if repr(b) in metrics["betas"]}
+            }
+        },
+        os.path.join(out, "bpd_vs_beta.png"),
+        xlabel="β (official units, ‖ε‖/D)",
+        ylabel="bits/dim FP − DSM",
+        suptitle=f"fine-tuned {args.steps} steps from base {base_steps}; paired, 95% t-interval",
+    )
     if base:
-        plotting.curves([r["steps"] for r in base], {"held-out DSM loss": [r["heldout_dsm"] for r in base]},
-                        os.path.join(out, "base_curve.png"), ylabel="held-out DSM loss (EMA)", xlabel="base steps",
-                        logy=False, title=f"{args.dataset}: DSM base")
+        plotting.curves(
+            [r["steps"] for r in base],
+            {"held-out DSM loss": [r["heldout_dsm"] for r in base]},
+            os.path.join(out, "base_curve.png"),
+            ylabel="held-out DSM loss (EMA)",
+            xlabel="base steps",
+            logy=False,
+            title=f"{args.dataset}: DSM base",
+        )
     dsm = of(0.0)
     if dsm:
-        first = min(dsm)       # one replicate's curves: DSM and every β that ran it
-        series = {f"β={b:g}": [c["dsm"] for c in of(b)[first]["curve"]] for b in [0.0] + list(betas) if first in of(b)}
+        first = min(dsm)  # one replicate's curves: DSM and every β that ran it
+        series = {
+            f"β={b:g}": [c["dsm"] for c in of(b)[first]["curve"]]
+            for b in [0.0] + list(betas)
+            if first in of(b)
+        }
         steps = [c["step"] for c in dsm[first]["curve"]]
-        plotting.curves(steps, series, os.path.join(out, "finetune_curves.png"), ylabel="train DSM term (window mean)",
-                        xlabel="fine-tuning step", logy=False,
-                        title=f"{args.dataset}: fine-tuning, seed {first[0]}, base {first[1]}")
+        plotting.curves(
+            steps,
+            series,
+            os.path.join(out, "finetune_curves.png"),
+            ylabel="train DSM term (window mean)",
+            xlabel="fine-tuning step",
+            logy=False,
+            title=f"{args.dataset}: fine-tuning, seed {first[0]}, base {first[1]}",
+        )
 
 
 def _finite(value: float):
@@ -470,29 +690,42 @@ def _pooled(chunks: list, name: str) -> dict:
     first = chunks[0]
     if len(chunks) == 1:
         return first
-    ids = {r["weights_id"] for r in chunks if "weights_id" in r}        # runs before 2026-12-03 have none
-    if len(ids) > 1 or any((r["heldout_dsm"], r["residual_curves"]) != (first["heldout_dsm"], first["residual_curves"])
-                           for r in chunks):
-        fail(f"{name}: its evaluation chunks disagree on the held-out DSM loss, residuals or weights, so they "
-             "come from different trainings (another machine?); delete that run's chunk files to evaluate it again")
+    ids = {r["weights_id"] for r in chunks if "weights_id" in r}  # runs before 2026-12-03 have none
+    if len(ids) > 1 or any(
+        (r["heldout_dsm"], r["residual_curves"]) != (first["heldout_dsm"], first["residual_curves"])
+        for r in chunks
+    ):
+        fail(
+            f"{name}: its evaluation chunks disagree on the held-out DSM loss, residuals or weights, so they "
+            "come from different trainings (another machine?); delete that run's chunk files to evaluate it again"
+        )
     pool = pool_chunks([r["bpd_per_repeat"] for r in chunks], [r["bpd_per_image"] for r in chunks])
-    per_chunk = ("eval_chunk", "nfe", "bpd_s", "eval_s")      # (the first chunk's would mislead)
-    return {**{k: v for k, v in first.items() if k not in per_chunk},
-            "bpd": pool["mean"], "bpd_per_image": pool["per_item"], "bpd_per_repeat": pool["per_repeat"],
-            "eval_images": pool["n_items"], "eval_se": _finite(pool["se"])}
+    per_chunk = ("eval_chunk", "nfe", "bpd_s", "eval_s")  # (the first chunk's would mislead)
+    return {
+        **{k: v for k, v in first.items() if k not in per_chunk},
+        "bpd": pool["mean"],
+        "bpd_per_image": pool["per_item"],
+        "bpd_per_repeat": pool["per_repeat"],
+        "eval_images": pool["n_items"],
+        "eval_se": _finite(pool["se"]),
+    }
 
 
 def _summary(runs: dict) -> dict:
     rs = list(runs.values())
-    return {"seeds": [s for s, _ in runs], "base_ids": [b for _, b in runs],
-            "bpd_per_seed": [r["bpd"] for r in rs], "bpd": mean_se([r["bpd"] for r in rs]),
-            "eval_se_per_seed": [r["eval_se"] for r in rs],
-            "heldout_dsm": float(np.mean([r["heldout_dsm"] for r in rs])),
-            "heldout_dsm_per_seed": [r["heldout_dsm"] for r in rs],
-            "r_fp": rp.average(rs, "residual_curves", "r_fp"),
-            "r_dsm": rp.average(rs, "residual_curves", "r_dsm"),
-            "r_fp_mean": float(np.mean([r["residual_curves"]["r_fp"] for r in rs])),
-            "train_s": float(np.mean([r["train_s"] for r in rs]))}
+    return {
+        "seeds": [s for s, _ in runs],
+        "base_ids": [b for _, b in runs],
+        "bpd_per_seed": [r["bpd"] for r in rs],
+        "bpd": mean_se([r["bpd"] for r in rs]),
+        "eval_se_per_seed": [r["eval_se"] for r in rs],
+        "heldout_dsm": float(np.mean([r["heldout_dsm"] for r in rs])),
+        "heldout_dsm_per_seed": [r["heldout_dsm"] for r in rs],
+        "r_fp": rp.average(rs, "residual_curves", "r_fp"),
+        "r_dsm": rp.average(rs, "residual_curves", "r_dsm"),
+        "r_fp_mean": float(np.mean([r["residual_curves"]["r_fp"] for r in rs])),
+        "train_s": float(np.mean([r["train_s"] for r in rs])),
+    }
 
 
 def _settings(args):
@@ -512,28 +745,38 @@ def _settings(args):
 
 def _grid(args, bench, store, out, base_steps, betas, seeds, shard) -> int:
     """The base, its evaluation (shard 0) and this shard's fine-tuning runs; the exit code."""
-    with user_errors():     # a checkpoint in OUT that is unreadable or needs code to load
+    with user_errors():  # a checkpoint in OUT that is unreadable or needs code to load
         base_phase(args, bench, store, out)
         bid = None if args.base_only else base_id(args, bench, store, out, base_steps)
     if args.base_only:
         return 0
-    if shard[0] == 0:       # one evaluation of the base, not one per shard
+    if shard[0] == 0:  # one evaluation of the base, not one per shard
         base_eval(args, bench, store, out, base_steps, bid)
     grid = [(b, s) for i, b in enumerate(betas) for s in seeds for b in ([0.0, b] if i == 0 else [b])]
-    grid = list(shard_of(grid, shard, kind=lambda run: run[0]))   # each β split evenly
+    grid = list(shard_of(grid, shard, kind=lambda run: run[0]))  # each β split evenly
     todo = [g for g in grid if tune_todo(args, bench, store, base_steps, bid, *g)]
-    print(f"fine-tuning from base {base_steps} ({bid}): {len(grid) - len(todo)} of {len(grid)} runs done", flush=True)
+    print(
+        f"fine-tuning from base {base_steps} ({bid}): {len(grid) - len(todo)} of {len(grid)} runs done",
+        flush=True,
+    )
     t_grid = time.time()
     for i, (beta, seed) in enumerate(todo):
         try:
             ev = tune_one(args, bench, store, out, base_steps, bid, beta, seed)
         except StopRequested:
-            print("\ninterrupted: checkpoint saved; run the same command to continue", file=sys.stderr, flush=True)
+            print(
+                "\ninterrupted: checkpoint saved; run the same command to continue",
+                file=sys.stderr,
+                flush=True,
+            )
             return 130
         left = (time.time() - t_grid) / (i + 1) * (len(todo) - i - 1)
         a, b = ev["eval_chunk"]
-        print(f"[{i + 1}/{len(todo)}] β={beta:g} seed {seed}: {ev['bpd']:.4f} bits/dim on images {a}..{b - 1} "
-              f"(eval SE {ev['eval_se']:.4f}); grid ETA {left / 60:.1f} min", flush=True)
+        print(
+            f"[{i + 1}/{len(todo)}] β={beta:g} seed {seed}: {ev['bpd']:.4f} bits/dim on images {a}..{b - 1} "
+            f"(eval SE {ev['eval_se']:.4f}); grid ETA {left / 60:.1f} min",
+            flush=True,
+        )
     return 0
 
 
@@ -560,11 +803,28 @@ def main(argv=None) -> int:
     metrics["config"] = {k: v for k, v in vars(args).items() if k != "trust_checkpoint"}
     if write:
         rp.write_metrics(out, metrics, indent=1)
-    print(rp.text_table(["model", "seeds", "bits/dim", "FP − DSM [95% CI]", "eval SE of diff", "held-out DSM",
-                         "mean r_FP"], rows))
-    print(f"(fine-tuned {args.steps} steps from the {base_steps}-step DSM base; " +
-          (f"wrote {out}/metrics.json)" if write else
-           f"shard {args.shard}: run with --report once every shard is done to write {out}/metrics.json)"))
+    print(
+        rp.text_table(
+            [
+                "model",
+                "seeds",
+                "bits/dim",
+                "FP − DSM [95% CI]",
+                "eval SE of diff",
+                "held-out DSM",
+                "mean r_FP",
+            ],
+            rows,
+        )
+    )
+    print(
+        f"(fine-tuned {args.steps} steps from the {base_steps}-step DSM base; "
+        + (
+            f"wrote {out}/metrics.json)"
+            if write
+            else f"shard {args.shard}: run with --report once every shard is done to write {out}/metrics.json)"
+        )
+    )
     return 0
 
 

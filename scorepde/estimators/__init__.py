@@ -8,6 +8,7 @@ forwards). A preset fixes some of its options; keywords override them. A new est
 one family (or an existing one) plus one line in ``ESTIMATORS``; ``residual``,
 ``residual_norm_sq``, ``FPObjective`` and the audit then take its name.
 """
+
 from __future__ import annotations
 
 from ..derivatives import PAPER_STEPS
@@ -16,8 +17,16 @@ from .base import Estimator, fpe_rhs_and_score
 from .directional import Directional, Projected
 from .forward_fd import ForwardFD
 
-__all__ = ["ESTIMATORS", "get_estimator", "Estimator", "Autograd", "Directional", "Projected",
-           "ForwardFD", "fpe_rhs_and_score"]
+__all__ = [
+    "ESTIMATORS",
+    "get_estimator",
+    "Estimator",
+    "Autograd",
+    "Directional",
+    "Projected",
+    "ForwardFD",
+    "fpe_rhs_and_score",
+]
 
 #: name -> (family, preset of its options).
 ESTIMATORS: dict[str, tuple[type[Estimator], dict]] = {
@@ -27,8 +36,10 @@ ESTIMATORS: dict[str, tuple[type[Estimator], dict]] = {
     # autograd's gradient of L. Those steps turn the fastest time feature of a net conditioned
     # on 999 t or on Fourier features of log σ by about a radian: ∂t s is then 10-20% off the
     # jvp (benchmarks/time_steps.py). Pass h="auto" for steps from the net's conditioning.
-    "paper": (Autograd, dict(dt="fd3", div="hutchinson", probe="gaussian", div_mode="reverse",
-                             h=PAPER_STEPS)),
+    "paper": (
+        Autograd,
+        dict(dt="fd3", div="hutchinson", probe="gaussian", div_mode="reverse", h=PAPER_STEPS),
+    ),
     "hutchinson": (Autograd, dict(dt="jvp", div="hutchinson")),
     "directional": (Directional, dict(dt="jvp", div="hutchinson")),
     # ⟨ε, v⟩ v with every derivative a central difference of plain forwards, all in one

@@ -6,6 +6,7 @@
 ``"central"``; ``"forward"``); div s exact (D jvps) or by Hutchinson (App. C.2), each
 vᵀJv by a jvp (``div_mode="forward"``) or a vjp (``"reverse"``, as the paper's code).
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,27 +23,37 @@ __all__ = ["Autograd"]
 class Autograd(Estimator):
     """∇x L by ``torch.func.grad``: needs reverse mode through the score in x."""
 
-    OPTIONS = dict(dt="jvp", h="auto", div="exact", probe="rademacher", n_probes=1,
-                   div_mode="forward", chunk_size=None)
+    OPTIONS = dict(
+        dt="jvp", h="auto", div="exact", probe="rademacher", n_probes=1, div_mode="forward", chunk_size=None
+    )
 
     def _check(self) -> None:
         if self._options["dt"] == "one_sided":
-            raise ValueError("dt='one_sided' reuses the corners' mean of forward_fd as s(x, t); "
-                             "use it with estimator='forward_fd', or pick dt='jvp', 'central' or 'fd3'")
+            raise ValueError(
+                "dt='one_sided' reuses the corners' mean of forward_fd as s(x, t); "
+                "use it with estimator='forward_fd', or pick dt='jvp', 'central' or 'fd3'"
+            )
 
     @property
     def needs_forward_mode(self) -> bool:
         """A jvp in t (``dt="jvp"``) or in x (div s with ``div_mode="forward"``)."""
         return self.time_stencil is None or self._options["div_mode"] == "forward"
 
-    def residual(self, score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def residual(
+        self,
+        score: Score,
+        sde: SDE,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         o = self._options
         probes = div_probes(x, o, generator)
 
         def total_rhs(y):
-            L, s = fpe_rhs_and_score(score, sde, y, t, o["div"], probes, div_mode=o["div_mode"],
-                                     chunk_size=o["chunk_size"])
+            L, s = fpe_rhs_and_score(
+                score, sde, y, t, o["div"], probes, div_mode=o["div_mode"], chunk_size=o["chunk_size"]
+            )
             return L.sum(), (L, s)
 
         grad_L, (L, s) = grad(total_rhs, has_aux=True)(x)

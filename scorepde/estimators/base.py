@@ -9,6 +9,7 @@ forward mode, or plain forwards only) and which stencil in t it uses, and it giv
 L[s] (``residual``) and ‖ε‖² (``norm_sq``: plug-in or unbiased). Callers ask it; they never
 read its options.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -22,17 +23,27 @@ from ..typing import Score
 __all__ = ["Estimator", "fpe_rhs_and_score", "div_probes"]
 
 
-def fpe_rhs_and_score(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, div: str = "exact",
-                      probes: torch.Tensor | None = None, *, div_mode: str = "forward",
-                      chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def fpe_rhs_and_score(
+    score: Score,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    div: str = "exact",
+    probes: torch.Tensor | None = None,
+    *,
+    div_mode: str = "forward",
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(L[s](x, t) ``[B]``, s(x, t)) with div s formed as ``div`` says (Eq. 7)."""
     s = score(x, t)
     g2 = sde.diffusion(t) ** 2
-    div_s = divergence(lambda y: score(y, t), x, div, probes=probes, mode=div_mode,
-                       chunk_size=chunk_size)
+    div_s = divergence(lambda y: score(y, t), x, div, probes=probes, mode=div_mode, chunk_size=chunk_size)
     f = sde.drift(x, t)
-    L = (0.5 * g2 * (div_s + s.flatten(1).pow(2).sum(1))
-         - (f * s).flatten(1).sum(1) - sde.drift_divergence(x, t))
+    L = (
+        0.5 * g2 * (div_s + s.flatten(1).pow(2).sum(1))
+        - (f * s).flatten(1).sum(1)
+        - sde.drift_divergence(x, t)
+    )
     return L, s
 
 
@@ -58,8 +69,10 @@ class Estimator:
     def __init__(self, name: str, **options):
         unknown = set(options) - set(self.OPTIONS)
         if unknown:
-            raise ValueError(f"unknown residual option(s) {sorted(unknown)} for estimator {name!r}; "
-                             f"valid: {sorted(self.OPTIONS)}")
+            raise ValueError(
+                f"unknown residual option(s) {sorted(unknown)} for estimator {name!r}; "
+                f"valid: {sorted(self.OPTIONS)}"
+            )
         self.name = name
         self._options = {**self.OPTIONS, **options}
         self._check()
@@ -116,14 +129,27 @@ class Estimator:
         return self._options.get("div") == "hutchinson"
 
     # -- what it gives ---------------------------------------------------------------------
-    def residual(self, score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def residual(
+        self,
+        score: Score,
+        sde: SDE,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(ε̂ shaped like x, L[s] ``[B]``) at (x, t); inputs already validated."""
         raise NotImplementedError
 
-    def norm_sq(self, score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, *,
-                unbiased: bool = True, generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def norm_sq(
+        self,
+        score: Score,
+        sde: SDE,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        unbiased: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(an estimate of ‖ε‖², L[s]), each ``[B]``: ‖ε̂‖² (deterministic, or ``unbiased=False``:
         biased upwards by tr Cov ε̂), else ⟨ε̂₁, ε̂₂⟩ of two independent draws in one batched
         call, E = ‖ε‖²."""

@@ -6,6 +6,7 @@ mode only: ``directional``.
 unbiased for ε; E_v ⟨ε, v⟩² = ‖ε‖², so ‖ε‖² needs no D-dimensional vector at all.
 ``Projected`` is what every such family shares; it only needs ``project``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,15 @@ class Projected(Estimator):
 
     needs_autograd = False
 
-    def project(self, score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def project(
+        self,
+        score: Score,
+        sde: SDE,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        v: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(⟨ε, v⟩, L[s]) per sample, each ``[B]``."""
         raise NotImplementedError
 
@@ -53,8 +61,7 @@ class Projected(Estimator):
         reps = 2 if (self.stochastic and unbiased) else 1
         n = V.shape[0] * reps
         vs = V.repeat_interleave(reps, dim=0).flatten(0, 1)
-        proj, L = self.project(score, sde, x.repeat((n,) + (1,) * (x.dim() - 1)), t.repeat(n), vs,
-                               generator)
+        proj, L = self.project(score, sde, x.repeat((n,) + (1,) * (x.dim() - 1)), t.repeat(n), vs, generator)
         proj = proj.view(V.shape[0], reps, x.shape[0])
         sq = proj[:, 0] * proj[:, -1]  # p₁p₂ (unbiased) or p² (single draw)
         return sq.mean(0), L.view(n, x.shape[0]).mean(0)
@@ -74,12 +81,12 @@ class Directional(Projected):
     def project(self, score, sde, x, t, v, generator=None):
         o = self._options
         probes = div_probes(x, o, generator)
-        rhs = lambda y: fpe_rhs_and_score(score, sde, y, t, o["div"], probes, div_mode=o["div_mode"],
-                                          chunk_size=o["chunk_size"])[0]
+        rhs = lambda y: fpe_rhs_and_score(
+            score, sde, y, t, o["div"], probes, div_mode=o["div_mode"], chunk_size=o["chunk_size"]
+        )[0]
         L, dv_L = jvp(rhs, (x,), (v,))
         if o["dt"] == "jvp":
             dt_sv = jvp(lambda tt: (score(x, tt) * v).flatten(1).sum(1), (t,), (torch.ones_like(t),))[1]
         else:
             dt_sv = (time_derivative(score, x, t, o["dt"], h=o["h"], T=sde.T) * v).flatten(1).sum(1)
         return dt_sv - dv_L, L
-

@@ -6,6 +6,7 @@ in x or t, so it runs on any model, and ``FPObjective`` can share that call with
 term. Steps hx·σ̃_t in x (σ̃_t² = σ_t² + ``sde.sigma_floor``²) and h in t (by default from the
 score's time conditioning, ``derivatives.time_steps``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,13 +24,23 @@ class ForwardFD(Projected):
     """⟨ε, v⟩ by ``projected_residual_fd``: div s with one Hutchinson probe, ∂t s by the
     stencil ``dt`` (``"central"``, ``"fd3"``, ``"one_sided"``) or a jvp (``"jvp"``)."""
 
-    OPTIONS = dict(dt="central", h="auto", hx=0.05, probe="rademacher", direction_probe="rademacher",
-                   n_directions=1, div="hutchinson", n_probes=1)
+    OPTIONS = dict(
+        dt="central",
+        h="auto",
+        hx=0.05,
+        probe="rademacher",
+        direction_probe="rademacher",
+        n_directions=1,
+        div="hutchinson",
+        n_probes=1,
+    )
 
     def _check(self) -> None:
         if self._options["div"] != "hutchinson" or self._options["n_probes"] != 1:
-            raise ValueError(f"{self.name!r} forms div s with one Hutchinson probe by differences: "
-                             "use div='hutchinson', n_probes=1")
+            raise ValueError(
+                f"{self.name!r} forms div s with one Hutchinson probe by differences: "
+                "use div='hutchinson', n_probes=1"
+            )
         if self._options["hx"] <= 0:
             raise ValueError(f"the step in x must be positive, got hx={self._options['hx']}")
 
@@ -40,8 +51,9 @@ class ForwardFD(Projected):
 
     def project(self, score, sde, x, t, v, generator=None):
         o = self._options
-        return projected_residual_fd(score, sde, x, t, v, generator=generator, probe=o["probe"],
-                                     hx=o["hx"], dt=o["dt"], h=o["h"])
+        return projected_residual_fd(
+            score, sde, x, t, v, generator=generator, probe=o["probe"], hx=o["hx"], dt=o["dt"], h=o["h"]
+        )
 
 
 def x_step(sde: SDE, t: torch.Tensor, hx: float) -> torch.Tensor:
@@ -54,13 +66,22 @@ def x_step(sde: SDE, t: torch.Tensor, hx: float) -> torch.Tensor:
         var = sde.marginal_variance(t)
     except NotImplementedError:
         return torch.full_like(t, hx)
-    return hx * torch.sqrt(var + sde.sigma_floor ** 2)
+    return hx * torch.sqrt(var + sde.sigma_floor**2)
 
 
-def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor,
-                          *, generator: torch.Generator | None = None, probe: str = "rademacher",
-                          hx: float = 0.05, dt: str = "central", h="auto"
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+def projected_residual_fd(
+    score: Score,
+    sde: SDE,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    probe: str = "rademacher",
+    hx: float = 0.05,
+    dt: str = "central",
+    h="auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(⟨ε[s], v⟩, L[s]) per sample from plain forward passes: ⟨∂t s, v⟩ − D_v L by central
     differences, with one Hutchinson probe u for the divergence (App. C.2 and C.4).
 
@@ -99,7 +120,7 @@ def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tens
     out = score(torch.cat(corners + [x] * len(times)), torch.cat([t] * 4 + times)).split(B)
     s_pp, s_pm, s_mp, s_mm = out[:4]
     dot = lambda a, b: (a * b).flatten(1).sum(1)
-    mixed = dot(s_pp - s_pm - s_mp + s_mm, u) / (4 * d ** 2)
+    mixed = dot(s_pp - s_pm - s_mp + s_mm, u) / (4 * d**2)
     div_s = dot(s_pp + s_pm - s_mp - s_mm, u) / (4 * d)
     s = 0.25 * (s_pp + s_pm + s_mp + s_mm)
     dv_s = (s_pp - s_pm + s_mp - s_mm) / broadcast_to_batch(4 * d, x)
@@ -115,4 +136,3 @@ def projected_residual_fd(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tens
     L = 0.5 * g2 * (div_s + dot(s, s)) - dot(f, s) - div_f
     dv_L = 0.5 * g2 * (mixed + 2 * dot(s, dv_s)) - dot(dv_f, s) - dot(f, dv_s) - dv_div_f
     return dt_sv - dv_L, L
-

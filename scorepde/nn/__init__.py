@@ -1,5 +1,6 @@
 """Networks for scores: a U-Net, a toy MLP, their noise-label embeddings, and the
 preconditioners ``ScoreModel`` and ``ToyScore``, which turn a network into a score ``s(x, t)``."""
+
 from .diffusers import from_diffusers
 from .edm import from_denoiser
 from .embedding import EMBEDDINGS, GaussianFourierEmbedding, SinusoidalEmbedding
@@ -8,6 +9,15 @@ from .precond import CONDITIONS, TIME_SCALE, ScoreModel, ToyScore
 from .unet import UNet
 
 __all__ = [
-    "UNet", "MLPScore", "ScoreModel", "ToyScore", "CONDITIONS", "TIME_SCALE",
-    "EMBEDDINGS", "GaussianFourierEmbedding", "SinusoidalEmbedding", "from_diffusers", "from_denoiser",
+    "UNet",
+    "MLPScore",
+    "ScoreModel",
+    "ToyScore",
+    "CONDITIONS",
+    "TIME_SCALE",
+    "EMBEDDINGS",
+    "GaussianFourierEmbedding",
+    "SinusoidalEmbedding",
+    "from_diffusers",
+    "from_denoiser",
 ]

@@ -7,6 +7,7 @@ x̂: (D − x̂)/σ̂². For an SDE with kernel x_t = a(t) x_0 + σ_t z, x̂ = x
 
 which is (D(x, t) − x)/t² for ``EDMSDE`` (a = 1, σ_t = t).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,15 +27,19 @@ def from_denoiser(denoiser, sde: SDE):
     try:
         sde.marginal(torch.ones(1))
     except NotImplementedError:
-        raise ValueError(f"from_denoiser needs the kernel (a(t), σ_t), but {type(sde).__name__} has no "
-                         "closed-form marginal(t); use e.g. scorepde.EDMSDE()") from None
+        raise ValueError(
+            f"from_denoiser needs the kernel (a(t), σ_t), but {type(sde).__name__} has no "
+            "closed-form marginal(t); use e.g. scorepde.EDMSDE()"
+        ) from None
 
     def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a, sigma = sde.marginal(t)
         out = denoiser(x / broadcast_to_batch(a, x), sigma / a)
         if out.shape != x.shape:
-            raise ValueError(f"the denoiser returned shape {tuple(out.shape)} for x of shape "
-                             f"{tuple(x.shape)}; it must return x̂_0 shaped like x")
+            raise ValueError(
+                f"the denoiser returned shape {tuple(out.shape)} for x of shape "
+                f"{tuple(x.shape)}; it must return x̂_0 shaped like x"
+            )
         return (broadcast_to_batch(a, x) * out - x) / broadcast_to_batch(sde.marginal_variance(t), x)
 
     return score, sde

@@ -6,6 +6,7 @@
 Each says how fast its fastest feature turns (``max_frequency``, radians per unit of c), so
 a finite difference in t can pick its step from it (``ScoreModel.time_rate``).
 """
+
 from __future__ import annotations
 
 import math

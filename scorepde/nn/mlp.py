@@ -5,6 +5,7 @@ gradient), which ReLU would make zero almost everywhere. The noise label c is em
 (``"fourier"`` or ``"sinusoidal"``) and concatenated with x at the input. Used bare, the
 MLP is a score s(x, t) with c = t; wrapped in ``ScoreModel`` it gets c = log σ or 999 t.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,16 @@ class MLPScore(nn.Module):
     """[x, emb(c)] → ``depth`` × (Linear, SiLU) of width ``hidden`` → Linear to D
     (or to ``out_dim``)."""
 
-    def __init__(self, dim: int, hidden: int = 128, depth: int = 3, embedding: str = "fourier",
-                 embedding_dim: int = 32, fourier_scale: float = 16.0, out_dim: int | None = None):
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 128,
+        depth: int = 3,
+        embedding: str = "fourier",
+        embedding_dim: int = 32,
+        fourier_scale: float = 16.0,
+        out_dim: int | None = None,
+    ):
         super().__init__()
         if dim < 1 or hidden < 1 or depth < 1:
             raise ValueError(f"need dim, hidden, depth >= 1, got {dim}, {hidden}, {depth}")

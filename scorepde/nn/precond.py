@@ -17,6 +17,7 @@ Two preconditionings live here, the only places a network becomes a score:
     ToyScore     s = −(x/ŝ − net(x/ŝ, log ŝ)) / ŝ          EDM-style scalings with a Gaussian
                  ŝ(t)² = a(t)² data_std² + σ_t²           skip; for PDE-only fits (Cauchy)
 """
+
 from __future__ import annotations
 
 import math
@@ -61,22 +62,25 @@ class ScoreModel(nn.Module):
     log σ, ``"sinusoidal"`` for 999 t. Needs an SDE with a closed-form ``marginal``.
     """
 
-    def __init__(self, net: nn.Module, sde: SDE, *, condition: str = "auto",
-                 min_std: float | None = None):
+    def __init__(self, net: nn.Module, sde: SDE, *, condition: str = "auto", min_std: float | None = None):
         super().__init__()
         if condition == "auto":
             condition = "log_sigma" if callable(getattr(sde, "sigma", None)) else "time"
         if condition not in CONDITIONS:
             raise ValueError(f"unknown condition {condition!r}; choose 'auto' or one of {sorted(CONDITIONS)}")
         if condition == "log_sigma" and not callable(getattr(sde, "sigma", None)):
-            raise ValueError(f"condition 'log_sigma' needs an SDE with a noise level sigma(t); "
-                             f"{type(sde).__name__} has none, use condition='time'")
+            raise ValueError(
+                f"condition 'log_sigma' needs an SDE with a noise level sigma(t); "
+                f"{type(sde).__name__} has none, use condition='time'"
+            )
         try:
             sde.marginal(torch.zeros(1))
         except NotImplementedError:
-            raise ValueError(f"ScoreModel divides by the kernel std, but {type(sde).__name__} has no "
-                             "closed-form marginal(t); pass marginal= to GenericSDE or use the "
-                             "network as a score directly") from None
+            raise ValueError(
+                f"ScoreModel divides by the kernel std, but {type(sde).__name__} has no "
+                "closed-form marginal(t); pass marginal= to GenericSDE or use the "
+                "network as a score directly"
+            ) from None
         if min_std is None:
             min_std = float(sde.sigma_floor)
         if min_std < 0:
@@ -96,28 +100,34 @@ class ScoreModel(nn.Module):
     def output_scale(self, t: torch.Tensor) -> torch.Tensor:
         """σ̃(t) = sqrt(σ_t² + min_std²), shape ``[B]``."""
         # marginal_variance, not std²: its t-derivative stays finite at t = 0.
-        return torch.sqrt(self.sde.marginal_variance(t) + self.min_std ** 2)
+        return torch.sqrt(self.sde.marginal_variance(t) + self.min_std**2)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if t.dim() != 1 or t.shape[0] != x.shape[0]:
-            raise ValueError(f"t must have shape [B] = [{x.shape[0]}] to match x {tuple(x.shape)}, "
-                             f"got {tuple(t.shape)}; pass one time per sample")
+            raise ValueError(
+                f"t must have shape [B] = [{x.shape[0]}] to match x {tuple(x.shape)}, "
+                f"got {tuple(t.shape)}; pass one time per sample"
+            )
         for m in self.net.modules():
             if isinstance(m, _BatchNorm) and (m.training or m.running_mean is None):
-                raise ValueError(f"{type(m).__name__} uses batch statistics here, which couples "
-                                 "samples and breaks every per-sample derivative; use GroupNorm, "
-                                 "or call model.eval() with running statistics")
+                raise ValueError(
+                    f"{type(m).__name__} uses batch statistics here, which couples "
+                    "samples and breaks every per-sample derivative; use GroupNorm, "
+                    "or call model.eval() with running statistics"
+                )
         out = self.net(x, self.noise_label(t))
         if out.shape != x.shape:
-            raise ValueError(f"the network returned shape {tuple(out.shape)} for x of shape "
-                             f"{tuple(x.shape)}; its output must be shaped like x")
+            raise ValueError(
+                f"the network returned shape {tuple(out.shape)} for x of shape "
+                f"{tuple(x.shape)}; its output must be shaped like x"
+            )
         return -out / broadcast_to_batch(self.output_scale(t), out)
 
     def extra_repr(self) -> str:
         return f"sde={self.sde!r}, condition={self.condition!r}, min_std={self.min_std:g}"
 
 
-_LOG_E_MINUS_1 = math.log(math.e - 1.0)     # softplus(0 + this) = 1
+_LOG_E_MINUS_1 = math.log(math.e - 1.0)  # softplus(0 + this) = 1
 
 
 class ToyScore(nn.Module):
@@ -157,8 +167,15 @@ class ToyScore(nn.Module):
     CONDITIONS = ("log_scale", "time")
     GATES = ("scalar", "diagonal")
 
-    def __init__(self, net: nn.Module, sde, data_std: float = 1.0, condition: str = "log_scale",
-                 skip: bool = True, gate: bool | str = False):
+    def __init__(
+        self,
+        net: nn.Module,
+        sde,
+        data_std: float = 1.0,
+        condition: str = "log_scale",
+        skip: bool = True,
+        gate: bool | str = False,
+    ):
         super().__init__()
         if data_std <= 0:
             raise ValueError(f"data_std must be positive, got {data_std}")
@@ -167,7 +184,9 @@ class ToyScore(nn.Module):
         self.net, self.sde, self.data_std, self.condition = net, sde, float(data_std), condition
         shape: str | None = "scalar" if gate is True else (gate or None)
         if shape is not None and shape not in self.GATES:
-            raise ValueError(f"unknown gate {shape!r}; choose False, True (= 'scalar') or one of {self.GATES}")
+            raise ValueError(
+                f"unknown gate {shape!r}; choose False, True (= 'scalar') or one of {self.GATES}"
+            )
         self.skip, self.gate = bool(skip), shape
         if self.gate and not self.skip:
             raise ValueError("gate=True scales the skip term: it needs skip=True")
@@ -185,7 +204,7 @@ class ToyScore(nn.Module):
     def scale(self, t: torch.Tensor) -> torch.Tensor:
         """ŝ(t) = sqrt(a(t)² data_std² + σ_t²), shape ``[B]``."""
         a, _ = self.sde.marginal(t)
-        return torch.sqrt(a ** 2 * self.data_std ** 2 + self.sde.marginal_variance(t))
+        return torch.sqrt(a**2 * self.data_std**2 + self.sde.marginal_variance(t))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         scale = self.scale(t)
@@ -197,11 +216,15 @@ class ToyScore(nn.Module):
             D = u.shape[1]
             extra, name = self.gate_outputs(D, self.gate), ("D + 1" if self.gate == "scalar" else "2D")
             if F.shape[1:] != (D + extra,) or u.dim() != 2:
-                raise ValueError(f"gate={self.gate!r} needs a net with {name} = {D + extra} outputs for x of "
-                                 f"shape {tuple(u.shape)}, got {F.shape[1]}; e.g. MLPScore(D, out_dim={D + extra})")
+                raise ValueError(
+                    f"gate={self.gate!r} needs a net with {name} = {D + extra} outputs for x of "
+                    f"shape {tuple(u.shape)}, got {F.shape[1]}; e.g. MLPScore(D, out_dim={D + extra})"
+                )
             F, g = F[:, :D], F[:, D:]
             return -(nn.functional.softplus(g + _LOG_E_MINUS_1) * u - F) / scale
         return -(u - F) / scale if self.skip else -F / scale
 
     def extra_repr(self) -> str:
-        return f"data_std={self.data_std:g}, condition={self.condition!r}, skip={self.skip}, gate={self.gate!r}"
+        return (
+            f"data_std={self.data_std:g}, condition={self.condition!r}, skip={self.skip}, gate={self.gate!r}"
+        )

@@ -16,6 +16,7 @@ vmapped ones (exact divergence, several probes) raise torch's vmap randomness er
 ``check_batch_independent`` reports coupling. Take residuals in eval mode or with
 dropout 0; one-probe estimators with ``validate=False`` do run.
 """
+
 from __future__ import annotations
 
 import math
@@ -107,22 +108,36 @@ class UNet(nn.Module):
     ``"sinusoidal"`` (for c = 999 t, VP/sub-VP). ``out_channels`` defaults to ``in_channels``.
     """
 
-    def __init__(self, in_channels: int = 1, channels: int = 64,
-                 channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
-                 attention: bool = True, heads: int = 1, dropout: float = 0.0,
-                 embedding: str = "fourier", fourier_scale: float = 16.0,
-                 out_channels: int | None = None):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 2),
+        num_res_blocks: int = 2,
+        attention: bool = True,
+        heads: int = 1,
+        dropout: float = 0.0,
+        embedding: str = "fourier",
+        fourier_scale: float = 16.0,
+        out_channels: int | None = None,
+    ):
         super().__init__()
         if not channel_mult or num_res_blocks < 1 or channels < 1 or in_channels < 1:
-            raise ValueError(f"need channels, in_channels, num_res_blocks >= 1 and a non-empty "
-                             f"channel_mult, got {channels}, {in_channels}, {num_res_blocks}, "
-                             f"{tuple(channel_mult)}")
+            raise ValueError(
+                f"need channels, in_channels, num_res_blocks >= 1 and a non-empty "
+                f"channel_mult, got {channels}, {in_channels}, {num_res_blocks}, "
+                f"{tuple(channel_mult)}"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels or in_channels
         self.levels = len(channel_mult)
         emb_dim, features = 4 * channels, max(4, channels + channels % 2)
-        self.embed = nn.Sequential(make_embedding(embedding, features, fourier_scale),
-                                   nn.Linear(features, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.embed = nn.Sequential(
+            make_embedding(embedding, features, fourier_scale),
+            nn.Linear(features, emb_dim),
+            nn.SiLU(),
+            nn.Linear(emb_dim, emb_dim),
+        )
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
 
         widths = [channels * m for m in channel_mult]
@@ -137,9 +152,11 @@ class UNet(nn.Module):
                 self.down.append(Downsample(ch))
                 skips.append(ch)
 
-        self.middle = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout)]
-                                    + ([SelfAttention(ch, heads)] if attention else [])
-                                    + [ResBlock(ch, ch, emb_dim, dropout)])
+        self.middle = nn.ModuleList(
+            [ResBlock(ch, ch, emb_dim, dropout)]
+            + ([SelfAttention(ch, heads)] if attention else [])
+            + [ResBlock(ch, ch, emb_dim, dropout)]
+        )
 
         self.up = nn.ModuleList()
         for i, w in reversed(list(enumerate(widths))):
@@ -153,14 +170,16 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
-            raise ValueError(f"UNet expects images [B, C, H, W], got {tuple(x.shape)}; use MLPScore "
-                             "for flat data")
+            raise ValueError(
+                f"UNet expects images [B, C, H, W], got {tuple(x.shape)}; use MLPScore for flat data"
+            )
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"UNet was built for {self.in_channels} channel(s), got x of shape "
-                             f"{tuple(x.shape)}; build it with in_channels={x.shape[1]}")
+            raise ValueError(
+                f"UNet was built for {self.in_channels} channel(s), got x of shape "
+                f"{tuple(x.shape)}; build it with in_channels={x.shape[1]}"
+            )
         if c.shape != x.shape[:1]:
-            raise ValueError(f"the noise label must have shape [B] = [{x.shape[0]}], "
-                             f"got {tuple(c.shape)}")
+            raise ValueError(f"the noise label must have shape [B] = [{x.shape[0]}], got {tuple(c.shape)}")
         H, W = x.shape[-2:]
         m = 2 ** (self.levels - 1)
         ph, pw = -H % m, -W % m
@@ -180,4 +199,4 @@ class UNet(nn.Module):
                 h = torch.cat([h, hs.pop()], dim=1)
             h = block(h, emb)
         h = self.conv_out(F.silu(self.norm_out(h)))
-        return h[..., ph // 2:ph // 2 + H, pw // 2:pw // 2 + W]
+        return h[..., ph // 2 : ph // 2 + H, pw // 2 : pw // 2 + W]
