@@ -453,6 +453,13 @@ def test_antisymmetry_of_a_linear_field_and_its_default_probe_count():
     v = sp.sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(3))[0]
     got = sp.antisymmetry(field, x, t, "hutchinson", generator=torch.Generator().manual_seed(3))
     _close(got, ((v @ K.T) ** 2).sum(1) * (1 + t) ** 2)
+    two = sp.sample_probes(x, 2, "gaussian", torch.Generator().manual_seed(4))
+    got = sp.antisymmetry(
+        field, x, t, "hutchinson", n_probes=2, probe="gaussian", generator=torch.Generator().manual_seed(4)
+    )
+    _close(got, sum(((w @ K.T) ** 2).sum(1) for w in two) / 2 * (1 + t) ** 2)
+    with pytest.raises(ValueError, match="unknown method 'bogus'; choose 'exact' or 'hutchinson'"):
+        sp.antisymmetry(field, x, t, "bogus")
 
 
 def test_fp_objective_keeps_its_call_count_in_its_state():
