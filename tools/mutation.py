@@ -21,12 +21,14 @@ constants (``WEIGHTINGS``, ``ESTIMATORS``' presets, ``PAPER_STEPS``) are not mut
 tests/test_values.py pin them by value instead.
 
 ``report`` reads mutmut's own records (``mutants/**/*.py.meta``), never typed numbers, and joins
-each survivor with its reason from tools/mutation_survivors.toml; a survivor without one is
-listed as "unexplained".
+each survivor (with the line it changed) with its reason from tools/mutation_survivors.toml
+(by the mutant's name, or by a rule matching its change); a survivor without one is listed
+as "unexplained".
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -97,63 +99,93 @@ def _results() -> dict[str, dict[str, str]]:
 
     out: dict[str, dict[str, str]] = {}
     for meta in sorted((ROOT / "mutants").rglob("*.py.meta")):
-        module = str(meta.relative_to(ROOT / "mutants"))[: -len(".meta")]
+        module = meta.relative_to(ROOT / "mutants").as_posix()[: -len(".meta")]
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         if codes:
             out[module] = {name: status_by_exit_code[code] for name, code in sorted(codes.items())}
     return out
 
 
-def _reasons() -> dict[str, str]:
-    import tomllib
+def _reason(name: str, change: str, reasons: dict) -> str:
+    """Why ``name`` lived: its own entry in ``[survivors]``, else the first ``[[changes]]`` rule whose
+    regular expression ``pattern`` matches its change (``old`` → ``new``)."""
+    import re
 
-    return tomllib.loads(REASONS.read_text()).get("survivors", {}) if REASONS.exists() else {}
+    if name in reasons.get("survivors", {}):
+        return reasons["survivors"][name]
+    rule = next((r for r in reasons.get("changes", []) if re.search(r["pattern"], change)), None)
+    return rule["reason"] if rule else "**unexplained**"
+
+
+def _change(name: str, module: str) -> str:
+    """The mutated line(s) of ``name``, ``old`` → ``new``, from mutmut's own diff."""
+    import os
+
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        diff = get_diff_for_mutant(name, path=module).splitlines()
+    finally:
+        os.chdir(cwd)
+    old = " ".join(line[1:].strip() for line in diff if line.startswith("-") and not line.startswith("---"))
+    new = " ".join(line[1:].strip() for line in diff if line.startswith("+") and not line.startswith("+++"))
+    return f"`{old}` → `{new}`"
 
 
 def report() -> None:
     """Write results.json (every mutant's status) and table.md (per module, then each survivor)."""
+    import tomllib
+
     from scorepde.reporting import markdown_table
 
-    results, reasons = _results(), _reasons()
+    results = _results()
+    reasons = tomllib.loads(REASONS.read_text()) if REASONS.exists() else {}
     if not results:
         sys.exit("no mutmut results under mutants/: run `python tools/mutation.py run` first")
-    statuses = ["killed", "survived", "timeout", "no tests"]
+    statuses = ["killed", "timeout", "survived", "no tests", "not checked"]
     rows, totals = [], dict.fromkeys(statuses, 0)
     for module, mutants in results.items():
         counts = {s: sum(v == s for v in mutants.values()) for s in statuses}
-        other = len(mutants) - sum(counts.values())
         for s in statuses:
             totals[s] += counts[s]
-        rows.append([f"`{module}`", len(mutants), *counts.values(), other, _score(counts, len(mutants))])
+        rows.append([f"`{module}`", len(mutants), *counts.values(), _score(counts, len(mutants))])
     n = sum(len(m) for m in results.values())
-    rows.append(["**all**", n, *totals.values(), n - sum(totals.values()), _score(totals, n)])
-    table = markdown_table(["module", "mutants", *statuses, "other", "killed %"], rows)
-    survivors = [
-        (name, reasons.get(name, "**unexplained**"))
-        for mutants in results.values()
+    rows.append(["**all**", n, *totals.values(), _score(totals, n)])
+    lines = [markdown_table(["module", "mutants", *statuses, "killed %"], rows), ""]
+    left = [
+        (name, module)
+        for module, mutants in results.items()
         for name, s in mutants.items()
-        if s != "killed"
+        if s not in ("killed", "timeout")
     ]
-    lines = [
-        table,
-        "",
-        "Score: killed (a timeout counts as killed: the mutant made the tests hang) over all mutants.",
-        "",
-    ]
-    if survivors:
-        lines += ["Every mutant not killed, and why:", ""]
-        lines += [f"- `{name}`: {reason}" for name, reason in survivors]
+    if left:
+        lines += ["Every mutant not killed (the change, then why it lived):", ""]
+        changes = [(name, _change(name, module)) for name, module in left]
+        lines += [f"- `{name}`: {change}. {_reason(name, change, reasons)}" for name, change in changes]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
-    print((OUT / "table.md").read_text())
+    print(f"{OUT / 'table.md'}: {totals['killed'] + totals['timeout']} of {n} killed ({_score(totals, n)}%)")
 
 
 def _score(counts: dict[str, int], n: int) -> str:
+    """mutmut's own score: (killed + timeout) / mutants, in percent."""
     return f"{100 * (counts['killed'] + counts['timeout']) / max(n, 1):.1f}"
 
 
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="mutmut run --max-children 1, decorated functions included")
+    run_p.add_argument(
+        "mutants", nargs="*", help="mutant names (or globs) to rerun; default: every one not yet run"
+    )
+    sub.add_parser("report", help="write tools/results/mutation/{results.json,table.md} from mutants/")
+    args = p.parse_args(argv)
+    run(args.mutants) if args.command == "run" else report()
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "report"):
-        sys.exit("usage: python tools/mutation.py run [MUTANT ...] | report")
-    run(sys.argv[2:]) if sys.argv[1] == "run" else report()
+    main()
