@@ -9,8 +9,10 @@ A page marks a generated region with two HTML comments::
 KIND is ``include`` (ARG: a report a script wrote from its run files, e.g. a ``summary.md`` or
 ``table.md`` beside its ``metrics.json``), ``finetune`` (ARG: a ``image/finetune.py`` output
 folder; the table is built from its ``metrics.json``), ``verdict`` (ARG: several such folders;
-one table of the image verdict, the paper's numbers beside ours) or ``api`` (the API reference:
-one entry per name in ``scorepde.__all__``). The figures in ``FIGURES`` are copied from their results
+one table of the image verdict, the paper's numbers beside ours), ``api`` (the API reference: one
+entry per name in ``scorepde.__all__``), ``properties`` (ARG: a hypothesis test file; each property
+with its examples per profile) or ``tests`` (ARG: a test file; each test with its docstring's
+first paragraph). The figures in ``FIGURES`` are copied from their results
 folders. ``--check`` writes nothing and exits 1 when a committed page
 differs from what this script generates (tests/test_docs.py runs it), so a number in the docs
 cannot drift from the results it quotes.
@@ -260,6 +262,53 @@ def estimators(_: str) -> str:
     return markdown_table(headers, rows) + "\n\n*Generated from `scorepde/estimators/__init__.py`.*\n"
 
 
+def _hypothesis_tests(tree) -> tuple[dict, list]:
+    """(profiles {name: max_examples}, [(test name, its first docstring line, its own max_examples or None)])."""
+    import ast
+
+    profiles, tests = {}, []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "register_profile":
+            kw = {k.arg: k.value for k in node.keywords}
+            profiles[node.args[0].value] = kw["max_examples"].value
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef) or not node.name.startswith("test_"):
+            continue
+        own = None
+        for d in node.decorator_list:
+            if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "settings":
+                own = next((k.value.value for k in d.keywords if k.arg == "max_examples"), None)
+        doc = (ast.get_docstring(node) or node.name).split("\n\n")[0].replace("\n", " ").replace("|", "\\|")
+        tests.append((node.name, doc, own))
+    return profiles, tests
+
+
+def properties(arg: str) -> str:
+    """The property tests of ``arg`` (a hypothesis test file) and how many examples each runs per profile."""
+    import ast
+
+    from scorepde.reporting import markdown_table
+
+    profiles, tests = _hypothesis_tests(ast.parse((ROOT / arg).read_text()))
+    rows = [[f"`{name}`", doc, *(own or n for n in profiles.values())] for name, doc, own in tests]
+    headers = ["test", "property", *(f"examples (`{p}`)" for p in profiles)]
+    return markdown_table(headers, rows) + f"\n\n*Generated from `{arg}`: each test's `max_examples`.*\n"
+
+
+def tests(arg: str) -> str:
+    """The tests of ``arg``, each with the first sentence of its docstring (or its name)."""
+    import ast
+
+    tree = ast.parse((ROOT / arg).read_text())
+    lines = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+            doc = ast.get_docstring(node)
+            text = doc.split("\n\n")[0].replace("\n", " ") if doc else node.name[5:].replace("_", " ")
+            lines.append(f"- `{node.name}`: {text}")
+    return "\n".join(lines) + f"\n\n*Generated from `{arg}`.*\n"
+
+
 KINDS = {
     "include": include,
     "verdict": verdict,
@@ -267,6 +316,8 @@ KINDS = {
     "finetune": finetune,
     "api": api,
     "presets": presets,
+    "properties": properties,
+    "tests": tests,
 }
 
 

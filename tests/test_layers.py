@@ -30,6 +30,7 @@ LAYERS = {
         "runstore",
         "distributed",
         "benchmarking",
+        "flags",
     ],
     1: ["derivatives", "sde"],
     2: ["fpe", "estimators", "nn", "gmm"],

@@ -59,6 +59,7 @@ from scorepde.commands import train as train_command
 from scorepde.curves import residual_curves
 from scorepde.data import load_dataset, to_model_space
 from scorepde.distributed import DistInfo, ShardedBatches
+from scorepde.flags import add_trust_flag
 from scorepde.image_config import (
     SDE_NAMES,
     ImageConfig,
@@ -191,12 +192,7 @@ def _eval_and_run_flags(p) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="open checkpoints in OUT that need code to load (ones you made yourself with an older "
-        "scorepde); never for files from someone else",
-    )
+    add_trust_flag(p, "a checkpoint in OUT")
 
 
 class Bench:
