@@ -33,6 +33,16 @@ def _progress(ts, progress, desc):
     return tqdm(ts, desc=desc, leave=False)
 
 
+def _curve(name: str, value: Callable, sde: SDE, x0, ts, generator, progress: bool, desc: str) -> dict:
+    """``{"t", name: value(x_t, t) at each t of ts, "mean"}``, x_t drawn from x0 afresh at each t."""
+    out = {"t": [float(t) for t in ts], name: []}
+    for t in _progress(out["t"], progress, desc):
+        xt, tt, _ = perturb_at(sde, x0, t, generator)
+        out[name].append(value(xt, tt))
+    out["mean"] = sum(out[name]) / len(out[name])
+    return out
+
+
 @renamed_keywords(model="score")
 def relative_score_error(
     score: Score,
@@ -45,15 +55,14 @@ def relative_score_error(
     progress: bool = False,
 ) -> dict:
     """rel_L2(t) of ``score`` against ``reference`` on the grid ``ts`` (both ``score(x, t)``)."""
-    out = {"t": [float(t) for t in ts], "rel_l2": []}
-    for t in _progress(out["t"], progress, "score rel. L2"):
-        xt, tt, _ = perturb_at(sde, x0, t, generator)
+
+    def rel_l2(xt, tt):
         with torch.no_grad():
             ref = reference(xt, tt)
             err = (score(xt, tt) - ref).flatten(1).pow(2).sum(1).mean()
-            out["rel_l2"].append(float(torch.sqrt(err / ref.flatten(1).pow(2).sum(1).mean())))
-    out["mean"] = sum(out["rel_l2"]) / len(out["rel_l2"])
-    return out
+            return float(torch.sqrt(err / ref.flatten(1).pow(2).sum(1).mean()))
+
+    return _curve("rel_l2", rel_l2, sde, x0, ts, generator, progress, "score rel. L2")
 
 
 @renamed_keywords(model="score")
@@ -67,12 +76,8 @@ def curl_mse(
     progress: bool = False,
 ) -> dict:
     """curl_MSE(t) of a 2-D score on the grid ``ts``: the mean squared curl under q_t."""
-    out = {"t": [float(t) for t in ts], "curl_mse": []}
-    for t in _progress(out["t"], progress, "curl MSE"):
-        xt, tt, _ = perturb_at(sde, x0, t, generator)
-        out["curl_mse"].append(float(curl(score, xt, tt).detach().pow(2).mean()))
-    out["mean"] = sum(out["curl_mse"]) / len(out["curl_mse"])
-    return out
+    value = lambda xt, tt: float(curl(score, xt, tt).detach().pow(2).mean())
+    return _curve("curl_mse", value, sde, x0, ts, generator, progress, "curl MSE")
 
 
 @renamed_keywords(model="score")

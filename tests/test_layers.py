@@ -31,6 +31,7 @@ LAYERS = {
         "distributed",
         "benchmarking",
         "rk",
+        "flags",
     ],
     1: ["derivatives", "sde", "time_change"],
     2: ["fpe", "estimators", "nn", "gmm"],

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import fail, user_errors
+from ..flags import add_device_flag, add_trust_flag
 from ..fpe import ESTIMATORS
 from ..outputs import announce, prepare_out
 from .loading import FactoryError, Loaded, check_range, load_data, load_model
@@ -89,12 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         "else [-1,1]); a named dataset is scaled to it, a tensor must lie in it",
     )
     p.add_argument("--force", action="store_true", help="audit data that lies outside the model's space")
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="where to run (default auto: CUDA if torch sees a GPU, else CPU)",
-    )
+    add_device_flag(p, "run")
     p.add_argument(
         "--out", default="runs/audit", help="output folder, relative to the current one (default runs/audit)"
     )
@@ -127,12 +123,7 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the data subset, noise and probes (default 0)"
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="open a --model checkpoint that needs code to load (one you made yourself with an "
-        "older scorepde); never for a file from someone else",
-    )
+    add_trust_flag(p, "a --model checkpoint")
     return p
 
 
@@ -285,4 +276,5 @@ def main(argv: list[str] | None = None) -> None:
     title = f"{' vs '.join(setup['labels'])} on {setup['data']['name']} ({args.estimator}, n = {setup['data']['n']})"
     figure(result, str(out / "audit.png"), title)
     print("\n".join(table(result) + [""] + metrics["verdict"]))
+    print(f"wall time: {metrics['wall_s']:.1f} s (metrics.json: wall_s)")
     announce(out, ["metrics.json", "audit.png"])

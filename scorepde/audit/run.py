@@ -25,15 +25,11 @@ def run(
     sde: SDE,
     x0: torch.Tensor,
     ts: Sequence[float],
-    *,
-    estimator: str = "forward_fd",
-    curl: str | None = "hutchinson",
-    batch_size: int = 32,
-    seed: int = 0,
-    progress: bool = True,
     **options,
 ) -> dict:
     """Every score on the same x_t, probes and grid ``ts``; each compared with the first.
+    ``options``: :func:`~scorepde.audit.measure.measure`'s keywords (``estimator``, ``curl``,
+    ``batch_size``, ``seed``, ``progress`` and the estimator's own).
 
     Returns ``{"t", "native": {"name", "values"}, "models": [{"label", "quantities"}],
     "differences": [{"a", "b", "quantities"}]}``, quantities as in ``summary.QUANTITIES``
@@ -41,18 +37,7 @@ def run(
     """
     if len(scores) != len(labels) or not scores:
         raise ValueError(f"need one label per model, got {len(scores)} models and {len(labels)} labels")
-    measured = measure(
-        scores,
-        sde,
-        x0,
-        ts,
-        estimator=estimator,
-        curl=curl,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-        **options,
-    )
+    measured = measure(scores, sde, x0, ts, **options)
     sigmas, dim = _sigmas(sde, measured["t"]), int(x0[0].numel())
     rows = measured["rows"]
     name, values = native_time(sde, measured["t"])

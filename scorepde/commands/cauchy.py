@@ -37,9 +37,9 @@ from ..outputs import announce
 from ..sampling import probability_flow
 from ..schedules import Cosine
 from ..sde import VESDE, VPSDE
-from ..toy import ToyDataset, ToyScore, toy_batches, toy_dataset, toy_model, train_toy
+from ..toy import ToyDataset, ToyScore, toy_batches, toy_dataset, toy_model
 from ..training import Budget, NonFiniteLossError, fit
-from ._toy import generator, parser, setup
+from ._toy import generator, parser, setup, train
 
 EPS = 1e-5  # smallest t for likelihoods and the t grid
 ODE_TOL = 1e-4  # rtol = atol of the PF-ODE solves
@@ -222,7 +222,12 @@ def _build(args, ds: ToyDataset, sde):
         out_dim=ds.dim + extra if extra else None,
     )
     model = ToyScore(net, sde, data_std=args.data_std, condition=args.condition, gate=gate).to(args.device)
-    obj = CauchyObjective(
+    return model, _objective(args, model, sde, gmm, estimator=args.estimator, unbiased=args.unbiased)
+
+
+def _objective(args, model, sde, gmm, **dim_only) -> CauchyObjective:
+    """The Cauchy fit's objective from the flags of both problems (``dim_only``: --dim's own)."""
+    return CauchyObjective(
         model,
         sde,
         lambda x: gmm.score(x),
@@ -231,10 +236,8 @@ def _build(args, ds: ToyDataset, sde):
         init_points=args.init_points,
         init_weight=args.init_weight,
         time_sampling=args.time_sampling,
-        estimator=args.estimator,
-        unbiased=args.unbiased,
+        **dim_only,
     )
-    return model, obj
 
 
 # --- --dim D: train on a budget, evaluate, write ---------------------------------------
@@ -764,27 +767,8 @@ def run_2d(args):
         device=args.device,
         skip=not args.no_skip,
     )
-    objective = CauchyObjective(
-        model,
-        sde,
-        lambda x: gmm.score(x),
-        weighting=args.weighting,
-        data_std=args.data_std,
-        init_points=args.init_points,
-        init_weight=args.init_weight,
-        time_sampling=args.time_sampling,
-    )
-    info = train_toy(
-        objective,
-        model,
-        ds,
-        steps=steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        desc="cauchy",
-        device=args.device,
-    )
+    objective = _objective(args, model, sde, gmm)
+    info = train(args, objective, model, ds, steps, "cauchy")
     rel, curves, nll_model, nll_true = _evaluate_2d(args, model.eval(), gmm, sde, ds, out)
     n = len(rel["t"])
     metrics = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import torch
 
@@ -27,9 +26,10 @@ from ..checkpoints import load_checkpoint
 from ..cli import user_errors
 from ..curves import residual_curves
 from ..data import load_dataset, to_model_space
+from ..flags import add_device_flag, add_trust_flag
 from ..fpe import ESTIMATORS
 from ..image_config import load_trained, model_scaling
-from ..image_eval import TABLE4_TIMES, bpd_metrics, bpd_summary, image_bpd, sample_grid
+from ..image_eval import TABLE4_TIMES, bpd_metrics, bpd_of_test_images, sample_grid
 from ..outputs import announce, prepare_out
 from ..reporting import residual_table, write_metrics, write_text
 
@@ -86,20 +86,10 @@ def parse_args(argv=None):
     p.add_argument(
         "--seed", type=int, default=0, help="seed of dequantization, probes and samples (default 0)"
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="where to evaluate (default auto: CUDA if torch sees a GPU, else CPU)",
-    )
+    add_device_flag(p, "evaluate")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="open a checkpoint that needs code to load (one you made yourself with an older "
-        "scorepde); never for a file from someone else",
-    )
+    add_trust_flag(p)
     return p.parse_args(argv)
 
 
@@ -175,25 +165,20 @@ def main(argv: list | None = None) -> int:
         "beta": cfg.beta if cfg.fp_on else 0.0,
     }
     if args.images >= 0:
-        n = len(test) if args.images == 0 else min(args.images, len(test))
-        t0 = time.perf_counter()
-        res = image_bpd(
+        res, n, seconds = bpd_of_test_images(
             model,
             sde,
             cfg,
-            test.images[:n],
-            test.levels,
+            test,
+            args.images,
+            rtol=args.rtol,
             repeats=args.repeats,
             batch_size=args.batch_size,
-            rtol=args.rtol,
-            atol=args.rtol,
             generator=gen(1),
             progress=not args.no_progress,
             device=device,
         )
-        seconds = time.perf_counter() - t0
         metrics.update(**bpd_metrics(res), images=n, repeats=args.repeats, rtol=args.rtol, bpd_time_s=seconds)
-        print(bpd_summary(res, n, args.repeats, seconds), flush=True)
     if args.residual_images > 0:
         metrics.update(_residuals(args, model, sde, cfg, test, out, gen, device))
     if args.n_samples > 0:

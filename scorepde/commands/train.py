@@ -29,6 +29,7 @@ from scorepde import distributed as dd
 from scorepde.checkpoints import load_checkpoint, restore_training_state, set_rng_state
 from scorepde.cli import fail, user_errors
 from scorepde.data import ImageData, load_dataset, to_model_space
+from scorepde.flags import add_device_flag, add_trust_flag
 from scorepde.fpe import ESTIMATORS
 from scorepde.image_config import (
     ImageConfig,
@@ -39,7 +40,7 @@ from scorepde.image_config import (
     preset_config,
     run_label,
 )
-from scorepde.image_eval import auto_eval_images, bpd_metrics, bpd_summary, image_bpd, sample_grid
+from scorepde.image_eval import auto_eval_images, bpd_metrics, bpd_of_test_images, sample_grid
 from scorepde.losses import NORMALIZATIONS, PAPER_SETTINGS, RHS_REDUCTIONS, WEIGHTINGS
 from scorepde.outputs import announce, prepare_out
 from scorepde.plotting import training_curves
@@ -184,18 +185,8 @@ def _run_flags(p) -> None:
     g.add_argument(
         "--init-from", metavar="CKPT", help="fine-tune: start from CKPT's weights (fresh optimiser/EMA)"
     )
-    g.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="open a --resume/--init-from checkpoint that needs code to load (one you made yourself "
-        "with an older scorepde); never for a file from someone else",
-    )
-    g.add_argument(
-        "--device",
-        default="auto",
-        choices=["auto", "cpu", "cuda"],
-        help="where to train (default auto: CUDA if torch sees a GPU, else CPU)",
-    )
+    add_trust_flag(g, "a --resume/--init-from checkpoint")
+    add_device_flag(g, "train")
     g.add_argument(
         "--amp",
         default="auto",
@@ -558,23 +549,19 @@ def _final_bpd(args, job: _Job, test: ImageData, eval_images: int) -> dict:
         "--eval-images -1 skips this, image/eval.py CKPT runs it later)",
         flush=True,
     )
-    t_eval = time.perf_counter()
-    res = image_bpd(
+    res, n, seconds = bpd_of_test_images(
         job.ema.module,
         job.sde,
         job.cfg,
-        test.images[:n],
-        test.levels,
+        test,
+        n,
+        rtol=args.eval_rtol,
         repeats=args.eval_repeats,
         batch_size=args.eval_batch_size,
-        rtol=args.eval_rtol,
-        atol=args.eval_rtol,
         generator=torch.Generator(job.info.device).manual_seed(job.cfg.seed + 1),
         progress=not args.no_progress,
         device=job.info.device,
     )
-    seconds = time.perf_counter() - t_eval
-    print(bpd_summary(res, n, args.eval_repeats, seconds), flush=True)
     return {**bpd_metrics(res), "eval_images": n, "eval_repeats": args.eval_repeats, "eval_time_s": seconds}
 
 
