@@ -84,8 +84,9 @@ def bits_per_dim(log_px: torch.Tensor, dim: int, levels: int, scale: float) -> t
     return -log_px / (dim * math.log(2)) - math.log2(scale) + math.log2(levels)
 
 
-#: How the split is cut into solves (``evaluate_bpd``'s ``order``). An adaptive batched solve
-#: takes one step size for the whole batch, so the hardest sample sets everyone's NFE:
+#: How the split is cut into solves (``evaluate_bpd``'s ``order``). With one step size for the
+#: whole batch (``solver="torchdiffeq"`` or ``control="joint"``) the hardest sample sets
+#: everyone's NFE (the default "rk" solver steps each sample on its own):
 #: "given" keeps the data's order, "sorted" first orders samples by a cheap difficulty
 #: proxy (‖s(x, eps)‖, one plain forward) so that each batch holds samples alike.
 ORDERS = ("given", "sorted")

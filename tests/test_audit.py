@@ -183,6 +183,7 @@ def test_the_figure_has_one_panel_per_quantity_and_the_peak_in_its_title(tiny_au
 def test_a_verdict_is_printed(tiny_audit):
     stdout = tiny_audit[3]
     assert "largest relative to its terms at t =" in stdout and "results in" in stdout
+    assert re.search(r"wall time: \d+\.\d s", stdout)  # docs/own-model.md quotes none: the run says
     assert "note: the audit sees a diffusers scheduler only through alphas_cumprod" in stdout
 
 

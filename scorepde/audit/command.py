@@ -276,4 +276,5 @@ def main(argv: list[str] | None = None) -> None:
     title = f"{' vs '.join(setup['labels'])} on {setup['data']['name']} ({args.estimator}, n = {setup['data']['n']})"
     figure(result, str(out / "audit.png"), title)
     print("\n".join(table(result) + [""] + metrics["verdict"]))
+    print(f"wall time: {metrics['wall_s']:.1f} s (metrics.json: wall_s)")
     announce(out, ["metrics.json", "audit.png"])

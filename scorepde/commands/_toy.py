@@ -12,6 +12,7 @@ import torch
 from ..cli import add_run_flags, fail, user_errors
 from ..cli import parser as base_parser
 from ..outputs import prepare_out
+from ..toy import ToyDataset, train_toy
 
 #: Help for the flags the toy commands share, used where a command gives none.
 SHARED_HELP = {
@@ -68,3 +69,18 @@ def setup(args, name: str, *, resume: bool = False) -> str:
 
 def generator(seed: int, device="cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def train(args, objective, model, ds: ToyDataset, steps: int, desc: str) -> dict:
+    """``scorepde.toy.train_toy`` with the run flags' batch size, learning rate, seed and device."""
+    return train_toy(
+        objective,
+        model,
+        ds,
+        steps=steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        desc=desc,
+        device=args.device,
+    )

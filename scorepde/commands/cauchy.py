@@ -39,10 +39,10 @@ from ..outputs import announce
 from ..sampling import probability_flow
 from ..schedules import Cosine
 from ..sde import VESDE, VPSDE
-from ..toy import ToyDataset, ToyScore, toy_batches, toy_dataset, toy_model, train_toy
+from ..toy import ToyDataset, ToyScore, toy_batches, toy_dataset, toy_model
 from ..training import Budget, NonFiniteLossError, fit
 from . import cauchy_scaling as cs
-from ._toy import generator, parser, setup
+from ._toy import generator, parser, setup, train
 
 EPS = 1e-5  # smallest t for likelihoods and the t grid
 ODE_TOL = 1e-4  # rtol = atol of the PF-ODE solves
@@ -898,17 +898,7 @@ def run_2d(args):
         skip=not args.no_skip,
     )
     objective = _objective(args, model, sde, gmm)
-    info = train_toy(
-        objective,
-        model,
-        ds,
-        steps=steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        desc="cauchy",
-        device=args.device,
-    )
+    info = train(args, objective, model, ds, steps, "cauchy")
     rel, curves, nll_model, nll_true = _evaluate_2d(args, model.eval(), gmm, sde, ds, out)
     n = len(rel["t"])
     metrics = {

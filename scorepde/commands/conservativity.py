@@ -22,8 +22,8 @@ from ..metrics import curl_mse
 from ..outputs import announce
 from ..reporting import text_table, write_metrics
 from ..sde import VESDE
-from ..toy import PARAMS, toy_dataset, toy_model, train_toy
-from ._toy import generator, parser, setup
+from ..toy import PARAMS, toy_dataset, toy_model
+from ._toy import generator, parser, setup, train
 
 RUNS = {"dsm": 0.0, "fp_beta_0.003": 0.003, "fp_beta_0.01": 0.01}  # β of each trained score
 EPS = 1e-5
@@ -107,17 +107,7 @@ def run(argv: list[str] | None = None) -> dict:
     scores, train_info = {}, {}
     for name, beta in RUNS.items():
         model = toy_model(ds, sde, hidden=args.hidden, seed=args.seed, device=args.device, param=args.param)
-        train_info[name] = train_toy(
-            objective(model, sde, beta, args.fp_subbatch),
-            model,
-            ds,
-            steps=steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            desc=name,
-            device=args.device,
-        )
+        train_info[name] = train(args, objective(model, sde, beta, args.fp_subbatch), model, ds, steps, name)
         scores[name] = model.eval()
     ts = torch.linspace(EPS, 1.0, 6 if args.quick else 21).tolist()
     n_eval = 200 if args.quick else 1000

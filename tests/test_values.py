@@ -1,0 +1,678 @@
+"""Values against closed forms, written out by hand here (math module, not scorepde): the tests
+that kill the mutants the rest of the suite let live (tools/mutation.py, docs/trust.md).
+
+Each test computes its expectation without the code under test: the SDEs' coefficients and
+kernels from their formulas, the DSM loss from the same draws, L[s] and ε[s] of a score linear
+in x (s = −k(t) x, whose residual is not zero) in closed form, a mixture's log-density from
+torch.distributions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import scorepde as sp
+from scorepde.cauchy import (
+    CauchyObjective,
+    _log_relative_scale,
+    cauchy_loss,
+    residual_weight,
+    sample_collocation_time,
+)
+from scorepde.derivatives import hutchpp_divergence, time_derivative
+from scorepde.losses import sample_time
+
+F64 = torch.float64
+TIMES = [0.0, 0.1, 0.5, 1.0]
+
+
+def _vp_int(t, bmin=0.1, bmax=20.0):
+    return bmin * t + 0.5 * t * t * (bmax - bmin)
+
+
+#: name -> (the SDE with its default parameters, closed forms of t: a, σ², g², c, prior std, floor, T)
+CLOSED = {
+    "ve": (
+        sp.VESDE,
+        dict(
+            a=lambda t: 1.0,
+            var=lambda t: 0.01**2 * (math.exp(2 * t * math.log(5000.0)) - 1),
+            g2=lambda t: (0.01 * 5000.0**t) ** 2 * 2 * math.log(5000.0),
+            c=lambda t: 0.0,
+            prior=50.0,
+            floor=0.01,
+            T=1.0,
+        ),
+    ),
+    "vp": (
+        sp.VPSDE,
+        dict(
+            a=lambda t: math.exp(-0.5 * _vp_int(t)),
+            var=lambda t: 1 - math.exp(-_vp_int(t)),
+            g2=lambda t: 0.1 + 19.9 * t,
+            c=lambda t: -0.5 * (0.1 + 19.9 * t),
+            prior=1.0,
+            floor=1e-5,
+            T=1.0,
+        ),
+    ),
+    "subvp": (
+        sp.SubVPSDE,
+        dict(
+            a=lambda t: math.exp(-0.5 * _vp_int(t)),
+            var=lambda t: (1 - math.exp(-_vp_int(t))) ** 2,
+            g2=lambda t: (0.1 + 19.9 * t) * (1 - math.exp(-2 * _vp_int(t))),
+            c=lambda t: -0.5 * (0.1 + 19.9 * t),
+            prior=1.0,
+            floor=1e-5,
+            T=1.0,
+        ),
+    ),
+    "edm": (
+        sp.EDMSDE,
+        dict(
+            a=lambda t: 1.0,
+            var=lambda t: t * t,
+            g2=lambda t: 2 * t,
+            c=lambda t: 0.0,
+            prior=80.0,
+            floor=0.002,
+            T=80.0,
+        ),
+    ),
+}
+
+
+def _close(actual, expected, rtol=1e-10, atol=1e-12):
+    expected = torch.as_tensor(expected, dtype=F64).expand_as(torch.as_tensor(actual))
+    torch.testing.assert_close(torch.as_tensor(actual, dtype=F64), expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED))
+def test_sde_coefficients_and_kernel_are_their_closed_forms(name):
+    make, cf = CLOSED[name]
+    sde = make()
+    t = torch.tensor(TIMES, dtype=F64) * cf["T"]
+    x = torch.linspace(-2, 3, 4 * 3, dtype=F64).reshape(4, 3)
+    a = [cf["a"](s) for s in t.tolist()]
+    var = [cf["var"](s) for s in t.tolist()]
+    c = [cf["c"](s) for s in t.tolist()]
+    got_a, got_std = sde.marginal(t)
+    _close(got_a, a)
+    _close(got_std, [v**0.5 for v in var])
+    _close(sde.marginal_variance(t), var)
+    _close(sde.diffusion(t) ** 2, [cf["g2"](s) for s in t.tolist()])
+    _close(sde.drift(x, t), torch.tensor(c, dtype=F64)[:, None] * x)
+    _close(sde.drift_divergence(x, t), [3 * ci for ci in c])
+    z = torch.ones_like(x)
+    _close(
+        sde.perturb(x, t, z),
+        torch.tensor(a, dtype=F64)[:, None] * x + torch.tensor(var, dtype=F64).sqrt()[:, None],
+    )
+    assert sde.prior_std == cf["prior"] and sde.sigma_floor == cf["floor"] and sde.T == cf["T"]
+    s2 = cf["prior"] ** 2
+    _close(sde.prior_log_prob(x), -1.5 * math.log(2 * math.pi * s2) - (x**2).sum(1) / (2 * s2))
+    g = torch.Generator().manual_seed(3)
+    draw = sde.prior_sample((5, 2), generator=g, dtype=F64)
+    _close(draw, cf["prior"] * torch.randn(5, 2, generator=torch.Generator().manual_seed(3), dtype=F64))
+
+
+def test_noise_levels_and_integrated_beta():
+    t = torch.tensor(TIMES, dtype=F64)
+    _close(sp.VESDE().sigma(t), [0.01 * 5000.0**s for s in TIMES])
+    _close(sp.VESDE(sigma_min=0.1, sigma_max=2.0).sigma(t), [0.1 * 20.0**s for s in TIMES])
+    _close(sp.VPSDE().integrated_beta(t), [_vp_int(s) for s in TIMES])
+    _close(sp.VPSDE().beta(t), [0.1 + 19.9 * s for s in TIMES])
+    _close(sp.VPSDE(beta_min=1.0, beta_max=3.0).beta(t), [1 + 2 * s for s in TIMES])
+    _close(sp.EDMSDE().sigma(t * 80), [80 * s for s in TIMES])
+    assert repr(sp.VESDE()) == "VESDE(sigma_min=0.01, sigma_max=50.0)"
+    assert repr(sp.VPSDE()) == "VPSDE(beta_min=0.1, beta_max=20.0)"
+    assert repr(sp.SubVPSDE()) == "SubVPSDE(beta_min=0.1, beta_max=20.0)"
+    assert repr(sp.EDMSDE()) == "EDMSDE(sigma_min=0.002, sigma_max=80.0)"
+
+
+def test_discrete_vp_is_its_schedule_at_the_nodes_and_hermite_between():
+    N = 8
+    betas = torch.linspace(0.01, 0.2, N, dtype=F64)
+    ac = torch.cumprod(1 - betas, 0)
+    sde = sp.DiscreteVPSDE(ac)
+    assert sde.N == N and sde.fd_h == (0.05 / N, 0.05 / N) and repr(sde) == "DiscreteVPSDE(N=8)"
+    nodes = torch.arange(N + 1, dtype=F64) / N
+    y = torch.cat([torch.zeros(1, dtype=F64), ac.log()])
+    d = [(y[i + 1] - y[i]).item() * N for i in range(N)]
+    m = [d[0]] + [2 * d[i - 1] * d[i] / (d[i - 1] + d[i]) for i in range(1, N)] + [d[-1]]
+    _close(sde.alpha_bar(nodes), y.exp())
+    _close(sde.log_alpha_bar(nodes), y)
+    _close(sde.marginal_variance(nodes), 1 - y.exp())
+    _close(sde.marginal(nodes)[0], (0.5 * y).exp())
+    _close(sde.beta(nodes), [-v for v in m])
+    _close(sde.timestep(nodes[1:]), torch.arange(N, dtype=F64))
+    _close(sde.time(torch.arange(N)), nodes[1:])
+    # midpoints of each interval: the cubic Hermite interpolant's value and slope at s = 1/2
+    mid = (torch.arange(N, dtype=F64) + 0.5) / N
+    value = [0.5 * (y[i] + y[i + 1]).item() + (m[i] - m[i + 1]) / (8 * N) for i in range(N)]
+    slope = [-1.5 * N * (y[i] - y[i + 1]).item() - 0.25 * (m[i] + m[i + 1]) for i in range(N)]
+    _close(sde.log_alpha_bar(mid), value)
+    _close(sde.beta(mid), [-s for s in slope])
+
+
+# -- DSM ----------------------------------------------------------------------------------
+
+
+def _lambda(name, cf, t):
+    return {"g2": cf["g2"](t), "sigma2": cf["var"](t), "none": 1.0}[name]
+
+
+@pytest.mark.parametrize("weighting", ["g2", "sigma2", "none"])
+@pytest.mark.parametrize("name", ["ve", "vp", "edm"])
+def test_dsm_loss_is_its_closed_form_on_the_same_draws(name, weighting):
+    """J_DSM = mean ½ λ(t) ‖s(x_t, t) + z/σ_t‖² with t = eps + (T − eps) u, x_t = a x_0 + σ_t z,
+    from the generator's draws in that order. λ = σ_t² (the default) must not be σ_t (the
+    mutant that survived the whole suite before this test)."""
+    make, cf = CLOSED[name]
+    sde, eps = make(), 1e-3
+    x0 = torch.linspace(-1, 1, 15, dtype=F64).reshape(5, 3)
+    score = lambda x, t: -x * (1 + t)[:, None] + 0.3
+
+    g = torch.Generator().manual_seed(7)
+    u = torch.rand(5, generator=g, dtype=F64)
+    z = torch.randn(5, 3, generator=g, dtype=F64)
+    t = eps + (cf["T"] - eps) * u
+    expected = 0.0
+    for i, ti in enumerate(t.tolist()):
+        std = cf["var"](ti) ** 0.5
+        xt = cf["a"](ti) * x0[i] + std * z[i]
+        s = -xt * (1 + ti) + 0.3
+        expected += 0.5 * _lambda(weighting, cf, ti) * ((s + z[i] / std) ** 2).sum().item() / 5
+
+    loss, xt, tt = sp.dsm_loss(
+        score,
+        sde,
+        x0,
+        weighting=weighting,
+        eps=eps,
+        generator=torch.Generator().manual_seed(7),
+        return_samples=True,
+    )
+    _close(tt, t)
+    _close(loss, expected)
+    objective = sp.FPObjective(score, sde, dsm_weighting=weighting, eps=eps)
+    total, parts = objective(x0, torch.Generator().manual_seed(7))
+    _close(total, expected)
+    _close(parts["dsm"], expected)
+    _close(parts["fp"], 0.0)
+
+
+def test_dsm_default_weighting_and_time_draws():
+    """The defaults: λ = σ_t² and t ~ U(1e-5, T)."""
+    sde = sp.VESDE()
+    x0 = torch.zeros(4, 2, dtype=F64)
+    score = lambda x, t: torch.zeros_like(x)
+    loss = sp.dsm_loss(score, sde, x0, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    torch.rand(4, generator=g, dtype=F64)
+    z = torch.randn(4, 2, generator=g, dtype=F64)
+    _close(loss, 0.5 * (z**2).sum(1).mean())  # ½ σ² ‖z/σ‖² = ½ ‖z‖²
+    u = torch.rand(6, generator=torch.Generator().manual_seed(2), dtype=F64)
+    _close(sample_time(6, sde, generator=torch.Generator().manual_seed(2), dtype=F64), 1e-5 + (1 - 1e-5) * u)
+    _close(sample_time(6, sde, 0.25, generator=torch.Generator().manual_seed(2), dtype=F64), 0.25 + 0.75 * u)
+
+
+# -- L[s] and ε[s] of a score linear in x --------------------------------------------------
+
+
+def _linear(x, t):
+    """s = −k(t) x with k = 1 + t², quadratic in t, so every stencil in t is exact."""
+    return -(1 + t * t).reshape(-1, *([1] * (x.dim() - 1))) * x
+
+
+def _linear_closed_form(cf, x, t):
+    """(ε, L) of s = −k x: L = −½g²kD + (½g²k² + ck)‖x‖² − cD, ε = −k'x − (g²k² + 2ck) x."""
+    D = x[0].numel()
+    eps, L = torch.empty_like(x), torch.empty(x.shape[0], dtype=F64)
+    for i, ti in enumerate(t.tolist()):
+        k, dk, g2, c = 1 + ti * ti, 2 * ti, cf["g2"](ti), cf["c"](ti)
+        r2 = (x[i] ** 2).sum().item()
+        L[i] = -0.5 * g2 * k * D + (0.5 * g2 * k * k + c * k) * r2 - c * D
+        eps[i] = -(dk + g2 * k * k + 2 * c * k) * x[i]
+    return eps, L
+
+
+def _points(name):
+    cf = CLOSED[name][1]
+    x = torch.tensor([[0.3, -1.2, 0.7], [1.5, 0.2, -0.4], [-0.8, 0.9, 1.1]], dtype=F64)
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=F64) * cf["T"]
+    return CLOSED[name][0](), cf, x, t
+
+
+@pytest.mark.parametrize("name", ["ve", "vp", "subvp"])
+def test_residual_and_rhs_of_a_linear_score_are_their_closed_forms(name):
+    sde, cf, x, t = _points(name)
+    eps, L = _linear_closed_form(cf, x, t)
+    _close(sp.fpe_rhs(_linear, sde, x, t), L)
+    _close(sp.fpe_rhs(_linear, sde, x, t, div="hutchinson", generator=torch.Generator().manual_seed(0)), L)
+    for estimator in ("exact", "hutchinson", "paper"):  # exact on this score: J = −kI, k quadratic in t
+        got, rhs = sp.residual(
+            _linear, sde, x, t, estimator, return_rhs=True, generator=torch.Generator().manual_seed(0)
+        )
+        _close(got, eps, rtol=1e-6, atol=1e-8)
+        if estimator != "paper":  # the paper's Gaussian probe estimates div s, so L only in mean
+            _close(rhs, L)
+        sq, rhs = sp.residual_norm_sq(
+            _linear, sde, x, t, estimator, generator=torch.Generator().manual_seed(0)
+        )
+        _close(sq, eps.pow(2).sum(1), rtol=1e-6, atol=1e-8)
+    operator = sp.residual(_linear, sde, "exact")
+    _close(operator(x, t), eps)
+
+
+@pytest.mark.parametrize("name", ["ve", "vp"])
+def test_projected_residuals_of_a_linear_score_are_exact(name):
+    """⟨ε, v⟩ along a given v: forward mode exactly, plain forwards (central differences, exact on
+    a quadratic L and a score quadratic in t) to round-off."""
+    sde, cf, x, t = _points(name)
+    eps, L = _linear_closed_form(cf, x, t)
+    v = torch.tensor([[1.0, -1.0, 1.0], [1.0, 1.0, -1.0], [-1.0, 1.0, 1.0]], dtype=F64)
+    proj, rhs = sp.projected_residual(_linear, sde, x, t, v)
+    _close(proj, (eps * v).sum(1), rtol=1e-8, atol=1e-8)
+    _close(rhs, L)
+    proj, rhs = sp.projected_residual_fd(_linear, sde, x, t, v)
+    _close(proj, (eps * v).sum(1), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("estimator", ["directional", "forward_fd"])
+def test_directional_estimators_of_a_linear_score_are_projections_of_the_closed_form(estimator):
+    """ε̂ = ⟨ε, v⟩ v for the estimator's own direction v: so ⟨ε̂, ε⟩ = ⟨ε, v⟩² ≥ 0 and
+    ‖ε̂‖² = ⟨ε, v⟩² ‖v‖² = D ⟨ε̂, ε⟩ for a Rademacher v; the unbiased ‖ε‖² averages to the closed form."""
+    sde, cf, x, t = _points("vp")
+    eps, L = _linear_closed_form(cf, x, t)
+    got, rhs = sp.residual(
+        _linear, sde, x, t, estimator, return_rhs=True, generator=torch.Generator().manual_seed(0)
+    )
+    along = (got * eps).sum(1)
+    _close(got.pow(2).sum(1), 3 * along, rtol=1e-4, atol=1e-6)
+    _close(rhs, L, rtol=1e-5, atol=1e-6)
+    g = torch.Generator().manual_seed(1)
+    xs, ts = x.repeat(400, 1), t.repeat(400)
+    sq, _ = sp.residual_norm_sq(_linear, sde, xs, ts, estimator, generator=g, n_directions=1)
+    mean, se = sq.reshape(400, 3).mean(0), sq.reshape(400, 3).std(0) / 20
+    assert bool(((mean - eps.pow(2).sum(1)).abs() < 5 * se + 1e-6).all()), (mean, eps.pow(2).sum(1), se)
+
+
+def test_time_derivative_stencils_on_a_score_quadratic_in_t():
+    """∂t(−(1 + t²) x) = −2t x: fd3 and central exactly; forward is (k(t+h) − k(t))/h = 2t + h."""
+    x = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=F64)
+    t = torch.tensor([0.3, 0.6], dtype=F64)
+    exact = -2 * t[:, None] * x
+    for dt in ("jvp", "fd3", "central"):
+        _close(time_derivative(_linear, x, t, dt, h=(1e-2, 5e-3)), exact, rtol=1e-8, atol=1e-9)
+    _close(
+        time_derivative(_linear, x, t, "forward", h=(1e-2, 1e-2)),
+        -(2 * t + 1e-2)[:, None] * x,
+        rtol=1e-8,
+        atol=1e-9,
+    )
+
+
+# -- the Cauchy problem's loss and weights ----------------------------------------------------
+
+
+def test_residual_weights_and_log_scale_are_their_closed_forms():
+    sde, cf = sp.VPSDE(), CLOSED["vp"][1]
+    t = torch.tensor([0.1, 0.5, 1.0], dtype=F64)
+    for d in (1.0, 2.5):
+        hat = [(cf["a"](s) ** 2 * d * d + cf["var"](s)) ** 0.5 for s in t.tolist()]
+        g2 = [cf["g2"](s) for s in t.tolist()]
+        _close(residual_weight("none", sde, t, d), 1.0)
+        _close(residual_weight("g2", sde, t, d), [1 / v for v in g2])
+        _close(residual_weight("scaled", sde, t, d), [h**3 / v for h, v in zip(hat, g2)])
+        _close(
+            _log_relative_scale(sde, t, d),
+            [0.5 * math.log(d * d + cf["var"](s) / cf["a"](s) ** 2) for s in t.tolist()],
+        )
+    _close(residual_weight("scaled", sde, t), residual_weight("scaled", sde, t, 1.0))
+
+
+def test_collocation_times_are_the_uniform_draws_and_the_inverse_log_scale():
+    """t = T u (uniform, the default), and for the second half of "log_scale" c(t) = c(0) + (c(T) − c(0)) u
+    to the 2049-point grid's interpolation error (≈ 1e-6 in c; a node's shift is ≥ 1e-4 here)."""
+    sde = sp.VPSDE()
+    u = torch.rand(8, generator=torch.Generator().manual_seed(4), dtype=F64)
+    got = sample_collocation_time(8, sde, generator=torch.Generator().manual_seed(4), dtype=F64)
+    assert got.dtype == F64
+    _close(got, u)
+    _close(
+        sample_collocation_time(8, sp.EDMSDE(), generator=torch.Generator().manual_seed(4), dtype=F64), 80 * u
+    )
+    t = sample_collocation_time(
+        8, sde, "log_scale", data_std=0.5, generator=torch.Generator().manual_seed(4), dtype=F64
+    )
+    _close(t[:4], u[:4])
+    c = _log_relative_scale(sde, torch.tensor([0.0, 1.0], dtype=F64), 0.5)
+    _close(_log_relative_scale(sde, t[4:], 0.5), c[0] + (c[1] - c[0]) * u[4:], rtol=0, atol=1e-5)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="data_std must be positive"):
+            sample_collocation_time(4, sde, data_std=bad)
+
+
+@pytest.mark.parametrize("weighting", ["none", "g2", "scaled"])
+def test_cauchy_loss_is_its_closed_form(weighting):
+    """J = mean w² ‖ε‖² + λ₀ mean ‖s(x, 0) − s₀(x)‖² (Eq. 21) for the linear score."""
+    sde, cf, x, t = _points("vp")
+    eps, _ = _linear_closed_form(cf, x, t)
+    w = residual_weight(weighting, sde, t, 1.5)
+    x_init = torch.tensor([[1.0, 2.0, 0.0], [0.0, -1.0, 3.0]], dtype=F64)
+    init_score = lambda y: -2 * y  # s(y, 0) = −y, so the mismatch is y, ‖y‖² = 5 and 10
+    total, parts = cauchy_loss(
+        _linear, sde, x, t, init_score, x_init, weighting=weighting, data_std=1.5, init_weight=0.25
+    )
+    res = (w**2 * eps.pow(2).sum(1)).mean()
+    _close(parts["residual"], res)
+    _close(parts["init"], 7.5)
+    _close(total, res + 0.25 * 7.5)
+
+
+# -- what the core tests never called before ---------------------------------------------------
+
+
+def test_estimators_say_what_they_are():
+    est = sp.get_estimator("exact", dt="fd3", n_probes=2)
+    assert repr(est) == "Autograd('exact', dt='fd3', n_probes=2)"
+    assert repr(sp.get_estimator("hutchinson")) == "Autograd('hutchinson', div='hutchinson')"
+    needs = {
+        name: (
+            sp.get_estimator(name).needs_autograd,
+            sp.get_estimator(name).needs_forward_mode,
+            sp.get_estimator(name).plain_forwards_only,
+            sp.get_estimator(name).stochastic,
+        )
+        for name in sp.ESTIMATORS
+    }
+    assert needs == {
+        "exact": (True, True, False, False),
+        "paper": (True, False, False, True),
+        "hutchinson": (True, True, False, True),
+        "directional": (False, True, False, True),
+        "forward_fd": (False, False, True, True),
+    }
+    assert sp.get_estimator("exact", div_mode="reverse").needs_forward_mode  # a jvp in t
+    assert sp.get_estimator("exact", dt="fd3").needs_forward_mode  # a jvp in x
+    assert sp.get_estimator("paper").time_step(_linear) == (1e-3, 5e-4)
+    assert sp.get_estimator("exact").time_step(_linear) is None
+
+    class Timed:
+        def time_rate(self):
+            return 100.0
+
+        def __call__(self, x, t):
+            return _linear(x, t)
+
+    assert sp.get_estimator("forward_fd").time_step(Timed(), F64) == (1e-6, 1e-6)  # φ = 1e-4 rad / rate
+    assert sp.get_estimator("forward_fd").time_step(Timed()) == (3e-4, 3e-4)  # float32: φ = 0.03
+
+
+def test_generic_sde_without_a_kernel_or_prior_says_so():
+    sde = sp.GenericSDE(lambda x, t: -x, lambda t: torch.ones_like(t))
+    with pytest.raises(NotImplementedError, match="GenericSDE has no closed-form"):
+        sde.marginal(torch.zeros(1))
+    with pytest.raises(NotImplementedError, match="GenericSDE has no prior"):
+        _ = sde.prior_std
+    assert sp.GenericSDE(lambda x, t: -x, lambda t: t, prior_std=2.0).prior_std == 2.0
+    with_kernel = sp.GenericSDE(lambda x, t: -x, lambda t: t, marginal=lambda t: (torch.exp(-t), 2 * t))
+    _close(with_kernel.marginal_variance(torch.tensor([0.5, 1.5], dtype=F64)), [1.0, 9.0])  # σ² from σ
+
+
+def test_probes_and_hutchpp_follow_their_generator_and_defaults():
+    x = torch.zeros(3, 4, dtype=F64)
+    for kind in ("rademacher", "gaussian", "sphere"):
+        a = sp.sample_probes(x, 2, kind, torch.Generator().manual_seed(5))
+        b = sp.sample_probes(x, 2, kind, torch.Generator().manual_seed(5))
+        assert torch.equal(a, b), kind
+    _close(sp.sample_probes(x, 1, "sphere", torch.Generator().manual_seed(0)).pow(2).sum(-1), 4.0)
+    A = torch.tensor(
+        [[2.0, 1.0, 0.0, 0.0], [1.0, -1.0, 0.5, 0.0], [0.0, 0.5, 3.0, 0.0], [0.0, 0.0, 0.0, 0.5]], dtype=F64
+    )
+    fn = lambda y: y @ A.T
+    y = torch.ones(3, 4, dtype=F64)
+    one = hutchpp_divergence(fn, y, generator=torch.Generator().manual_seed(1))  # n_matvecs = 3
+    assert torch.equal(one, hutchpp_divergence(fn, y, 3, generator=torch.Generator().manual_seed(1)))
+    assert not torch.equal(one, hutchpp_divergence(fn, y, 3, generator=torch.Generator().manual_seed(2)))
+    _close(hutchpp_divergence(fn, y, 12, generator=torch.Generator().manual_seed(1)), 4.5)  # k = D: exact
+
+
+def test_antisymmetry_of_a_linear_field_and_its_default_probe_count():
+    """‖A − Aᵀ‖_F² exactly, and the one-probe Hutchinson value ‖(A − Aᵀ) v‖² for its v."""
+    A = torch.tensor([[0.0, 2.0, 1.0], [-1.0, 0.5, 0.0], [3.0, 1.0, -2.0]], dtype=F64)
+    field = lambda x, t: x @ A.T * (1 + t)[:, None]
+    x, t = torch.ones(2, 3, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
+    K = A - A.T
+    _close(sp.antisymmetry(field, x, t), [(K**2).sum().item(), 4 * (K**2).sum().item()])
+    v = sp.sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(3))[0]
+    got = sp.antisymmetry(field, x, t, "hutchinson", generator=torch.Generator().manual_seed(3))
+    _close(got, ((v @ K.T) ** 2).sum(1) * (1 + t) ** 2)
+    two = sp.sample_probes(x, 2, "gaussian", torch.Generator().manual_seed(4))
+    got = sp.antisymmetry(
+        field, x, t, "hutchinson", n_probes=2, probe="gaussian", generator=torch.Generator().manual_seed(4)
+    )
+    _close(got, sum(((w @ K.T) ** 2).sum(1) for w in two) / 2 * (1 + t) ** 2)
+    with pytest.raises(ValueError, match="unknown method 'bogus'; choose 'exact' or 'hutchinson'"):
+        sp.antisymmetry(field, x, t, "bogus")
+
+
+def test_fp_objective_keeps_its_call_count_in_its_state():
+    objective = sp.FPObjective(lambda x, t: -x, sp.VPSDE(), every=3)
+    x0 = torch.zeros(2, 2, dtype=F64)
+    for _ in range(5):
+        objective(x0, torch.Generator().manual_seed(0))
+    assert objective.get_extra_state() == {"calls": 5}
+    other = sp.FPObjective(lambda x, t: -x, sp.VPSDE(), every=3)
+    other.set_extra_state({"calls": 7})
+    assert other.calls == 7
+
+
+def test_the_dsm_forward_rides_along_with_grad_calls_only():
+    """FPObjective's fused forward: a call under no_grad (a validation probe) passes straight
+    through; the first call with grad carries the DSM batch, later calls are plain."""
+    from scorepde.losses import _Piggyback
+
+    sizes = []
+
+    class Model:
+        time_dtype = torch.float32
+
+        def time_rate(self):
+            return 7.0
+
+        def __call__(self, x, t):
+            sizes.append(x.shape[0])
+            return -x
+
+    x = torch.ones(2, 3)
+    ride = _Piggyback(Model(), x, torch.zeros(2))
+    assert ride.time_rate() == 7.0 and ride.time_dtype == torch.float32
+    with torch.no_grad():
+        ride(torch.zeros(4, 3), torch.zeros(4))
+    assert ride.out is None and sizes == [4]
+    out = ride(torch.full((4, 3), 2.0), torch.zeros(4))
+    assert sizes == [4, 6] and torch.equal(ride.out, -x) and torch.equal(out, torch.full((4, 3), -2.0))
+    ride(torch.zeros(4, 3), torch.zeros(4))
+    assert sizes == [4, 6, 4]
+
+
+class _Tiny(torch.nn.Module):
+    """A small smooth score net on 2-D points, so estimators (and their draws) give different values."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)
+        ).double()
+
+    def forward(self, x, t):
+        return self.net(torch.cat([x, t[:, None]], 1))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},  # the defaults: weighting "scaled", data_std 1, init_weight 1, exact, data+colloc, log_scale
+        dict(weighting="g2", data_std=2.0, init_weight=0.3, init_points="data", time_sampling="uniform"),
+        dict(estimator="hutchinson", unbiased=True, n_probes=3, probe="gaussian"),
+    ],
+)
+def test_cauchy_objective_is_cauchy_loss_on_its_own_draws(kwargs):
+    """forward(x0, g) = cauchy_loss at t from sample_collocation_time, x_t = a x0 + σ z (z the next
+    draws of g), the initial condition at x0 (and the x_t for "data+colloc"), in x0's dtype."""
+    sde, net = sp.VPSDE(), _Tiny()
+    x0 = torch.tensor([[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8], [1.0, 1.0]], dtype=F64)
+    init_score = lambda y: -y
+    o = {
+        **dict(
+            weighting="scaled",
+            data_std=1.0,
+            init_weight=1.0,
+            estimator="exact",
+            unbiased=False,
+            init_points="data+colloc",
+            time_sampling="log_scale",
+        ),
+        **kwargs,
+    }
+    g = torch.Generator().manual_seed(9)
+    t = sample_collocation_time(4, sde, o["time_sampling"], data_std=o["data_std"], generator=g, dtype=F64)
+    z = torch.randn(4, 2, generator=g, dtype=F64)
+    a, var = sde.marginal(t)[0], sde.marginal_variance(t)
+    xt = a[:, None] * x0 + var.sqrt()[:, None] * z
+    x_init = x0 if o["init_points"] == "data" else torch.cat([x0, xt])
+    extra = {k: v for k, v in kwargs.items() if k in ("n_probes", "probe")}
+    expected, parts = cauchy_loss(
+        net,
+        sde,
+        xt,
+        t,
+        init_score,
+        x_init,
+        weighting=o["weighting"],
+        data_std=o["data_std"],
+        init_weight=o["init_weight"],
+        estimator=o["estimator"],
+        unbiased=o["unbiased"],
+        generator=g,
+        **extra,
+    )
+    objective = CauchyObjective(net, sde, init_score, **kwargs)
+    got, got_parts = objective(x0, torch.Generator().manual_seed(9))
+    assert got.dtype == F64
+    _close(got, expected)
+    _close(got_parts["init"], parts["init"])
+
+
+def test_cauchy_objective_checks_its_options_and_the_batch_once(monkeypatch):
+    import scorepde.cauchy as cauchy
+
+    sde, net = sp.VESDE(), _Tiny()
+    for bad, words in [
+        (dict(time_sampling="beta"), "unknown time sampling 'beta'"),
+        (dict(init_points="all"), "unknown init_points 'all'"),
+        (dict(weighting="bogus"), "unknown residual weighting 'bogus'"),
+        (dict(bogus=1), "unknown residual option"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            CauchyObjective(net, sde, lambda y: -y, **bad)
+    objective = CauchyObjective(
+        net, sde, lambda y: -y, validate=True
+    )  # a residual option, not the estimator's
+    checks = []
+    monkeypatch.setattr(cauchy, "check_batch_independent", lambda *a: checks.append(1))
+    x0 = torch.ones(3, 2, dtype=F64)
+    objective(x0, torch.Generator().manual_seed(0))
+    objective(x0, torch.Generator().manual_seed(1))
+    assert checks == [1]
+
+
+# -- FPObjective: when it regularizes, fuses and casts ------------------------------------------
+
+
+def test_fp_objective_says_when_it_regularizes_and_fuses():
+    sde, model = sp.VPSDE(), _Tiny()
+    assert not sp.FPObjective(model, sde).regularized
+    assert (
+        sp.FPObjective(model, sde, gamma=0.5).regularized and sp.FPObjective(model, sde, beta=0.5).regularized
+    )
+    assert sp.FPObjective(model, sde, beta=1.0, estimator="forward_fd").fused
+    assert not sp.FPObjective(model, sde, beta=1.0, estimator="forward_fd", autocast=torch.bfloat16).fused
+    assert not sp.FPObjective(model, sde, estimator="forward_fd").fused  # nothing to fuse with
+    assert not sp.FPObjective(model, sde, beta=1.0, estimator="exact").fused
+
+
+def test_fp_objective_autocasts_the_dsm_forward_in_the_dtype_asked():
+    seen = []
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+
+        def forward(self, x, t):
+            out = self.lin(x)
+            seen.append(out.dtype)
+            return out
+
+    sp.FPObjective(Model(), sp.VESDE(), autocast=torch.float16)(
+        torch.ones(3, 2), torch.Generator().manual_seed(0)
+    )
+    assert seen == [torch.float16]
+
+
+@pytest.mark.parametrize("estimator", ["exact", "forward_fd"])
+def test_fp_objective_is_dsm_plus_the_regularizer_with_their_gradients(estimator):
+    """J_FP = J_DSM + R_FP on the same draws, value and parameter gradient, whether or not the DSM
+    forward rides along with R_FP's (forward_fd) or not (exact: a torch.func transform)."""
+    sde, eps = sp.VPSDE(), 1e-3
+    x0 = torch.tensor([[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8]], dtype=F64)
+    net = _Tiny()
+    total, parts = sp.FPObjective(net, sde, beta=0.3, gamma=0.1, estimator=estimator, eps=eps, m=2)(
+        x0, torch.Generator().manual_seed(2)
+    )
+    got = torch.autograd.grad(total, list(net.parameters()))
+    g = torch.Generator().manual_seed(2)
+    dsm, xt, t = sp.dsm_loss(net, sde, x0, eps=eps, generator=g, return_samples=True)
+    fp, _ = sp.fp_regularizer(net, sde, xt, t, beta=0.3, gamma=0.1, estimator=estimator, m=2, generator=g)
+    want = torch.autograd.grad(dsm + fp, list(net.parameters()))
+    _close(total, dsm + fp)
+    _close(parts["dsm"], dsm)
+    _close(parts["fp"], fp)
+    for a, b in zip(got, want):
+        _close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_covariances_are_refused_by_their_exact_tolerances():
+    """Symmetric to 1e-10 relative and 1e-12 absolute, and positive definite (not only semi-definite)."""
+    for C, words in [
+        ([[1.0, 0.5], [0.4, 1.0]], r"covs must be symmetric; symmetrise them with \(C \+ Cᵀ\) / 2"),
+        ([[1.0, 0.5], [0.5 + 1e-8, 1.0]], "symmetric"),  # 2e-8 relative: over 1e-10
+        ([[1e-3, 1e-6], [1e-6 + 1e-10, 1e-3]], "symmetric"),  # 1e-10 absolute: over 1e-12 + 1e-10·1e-6
+        ([[1.0, 0.0], [0.0, 0.0]], "positive definite; the smallest eigenvalue is 0"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.GaussianMixture([[0.0, 0.0]], covs=torch.tensor([C], dtype=F64))
+    sp.GaussianMixture([[0.0, 0.0]], covs=torch.tensor([[[1.0, 0.5], [0.5 + 1e-11, 1.0]]], dtype=F64))
+
+
+def test_random_rotations_follow_their_generator():
+    from scorepde.gmm import random_rotation
+
+    R = random_rotation(4, torch.Generator().manual_seed(3))
+    assert torch.equal(R, random_rotation(4, torch.Generator().manual_seed(3)))
+    _close(R @ R.T, torch.eye(4, dtype=F64))
+    q, r = torch.linalg.qr(torch.randn(4, 4, generator=torch.Generator().manual_seed(3), dtype=F64))
+    _close(R, q * torch.sign(torch.diagonal(r)))
+
+
+def test_curl_names_the_way_out_for_other_dimensions():
+    with pytest.raises(ValueError, match="x has 3 features. Use scorepde.antisymmetry for any dimension"):
+        sp.curl(_linear, torch.ones(2, 3, dtype=F64), torch.zeros(2, dtype=F64))
