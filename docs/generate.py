@@ -157,7 +157,10 @@ def verdict(arg: str) -> str:
                 continue
             d = e["paired"]
             dsm = m["dsm_by_base"][e["base_ids"][0]] if "dsm_by_base" in m else m["dsm"]
-            ci = f"{d['mean']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}]".replace("-", "−")
+            ci = f"{d['mean']:+.4f} " + (
+                "(one pair: no interval)" if d["lo"] is None else f"[{d['lo']:+.4f}, {d['hi']:+.4f}]"
+            )
+            ci = ci.replace("-", "−")
             pv, pf = paper[0.0], paper.get(float(beta))
             rows.append(
                 [
@@ -170,7 +173,7 @@ def verdict(arg: str) -> str:
                     str(len(d["diffs"])),
                     "—" if pf is None else f"{pv:.2f} → {pf:.2f} ({pf - pv:+.2f})".replace("-", "−"),
                     f"{dsm['bpd']['mean']:.4f} → {e['bpd']['mean']:.4f}",
-                    f"**{ci}**" if d["lo"] > 0 or d["hi"] < 0 else ci,
+                    f"**{ci}**" if d["excludes_zero"] else ci,
                     f"{e['eval_se_diff']:.4f}",
                     f"{dsm['heldout_dsm']:.4f} / {e['heldout_dsm']:.4f}",
                     f"{dsm['r_fp'][mid]:.1f} / {e['r_fp'][mid]:.1f}",
@@ -326,6 +329,7 @@ FIGURES = {
     "figures/density_checkerboard.png": "toy/results/density_paper/density_checkerboard.png",
     "figures/nll_vs_beta.png": "toy/results/density_paper/nll_vs_beta.png",
     "figures/cauchy_rel_l2_over_t.png": "toy/results/cauchy/rel_l2_over_t.png",
+    "figures/likelihood_work_precision.png": "benchmarks/results/likelihood_levers/work_precision.png",
     "figures/audit_compare.png": "image/results/audit_compare/audit.png",
     "figures/audit_training.png": "image/results/audit_training/audit.png",
 }
