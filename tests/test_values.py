@@ -520,6 +520,8 @@ class _Tiny(torch.nn.Module):
     "kwargs",
     [
         {},  # the defaults: weighting "scaled", data_std 1, init_weight 1, exact, data+colloc, log_scale
+        dict(data_std=2.0),
+        dict(estimator="hutchinson"),  # unbiased=False by default
         dict(weighting="g2", data_std=2.0, init_weight=0.3, init_points="data", time_sampling="uniform"),
         dict(estimator="hutchinson", unbiased=True, n_probes=3, probe="gaussian"),
     ],
@@ -676,3 +678,107 @@ def test_random_rotations_follow_their_generator():
 def test_curl_names_the_way_out_for_other_dimensions():
     with pytest.raises(ValueError, match="x has 3 features. Use scorepde.antisymmetry for any dimension"):
         sp.curl(_linear, torch.ones(2, 3, dtype=F64), torch.zeros(2, dtype=F64))
+
+
+# -- the second round: what the first mutation run left alive ----------------------------------
+
+
+def test_cauchy_loss_defaults_and_validation():
+    """Defaults: w = "scaled" with data_std 1, λ₀ = 1, the plug-in ‖ε̂‖² (unbiased=False), no validation."""
+    sde, cf, x, t = _points("vp")
+    eps, _ = _linear_closed_form(cf, x, t)
+    x_init = torch.tensor([[1.0, 2.0, 0.0]], dtype=F64)
+    total, parts = cauchy_loss(_linear, sde, x, t, lambda y: -2 * y, x_init)
+    res = (residual_weight("scaled", sde, t, 1.0) ** 2 * eps.pow(2).sum(1)).mean()
+    _close(total, res + 5.0)
+    net = _Tiny()
+    xs, ts, init = torch.ones(4, 2, dtype=F64), torch.full((4,), 0.5, dtype=F64), lambda y: -y
+    kw = dict(estimator="hutchinson", probe="gaussian")
+    plain, _ = cauchy_loss(net, sde, xs, ts, init, xs, generator=torch.Generator().manual_seed(0), **kw)
+    single, _ = cauchy_loss(
+        net, sde, xs, ts, init, xs, unbiased=False, generator=torch.Generator().manual_seed(0), **kw
+    )
+    two, _ = cauchy_loss(
+        net, sde, xs, ts, init, xs, unbiased=True, generator=torch.Generator().manual_seed(0), **kw
+    )
+    assert plain == single and plain != two
+    coupled = lambda y, tt: y - y.mean(0)  # a score that mixes the batch: refused only when validated
+    cauchy_loss(coupled, sde, x, t, init, x_init)
+    with pytest.raises(ValueError, match="couples samples across the batch"):
+        cauchy_loss(coupled, sde, x, t, init, x_init, validate=True)
+
+
+def test_log_scale_needs_a_kernel_and_takes_data_std_one_by_default():
+    with pytest.raises(
+        ValueError, match="^time sampling 'log_scale' needs the SDE's kernel, but GenericSDE has no"
+    ):
+        sample_collocation_time(4, sp.GenericSDE(lambda x, t: -x, lambda t: t), "log_scale")
+    draws = [
+        sample_collocation_time(6, sp.VPSDE(), "log_scale", generator=torch.Generator().manual_seed(0), **kw)
+        for kw in ({}, dict(data_std=1.0))
+    ]
+    assert torch.equal(*draws)
+
+
+class _Timed:
+    """s = −(1 + t³) x, which says its time rate (10 rad per unit t): central differences in t are
+    off by exactly h² (k'(t) = 3t², the stencil gives 3t² + h²)."""
+
+    def time_rate(self):
+        return 10.0
+
+    def __call__(self, x, t):
+        return -(1 + t**3)[:, None] * x
+
+
+def test_projected_residual_takes_its_steps_from_the_score_and_its_options():
+    sde, cf, x, t = _points("ve")
+    v = torch.tensor([[1.0, -1.0, 1.0], [1.0, 1.0, -1.0], [-1.0, 1.0, 1.0]], dtype=F64)
+    xv = (x * v).sum(1)
+    g2 = torch.tensor([cf["g2"](s) for s in t.tolist()], dtype=F64)
+    k = 1 + t**3
+    grad_l = g2 * k * k * xv  # ⟨∇L, v⟩ for s = −k x under VE (c = 0)
+    exact = -3 * t**2 * xv - grad_l
+    # h="auto": φ/rate = 1e-4/10 in float64, so the stencil's h² = 1e-10 is below the tolerance
+    _close(sp.projected_residual(_Timed(), sde, x, t, v, dt="central")[0], exact, rtol=0, atol=1e-8)
+    _close(sp.projected_residual(_Timed(), sde, x, t, v, dt="central", h=(0.1, 0.1))[0], exact - 0.01 * xv)
+    net, y = _Tiny(), torch.ones(2, 2, dtype=F64)
+    tt, w = torch.full((2,), 0.5, dtype=F64), torch.ones(2, 2, dtype=F64)
+    draw = lambda s: sp.projected_residual(
+        net, sde, y, tt, w, div="hutchinson", generator=torch.Generator().manual_seed(s)
+    )[0]
+    assert torch.equal(draw(1), draw(1)) and not torch.equal(draw(1), draw(2))
+
+
+def test_a_bare_estimator_needs_forward_mode_exactly_when_its_time_derivative_is_a_jvp():
+    from scorepde.estimators import Estimator
+
+    class Bare(Estimator):
+        OPTIONS = dict(dt="jvp", h="auto")
+
+    assert Bare("bare").needs_forward_mode and Bare("bare").time_stencil is None
+    assert not Bare("bare", dt="fd3").needs_forward_mode and Bare("bare", dt="fd3").time_stencil == "fd3"
+    assert not Bare("bare").plain_forwards_only and not Bare("bare").stochastic
+
+
+def test_mixture_parameters_follow_the_dtype_of_each_call():
+    gmm = sp.GaussianMixture([[0.0, 1.0], [2.0, -1.0]], [[0.5, 1.0], [1.0, 2.0]])  # diagonal
+    x, t, sde = torch.ones(3, 2, dtype=F64), torch.full((3,), 0.5, dtype=F64), sp.VPSDE()
+    assert gmm.log_prob(x, t, sde).dtype == F64
+    assert gmm.log_prob(x.float(), t.float(), sde).dtype == torch.float32
+    assert gmm.score(x.float(), t.float(), sde).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"^covs must be symmetric; symmetrise them with \(C \+ Cᵀ\) / 2$"):
+        sp.GaussianMixture([[0.0, 0.0]], covs=torch.tensor([[[1.0, 0.5], [0.4, 1.0]]], dtype=F64))
+
+
+def test_generic_sde_defaults_and_its_given_divergence():
+    sde = sp.GenericSDE(lambda x, t: -x, lambda t: t, drift_divergence=lambda x, t: t * x.sum(1))
+    assert sde.T == 1.0
+    x, t = torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=F64), torch.tensor([0.5, 2.0], dtype=F64)
+    _close(sde.drift_divergence(x, t), [1.5, 4.0])
+    _close(sp.GenericSDE(lambda x, t: -t[:, None] * x, lambda t: t).drift_divergence(x, t), [-1.0, -4.0])
+
+
+def test_discrete_vp_times_are_float64():
+    sde = sp.DiscreteVPSDE(torch.linspace(0.99, 0.5, 10, dtype=F64))
+    assert sde.time(3).dtype == F64 and sde.time(3).item() == 0.4

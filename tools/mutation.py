@@ -85,9 +85,33 @@ def patch_mutmut() -> None:
     fm.function_trampoline_arrangement = function_trampoline_arrangement
 
 
-def run(args: list[str]) -> None:
+def cap_tests(max_tests: int) -> None:
+    """Run each mutant against its ``max_tests`` fastest covering tests only (mutmut runs all of
+    them, fastest first, and stops at the first failure). A kill stays a kill; a survivor may be
+    one that a slower test would have killed, so the score is then a lower bound."""
+    import mutmut.__main__ as mm
+
+    make = mm.get_mutant_runner
+
+    def get_mutant_runner(max_workers: int = 1):
+        runner = make(max_workers)
+        submit, durations = runner.submit, mm.state().duration_by_test
+
+        def capped(name, tests, cpu_time_limit, estimated_time):
+            tests = sorted(tests, key=lambda test: durations.get(test, 0.0))[:max_tests]
+            return submit(name, tests, cpu_time_limit, sum(durations.get(test, 0.0) for test in tests))
+
+        runner.submit = capped
+        return runner
+
+    mm.get_mutant_runner = get_mutant_runner
+
+
+def run(args: list[str], max_tests: int | None = None) -> None:
     """``mutmut run --max-children 1 ARGS`` with the patch; run from the repository root."""
     patch_mutmut()
+    if max_tests:
+        cap_tests(max_tests)
     from mutmut.__main__ import cli
 
     cli(["run", "--max-children", "1", *args])
@@ -182,9 +206,14 @@ def main(argv: list[str] | None = None) -> None:
     run_p.add_argument(
         "mutants", nargs="*", help="mutant names (or globs) to rerun; default: every one not yet run"
     )
+    run_p.add_argument(
+        "--max-tests",
+        type=int,
+        help="run each mutant against its N fastest covering tests only (a quick first pass)",
+    )
     sub.add_parser("report", help="write tools/results/mutation/{results.json,table.md} from mutants/")
     args = p.parse_args(argv)
-    run(args.mutants) if args.command == "run" else report()
+    run(args.mutants, args.max_tests) if args.command == "run" else report()
 
 
 if __name__ == "__main__":
