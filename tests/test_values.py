@@ -622,7 +622,7 @@ def test_fp_objective_autocasts_the_dsm_forward_in_the_dtype_asked():
         def forward(self, x, t):
             out = self.lin(x)
             seen.append(out.dtype)
-            return out
+            return out * (1 + t[:, None])
 
     sp.FPObjective(Model(), sp.VESDE(), autocast=torch.float16)(
         torch.ones(3, 2), torch.Generator().manual_seed(0)
@@ -782,3 +782,107 @@ def test_generic_sde_defaults_and_its_given_divergence():
 def test_discrete_vp_times_are_float64():
     sde = sp.DiscreteVPSDE(torch.linspace(0.99, 0.5, 10, dtype=F64))
     assert sde.time(3).dtype == F64 and sde.time(3).item() == 0.4
+
+
+# -- the third round -------------------------------------------------------------------------
+
+
+def test_discrete_vp_refuses_bad_schedules_by_name_and_keeps_float64():
+    for bad, words in [
+        ([0.5], r"^alphas_cumprod must be a finite 1-D sequence of at least 2 values$"),
+        ([0.9, float("nan")], r"^alphas_cumprod must be a finite 1-D sequence of at least 2 values$"),
+        ([1.0, 0.5], r"^alphas_cumprod must lie in \(0, 1\), got values in \[0\.5, 1\]; a zero terminal SNR"),
+        ([0.9, 0.0], r"rescale_betas_zero_snr=True\) has no VP SDE with finite β\(t\)$"),
+        ([0.9, 0.9, 0.5], r"^alphas_cumprod must decrease strictly \(every beta > 0\)$"),
+        ([0.5, 0.9], r"^alphas_cumprod must decrease strictly \(every beta > 0\)$"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.DiscreteVPSDE(bad)
+    sde = sp.DiscreteVPSDE([0.9, 0.5])  # two values are enough; a list is read as float64
+    nodes = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    _close(sde.alpha_bar(nodes), [1.0, 0.9, 0.5], rtol=1e-15, atol=0)
+    assert (
+        sde.alpha_bar(nodes.float()).dtype == torch.float32 and sde.beta(nodes.float()).dtype == torch.float32
+    )
+
+
+def test_losses_name_the_term_that_went_non_finite():
+    sde, x0 = sp.VPSDE(), torch.ones(2, 2, dtype=F64)
+    nan = lambda x, t: torch.full_like(x, float("nan"))
+    with pytest.raises(ValueError, match="^the DSM loss has 1 non-finite value"):
+        sp.dsm_loss(nan, sde, x0)
+    x, t = torch.ones(2, 2, dtype=F64), torch.full((2,), 0.5, dtype=F64)
+    with pytest.raises(ValueError, match="^the Cauchy-problem loss has 1 non-finite value"):
+        cauchy_loss(lambda y, tt: -y, sde, x, t, lambda y: torch.full_like(y, float("nan")), x)
+
+
+def test_cauchy_loss_passes_its_options_and_times_in_the_data_dtype():
+    sde, net = sp.VPSDE(), _Tiny()
+    x, t = torch.tensor([[0.5, -1.0], [1.5, 0.2]], dtype=F64), torch.tensor([0.3, 0.7], dtype=F64)
+    init = lambda y: -y
+    total, parts = cauchy_loss(
+        net,
+        sde,
+        x,
+        t,
+        init,
+        x,
+        estimator="hutchinson",
+        probe="gaussian",
+        generator=torch.Generator().manual_seed(3),
+    )
+    sq, _ = sp.residual_norm_sq(
+        net,
+        sde,
+        x,
+        t,
+        "hutchinson",
+        unbiased=False,
+        probe="gaussian",
+        generator=torch.Generator().manual_seed(3),
+        validate=False,
+    )
+    _close(parts["residual"], (residual_weight("scaled", sde, t) ** 2 * sq).mean())
+
+    def strict(y, tt):
+        assert tt.dtype == y.dtype, "t must come in the data's dtype"
+        return -y
+
+    cauchy_loss(strict, sde, x, t, init, x)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},  # m = 1 by default
+        dict(m=2, unbiased=True, estimator="hutchinson", probe="gaussian", n_probes=2),
+        dict(m=2, normalize="dim", rhs_reduction="batch_l2", gamma=0.2),
+    ],
+)
+def test_fp_objective_hands_its_settings_to_the_regularizer(kwargs):
+    sde, net, eps = sp.VPSDE(), _Tiny(), 1e-3
+    x0 = torch.tensor([[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8]], dtype=F64)
+    total, parts = sp.FPObjective(net, sde, beta=0.3, eps=eps, **kwargs)(x0, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    dsm, xt, t = sp.dsm_loss(net, sde, x0, eps=eps, generator=g, return_samples=True)
+    fp, _ = sp.fp_regularizer(net, sde, xt, t, beta=0.3, generator=g, **kwargs)
+    _close(parts["fp"], fp)
+    _close(total, dsm + fp)
+
+
+def test_fp_objective_checks_the_batch_once_and_sizes_its_subbatch(monkeypatch):
+    import scorepde.losses as losses
+
+    checks = []
+    monkeypatch.setattr(losses, "check_batch_independent", lambda *a: checks.append(1))
+    objective = sp.FPObjective(_Tiny(), sp.VPSDE(), beta=0.1)
+    x0 = torch.ones(3, 2, dtype=F64)
+    objective(x0, torch.Generator().manual_seed(0))
+    objective(x0, torch.Generator().manual_seed(1))
+    assert checks == [1]
+    sizes = {
+        sub: sp.FPObjective(_Tiny(), sp.VPSDE(), subbatch=sub).fp_batch_size(8)
+        for sub in (0.05, 0.5, 1.0, 3, 20)
+    }
+    assert sizes == {0.05: 1, 0.5: 4, 1.0: 8, 3: 3, 20: 8}
+    assert sp.FPObjective(_Tiny(), sp.VPSDE()).fp_batch_size(8) == 8
