@@ -886,3 +886,32 @@ def test_fp_objective_checks_the_batch_once_and_sizes_its_subbatch(monkeypatch):
     }
     assert sizes == {0.05: 1, 0.5: 4, 1.0: 8, 3: 3, 20: 8}
     assert sp.FPObjective(_Tiny(), sp.VPSDE()).fp_batch_size(8) == 8
+
+
+def test_fpe_rhs_with_a_float_time_its_probes_and_its_horizon():
+    from scorepde.estimators import fpe_rhs_and_score
+
+    sde, net = sp.VPSDE(), _Tiny()
+    x, t = torch.tensor([[0.5, -1.0], [1.5, 0.2]], dtype=F64), torch.full((2,), 0.4, dtype=F64)
+    exact = sp.fpe_rhs(net, sde, x, t)
+    _close(sp.fpe_rhs(net, sde, x, 0.4, validate=False), exact)
+    _close(sp.fpe_rhs(net, sde, x, t, validate=False), exact)
+    probes = sp.sample_probes(x, 3, "gaussian", torch.Generator().manual_seed(5))
+    want = fpe_rhs_and_score(net, sde, x, t, "hutchinson", probes)[0]
+    got = sp.fpe_rhs(
+        net,
+        sde,
+        x,
+        t,
+        div="hutchinson",
+        probe="gaussian",
+        n_probes=3,
+        generator=torch.Generator().manual_seed(5),
+    )
+    _close(got, want)
+    one = sp.sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(5))
+    got = sp.fpe_rhs(net, sde, x, t, div="hutchinson", generator=torch.Generator().manual_seed(5))
+    _close(got, fpe_rhs_and_score(net, sde, x, t, "hutchinson", one)[0])
+    edm, cf = sp.EDMSDE(), CLOSED["edm"][1]
+    y, s = torch.tensor([[1.0, 2.0, 0.5]], dtype=F64), torch.tensor([40.0], dtype=F64)
+    _close(sp.fpe_rhs(_linear, edm, y, s), _linear_closed_form(cf, y, s)[1])  # t = 40 lies in EDM's [0, 80]
