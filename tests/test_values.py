@@ -915,3 +915,41 @@ def test_fpe_rhs_with_a_float_time_its_probes_and_its_horizon():
     edm, cf = sp.EDMSDE(), CLOSED["edm"][1]
     y, s = torch.tensor([[1.0, 2.0, 0.5]], dtype=F64), torch.tensor([40.0], dtype=F64)
     _close(sp.fpe_rhs(_linear, edm, y, s), _linear_closed_form(cf, y, s)[1])  # t = 40 lies in EDM's [0, 80]
+
+
+def test_forward_fd_differences_carry_their_closed_form_step_error():
+    """s = x³ in 1-D under VE, v = 1: the corners x ± δ(u ± v) make every difference a known
+    polynomial in δ = hx·sqrt(σ_t² + σ_min²): s̄ = x³ + 6xδ², div s ≈ D_v s ≈ 3x² + 4δ²,
+    D_v div s ≈ 6x. So ⟨ε, v⟩ = −½g²(6x + 2 s̄ (3x² + 4δ²)) and L = ½g²(3x² + 4δ² + s̄²) exactly."""
+    from scorepde.estimators.forward_fd import projected_residual_fd, x_step
+
+    sde, cf = sp.VESDE(), CLOSED["ve"][1]
+    x, t, v = (
+        torch.tensor([[0.7], [-1.3]], dtype=F64),
+        torch.tensor([0.3, 0.8], dtype=F64),
+        torch.ones(2, 1, dtype=F64),
+    )
+    cube = lambda y, tt: y**3
+    for hx in (0.05, 0.2):
+        d = torch.tensor([hx * (cf["var"](s) + 0.01**2) ** 0.5 for s in t.tolist()], dtype=F64)
+        _close(x_step(sde, t, hx), d)
+        g2 = torch.tensor([cf["g2"](s) for s in t.tolist()], dtype=F64)
+        y = x[:, 0]
+        mean = y**3 + 6 * y * d**2
+        first = 3 * y**2 + 4 * d**2
+        kw = dict(hx=hx, generator=torch.Generator().manual_seed(0))
+        proj, L = projected_residual_fd(cube, sde, x, t, v, **kw)
+        _close(L, 0.5 * g2 * (first + mean**2), rtol=1e-9)
+        _close(proj, -0.5 * g2 * (6 * y + 2 * mean * first), rtol=1e-9)
+        if hx == 0.05:  # the default step
+            _close(
+                projected_residual_fd(cube, sde, x, t, v, generator=torch.Generator().manual_seed(0))[0], proj
+            )
+            est = sp.residual(
+                cube, sde, x, t, "forward_fd", generator=torch.Generator().manual_seed(0), validate=False
+            )
+            assert (est.abs() > 0).all()
+    assert torch.equal(x_step(sp.GenericSDE(lambda y, s: -y, lambda s: s), t, 0.3), torch.full_like(t, 0.3))
+    for bad in (0.0, -0.1):
+        with pytest.raises(ValueError, match=r"^the step in x must be positive, got hx="):
+            x_step(sde, t, bad)
