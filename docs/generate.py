@@ -8,8 +8,9 @@ A page marks a generated region with two HTML comments::
 
 KIND is ``include`` (ARG: a report a script wrote from its run files, e.g. a ``summary.md`` or
 ``table.md`` beside its ``metrics.json``), ``finetune`` (ARG: a ``image/finetune.py`` output
-folder; the table is built from its ``metrics.json``), ``api`` (the API reference: one entry
-per name in ``scorepde.__all__``), ``properties`` (ARG: a hypothesis test file; each property
+folder; the table is built from its ``metrics.json``), ``verdict`` (ARG: several such folders;
+one table of the image verdict, the paper's numbers beside ours), ``api`` (the API reference: one
+entry per name in ``scorepde.__all__``), ``properties`` (ARG: a hypothesis test file; each property
 with its examples per profile) or ``tests`` (ARG: a test file; each test with its docstring's
 first paragraph). The figures in ``FIGURES`` are copied from their results
 folders. ``--check`` writes nothing and exits 1 when a committed page
@@ -26,6 +27,24 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: The paper's test bits/dim (Table 1: from scratch, 200 epochs; Table 5: 100 epochs of DSM,
+#: then 100 of DSM or FP), by (protocol, data set, SDE), one value per β of PAPER_BETAS (0: vanilla).
+#: Transcribed from the paper's text (the extraction drops Greek letters and the first FP
+#: row's last digit; its order, 0.001 to 10, is Table 5's). Digits is compared with MNIST.
+PAPER_BETAS = (0.0, 0.001, 0.01, 0.1, 1.0, 10.0)
+PAPER_BPD = {
+    ("scratch", "mnist", "ve"): (3.73, 3.64, 3.58, 3.42, 3.30, 3.31),
+    ("scratch", "mnist", "vp"): (3.24, 3.17, 3.12, 2.98, 3.11, 3.21),
+    ("scratch", "fashion-mnist", "ve"): (4.76, 4.67, 4.61, 4.40, 4.44, 4.46),
+    ("scratch", "fashion-mnist", "vp"): (4.46, 4.50, 4.36, 4.21, 4.36, 4.67),
+    ("finetune", "mnist", "ve"): (3.67, 3.63, 3.60, 3.47, 3.23, 3.30),
+    ("finetune", "mnist", "vp"): (3.27, 3.15, 3.10, 3.01, 3.09, 3.17),
+    ("finetune", "fashion-mnist", "ve"): (4.78, 4.61, 4.58, 4.42, 4.39, 4.41),
+    ("finetune", "fashion-mnist", "vp"): (4.49, 4.50, 4.46, 4.23, 4.27, 4.43),
+}
+#: The paper's training length in epochs: from scratch 200; fine-tuning 100 (after 100 of DSM).
+PAPER_EPOCHS = {"scratch": 200, "finetune": 100}
 DOCS = ROOT / "docs"
 REGION = re.compile(r"(<!-- generated: (\w+)(?: ([^\n]*?))? -->\n)(.*?)(<!-- /generated -->)", re.S)
 
@@ -37,12 +56,19 @@ def include(arg: str) -> str:
     return f"{text}\n\n*Generated from `{arg}`.*\n"
 
 
+def _trained(m: dict) -> str:
+    if m.get("protocol") == "scratch":
+        return f"{m['sde'].upper()}, {m['finetune_steps']} steps from scratch"
+    sde = f"{m['sde'].upper()}, " if "sde" in m else ""
+    return f"{sde}{m['finetune_steps']} fine-tuning steps from the {m['base_steps']}-step base"
+
+
 def finetune(arg: str) -> str:
     """The Table 5 fine-tuning table of one ``image/finetune.py`` folder, from its metrics.json."""
     from scorepde.reporting import markdown_table
 
     m = json.loads((ROOT / arg / "metrics.json").read_text())
-    t = m["bases"][next(iter(m["bases"]))]["residual_curves"]["t"]
+    t = m.get("residual_t") or m["bases"][next(iter(m["bases"]))]["residual_curves"]["t"]
     mid = min(range(len(t)), key=lambda i: abs(t[i] - 0.5))
 
     def row(label, rec, paired=True):
@@ -79,8 +105,98 @@ def finetune(arg: str) -> str:
     ]
     return (
         f"{markdown_table(headers, rows)}\n\n*Generated from `{arg}/metrics.json`: "
-        f"{m['dataset']}, {m['finetune_steps']} fine-tuning steps from the {m['base_steps']}-step base.*\n"
+        f"{m['dataset']}, {_trained(m)}.*\n"
     )
+
+
+def _budget(m: dict) -> str:
+    """A folder's training budget in epochs beside the paper's, saying when it is below."""
+    paper = PAPER_EPOCHS[m["protocol"]]
+    ours = f"{m['epochs']:.0f} epochs"
+    if m["protocol"] == "finetune":
+        ours = f"{m['base_epochs']:.0f} + {ours}"
+        paper = f"100 + {paper}"
+    below = m["epochs"] < 0.95 * PAPER_EPOCHS[m["protocol"]]
+    return f"{ours} (paper {paper}: **below the paper's budget**)" if below else f"{ours} (paper {paper})"
+
+
+def _base_state(m: dict) -> str:
+    """Where the base stands: its steps (epochs) and held-out DSM loss, with the change over the
+    doubling before it and (when the curve goes on) after it; "—" from scratch."""
+    curve = {c["steps"]: c["heldout_dsm"] for c in m["base_curve"]}
+    steps = m["base_steps"]
+    if steps not in curve:
+        return "—"
+    text = f"{steps} steps ({m['base_epochs']:.0f} ep.), held-out DSM {curve[steps]:.3f}"
+    for other, when in ((steps // 2, "before"), (steps * 2, "after")):
+        if other in curve:
+            change = curve[max(steps, other)] / curve[min(steps, other)] - 1
+            text += f", {100 * change:+.1f}% the doubling {when}".replace("-", "−")
+    return text
+
+
+def _data_name(m: dict) -> str:
+    """The data set, with its folder where that names a subset (mnist-10k)."""
+    folder = Path(m["config"].get("data_dir") or m["dataset"]).name
+    return m["dataset"] if folder == m["dataset"] else f"{m['dataset']} ({folder})"
+
+
+def verdict(arg: str) -> str:
+    """The image verdict: one row per (data set, SDE, protocol, budget, β) of the given
+    ``image/finetune.py`` folders, the paper's numbers beside ours, from each metrics.json."""
+    from scorepde.reporting import markdown_table
+
+    rows = []
+    for folder in arg.split():
+        m = json.loads((ROOT / folder / "metrics.json").read_text())
+        data = "fashion-mnist" if m["dataset"] == "fashion-mnist" else "mnist"
+        paper = dict(zip(PAPER_BETAS, PAPER_BPD[m["protocol"], data, m["sde"]]))
+        mid = min(range(len(m["residual_t"])), key=lambda i: abs(m["residual_t"][i] - 0.5))
+        for beta, e in sorted(m["betas"].items(), key=lambda kv: float(kv[0])):
+            if "paired" not in e:
+                continue
+            d = e["paired"]
+            dsm = m["dsm_by_base"][e["base_ids"][0]] if "dsm_by_base" in m else m["dsm"]
+            ci = f"{d['mean']:+.4f} " + (
+                "(one pair: no interval)" if d["lo"] is None else f"[{d['lo']:+.4f}, {d['hi']:+.4f}]"
+            )
+            ci = ci.replace("-", "−")
+            pv, pf = paper[0.0], paper.get(float(beta))
+            rows.append(
+                [
+                    _data_name(m),
+                    m["sde"].upper(),
+                    "Table 1, from scratch" if m["protocol"] == "scratch" else "Table 5, fine-tuned",
+                    _budget(m),
+                    _base_state(m),
+                    beta,
+                    str(len(d["diffs"])),
+                    "—" if pf is None else f"{pv:.2f} → {pf:.2f} ({pf - pv:+.2f})".replace("-", "−"),
+                    f"{dsm['bpd']['mean']:.4f} → {e['bpd']['mean']:.4f}",
+                    f"**{ci}**" if d["excludes_zero"] else ci,
+                    f"{e['eval_se_diff']:.4f}",
+                    f"{dsm['heldout_dsm']:.4f} / {e['heldout_dsm']:.4f}",
+                    f"{dsm['r_fp'][mid]:.1f} / {e['r_fp'][mid]:.1f}",
+                    f"`{folder}`",
+                ]
+            )
+    headers = [
+        "data set",
+        "SDE",
+        "protocol",
+        "budget (epochs)",
+        "base",
+        "β",
+        "pairs",
+        "paper: vanilla → FP (bits/dim)",
+        "ours: DSM → FP (bits/dim)",
+        "ours: FP − DSM, paired [95% CI]",
+        "eval SE of the difference",
+        "held-out DSM, DSM / FP",
+        f"r_FP(t = {m['residual_t'][mid]:g}), DSM / FP",
+        "results",
+    ]
+    return f"{markdown_table(headers, rows)}\n\n*Generated from each folder's `metrics.json`.*\n"
 
 
 def api(_: str) -> str:
@@ -196,6 +312,7 @@ def tests(arg: str) -> str:
 
 KINDS = {
     "include": include,
+    "verdict": verdict,
     "estimators": estimators,
     "finetune": finetune,
     "api": api,
@@ -210,6 +327,7 @@ FIGURES = {
     "figures/density_checkerboard.png": "toy/results/density_paper/density_checkerboard.png",
     "figures/nll_vs_beta.png": "toy/results/density_paper/nll_vs_beta.png",
     "figures/cauchy_rel_l2_over_t.png": "toy/results/cauchy/rel_l2_over_t.png",
+    "figures/likelihood_work_precision.png": "benchmarks/results/likelihood_levers/work_precision.png",
     "figures/audit_compare.png": "image/results/audit_compare/audit.png",
     "figures/audit_training.png": "image/results/audit_training/audit.png",
 }

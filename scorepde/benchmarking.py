@@ -56,8 +56,11 @@ def interleaved_timings(
     device: Any = "cpu",
     progress: bool = False,
     desc: str = "timing",
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, list[float]]:
-    """Wall seconds of each call in ``fns``, ``repeats`` times each, interleaved.
+    """Seconds of each call in ``fns`` by ``clock`` (wall time by default; ``time.process_time``
+    counts this process's CPU only, steadier on a machine shared with other jobs),
+    ``repeats`` times each, interleaved.
 
     Every function first runs ``warmup`` untimed times (allocator, autotuning, lazy init).
     Then round r runs them all in order, alternating direction (A B C, C B A, …) so
@@ -81,10 +84,10 @@ def interleaved_timings(
     for r in rounds:
         for name in names if r % 2 == 0 else names[::-1]:
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             fns[name]()
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 

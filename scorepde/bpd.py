@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .likelihood import log_likelihood
 from .sde import SDE
 from .stats import standard_error
+from .time_change import bpd_clock
 from .typing import Score, renamed_keywords
 
 __all__ = ["dequantize", "bits_per_dim", "evaluate_bpd", "check_discrete", "ORDERS"]
@@ -84,8 +85,9 @@ def bits_per_dim(log_px: torch.Tensor, dim: int, levels: int, scale: float) -> t
     return -log_px / (dim * math.log(2)) - math.log2(scale) + math.log2(levels)
 
 
-#: How the split is cut into solves (``evaluate_bpd``'s ``order``). An adaptive batched solve
-#: takes one step size for the whole batch, so the hardest sample sets everyone's NFE:
+#: How the split is cut into solves (``evaluate_bpd``'s ``order``). With one step size for the
+#: whole batch (``solver="torchdiffeq"`` or ``control="joint"``) the hardest sample sets
+#: everyone's NFE (the default "rk" solver steps each sample on its own):
 #: "given" keeps the data's order, "sorted" first orders samples by a cheap difficulty
 #: proxy (‖s(x, eps)‖, one plain forward) so that each batch holds samples alike.
 ORDERS = ("given", "sorted")
@@ -121,7 +123,8 @@ def evaluate_bpd(
 
     Each repeat dequantizes every sample afresh, maps it to x = scale·u + shift (on
     ``device``, default the data's, in ``dtype``), runs :func:`log_likelihood` with
-    ``div`` and ``ll_kwargs`` in solves of ``batch_size`` samples (default all at once),
+    ``div`` and ``ll_kwargs`` in solves of ``batch_size`` samples (default all at once; the
+    clock ``time`` defaults to ``scorepde.time_change.bpd_clock(sde)``, σ for VP and VE),
     cut in the ``order`` of ``ORDERS``, and converts with :func:`bits_per_dim`. Returns
 
     - ``bpd``: the mean over samples and repeats; ``bpd_stderr``: its standard error, the
@@ -134,6 +137,7 @@ def evaluate_bpd(
     import time
 
     check_discrete(images_k, levels)
+    ll_kwargs.setdefault("time", bpd_clock(sde))
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if order not in ORDERS:

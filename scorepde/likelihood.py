@@ -19,6 +19,7 @@ against a score_sde-style SciPy loop.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -26,13 +27,28 @@ from torchdiffeq import odeint
 
 from .checks import check_finite, check_inputs, check_output
 from .derivatives import broadcast_to_batch, divergence, sample_probes, value_and_divergence
+from .rk import CONTROLS, TABLEAUS, solve_batched
 from .sde import SDE
+from .time_change import time_change
 from .typing import Score, renamed_keywords
 
-__all__ = ["probability_flow_drift", "solve_ode", "log_likelihood", "joint_rms_norm", "TRACES", "MODES"]
+__all__ = [
+    "probability_flow_drift",
+    "solve_ode",
+    "log_likelihood",
+    "joint_rms_norm",
+    "TRACES",
+    "MODES",
+    "SOLVERS",
+    "ERROR_ON",
+]
 
 #: How div_x s is formed along the solve.
 TRACES = ("exact", "hutchinson")
+#: Which ODE solver integrates: scorepde.rk's batched Runge–Kutta, or torchdiffeq.odeint.
+SOLVERS = ("rk", "torchdiffeq")
+#: What the step-size controller of the "rk" solver measures: x and log p, or log p only.
+ERROR_ON = ("state", "logp")
 #: How each ODE evaluation differentiates: one forward + vjps ("reverse"), or forward + jvps.
 MODES = ("reverse", "forward")
 
@@ -116,6 +132,96 @@ def joint_rms_norm(tensors) -> torch.Tensor:
     return torch.sqrt(sum(t.pow(2).sum() for t in tensors) / sum(t.numel() for t in tensors))
 
 
+def _rk_rhs(
+    score: Score, sde: SDE, shape, div: str, probes, mode: str, tc, net_dtype, t_lo: float, t_hi: float
+):
+    """dy/du for y = (x flattened, log-density integral) in the clock u of ``tc``, rows ``idx``
+    of the batch: the network sees x and t in ``net_dtype``, everything else is y's dtype."""
+    D = math.prod(shape)
+
+    def rhs(u, y, idx):
+        t = tc.t_of_u(u).clamp(t_lo, t_hi)
+        xs = y[:, :D].reshape(-1, *shape)
+        xn, tn = xs.to(net_dtype), t.to(net_dtype)
+        pr = None if probes is None else probes[:, idx]
+        if mode == "reverse":
+            s, div_s = value_and_divergence(lambda z: score(z, tn), xn, div, probes=pr)
+        else:
+            s, div_s = score(xn, tn), divergence(lambda z: score(z, tn), xn, div, probes=pr)
+        g2 = sde.diffusion(t) ** 2
+        v = sde.drift(xs, t) - 0.5 * broadcast_to_batch(g2, xs) * s.to(y.dtype)
+        dlogp = sde.drift_divergence(xs, t) - 0.5 * g2 * div_s.to(y.dtype)
+        return torch.cat([v.flatten(1), dlogp[:, None]], 1).mul_(tc.dt_du(u)[:, None])
+
+    return rhs
+
+
+def _solve_rk(
+    score, sde, x, eps, div, probes, mode, *, rtol, atol, method, control, error_on, state_dtype, time
+):
+    """(x(T), ∫ div dt, stats) by ``scorepde.rk.solve_batched`` on the state (x, log p) in
+    ``state_dtype``, integrated in the clock ``time`` (``scorepde.time_change``)."""
+    T = float(sde.T)
+    tc = time_change(sde, time, eps, T)
+    dtype = x.dtype if state_dtype is None else state_dtype
+    B, D = x.shape[0], x[0].numel()
+    y0 = torch.cat([x.flatten(1), torch.zeros(B, 1, dtype=x.dtype, device=x.device)], 1).to(dtype)
+    weights = None
+    if error_on == "logp":
+        weights = torch.zeros(D + 1, dtype=dtype, device=x.device)
+        weights[-1] = 1.0
+    rhs = _rk_rhs(score, sde, x.shape[1:], div, probes, mode, tc, x.dtype, eps, T)
+    y_T, stats = solve_batched(
+        rhs, y0, tc.u0, tc.u1, rtol=rtol, atol=atol, method=method, control=control, weights=weights
+    )
+    return y_T[:, :D].reshape(x.shape), y_T[:, D], stats
+
+
+def _solve_torchdiffeq(score, sde, x, eps, div, probes, mode, *, rtol, atol, method, options):
+    """(x(T), ∫ div dt, stats) by ``torchdiffeq.odeint`` on the state (x, log p) in x's dtype,
+    error norm ``joint_rms_norm`` unless ``options`` names one."""
+    B, nfe = x.shape[0], 0
+
+    def ode(t, state):
+        nonlocal nfe
+        nfe += 1
+        y = state[0]
+        tb = t.to(y.dtype).expand(B)
+        if mode == "reverse":
+            return _drift_and_divergence(score, sde, y, tb, div, probes)
+        return (
+            probability_flow_drift(score, sde, y, tb),
+            _flow_divergence(score, sde, y, tb, div, probes),
+        )
+
+    y0 = (x, torch.zeros(B, dtype=x.dtype, device=x.device))
+    options = dict(options or {})
+    if method in _ADAPTIVE:
+        options.setdefault("norm", joint_rms_norm)
+    x_T, delta_logp = solve_ode(
+        ode, y0, eps, float(sde.T), rtol=rtol, atol=atol, method=method, options=options
+    )
+    return x_T, delta_logp, dict(nfe=nfe)
+
+
+def _check_choices(
+    eps: float, T: float, div: str, mode: str, solver: str, control: str, error_on: str
+) -> None:
+    if not 0.0 < eps < T:
+        raise ValueError(
+            f"eps must lie in (0, T) = (0, {T}), got {eps}; a small positive value such as 1e-5 is usual"
+        )
+    for what, value, allowed in (
+        ("trace (divergence) div", div, TRACES),
+        ("mode", mode, MODES),
+        ("solver", solver, SOLVERS),
+        ("control", control, CONTROLS),
+        ("error_on", error_on, ERROR_ON),
+    ):
+        if value not in allowed:
+            raise ValueError(f"unknown {what}={value!r}; choose one of {list(allowed)}")
+
+
 @renamed_keywords(model="score", trace="div")
 def log_likelihood(
     score: Score,
@@ -133,30 +239,36 @@ def log_likelihood(
     options: dict | None = None,
     mode: str = "reverse",
     return_stats: bool = False,
+    solver: str | None = None,
+    control: str = "per_sample",
+    error_on: str = "state",
+    state_dtype: torch.dtype | None = torch.float64,
+    time: str = "t",
 ):
     """log p_eps(x) in nats, shape ``[B]``, by the probability-flow ODE from eps to T.
 
     ``div`` picks the divergence: ``"exact"`` or ``"hutchinson"`` with ``n_probes``
     probes of kind ``probe`` drawn once from ``generator``. ``mode="reverse"`` (default)
     forms the drift and the divergence from one forward and vjps, ``"forward"`` from a
-    forward plus jvps; both give the same estimate for the same probes. ``rtol``, ``atol``,
-    ``method`` and ``options`` go to ``torchdiffeq.odeint``; adaptive methods measure the
-    error by :func:`joint_rms_norm` unless ``options`` names a ``norm``. With ``return_stats`` also returns a dict:
-    ``nfe`` (ODE function evaluations), ``prior_logp`` = log p_T(x(T)), ``delta_logp`` =
-    ∫ div dt (both ``[B]``) and ``x_T``. No autograd graph is kept.
+    forward plus jvps; both give the same estimate for the same probes.
+
+    ``solver`` (one of ``SOLVERS``; default ``"rk"``, or ``"torchdiffeq"`` when ``method``
+    is not an rk tableau or ``options`` are given) integrates: ``"rk"`` is ``scorepde.rk.solve_batched``
+    with tableau ``method`` (dopri5, tsit5, bosh3, dopri8), step sizes per ``control``
+    (``"per_sample"`` or ``"joint"``), the error measured on ``error_on`` (``"state"``: x and
+    log p; ``"logp"``: log p only), the state (x, log p) in ``state_dtype`` (None: x's; the
+    network always sees x's dtype) and the clock ``time`` (``scorepde.time_change``);
+    ``"torchdiffeq"`` is ``torchdiffeq.odeint`` with ``method`` and ``options`` on a state in
+    x's dtype, error norm :func:`joint_rms_norm` unless ``options`` names a ``norm``.
+    With ``return_stats`` also returns a dict: ``nfe`` (ODE function evaluations),
+    ``prior_logp`` = log p_T(x(T)), ``delta_logp`` = ∫ div dt (both ``[B]``) and ``x_T``
+    (with ``"rk"`` also ``sample_evals``, ``steps``, ``rejected``). No graph is kept.
     """
     T = float(sde.T)
-    if not 0.0 < eps < T:
-        raise ValueError(
-            f"eps must lie in (0, T) = (0, {T}), got {eps}; a small positive value such as 1e-5 is usual"
-        )
-    if div not in TRACES:
-        raise ValueError(f"unknown trace (divergence) div={div!r}; choose one of {list(TRACES)}")
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
+    if solver is None:  # torchdiffeq for what only it has (euler, rk4, …; its options)
+        solver = "rk" if method in TABLEAUS and options is None else "torchdiffeq"
+    _check_choices(eps, T, div, mode, solver, control, error_on)
     t_eps = check_inputs(x, eps, T)
-    B = x.shape[0]
-    nfe = 0
 
     with torch.no_grad():
         x = x.detach()
@@ -164,29 +276,20 @@ def log_likelihood(
         # instead of deep inside the solver.
         check_finite(check_output(score(x, t_eps), x), f"the model's score at t=eps={eps}")
         probes = sample_probes(x, n_probes, probe, generator) if div == "hutchinson" else None
-
-        def ode(t, state):
-            nonlocal nfe
-            nfe += 1
-            y = state[0]
-            tb = t.to(y.dtype).expand(B)
-            if mode == "reverse":
-                return _drift_and_divergence(score, sde, y, tb, div, probes)
-            return (
-                probability_flow_drift(score, sde, y, tb),
-                _flow_divergence(score, sde, y, tb, div, probes),
+        if solver == "rk":
+            x_T, delta_logp, stats = _solve_rk(
+                score, sde, x, eps, div, probes, mode, rtol=rtol, atol=atol, method=method,
+                control=control, error_on=error_on, state_dtype=state_dtype, time=time,
+            )  # fmt: skip
+        else:
+            x_T, delta_logp, stats = _solve_torchdiffeq(
+                score, sde, x, eps, div, probes, mode, rtol=rtol, atol=atol, method=method, options=options
             )
-
-        y0 = (x, torch.zeros(B, dtype=x.dtype, device=x.device))
-        options = dict(options or {})
-        if method in _ADAPTIVE:
-            options.setdefault("norm", joint_rms_norm)
-        x_T, delta_logp = solve_ode(ode, y0, eps, T, rtol=rtol, atol=atol, method=method, options=options)
         check_finite(x_T, "the ODE's end point x(T)")
         check_finite(delta_logp, "the divergence integral ∫ div(f − ½g²s) dt")
         prior_logp = check_finite(sde.prior_log_prob(x_T), "the prior term log p_T(x(T))")
-        logp = prior_logp + delta_logp
+        logp = (prior_logp + delta_logp).to(x.dtype)
 
     if return_stats:
-        return logp, dict(nfe=nfe, prior_logp=prior_logp, delta_logp=delta_logp, x_T=x_T)
+        return logp, dict(stats, prior_logp=prior_logp, delta_logp=delta_logp, x_T=x_T)
     return logp

@@ -29,6 +29,7 @@ __all__ = [
     "errorbars",
     "audit_figure",
     "save_grid",
+    "work_precision",
 ]
 
 
@@ -423,3 +424,31 @@ def save_grid(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def work_precision(
+    panels: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]],
+    targets: Mapping[str, float],
+    path: str,
+) -> str:
+    """Error against time, log-log, one axes per case (``{case: {method: [(seconds, error)]}}``),
+    one curve per method, a dashed line at each case's target error."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.2), squeeze=False)
+    for ax, (case, methods) in zip(axes[0], panels.items()):
+        for name, points in methods.items():
+            pts = sorted(points)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=name)
+        if case in targets:
+            ax.axhline(targets[case], color="k", ls="--", lw=0.8, label="target")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="CPU seconds per solve",
+            ylabel="per-image |Δ bits/dim|",
+            title=case,
+        )
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -17,6 +17,7 @@ SCRIPTS = (
     "estimator_error",
     "lever_error",
     "likelihood_cost",
+    "likelihood_levers",
     "pfode_cost",
     "step_cost",
     "time_steps",
@@ -154,6 +155,22 @@ def test_likelihood_cost_quick(tmp_path):
     assert (tmp_path / "table.md").stat().st_size > 0
 
 
+def test_likelihood_levers_quick(tmp_path):
+    """Every lever at every tolerance on the mixture: NFE, time, both errors, the verdict
+    against SciPy at 1e-5 and the work-precision figure (structure and accuracy, not speed)."""
+    m = _run("likelihood_levers.py", tmp_path)
+    module = importlib.import_module("scorepde.commands.likelihood_levers")
+    rows = m["cases"]["mixture"]["rows"]
+    assert {(r["lever"], r["tol"]) for r in rows} == {(lv, t) for lv in module.LEVERS for t in m["tols"]}
+    for r in rows:
+        assert r["nfe"] > 0 and r["seconds"] > 0 and r["sample_evals"] >= r["nfe"]
+        if r["tol"] == 1e-5:  # every path is accurate at a tight tolerance (bits/dim, D = 2)
+            assert r["image_error"] < 1e-3 and r["dataset_error"] <= r["image_error"] + 1e-12
+    verdict = m["cases"]["mixture"]["verdict"]
+    assert verdict["best"]["scipy_rk45"]["speedup"] >= 1.0  # its own 1e-5 point is within target
+    assert (tmp_path / "work_precision.png").stat().st_size > 0 and (tmp_path / "table.md").stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_bpd_cost_quick(tmp_path):
     """Structure only: each strategy reports bits/dim, stderr, points, repeats, time, NFE."""
@@ -204,6 +221,9 @@ COMMITTED = {
     "likelihood_cost": "likelihood_cost",
     "likelihood_cost/compile": "likelihood_cost",
     "likelihood_cost/mixture_after_fix": "likelihood_cost",
+    "likelihood_levers": "likelihood_levers",
+    "likelihood_levers/mixture": "likelihood_levers",
+    "likelihood_levers/mnist": "likelihood_levers",
     "lever_error": "lever_error",
     "time_steps": "time_steps",
     "bpd_cost": "bpd_cost",
@@ -216,7 +236,7 @@ def test_committed_tables_regenerate_byte_for_byte(folder):
     name = COMMITTED[folder]
     module = (
         importlib.import_module(f"scorepde.commands.{name}")
-        if name in ("step_cost", "estimator_error", "likelihood_cost")
+        if name in ("step_cost", "estimator_error", "likelihood_cost", "likelihood_levers")
         else _script(name)
     )
     with open(os.path.join(RESULTS, folder, "metrics.json")) as f:

@@ -51,6 +51,20 @@ def test_generator_fills_an_emptied_region():
     assert "| FP, β = 0.1 |" in out and out.startswith(page.split("\n")[0])
 
 
+def test_verdict_sets_the_paper_beside_ours_and_flags_a_short_budget():
+    """mnist-10k's 4 fine-tuning epochs are below the paper's 100, digits' 100 are not; the
+    paper's column is Table 5's VP MNIST (3.27 vanilla, 3.01 at β = 0.1)."""
+    out = _generator().verdict("image/results/finetune_digits image/results/finetune_mnist_32k_eval512")
+    rows = {
+        r.split(" | ")[0] + " " + r.split(" | ")[5]: r
+        for r in out.splitlines()
+        if r.startswith("| digits") or r.startswith("| mnist")
+    }
+    assert "below the paper's budget" in rows["| mnist (mnist-10k) 0.1"]
+    assert "below" not in rows["| digits 0.1"] and "3.27 → 3.01 (−0.26)" in rows["| digits 0.1"]
+    assert "Table 5, fine-tuned" in rows["| digits 1.0"] and len(rows) == 6
+
+
 def test_a_region_without_argument_ends_at_its_own_marker():
     page = "<!-- generated: presets -->\n<!-- /generated -->\nKEEP\n<!-- generated: presets -->\nold\n<!-- /generated -->\n"
     out = _generator().render(page)

@@ -30,9 +30,10 @@ LAYERS = {
         "runstore",
         "distributed",
         "benchmarking",
+        "rk",
         "flags",
     ],
-    1: ["derivatives", "sde"],
+    1: ["derivatives", "sde", "time_change"],
     2: ["fpe", "estimators", "nn", "gmm"],
     3: ["losses", "likelihood", "sampling", "curves", "curl", "metrics", "cauchy", "schedules", "baselines"],
     4: [

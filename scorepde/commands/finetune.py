@@ -7,9 +7,17 @@ side, several fine-tuning seeds; test bits/dim at rtol 1e-5 with 5 dequantizatio
     python image/finetune.py --dataset mnist --data-dir ../shared/data/mnist-10k --eval-images 500
     python image/finetune.py --report                       # tables and figures from what is done
     python image/finetune.py ... --eval-images 512 --eval-chunk 256   # extends a 256-image evaluation
+    python image/finetune.py --sde ve --fp-subbatch 16      # the VE column (base, arms, evaluation all VE)
+    python image/finetune.py --from-scratch --sde ve --steps 4500 --betas 0.1 1.0   # Table 1's protocol
+
+--sde builds the base (image/train.py --sde), and every arm and evaluation rebuilds the SDE
+from the base's stored config; a base in OUT trained under another SDE is refused.
+--from-scratch (Table 1, Sec. 7.2): no base; each run trains --steps steps from the network
+its seed draws (the image defaults and --base-args), and DSM and FP of one seed start from
+that same network (its ``base_id`` is the init's hash), so FP pairs with DSM within a seed.
 
 Phases, each resumable (one result file per stage or run in OUT/runs/, skipped when present):
-  base   image/train.py (a subprocess; DSM, the image defaults) in stages --base-stages,
+  base   image/train.py (a subprocess; DSM, --sde, the image defaults) in stages --base-stages,
          each continued with --resume; after each stage the EMA model's held-out DSM loss
          (the learning curve: pick the budget where it flattens).
   tune   from the EMA weights of the --base-steps stage: fresh Adam and EMA, --steps steps
@@ -47,11 +55,19 @@ from scorepde import plotting
 from scorepde import reporting as rp
 from scorepde.checkpoints import load_checkpoint, save_checkpoint, weights_id
 from scorepde.cli import fail, user_errors
+from scorepde.commands import train as train_command
 from scorepde.curves import residual_curves
 from scorepde.data import load_dataset, to_model_space
 from scorepde.distributed import DistInfo, ShardedBatches
 from scorepde.flags import add_trust_flag
-from scorepde.image_config import load_trained, model_scaling
+from scorepde.image_config import (
+    SDE_NAMES,
+    ImageConfig,
+    build_score_model,
+    build_sde,
+    load_trained,
+    model_scaling,
+)
 from scorepde.image_eval import TABLE4_TIMES, image_bpd
 from scorepde.losses import PAPER_SETTINGS, FPObjective, dsm_loss
 from scorepde.runstore import RunStore, parse_shard, run_name, shard_of
@@ -75,8 +91,21 @@ def _grid_flags(p) -> None:
     p.add_argument(
         "--out",
         default=None,
-        help="output folder (default image/results/finetune_<dataset>, "
-        "relative to the current folder: run from the repository's root)",
+        help="output folder (default image/results/finetune_<dataset>, with _<sde> for VE and "
+        "sub-VP, scratch_<dataset>_<sde> with --from-scratch; relative to the current folder: "
+        "run from the repository's root)",
+    )
+    p.add_argument(
+        "--sde",
+        default="vp",
+        choices=SDE_NAMES,
+        help="forward SDE of the base, the arms and the evaluation (default vp)",
+    )
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="Table 1's protocol: no base; every run trains --steps steps from a fresh network "
+        "seeded by its seed (--base-args: its image/train.py flags)",
     )
     p.add_argument(
         "--base-stages",
@@ -258,6 +287,7 @@ class Bench:
             **self.heldout_dsm(model, sde, cfg),
             "residual_curves": curves,
             "residual_estimator": a.residual_estimator,
+            "sde": cfg.sde,
             "bpd_s": t_bpd,
             "eval_s": time.time() - t0,
         }
@@ -272,7 +302,10 @@ def base_phase(args, bench, store, out) -> None:
         if store.done(**key) and os.path.isfile(stage):
             continue  # (checkpoints are not in git: a fresh checkout retrains the base; retrained on
             # 2026-11-24 its held-out DSM curve came within 0.3% of the committed one, not bit-equal)
-        have = load_checkpoint(ckpt, trust=args.trust_checkpoint)["step"] if os.path.isfile(ckpt) else 0
+        state = load_checkpoint(ckpt, trust=args.trust_checkpoint) if os.path.isfile(ckpt) else None
+        have = 0 if state is None else state["step"]
+        if state is not None:
+            _check_sde(args, state["config"]["sde"], ckpt)
         if have > steps:
             fail(
                 f"{ckpt} is at step {have}, past stage {steps}: stages must be run in order; "
@@ -298,6 +331,8 @@ def base_phase(args, bench, store, out) -> None:
             "cpu",
             "--threads",
             str(args.threads),
+            "--sde",
+            args.sde,
             *args.base_args.split(),
             *(["--trust-checkpoint"] if args.trust_checkpoint else []),
         ]
@@ -333,7 +368,42 @@ def load_base(out, bench, base_steps):
     runs from the same base are paired."""
     stage = os.path.join(out, "base", f"stage_{base_steps}.pt")
     cfg, sde, model = load_trained(load_checkpoint(stage, trust=bench.args.trust_checkpoint), bench.shape)
+    _check_sde(bench.args, cfg.sde, stage)
     return cfg, sde, model, weights_id(model.state_dict())
+
+
+def _check_sde(args, sde: str, path: str) -> None:
+    """Every arm and evaluation rebuilds the base's SDE: a base of another SDE is refused."""
+    if sde != args.sde:
+        fail(
+            f"{path} was trained under --sde {sde}, this grid is --sde {args.sde}: pass --sde {sde}, "
+            "or another --out for a new base"
+        )
+
+
+def scratch_config(args) -> ImageConfig:
+    """The config of a from-scratch run: the image defaults, --base-args (image/train.py's
+    flags, parsed by it), --dataset, --data-dir and --sde."""
+    flags = [*args.base_args.split(), "--dataset", args.dataset, "--sde", args.sde]
+    flags += ["--data-dir", args.data_dir] if args.data_dir else []
+    return ImageConfig(**train_command.make_config(train_command.parse_args(flags)))
+
+
+def scratch_model(args, bench, seed: int):
+    """(config, SDE, model, init id) of a from-scratch run: the network that ``seed`` draws, the
+    same for DSM and every β of that seed; its ``weights_id`` stands where a base's would."""
+    cfg = scratch_config(args)
+    sde = build_sde(cfg, bench.shape)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_score_model(cfg, sde, bench.shape)
+    return cfg, sde, model, weights_id(model.state_dict())
+
+
+def start_model(args, bench, out, base_steps, seed: int):
+    """(config, SDE, model, id) a run starts from: the base's EMA weights, or (--from-scratch)
+    the network its seed draws."""
+    return scratch_model(args, bench, seed) if args.from_scratch else load_base(out, bench, base_steps)
 
 
 def base_id(args, bench, store, out, base_steps) -> str:
@@ -357,7 +427,7 @@ def base_eval(args, bench, store, out, base_steps, bid) -> None:
         store.save(ev, **base_eval_key(args, base_steps, bid, bench.label(chunk)))
         print(
             f"base {base_steps} steps, images {chunk[0]}..{chunk[1] - 1}: {ev['bpd']:.4f} bits/dim "
-            f"(eval SE {ev['eval_se']:.4f})",
+            f"(eval SE {_fmt_se(ev['eval_se'])})",
             flush=True,
         )
 
@@ -388,7 +458,7 @@ def train_key(args, base_steps, bid, beta, seed) -> dict:
     """One fine-tuning run, whatever it is evaluated on."""
     sub = "all" if (beta == 0 or args.fp_subbatch is None) else args.fp_subbatch
     return dict(
-        phase="tune",
+        phase=_phase(args),
         data=args.dataset,
         base=base_steps,
         base_id=bid,
@@ -397,6 +467,11 @@ def train_key(args, base_steps, bid, beta, seed) -> dict:
         steps=args.steps,
         sub=sub,
     )
+
+
+def _phase(args) -> str:
+    """The runs' phase: "tune" (from a base) or "scratch" (--from-scratch, Table 1)."""
+    return "scratch" if args.from_scratch else "tune"
 
 
 def tune_key(args, base_steps, bid, beta, seed, images) -> dict:
@@ -422,9 +497,9 @@ def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
     from OUT/ckpt/<run>.pt), or loaded from OUT/ckpt/<run>.final.pt when trained before."""
     name = run_name(**train_key(args, base_steps, bid, beta, seed))
     ckpt, final = (os.path.join(out, "ckpt", name + ext) for ext in (".pt", ".final.pt"))
-    cfg, sde, model, have = load_base(out, bench, base_steps)  # the base's EMA weights
+    cfg, sde, model, have = start_model(args, bench, out, base_steps, seed)
     if have != bid:
-        fail(f"the base checkpoint stage_{base_steps}.pt changed while the grid ran; run again")
+        fail(f"the network run {name} starts from changed while the grid ran; run again")
     if os.path.isfile(final):
         try:
             state = load_checkpoint(final, trust=args.trust_checkpoint)
@@ -460,6 +535,7 @@ def fine_tuned(args, bench, out, base_steps, bid, beta, seed):
         "train_s": res.train_seconds,
         "method": "dsm" if beta == 0 else "fp",
         "lr": lr,
+        "batch_size": cfg.batch_size,
         "objective": settings,
     }
     save_checkpoint(final, {"model": ema.module.state_dict(), "step": args.steps, "record": trained})
@@ -509,7 +585,7 @@ def _finished(args, bench, store, base_steps, seeds):
         {
             (r["beta"], r["seed"], r.get("base_id"))
             for r in runs
-            if r["phase"] == "tune" and r["seed"] in seeds
+            if r["phase"] == _phase(args) and r["seed"] in seeds
         },
         key=str,
     )
@@ -541,10 +617,14 @@ def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> t
     tune, evals = _finished(args, bench, store, base_steps, seeds)
     metrics = {
         "dataset": args.dataset,
+        "sde": args.sde,
+        "protocol": _phase(args).replace("tune", "finetune"),
         "base_curve": [{k: r[k] for k in ("steps", "heldout_dsm", "heldout_dsm_se")} for r in base],
         "base_steps": base_steps,
         "finetune_steps": args.steps,
+        **_epochs(args, bench, base, base_steps),
         "eval_chunks": bench.chunks,
+        "residual_t": list(TABLE4_TIMES),
         "bases": {},
         "betas": {},
     }
@@ -573,6 +653,24 @@ def report(args, bench, store, out, base_steps, betas, seeds, figures=True) -> t
     if figures:
         _figures(args, out, base_steps, betas, base, metrics, of)
     return metrics, rows
+
+
+def _epochs(args, bench, base: list, base_steps: int) -> dict:
+    """The budget in epochs of the training split (the paper counts epochs): the runs' steps
+    and the base's, at the batch size of the base (or of --from-scratch's config)."""
+    if args.from_scratch:
+        batch = scratch_config(args).batch_size
+    elif base:
+        batch = base[-1]["config"]["batch_size"]
+    else:
+        return {}
+    n = len(bench.train)
+    return {
+        "train_images": n,
+        "batch_size": batch,
+        "epochs": args.steps * batch / n,
+        "base_epochs": base_steps * batch / n,
+    }
 
 
 def _dsm_rows(metrics: dict, dsm: dict) -> list:
@@ -642,7 +740,7 @@ def _figures(args, out, base_steps, betas, base, metrics, of) -> None:
         os.path.join(out, "bpd_vs_beta.png"),
         xlabel="β (official units, ‖ε‖/D)",
         ylabel="bits/dim FP − DSM",
-        suptitle=f"fine-tuned {args.steps} steps from base {base_steps}; paired, 95% t-interval",
+        suptitle=f"{args.sde.upper()}, {_trained(args, base_steps)}; paired, 95% t-interval",
     )
     if base:
         plotting.curves(
@@ -668,10 +766,15 @@ def _figures(args, out, base_steps, betas, base, metrics, of) -> None:
             series,
             os.path.join(out, "finetune_curves.png"),
             ylabel="train DSM term (window mean)",
-            xlabel="fine-tuning step",
+            xlabel="step (from scratch)" if args.from_scratch else "fine-tuning step",
             logy=False,
-            title=f"{args.dataset}: fine-tuning, seed {first[0]}, base {first[1]}",
+            title=f"{args.dataset}, {args.sde.upper()}: seed {first[0]}, start {first[1]}",
         )
+
+
+def _fmt_se(se) -> str:
+    """An evaluation SE for a log line ("—" where one repeat gives none)."""
+    return "—" if se is None else f"{se:.4f}"
 
 
 def _finite(value: float):
@@ -733,32 +836,47 @@ def _settings(args):
         raise ValueError("--eval-images and --eval-chunk must be >= 0 (0: the whole test split, one chunk)")
     if args.betas and any(b <= 0 for b in args.betas):
         raise ValueError("--betas are the FP runs' β and must be positive; DSM (β = 0) always runs")
+    if args.from_scratch:
+        if args.base_only or args.base_steps:
+            raise ValueError("--from-scratch trains no base: drop --base-only and --base-steps")
+        scratch_config(args)  # its --base-args, checked before anything runs
+        return shard, 0, Bench(args)
     base_steps = args.base_steps or max(args.base_stages)
     if base_steps not in args.base_stages:
         raise ValueError(f"--base-steps {base_steps} is not one of --base-stages {args.base_stages}")
     return shard, base_steps, Bench(args)
 
 
-def _grid(args, bench, store, out, base_steps, betas, seeds, shard) -> int:
-    """The base, its evaluation (shard 0) and this shard's fine-tuning runs; the exit code."""
+def _starts(args, bench, store, out, base_steps, seeds) -> dict | None:
+    """{seed: id of the network its runs start from}: the base (trained first, its stages
+    resumed) for every seed, or (--from-scratch) each seed's own init; None for --base-only."""
+    if args.from_scratch:
+        return {seed: scratch_model(args, bench, seed)[3] for seed in seeds}
     with user_errors():  # a checkpoint in OUT that is unreadable or needs code to load
         base_phase(args, bench, store, out)
-        bid = None if args.base_only else base_id(args, bench, store, out, base_steps)
-    if args.base_only:
+        if args.base_only:
+            return None
+        bid = base_id(args, bench, store, out, base_steps)
+    return dict.fromkeys(seeds, bid)
+
+
+def _grid(args, bench, store, out, base_steps, betas, seeds, shard) -> int:
+    """The base, its evaluation (shard 0) and this shard's runs (fine-tuned, or from scratch);
+    the exit code."""
+    bids = _starts(args, bench, store, out, base_steps, seeds)
+    if bids is None:
         return 0
-    if shard[0] == 0:  # one evaluation of the base, not one per shard
-        base_eval(args, bench, store, out, base_steps, bid)
+    if shard[0] == 0 and not args.from_scratch:  # one evaluation of the base, not one per shard
+        base_eval(args, bench, store, out, base_steps, bids[seeds[0]])
     grid = [(b, s) for i, b in enumerate(betas) for s in seeds for b in ([0.0, b] if i == 0 else [b])]
     grid = list(shard_of(grid, shard, kind=lambda run: run[0]))  # each β split evenly
-    todo = [g for g in grid if tune_todo(args, bench, store, base_steps, bid, *g)]
-    print(
-        f"fine-tuning from base {base_steps} ({bid}): {len(grid) - len(todo)} of {len(grid)} runs done",
-        flush=True,
-    )
+    todo = [(b, s) for b, s in grid if tune_todo(args, bench, store, base_steps, bids[s], b, s)]
+    start = "from scratch" if args.from_scratch else f"fine-tuning from base {base_steps} ({bids[seeds[0]]})"
+    print(f"{start}: {len(grid) - len(todo)} of {len(grid)} runs done", flush=True)
     t_grid = time.time()
     for i, (beta, seed) in enumerate(todo):
         try:
-            ev = tune_one(args, bench, store, out, base_steps, bid, beta, seed)
+            ev = tune_one(args, bench, store, out, base_steps, bids[seed], beta, seed)
         except StopRequested:
             print(
                 "\ninterrupted: checkpoint saved; run the same command to continue",
@@ -770,10 +888,25 @@ def _grid(args, bench, store, out, base_steps, betas, seeds, shard) -> int:
         a, b = ev["eval_chunk"]
         print(
             f"[{i + 1}/{len(todo)}] β={beta:g} seed {seed}: {ev['bpd']:.4f} bits/dim on images {a}..{b - 1} "
-            f"(eval SE {ev['eval_se']:.4f}); grid ETA {left / 60:.1f} min",
+            f"(eval SE {_fmt_se(ev['eval_se'])}); grid ETA {left / 60:.1f} min",
             flush=True,
         )
     return 0
+
+
+def default_out(args) -> str:
+    """image/results/finetune_<dataset> (VP; the folders before --sde), with _<sde> for the
+    other SDEs; scratch_<dataset>_<sde> with --from-scratch."""
+    if args.from_scratch:
+        return os.path.join("image", "results", f"scratch_{args.dataset}_{args.sde}")
+    suffix = "" if args.sde == "vp" else f"_{args.sde}"
+    return os.path.join("image", "results", f"finetune_{args.dataset}{suffix}")
+
+
+def _trained(args, base_steps) -> str:
+    if args.from_scratch:
+        return f"trained {args.steps} steps from scratch"
+    return f"fine-tuned {args.steps} steps from the {base_steps}-step DSM base"
 
 
 def main(argv=None) -> int:
@@ -782,7 +915,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     with user_errors():
         shard, base_steps, bench = _settings(args)
-    out = args.out or os.path.join("image", "results", f"finetune_{args.dataset}")
+    out = args.out or default_out(args)
     store = RunStore(os.path.join(out, "runs"))
     preset_beta = PAPER_SETTINGS[PRESETS[args.dataset]]["beta"]
     # 10 significant digits: 0.1/10 and a typed 0.01 name the same run
@@ -814,7 +947,7 @@ def main(argv=None) -> int:
         )
     )
     print(
-        f"(fine-tuned {args.steps} steps from the {base_steps}-step DSM base; "
+        f"({_trained(args, base_steps)}; "
         + (
             f"wrote {out}/metrics.json)"
             if write

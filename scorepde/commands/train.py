@@ -426,7 +426,7 @@ def _open_run(args, job: _Job, eval_images: int) -> JsonlLog:
                 "device": str(info.device),
                 "amp": str(job.amp),
                 "init_from": args.init_from,
-                "out": os.path.abspath(args.out),
+                "out": args.out,
             },
             f,
             indent=2,
@@ -592,7 +592,7 @@ def _finish(args, job: _Job, test, eval_images: int, logs: list, train_time: flo
         "final_loss": logs[-1]["loss"] if logs else None,
         "world_size": job.info.world_size,
         "ranks_agree": agree,
-        "out": os.path.abspath(args.out),
+        "out": args.out,
         "config": cfg.to_dict(),
     }
     if test is not None:

@@ -1,0 +1,280 @@
+"""Likelihood levers, each on its own: error against a tight reference and time, one curve each.
+
+    python benchmarks/likelihood_levers.py --digits CKPT [--mnist CKPT] [--cases mixture,digits,mnist]
+        [--tols 1e-4,3e-5,1e-5] [--levers a,b,...] [--images 16] [--mnist-images 4] [--out DIR]
+
+Every lever is ``scorepde.log_likelihood`` with one keyword changed from the plain "rk"
+solver (or torchdiffeq, today's default until issue 34), plus score_sde's SciPy loop
+(``scorepde.baselines``), all on the same points, the same dequantization and the same
+Rademacher probe. Each is solved once per tolerance (five times on the mixture, the median
+kept), levers interleaved (A B C, C B A, …), timed in this process's CPU seconds
+(``time.process_time``: one thread, so it is the solve's own cost; wall time on the shared
+2-core machine swung 4× between identical solves).
+Error: bits/dim against the "rk" solver at --ref-tol (cached in --out), as the dataset's
+|Δ bits/dim| and the mean per-image |Δ|. Target: max(1e-4, 1.5 × SciPy's at 1e-5) on both;
+the speed-up of a lever is SciPy's 1e-5 time over its fastest point within the target.
+Image cases: a checkpoint of image/train.py, its first test images, eps = its t_eps; the
+mixture: the 2-D three-component GMM of likelihood_cost.py, exact trace, 64 points.
+Also the cost of one evaluation (ms) on the image models: today's forward + vjp, SciPy's
+two forwards + vjp, channels-last, and per image at several batch sizes.
+Writes metrics.json, table.md and work_precision.png to --out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+
+import torch
+
+import scorepde as sp
+from scorepde.baselines import scipy_log_likelihood
+from scorepde.benchmarking import call_seconds, interleaved_timings, load_average, machine_info
+from scorepde.checkpoints import load_checkpoint
+from scorepde.commands._bench import benchmark_parser, command_line, setup_run, write_report
+from scorepde.data import load_dataset
+from scorepde.derivatives import sample_probes, value_and_divergence
+from scorepde.image_config import load_trained
+from scorepde.plotting import work_precision
+from scorepde.reporting import markdown_table
+
+#: lever → log_likelihood keywords (None: score_sde's SciPy loop). Each changes one thing.
+LEVERS = {
+    "scipy_rk45": None,
+    "torchdiffeq_fp32": dict(solver="torchdiffeq"),
+    "rk_joint_fp32": dict(solver="rk", control="joint", state_dtype=None),
+    "rk_joint_fp64": dict(solver="rk", control="joint"),
+    "rk_per_sample": dict(solver="rk"),
+    "rk_error_on_logp": dict(solver="rk", error_on="logp"),
+    "rk_tsit5": dict(solver="rk", method="tsit5"),
+    "rk_bosh3": dict(solver="rk", method="bosh3"),
+    "rk_dopri8": dict(solver="rk", method="dopri8"),
+    "rk_log_snr": dict(solver="rk", time="log_snr"),
+    "rk_sigma": dict(solver="rk", time="sigma"),
+    "default": dict(),
+}
+CASES = ("mixture", "digits", "mnist")
+
+
+def parse_args(argv=None):
+    p = benchmark_parser(__doc__, "runs/likelihood_levers", "tiny sizes, for tests")
+    p.add_argument("--digits", default=None, help="checkpoint of a digits model (image/train.py)")
+    p.add_argument("--mnist", default=None, help="checkpoint of an mnist model (image/train.py)")
+    p.add_argument("--data-dir", default="../shared/data/mnist-10k", help="MNIST folder for --mnist")
+    p.add_argument("--cases", default="mixture", help=f"comma-separated subset of {','.join(CASES)}")
+    p.add_argument("--levers", default=",".join(LEVERS), help="comma-separated subset of the levers")
+    p.add_argument("--tols", default="1e-4,3e-5,1e-5", help="rtol = atol values (1e-5 is needed: the target)")
+    p.add_argument("--ref-tol", type=float, default=1e-8, help="tolerance of the reference solve")
+    p.add_argument("--images", type=int, default=16, help="test images, digits")
+    p.add_argument("--mnist-images", type=int, default=4, help="test images, mnist")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="timed solves per point (default 5 mixture, 1 images)"
+    )
+    return p.parse_args(argv)
+
+
+def image_case(ckpt: str, n: int, seed: int, data_dir: str | None):
+    """(score, sde, x, eps, div, bits per nat) of a checkpoint's first n test images,
+    dequantized once, in its model space x = 2u − 1."""
+    state = load_checkpoint(ckpt, map_location="cpu")
+    dataset = state["config"]["dataset"]
+    test = load_dataset(dataset, "test", None if dataset == "digits" else data_dir)
+    cfg, sde, model = load_trained(state, test.shape, "ema", "cpu")
+    model.requires_grad_(False)
+    x = 2.0 * sp.dequantize(test.images[:n], test.levels, torch.Generator().manual_seed(seed)) - 1.0
+    return model, sde, x, cfg.t_eps, "hutchinson"
+
+
+def mixture_case(n: int, seed: int):
+    sde = sp.VPSDE()
+    gmm = sp.GaussianMixture([[-2.0, -1.0], [3.0, 2.0], [0.5, 4.0]], [0.3, 0.5, 0.4], [0.2, 0.5, 0.3])
+    x = gmm.sample(n, generator=torch.Generator().manual_seed(seed))
+    return (lambda y, t: gmm.score(y, t, sde)), sde, x, 1e-5, "exact"
+
+
+def solve_fn(case, lever: str, tol: float, seed: int):
+    """A function that solves once: (log-likelihood float64, NFE, rows evaluated)."""
+    score, sde, x, eps, div = case
+    kw = LEVERS[lever]
+    if kw is None:
+        probe = sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(seed))[0]
+
+        def scipy():
+            ll, nfe = scipy_log_likelihood(score, sde, x, div, probe, eps=eps, rtol=tol, atol=tol)
+            return ll.double(), nfe, nfe * x.shape[0]
+
+        return scipy
+
+    def ours():
+        gen = torch.Generator().manual_seed(seed)
+        ll, st = sp.log_likelihood(
+            score, sde, x, eps, div, generator=gen, rtol=tol, atol=tol, return_stats=True, **kw
+        )
+        ll = (st["prior_logp"].double() + st["delta_logp"].double()).to(torch.float64)
+        return ll, st["nfe"], st.get("sample_evals", st["nfe"] * x.shape[0])
+
+    return ours
+
+
+def reference(case, args, name: str) -> torch.Tensor:
+    """The tight solve every error is measured against, cached in --out (it is the slow part)."""
+    path = os.path.join(args.out, f"reference_{name}.pt")
+    if os.path.exists(path):
+        return torch.load(path)["ll"]
+    score, sde, x, eps, div = case
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    tol = args.ref_tol
+    ll, st = sp.log_likelihood(
+        score, sde, x, eps, div, generator=gen, rtol=tol, atol=tol, solver="rk", return_stats=True
+    )
+    ll = st["prior_logp"].double() + st["delta_logp"].double()
+    torch.save(dict(ll=ll, nfe=st["nfe"], tol=tol), path)
+    return ll
+
+
+def sweep(case, args, name: str, levers: list, tols: list) -> list:
+    """One row per (lever, tol): median seconds of --repeats interleaved solves, NFE, rows
+    evaluated and the two errors in bits/dim."""
+    ref = reference(case, args, name)
+    x = case[2]
+    bits = 1.0 / (x[0].numel() * math.log(2))
+    rows = []
+    for r, tol in enumerate(tols):
+        order = levers if r % 2 == 0 else levers[::-1]
+        answers: dict = {}
+
+        def keep(lever, fn):
+            return lambda: answers.__setitem__(lever, fn())
+
+        fns = {lever: keep(lever, solve_fn(case, lever, tol, args.seed + 1)) for lever in order}
+        repeats = args.repeats or (5 if name == "mixture" else 1)
+        times = interleaved_timings(
+            fns,
+            repeats=repeats,
+            warmup=0,
+            progress=True,
+            desc=f"{name}, tol {tol:g}",
+            clock=time.process_time,
+        )
+        for lever in order:
+            ll, nfe, evals = answers[lever]
+            d = (ll - ref) * bits
+            rows.append(dict(lever=lever, tol=tol, seconds=statistics.median(times[lever]), times=times[lever],
+                             nfe=nfe, sample_evals=evals, dataset_error=d.mean().abs().item(),
+                             image_error=d.abs().mean().item(), max_error=d.abs().max().item()))  # fmt: skip
+        print(f"{name} tol={tol:g} load {load_average()}: " + ", ".join(
+            f"{r['lever']} {r['seconds']:.2f} s {r['image_error']:.1e}" for r in rows[-len(order):]), flush=True)  # fmt: skip
+    return rows
+
+
+def verdict(rows: list) -> dict:
+    """Target from SciPy at 1e-5 and each lever's fastest point within it, with its speed-up."""
+    base = next(r for r in rows if r["lever"] == "scipy_rk45" and r["tol"] == 1e-5)
+    target = {k: max(1e-4, 1.5 * base[k]) for k in ("dataset_error", "image_error")}
+    best: dict = {}
+    for r in rows:
+        ok = all(r[k] <= v for k, v in target.items())
+        if ok and (r["lever"] not in best or r["seconds"] < best[r["lever"]]["seconds"]):
+            best[r["lever"]] = dict(
+                tol=r["tol"], seconds=r["seconds"], speedup=base["seconds"] / r["seconds"]
+            )
+    return dict(target=target, scipy_seconds=base["seconds"], best=best)
+
+
+def eval_costs(case, repeats: int = 5) -> dict:
+    """ms per evaluation of drift and divergence: today's forward + vjp, SciPy's two forwards
+    + vjp, channels-last, and ms per image at batch 1, 4, 16, 64 (the first images, tiled)."""
+    model, sde, x, eps, div = case
+    probe = sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(0))
+    t = torch.full((x.shape[0],), 0.5)
+    fwd_vjp = lambda m, y, v: value_and_divergence(lambda z: m(z, t[: y.shape[0]]), y, div, probes=v)
+
+    def scipy_style():
+        with torch.no_grad():
+            model(x, t)
+        return value_and_divergence(lambda z: model(z, t), x, div, probes=probe)
+
+    ms = lambda fn: 1e3 * sorted(call_seconds(fn, repeats))[repeats // 2]
+    out = {"fwd_vjp": ms(lambda: fwd_vjp(model, x, probe)), "scipy_2fwd_vjp": ms(scipy_style)}
+    cl = x.contiguous(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)
+    out["fwd_vjp_channels_last"] = ms(lambda: fwd_vjp(model, cl, probe))
+    model.to(memory_format=torch.contiguous_format)
+    for b in (1, 4, 16, 64):
+        xb = x.repeat(-(-b // x.shape[0]), 1, 1, 1)[:b]
+        t = torch.full((b,), 0.5)
+        out[f"per_image_batch{b}"] = (
+            ms(lambda: fwd_vjp(model, xb, probe.repeat(1, -(-b // x.shape[0]), 1, 1, 1)[:, :b])) / b
+        )
+    return out
+
+
+def table(metrics) -> str:
+    """table.md: every (lever, tol) row per case, then each lever's best within the target."""
+    info = metrics["machine"]
+    lines = [f"{info['device_name']}, 1 thread, load average {info['load_average'][0]:.2f} at the start, "
+             f"{metrics['load_average_end'][0]:.2f} at the end; errors in bits/dim against the rk solve at "
+             f"tol {metrics['ref_tol']:g}.", ""]  # fmt: skip
+    for name, res in metrics["cases"].items():
+        t = res["verdict"]["target"]
+        lines += [f"**{name}** ({res['points']} points, D = {res['dim']}); target: dataset error ≤ "
+                  f"{t['dataset_error']:.2e}, per-image error ≤ {t['image_error']:.2e}.", ""]  # fmt: skip
+        lines.append(markdown_table(
+            ["lever", "tol", "seconds", "NFE", "rows evaluated", "dataset error", "per-image error", "within target",
+             "× faster than SciPy at 1e-5"],
+            ([r["lever"], f"{r['tol']:g}", f"{r['seconds']:.2f}", r["nfe"], r["sample_evals"],
+              f"{r['dataset_error']:.2e}", f"{r['image_error']:.2e}",
+              "yes" if r["dataset_error"] <= t["dataset_error"] and r["image_error"] <= t["image_error"] else "no",
+              f"{res['verdict']['scipy_seconds'] / r['seconds']:.2f}"] for r in res["rows"]),
+            "lrrrrrrlr"))  # fmt: skip
+        lines.append("")
+        if res.get("eval_ms"):
+            lines += ["Cost of one evaluation (ms; per_image rows: ms per image): "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in res["eval_ms"].items()), ""]  # fmt: skip
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def build_case(args, name: str):
+    if name == "mixture":
+        return mixture_case(8 if args.quick else 64, args.seed)
+    ckpt = getattr(args, name)
+    if not ckpt:
+        raise SystemExit(f"error: --cases has {name}: pass its checkpoint with --{name} CKPT")
+    n = args.images if name == "digits" else args.mnist_images
+    return image_case(ckpt, 2 if args.quick else n, args.seed, args.data_dir)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.quick:
+        args.tols, args.ref_tol = "1e-3,1e-5", 1e-6
+    tols = [float(v) for v in args.tols.split(",")]
+    levers = [v for v in args.levers.split(",") if v]
+    bad = [v for v in levers if v not in LEVERS] + [c for c in args.cases.split(",") if c not in CASES]
+    if bad or 1e-5 not in tols or "scipy_rk45" not in levers:
+        raise SystemExit(
+            f"error: unknown lever/case {bad}, or --tols lacks 1e-5, or --levers lacks scipy_rk45"
+        )
+    setup_run(args)
+    info = machine_info("cpu")
+    cases = {}
+    for name in args.cases.split(","):
+        case = build_case(args, name)
+        rows = sweep(case, args, name, levers, tols)
+        cases[name] = dict(points=case[2].shape[0], dim=case[2][0].numel(), rows=rows, verdict=verdict(rows),
+                           eval_ms=None if name == "mixture" or args.quick else eval_costs(case))  # fmt: skip
+    metrics = dict(cases=cases, tols=tols, ref_tol=args.ref_tol, machine=info, load_average_end=load_average(),
+                   command=command_line("benchmarks/likelihood_levers.py", argv))  # fmt: skip
+    write_report(args.out, metrics, table(metrics))
+    panels = {name: {lever: [(r["seconds"], r["image_error"]) for r in res["rows"] if r["lever"] == lever]
+                     for lever in levers} for name, res in cases.items()}  # fmt: skip
+    targets = {name: res["verdict"]["target"]["image_error"] for name, res in cases.items()}
+    work_precision(panels, targets, os.path.join(args.out, "work_precision.png"))
+    for name, res in cases.items():
+        print(name, {k: round(v["speedup"], 2) for k, v in res["verdict"]["best"].items()})
+
+
+if __name__ == "__main__":
+    main()
