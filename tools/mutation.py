@@ -177,8 +177,8 @@ def _change(name: str, module: str) -> str:
     return f"`{old}` → `{new}`"
 
 
-def report() -> None:
-    """Write results.json (every mutant's status) and table.md (per module, then each survivor)."""
+def report(commit: str | None = None) -> None:
+    """Write results.json (per module: the counts, and each mutant run and not killed) and table.md."""
     import tomllib
 
     from scorepde.reporting import markdown_table
@@ -199,6 +199,8 @@ def report() -> None:
     n = sum(len(m) for m in results.values())
     rows.append(["**all**", n, *totals.values(), _score(totals, n), _checked(totals)])
     lines = [markdown_table(["module", "mutants", *statuses, "killed %", "killed % of checked"], rows), ""]
+    if commit:
+        lines = [f"Mutants of the code at commit `{commit}`.", "", *lines]
     left = [
         (name, module, st)
         for module, mutants in results.items()
@@ -212,9 +214,16 @@ def report() -> None:
             why = "Timed out: not counted as a kill." if st == "timeout" else _reason(name, change, reasons)
             lines.append(f"- `{name}` ({st}): {change}. {why}")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    summary = {
+        module: {
+            "counts": {s: sum(v == s for v in mutants.values()) for s in statuses},
+            "not_killed": {name: st for name, st in mutants.items() if st not in ("killed", "not checked")},
+        }
+        for module, mutants in results.items()
+    }
+    (OUT / "results.json").write_text(json.dumps({"commit": commit, "modules": summary}, indent=1) + "\n")
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
-    print(f"{OUT / 'table.md'}: {totals['killed'] + totals['timeout']} of {n} killed ({_score(totals, n)}%)")
+    print(f"{OUT / 'table.md'}: {totals['killed']} of {n} killed ({_score(totals, n)}%)")
 
 
 def _checked(counts: dict[str, int]) -> str:
@@ -241,9 +250,10 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         help="run each mutant against its N fastest covering tests only (a quick first pass)",
     )
-    sub.add_parser("report", help="write tools/results/mutation/{results.json,table.md} from mutants/")
+    rep = sub.add_parser("report", help="write tools/results/mutation/{results.json,table.md} from mutants/")
+    rep.add_argument("--commit", help="the commit whose code was mutated, named in the table")
     args = p.parse_args(argv)
-    run(args.mutants, args.max_tests) if args.command == "run" else report()
+    run(args.mutants, args.max_tests) if args.command == "run" else report(args.commit)
 
 
 if __name__ == "__main__":
