@@ -1,6 +1,6 @@
 """Regenerate every generated part of the docs from committed results: ``python docs/generate.py``.
 
-A page marks a generated region with two HTML comments::
+A page (docs/*.md, and README.md) marks a generated region with two HTML comments::
 
     <!-- generated: KIND ARG -->
     ...replaced on each run...
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is stale")
     args = p.parse_args(argv)
     stale = []
-    for page in sorted(DOCS.glob("*.md")):
+    for page in [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]:  # the README's goal rows too
         old = page.read_text()
         new = render(old)
         if new != old:
