@@ -299,16 +299,14 @@ def properties(arg: str) -> str:
 
 
 def tests(arg: str) -> str:
-    """The tests of ``arg``, each with the first sentence of its docstring (or its name)."""
+    """The tests of ``arg``, each with the first paragraph of its docstring where it has one."""
     import ast
 
-    tree = ast.parse((ROOT / arg).read_text())
     lines = []
-    for node in tree.body:
+    for node in ast.parse((ROOT / arg).read_text()).body:
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
             doc = ast.get_docstring(node)
-            text = doc.split("\n\n")[0].replace("\n", " ") if doc else node.name[5:].replace("_", " ")
-            lines.append(f"- `{node.name}`: {text}")
+            lines.append(f"- `{node.name}`" + (": " + doc.split("\n\n")[0].replace("\n", " ") if doc else ""))
     return "\n".join(lines) + f"\n\n*Generated from `{arg}`.*\n"
 
 

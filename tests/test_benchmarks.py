@@ -224,6 +224,7 @@ COMMITTED = {
     "likelihood_levers": "likelihood_levers",
     "likelihood_levers/mixture": "likelihood_levers",
     "likelihood_levers/mnist": "likelihood_levers",
+    "likelihood_levers/digits32": "likelihood_levers",
     "lever_error": "lever_error",
     "time_steps": "time_steps",
     "bpd_cost": "bpd_cost",
