@@ -953,3 +953,44 @@ def test_forward_fd_differences_carry_their_closed_form_step_error():
     for bad in (0.0, -0.1):
         with pytest.raises(ValueError, match=r"^the step in x must be positive, got hx="):
             x_step(sde, t, bad)
+
+
+def test_separated_mixture_defaults_and_refusals():
+    """K = 4 sign vectors times offset 3, weights 0.4 … 0.1, iso stds 0.5 … 1.2 by default; diag stds
+    log-spaced over 0.3 … 3 per coordinate; full = the diagonal ones rotated."""
+    from scorepde.gmm import separated_mixture
+
+    gmm = separated_mixture(3)
+    assert gmm.kind == "iso" and gmm.means.dtype == F64 and gmm.means.shape == (4, 3)
+    assert (
+        set(gmm.means.abs().flatten().tolist()) == {3.0} and len({tuple(m) for m in gmm.means.tolist()}) == 4
+    )
+    _close(gmm.weights, [0.4, 0.3, 0.2, 0.1])
+    _close(gmm.stds, [0.5, 0.5 + 0.7 / 3, 0.5 + 1.4 / 3, 1.2])
+    assert torch.equal(gmm.means, separated_mixture(3, seed=0).means)
+    assert not torch.equal(gmm.means, separated_mixture(3, seed=1).means)
+    _close(separated_mixture(2, 1, offset=1.5).means.abs(), 1.5)
+    diag = separated_mixture(4, 2, cov="diag")
+    _close(
+        diag.stds.sort(dim=1).values,
+        torch.logspace(math.log10(0.3), 1.0 + math.log10(0.3), 4, dtype=F64).expand(2, 4),
+    )
+    _close(diag.weights, [2 / 3, 1 / 3])
+    assert torch.equal(diag.stds, separated_mixture(4, 2, cov="diag").stds)
+    full = separated_mixture(4, 2, cov="full")
+    _close(full.weights, [2 / 3, 1 / 3])
+    _close(full.variances, (diag.stds**2).sort(dim=1).values)
+    assert torch.equal(full.basis, separated_mixture(4, 2, cov="full").basis)
+    separated_mixture(2, 4)  # all four sign vectors of 2-D
+    for args, kw, words in [
+        ((0,), {}, r"^need dim >= 1 and n_components >= 1, got 0, 4$"),
+        ((2, 0), {}, r"^need dim >= 1 and n_components >= 1, got 2, 0$"),
+        ((2,), dict(cov="bogus"), r"^cov must be 'iso', 'diag' or 'full', got 'bogus'$"),
+        (
+            (2, 5),
+            {},
+            r"^only 2\^2 = 4 distinct sign vectors exist in 2-D; ask for at most that many components, not 5$",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            separated_mixture(*args, **kw)
