@@ -994,3 +994,80 @@ def test_separated_mixture_defaults_and_refusals():
     ]:
         with pytest.raises(ValueError, match=words):
             separated_mixture(*args, **kw)
+
+
+@pytest.mark.parametrize("n_directions", [1, 2])
+def test_directional_residual_is_the_mean_projection_on_its_directions(n_directions):
+    """ε̂ = (1/K) Σ_k ⟨ε, v_k⟩ v_k on the K directions drawn first from the generator (Gaussian
+    here, so that v and 1/v differ), L[s] per sample; also for a batch of one."""
+    sde, cf, x, t = _points("vp")
+    for xs, ts in ((x, t), (x[:1], t[:1])):
+        eps, L = _linear_closed_form(cf, xs, ts)
+        V = sp.sample_probes(xs, n_directions, "gaussian", torch.Generator().manual_seed(6))
+        got, rhs = sp.residual(
+            _linear,
+            sde,
+            xs,
+            ts,
+            "directional",
+            return_rhs=True,
+            direction_probe="gaussian",
+            n_directions=n_directions,
+            generator=torch.Generator().manual_seed(6),
+        )
+        want = sum((eps * v).sum(1, keepdim=True) * v for v in V) / n_directions
+        _close(got, want, rtol=1e-8, atol=1e-10)
+        _close(rhs, L)
+
+
+def test_stencil_points_default_to_the_papers_stencil_and_dequantize_draws_in_its_dtype():
+    from scorepde.bpd import dequantize
+    from scorepde.derivatives import stencil_points
+
+    t = torch.tensor([0.3, 0.7], dtype=F64)
+    for a, b in zip(stencil_points(t), stencil_points(t, "fd3")):
+        for u, w in zip(a, b):
+            assert torch.equal(u, w)
+    k = torch.tensor([[0, 3], [1, 2]])
+    u = torch.rand(2, 2, generator=torch.Generator().manual_seed(8), dtype=F64)
+    got = dequantize(k, 4, torch.Generator().manual_seed(8), dtype=F64)
+    assert got.dtype == F64
+    _close(got, (k + u) / 4)
+
+
+def test_objectives_and_data_checks_refuse_by_name():
+    from scorepde.bpd import check_discrete
+
+    sde, net, x, t = sp.VPSDE(), _Tiny(), torch.ones(2, 2, dtype=F64), torch.full((2,), 0.5, dtype=F64)
+    for kw, words in [
+        (dict(m=3), r"^m must be 1 or 2, got 3$"),
+        (dict(beta=-1.0), r"^beta and gamma must be non-negative, got -1.0, 0.0$"),
+        (dict(gamma=-1.0), r"^beta and gamma must be non-negative, got 0.1, -1.0$"),
+        (dict(normalize="x"), r"^unknown normalize 'x'; choose one of \['dim', 'none'\]$"),
+        (dict(rhs_reduction="x"), r"^unknown rhs_reduction 'x'; choose one of \['batch_l2', 'mean_abs'\]$"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.fp_regularizer(net, sde, x, t, **{"beta": 0.1, **kw})
+    for kw, words in [
+        (dict(m=3), r"^m must be 1 or 2, got 3$"),
+        (dict(normalize="x"), r"^unknown normalize 'x'"),
+        (dict(rhs_reduction="x"), r"^unknown rhs_reduction 'x'"),
+        (
+            dict(subbatch=0),
+            r"^subbatch must be a positive batch size \(int\) or a fraction of the batch in \(0, 1\]",
+        ),
+        (dict(subbatch=1.5), r"^subbatch must be a positive batch size"),
+        (dict(subbatch=0.0), r"^subbatch must be a positive batch size"),
+        (dict(subbatch="2"), r"^subbatch must be a positive batch size"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.FPObjective(net, sde, **kw)
+    sp.FPObjective(net, sde, subbatch=1), sp.FPObjective(net, sde, subbatch=1.0)
+    for k, words in [
+        (torch.tensor([True, False]), r"^data must hold integers in 0\.\.3, got dtype torch\.bool$"),
+        (torch.tensor([0, 4]), r"^data must lie in 0\.\.3 for levels=4, but observed min 0 and max 4; pass"),
+        (torch.tensor([-1, 2]), r"^data must lie in 0\.\.3 for levels=4, but observed min -1 and max 2"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            check_discrete(k, 4)
+    check_discrete(torch.tensor([0, 3]), 4)
