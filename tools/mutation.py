@@ -158,7 +158,11 @@ def _reason(name: str, change: str, reasons: dict) -> str:
     if name in reasons.get("survivors", {}):
         return reasons["survivors"][name]
     rule = next((r for r in reasons.get("changes", []) if re.search(r["pattern"], change)), None)
-    return rule["reason"] if rule else "**unexplained**"
+    return (
+        rule["reason"]
+        if rule
+        else "**unexplained**: not analysed yet (a missing test, or an equivalent mutant to argue)."
+    )
 
 
 def _change(name: str, module: str) -> str:
