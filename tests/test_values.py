@@ -1071,3 +1071,42 @@ def test_objectives_and_data_checks_refuse_by_name():
         with pytest.raises(ValueError, match=words):
             check_discrete(k, 4)
     check_discrete(torch.tensor([0, 3]), 4)
+
+
+def test_the_last_round_of_refusals_and_pass_throughs():
+    from scorepde.estimators import get_estimator
+
+    for make, words in [
+        (lambda: sp.EDMSDE(sigma_min=0.0), r"^need 0 < sigma_min < sigma_max, got 0.0, 80.0$"),
+        (lambda: sp.EDMSDE(sigma_min=2.0, sigma_max=2.0), r"^need 0 < sigma_min < sigma_max, got 2.0, 2.0$"),
+        (lambda: sp.VESDE(sigma_min=0.0), r"^need 0 < sigma_min < sigma_max"),
+        (lambda: sp.DiscreteVPSDE([0.9, 0.5, 0.6]), r"^alphas_cumprod must decrease strictly"),
+        (lambda: get_estimator("forward_fd", hx=0.0), r"^the step in x must be positive, got hx=0.0$"),
+        (
+            lambda: get_estimator("forward_fd", n_probes=2),
+            r"forms div s with one Hutchinson probe by differences: use div='hutchinson', n_probes=1$",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            make()
+    sde, net = sp.VPSDE(), _Tiny()
+    x, t = torch.tensor([[0.5, -1.0], [1.5, 0.2]], dtype=F64), torch.tensor([0.3, 0.7], dtype=F64)
+    kw = dict(beta=1.0, m=2, estimator="hutchinson", probe="gaussian", n_probes=2)
+    fp, parts = sp.fp_regularizer(net, sde, x, t, generator=torch.Generator().manual_seed(4), **kw)
+    sq, _ = sp.residual_norm_sq(
+        net,
+        sde,
+        x,
+        t,
+        "hutchinson",
+        unbiased=True,
+        probe="gaussian",
+        n_probes=2,
+        generator=torch.Generator().manual_seed(4),
+        validate=False,
+    )
+    _close(parts["fp_residual"], sq.mean())
+    coupled = lambda y, tt: y - y.mean(0)
+    sp.fp_regularizer(coupled, sde, x, t, beta=1.0)  # not validated by default
+    with pytest.raises(ValueError, match="couples samples across the batch"):
+        sp.fp_regularizer(coupled, sde, x, t, beta=1.0, validate=True)
