@@ -1,6 +1,6 @@
 """Regenerate every generated part of the docs from committed results: ``python docs/generate.py``.
 
-A page marks a generated region with two HTML comments::
+A page (docs/*.md, and README.md) marks a generated region with two HTML comments::
 
     <!-- generated: KIND ARG -->
     ...replaced on each run...
@@ -299,16 +299,14 @@ def properties(arg: str) -> str:
 
 
 def tests(arg: str) -> str:
-    """The tests of ``arg``, each with the first sentence of its docstring (or its name)."""
+    """The tests of ``arg``, each with the first paragraph of its docstring where it has one."""
     import ast
 
-    tree = ast.parse((ROOT / arg).read_text())
     lines = []
-    for node in tree.body:
+    for node in ast.parse((ROOT / arg).read_text()).body:
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
             doc = ast.get_docstring(node)
-            text = doc.split("\n\n")[0].replace("\n", " ") if doc else node.name[5:].replace("_", " ")
-            lines.append(f"- `{node.name}`: {text}")
+            lines.append(f"- `{node.name}`" + (": " + doc.split("\n\n")[0].replace("\n", " ") if doc else ""))
     return "\n".join(lines) + f"\n\n*Generated from `{arg}`.*\n"
 
 
@@ -329,6 +327,7 @@ FIGURES = {
     "figures/density_checkerboard.png": "toy/results/density_paper/density_checkerboard.png",
     "figures/nll_vs_beta.png": "toy/results/density_paper/nll_vs_beta.png",
     "figures/cauchy_rel_l2_over_t.png": "toy/results/cauchy/rel_l2_over_t.png",
+    "figures/likelihood_work_precision.png": "benchmarks/results/likelihood_levers/work_precision.png",
     "figures/audit_compare.png": "image/results/audit_compare/audit.png",
     "figures/audit_training.png": "image/results/audit_training/audit.png",
 }
@@ -343,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is stale")
     args = p.parse_args(argv)
     stale = []
-    for page in sorted(DOCS.glob("*.md")):
+    for page in [*sorted(DOCS.glob("*.md")), ROOT / "README.md"]:  # the README's goal rows too
         old = page.read_text()
         new = render(old)
         if new != old:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from .likelihood import log_likelihood
 from .sde import SDE
 from .stats import standard_error
+from .time_change import bpd_clock
 from .typing import Score, renamed_keywords
 
 __all__ = ["dequantize", "bits_per_dim", "evaluate_bpd", "check_discrete", "ORDERS"]
@@ -122,7 +123,8 @@ def evaluate_bpd(
 
     Each repeat dequantizes every sample afresh, maps it to x = scale·u + shift (on
     ``device``, default the data's, in ``dtype``), runs :func:`log_likelihood` with
-    ``div`` and ``ll_kwargs`` in solves of ``batch_size`` samples (default all at once),
+    ``div`` and ``ll_kwargs`` in solves of ``batch_size`` samples (default all at once; the
+    clock ``time`` defaults to ``scorepde.time_change.bpd_clock(sde)``, σ for VP and VE),
     cut in the ``order`` of ``ORDERS``, and converts with :func:`bits_per_dim`. Returns
 
     - ``bpd``: the mean over samples and repeats; ``bpd_stderr``: its standard error, the
@@ -135,6 +137,7 @@ def evaluate_bpd(
     import time
 
     check_discrete(images_k, levels)
+    ll_kwargs.setdefault("time", bpd_clock(sde))
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if order not in ORDERS:

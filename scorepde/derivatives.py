@@ -139,11 +139,16 @@ def _stencil(t: torch.Tensor, method: str, h: Sequence[float], T: float):
         raise ValueError(f"finite-difference steps must be positive and fit in [0, {T}], got h={tuple(h)}")
     # Where a node would fall below t = 0, the steps shrink to STEP_FRACTION·t instead of the
     # stencil shifting inwards: near t = 0 the marginal changes on the scale of t itself
-    # (σ_t ~ √t under VP and VE). Elsewhere the steps are as given.
+    # (σ_t ~ √t under VP and VE). Elsewhere the steps are as given. They shrink by at most
+    # √ε of the dtype: below that the nodes differ by less than the score can resolve (the
+    # round-off grows like ε/(r·h), and the weights ∝ 1/(r·h) overflow to ∞·0 = NaN near
+    # t ≈ 1e-300), so for 0 < t < 8√ε·h the stencil keeps its steps and shifts inwards, as at t = 0.
     reach = max(abs(o) for o in offsets)
-    shrink = (t > 0) & (t < -min(offsets))
-    r = torch.where(shrink, STEP_FRACTION * t / reach, torch.ones_like(t))
-    c = torch.minimum(torch.maximum(t, -min(offsets) * r), T - max(offsets) * r)  # moves t = 0 only
+    r = STEP_FRACTION * t / reach
+    r_min = torch.finfo(t.dtype).eps ** 0.5 if t.is_floating_point() else 0.0
+    shrink = (t < -min(offsets)) & (r >= r_min)
+    r = torch.where(shrink, r, torch.ones_like(t))
+    c = torch.minimum(torch.maximum(t, -min(offsets) * r), T - max(offsets) * r)  # shifts near 0, T
     nodes = [c + o * r for o in offsets]
     return offsets, nodes, _lagrange_derivative_weights(t, nodes), bool((c != t).any())
 
@@ -204,7 +209,7 @@ def time_derivative(
     ``h="auto"`` takes the steps from the score's time conditioning (``time_steps``).
     The first two are O(h²). Nodes stay inside [0, T]: where a node would fall below 0
     (0 < t < h_s) the steps shrink to ``STEP_FRACTION``·t (the marginal changes on the scale
-    of t there); at t = 0 itself and near T the stencil shifts inwards and the interpolant is
+    of t there, but by at most √ε of the dtype); at t = 0 itself (and below 8√ε·h_s) and near T the stencil shifts inwards and the interpolant is
     differentiated at t, which keeps the stencil's order. ``center``
     may pass s(x, t) when the caller already has it, saving one evaluation.
     """

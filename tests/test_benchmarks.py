@@ -221,6 +221,10 @@ COMMITTED = {
     "likelihood_cost": "likelihood_cost",
     "likelihood_cost/compile": "likelihood_cost",
     "likelihood_cost/mixture_after_fix": "likelihood_cost",
+    "likelihood_levers": "likelihood_levers",
+    "likelihood_levers/mixture": "likelihood_levers",
+    "likelihood_levers/mnist": "likelihood_levers",
+    "likelihood_levers/digits32": "likelihood_levers",
     "lever_error": "lever_error",
     "time_steps": "time_steps",
     "bpd_cost": "bpd_cost",
@@ -233,7 +237,7 @@ def test_committed_tables_regenerate_byte_for_byte(folder):
     name = COMMITTED[folder]
     module = (
         importlib.import_module(f"scorepde.commands.{name}")
-        if name in ("step_cost", "estimator_error", "likelihood_cost")
+        if name in ("step_cost", "estimator_error", "likelihood_cost", "likelihood_levers")
         else _script(name)
     )
     with open(os.path.join(RESULTS, folder, "metrics.json")) as f:

@@ -192,3 +192,19 @@ def test_evaluate_bpd_refuses_unknown_order():
     model, sde, k, levels, a, b = _gmm_bpd_setup(4)
     with pytest.raises(ValueError, match="unknown order"):
         evaluate_bpd(model, sde, k, levels, a, b, repeats=1, order="hardest")
+
+
+def test_evaluate_bpd_default_clock_matches_the_t_clock():
+    """evaluate_bpd solves in σ by default for VP and VE (``bpd_clock``): the same bits/dim
+    as the t clock it replaces, per sample to 1e-5 bits at tol 1e-8; t for other SDEs."""
+    from scorepde.time_change import bpd_clock
+
+    model, sde, k, levels, a, b = _gmm_bpd_setup(12)
+    kw = dict(repeats=1, div="exact", dtype=torch.float64, rtol=1e-8, atol=1e-8)
+    run = lambda **extra: evaluate_bpd(
+        model, sde, k, levels, a, b, generator=torch.Generator().manual_seed(5), **kw, **extra
+    )
+    default, in_t = run(), run(time="t")
+    diff = (torch.tensor(default["per_sample"]) - torch.tensor(in_t["per_sample"])).abs()
+    assert diff.max() < 1e-5 and default["nfe"] != in_t["nfe"]  # another clock, the same answer
+    assert bpd_clock(sde) == "sigma" == bpd_clock(sp.VESDE()) and bpd_clock(sp.SubVPSDE()) == "t"

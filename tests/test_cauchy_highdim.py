@@ -95,6 +95,9 @@ def test_quick_run_at_d8_lowers_the_error(tmp_path, cov):
     not depend on load)."""
     m = _main("--dim", "8", "--quick", "--cov", cov, "--out", str(tmp_path))
     assert m["config"]["gate_shape"] == ("scalar" if cov == "iso" else "diagonal")
+    assert m["config"]["param"] == ("gate" if cov == "iso" else "mixture")
+    assert m["config"]["unbiased"] is False and m["config"]["unbiased_rule"] == "auto"  # the rule at D = 8
+    assert {"score_mae", "score_rmse", "logp_per_dim_rel_l2"} <= set(m["score_pinn"])
     assert m["mixture"].get("cov", "iso") == cov
     assert m == json.loads(Path(tmp_path / "metrics.json").read_text())
     errors = [h["score_rel_l2"] for h in m["history"]]
@@ -155,3 +158,36 @@ def test_summarize_tables_both_methods_and_the_figure(tmp_path):
     assert (tmp_path / "rel_l2_over_t.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SystemExit, match="no \\*/metrics.json"):
         _main("--summarize", str(tmp_path / "cauchy_ve_d2"))
+
+
+def test_the_unbiased_square_rule_and_its_override(tmp_path):
+    from scorepde.cauchy import UNBIASED_FROM_DIM, unbiased_square_for
+
+    assert not unbiased_square_for(UNBIASED_FROM_DIM - 1) and unbiased_square_for(UNBIASED_FROM_DIM)
+    with pytest.raises(ValueError, match="dim must be positive"):
+        unbiased_square_for(0)
+    m = _main("--dim", "2", "--quick", "--steps", "2", "--n-evals", "1", "--unbiased", "--out", str(tmp_path))
+    assert m["config"]["unbiased"] is True and m["config"]["unbiased_rule"] == "flag"
+
+
+def test_the_scaling_grid_runs_only_what_is_missing_and_tables_it(tmp_path):
+    """--scaling resumes: a run with a metrics.json is skipped; the table and figure follow."""
+    from scorepde.commands import cauchy_scaling as cs
+
+    runs = cs.grid([8, 512], ["iso", "full"], 0.5)
+    assert [n for n, _ in runs] == ["iso_cauchy_d8", "iso_dsm_d8", "iso_cauchy_d512", "iso_dsm_d512",
+                                    "full_cauchy_d8", "full_dsm_d8"]  # fmt: skip
+    assert runs[0][1][-6:] == ["--minutes", "0.5", "--clock", "cpu", "--n-evals", "4"]
+    done = tmp_path / "iso_cauchy_d8"
+    _main("--dim", "8", "--quick", "--steps", "2", "--n-evals", "1", "--out", str(done))
+    called = []
+
+    def fake_run(argv):  # the grid's run, at --quick's size and two steps
+        out = argv[argv.index("--out") + 1]
+        called.append(out)
+        return _main(*argv[:6], "--quick", "--steps", "2", "--n-evals", "1", "--out", out)
+
+    table = cs.run_grid(str(tmp_path), [8], ["iso"], 0.5, run=fake_run)
+    assert called == [str(tmp_path / "iso_dsm_d8")]
+    assert "| iso | 8 | gate |" in table and (tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    assert "**Scaling with D" in (tmp_path / "scaling.md").read_text()

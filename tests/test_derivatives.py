@@ -82,6 +82,19 @@ def test_stencil_stays_inside_horizon_and_keeps_its_order(t0, gmm2):
         assert errs[0] / errs[1] > 3.0, errs
 
 
+@pytest.mark.parametrize("dt", ["fd3", "central"])
+def test_stencil_at_unresolvable_t_is_the_t0_stencil(dt):
+    """0 < t ≪ √ε·h: shrinking the steps to t/8 would lose the score's resolution (and at
+    t ≈ 1e-284 the weights overflow, ∞·0 = NaN: found by tests/test_properties.py), so the
+    stencil keeps its steps and shifts inwards as at t = 0, giving t = 0's value."""
+    score = lambda x, t: x * torch.exp(3 * t)[:, None] + torch.sin(t)[:, None]
+    x = torch.ones(3, 2, dtype=torch.float64)
+    at0 = sp.time_derivative(score, x, torch.zeros(3, dtype=torch.float64), dt)
+    tiny = sp.time_derivative(score, x, torch.tensor([2.3e-284, 1e-30, 1e-12], dtype=torch.float64), dt)
+    assert torch.isfinite(tiny).all()
+    torch.testing.assert_close(tiny, at0, rtol=1e-6, atol=0)
+
+
 def test_paper_stencil_weights_match_lemma_c1():
     """At interior t the stencil is [h_s² φ(t+h_d) + (h_d² − h_s²) φ(t) − h_d² φ(t−h_s)] / (h_s h_d (h_s+h_d))."""
     hs, hd = PAPER_STEPS

@@ -520,6 +520,8 @@ class _Tiny(torch.nn.Module):
     "kwargs",
     [
         {},  # the defaults: weighting "scaled", data_std 1, init_weight 1, exact, data+colloc, log_scale
+        dict(data_std=2.0),
+        dict(estimator="hutchinson"),  # unbiased=False by default
         dict(weighting="g2", data_std=2.0, init_weight=0.3, init_points="data", time_sampling="uniform"),
         dict(estimator="hutchinson", unbiased=True, n_probes=3, probe="gaussian"),
     ],
@@ -620,7 +622,7 @@ def test_fp_objective_autocasts_the_dsm_forward_in_the_dtype_asked():
         def forward(self, x, t):
             out = self.lin(x)
             seen.append(out.dtype)
-            return out
+            return out * (1 + t[:, None])
 
     sp.FPObjective(Model(), sp.VESDE(), autocast=torch.float16)(
         torch.ones(3, 2), torch.Generator().manual_seed(0)
@@ -676,3 +678,396 @@ def test_random_rotations_follow_their_generator():
 def test_curl_names_the_way_out_for_other_dimensions():
     with pytest.raises(ValueError, match="x has 3 features. Use scorepde.antisymmetry for any dimension"):
         sp.curl(_linear, torch.ones(2, 3, dtype=F64), torch.zeros(2, dtype=F64))
+
+
+# -- the second round: what the first mutation run left alive ----------------------------------
+
+
+def test_cauchy_loss_defaults_and_validation():
+    """Defaults: w = "scaled" with data_std 1, λ₀ = 1, the plug-in ‖ε̂‖² (unbiased=False), no validation."""
+    sde, cf, x, t = _points("vp")
+    eps, _ = _linear_closed_form(cf, x, t)
+    x_init = torch.tensor([[1.0, 2.0, 0.0]], dtype=F64)
+    total, parts = cauchy_loss(_linear, sde, x, t, lambda y: -2 * y, x_init)
+    res = (residual_weight("scaled", sde, t, 1.0) ** 2 * eps.pow(2).sum(1)).mean()
+    _close(total, res + 5.0)
+    net = _Tiny()
+    xs, ts, init = torch.ones(4, 2, dtype=F64), torch.full((4,), 0.5, dtype=F64), lambda y: -y
+    kw = dict(estimator="hutchinson", probe="gaussian")
+    plain, _ = cauchy_loss(net, sde, xs, ts, init, xs, generator=torch.Generator().manual_seed(0), **kw)
+    single, _ = cauchy_loss(
+        net, sde, xs, ts, init, xs, unbiased=False, generator=torch.Generator().manual_seed(0), **kw
+    )
+    two, _ = cauchy_loss(
+        net, sde, xs, ts, init, xs, unbiased=True, generator=torch.Generator().manual_seed(0), **kw
+    )
+    assert plain == single and plain != two
+    coupled = lambda y, tt: y - y.mean(0)  # a score that mixes the batch: refused only when validated
+    cauchy_loss(coupled, sde, x, t, init, x_init)
+    with pytest.raises(ValueError, match="couples samples across the batch"):
+        cauchy_loss(coupled, sde, x, t, init, x_init, validate=True)
+
+
+def test_log_scale_needs_a_kernel_and_takes_data_std_one_by_default():
+    with pytest.raises(
+        ValueError, match="^time sampling 'log_scale' needs the SDE's kernel, but GenericSDE has no"
+    ):
+        sample_collocation_time(4, sp.GenericSDE(lambda x, t: -x, lambda t: t), "log_scale")
+    draws = [
+        sample_collocation_time(6, sp.VPSDE(), "log_scale", generator=torch.Generator().manual_seed(0), **kw)
+        for kw in ({}, dict(data_std=1.0))
+    ]
+    assert torch.equal(*draws)
+
+
+class _Timed:
+    """s = −(1 + t³) x, which says its time rate (10 rad per unit t): central differences in t are
+    off by exactly h² (k'(t) = 3t², the stencil gives 3t² + h²)."""
+
+    def time_rate(self):
+        return 10.0
+
+    def __call__(self, x, t):
+        return -(1 + t**3)[:, None] * x
+
+
+def test_projected_residual_takes_its_steps_from_the_score_and_its_options():
+    sde, cf, x, t = _points("ve")
+    v = torch.tensor([[1.0, -1.0, 1.0], [1.0, 1.0, -1.0], [-1.0, 1.0, 1.0]], dtype=F64)
+    xv = (x * v).sum(1)
+    g2 = torch.tensor([cf["g2"](s) for s in t.tolist()], dtype=F64)
+    k = 1 + t**3
+    grad_l = g2 * k * k * xv  # ⟨∇L, v⟩ for s = −k x under VE (c = 0)
+    exact = -3 * t**2 * xv - grad_l
+    # h="auto": φ/rate = 1e-4/10 in float64, so the stencil's h² = 1e-10 is below the tolerance
+    _close(sp.projected_residual(_Timed(), sde, x, t, v, dt="central")[0], exact, rtol=0, atol=1e-8)
+    _close(sp.projected_residual(_Timed(), sde, x, t, v, dt="central", h=(0.1, 0.1))[0], exact - 0.01 * xv)
+    net, y = _Tiny(), torch.ones(2, 2, dtype=F64)
+    tt, w = torch.full((2,), 0.5, dtype=F64), torch.ones(2, 2, dtype=F64)
+    draw = lambda s: sp.projected_residual(
+        net, sde, y, tt, w, div="hutchinson", generator=torch.Generator().manual_seed(s)
+    )[0]
+    assert torch.equal(draw(1), draw(1)) and not torch.equal(draw(1), draw(2))
+
+
+def test_a_bare_estimator_needs_forward_mode_exactly_when_its_time_derivative_is_a_jvp():
+    from scorepde.estimators import Estimator
+
+    class Bare(Estimator):
+        OPTIONS = dict(dt="jvp", h="auto")
+
+    assert Bare("bare").needs_forward_mode and Bare("bare").time_stencil is None
+    assert not Bare("bare", dt="fd3").needs_forward_mode and Bare("bare", dt="fd3").time_stencil == "fd3"
+    assert not Bare("bare").plain_forwards_only and not Bare("bare").stochastic
+
+
+def test_mixture_parameters_follow_the_dtype_of_each_call():
+    gmm = sp.GaussianMixture([[0.0, 1.0], [2.0, -1.0]], [[0.5, 1.0], [1.0, 2.0]])  # diagonal
+    x, t, sde = torch.ones(3, 2, dtype=F64), torch.full((3,), 0.5, dtype=F64), sp.VPSDE()
+    assert gmm.log_prob(x, t, sde).dtype == F64
+    assert gmm.log_prob(x.float(), t.float(), sde).dtype == torch.float32
+    assert gmm.score(x.float(), t.float(), sde).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"^covs must be symmetric; symmetrise them with \(C \+ Cᵀ\) / 2$"):
+        sp.GaussianMixture([[0.0, 0.0]], covs=torch.tensor([[[1.0, 0.5], [0.4, 1.0]]], dtype=F64))
+
+
+def test_generic_sde_defaults_and_its_given_divergence():
+    sde = sp.GenericSDE(lambda x, t: -x, lambda t: t, drift_divergence=lambda x, t: t * x.sum(1))
+    assert sde.T == 1.0
+    x, t = torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=F64), torch.tensor([0.5, 2.0], dtype=F64)
+    _close(sde.drift_divergence(x, t), [1.5, 4.0])
+    _close(sp.GenericSDE(lambda x, t: -t[:, None] * x, lambda t: t).drift_divergence(x, t), [-1.0, -4.0])
+
+
+def test_discrete_vp_times_are_float64():
+    sde = sp.DiscreteVPSDE(torch.linspace(0.99, 0.5, 10, dtype=F64))
+    assert sde.time(3).dtype == F64 and sde.time(3).item() == 0.4
+
+
+# -- the third round -------------------------------------------------------------------------
+
+
+def test_discrete_vp_refuses_bad_schedules_by_name_and_keeps_float64():
+    for bad, words in [
+        ([0.5], r"^alphas_cumprod must be a finite 1-D sequence of at least 2 values$"),
+        ([0.9, float("nan")], r"^alphas_cumprod must be a finite 1-D sequence of at least 2 values$"),
+        ([1.0, 0.5], r"^alphas_cumprod must lie in \(0, 1\), got values in \[0\.5, 1\]; a zero terminal SNR"),
+        ([0.9, 0.0], r"rescale_betas_zero_snr=True\) has no VP SDE with finite β\(t\)$"),
+        ([0.9, 0.9, 0.5], r"^alphas_cumprod must decrease strictly \(every beta > 0\)$"),
+        ([0.5, 0.9], r"^alphas_cumprod must decrease strictly \(every beta > 0\)$"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.DiscreteVPSDE(bad)
+    sde = sp.DiscreteVPSDE([0.9, 0.5])  # two values are enough; a list is read as float64
+    nodes = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    _close(sde.alpha_bar(nodes), [1.0, 0.9, 0.5], rtol=1e-15, atol=0)
+    assert (
+        sde.alpha_bar(nodes.float()).dtype == torch.float32 and sde.beta(nodes.float()).dtype == torch.float32
+    )
+
+
+def test_losses_name_the_term_that_went_non_finite():
+    sde, x0 = sp.VPSDE(), torch.ones(2, 2, dtype=F64)
+    nan = lambda x, t: torch.full_like(x, float("nan"))
+    with pytest.raises(ValueError, match="^the DSM loss has 1 non-finite value"):
+        sp.dsm_loss(nan, sde, x0)
+    x, t = torch.ones(2, 2, dtype=F64), torch.full((2,), 0.5, dtype=F64)
+    with pytest.raises(ValueError, match="^the Cauchy-problem loss has 1 non-finite value"):
+        cauchy_loss(lambda y, tt: -y, sde, x, t, lambda y: torch.full_like(y, float("nan")), x)
+
+
+def test_cauchy_loss_passes_its_options_and_times_in_the_data_dtype():
+    sde, net = sp.VPSDE(), _Tiny()
+    x, t = torch.tensor([[0.5, -1.0], [1.5, 0.2]], dtype=F64), torch.tensor([0.3, 0.7], dtype=F64)
+    init = lambda y: -y
+    total, parts = cauchy_loss(
+        net,
+        sde,
+        x,
+        t,
+        init,
+        x,
+        estimator="hutchinson",
+        probe="gaussian",
+        generator=torch.Generator().manual_seed(3),
+    )
+    sq, _ = sp.residual_norm_sq(
+        net,
+        sde,
+        x,
+        t,
+        "hutchinson",
+        unbiased=False,
+        probe="gaussian",
+        generator=torch.Generator().manual_seed(3),
+        validate=False,
+    )
+    _close(parts["residual"], (residual_weight("scaled", sde, t) ** 2 * sq).mean())
+
+    def strict(y, tt):
+        assert tt.dtype == y.dtype, "t must come in the data's dtype"
+        return -y
+
+    cauchy_loss(strict, sde, x, t, init, x)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},  # m = 1 by default
+        dict(m=2, unbiased=True, estimator="hutchinson", probe="gaussian", n_probes=2),
+        dict(m=2, normalize="dim", rhs_reduction="batch_l2", gamma=0.2),
+    ],
+)
+def test_fp_objective_hands_its_settings_to_the_regularizer(kwargs):
+    sde, net, eps = sp.VPSDE(), _Tiny(), 1e-3
+    x0 = torch.tensor([[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8]], dtype=F64)
+    total, parts = sp.FPObjective(net, sde, beta=0.3, eps=eps, **kwargs)(x0, torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    dsm, xt, t = sp.dsm_loss(net, sde, x0, eps=eps, generator=g, return_samples=True)
+    fp, _ = sp.fp_regularizer(net, sde, xt, t, beta=0.3, generator=g, **kwargs)
+    _close(parts["fp"], fp)
+    _close(total, dsm + fp)
+
+
+def test_fp_objective_checks_the_batch_once_and_sizes_its_subbatch(monkeypatch):
+    import scorepde.losses as losses
+
+    checks = []
+    monkeypatch.setattr(losses, "check_batch_independent", lambda *a: checks.append(1))
+    objective = sp.FPObjective(_Tiny(), sp.VPSDE(), beta=0.1)
+    x0 = torch.ones(3, 2, dtype=F64)
+    objective(x0, torch.Generator().manual_seed(0))
+    objective(x0, torch.Generator().manual_seed(1))
+    assert checks == [1]
+    sizes = {
+        sub: sp.FPObjective(_Tiny(), sp.VPSDE(), subbatch=sub).fp_batch_size(8)
+        for sub in (0.05, 0.5, 1.0, 3, 20)
+    }
+    assert sizes == {0.05: 1, 0.5: 4, 1.0: 8, 3: 3, 20: 8}
+    assert sp.FPObjective(_Tiny(), sp.VPSDE()).fp_batch_size(8) == 8
+
+
+def test_fpe_rhs_with_a_float_time_its_probes_and_its_horizon():
+    from scorepde.estimators import fpe_rhs_and_score
+
+    sde, net = sp.VPSDE(), _Tiny()
+    x, t = torch.tensor([[0.5, -1.0], [1.5, 0.2]], dtype=F64), torch.full((2,), 0.4, dtype=F64)
+    exact = sp.fpe_rhs(net, sde, x, t)
+    _close(sp.fpe_rhs(net, sde, x, 0.4, validate=False), exact)
+    _close(sp.fpe_rhs(net, sde, x, t, validate=False), exact)
+    probes = sp.sample_probes(x, 3, "gaussian", torch.Generator().manual_seed(5))
+    want = fpe_rhs_and_score(net, sde, x, t, "hutchinson", probes)[0]
+    got = sp.fpe_rhs(
+        net,
+        sde,
+        x,
+        t,
+        div="hutchinson",
+        probe="gaussian",
+        n_probes=3,
+        generator=torch.Generator().manual_seed(5),
+    )
+    _close(got, want)
+    one = sp.sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(5))
+    got = sp.fpe_rhs(net, sde, x, t, div="hutchinson", generator=torch.Generator().manual_seed(5))
+    _close(got, fpe_rhs_and_score(net, sde, x, t, "hutchinson", one)[0])
+    edm, cf = sp.EDMSDE(), CLOSED["edm"][1]
+    y, s = torch.tensor([[1.0, 2.0, 0.5]], dtype=F64), torch.tensor([40.0], dtype=F64)
+    _close(sp.fpe_rhs(_linear, edm, y, s), _linear_closed_form(cf, y, s)[1])  # t = 40 lies in EDM's [0, 80]
+
+
+def test_forward_fd_differences_carry_their_closed_form_step_error():
+    """s = x³ in 1-D under VE, v = 1: the corners x ± δ(u ± v) make every difference a known
+    polynomial in δ = hx·sqrt(σ_t² + σ_min²): s̄ = x³ + 6xδ², div s ≈ D_v s ≈ 3x² + 4δ²,
+    D_v div s ≈ 6x. So ⟨ε, v⟩ = −½g²(6x + 2 s̄ (3x² + 4δ²)) and L = ½g²(3x² + 4δ² + s̄²) exactly."""
+    from scorepde.estimators.forward_fd import projected_residual_fd, x_step
+
+    sde, cf = sp.VESDE(), CLOSED["ve"][1]
+    x, t, v = (
+        torch.tensor([[0.7], [-1.3]], dtype=F64),
+        torch.tensor([0.3, 0.8], dtype=F64),
+        torch.ones(2, 1, dtype=F64),
+    )
+    cube = lambda y, tt: y**3
+    for hx in (0.05, 0.2):
+        d = torch.tensor([hx * (cf["var"](s) + 0.01**2) ** 0.5 for s in t.tolist()], dtype=F64)
+        _close(x_step(sde, t, hx), d)
+        g2 = torch.tensor([cf["g2"](s) for s in t.tolist()], dtype=F64)
+        y = x[:, 0]
+        mean = y**3 + 6 * y * d**2
+        first = 3 * y**2 + 4 * d**2
+        kw = dict(hx=hx, generator=torch.Generator().manual_seed(0))
+        proj, L = projected_residual_fd(cube, sde, x, t, v, **kw)
+        _close(L, 0.5 * g2 * (first + mean**2), rtol=1e-9)
+        _close(proj, -0.5 * g2 * (6 * y + 2 * mean * first), rtol=1e-9)
+        if hx == 0.05:  # the default step
+            _close(
+                projected_residual_fd(cube, sde, x, t, v, generator=torch.Generator().manual_seed(0))[0], proj
+            )
+            est = sp.residual(
+                cube, sde, x, t, "forward_fd", generator=torch.Generator().manual_seed(0), validate=False
+            )
+            assert (est.abs() > 0).all()
+    assert torch.equal(x_step(sp.GenericSDE(lambda y, s: -y, lambda s: s), t, 0.3), torch.full_like(t, 0.3))
+    for bad in (0.0, -0.1):
+        with pytest.raises(ValueError, match=r"^the step in x must be positive, got hx="):
+            x_step(sde, t, bad)
+
+
+def test_separated_mixture_defaults_and_refusals():
+    """K = 4 sign vectors times offset 3, weights 0.4 … 0.1, iso stds 0.5 … 1.2 by default; diag stds
+    log-spaced over 0.3 … 3 per coordinate; full = the diagonal ones rotated."""
+    from scorepde.gmm import separated_mixture
+
+    gmm = separated_mixture(3)
+    assert gmm.kind == "iso" and gmm.means.dtype == F64 and gmm.means.shape == (4, 3)
+    assert (
+        set(gmm.means.abs().flatten().tolist()) == {3.0} and len({tuple(m) for m in gmm.means.tolist()}) == 4
+    )
+    _close(gmm.weights, [0.4, 0.3, 0.2, 0.1])
+    _close(gmm.stds, [0.5, 0.5 + 0.7 / 3, 0.5 + 1.4 / 3, 1.2])
+    assert torch.equal(gmm.means, separated_mixture(3, seed=0).means)
+    assert not torch.equal(gmm.means, separated_mixture(3, seed=1).means)
+    _close(separated_mixture(2, 1, offset=1.5).means.abs(), 1.5)
+    diag = separated_mixture(4, 2, cov="diag")
+    _close(
+        diag.stds.sort(dim=1).values,
+        torch.logspace(math.log10(0.3), 1.0 + math.log10(0.3), 4, dtype=F64).expand(2, 4),
+    )
+    _close(diag.weights, [2 / 3, 1 / 3])
+    assert torch.equal(diag.stds, separated_mixture(4, 2, cov="diag").stds)
+    full = separated_mixture(4, 2, cov="full")
+    _close(full.weights, [2 / 3, 1 / 3])
+    _close(full.variances, (diag.stds**2).sort(dim=1).values)
+    assert torch.equal(full.basis, separated_mixture(4, 2, cov="full").basis)
+    separated_mixture(2, 4)  # all four sign vectors of 2-D
+    for args, kw, words in [
+        ((0,), {}, r"^need dim >= 1 and n_components >= 1, got 0, 4$"),
+        ((2, 0), {}, r"^need dim >= 1 and n_components >= 1, got 2, 0$"),
+        ((2,), dict(cov="bogus"), r"^cov must be 'iso', 'diag' or 'full', got 'bogus'$"),
+        (
+            (2, 5),
+            {},
+            r"^only 2\^2 = 4 distinct sign vectors exist in 2-D; ask for at most that many components, not 5$",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            separated_mixture(*args, **kw)
+
+
+@pytest.mark.parametrize("n_directions", [1, 2])
+def test_directional_residual_is_the_mean_projection_on_its_directions(n_directions):
+    """ε̂ = (1/K) Σ_k ⟨ε, v_k⟩ v_k on the K directions drawn first from the generator (Gaussian
+    here, so that v and 1/v differ), L[s] per sample; also for a batch of one."""
+    sde, cf, x, t = _points("vp")
+    for xs, ts in ((x, t), (x[:1], t[:1])):
+        eps, L = _linear_closed_form(cf, xs, ts)
+        V = sp.sample_probes(xs, n_directions, "gaussian", torch.Generator().manual_seed(6))
+        got, rhs = sp.residual(
+            _linear,
+            sde,
+            xs,
+            ts,
+            "directional",
+            return_rhs=True,
+            direction_probe="gaussian",
+            n_directions=n_directions,
+            generator=torch.Generator().manual_seed(6),
+        )
+        want = sum((eps * v).sum(1, keepdim=True) * v for v in V) / n_directions
+        _close(got, want, rtol=1e-8, atol=1e-10)
+        _close(rhs, L)
+
+
+def test_stencil_points_default_to_the_papers_stencil_and_dequantize_draws_in_its_dtype():
+    from scorepde.bpd import dequantize
+    from scorepde.derivatives import stencil_points
+
+    t = torch.tensor([0.3, 0.7], dtype=F64)
+    for a, b in zip(stencil_points(t), stencil_points(t, "fd3")):
+        for u, w in zip(a, b):
+            assert torch.equal(u, w)
+    k = torch.tensor([[0, 3], [1, 2]])
+    u = torch.rand(2, 2, generator=torch.Generator().manual_seed(8), dtype=F64)
+    got = dequantize(k, 4, torch.Generator().manual_seed(8), dtype=F64)
+    assert got.dtype == F64
+    _close(got, (k + u) / 4)
+
+
+def test_objectives_and_data_checks_refuse_by_name():
+    from scorepde.bpd import check_discrete
+
+    sde, net, x, t = sp.VPSDE(), _Tiny(), torch.ones(2, 2, dtype=F64), torch.full((2,), 0.5, dtype=F64)
+    for kw, words in [
+        (dict(m=3), r"^m must be 1 or 2, got 3$"),
+        (dict(beta=-1.0), r"^beta and gamma must be non-negative, got -1.0, 0.0$"),
+        (dict(gamma=-1.0), r"^beta and gamma must be non-negative, got 0.1, -1.0$"),
+        (dict(normalize="x"), r"^unknown normalize 'x'; choose one of \['dim', 'none'\]$"),
+        (dict(rhs_reduction="x"), r"^unknown rhs_reduction 'x'; choose one of \['batch_l2', 'mean_abs'\]$"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.fp_regularizer(net, sde, x, t, **{"beta": 0.1, **kw})
+    for kw, words in [
+        (dict(m=3), r"^m must be 1 or 2, got 3$"),
+        (dict(normalize="x"), r"^unknown normalize 'x'"),
+        (dict(rhs_reduction="x"), r"^unknown rhs_reduction 'x'"),
+        (
+            dict(subbatch=0),
+            r"^subbatch must be a positive batch size \(int\) or a fraction of the batch in \(0, 1\]",
+        ),
+        (dict(subbatch=1.5), r"^subbatch must be a positive batch size"),
+        (dict(subbatch=0.0), r"^subbatch must be a positive batch size"),
+        (dict(subbatch="2"), r"^subbatch must be a positive batch size"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.FPObjective(net, sde, **kw)
+    sp.FPObjective(net, sde, subbatch=1), sp.FPObjective(net, sde, subbatch=1.0)
+    for k, words in [
+        (torch.tensor([True, False]), r"^data must hold integers in 0\.\.3, got dtype torch\.bool$"),
+        (torch.tensor([0, 4]), r"^data must lie in 0\.\.3 for levels=4, but observed min 0 and max 4; pass"),
+        (torch.tensor([-1, 2]), r"^data must lie in 0\.\.3 for levels=4, but observed min -1 and max 2"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            check_discrete(k, 4)
+    check_discrete(torch.tensor([0, 3]), 4)

@@ -85,9 +85,53 @@ def patch_mutmut() -> None:
     fm.function_trampoline_arrangement = function_trampoline_arrangement
 
 
-def run(args: list[str]) -> None:
+#: The test files of each mutated module, run first when a mutant's tests are capped.
+OWN_TESTS = {
+    "fpe": ["test_fpe", "test_estimators", "test_residual_operator"],
+    "estimators": ["test_fpe", "test_estimators", "test_residual_operator"],
+    "derivatives": ["test_derivatives"],
+    "sde": ["test_sde"],
+    "losses": ["test_losses", "test_fp_every"],
+    "likelihood": ["test_likelihood"],
+    "bpd": ["test_bpd"],
+    "gmm": ["test_gmm", "test_cauchy_highdim"],
+    "cauchy": ["test_toy", "test_cauchy_highdim"],
+    "curl": ["test_curl"],
+}
+
+
+def cap_tests(max_tests: int) -> None:
+    """Run each mutant against at most ``max_tests`` of its covering tests: those of
+    tests/test_values.py first, then its own module's test files, then the fastest others (mutmut runs
+    them fastest first and stops at the first failure). A kill stays a kill; a survivor may be
+    one that a test left out would have killed, so the score is then a lower bound."""
+    import mutmut.__main__ as mm
+
+    make = mm.get_mutant_runner
+
+    def get_mutant_runner(max_workers: int = 1):
+        runner = make(max_workers)
+        submit, durations = runner.submit, mm.state().duration_by_test
+
+        def capped(name, tests, cpu_time_limit, estimated_time):
+            module = name.split(".")[1]
+            own = {f"tests/{f}.py" for f in OWN_TESTS.get(module, [])}
+            place = lambda path: 0 if path == "tests/test_values.py" else 1 if path in own else 2
+            rank = lambda test: (place(test.split("::")[0]), durations.get(test, 0.0))
+            tests = sorted(tests, key=rank)[:max_tests]
+            return submit(name, tests, cpu_time_limit, sum(durations.get(test, 0.0) for test in tests))
+
+        runner.submit = capped
+        return runner
+
+    mm.get_mutant_runner = get_mutant_runner
+
+
+def run(args: list[str], max_tests: int | None = None) -> None:
     """``mutmut run --max-children 1 ARGS`` with the patch; run from the repository root."""
     patch_mutmut()
+    if max_tests:
+        cap_tests(max_tests)
     from mutmut.__main__ import cli
 
     cli(["run", "--max-children", "1", *args])
@@ -114,7 +158,11 @@ def _reason(name: str, change: str, reasons: dict) -> str:
     if name in reasons.get("survivors", {}):
         return reasons["survivors"][name]
     rule = next((r for r in reasons.get("changes", []) if re.search(r["pattern"], change)), None)
-    return rule["reason"] if rule else "**unexplained**"
+    return (
+        rule["reason"]
+        if rule
+        else "**unexplained**: not analysed yet (a missing test, or an equivalent mutant to argue)."
+    )
 
 
 def _change(name: str, module: str) -> str:
@@ -134,8 +182,8 @@ def _change(name: str, module: str) -> str:
     return f"`{old}` → `{new}`"
 
 
-def report() -> None:
-    """Write results.json (every mutant's status) and table.md (per module, then each survivor)."""
+def report(commit: str | None = None) -> None:
+    """Write results.json (per module: the counts, and each mutant run and not killed) and table.md."""
     import tomllib
 
     from scorepde.reporting import markdown_table
@@ -150,29 +198,49 @@ def report() -> None:
         counts = {s: sum(v == s for v in mutants.values()) for s in statuses}
         for s in statuses:
             totals[s] += counts[s]
-        rows.append([f"`{module}`", len(mutants), *counts.values(), _score(counts, len(mutants))])
+        rows.append(
+            [f"`{module}`", len(mutants), *counts.values(), _score(counts, len(mutants)), _checked(counts)]
+        )
     n = sum(len(m) for m in results.values())
-    rows.append(["**all**", n, *totals.values(), _score(totals, n)])
-    lines = [markdown_table(["module", "mutants", *statuses, "killed %"], rows), ""]
+    rows.append(["**all**", n, *totals.values(), _score(totals, n), _checked(totals)])
+    lines = [markdown_table(["module", "mutants", *statuses, "killed %", "killed % of checked"], rows), ""]
+    if commit:
+        lines = [f"Mutants of the code at commit `{commit}`.", "", *lines]
     left = [
-        (name, module)
+        (name, module, st)
         for module, mutants in results.items()
-        for name, s in mutants.items()
-        if s not in ("killed", "timeout")
+        for name, st in mutants.items()
+        if st not in ("killed", "not checked")
     ]
     if left:
-        lines += ["Every mutant not killed (the change, then why it lived):", ""]
-        changes = [(name, _change(name, module)) for name, module in left]
-        lines += [f"- `{name}`: {change}. {_reason(name, change, reasons)}" for name, change in changes]
+        lines += ["Every mutant run and not killed (the change, then why it lived):", ""]
+        for name, module, st in left:
+            change = _change(name, module)
+            why = "Timed out: not counted as a kill." if st == "timeout" else _reason(name, change, reasons)
+            lines.append(f"- `{name}` ({st}): {change}. {why}")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    summary = {
+        module: {
+            "counts": {s: sum(v == s for v in mutants.values()) for s in statuses},
+            "not_killed": {name: st for name, st in mutants.items() if st not in ("killed", "not checked")},
+        }
+        for module, mutants in results.items()
+    }
+    (OUT / "results.json").write_text(json.dumps({"commit": commit, "modules": summary}, indent=1) + "\n")
     (OUT / "table.md").write_text("\n".join(lines) + "\n")
-    print(f"{OUT / 'table.md'}: {totals['killed'] + totals['timeout']} of {n} killed ({_score(totals, n)}%)")
+    print(f"{OUT / 'table.md'}: {totals['killed']} of {n} killed ({_score(totals, n)}%)")
+
+
+def _checked(counts: dict[str, int]) -> str:
+    """The score over the mutants that were run: killed / (all − not checked)."""
+    checked = sum(counts.values()) - counts["not checked"]
+    return _score(counts, checked) if checked else "—"
 
 
 def _score(counts: dict[str, int], n: int) -> str:
-    """mutmut's own score: (killed + timeout) / mutants, in percent."""
-    return f"{100 * (counts['killed'] + counts['timeout']) / max(n, 1):.1f}"
+    """Killed / n in percent. A timeout is not counted as a kill (mutmut's badge counts it): on a
+    loaded machine a correct but slow run can time out, so only a failing test is proof."""
+    return f"{100 * counts['killed'] / max(n, 1):.1f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,9 +250,15 @@ def main(argv: list[str] | None = None) -> None:
     run_p.add_argument(
         "mutants", nargs="*", help="mutant names (or globs) to rerun; default: every one not yet run"
     )
-    sub.add_parser("report", help="write tools/results/mutation/{results.json,table.md} from mutants/")
+    run_p.add_argument(
+        "--max-tests",
+        type=int,
+        help="run each mutant against its N fastest covering tests only (a quick first pass)",
+    )
+    rep = sub.add_parser("report", help="write tools/results/mutation/{results.json,table.md} from mutants/")
+    rep.add_argument("--commit", help="the commit whose code was mutated, named in the table")
     args = p.parse_args(argv)
-    run(args.mutants) if args.command == "run" else report()
+    run(args.mutants, args.max_tests) if args.command == "run" else report(args.commit)
 
 
 if __name__ == "__main__":

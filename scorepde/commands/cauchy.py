@@ -16,29 +16,32 @@ in the current folder; a DIR that holds results is refused unless --overwrite.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
+import shlex
+import sys
 from collections.abc import Sequence
 
 import torch
 
 from .. import plotting
 from .. import reporting as rp
-from ..cauchy import INIT_POINTS, RESIDUAL_WEIGHTINGS, TIME_SAMPLINGS, CauchyObjective
+from ..cauchy import INIT_POINTS, RESIDUAL_WEIGHTINGS, TIME_SAMPLINGS, CauchyObjective, unbiased_square_for
 from ..curves import residual_curves
 from ..fpe import ESTIMATORS
 from ..gmm import separated_mixture
 from ..likelihood import log_likelihood
 from ..losses import FPObjective
-from ..metrics import cross_entropy, nll, relative_score_error
+from ..metrics import cross_entropy, nll, relative_score_error, score_pinn_errors
 from ..nn import MLPScore
+from ..nn.mixture import MixtureScore
 from ..outputs import announce
 from ..sampling import probability_flow
 from ..schedules import Cosine
 from ..sde import VESDE, VPSDE
 from ..toy import ToyDataset, ToyScore, toy_batches, toy_dataset, toy_model
 from ..training import Budget, NonFiniteLossError, fit
+from . import cauchy_scaling as cs
 from ._toy import generator, parser, setup, train
 
 EPS = 1e-5  # smallest t for likelihoods and the t grid
@@ -63,13 +66,20 @@ DIM_ONLY = (
     "gate",
     "cov",
     "gate_shape",
+    "param",
+    "mixture_components",
+    "mixture_basis",
+    "mixture_time_head",
+    "scaling",
+    "cpu_minutes",
+    "dims",
+    "covs",
 )
 DIM_DEFAULTS = dict(
     components=4,
     sde="ve",
     method="cauchy",
     estimator="forward_fd",
-    unbiased=False,
     minutes=20.0,
     clock="wall",
     n_evals=20,
@@ -77,6 +87,9 @@ DIM_DEFAULTS = dict(
     cov="iso",
 )
 COVS = ("iso", "diag", "full")
+#: The Cauchy fit's score parametrizations: ToyScore (an MLP, its skip term gated) or MixtureScore
+#: (a learned Gaussian mixture's structure, plus nothing else).
+PARAMS = ("gate", "mixture")
 
 
 def add_dim_flags(p):
@@ -113,11 +126,11 @@ def add_dim_flags(p):
     )
     g.add_argument(
         "--unbiased",
-        action="store_const",
-        const=True,
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="square the residual as the product of two independent draws "
-        "(unbiased, twice the cost) instead of one draw squared",
+        help="override the rule (scorepde.cauchy.unbiased_square_for): square the residual as the "
+        "product of two independent draws (unbiased, about 1.5x the cost) or as one draw squared "
+        "(--no-unbiased, the plug-in square)",
     )
     g.add_argument(
         "--minutes",
@@ -168,6 +181,48 @@ def _add_dim_model_flags(g):
         "per coordinate (exact for diagonal ones) (scalar for --cov iso, else diagonal)",
     )
     g.add_argument(
+        "--scaling",
+        default=None,
+        metavar="DIR",
+        help="run the scaling grid (D x covariance kind x {cauchy, dsm}) into DIR, skipping finished runs, "
+        "and write DIR/scaling.md and DIR/scaling.png (scorepde.commands.cauchy_scaling)",
+    )
+    g.add_argument("--cpu-minutes", type=float, default=None, help="--scaling: CPU minutes per run (1)")
+    g.add_argument(
+        "--dims", type=int, nargs="+", default=None, help="--scaling: the D values (2 8 32 128 512 1000)"
+    )
+    g.add_argument(
+        "--covs", choices=COVS, nargs="+", default=None, help="--scaling: the kinds (iso diag full)"
+    )
+    g.add_argument(
+        "--param",
+        choices=PARAMS,
+        default=None,
+        help="the Cauchy fit's score: 'gate', ToyScore over an MLP (--gate, --gate-shape), or "
+        "'mixture', scorepde.nn.MixtureScore, the structure of a Gaussian mixture's score with every "
+        "piece learned (gate for --cov iso, else mixture)",
+    )
+    g.add_argument(
+        "--mixture-components",
+        type=int,
+        default=None,
+        help="J, MixtureScore's learned components (8; the mixture has --components K = 4)",
+    )
+    g.add_argument(
+        "--mixture-basis",
+        choices=MixtureScore.BASES,
+        default=None,
+        help="MixtureScore's per-component basis: a learned rotation ('full') or none (diagonal "
+        "precisions) (full for --cov full, else none)",
+    )
+    g.add_argument(
+        "--mixture-time-head",
+        choices=MixtureScore.TIME_HEADS,
+        default=None,
+        help="what MixtureScore's MLP of the noise level moves: every coordinate's (log κ, m) and β, or "
+        "one shift/factor per component (O(J) outputs; for large D) (coordinate)",
+    )
+    g.add_argument(
         "--n-evals",
         type=int,
         default=None,
@@ -195,6 +250,37 @@ def _mixture_dataset(dim: int, k: int, cov: str = "iso") -> ToyDataset:
     )
 
 
+def _cauchy_model(args, ds: ToyDataset, sde) -> torch.nn.Module:
+    """The Cauchy fit's score: ToyScore over an MLP (``--param gate``) or MixtureScore, its means
+    started on data samples (k-means++ seeding; ``--param mixture``). Neither is told the
+    mixture's covariances, means or weights."""
+    torch.manual_seed(args.seed)
+    if args.param == "mixture":
+        model = MixtureScore(
+            ds.dim,
+            sde,
+            components=args.mixture_components,
+            basis=args.mixture_basis,
+            data_std=args.data_std,
+            time_head=args.mixture_time_head,
+        )
+        model.init_means(
+            ds.sample(max(256, args.mixture_components), generator(args.seed + 7)), generator(args.seed + 8)
+        )
+        return model
+    gate = args.gate_shape if args.gate else False
+    extra = ToyScore.gate_outputs(ds.dim, gate)
+    net = MLPScore(
+        ds.dim,
+        hidden=args.hidden,
+        depth=args.depth,
+        embedding="fourier",
+        fourier_scale=1.0,
+        out_dim=ds.dim + extra if extra else None,
+    )
+    return ToyScore(net, sde, data_std=args.data_std, condition=args.condition, gate=gate)
+
+
 def _build(args, ds: ToyDataset, sde):
     """(model, objective) of the chosen method; no math here, only scorepde pieces."""
     gmm = ds.mixture
@@ -210,18 +296,7 @@ def _build(args, ds: ToyDataset, sde):
             param="score_model",
         )
         return model, FPObjective(model, sde, beta=0.0, eps=EPS)
-    torch.manual_seed(args.seed)
-    gate = args.gate_shape if args.gate else False
-    extra = ToyScore.gate_outputs(ds.dim, gate)
-    net = MLPScore(
-        ds.dim,
-        hidden=args.hidden,
-        depth=args.depth,
-        embedding="fourier",
-        fourier_scale=1.0,
-        out_dim=ds.dim + extra if extra else None,
-    )
-    model = ToyScore(net, sde, data_std=args.data_std, condition=args.condition, gate=gate).to(args.device)
+    model = _cauchy_model(args, ds, sde).to(args.device)
     return model, _objective(args, model, sde, gmm, estimator=args.estimator, unbiased=args.unbiased)
 
 
@@ -276,6 +351,16 @@ def _dim_defaults(args, p):
         args.n_evals = min(args.n_evals, 4)
     args.hidden = args.hidden or (64 if args.quick else 256)
     args.gate_shape = args.gate_shape or ("scalar" if args.cov == "iso" else "diagonal")
+    args.param = args.param or ("gate" if args.cov == "iso" else "mixture")
+    args.mixture_components = args.mixture_components or 8
+    args.mixture_basis = args.mixture_basis or ("full" if args.cov == "full" else "none")
+    args.mixture_time_head = args.mixture_time_head or "coordinate"
+    # MixtureScore's means and bases must travel O(1) from their start (k-means++ seeds, the identity):
+    # at 2e-3 they had not by 400 steps (D = 8, full: 0.30 against 0.08 at 1e-2).
+    args.lr = args.lr or (1e-2 if args.param == "mixture" and args.method == "cauchy" else 2e-3)
+    args.unbiased_rule = "flag" if args.unbiased is not None else "auto"
+    if args.unbiased is None:
+        args.unbiased = unbiased_square_for(args.dim)
     # Under VP ŝ(t)² = 1 + a²(data_std² − 1) flattens to 1 by t ≈ 0.6: a clock on log ŝ squeezes
     # the late times together (D = 8, --quick: 0.48 on log ŝ against 0.31 on t).
     args.condition = args.condition or ("time" if args.sde == "vp" else "log_scale")
@@ -334,6 +419,30 @@ def _mixture_record(args, ds: ToyDataset) -> dict:
     return record
 
 
+def _score_pinn_metrics(args, model, ds, sde, x_eval) -> dict:
+    """The fit in Score-PINN's convention (``scorepde.metrics.score_pinn_errors``) at t = 0.1, 0.3,
+    ..., 0.9: the score's MAE and RMSE over 500 points per t, and the per-dimension log-density
+    error on 32 of them per t (4 and 2 t with --quick) by the PF-ODE (exact divergence up to
+    D = 32, one Rademacher probe above; tolerance 1e-3)."""
+    gmm = ds.mixture
+    assert gmm is not None, "the --dim data set is a mixture"
+    ts = [0.3, 0.7] if args.quick else [0.1, 0.3, 0.5, 0.7, 0.9]
+    div = "exact" if args.dim <= 32 else "hutchinson"
+    return score_pinn_errors(
+        model,
+        lambda x, t: gmm.score(x, t, sde),
+        sde,
+        x_eval[:500],
+        ts,
+        reference_log_prob=lambda x, t: gmm.log_prob(x, t, sde),
+        n_log_prob=4 if args.quick else 32,
+        generator=generator(args.seed + 4000),
+        div=div,
+        rtol=1e-3,
+        atol=1e-3,
+    )
+
+
 def run_dim(args, p):
     """--dim D: fit the K-component mixture's score on the budget, with the error tracked
     during training; returns metrics.json's content."""
@@ -358,6 +467,8 @@ def run_dim(args, p):
     worst = max(range(len(ts)), key=lambda i: rel["rel_l2"][i])
     _dim_figures(args, out, ts, rel, res.history)
     metrics = {
+        "command": "python toy/cauchy_gmm.py " + shlex.join(args.argv),
+        "score_pinn": _score_pinn_metrics(args, model, ds, sde, x_eval),
         "score_rel_l2": rel["mean"],
         "score_rel_l2_curve": {"t": rel["t"], "rel_l2": rel["rel_l2"]},
         "worst_t": rel["t"][worst],
@@ -390,16 +501,11 @@ def run_dim(args, p):
 
 
 #: Run-name prefixes kept out of the figure and the Cauchy-vs-DSM tables.
-SIDE_RUNS = ("est_", "abl_", "long_", "nogate_", "prev_", "cov_")
+SIDE_RUNS = ("est_", "abl_", "long_", "nogate_", "prev_", "cov_", "mix_", "rule_")
 
 
 def _load_runs(folder: str) -> dict:
-    runs = {}
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name, "metrics.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                runs[name] = json.load(f)
+    runs = cs.load_runs(folder)
     if not runs:
         raise SystemExit(
             f"no */metrics.json under {folder}; run scorepde-cauchy --dim D --out {folder}/NAME first"
@@ -412,8 +518,14 @@ def _row(name, m):
     method = cfg["method"] + (
         f" ({cfg['estimator']}{', unbiased' if cfg['unbiased'] else ''})" if cfg["method"] == "cauchy" else ""
     )
+    if cfg.get("param") == "mixture" and cfg["method"] == "cauchy":
+        method += f"; MixtureScore (J = {cfg['mixture_components']}, basis {cfg['mixture_basis']})"
     if cfg.get("cov", "iso") != "iso":
-        method += f"; {cfg['cov']} covariances, {cfg['gate_shape']} gate"
+        method += f"; {cfg['cov']} covariances" + (
+            f", {cfg['gate_shape']} gate"
+            if cfg.get("param", "gate") == "gate" and cfg["method"] == "cauchy"
+            else ""
+        )
     budget = (
         f"{cfg['steps']} steps"
         if cfg["steps"]
@@ -438,11 +550,16 @@ def _row(name, m):
 SECTIONS = (
     (
         "Runs",
-        lambda n: not n.startswith(("est_", "abl_", "nogate_", "prev_", "cov_")),
+        lambda n: not n.startswith(("est_", "abl_", "nogate_", "prev_", "cov_", "mix_", "rule_")),
     ),  # long_: longer budgets
     ("Superseded: the same setting at a smaller or more loaded budget", lambda n: n.startswith("prev_")),
     ("Without the gate (ToyScore's plain skip, the earlier default)", lambda n: n.startswith("nogate_")),
     ("Beyond isotropic components (--cov diag|full)", lambda n: n.startswith("cov_")),
+    (
+        "MixtureScore: a Gaussian mixture's structure, learned (--param mixture)",
+        lambda n: n.startswith("mix_"),
+    ),
+    ("Plug-in or unbiased square: the rule's runs", lambda n: n.startswith("rule_")),
     ("Estimator runs", lambda n: n.startswith("est_")),
     ("Ablations", lambda n: n.startswith("abl_")),
 )
@@ -591,7 +708,8 @@ def _estimator_section(runs, folder) -> list[str]:
 
 def summarize(folder: str):
     """Tables and figures from finished --dim runs (no training): DIR/summary.md (the
-    README's tables), DIR/rel_l2_over_t.png and DIR/estimators_d32.png."""
+    docs' tables), DIR/goals.md (the README's goal rows, from DIR/goals.json),
+    DIR/rel_l2_over_t.png and DIR/estimators_d32.png."""
     runs = _load_runs(folder)
     parts = []
     for title, keep in SECTIONS:
@@ -634,6 +752,10 @@ def summarize(folder: str):
             )
         )
     parts += _estimator_section(runs, folder)
+    goals = cs.goal_section(runs, folder)
+    if goals:  # the README's goal rows, on their own
+        rp.write_text(folder, "goals.md", goals[0])
+    parts = goals + parts + cs.rule_section(runs) + cs.score_pinn_section(runs)
     text = "\n".join(parts)
     rp.write_text(folder, "summary.md", text)
     print(text)
@@ -655,7 +777,12 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--batch-size", type=int, default=256, help="data samples x_0 per step")
     p.add_argument("--hidden", type=int, default=None, help="MLP width (default 64; with --dim 256)")
     p.add_argument("--depth", type=int, default=3, help="MLP hidden layers")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (cosine decay to 5%%)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam learning rate, cosine decay to 5%% (2e-3; 1e-2 for --param mixture)",
+    )
     p.add_argument(
         "--weighting",
         default="scaled",
@@ -688,7 +815,9 @@ def parse_args(argv: list[str] | None = None):
         help="the data scale in ŝ(t)² = data_std² + σ_t² (the components' std)",
     )
     add_dim_flags(p)
-    return p, p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return p, args
 
 
 def _evaluate_2d(args, model, gmm, sde, ds, out):
@@ -752,6 +881,7 @@ def _evaluate_2d(args, model, gmm, sde, ds, out):
 def run_2d(args):
     """The paper's 2-D problem: train the Cauchy fit, evaluate it; returns metrics.json's content."""
     args.hidden = args.hidden or 64
+    args.lr = args.lr or 2e-3
     args.init_points = args.init_points or "data+colloc"
     out = setup(args, "cauchy_gmm")
     steps = args.steps or (150 if args.quick else 2000)
@@ -815,6 +945,10 @@ def run(argv: list[str] | None = None):
     p, args = parse_args(argv)
     if args.summarize is not None:
         return summarize(args.summarize)
+    if args.scaling is not None:
+        return cs.run_grid(
+            args.scaling, args.dims or cs.DIMS, args.covs or cs.COV_KINDS, args.cpu_minutes or 1.0, run=run
+        )
     if args.dim is not None:
         return run_dim(args, p)
     reject_dim_only_flags(args, p)

@@ -233,7 +233,7 @@ def table(metrics) -> str:
         if res.get("eval_ms"):
             lines += ["Cost of one evaluation (ms; per_image rows: ms per image): "
                       + ", ".join(f"{k} {v:.1f}" for k, v in res["eval_ms"].items()), ""]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def build_case(args, name: str):
