@@ -953,3 +953,160 @@ def test_forward_fd_differences_carry_their_closed_form_step_error():
     for bad in (0.0, -0.1):
         with pytest.raises(ValueError, match=r"^the step in x must be positive, got hx="):
             x_step(sde, t, bad)
+
+
+def test_separated_mixture_defaults_and_refusals():
+    """K = 4 sign vectors times offset 3, weights 0.4 … 0.1, iso stds 0.5 … 1.2 by default; diag stds
+    log-spaced over 0.3 … 3 per coordinate; full = the diagonal ones rotated."""
+    from scorepde.gmm import separated_mixture
+
+    gmm = separated_mixture(3)
+    assert gmm.kind == "iso" and gmm.means.dtype == F64 and gmm.means.shape == (4, 3)
+    assert (
+        set(gmm.means.abs().flatten().tolist()) == {3.0} and len({tuple(m) for m in gmm.means.tolist()}) == 4
+    )
+    _close(gmm.weights, [0.4, 0.3, 0.2, 0.1])
+    _close(gmm.stds, [0.5, 0.5 + 0.7 / 3, 0.5 + 1.4 / 3, 1.2])
+    assert torch.equal(gmm.means, separated_mixture(3, seed=0).means)
+    assert not torch.equal(gmm.means, separated_mixture(3, seed=1).means)
+    _close(separated_mixture(2, 1, offset=1.5).means.abs(), 1.5)
+    diag = separated_mixture(4, 2, cov="diag")
+    _close(
+        diag.stds.sort(dim=1).values,
+        torch.logspace(math.log10(0.3), 1.0 + math.log10(0.3), 4, dtype=F64).expand(2, 4),
+    )
+    _close(diag.weights, [2 / 3, 1 / 3])
+    assert torch.equal(diag.stds, separated_mixture(4, 2, cov="diag").stds)
+    full = separated_mixture(4, 2, cov="full")
+    _close(full.weights, [2 / 3, 1 / 3])
+    _close(full.variances, (diag.stds**2).sort(dim=1).values)
+    assert torch.equal(full.basis, separated_mixture(4, 2, cov="full").basis)
+    separated_mixture(2, 4)  # all four sign vectors of 2-D
+    for args, kw, words in [
+        ((0,), {}, r"^need dim >= 1 and n_components >= 1, got 0, 4$"),
+        ((2, 0), {}, r"^need dim >= 1 and n_components >= 1, got 2, 0$"),
+        ((2,), dict(cov="bogus"), r"^cov must be 'iso', 'diag' or 'full', got 'bogus'$"),
+        (
+            (2, 5),
+            {},
+            r"^only 2\^2 = 4 distinct sign vectors exist in 2-D; ask for at most that many components, not 5$",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            separated_mixture(*args, **kw)
+
+
+@pytest.mark.parametrize("n_directions", [1, 2])
+def test_directional_residual_is_the_mean_projection_on_its_directions(n_directions):
+    """ε̂ = (1/K) Σ_k ⟨ε, v_k⟩ v_k on the K directions drawn first from the generator (Gaussian
+    here, so that v and 1/v differ), L[s] per sample; also for a batch of one."""
+    sde, cf, x, t = _points("vp")
+    for xs, ts in ((x, t), (x[:1], t[:1])):
+        eps, L = _linear_closed_form(cf, xs, ts)
+        V = sp.sample_probes(xs, n_directions, "gaussian", torch.Generator().manual_seed(6))
+        got, rhs = sp.residual(
+            _linear,
+            sde,
+            xs,
+            ts,
+            "directional",
+            return_rhs=True,
+            direction_probe="gaussian",
+            n_directions=n_directions,
+            generator=torch.Generator().manual_seed(6),
+        )
+        want = sum((eps * v).sum(1, keepdim=True) * v for v in V) / n_directions
+        _close(got, want, rtol=1e-8, atol=1e-10)
+        _close(rhs, L)
+
+
+def test_stencil_points_default_to_the_papers_stencil_and_dequantize_draws_in_its_dtype():
+    from scorepde.bpd import dequantize
+    from scorepde.derivatives import stencil_points
+
+    t = torch.tensor([0.3, 0.7], dtype=F64)
+    for a, b in zip(stencil_points(t), stencil_points(t, "fd3")):
+        for u, w in zip(a, b):
+            assert torch.equal(u, w)
+    k = torch.tensor([[0, 3], [1, 2]])
+    u = torch.rand(2, 2, generator=torch.Generator().manual_seed(8), dtype=F64)
+    got = dequantize(k, 4, torch.Generator().manual_seed(8), dtype=F64)
+    assert got.dtype == F64
+    _close(got, (k + u) / 4)
+
+
+def test_objectives_and_data_checks_refuse_by_name():
+    from scorepde.bpd import check_discrete
+
+    sde, net, x, t = sp.VPSDE(), _Tiny(), torch.ones(2, 2, dtype=F64), torch.full((2,), 0.5, dtype=F64)
+    for kw, words in [
+        (dict(m=3), r"^m must be 1 or 2, got 3$"),
+        (dict(beta=-1.0), r"^beta and gamma must be non-negative, got -1.0, 0.0$"),
+        (dict(gamma=-1.0), r"^beta and gamma must be non-negative, got 0.1, -1.0$"),
+        (dict(normalize="x"), r"^unknown normalize 'x'; choose one of \['dim', 'none'\]$"),
+        (dict(rhs_reduction="x"), r"^unknown rhs_reduction 'x'; choose one of \['batch_l2', 'mean_abs'\]$"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.fp_regularizer(net, sde, x, t, **{"beta": 0.1, **kw})
+    for kw, words in [
+        (dict(m=3), r"^m must be 1 or 2, got 3$"),
+        (dict(normalize="x"), r"^unknown normalize 'x'"),
+        (dict(rhs_reduction="x"), r"^unknown rhs_reduction 'x'"),
+        (
+            dict(subbatch=0),
+            r"^subbatch must be a positive batch size \(int\) or a fraction of the batch in \(0, 1\]",
+        ),
+        (dict(subbatch=1.5), r"^subbatch must be a positive batch size"),
+        (dict(subbatch=0.0), r"^subbatch must be a positive batch size"),
+        (dict(subbatch="2"), r"^subbatch must be a positive batch size"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.FPObjective(net, sde, **kw)
+    sp.FPObjective(net, sde, subbatch=1), sp.FPObjective(net, sde, subbatch=1.0)
+    for k, words in [
+        (torch.tensor([True, False]), r"^data must hold integers in 0\.\.3, got dtype torch\.bool$"),
+        (torch.tensor([0, 4]), r"^data must lie in 0\.\.3 for levels=4, but observed min 0 and max 4; pass"),
+        (torch.tensor([-1, 2]), r"^data must lie in 0\.\.3 for levels=4, but observed min -1 and max 2"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            check_discrete(k, 4)
+    check_discrete(torch.tensor([0, 3]), 4)
+
+
+def test_the_last_round_of_refusals_and_pass_throughs():
+    from scorepde.estimators import get_estimator
+
+    for make, words in [
+        (lambda: sp.EDMSDE(sigma_min=0.0), r"^need 0 < sigma_min < sigma_max, got 0.0, 80.0$"),
+        (lambda: sp.EDMSDE(sigma_min=2.0, sigma_max=2.0), r"^need 0 < sigma_min < sigma_max, got 2.0, 2.0$"),
+        (lambda: sp.VESDE(sigma_min=0.0), r"^need 0 < sigma_min < sigma_max"),
+        (lambda: sp.DiscreteVPSDE([0.9, 0.5, 0.6]), r"^alphas_cumprod must decrease strictly"),
+        (lambda: get_estimator("forward_fd", hx=0.0), r"^the step in x must be positive, got hx=0.0$"),
+        (
+            lambda: get_estimator("forward_fd", n_probes=2),
+            r"forms div s with one Hutchinson probe by differences: use div='hutchinson', n_probes=1$",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            make()
+    sde, net = sp.VPSDE(), _Tiny()
+    x, t = torch.tensor([[0.5, -1.0], [1.5, 0.2]], dtype=F64), torch.tensor([0.3, 0.7], dtype=F64)
+    kw = dict(beta=1.0, m=2, estimator="hutchinson", probe="gaussian", n_probes=2)
+    fp, parts = sp.fp_regularizer(net, sde, x, t, generator=torch.Generator().manual_seed(4), **kw)
+    sq, _ = sp.residual_norm_sq(
+        net,
+        sde,
+        x,
+        t,
+        "hutchinson",
+        unbiased=True,
+        probe="gaussian",
+        n_probes=2,
+        generator=torch.Generator().manual_seed(4),
+        validate=False,
+    )
+    _close(parts["fp_residual"], sq.mean())
+    coupled = lambda y, tt: y - y.mean(0)
+    sp.fp_regularizer(coupled, sde, x, t, beta=1.0)  # not validated by default
+    with pytest.raises(ValueError, match="couples samples across the batch"):
+        sp.fp_regularizer(coupled, sde, x, t, beta=1.0, validate=True)

@@ -101,8 +101,8 @@ OWN_TESTS = {
 
 
 def cap_tests(max_tests: int) -> None:
-    """Run each mutant against at most ``max_tests`` of its covering tests: those of its own
-    module's test files and of tests/test_values.py first, then the fastest others (mutmut runs
+    """Run each mutant against at most ``max_tests`` of its covering tests: those of
+    tests/test_values.py first, then its own module's test files, then the fastest others (mutmut runs
     them fastest first and stops at the first failure). A kill stays a kill; a survivor may be
     one that a test left out would have killed, so the score is then a lower bound."""
     import mutmut.__main__ as mm
@@ -115,8 +115,9 @@ def cap_tests(max_tests: int) -> None:
 
         def capped(name, tests, cpu_time_limit, estimated_time):
             module = name.split(".")[1]
-            own = {f"tests/{f}.py" for f in OWN_TESTS.get(module, [])} | {"tests/test_values.py"}
-            rank = lambda test: (test.split("::")[0] not in own, durations.get(test, 0.0))
+            own = {f"tests/{f}.py" for f in OWN_TESTS.get(module, [])}
+            place = lambda path: 0 if path == "tests/test_values.py" else 1 if path in own else 2
+            rank = lambda test: (place(test.split("::")[0]), durations.get(test, 0.0))
             tests = sorted(tests, key=rank)[:max_tests]
             return submit(name, tests, cpu_time_limit, sum(durations.get(test, 0.0) for test in tests))
 
@@ -157,7 +158,11 @@ def _reason(name: str, change: str, reasons: dict) -> str:
     if name in reasons.get("survivors", {}):
         return reasons["survivors"][name]
     rule = next((r for r in reasons.get("changes", []) if re.search(r["pattern"], change)), None)
-    return rule["reason"] if rule else "**unexplained**"
+    return (
+        rule["reason"]
+        if rule
+        else "**unexplained**: not analysed yet (a missing test, or an equivalent mutant to argue)."
+    )
 
 
 def _change(name: str, module: str) -> str:
