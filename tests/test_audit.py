@@ -247,6 +247,16 @@ def test_data_outside_the_model_space_is_refused_unless_forced(tmp_path, capsys)
     assert code == 0, err
 
 
+def test_nan_pixels_in_the_data_are_refused_by_name(tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 1, 8, 8)).astype(np.float32)
+    x[3, 0, 2, 2] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    argv = ["--model", TINY, "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "o"), *FAST]
+    code, _, err = _run(argv + ["--force"], capsys)
+    assert code == 2 and "x.npy" in err and "1 of its 512 values are NaN" in err
+
+
 def test_a_bug_in_the_users_factory_shows_their_traceback(tiny_audit, tmp_path, capsys):
     folder = tiny_audit[0]
     code, _, err = _run(

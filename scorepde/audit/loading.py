@@ -223,6 +223,12 @@ def load_data(
             raise ValueError(f"{name} must hold one tensor [N, ...] in the model's space")
         source = "file"
         x = x.float()
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise ValueError(
+                f"{name}: {bad} of its {x.numel()} values are NaN or infinite; "
+                "the data must be finite pixel values in the model's space"
+            )
     else:
         from ..data import load_dataset, to_model_space
 
