@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..checks import check_finite
 from ..sde import SDE
 
 __all__ = ["Loaded", "FactoryError", "load_model", "load_data", "check_range"]
@@ -222,13 +223,7 @@ def load_data(
         if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] == 0:
             raise ValueError(f"{name} must hold one tensor [N, ...] in the model's space")
         source = "file"
-        x = x.float()
-        bad = int((~torch.isfinite(x)).sum())
-        if bad:
-            raise ValueError(
-                f"{name}: {bad} of its {x.numel()} values are NaN or infinite; "
-                "the data must be finite pixel values in the model's space"
-            )
+        x = check_finite(x.float(), f"--data {name}")
     else:
         from ..data import load_dataset, to_model_space
 
