@@ -1110,3 +1110,125 @@ def test_the_last_round_of_refusals_and_pass_throughs():
     sp.fp_regularizer(coupled, sde, x, t, beta=1.0)  # not validated by default
     with pytest.raises(ValueError, match="couples samples across the batch"):
         sp.fp_regularizer(coupled, sde, x, t, beta=1.0, validate=True)
+
+
+# -- forward_fd's stencils, probes and drift terms, against closed forms -------------------------
+
+
+def _cubic(x, t):
+    """s = −k(t) x with k = 1 + t³: a central difference in t is 3t² + h², not 3t²."""
+    return -(1 + t**3).reshape(-1, *([1] * (x.dim() - 1))) * x
+
+
+def _cubic_drift_sde(T):
+    """f = −x³ (elementwise), g = 1: div f = −3‖x‖², D_v div f = −6⟨x, v⟩, not 0 as for a linear drift."""
+    return sp.GenericSDE(
+        lambda x, t: -(x**3),
+        lambda t: torch.ones_like(t),
+        drift_divergence=lambda x, t: -3 * x.pow(2).flatten(1).sum(1),
+        T=T,
+    )
+
+
+def _cubic_projection(x, t, v, dk):
+    """⟨ε̂, v⟩ of ``_cubic`` under ``_cubic_drift_sde`` given the stencil's k' per sample ``dk``:
+    −k'⟨x, v⟩ − D_v L with L = ½(div s + k²‖x‖²) − k Σx⁴ + 3‖x‖², D_v L = (k² + 6)⟨x, v⟩ − 4k Σx³v."""
+    k = torch.tensor([1 + s**3 for s in t.tolist()], dtype=F64)
+    xv, x3v = (x * v).sum(1), (x**3 * v).sum(1)
+    return -torch.tensor(dk, dtype=F64) * xv - ((k * k + 6) * xv - 4 * k * x3v)
+
+
+def test_forward_fd_stencils_in_t_against_closed_forms():
+    """Exact in x (the score is linear in x, the drift's derivatives are forward mode), so only the
+    stencil in t is left: jvp k' = 3t²; central (k(t+h) − k(t−h))/2h = 3t² + h² (with T = 2, t = 1.5
+    is inside); one-sided (k(t+h) − k(t))/h forward while t + h ≤ T (t = 0.75 reaches T exactly),
+    backward (k(t) − k(t−h))/h past it."""
+    k = lambda s: 1 + s**3
+    x = torch.tensor([[0.3, -1.2, 0.7], [1.5, 0.2, -0.4], [-0.8, 0.9, 1.1]], dtype=F64)
+    v = torch.tensor([[1.0, -1.0, 1.0], [1.0, 1.0, -1.0], [-1.0, 1.0, 1.0]], dtype=F64)
+    t = torch.tensor([0.5, 1.5, 1.9], dtype=F64)
+    sde = _cubic_drift_sde(2.0)
+    for dt, dk in [
+        ("jvp", [3 * s * s for s in t.tolist()]),
+        ("central", [3 * s * s + 0.01 for s in t.tolist()]),
+    ]:
+        proj, _ = sp.projected_residual_fd(_cubic, sde, x, t, v, dt=dt, h=(0.1, 0.05))
+        _close(proj, _cubic_projection(x, t, v, dk), rtol=1e-9, atol=1e-9)
+    t = torch.tensor([0.75, 0.9, 0.3], dtype=F64)
+    h0 = 0.25
+    dk = [(k(0.75 + h0) - k(0.75)) / h0, (k(0.9) - k(0.9 - h0)) / h0, (k(0.3 + h0) - k(0.3)) / h0]
+    proj, _ = sp.projected_residual_fd(_cubic, _cubic_drift_sde(1.0), x, t, v, dt="one_sided", h=(h0, 0.05))
+    _close(proj, _cubic_projection(x, t, v, dk), rtol=1e-9, atol=1e-9)
+
+
+class _TimedCubic:
+    """``_cubic`` with a time conditioning that turns at 1 rad per unit t: h="auto" gives
+    h = φ/1 with φ = 1e-4 for float64 x (0.03 for float32, PAPER_STEPS for a plain callable)."""
+
+    def time_rate(self):
+        return 1.0
+
+    def __call__(self, x, t):
+        return _cubic(x, t)
+
+
+def test_forward_fd_takes_its_auto_step_from_the_score_and_the_dtype():
+    """h="auto" on a float64 x: central k' = 3t² + h² with h = 1e-4, not 1e-3 (PAPER_STEPS, the score
+    unread) nor 0.03 (the float32 phase)."""
+    x = torch.tensor([[0.3, -1.2, 0.7], [1.5, 0.2, -0.4]], dtype=F64)
+    v = torch.tensor([[1.0, -1.0, 1.0], [1.0, 1.0, -1.0]], dtype=F64)
+    t = torch.tensor([0.5, 0.8], dtype=F64)
+    proj, _ = sp.projected_residual_fd(_TimedCubic(), _cubic_drift_sde(1.0), x, t, v, dt="central", h="auto")
+    _close(proj, _cubic_projection(x, t, v, (3 * t * t + 1e-8).tolist()), rtol=1e-10, atol=1e-10)
+
+
+def test_forward_fd_calls_the_score_in_the_dtype_of_x():
+    """A float64 t with a float32 x: the steps in x are cast to x's dtype, so the network sees float32."""
+    seen = []
+
+    def score(y, s):
+        seen.append(y.dtype)
+        return -y
+
+    x, v = torch.ones(2, 3), torch.ones(2, 3)
+    sp.projected_residual_fd(score, sp.VPSDE(), x, torch.tensor([0.3, 0.6], dtype=F64), v, h=(1e-2, 1e-2))
+    assert seen == [torch.float32]
+
+
+def test_forward_fd_gaussian_probes_against_closed_forms():
+    """With Gaussian probes u (divergence) and v (direction) the steps δu, δv are not ±δ, so a step
+    that divides by a probe instead of multiplying shows: ε̂ = ⟨ε, v⟩ v exactly (the score is linear
+    in x), and L = ½(−k‖u‖² + k²‖x‖²) − kΣx⁴ + 3‖x‖², Hutchinson's −k‖u‖² with the u the estimator
+    drew (directions first, then u, from one generator)."""
+    x = torch.tensor([[0.3, -1.2, 0.7, 0.1], [1.5, 0.2, -0.4, -0.6], [-0.8, 0.9, 1.1, 0.4]], dtype=F64)
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=F64)
+    k = 1 + t**3
+    options = dict(probe="gaussian", direction_probe="gaussian", dt="jvp")
+    g = torch.Generator().manual_seed(3)
+    eps, L = sp.residual(
+        _cubic, _cubic_drift_sde(1.0), x, t, "forward_fd", return_rhs=True, generator=g, **options
+    )
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn((1, *x.shape), generator=g, dtype=F64)[0]
+    u = torch.randn((1, *x.shape), generator=g, dtype=F64)[0]
+    along = _cubic_projection(x, t, v, (3 * t * t).tolist())
+    _close(eps, along[:, None] * v, rtol=1e-8, atol=1e-9)
+    r2, r4 = x.pow(2).sum(1), x.pow(4).sum(1)
+    _close(L, 0.5 * (-k * u.pow(2).sum(1) + k * k * r2) - k * r4 + 3 * r2, rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("estimator", ["directional", "forward_fd"])
+def test_several_directions_draw_every_probe_from_the_generator(estimator):
+    """With n_directions = 2 each direction's probes come from the caller's generator, not from
+    torch's global one: the same seed gives the same ε̂ and L (whose Gaussian Hutchinson term
+    −k‖u‖² shows the probe u) whatever the global state."""
+    sde, cf, x, t = _points("vp")
+    opts = dict(n_directions=2, probe="gaussian", return_rhs=True)
+    if estimator == "directional":
+        opts["div"] = "hutchinson"
+    out = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        g = torch.Generator().manual_seed(5)
+        out.append(sp.residual(_linear, sde, x, t, estimator, generator=g, **opts))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
