@@ -23,6 +23,7 @@ from scorepde.cauchy import (
     sample_collocation_time,
 )
 from scorepde.derivatives import hutchpp_divergence, time_derivative
+from scorepde.gmm import separated_mixture
 from scorepde.losses import sample_time
 
 F64 = torch.float64
@@ -856,6 +857,7 @@ def test_cauchy_loss_passes_its_options_and_times_in_the_data_dtype():
     [
         {},  # m = 1 by default
         dict(m=2, unbiased=True, estimator="hutchinson", probe="gaussian", n_probes=2),
+        dict(m=2, unbiased=False, estimator="hutchinson", probe="gaussian", n_probes=2),
         dict(m=2, normalize="dim", rhs_reduction="batch_l2", gamma=0.2),
     ],
 )
@@ -1232,3 +1234,71 @@ def test_several_directions_draw_every_probe_from_the_generator(estimator):
         g = torch.Generator().manual_seed(5)
         out.append(sp.residual(_linear, sde, x, t, estimator, generator=g, **opts))
     assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+
+
+def test_fpe_rhs_without_validation_reads_a_float_time_as_one_time_per_sample():
+    """validate=False with t a float: t is repeated over the batch (B = 3 here, D = 2, so a t
+    made over the wrong axis has the wrong length), and L equals the closed form."""
+    sde, cf, x, t = _points("vp")
+    x = x[:, :2]
+    _, L = _linear_closed_form(cf, x, torch.full((3,), 0.5, dtype=F64))
+    _close(sp.fpe_rhs(_linear, sde, x, 0.5, validate=False), L)
+
+
+def test_separated_mixture_uses_every_sign_vector_at_the_offset():
+    """K = 2ᴰ components may be asked for (all sign vectors, each once), means exactly ±offset in
+    float64 (0.1 is not a float32 number), weights ∝ K, …, 1; K = 2ᴰ + 1 is refused by its count."""
+    gmm = separated_mixture(3, 8, offset=0.1)
+    signs = sorted(tuple(round(v / 0.1) for v in row) for row in gmm.means.tolist())
+    assert signs == sorted({(a, b, c) for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)})
+    assert bool((gmm.means.abs() == 0.1).all())
+    _close(gmm.weights, [k / 36 for k in range(8, 0, -1)])
+    with pytest.raises(ValueError, match=r"only 2\^3 = 8 distinct sign vectors"):
+        separated_mixture(3, 9)
+
+
+class _Counted(_Tiny):
+    """``_Tiny`` that records the batch size of each call made with grad enabled."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def forward(self, x, t):
+        if torch.is_grad_enabled():
+            self.sizes.append(x.shape[0])
+        return super().forward(x, t)
+
+
+def test_fp_objective_fuses_the_dsm_forward_only_for_plain_forward_estimators():
+    """forward_fd (plain forwards): one network call with grad per step, the 3 DSM samples riding
+    along with the 6 points per sample of the central stencil (3 + 18). exact (a torch.func
+    transform): the DSM forward is its own call, never concatenated to R_FP's."""
+    x0 = torch.tensor([[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8]], dtype=F64)
+    net = _Counted()
+    sp.FPObjective(net, sp.VPSDE(), beta=0.3, estimator="forward_fd")(x0, torch.Generator().manual_seed(2))
+    assert net.sizes == [21]
+    net = _Counted()
+    sp.FPObjective(net, sp.VPSDE(), beta=0.3, estimator="exact")(x0, torch.Generator().manual_seed(2))
+    assert max(net.sizes) == 3 and net.sizes[-1] == 3
+
+
+def test_fp_objective_builds_its_estimator_from_its_options():
+    """The options reach the estimator at construction: a bad one is refused there, and forward_fd
+    with dt="jvp" (a forward-mode transform in t) is not fused."""
+    with pytest.raises(ValueError, match="hx"):
+        sp.FPObjective(_Tiny(), sp.VPSDE(), beta=1.0, estimator="exact", hx=0.1)
+    assert not sp.FPObjective(_Tiny(), sp.VPSDE(), beta=1.0, estimator="forward_fd", dt="jvp").fused
+
+
+def test_fp_regularizer_of_one_sample_in_the_official_units():
+    """A batch of one (D = 3 read from that sample) with normalize="dim": R = β‖ε‖²/D² + γ|L| with the
+    linear score's closed forms; an infinite β is refused by the regularizer's name."""
+    sde, cf, x, t = _points("vp")
+    x, t = x[:1], t[:1]
+    eps, L = _linear_closed_form(cf, x, t)
+    got, parts = sp.fp_regularizer(_linear, sde, x, t, beta=0.3, gamma=0.2, m=2, normalize="dim")
+    _close(got, 0.3 * eps.pow(2).sum() / 9 + 0.2 * L.abs().sum(), rtol=1e-9)
+    _close(parts["fp_residual"], eps.pow(2).sum() / 9, rtol=1e-9)
+    with pytest.raises(ValueError, match="the FP regularizer has 1 non-finite value"):
+        sp.fp_regularizer(_linear, sde, x, t, beta=math.inf)
