@@ -1302,3 +1302,81 @@ def test_fp_regularizer_of_one_sample_in_the_official_units():
     _close(parts["fp_residual"], eps.pow(2).sum() / 9, rtol=1e-9)
     with pytest.raises(ValueError, match="the FP regularizer has 1 non-finite value"):
         sp.fp_regularizer(_linear, sde, x, t, beta=math.inf)
+
+
+# -- the probability flow and its torchdiffeq path; the rk tableaus --------------------------------
+
+
+def test_probability_flow_drift_is_its_closed_form():
+    """f − ½g²s for s = −k x under VP: (c + ½g²k) x."""
+    sde, cf, x, t = _points("vp")
+    want = torch.stack(
+        [(cf["c"](s) + 0.5 * cf["g2"](s) * (1 + s * s)) * x[i] for i, s in enumerate(t.tolist())]
+    )
+    _close(sp.probability_flow_drift(_linear, sde, x, t), want)
+
+
+def test_forward_mode_torchdiffeq_likelihood_of_a_gaussian_is_its_closed_form():
+    """log_likelihood through torchdiffeq in forward mode (probability_flow_drift and the flow's
+    divergence): log N(x; a_ε μ, a_ε²s² + σ_ε²) up to the prior mismatch, both closed forms."""
+    sde, gmm = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
+    x = torch.tensor([[0.0, 0.0], [1.5, -2.0], [-1.0, 0.5]], dtype=F64)
+    ll, stats = sp.log_likelihood(
+        lambda y, s: gmm.score(y, s, sde), sde, x, 1e-3, solver="torchdiffeq", mode="forward",
+        rtol=1e-5, atol=1e-5, return_stats=True,
+    )  # fmt: skip
+    ones = torch.ones(3, dtype=F64)
+    closed = gmm.log_prob(x, 1e-3 * ones, sde)
+    mismatch = sde.prior_log_prob(stats["x_T"]) - gmm.log_prob(stats["x_T"], ones, sde)
+    _close(ll, closed + mismatch, rtol=0, atol=2e-4)  # solver error 3e-5; the mismatch is 1e-2
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse"])
+def test_likelihood_uses_the_probes_it_drew_in_either_mode(mode):
+    """Hutchinson with Gaussian probes and fixed rk4 steps (a probe redrawn at each evaluation
+    would stall a step-size controller): forward and reverse mode form the same estimate from the
+    probes log_likelihood drew, to round-off, so neither may draw its own."""
+    sde, gmm = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
+    x = torch.tensor([[0.0, 0.0], [1.5, -2.0], [-1.0, 0.5]], dtype=F64)
+    run = lambda m, seed: sp.log_likelihood(
+        lambda y, s: gmm.score(y, s, sde), sde, x, 1e-3, "hutchinson", probe="gaussian", mode=m,
+        generator=torch.Generator().manual_seed(seed), method="rk4", options=dict(step_size=0.05),
+    )  # fmt: skip
+    other = "reverse" if mode == "forward" else "forward"
+    _close(run(mode, 1), run(other, 1), rtol=1e-9, atol=1e-9)
+
+
+def test_rk_tableaus_satisfy_their_order_conditions():
+    """Each pair (built when called, as at import): rows of a sum to c; b meets the conditions of
+    order ≤ 4 (Σb = 1, Σbc = ½, Σbc² = ⅓, Σb·ac = ⅙, Σbc³ = ¼, Σbc·ac = ⅛, Σb·ac² = 1/12,
+    Σb·a·ac = 1/24); the embedded b − e those of order ≤ 2 (Σe = 0, Σec = 0); first same as last
+    (the last row of a is b); the orders 5, 5, 3, 8."""
+    from scorepde.rk import _tableaus
+
+    tabs = _tableaus()
+    assert {k: v.order for k, v in tabs.items()} == {"dopri5": 5, "tsit5": 5, "bosh3": 3, "dopri8": 8}
+    for name, tab in tabs.items():
+        n = len(tab.c)
+        assert len(tab.a) == len(tab.b) == len(tab.e) == n, name
+        A = torch.zeros(n, n, dtype=F64)
+        for i, row in enumerate(tab.a):
+            A[i, : len(row)] = torch.tensor(row, dtype=F64)
+        b, c, e = (torch.tensor(v, dtype=F64) for v in (tab.b, tab.c, tab.e))
+        _close(A.sum(1), c, atol=1e-12)
+        conditions = [
+            (b.sum(), 1), (b @ c, 1 / 2), (b @ c**2, 1 / 3), (b @ A @ c, 1 / 6), (b @ c**3, 1 / 4),
+            (b @ (c * (A @ c)), 1 / 8), (b @ A @ c**2, 1 / 12), (b @ A @ A @ c, 1 / 24),
+            (e.sum(), 0), (e @ c, 0),
+        ]  # fmt: skip
+        for got, want in conditions if tab.order > 3 else conditions[:4] + conditions[-2:]:
+            _close(got, want, atol=1e-12)
+        _close(A[-1], b, atol=0)
+
+
+def test_unbiased_square_from_its_dimension_on():
+    """The rule of cauchy.unbiased_square_for: the plug-in square below D = 32, the product from 32."""
+    from scorepde.cauchy import unbiased_square_for
+
+    assert [unbiased_square_for(d) for d in (1, 2, 31, 32, 33)] == [False, False, False, True, True]
+    with pytest.raises(ValueError, match="dim must be positive, got 0"):
+        unbiased_square_for(0)
