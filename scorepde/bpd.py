@@ -28,7 +28,7 @@ from .stats import standard_error
 from .time_change import bpd_clock
 from .typing import Score, renamed_keywords
 
-__all__ = ["dequantize", "bits_per_dim", "evaluate_bpd", "check_discrete", "ORDERS"]
+__all__ = ["dequantize", "bits_per_dim", "evaluate_bpd", "bpd_solver_defaults", "check_discrete", "ORDERS"]
 
 
 def _check_levels(levels: int) -> int:
@@ -101,6 +101,12 @@ def _difficulty(score: Score, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 @renamed_keywords(model="score", trace="div")
+def bpd_solver_defaults(sde: SDE) -> dict:
+    """The :func:`log_likelihood` keywords :func:`evaluate_bpd` uses unless told otherwise:
+    the clock ``scorepde.time_change.bpd_clock(sde)`` (σ for VP and VE)."""
+    return dict(time=bpd_clock(sde))
+
+
 def evaluate_bpd(
     score: Score,
     sde: SDE,
@@ -137,7 +143,8 @@ def evaluate_bpd(
     import time
 
     check_discrete(images_k, levels)
-    ll_kwargs.setdefault("time", bpd_clock(sde))
+    for key, value in bpd_solver_defaults(sde).items():
+        ll_kwargs.setdefault(key, value)
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if order not in ORDERS:

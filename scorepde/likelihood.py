@@ -26,7 +26,13 @@ import torch
 from torchdiffeq import odeint
 
 from .checks import check_finite, check_inputs, check_output
-from .derivatives import broadcast_to_batch, divergence, sample_probes, value_and_divergence
+from .derivatives import (
+    broadcast_to_batch,
+    divergence,
+    sample_probes,
+    value_and_divergence,
+    value_and_stacked_divergence,
+)
 from .rk import CONTROLS, TABLEAUS, solve_batched
 from .sde import SDE
 from .time_change import time_change
@@ -41,16 +47,26 @@ __all__ = [
     "MODES",
     "SOLVERS",
     "ERROR_ON",
+    "SMALL_DIM",
+    "error_weights",
 ]
 
 #: How div_x s is formed along the solve.
 TRACES = ("exact", "hutchinson")
 #: Which ODE solver integrates: scorepde.rk's batched Runge–Kutta, or torchdiffeq.odeint.
 SOLVERS = ("rk", "torchdiffeq")
-#: What the step-size controller of the "rk" solver measures: x and log p, or log p only.
-ERROR_ON = ("state", "logp")
-#: How each ODE evaluation differentiates: one forward + vjps ("reverse"), or forward + jvps.
-MODES = ("reverse", "forward")
+#: What the step-size controller of the "rk" solver measures: x and log p alike ("state"), log p
+#: only, or x's mean square and log p's with half the weight each ("balanced").
+ERROR_ON = ("state", "logp", "balanced")
+#: How each ODE evaluation differentiates: one forward + vjps ("reverse"), a forward + jvps
+#: ("forward"), or, for the exact trace, one forward on D stacked copies + one vjp ("stacked").
+MODES = ("reverse", "forward", "stacked")
+
+#: Up to this D a solve counts as small, its cost per call rather than per row: the default
+#: ``mode`` of an exact trace is "stacked" (one forward on D copies and one backward,
+#: ``value_and_stacked_divergence``, not D backward passes) and the default ``control`` of the
+#: "rk" solver "joint" (dropping finished rows saves nothing there, per-sample norms cost calls).
+SMALL_DIM = 16
 
 #: torchdiffeq's adaptive Runge–Kutta solvers, which accept ``step_t``.
 _ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
@@ -69,9 +85,19 @@ def _flow_divergence(score: Score, sde: SDE, x, t, div: str, probes) -> torch.Te
     return sde.drift_divergence(x, t) - 0.5 * sde.diffusion(t) ** 2 * div_s
 
 
-def _drift_and_divergence(score: Score, sde: SDE, x, t, div: str, probes):
-    """(f − ½g² s, div_x [f − ½g² s]) from one forward of the model and vjps on its graph."""
-    s, div_s = value_and_divergence(lambda y: score(y, t), x, div, probes=probes)
+def _score_and_divergence(score: Score, x, t, div: str, probes, mode: str):
+    """(s(x, t), div_x s) by ``mode`` (one of ``MODES``)."""
+    if mode == "stacked":
+        return value_and_stacked_divergence(lambda z: score(z, t.repeat(x[0].numel())), x)
+    if mode == "reverse":
+        return value_and_divergence(lambda z: score(z, t), x, div, probes=probes)
+    return score(x, t), divergence(lambda z: score(z, t), x, div, probes=probes)
+
+
+def _drift_and_divergence(score: Score, sde: SDE, x, t, div: str, probes, mode: str = "reverse"):
+    """(f − ½g² s, div_x [f − ½g² s]) from one forward of the model and vjps on its graph
+    (or ``mode``'s way, one of ``MODES``)."""
+    s, div_s = _score_and_divergence(score, x, t, div, probes, mode)
     g2 = sde.diffusion(t) ** 2
     return (
         sde.drift(x, t) - 0.5 * broadcast_to_batch(g2, x) * s,
@@ -140,20 +166,31 @@ def _rk_rhs(
     D = math.prod(shape)
 
     def rhs(u, y, idx):
-        t = tc.t_of_u(u).clamp(t_lo, t_hi)
+        t = (u if tc.identity else tc.t_of_u(u)).clamp(t_lo, t_hi)
         xs = y[:, :D].reshape(-1, *shape)
         xn, tn = xs.to(net_dtype), t.to(net_dtype)
         pr = None if probes is None else probes[:, idx]
-        if mode == "reverse":
-            s, div_s = value_and_divergence(lambda z: score(z, tn), xn, div, probes=pr)
-        else:
-            s, div_s = score(xn, tn), divergence(lambda z: score(z, tn), xn, div, probes=pr)
+        s, div_s = _score_and_divergence(score, xn, tn, div, pr, mode)
         g2 = sde.diffusion(t) ** 2
         v = sde.drift(xs, t) - 0.5 * broadcast_to_batch(g2, xs) * s.to(y.dtype)
         dlogp = sde.drift_divergence(xs, t) - 0.5 * g2 * div_s.to(y.dtype)
-        return torch.cat([v.flatten(1), dlogp[:, None]], 1).mul_(tc.dt_du(u)[:, None])
+        out = torch.cat([v.flatten(1), dlogp[:, None]], 1)
+        return out if tc.identity else out.mul_(tc.dt_du(u)[:, None])
 
     return rhs
+
+
+def error_weights(error_on: str, D: int, dtype=torch.float64, device=None) -> torch.Tensor | None:
+    """The weights ``[D + 1]`` (summing to 1) of the step-size controller's mean square over
+    (x, log p) for ``error_on``: None for "state" (every component alike, 1/(D + 1) each),
+    log p alone for "logp", and for "balanced" x's mean square and log p's half each
+    (1/(2D) per x component, 1/2 for log p: with "state" the one log-p component of D + 1
+    weighs little, yet bits/dim is log p; with "logp" x drifts unwatched)."""
+    if error_on == "state":
+        return None
+    w = torch.full((D + 1,), 0.0 if error_on == "logp" else 0.5 / D, dtype=dtype, device=device)
+    w[-1] = 1.0 if error_on == "logp" else 0.5
+    return w
 
 
 def _solve_rk(
@@ -166,10 +203,7 @@ def _solve_rk(
     dtype = x.dtype if state_dtype is None else state_dtype
     B, D = x.shape[0], x[0].numel()
     y0 = torch.cat([x.flatten(1), torch.zeros(B, 1, dtype=x.dtype, device=x.device)], 1).to(dtype)
-    weights = None
-    if error_on == "logp":
-        weights = torch.zeros(D + 1, dtype=dtype, device=x.device)
-        weights[-1] = 1.0
+    weights = error_weights(error_on, D, dtype=dtype, device=x.device)
     rhs = _rk_rhs(score, sde, x.shape[1:], div, probes, mode, tc, x.dtype, eps, T)
     y_T, stats = solve_batched(
         rhs, y0, tc.u0, tc.u1, rtol=rtol, atol=atol, method=method, control=control, weights=weights
@@ -187,8 +221,8 @@ def _solve_torchdiffeq(score, sde, x, eps, div, probes, mode, *, rtol, atol, met
         nfe += 1
         y = state[0]
         tb = t.to(y.dtype).expand(B)
-        if mode == "reverse":
-            return _drift_and_divergence(score, sde, y, tb, div, probes)
+        if mode != "forward":
+            return _drift_and_divergence(score, sde, y, tb, div, probes, mode)
         return (
             probability_flow_drift(score, sde, y, tb),
             _flow_divergence(score, sde, y, tb, div, probes),
@@ -220,6 +254,8 @@ def _check_choices(
     ):
         if value not in allowed:
             raise ValueError(f"unknown {what}={value!r}; choose one of {list(allowed)}")
+    if mode == "stacked" and div != "exact":
+        raise ValueError(f"mode='stacked' forms the exact trace only, got div={div!r}; use mode='reverse'")
 
 
 @renamed_keywords(model="score", trace="div")
@@ -237,25 +273,29 @@ def log_likelihood(
     atol: float = 1e-5,
     method: str = "dopri5",
     options: dict | None = None,
-    mode: str = "reverse",
+    mode: str | None = None,
     return_stats: bool = False,
     solver: str | None = None,
-    control: str = "per_sample",
+    control: str | None = None,
     error_on: str = "state",
     state_dtype: torch.dtype | None = torch.float64,
     time: str = "t",
+    probes: torch.Tensor | None = None,
 ):
     """log p_eps(x) in nats, shape ``[B]``, by the probability-flow ODE from eps to T.
 
     ``div`` picks the divergence: ``"exact"`` or ``"hutchinson"`` with ``n_probes``
-    probes of kind ``probe`` drawn once from ``generator``. ``mode="reverse"`` (default)
-    forms the drift and the divergence from one forward and vjps, ``"forward"`` from a
-    forward plus jvps; both give the same estimate for the same probes.
+    probes of kind ``probe`` drawn once from ``generator``, or the given ``probes``
+    ``[M, B, ...]`` (to cut a batch into solves with the probes of one draw). ``mode``
+    (one of ``MODES``) forms the drift and the divergence: ``"reverse"`` from one forward
+    and vjps, ``"forward"`` from a forward plus jvps, ``"stacked"`` (exact trace only) from
+    one forward on D stacked copies of x and one vjp; all give the same estimate for the same
+    probes. Default: "stacked" for an exact trace with D ≤ ``SMALL_DIM``, else "reverse".
 
     ``solver`` (one of ``SOLVERS``; default ``"rk"``, or ``"torchdiffeq"`` when ``method``
     is not an rk tableau or ``options`` are given) integrates: ``"rk"`` is ``scorepde.rk.solve_batched``
     with tableau ``method`` (dopri5, tsit5, bosh3, dopri8), step sizes per ``control``
-    (``"per_sample"`` or ``"joint"``), the error measured on ``error_on`` (``"state"``: x and
+    (``"per_sample"``, or ``"joint"``: the default for D ≤ ``SMALL_DIM``), the error measured on ``error_on`` (``"state"``: x and
     log p; ``"logp"``: log p only), the state (x, log p) in ``state_dtype`` (None: x's; the
     network always sees x's dtype) and the clock ``time`` (``scorepde.time_change``);
     ``"torchdiffeq"`` is ``torchdiffeq.odeint`` with ``method`` and ``options`` on a state in
@@ -267,6 +307,9 @@ def log_likelihood(
     T = float(sde.T)
     if solver is None:  # torchdiffeq for what only it has (euler, rk4, …; its options)
         solver = "rk" if method in TABLEAUS and options is None else "torchdiffeq"
+    small = math.prod(x.shape[1:]) <= SMALL_DIM
+    mode = mode or ("stacked" if div == "exact" and small else "reverse")
+    control = control or ("joint" if small else "per_sample")
     _check_choices(eps, T, div, mode, solver, control, error_on)
     t_eps = check_inputs(x, eps, T)
 
@@ -275,7 +318,12 @@ def log_likelihood(
         # One host check before the solve: a model that is broken at the start fails by name
         # instead of deep inside the solver.
         check_finite(check_output(score(x, t_eps), x), f"the model's score at t=eps={eps}")
-        probes = sample_probes(x, n_probes, probe, generator) if div == "hutchinson" else None
+        if div != "hutchinson":
+            probes = None
+        elif probes is None:
+            probes = sample_probes(x, n_probes, probe, generator)
+        elif probes.dim() != x.dim() + 1 or probes.shape[1:] != x.shape:
+            raise ValueError(f"probes must be [M, *x.shape] = [M, {list(x.shape)}], got {list(probes.shape)}")
         if solver == "rk":
             x_T, delta_logp, stats = _solve_rk(
                 score, sde, x, eps, div, probes, mode, rtol=rtol, atol=atol, method=method,

@@ -430,6 +430,7 @@ def work_precision(
     panels: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]],
     targets: Mapping[str, float],
     path: str,
+    ylabel: str = "per-image |Δ bits/dim|",
 ) -> str:
     """Error against time, log-log, one axes per case (``{case: {method: [(seconds, error)]}}``),
     one curve per method, a dashed line at each case's target error."""
@@ -445,7 +446,7 @@ def work_precision(
             xscale="log",
             yscale="log",
             xlabel="CPU seconds per solve",
-            ylabel="per-image |Δ bits/dim|",
+            ylabel=ylabel,
             title=case,
         )
         ax.grid(alpha=0.3, which="both")

@@ -30,12 +30,14 @@ TIME_VARIABLES = ("t", "log_snr", "sigma")
 
 @dataclass(frozen=True)
 class TimeChange:
-    """u's interval [u0, u1] and, on tensors of u, t(u) and dt/du."""
+    """u's interval [u0, u1] and, on tensors of u, t(u) and dt/du; ``identity`` when u = t
+    (callers may then skip both)."""
 
     u0: float
     u1: float
     t_of_u: Callable[[torch.Tensor], torch.Tensor]
     dt_du: Callable[[torch.Tensor], torch.Tensor]
+    identity: bool = False
 
 
 def _g_clock(sde: SDE):
@@ -65,7 +67,7 @@ def time_change(sde: SDE, name: str, t0: float, t1: float) -> TimeChange:
         raise ValueError(f"unknown time variable {name!r}; choose one of {list(TIME_VARIABLES)}")
     if name == "t":
         ident = lambda u: u
-        return TimeChange(t0, t1, ident, lambda u: torch.ones_like(u))
+        return TimeChange(t0, t1, ident, lambda u: torch.ones_like(u), identity=True)
     clock = _g_clock(sde)
     if clock is None:
         raise ValueError(f"time={name!r} needs a VPSDE or VESDE (closed-form σ/α), got {sde!r}; use time='t'")

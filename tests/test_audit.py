@@ -89,6 +89,18 @@ def test_small_n_never_reports_nan(capsys):
             assert row["mean"] is None or math.isfinite(row["mean"])
 
 
+def test_a_root_of_a_mean_square_near_zero_has_the_se_of_its_gradient_point():
+    """r = √m takes its slope at max(m, se(m)): a mean square of 0 ± se gets SE √se / 2 (the
+    delta method at m = se), not the 1/(2√tiny) of a slope taken at 0."""
+    from scorepde.audit.summary import summarize
+
+    sq = torch.tensor([-1.0, 1.0, -1.0, 1.0, -1.0, 1.0], dtype=torch.float64)  # an unbiased estimate of 0
+    se = sq.std() / math.sqrt(sq.numel())
+    out = summarize([{"fp2": sq}], [0.5], [1.0], dim=1)["r_fp"][0]
+    assert out["mean"] == 0.0
+    assert out["se"] == pytest.approx(math.sqrt(se) / 2, rel=1e-12)
+
+
 def test_n_below_two_is_refused(capsys):
     code, _, err = _run(["--model", TINY, "--data", "digits", "--n", "1"], capsys)
     assert code == 2 and "at least 2 samples" in err

@@ -129,4 +129,6 @@ def test_setup_run_refuses_results_and_missing_cuda(tmp_path, capsys):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             setup_run(argparse.Namespace(device="cuda", threads=1, out=str(tmp_path / "c"), overwrite=False))
-        assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "c").exists()
+        assert (
+            "sees no CUDA GPU; use --device cpu" in capsys.readouterr().err and not (tmp_path / "c").exists()
+        )

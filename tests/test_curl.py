@@ -36,3 +36,15 @@ def test_antisymmetry_exact_and_hutchinson():
 def test_curl_refuses_other_dimensions():
     with pytest.raises(ValueError, match="2-D"):
         sp.curl(MLP(3), torch.randn(4, 3, dtype=torch.float64), torch.rand(4, dtype=torch.float64))
+
+
+def test_curl_takes_any_nonnegative_time_since_it_sees_no_sde():
+    """EDM's clock runs to T = 80: the curl at t = 5 is the rotation's 2(1 + t), not a refusal
+    of t > 1 (curl has no SDE, so no horizon); a negative t is still refused."""
+    x = torch.randn(3, 2, dtype=torch.float64)
+    torch.testing.assert_close(sp.curl(_rotation, x, 5.0), torch.full((3,), 12.0, dtype=torch.float64))
+    torch.testing.assert_close(
+        sp.antisymmetry(_rotation, x, 5.0), torch.full((3,), 288.0, dtype=torch.float64)
+    )
+    with pytest.raises(ValueError, match="t must lie in"):
+        sp.antisymmetry(_rotation, x, -0.5)

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from ..stats import delta_method
+from ..stats import delta_method, standard_error
 
 __all__ = ["QUANTITIES", "summarize", "differences", "MAIN"]
 
@@ -72,8 +72,7 @@ def _columns(rows: dict[str, torch.Tensor], cols: Sequence[str]) -> torch.Tensor
 
 def _gradient_point(x: torch.Tensor) -> torch.Tensor:
     """max(mean, se, tiny) per column: where a root's slope is finite (module docstring)."""
-    n = x.shape[0]
-    se = x.std(0) / math.sqrt(n) if n > 1 else torch.zeros(x.shape[1], dtype=x.dtype)
+    se = torch.tensor([standard_error(col) for col in x.T], dtype=x.dtype).nan_to_num(0.0)
     return torch.maximum(torch.maximum(x.mean(0), se), torch.full_like(se, _TINY))
 
 

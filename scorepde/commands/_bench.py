@@ -14,6 +14,7 @@ import torch
 
 from .. import reporting
 from ..cli import parser, user_errors
+from ..distributed import resolve_device
 from ..losses import FPObjective
 from ..outputs import prepare_out
 from ..training import fit, make_optimizer
@@ -50,14 +51,13 @@ def setup_run(args: argparse.Namespace, *, prepare: bool = True) -> torch.device
     """Apply --threads and --device and make --out (``outputs.prepare_out``: refused when it
     already holds results, unless --overwrite). Bad input ends in a one-line ``error:``."""
     with user_errors():
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is available here; pass --device cpu")
+        device = resolve_device(args.device)
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
         if prepare:
             prepare_out(args.out, overwrite=getattr(args, "overwrite", False), can_resume=False)
-    return torch.device(args.device)
+    return device
 
 
 def command_line(script: str, argv: Sequence[str] | None = None) -> str:

@@ -11,6 +11,7 @@ import torch
 
 from ..cli import add_run_flags, fail, user_errors
 from ..cli import parser as base_parser
+from ..distributed import resolve_device
 from ..outputs import prepare_out
 from ..toy import ToyDataset, train_toy
 
@@ -56,11 +57,10 @@ def setup(args, name: str, *, resume: bool = False) -> str:
         value = getattr(args, flag, None)
         if value is not None and not value > 0:
             fail(f"--{flag.replace('_', '-')} must be positive, got {value}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda was asked for, but torch sees no CUDA device; use --device cpu")
     path = Path(args.out or Path("out") / name)
     overwrite = bool(getattr(args, "overwrite", False))
     with user_errors():  # these commands have no --resume flag to offer
+        resolve_device(args.device)
         out = prepare_out(path, resume=resume, overwrite=overwrite, can_resume=False)
     args.out = str(path)  # as given (metrics.json records it): relative to where the command ran
     torch.set_num_threads(args.threads or 1)
