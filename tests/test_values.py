@@ -1382,12 +1382,14 @@ def test_unbiased_square_from_its_dimension_on():
         unbiased_square_for(0)
 
 
+@pytest.mark.filterwarnings("error")  # torchdiffeq warns of an option its solver does not take
 def test_solve_ode_against_closed_forms():
     """solve_ode (torchdiffeq) on dy/dt = λy: rk4 with step h is (1 + z + z²/2 + z³/6 + z⁴/24)ⁿ,
     z = λh, exactly, for a tensor and a tuple state (its last time, not its first); the tolerances
     reach the solver (dopri5 needs 20 evaluations at 1e-3 in either, 56 at torchdiffeq's defaults);
     times are y0's float64; a huge first trial step (|y| = 1e6, |f| = 1) never takes the function
-    outside [t0, t1], forwards or backwards; a NaN field is a ValueError naming the solve."""
+    outside [t0, t1], forwards or backwards; a NaN field is a ValueError naming the solve; no
+    solver is handed an option it does not take (step_t is for the adaptive ones only)."""
     from scorepde.likelihood import solve_ode
 
     lam, h = -1.3, 0.1
@@ -1446,3 +1448,20 @@ def test_torchdiffeq_likelihood_counts_its_evaluations():
         score, sde, x, 1e-3, solver="torchdiffeq", rtol=1e-4, atol=1e-4, return_stats=True
     )
     assert stats["nfe"] == len(calls) - 1 > 10
+
+
+@pytest.mark.parametrize("estimator", ["directional", "forward_fd"])
+def test_projected_norm_sq_is_unbiased_by_default(estimator):
+    """Projected.norm_sq without ``unbiased`` is the two-draw product (a nonlinear net, so the two
+    inner draws differ), not the single-draw square."""
+    sde, net = sp.VPSDE(), _Tiny()
+    x = torch.tensor([[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8]], dtype=F64)
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=F64)
+    est = (
+        sp.get_estimator(estimator, div="hutchinson")
+        if estimator == "directional"
+        else sp.get_estimator(estimator)
+    )
+    run = lambda **kw: est.norm_sq(net, sde, x, t, generator=torch.Generator().manual_seed(4), **kw)[0]
+    default, unbiased, plug_in = run(), run(unbiased=True), run(unbiased=False)
+    assert torch.equal(default, unbiased) and not torch.allclose(default, plug_in)
