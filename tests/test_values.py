@@ -1465,3 +1465,87 @@ def test_projected_norm_sq_is_unbiased_by_default(estimator):
     run = lambda **kw: est.norm_sq(net, sde, x, t, generator=torch.Generator().manual_seed(4), **kw)[0]
     default, unbiased, plug_in = run(), run(unbiased=True), run(unbiased=False)
     assert torch.equal(default, unbiased) and not torch.allclose(default, plug_in)
+
+
+def test_rk_error_ratio_and_initial_step_are_their_closed_forms():
+    """r = RMS(err / (atol + rtol·max(|y|, |y_new|))) per sample, or weighted, or one for the batch;
+    the first step for y' = λy (Hairer, Nørsett & Wanner §II.4): d0 = r(y), d1 = |λ|d0,
+    h0 = 0.01 d0/d1, d2 = λ²d0 (from f(y + h0 λy) − λy = h0 λ²y), h1 = (0.01/max(d1, d2))^(1/q),
+    h = min(100 h0, h1, t1 − t)."""
+    from scorepde.rk import TABLEAUS, _error_ratio, _initial_step
+
+    y = torch.tensor([[1.0, -2.0], [0.5, 4.0]], dtype=F64)
+    y_new = torch.tensor([[1.5, -1.0], [0.25, 3.0]], dtype=F64)
+    err = torch.tensor([[0.1, 0.2], [-0.3, 0.05]], dtype=F64)
+    q = [
+        [(e / (0.01 + 0.1 * max(abs(a), abs(b)))) ** 2 for e, a, b in zip(*rows)]
+        for rows in zip(err.tolist(), y.tolist(), y_new.tolist())
+    ]
+    _close(_error_ratio(err, y, y_new, 0.1, 0.01, None, False), [math.sqrt(sum(r) / 2) for r in q])
+    w = torch.tensor([0.25, 0.75], dtype=F64)
+    _close(
+        _error_ratio(err, y, y_new, 0.1, 0.01, w, False), [math.sqrt(0.25 * r[0] + 0.75 * r[1]) for r in q]
+    )
+    _close(_error_ratio(err, y, y_new, 0.1, 0.01, None, True), math.sqrt(sum(map(sum, q)) / 4))
+    dopri5 = TABLEAUS["dopri5"]
+    for lam, t1 in [(-3.0, 1.2), (-3.0, 0.201), (-0.5, 1.2), (-100.0, 1.2)]:  # h1, t1 − t, h1, 100 h0
+        seen = []
+        f = lambda t, v, idx: seen.append(t.max().item()) or lam * v
+        h = _initial_step(
+            f, torch.full((2,), 0.2, dtype=F64), y, lam * y, None, t1, dopri5, 1e-3, 1e-6, None, False
+        )
+        d0 = torch.tensor(
+            [math.sqrt(sum((a / (1e-6 + 1e-3 * abs(a))) ** 2 for a in row) / 2) for row in y.tolist()],
+            dtype=F64,
+        )
+        h0 = 0.01 * d0 / (abs(lam) * d0)
+        h1 = (0.01 / torch.maximum(abs(lam) * d0, lam * lam * d0)) ** (1 / 5)
+        _close(h, torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, t1 - 0.2)), rtol=1e-12)
+        assert max(seen) <= t1  # the trial point stays inside the interval
+    zero = torch.zeros(1, 2, dtype=F64)  # d0 = d1 = 0: h0 = 1e-6; d2 = 0: h1 = max(1e-6, 1e-3 h0)
+    _close(
+        _initial_step(
+            lambda t, v, idx: v,
+            torch.zeros(1, dtype=F64),
+            zero,
+            zero,
+            None,
+            1.0,
+            dopri5,
+            1e-3,
+            1e-6,
+            None,
+            False,
+        ),
+        1e-6,
+    )
+
+
+@pytest.mark.parametrize("control", ["per_sample", "joint"])
+def test_rk_stats_count_every_evaluation(control):
+    """nfe counts the calls of f and sample_evals the rows they saw; with one step size for the
+    batch (joint), nfe = 2 + (S − 1)(accepted + rejected steps) for S = 7 stages first-same-as-last
+    (one call to start, one for the first step's trial) and every call sees all B rows."""
+    from scorepde.rk import TABLEAUS, solve_batched
+
+    calls, rows = [], []
+    lam = torch.tensor([[-1.0], [-6.0], [-0.2]], dtype=F64)
+    f = lambda t, y, idx: (
+        calls.append(1) or rows.append(idx.numel()) or lam[idx] * y + torch.cos(3 * t)[:, None]
+    )
+    y0 = torch.ones(3, 1, dtype=F64)
+    y, stats = solve_batched(f, y0, 0.0, 1.0, rtol=1e-6, atol=1e-9, method="dopri5", control=control)
+    a = lam[:, 0]  # y = (1 + λ/(λ² + 9)) e^{λt} + (3 sin 3t − λ cos 3t)/(λ² + 9)
+    _close(
+        y[:, 0],
+        (1 + a / (a * a + 9)) * torch.exp(a) + (3 * math.sin(3) - a * math.cos(3)) / (a * a + 9),
+        rtol=1e-5,
+    )
+    assert stats["rejected"] >= 1  # so that counting them is checked
+    assert stats["nfe"] == len(calls) and stats["sample_evals"] == sum(rows)
+    assert len(TABLEAUS["dopri5"].c) == 7
+    if control == "joint":
+        assert stats["nfe"] == 2 + 6 * (stats["steps"] + stats["rejected"])
+        assert stats["sample_evals"] == 3 * stats["nfe"]
+    else:  # the fast sample (λ = −6) takes more steps; the others leave the batch before it
+        assert stats["sample_evals"] < 3 * stats["nfe"] and stats["steps"] > 0
