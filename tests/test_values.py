@@ -1549,3 +1549,62 @@ def test_rk_stats_count_every_evaluation(control):
         assert stats["sample_evals"] == 3 * stats["nfe"]
     else:  # the fast sample (λ = −6) takes more steps; the others leave the batch before it
         assert stats["sample_evals"] < 3 * stats["nfe"] and stats["steps"] > 0
+
+
+# -- the stencils in t: where their nodes go, and when they are refused ----------------------------
+
+
+@pytest.mark.parametrize(
+    "t, dt, h, nodes",
+    [
+        (0.3, "central", (1e-3, 1e-3), [0.299, 0.301]),  # as given
+        (1e-4, "central", (1e-3, 1e-3), [0.875e-4, 1.125e-4]),  # t < h: steps shrink to t/8
+        (1e-3, "central", (1e-3, 1e-3), [0.0, 2e-3]),  # t = h: as given, the lower node at 0
+        (1e-12, "central", (1e-3, 1e-3), [0.0, 1e-3, 2e-3]),  # t/8 below √ε·h: shifted inwards
+        (
+            0.85,
+            "fd3",
+            (0.9, 0.05),
+            [0.85 - 0.9 * 0.85 / 7.2, 0.85, 0.85 + 0.05 * 0.85 / 7.2],
+        ),  # r = t/(8·0.9)
+        (0.5, "fd3", (0.5, 0.5), [0.0, 1.0]),  # spans [0, T] exactly
+        (1.0, "forward", (1e-2, 1e-2), [0.99, 1.0]),  # at T: shifted inwards
+    ],
+)
+def test_stencil_nodes_and_weights(t, dt, h, nodes):
+    """The nodes of each case in closed form (float64), and weights that differentiate 1, t and t²
+    (three nodes) exactly at t: Σw = 0, Σw·n = 1, Σw·n² = 2t."""
+    from scorepde.derivatives import stencil_points
+
+    times, weights = stencil_points(torch.tensor([t], dtype=F64), dt, h=h)
+    _close(torch.cat(times), nodes, rtol=1e-12, atol=1e-18)
+    n, w = torch.cat(times), torch.cat(weights)
+    _close(w.sum(), 0.0, atol=1e-9 * w.abs().max().item())
+    _close((w * n).sum(), 1.0, rtol=1e-9)
+    if len(nodes) == 3:
+        _close((w * n * n).sum(), 2 * t, rtol=1e-8, atol=1e-12)
+
+
+def test_stencils_refuse_bad_steps_and_names_and_reuse_the_centre_only_where_it_is_a_node():
+    """Steps must be positive and span at most T; an unknown dt is named. A given s(x, t) is used for
+    the node at t only where the stencil is not shifted: "forward" at an inner t costs one
+    evaluation, (k(t+h) − k(t))/h; at t = T its nodes are T − h and T, (k(T) − k(T−h))/h."""
+    x = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=F64)
+    for h in [(0.0, 1e-3), (0.6, 0.6)]:
+        words = rf"finite-difference steps must be positive and fit in \[0, 1.0\], got h=\({h[0]}, {h[1]}\)"
+        with pytest.raises(ValueError, match=words):
+            time_derivative(_linear, x, torch.full((2,), 0.7, dtype=F64), "fd3", h=h)
+    with pytest.raises(
+        ValueError,
+        match=r"unknown time-derivative method dt='back'; choose 'jvp' or one of \['central', 'fd3', 'forward'\]",
+    ):
+        time_derivative(_linear, x, torch.full((2,), 0.5, dtype=F64), "back")
+    k = lambda s: 1 + s * s
+    rows = []
+    score = lambda y, s: rows.append(y.shape[0]) or _linear(y, s)
+    for t, want in [(0.5, (k(0.51) - k(0.5)) / 0.01), (1.0, (k(1.0) - k(0.99)) / 0.01)]:
+        tt = torch.full((2,), t, dtype=F64)
+        rows.clear()
+        got = time_derivative(score, x, tt, "forward", h=(0.01, 0.01), center=_linear(x, tt))
+        _close(got, -want * x, rtol=1e-9)
+        assert rows == ([2] if t < 1 else [4])  # the centre saves the node at t, unless shifted
