@@ -1331,19 +1331,29 @@ def test_forward_mode_torchdiffeq_likelihood_of_a_gaussian_is_its_closed_form():
     _close(ll, closed + mismatch, rtol=0, atol=2e-4)  # solver error 3e-5; the mismatch is 1e-2
 
 
-@pytest.mark.parametrize("mode", ["forward", "reverse"])
-def test_likelihood_uses_the_probes_it_drew_in_either_mode(mode):
-    """Hutchinson with Gaussian probes and fixed rk4 steps (a probe redrawn at each evaluation
-    would stall a step-size controller): forward and reverse mode form the same estimate from the
-    probes log_likelihood drew, to round-off, so neither may draw its own."""
+@pytest.mark.filterwarnings(
+    "error::UserWarning"
+)  # torchdiffeq's warning of an option its solver does not take
+@pytest.mark.parametrize("mode", ["forward", "reverse", "stacked"])
+def test_fixed_step_likelihood_in_every_mode(mode):
+    """torchdiffeq's rk4 with step 0.05 (its options reach it: one step over [ε, T] is 0.6 nats off):
+    the exact trace matches the Gaussian's closed form to 1e-4 (2e-5 measured) with the state in
+    float64. Hutchinson with Gaussian probes (fixed steps: a probe redrawn per evaluation cannot
+    stall a controller): forward and reverse form the same estimate from the drawn probes."""
     sde, gmm = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
     x = torch.tensor([[0.0, 0.0], [1.5, -2.0], [-1.0, 0.5]], dtype=F64)
-    run = lambda m, seed: sp.log_likelihood(
-        lambda y, s: gmm.score(y, s, sde), sde, x, 1e-3, "hutchinson", probe="gaussian", mode=m,
+    run = lambda m, div, seed=0: sp.log_likelihood(
+        lambda y, s: gmm.score(y, s, sde), sde, x, 1e-3, div, probe="gaussian", mode=m, return_stats=True,
         generator=torch.Generator().manual_seed(seed), method="rk4", options=dict(step_size=0.05),
     )  # fmt: skip
-    other = "reverse" if mode == "forward" else "forward"
-    _close(run(mode, 1), run(other, 1), rtol=1e-9, atol=1e-9)
+    ll, stats = run(mode, "exact")
+    ones = torch.ones(3, dtype=F64)
+    mismatch = sde.prior_log_prob(stats["x_T"]) - gmm.log_prob(stats["x_T"], ones, sde)
+    _close(ll, gmm.log_prob(x, 1e-3 * ones, sde) + mismatch, rtol=0, atol=1e-4)
+    assert stats["delta_logp"].dtype == F64
+    if mode != "stacked":
+        other = "reverse" if mode == "forward" else "forward"
+        _close(run(mode, "hutchinson", 1)[0], run(other, "hutchinson", 1)[0], rtol=1e-9, atol=1e-9)
 
 
 def test_rk_tableaus_satisfy_their_order_conditions():
@@ -1382,7 +1392,9 @@ def test_unbiased_square_from_its_dimension_on():
         unbiased_square_for(0)
 
 
-@pytest.mark.filterwarnings("error")  # torchdiffeq warns of an option its solver does not take
+@pytest.mark.filterwarnings(
+    "error::UserWarning"
+)  # torchdiffeq's warning of an option its solver does not take
 def test_solve_ode_against_closed_forms():
     """solve_ode (torchdiffeq) on dy/dt = λy: rk4 with step h is (1 + z + z²/2 + z³/6 + z⁴/24)ⁿ,
     z = λh, exactly, for a tensor and a tuple state (its last time, not its first); the tolerances
@@ -1437,17 +1449,27 @@ def test_solve_ode_against_closed_forms():
         )
 
 
+@pytest.mark.filterwarnings(
+    "error::UserWarning"
+)  # torchdiffeq's warning of an option its solver does not take
 def test_torchdiffeq_likelihood_counts_its_evaluations():
-    """nfe of the torchdiffeq path = the calls of the ODE function: in reverse mode each is one
-    call of the score (drift and divergence from one forward), after log_likelihood's one check."""
+    """nfe of the torchdiffeq path = the calls of the ODE function: each is one call of the score
+    (drift and divergence from one forward), after log_likelihood's one check. Its default error
+    norm is the joint RMS of (x, log p): the same solve as passing joint_rms_norm, and not the
+    one torchdiffeq would pick for a tuple state (the largest per-part RMS: 32 calls, not 26)."""
+    from scorepde.likelihood import joint_rms_norm
+
     sde, gmm = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
     calls = []
     score = lambda y, s: calls.append(1) or gmm.score(y, s, sde)
     x = torch.tensor([[0.0, 0.0], [1.5, -2.0]], dtype=F64)
-    _, stats = sp.log_likelihood(
-        score, sde, x, 1e-3, solver="torchdiffeq", rtol=1e-4, atol=1e-4, return_stats=True
-    )
-    assert stats["nfe"] == len(calls) - 1 > 10
+    run = lambda **kw: sp.log_likelihood(
+        score, sde, x, 1e-3, solver="torchdiffeq", rtol=1e-4, atol=1e-4, return_stats=True, **kw
+    )[1]["nfe"]
+    nfe = run()
+    assert nfe == len(calls) - 1 > 10
+    largest = lambda parts: max(p.pow(2).mean().sqrt() for p in parts)
+    assert run(options=dict(norm=joint_rms_norm)) == nfe != run(options=dict(norm=largest))
 
 
 @pytest.mark.parametrize("estimator", ["directional", "forward_fd"])
@@ -1608,3 +1630,72 @@ def test_stencils_refuse_bad_steps_and_names_and_reuse_the_centre_only_where_it_
         got = time_derivative(score, x, tt, "forward", h=(0.01, 0.01), center=_linear(x, tt))
         _close(got, -want * x, rtol=1e-9)
         assert rows == ([2] if t < 1 else [4])  # the centre saves the node at t, unless shifted
+
+
+# -- bits/dim's summary, the estimators' L and directions, the likelihood's routes ------------------
+
+
+def test_bpd_summary_of_a_given_table():
+    """Two repeats × three points: bpd = 3, the std over repeats of the dataset mean √2, the SE of
+    the sample means 1/√3·1 (sample means 2, 3, 4); one repeat has std 0; nfe is the mean per solve."""
+    from scorepde.bpd import _bpd_summary
+
+    table = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]], dtype=F64)
+    out = _bpd_summary(table, [10, 20, 60], 1.5)
+    assert (out["bpd"], out["points"], out["repeats"], out["solves"], out["nfe"]) == (3.0, 3, 2, 3, 30.0)
+    _close(out["bpd_std"], math.sqrt(2))
+    _close(out["bpd_stderr"], 1 / math.sqrt(3))
+    assert out["per_repeat"] == [2.0, 4.0] and out["per_sample"] == [2.0, 3.0, 4.0]
+    one = _bpd_summary(table[:1], [7], 0.1)
+    assert one["bpd_std"] == 0.0 and one["nfe"] == 7.0
+
+
+@pytest.mark.parametrize("estimator", ["exact", "hutchinson", "directional", "forward_fd"])
+def test_norm_sq_returns_the_rhs_of_each_sample(estimator):
+    """residual_norm_sq's L is L[s] per sample ([B], B = 3), its closed form for the linear score
+    (Rademacher Hutchinson is exact on s = −kx), in either form of the square."""
+    sde, cf, x, t = _points("vp")
+    _, L = _linear_closed_form(cf, x, t)
+    for unbiased in (True, False):
+        g = torch.Generator().manual_seed(0)
+        _, rhs = sp.residual_norm_sq(_linear, sde, x, t, estimator, unbiased=unbiased, generator=g)
+        _close(rhs, L, rtol=1e-6, atol=1e-6)
+
+
+def test_directional_projection_with_gaussian_directions_and_stencils_near_T():
+    """directional with Gaussian v and ∂t s by the forward stencil, −(k(t+h) − k(t))/h x = −(2t + h) x:
+    ε̂ = ⟨ε − h x, v⟩ v exactly for the linear score, under EDM (T = 80) up to t = 79.99, where
+    the node t + h = 80 is still inside [0, T]."""
+    sde, cf, x, t = _points("edm")
+    t = torch.tensor([16.0, 40.0, 79.99], dtype=F64)
+    eps, L = _linear_closed_form(cf, x, t)
+    g = torch.Generator().manual_seed(1)
+    got, rhs = sp.residual(
+        _linear, sde, x, t, "directional", dt="forward", h=(1e-2, 1e-2), direction_probe="gaussian",
+        div_mode="reverse", return_rhs=True, generator=g,
+    )  # fmt: skip
+    v = torch.randn((1, *x.shape), generator=torch.Generator().manual_seed(1), dtype=F64)[0]
+    _close(got, ((eps - 1e-2 * x) * v).sum(1, keepdim=True) * v, rtol=1e-6, atol=1e-6)
+    _close(rhs, L, rtol=1e-9)
+
+
+def test_score_and_divergence_in_every_mode():
+    """The likelihood's (s, div s) for a Gaussian N(μ, s0²I) under VP: s = −(x − aμ)/v and div s = −D/v,
+    v = a²s0² + σ²; with given Hutchinson probes u, div s = −mean‖u‖²/v (J = −I/v), in each mode."""
+    from scorepde.likelihood import _score_and_divergence
+
+    sde, gmm, cf = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5, 1.0]], [0.7]), CLOSED["vp"][1]
+    x = torch.tensor([[0.0, 0.0, 0.2], [1.5, -2.0, 0.1]], dtype=F64)
+    t = torch.tensor([0.3, 0.7], dtype=F64)
+    a = torch.tensor([cf["a"](s) for s in t.tolist()], dtype=F64)
+    v = a * a * 0.49 + torch.tensor([cf["var"](s) for s in t.tolist()], dtype=F64)
+    s_want = -(x - a[:, None] * torch.tensor([0.5, -0.5, 1.0], dtype=F64)) / v[:, None]
+    score = lambda y, s: gmm.score(y, s, sde)
+    u = torch.randn(2, 2, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    for mode in ("reverse", "forward", "stacked"):
+        s, div = _score_and_divergence(score, x, t, "exact", None, mode)
+        _close(s, s_want, rtol=1e-12)
+        _close(div, -3 / v, rtol=1e-12)
+        if mode != "stacked":
+            s, div = _score_and_divergence(score, x, t, "hutchinson", u, mode)
+            _close(div, -u.pow(2).sum(2).mean(0) / v, rtol=1e-12)
