@@ -1699,3 +1699,35 @@ def test_score_and_divergence_in_every_mode():
         if mode != "stacked":
             s, div = _score_and_divergence(score, x, t, "hutchinson", u, mode)
             _close(div, -u.pow(2).sum(2).mean(0) / v, rtol=1e-12)
+
+
+def test_evaluate_bpd_defaults_counts_and_refusals():
+    """Five repeats and Hutchinson by default (the same numbers as asking for them), one solve per
+    batch per repeat (3 points in batches of 2: 2 solves a repeat), a single image in batches of
+    one, and bad repeats or batch sizes refused by name."""
+    sde, gmm = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
+    score = lambda y, s: gmm.score(y, s, sde)
+    k = torch.tensor([[1, 2], [3, 0], [2, 2]])
+    run = lambda images, **kw: sp.evaluate_bpd(
+        score,
+        sde,
+        images,
+        4,
+        0.5,
+        -0.75,
+        generator=torch.Generator().manual_seed(0),
+        rtol=1e-3,
+        atol=1e-3,
+        **kw,
+    )
+    out = run(k, batch_size=2)
+    assert (out["repeats"], out["points"], out["solves"]) == (5, 3, 10)
+    assert run(k, batch_size=2, repeats=5, div="hutchinson")["per_sample"] == out["per_sample"]
+    one = run(k[:1], repeats=1, batch_size=1, device="cpu")
+    assert (one["points"], one["solves"]) == (1, 1) and math.isfinite(one["bpd"])
+    for kw, words in [
+        (dict(repeats=0), "repeats must be at least 1, got 0"),
+        (dict(batch_size=0), "batch_size must be at least 1, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            run(k, **kw)
