@@ -10,6 +10,7 @@ torch.distributions.
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -1248,6 +1249,8 @@ def test_fpe_rhs_without_validation_reads_a_float_time_as_one_time_per_sample():
 def test_separated_mixture_uses_every_sign_vector_at_the_offset():
     """K = 2ᴰ components may be asked for (all sign vectors, each once), means exactly ±offset in
     float64 (0.1 is not a float32 number), weights ∝ K, …, 1; K = 2ᴰ + 1 is refused by its count."""
+    assert separated_mixture(3, 1).means.shape == (1, 3) and separated_mixture(3, 4).means.shape == (4, 3)
+    assert sorted(separated_mixture(1, 2, offset=2.0).means[:, 0].tolist()) == [-2.0, 2.0]  # D = 1 too
     gmm = separated_mixture(3, 8, offset=0.1)
     signs = sorted(tuple(round(v / 0.1) for v in row) for row in gmm.means.tolist())
     assert signs == sorted({(a, b, c) for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)})
@@ -1472,10 +1475,10 @@ def test_torchdiffeq_likelihood_counts_its_evaluations():
     assert run(options=dict(norm=joint_rms_norm)) == nfe != run(options=dict(norm=largest))
 
 
-@pytest.mark.parametrize("estimator", ["directional", "forward_fd"])
+@pytest.mark.parametrize("estimator", ["hutchinson", "directional", "forward_fd"])
 def test_projected_norm_sq_is_unbiased_by_default(estimator):
-    """Projected.norm_sq without ``unbiased`` is the two-draw product (a nonlinear net, so the two
-    inner draws differ), not the single-draw square."""
+    """An estimator's norm_sq without ``unbiased`` is the two-draw product (a nonlinear net, so the
+    two inner draws differ), not the single-draw square: Estimator's and Projected's alike."""
     sde, net = sp.VPSDE(), _Tiny()
     x = torch.tensor([[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8]], dtype=F64)
     t = torch.tensor([0.2, 0.5, 0.9], dtype=F64)
@@ -1720,9 +1723,12 @@ def test_evaluate_bpd_defaults_counts_and_refusals():
         atol=1e-3,
         **kw,
     )
+    start = time.perf_counter()
     out = run(k, batch_size=2)
+    assert 0 < out["seconds"] <= time.perf_counter() - start
     assert (out["repeats"], out["points"], out["solves"]) == (5, 3, 10)
     assert run(k, batch_size=2, repeats=5, div="hutchinson")["per_sample"] == out["per_sample"]
+    assert run(k, batch_size=2, div="exact")["per_sample"] != out["per_sample"]  # the probes matter
     one = run(k[:1], repeats=1, batch_size=1, device="cpu")
     assert (one["points"], one["solves"]) == (1, 1) and math.isfinite(one["bpd"])
     for kw, words in [
@@ -1731,3 +1737,27 @@ def test_evaluate_bpd_defaults_counts_and_refusals():
     ]:
         with pytest.raises(ValueError, match=words):
             run(k, **kw)
+
+
+def test_bpd_inputs_are_checked_at_their_boundaries():
+    """levels = 2 is the smallest (1 and 2.5 refused); integral floats are discrete data, a fraction
+    is refused naming 0..L − 1; scale must be > 0 and dim a positive integer, each by name."""
+    from scorepde.bpd import check_discrete
+
+    check_discrete(torch.tensor([[0.0, 1.0]]), 2)
+    check_discrete(torch.tensor([[3.0, 0.0]]), 4)
+    for levels in (1, 2.5):
+        with pytest.raises(ValueError, match=f"levels must be an integer of at least 2 .*got {levels}"):
+            check_discrete(torch.tensor([[0, 1]]), levels)
+    with pytest.raises(
+        ValueError, match=r"data must be integers in 0\.\.3 for levels=4, but some values have a fractional"
+    ):
+        check_discrete(torch.tensor([[0.5, 1.0]]), 4)
+    ll = torch.tensor([-1.0, 2.0], dtype=F64)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        sp.bits_per_dim(ll, 2, 2, 0.0)
+    for dim in (0, 1.5):
+        with pytest.raises(
+            ValueError, match=f"dim must be a positive integer \\(features per sample\\), got {dim}"
+        ):
+            sp.bits_per_dim(ll, dim, 2, 2.0)
