@@ -218,7 +218,13 @@ def report(commit: str | None = None) -> None:
         lines += ["Every mutant run and not killed (the change, then why it lived):", ""]
         for name, module, st in left:
             change = _change(name, module)
-            why = "Timed out: not counted as a kill." if st == "timeout" else _reason(name, change, reasons)
+            why = _reason(name, change, reasons)
+            if st == "timeout":
+                why = "Timed out, not counted as a kill: " + (
+                    "cause not analysed (a hang, or a correct but slow run on the loaded machine)."
+                    if why.startswith("**unexplained**")
+                    else why
+                )
             lines.append(f"- `{name}` ({st}): {change}. {why}")
     OUT.mkdir(parents=True, exist_ok=True)
     summary = {
