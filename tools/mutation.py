@@ -3,6 +3,7 @@
     pip install -e ".[test,mutation]"
     nice python tools/mutation.py run          # mutmut run --max-children 1, decorated functions included
     python tools/mutation.py report            # tools/results/mutation/{results.json,table.md} from mutants/
+    python tools/mutation.py run --max-tests 30 $(python tools/mutation.py undecided)   # again, after new tests
 
 What is mutated and which tests run is ``[tool.mutmut]`` in pyproject.toml. ``run`` passes any
 further arguments to ``mutmut run`` (mutant names, to rerun those only).
@@ -104,9 +105,10 @@ OWN_TESTS = {
 
 def cap_tests(max_tests: int) -> None:
     """Run each mutant against at most ``max_tests`` of its covering tests: those of
-    tests/test_values.py first, then its own module's test files, then the fastest others (mutmut runs
-    them fastest first and stops at the first failure). A kill stays a kill; a survivor may be
-    one that a test left out would have killed, so the score is then a lower bound."""
+    tests/test_values.py and of its own module's test files first, fastest first, then the fastest
+    others (mutmut runs them in that order and stops at the first failure). A kill stays a kill;
+    a survivor may be one that a test left out would have killed, so the score is then a lower
+    bound."""
     import mutmut.__main__ as mm
 
     make = mm.get_mutant_runner
@@ -118,7 +120,7 @@ def cap_tests(max_tests: int) -> None:
         def capped(name, tests, cpu_time_limit, estimated_time):
             module = name.split(".")[1]
             own = {f"tests/{f}.py" for f in OWN_TESTS.get(module, [])}
-            place = lambda path: 0 if path == "tests/test_values.py" else 1 if path in own else 2
+            place = lambda path: 0 if path == "tests/test_values.py" or path in own else 1
             rank = lambda test: (place(test.split("::")[0]), durations.get(test, 0.0))
             tests = sorted(tests, key=rank)[:max_tests]
             return submit(name, tests, cpu_time_limit, sum(durations.get(test, 0.0) for test in tests))
@@ -137,6 +139,22 @@ def run(args: list[str], max_tests: int | None = None) -> None:
     from mutmut.__main__ import cli
 
     cli(["run", "--max-children", "1", *args])
+
+
+def undecided() -> list[str]:
+    """The mutants run and not killed that have no reason yet (tools/mutation_survivors.toml),
+    and every timeout: the ones worth running again after new tests."""
+    import tomllib
+
+    reasons = tomllib.loads(REASONS.read_text()) if REASONS.exists() else {}
+    return [
+        name
+        for module, mutants in _results().items()
+        for name, st in mutants.items()
+        if st == "timeout"
+        or st in ("survived", "no tests")
+        and _reason(name, _change(name, module), reasons).startswith("**unexplained**")
+    ]
 
 
 def _results() -> dict[str, dict[str, str]]:
@@ -263,10 +281,16 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         help="run each mutant against its N fastest covering tests only (a quick first pass)",
     )
+    sub.add_parser("undecided", help="print the mutants run and not killed that have no reason yet")
     rep = sub.add_parser("report", help="write tools/results/mutation/{results.json,table.md} from mutants/")
     rep.add_argument("--commit", help="the commit whose code was mutated, named in the table")
     args = p.parse_args(argv)
-    run(args.mutants, args.max_tests) if args.command == "run" else report(args.commit)
+    if args.command == "run":
+        run(args.mutants, args.max_tests)
+    elif args.command == "undecided":
+        print("\n".join(undecided()))
+    else:
+        report(args.commit)
 
 
 if __name__ == "__main__":
