@@ -1,4 +1,4 @@
-"""Mutation testing of the core modules with mutmut 3 (too slow for CI: about an hour on one core).
+"""Mutation testing of the core modules with mutmut 3 (too slow for CI: hours on one shared core).
 
     pip install -e ".[test,mutation]"
     nice python tools/mutation.py run          # mutmut run --max-children 1, decorated functions included
