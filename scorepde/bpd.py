@@ -100,7 +100,6 @@ def _difficulty(score: Score, x: torch.Tensor, eps: float) -> torch.Tensor:
         return score(x, t).flatten(1).norm(dim=1)
 
 
-@renamed_keywords(model="score", trace="div")
 def bpd_solver_defaults(sde: SDE) -> dict:
     """The :func:`log_likelihood` keywords :func:`evaluate_bpd` uses unless told otherwise:
     the clock ``scorepde.time_change.bpd_clock(sde)`` (σ for VP and VE); the error norm is
@@ -110,6 +109,7 @@ def bpd_solver_defaults(sde: SDE) -> dict:
     return dict(time=bpd_clock(sde))
 
 
+@renamed_keywords(model="score", trace="div")
 def evaluate_bpd(
     score: Score,
     sde: SDE,

@@ -85,6 +85,16 @@ def test_renamed_keywords_warn_and_still_work():
             s, sde, x, trace="exact", method="euler", options={"step_size": 0.5}
         ),
         lambda s, sde, x, t: sp.FPObjective(model=torch.nn.Linear(2, 2), sde=sde),
+        lambda s, sde, x, t: sp.evaluate_bpd(
+            model=s,
+            sde=sde,
+            images_k=torch.tensor([[3, 200]]),
+            levels=256,
+            scale=2 / 255,
+            shift=-1.0,
+            repeats=1,
+            div="exact",
+        ),  # fmt: skip
     ],
 )
 def test_old_names_of_the_public_api_warn(call):

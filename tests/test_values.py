@@ -23,6 +23,7 @@ from scorepde.cauchy import (
     sample_collocation_time,
 )
 from scorepde.derivatives import hutchpp_divergence, time_derivative
+from scorepde.gmm import separated_mixture
 from scorepde.losses import sample_time
 
 F64 = torch.float64
@@ -856,6 +857,7 @@ def test_cauchy_loss_passes_its_options_and_times_in_the_data_dtype():
     [
         {},  # m = 1 by default
         dict(m=2, unbiased=True, estimator="hutchinson", probe="gaussian", n_probes=2),
+        dict(m=2, unbiased=False, estimator="hutchinson", probe="gaussian", n_probes=2),
         dict(m=2, normalize="dim", rhs_reduction="batch_l2", gamma=0.2),
     ],
 )
@@ -1110,3 +1112,622 @@ def test_the_last_round_of_refusals_and_pass_throughs():
     sp.fp_regularizer(coupled, sde, x, t, beta=1.0)  # not validated by default
     with pytest.raises(ValueError, match="couples samples across the batch"):
         sp.fp_regularizer(coupled, sde, x, t, beta=1.0, validate=True)
+
+
+# -- forward_fd's stencils, probes and drift terms, against closed forms -------------------------
+
+
+def _cubic(x, t):
+    """s = −k(t) x with k = 1 + t³: a central difference in t is 3t² + h², not 3t²."""
+    return -(1 + t**3).reshape(-1, *([1] * (x.dim() - 1))) * x
+
+
+def _cubic_drift_sde(T):
+    """f = −x³ (elementwise), g = 1: div f = −3‖x‖², D_v div f = −6⟨x, v⟩, not 0 as for a linear drift."""
+    return sp.GenericSDE(
+        lambda x, t: -(x**3),
+        lambda t: torch.ones_like(t),
+        drift_divergence=lambda x, t: -3 * x.pow(2).flatten(1).sum(1),
+        T=T,
+    )
+
+
+def _cubic_projection(x, t, v, dk):
+    """⟨ε̂, v⟩ of ``_cubic`` under ``_cubic_drift_sde`` given the stencil's k' per sample ``dk``:
+    −k'⟨x, v⟩ − D_v L with L = ½(div s + k²‖x‖²) − k Σx⁴ + 3‖x‖², D_v L = (k² + 6)⟨x, v⟩ − 4k Σx³v."""
+    k = torch.tensor([1 + s**3 for s in t.tolist()], dtype=F64)
+    xv, x3v = (x * v).sum(1), (x**3 * v).sum(1)
+    return -torch.tensor(dk, dtype=F64) * xv - ((k * k + 6) * xv - 4 * k * x3v)
+
+
+def test_forward_fd_stencils_in_t_against_closed_forms():
+    """Exact in x (the score is linear in x, the drift's derivatives are forward mode), so only the
+    stencil in t is left: jvp k' = 3t²; central (k(t+h) − k(t−h))/2h = 3t² + h² (with T = 2, t = 1.5
+    is inside); one-sided (k(t+h) − k(t))/h forward while t + h ≤ T (t = 0.75 reaches T exactly),
+    backward (k(t) − k(t−h))/h past it."""
+    k = lambda s: 1 + s**3
+    x = torch.tensor([[0.3, -1.2, 0.7], [1.5, 0.2, -0.4], [-0.8, 0.9, 1.1]], dtype=F64)
+    v = torch.tensor([[1.0, -1.0, 1.0], [1.0, 1.0, -1.0], [-1.0, 1.0, 1.0]], dtype=F64)
+    t = torch.tensor([0.5, 1.5, 1.9], dtype=F64)
+    sde = _cubic_drift_sde(2.0)
+    for dt, dk in [
+        ("jvp", [3 * s * s for s in t.tolist()]),
+        ("central", [3 * s * s + 0.01 for s in t.tolist()]),
+    ]:
+        proj, _ = sp.projected_residual_fd(_cubic, sde, x, t, v, dt=dt, h=(0.1, 0.05))
+        _close(proj, _cubic_projection(x, t, v, dk), rtol=1e-9, atol=1e-9)
+    t = torch.tensor([0.75, 0.9, 0.3], dtype=F64)
+    h0 = 0.25
+    dk = [(k(0.75 + h0) - k(0.75)) / h0, (k(0.9) - k(0.9 - h0)) / h0, (k(0.3 + h0) - k(0.3)) / h0]
+    proj, _ = sp.projected_residual_fd(_cubic, _cubic_drift_sde(1.0), x, t, v, dt="one_sided", h=(h0, 0.05))
+    _close(proj, _cubic_projection(x, t, v, dk), rtol=1e-9, atol=1e-9)
+
+
+class _TimedCubic:
+    """``_cubic`` with a time conditioning that turns at 1 rad per unit t: h="auto" gives
+    h = φ/1 with φ = 1e-4 for float64 x (0.03 for float32, PAPER_STEPS for a plain callable)."""
+
+    def time_rate(self):
+        return 1.0
+
+    def __call__(self, x, t):
+        return _cubic(x, t)
+
+
+def test_forward_fd_takes_its_auto_step_from_the_score_and_the_dtype():
+    """h="auto" on a float64 x: central k' = 3t² + h² with h = 1e-4, not 1e-3 (PAPER_STEPS, the score
+    unread) nor 0.03 (the float32 phase)."""
+    x = torch.tensor([[0.3, -1.2, 0.7], [1.5, 0.2, -0.4]], dtype=F64)
+    v = torch.tensor([[1.0, -1.0, 1.0], [1.0, 1.0, -1.0]], dtype=F64)
+    t = torch.tensor([0.5, 0.8], dtype=F64)
+    proj, _ = sp.projected_residual_fd(_TimedCubic(), _cubic_drift_sde(1.0), x, t, v, dt="central", h="auto")
+    _close(proj, _cubic_projection(x, t, v, (3 * t * t + 1e-8).tolist()), rtol=1e-10, atol=1e-10)
+
+
+def test_forward_fd_calls_the_score_in_the_dtype_of_x():
+    """A float64 t with a float32 x: the steps in x are cast to x's dtype, so the network sees float32."""
+    seen = []
+
+    def score(y, s):
+        seen.append(y.dtype)
+        return -y
+
+    x, v = torch.ones(2, 3), torch.ones(2, 3)
+    sp.projected_residual_fd(score, sp.VPSDE(), x, torch.tensor([0.3, 0.6], dtype=F64), v, h=(1e-2, 1e-2))
+    assert seen == [torch.float32]
+
+
+def test_forward_fd_gaussian_probes_against_closed_forms():
+    """With Gaussian probes u (divergence) and v (direction) the steps δu, δv are not ±δ, so a step
+    that divides by a probe instead of multiplying shows: ε̂ = ⟨ε, v⟩ v exactly (the score is linear
+    in x), and L = ½(−k‖u‖² + k²‖x‖²) − kΣx⁴ + 3‖x‖², Hutchinson's −k‖u‖² with the u the estimator
+    drew (directions first, then u, from one generator)."""
+    x = torch.tensor([[0.3, -1.2, 0.7, 0.1], [1.5, 0.2, -0.4, -0.6], [-0.8, 0.9, 1.1, 0.4]], dtype=F64)
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=F64)
+    k = 1 + t**3
+    options = dict(probe="gaussian", direction_probe="gaussian", dt="jvp")
+    g = torch.Generator().manual_seed(3)
+    eps, L = sp.residual(
+        _cubic, _cubic_drift_sde(1.0), x, t, "forward_fd", return_rhs=True, generator=g, **options
+    )
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn((1, *x.shape), generator=g, dtype=F64)[0]
+    u = torch.randn((1, *x.shape), generator=g, dtype=F64)[0]
+    along = _cubic_projection(x, t, v, (3 * t * t).tolist())
+    _close(eps, along[:, None] * v, rtol=1e-8, atol=1e-9)
+    r2, r4 = x.pow(2).sum(1), x.pow(4).sum(1)
+    _close(L, 0.5 * (-k * u.pow(2).sum(1) + k * k * r2) - k * r4 + 3 * r2, rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize("estimator", ["directional", "forward_fd"])
+def test_several_directions_draw_every_probe_from_the_generator(estimator):
+    """With n_directions = 2 each direction's probes come from the caller's generator, not from
+    torch's global one: the same seed gives the same ε̂ and L (whose Gaussian Hutchinson term
+    −k‖u‖² shows the probe u) whatever the global state."""
+    sde, cf, x, t = _points("vp")
+    opts = dict(n_directions=2, probe="gaussian", return_rhs=True)
+    if estimator == "directional":
+        opts["div"] = "hutchinson"
+    out = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        g = torch.Generator().manual_seed(5)
+        out.append(sp.residual(_linear, sde, x, t, estimator, generator=g, **opts))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])
+
+
+def test_fpe_rhs_without_validation_reads_a_float_time_as_one_time_per_sample():
+    """validate=False with t a float: t is repeated over the batch (B = 3 here, D = 2, so a t
+    made over the wrong axis has the wrong length), and L equals the closed form."""
+    sde, cf, x, t = _points("vp")
+    x = x[:, :2]
+    _, L = _linear_closed_form(cf, x, torch.full((3,), 0.5, dtype=F64))
+    _close(sp.fpe_rhs(_linear, sde, x, 0.5, validate=False), L)
+
+
+def test_separated_mixture_uses_every_sign_vector_at_the_offset():
+    """K = 2ᴰ components may be asked for (all sign vectors, each once), means exactly ±offset in
+    float64 (0.1 is not a float32 number), weights ∝ K, …, 1; K = 2ᴰ + 1 is refused by its count."""
+    gmm = separated_mixture(3, 8, offset=0.1)
+    signs = sorted(tuple(round(v / 0.1) for v in row) for row in gmm.means.tolist())
+    assert signs == sorted({(a, b, c) for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)})
+    assert bool((gmm.means.abs() == 0.1).all())
+    _close(gmm.weights, [k / 36 for k in range(8, 0, -1)])
+    with pytest.raises(ValueError, match=r"only 2\^3 = 8 distinct sign vectors"):
+        separated_mixture(3, 9)
+
+
+class _Counted(_Tiny):
+    """``_Tiny`` that records the batch size of each call made with grad enabled."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def forward(self, x, t):
+        if torch.is_grad_enabled():
+            self.sizes.append(x.shape[0])
+        return super().forward(x, t)
+
+
+def test_fp_objective_fuses_the_dsm_forward_only_for_plain_forward_estimators():
+    """forward_fd (plain forwards): one network call with grad per step, the 3 DSM samples riding
+    along with the 6 points per sample of the central stencil (3 + 18). exact (a torch.func
+    transform): the DSM forward is its own call, never concatenated to R_FP's."""
+    x0 = torch.tensor([[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8]], dtype=F64)
+    net = _Counted()
+    sp.FPObjective(net, sp.VPSDE(), beta=0.3, estimator="forward_fd")(x0, torch.Generator().manual_seed(2))
+    assert net.sizes == [21]
+    net = _Counted()
+    sp.FPObjective(net, sp.VPSDE(), beta=0.3, estimator="exact")(x0, torch.Generator().manual_seed(2))
+    assert max(net.sizes) == 3 and net.sizes[-1] == 3
+
+
+def test_fp_objective_builds_its_estimator_from_its_options():
+    """The options reach the estimator at construction: a bad one is refused there, and forward_fd
+    with dt="jvp" (a forward-mode transform in t) is not fused."""
+    with pytest.raises(ValueError, match="hx"):
+        sp.FPObjective(_Tiny(), sp.VPSDE(), beta=1.0, estimator="exact", hx=0.1)
+    assert not sp.FPObjective(_Tiny(), sp.VPSDE(), beta=1.0, estimator="forward_fd", dt="jvp").fused
+
+
+def test_fp_regularizer_of_one_sample_in_the_official_units():
+    """A batch of one (D = 3 read from that sample) with normalize="dim": R = β‖ε‖²/D² + γ|L| with the
+    linear score's closed forms; an infinite β is refused by the regularizer's name."""
+    sde, cf, x, t = _points("vp")
+    x, t = x[:1], t[:1]
+    eps, L = _linear_closed_form(cf, x, t)
+    got, parts = sp.fp_regularizer(_linear, sde, x, t, beta=0.3, gamma=0.2, m=2, normalize="dim")
+    _close(got, 0.3 * eps.pow(2).sum() / 9 + 0.2 * L.abs().sum(), rtol=1e-9)
+    _close(parts["fp_residual"], eps.pow(2).sum() / 9, rtol=1e-9)
+    with pytest.raises(ValueError, match="the FP regularizer has 1 non-finite value"):
+        sp.fp_regularizer(_linear, sde, x, t, beta=math.inf)
+
+
+# -- the probability flow and its torchdiffeq path; the rk tableaus --------------------------------
+
+
+def test_probability_flow_drift_is_its_closed_form():
+    """f − ½g²s for s = −k x under VP: (c + ½g²k) x."""
+    sde, cf, x, t = _points("vp")
+    want = torch.stack(
+        [(cf["c"](s) + 0.5 * cf["g2"](s) * (1 + s * s)) * x[i] for i, s in enumerate(t.tolist())]
+    )
+    _close(sp.probability_flow_drift(_linear, sde, x, t), want)
+
+
+def test_forward_mode_torchdiffeq_likelihood_of_a_gaussian_is_its_closed_form():
+    """log_likelihood through torchdiffeq in forward mode (probability_flow_drift and the flow's
+    divergence): log N(x; a_ε μ, a_ε²s² + σ_ε²) up to the prior mismatch, both closed forms."""
+    sde, gmm = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
+    x = torch.tensor([[0.0, 0.0], [1.5, -2.0], [-1.0, 0.5]], dtype=F64)
+    ll, stats = sp.log_likelihood(
+        lambda y, s: gmm.score(y, s, sde), sde, x, 1e-3, solver="torchdiffeq", mode="forward",
+        rtol=1e-5, atol=1e-5, return_stats=True,
+    )  # fmt: skip
+    ones = torch.ones(3, dtype=F64)
+    closed = gmm.log_prob(x, 1e-3 * ones, sde)
+    mismatch = sde.prior_log_prob(stats["x_T"]) - gmm.log_prob(stats["x_T"], ones, sde)
+    _close(ll, closed + mismatch, rtol=0, atol=2e-4)  # solver error 3e-5; the mismatch is 1e-2
+
+
+@pytest.mark.filterwarnings(
+    "error::UserWarning"
+)  # torchdiffeq's warning of an option its solver does not take
+@pytest.mark.parametrize("mode", ["forward", "reverse", "stacked"])
+def test_fixed_step_likelihood_in_every_mode(mode):
+    """torchdiffeq's rk4 with step 0.05 (its options reach it: one step over [ε, T] is 0.6 nats off):
+    the exact trace matches the Gaussian's closed form to 1e-4 (2e-5 measured) with the state in
+    float64. Hutchinson with Gaussian probes (fixed steps: a probe redrawn per evaluation cannot
+    stall a controller): forward and reverse form the same estimate from the drawn probes."""
+    sde, gmm = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
+    x = torch.tensor([[0.0, 0.0], [1.5, -2.0], [-1.0, 0.5]], dtype=F64)
+    run = lambda m, div, seed=0: sp.log_likelihood(
+        lambda y, s: gmm.score(y, s, sde), sde, x, 1e-3, div, probe="gaussian", mode=m, return_stats=True,
+        generator=torch.Generator().manual_seed(seed), method="rk4", options=dict(step_size=0.05),
+    )  # fmt: skip
+    ll, stats = run(mode, "exact")
+    ones = torch.ones(3, dtype=F64)
+    mismatch = sde.prior_log_prob(stats["x_T"]) - gmm.log_prob(stats["x_T"], ones, sde)
+    _close(ll, gmm.log_prob(x, 1e-3 * ones, sde) + mismatch, rtol=0, atol=1e-4)
+    assert stats["delta_logp"].dtype == F64
+    if mode != "stacked":
+        other = "reverse" if mode == "forward" else "forward"
+        _close(run(mode, "hutchinson", 1)[0], run(other, "hutchinson", 1)[0], rtol=1e-9, atol=1e-9)
+
+
+def test_rk_tableaus_satisfy_their_order_conditions():
+    """Each pair (built when called, as at import): rows of a sum to c; b meets the conditions of
+    order ≤ 4 (Σb = 1, Σbc = ½, Σbc² = ⅓, Σb·ac = ⅙, Σbc³ = ¼, Σbc·ac = ⅛, Σb·ac² = 1/12,
+    Σb·a·ac = 1/24); the embedded b − e those of order ≤ 2 (Σe = 0, Σec = 0); first same as last
+    (the last row of a is b); the orders 5, 5, 3, 8."""
+    from scorepde.rk import _tableaus
+
+    tabs = _tableaus()
+    assert {k: v.order for k, v in tabs.items()} == {"dopri5": 5, "tsit5": 5, "bosh3": 3, "dopri8": 8}
+    for name, tab in tabs.items():
+        n = len(tab.c)
+        assert len(tab.a) == len(tab.b) == len(tab.e) == n, name
+        A = torch.zeros(n, n, dtype=F64)
+        for i, row in enumerate(tab.a):
+            A[i, : len(row)] = torch.tensor(row, dtype=F64)
+        b, c, e = (torch.tensor(v, dtype=F64) for v in (tab.b, tab.c, tab.e))
+        _close(A.sum(1), c, atol=1e-12)
+        conditions = [
+            (b.sum(), 1), (b @ c, 1 / 2), (b @ c**2, 1 / 3), (b @ A @ c, 1 / 6), (b @ c**3, 1 / 4),
+            (b @ (c * (A @ c)), 1 / 8), (b @ A @ c**2, 1 / 12), (b @ A @ A @ c, 1 / 24),
+            (e.sum(), 0), (e @ c, 0),
+        ]  # fmt: skip
+        for got, want in conditions if tab.order > 3 else conditions[:4] + conditions[-2:]:
+            _close(got, want, atol=1e-12)
+        _close(A[-1], b, atol=0)
+
+
+def test_unbiased_square_from_its_dimension_on():
+    """The rule of cauchy.unbiased_square_for: the plug-in square below D = 32, the product from 32."""
+    from scorepde.cauchy import unbiased_square_for
+
+    assert [unbiased_square_for(d) for d in (1, 2, 31, 32, 33)] == [False, False, False, True, True]
+    with pytest.raises(ValueError, match="dim must be positive, got 0"):
+        unbiased_square_for(0)
+
+
+@pytest.mark.filterwarnings(
+    "error::UserWarning"
+)  # torchdiffeq's warning of an option its solver does not take
+def test_solve_ode_against_closed_forms():
+    """solve_ode (torchdiffeq) on dy/dt = λy: rk4 with step h is (1 + z + z²/2 + z³/6 + z⁴/24)ⁿ,
+    z = λh, exactly, for a tensor and a tuple state (its last time, not its first); the tolerances
+    reach the solver (dopri5 needs 20 evaluations at 1e-3 in either, 56 at torchdiffeq's defaults);
+    times are y0's float64; a huge first trial step (|y| = 1e6, |f| = 1) never takes the function
+    outside [t0, t1], forwards or backwards; a NaN field is a ValueError naming the solve; no
+    solver is handed an option it does not take (step_t is for the adaptive ones only)."""
+    from scorepde.likelihood import solve_ode
+
+    lam, h = -1.3, 0.1
+    rk4 = (1 + lam * h + (lam * h) ** 2 / 2 + (lam * h) ** 3 / 6 + (lam * h) ** 4 / 24) ** 5
+    kw = dict(rtol=1e-3, atol=1e-3, method="rk4", options=dict(step_size=h))
+    _close(solve_ode(lambda t, y: lam * y, torch.ones(2, dtype=F64), 0.0, 0.5, **kw), rk4, rtol=1e-14)
+    y, w = solve_ode(
+        lambda t, s: (lam * s[0], -s[1]), (torch.ones(2, dtype=F64), torch.ones(1, dtype=F64)), 0.0, 0.5, **kw
+    )
+    _close(y, rk4, rtol=1e-14)
+    _close(w, (1 - h + h**2 / 2 - h**3 / 6 + h**4 / 24) ** 5, rtol=1e-14)
+    for rtol, atol in [(1e-3, 1e-12), (1e-12, 1e-3)]:
+        calls = []
+        solve_ode(
+            lambda t, y: calls.append(t) or lam * y,
+            torch.ones(2, dtype=F64),
+            0.0,
+            1.0,
+            rtol=rtol,
+            atol=atol,
+            method="dopri5",
+        )
+        assert len(calls) == 20 and all(t.dtype == F64 for t in calls), (rtol, atol, len(calls))
+    for t0, t1 in [(0.1, 0.7), (0.7, 0.1)]:
+        seen = []
+        solve_ode(
+            lambda t, y: seen.append(t.item()) or -1e-6 * y,
+            torch.full((3,), 1e6, dtype=F64),
+            t0,
+            t1,
+            rtol=1e-6,
+            atol=1e-6,
+            method="dopri5",
+        )
+        assert 0.1 <= min(seen) and max(seen) <= 0.7 and seen[0] == t0, (t0, min(seen), max(seen))
+    with pytest.raises(ValueError, match=r"the ODE solve from t=0.0 to t=1.0 failed \(underflow in dt"):
+        solve_ode(
+            lambda t, y: y * math.nan,
+            torch.ones(2, dtype=F64),
+            0.0,
+            1.0,
+            rtol=1e-5,
+            atol=1e-5,
+            method="dopri5",
+        )
+
+
+@pytest.mark.filterwarnings(
+    "error::UserWarning"
+)  # torchdiffeq's warning of an option its solver does not take
+def test_torchdiffeq_likelihood_counts_its_evaluations():
+    """nfe of the torchdiffeq path = the calls of the ODE function: each is one call of the score
+    (drift and divergence from one forward), after log_likelihood's one check. Its default error
+    norm is the joint RMS of (x, log p): the same solve as passing joint_rms_norm, and not the
+    one torchdiffeq would pick for a tuple state (the largest per-part RMS: 32 calls, not 26)."""
+    from scorepde.likelihood import joint_rms_norm
+
+    sde, gmm = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
+    calls = []
+    score = lambda y, s: calls.append(1) or gmm.score(y, s, sde)
+    x = torch.tensor([[0.0, 0.0], [1.5, -2.0]], dtype=F64)
+    run = lambda **kw: sp.log_likelihood(
+        score, sde, x, 1e-3, solver="torchdiffeq", rtol=1e-4, atol=1e-4, return_stats=True, **kw
+    )[1]["nfe"]
+    nfe = run()
+    assert nfe == len(calls) - 1 > 10
+    largest = lambda parts: max(p.pow(2).mean().sqrt() for p in parts)
+    assert run(options=dict(norm=joint_rms_norm)) == nfe != run(options=dict(norm=largest))
+
+
+@pytest.mark.parametrize("estimator", ["directional", "forward_fd"])
+def test_projected_norm_sq_is_unbiased_by_default(estimator):
+    """Projected.norm_sq without ``unbiased`` is the two-draw product (a nonlinear net, so the two
+    inner draws differ), not the single-draw square."""
+    sde, net = sp.VPSDE(), _Tiny()
+    x = torch.tensor([[0.5, -1.0], [1.5, 0.2], [-0.3, 0.8]], dtype=F64)
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=F64)
+    est = (
+        sp.get_estimator(estimator, div="hutchinson")
+        if estimator == "directional"
+        else sp.get_estimator(estimator)
+    )
+    run = lambda **kw: est.norm_sq(net, sde, x, t, generator=torch.Generator().manual_seed(4), **kw)[0]
+    default, unbiased, plug_in = run(), run(unbiased=True), run(unbiased=False)
+    assert torch.equal(default, unbiased) and not torch.allclose(default, plug_in)
+
+
+def test_rk_error_ratio_and_initial_step_are_their_closed_forms():
+    """r = RMS(err / (atol + rtol·max(|y|, |y_new|))) per sample, or weighted, or one for the batch;
+    the first step for y' = λy (Hairer, Nørsett & Wanner §II.4): d0 = r(y), d1 = |λ|d0,
+    h0 = 0.01 d0/d1, d2 = λ²d0 (from f(y + h0 λy) − λy = h0 λ²y), h1 = (0.01/max(d1, d2))^(1/q),
+    h = min(100 h0, h1, t1 − t)."""
+    from scorepde.rk import TABLEAUS, _error_ratio, _initial_step
+
+    y = torch.tensor([[1.0, -2.0], [0.5, 4.0]], dtype=F64)
+    y_new = torch.tensor([[1.5, -1.0], [0.25, 3.0]], dtype=F64)
+    err = torch.tensor([[0.1, 0.2], [-0.3, 0.05]], dtype=F64)
+    q = [
+        [(e / (0.01 + 0.1 * max(abs(a), abs(b)))) ** 2 for e, a, b in zip(*rows)]
+        for rows in zip(err.tolist(), y.tolist(), y_new.tolist())
+    ]
+    _close(_error_ratio(err, y, y_new, 0.1, 0.01, None, False), [math.sqrt(sum(r) / 2) for r in q])
+    w = torch.tensor([0.25, 0.75], dtype=F64)
+    _close(
+        _error_ratio(err, y, y_new, 0.1, 0.01, w, False), [math.sqrt(0.25 * r[0] + 0.75 * r[1]) for r in q]
+    )
+    _close(_error_ratio(err, y, y_new, 0.1, 0.01, None, True), math.sqrt(sum(map(sum, q)) / 4))
+    dopri5 = TABLEAUS["dopri5"]
+    for lam, t1 in [(-3.0, 1.2), (-3.0, 0.201), (-0.5, 1.2), (-100.0, 1.2)]:  # h1, t1 − t, h1, 100 h0
+        seen = []
+        f = lambda t, v, idx: seen.append(t.max().item()) or lam * v
+        h = _initial_step(
+            f, torch.full((2,), 0.2, dtype=F64), y, lam * y, None, t1, dopri5, 1e-3, 1e-6, None, False
+        )
+        d0 = torch.tensor(
+            [math.sqrt(sum((a / (1e-6 + 1e-3 * abs(a))) ** 2 for a in row) / 2) for row in y.tolist()],
+            dtype=F64,
+        )
+        h0 = 0.01 * d0 / (abs(lam) * d0)
+        h1 = (0.01 / torch.maximum(abs(lam) * d0, lam * lam * d0)) ** (1 / 5)
+        _close(h, torch.minimum(torch.minimum(100 * h0, h1), torch.full_like(h0, t1 - 0.2)), rtol=1e-12)
+        assert max(seen) <= t1  # the trial point stays inside the interval
+    zero = torch.zeros(1, 2, dtype=F64)  # d0 = d1 = 0: h0 = 1e-6; d2 = 0: h1 = max(1e-6, 1e-3 h0)
+    _close(
+        _initial_step(
+            lambda t, v, idx: v,
+            torch.zeros(1, dtype=F64),
+            zero,
+            zero,
+            None,
+            1.0,
+            dopri5,
+            1e-3,
+            1e-6,
+            None,
+            False,
+        ),
+        1e-6,
+    )
+
+
+@pytest.mark.parametrize("control", ["per_sample", "joint"])
+def test_rk_stats_count_every_evaluation(control):
+    """nfe counts the calls of f and sample_evals the rows they saw; with one step size for the
+    batch (joint), nfe = 2 + (S − 1)(accepted + rejected steps) for S = 7 stages first-same-as-last
+    (one call to start, one for the first step's trial) and every call sees all B rows."""
+    from scorepde.rk import TABLEAUS, solve_batched
+
+    calls, rows = [], []
+    lam = torch.tensor([[-1.0], [-6.0], [-0.2]], dtype=F64)
+    f = lambda t, y, idx: (
+        calls.append(1) or rows.append(idx.numel()) or lam[idx] * y + torch.cos(3 * t)[:, None]
+    )
+    y0 = torch.ones(3, 1, dtype=F64)
+    y, stats = solve_batched(f, y0, 0.0, 1.0, rtol=1e-6, atol=1e-9, method="dopri5", control=control)
+    a = lam[:, 0]  # y = (1 + λ/(λ² + 9)) e^{λt} + (3 sin 3t − λ cos 3t)/(λ² + 9)
+    _close(
+        y[:, 0],
+        (1 + a / (a * a + 9)) * torch.exp(a) + (3 * math.sin(3) - a * math.cos(3)) / (a * a + 9),
+        rtol=1e-5,
+    )
+    assert stats["rejected"] >= 1  # so that counting them is checked
+    assert stats["nfe"] == len(calls) and stats["sample_evals"] == sum(rows)
+    assert len(TABLEAUS["dopri5"].c) == 7
+    if control == "joint":
+        assert stats["nfe"] == 2 + 6 * (stats["steps"] + stats["rejected"])
+        assert stats["sample_evals"] == 3 * stats["nfe"]
+    else:  # the fast sample (λ = −6) takes more steps; the others leave the batch before it
+        assert stats["sample_evals"] < 3 * stats["nfe"] and stats["steps"] > 0
+
+
+# -- the stencils in t: where their nodes go, and when they are refused ----------------------------
+
+
+@pytest.mark.parametrize(
+    "t, dt, h, nodes",
+    [
+        (0.3, "central", (1e-3, 1e-3), [0.299, 0.301]),  # as given
+        (1e-4, "central", (1e-3, 1e-3), [0.875e-4, 1.125e-4]),  # t < h: steps shrink to t/8
+        (1e-3, "central", (1e-3, 1e-3), [0.0, 2e-3]),  # t = h: as given, the lower node at 0
+        (1e-12, "central", (1e-3, 1e-3), [0.0, 1e-3, 2e-3]),  # t/8 below √ε·h: shifted inwards
+        (
+            0.85,
+            "fd3",
+            (0.9, 0.05),
+            [0.85 - 0.9 * 0.85 / 7.2, 0.85, 0.85 + 0.05 * 0.85 / 7.2],
+        ),  # r = t/(8·0.9)
+        (0.5, "fd3", (0.5, 0.5), [0.0, 1.0]),  # spans [0, T] exactly
+        (1.0, "forward", (1e-2, 1e-2), [0.99, 1.0]),  # at T: shifted inwards
+    ],
+)
+def test_stencil_nodes_and_weights(t, dt, h, nodes):
+    """The nodes of each case in closed form (float64), and weights that differentiate 1, t and t²
+    (three nodes) exactly at t: Σw = 0, Σw·n = 1, Σw·n² = 2t."""
+    from scorepde.derivatives import stencil_points
+
+    times, weights = stencil_points(torch.tensor([t], dtype=F64), dt, h=h)
+    _close(torch.cat(times), nodes, rtol=1e-12, atol=1e-18)
+    n, w = torch.cat(times), torch.cat(weights)
+    _close(w.sum(), 0.0, atol=1e-9 * w.abs().max().item())
+    _close((w * n).sum(), 1.0, rtol=1e-9)
+    if len(nodes) == 3:
+        _close((w * n * n).sum(), 2 * t, rtol=1e-8, atol=1e-12)
+
+
+def test_stencils_refuse_bad_steps_and_names_and_reuse_the_centre_only_where_it_is_a_node():
+    """Steps must be positive and span at most T; an unknown dt is named. A given s(x, t) is used for
+    the node at t only where the stencil is not shifted: "forward" at an inner t costs one
+    evaluation, (k(t+h) − k(t))/h; at t = T its nodes are T − h and T, (k(T) − k(T−h))/h."""
+    x = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=F64)
+    for h in [(0.0, 1e-3), (0.6, 0.6)]:
+        words = rf"finite-difference steps must be positive and fit in \[0, 1.0\], got h=\({h[0]}, {h[1]}\)"
+        with pytest.raises(ValueError, match=words):
+            time_derivative(_linear, x, torch.full((2,), 0.7, dtype=F64), "fd3", h=h)
+    with pytest.raises(
+        ValueError,
+        match=r"unknown time-derivative method dt='back'; choose 'jvp' or one of \['central', 'fd3', 'forward'\]",
+    ):
+        time_derivative(_linear, x, torch.full((2,), 0.5, dtype=F64), "back")
+    k = lambda s: 1 + s * s
+    rows = []
+    score = lambda y, s: rows.append(y.shape[0]) or _linear(y, s)
+    for t, want in [(0.5, (k(0.51) - k(0.5)) / 0.01), (1.0, (k(1.0) - k(0.99)) / 0.01)]:
+        tt = torch.full((2,), t, dtype=F64)
+        rows.clear()
+        got = time_derivative(score, x, tt, "forward", h=(0.01, 0.01), center=_linear(x, tt))
+        _close(got, -want * x, rtol=1e-9)
+        assert rows == ([2] if t < 1 else [4])  # the centre saves the node at t, unless shifted
+
+
+# -- bits/dim's summary, the estimators' L and directions, the likelihood's routes ------------------
+
+
+def test_bpd_summary_of_a_given_table():
+    """Two repeats × three points: bpd = 3, the std over repeats of the dataset mean √2, the SE of
+    the sample means 1/√3·1 (sample means 2, 3, 4); one repeat has std 0; nfe is the mean per solve."""
+    from scorepde.bpd import _bpd_summary
+
+    table = torch.tensor([[1.0, 2.0, 3.0], [3.0, 4.0, 5.0]], dtype=F64)
+    out = _bpd_summary(table, [10, 20, 60], 1.5)
+    assert (out["bpd"], out["points"], out["repeats"], out["solves"], out["nfe"]) == (3.0, 3, 2, 3, 30.0)
+    _close(out["bpd_std"], math.sqrt(2))
+    _close(out["bpd_stderr"], 1 / math.sqrt(3))
+    assert out["per_repeat"] == [2.0, 4.0] and out["per_sample"] == [2.0, 3.0, 4.0]
+    one = _bpd_summary(table[:1], [7], 0.1)
+    assert one["bpd_std"] == 0.0 and one["nfe"] == 7.0
+
+
+@pytest.mark.parametrize("estimator", ["exact", "hutchinson", "directional", "forward_fd"])
+def test_norm_sq_returns_the_rhs_of_each_sample(estimator):
+    """residual_norm_sq's L is L[s] per sample ([B], B = 3), its closed form for the linear score
+    (Rademacher Hutchinson is exact on s = −kx), in either form of the square."""
+    sde, cf, x, t = _points("vp")
+    _, L = _linear_closed_form(cf, x, t)
+    for unbiased in (True, False):
+        g = torch.Generator().manual_seed(0)
+        _, rhs = sp.residual_norm_sq(_linear, sde, x, t, estimator, unbiased=unbiased, generator=g)
+        _close(rhs, L, rtol=1e-6, atol=1e-6)
+
+
+def test_directional_projection_with_gaussian_directions_and_stencils_near_T():
+    """directional with Gaussian v and ∂t s by the forward stencil, −(k(t+h) − k(t))/h x = −(2t + h) x:
+    ε̂ = ⟨ε − h x, v⟩ v exactly for the linear score, under EDM (T = 80) up to t = 79.99, where
+    the node t + h = 80 is still inside [0, T]."""
+    sde, cf, x, t = _points("edm")
+    t = torch.tensor([16.0, 40.0, 79.99], dtype=F64)
+    eps, L = _linear_closed_form(cf, x, t)
+    g = torch.Generator().manual_seed(1)
+    got, rhs = sp.residual(
+        _linear, sde, x, t, "directional", dt="forward", h=(1e-2, 1e-2), direction_probe="gaussian",
+        div_mode="reverse", return_rhs=True, generator=g,
+    )  # fmt: skip
+    v = torch.randn((1, *x.shape), generator=torch.Generator().manual_seed(1), dtype=F64)[0]
+    _close(got, ((eps - 1e-2 * x) * v).sum(1, keepdim=True) * v, rtol=1e-6, atol=1e-6)
+    _close(rhs, L, rtol=1e-9)
+
+
+def test_score_and_divergence_in_every_mode():
+    """The likelihood's (s, div s) for a Gaussian N(μ, s0²I) under VP: s = −(x − aμ)/v and div s = −D/v,
+    v = a²s0² + σ²; with given Hutchinson probes u, div s = −mean‖u‖²/v (J = −I/v), in each mode."""
+    from scorepde.likelihood import _score_and_divergence
+
+    sde, gmm, cf = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5, 1.0]], [0.7]), CLOSED["vp"][1]
+    x = torch.tensor([[0.0, 0.0, 0.2], [1.5, -2.0, 0.1]], dtype=F64)
+    t = torch.tensor([0.3, 0.7], dtype=F64)
+    a = torch.tensor([cf["a"](s) for s in t.tolist()], dtype=F64)
+    v = a * a * 0.49 + torch.tensor([cf["var"](s) for s in t.tolist()], dtype=F64)
+    s_want = -(x - a[:, None] * torch.tensor([0.5, -0.5, 1.0], dtype=F64)) / v[:, None]
+    score = lambda y, s: gmm.score(y, s, sde)
+    u = torch.randn(2, 2, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    for mode in ("reverse", "forward", "stacked"):
+        s, div = _score_and_divergence(score, x, t, "exact", None, mode)
+        _close(s, s_want, rtol=1e-12)
+        _close(div, -3 / v, rtol=1e-12)
+        if mode != "stacked":
+            s, div = _score_and_divergence(score, x, t, "hutchinson", u, mode)
+            _close(div, -u.pow(2).sum(2).mean(0) / v, rtol=1e-12)
+
+
+def test_evaluate_bpd_defaults_counts_and_refusals():
+    """Five repeats and Hutchinson by default (the same numbers as asking for them), one solve per
+    batch per repeat (3 points in batches of 2: 2 solves a repeat), a single image in batches of
+    one, and bad repeats or batch sizes refused by name."""
+    sde, gmm = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
+    score = lambda y, s: gmm.score(y, s, sde)
+    k = torch.tensor([[1, 2], [3, 0], [2, 2]])
+    run = lambda images, **kw: sp.evaluate_bpd(
+        score,
+        sde,
+        images,
+        4,
+        0.5,
+        -0.75,
+        generator=torch.Generator().manual_seed(0),
+        rtol=1e-3,
+        atol=1e-3,
+        **kw,
+    )
+    out = run(k, batch_size=2)
+    assert (out["repeats"], out["points"], out["solves"]) == (5, 3, 10)
+    assert run(k, batch_size=2, repeats=5, div="hutchinson")["per_sample"] == out["per_sample"]
+    one = run(k[:1], repeats=1, batch_size=1, device="cpu")
+    assert (one["points"], one["solves"]) == (1, 1) and math.isfinite(one["bpd"])
+    for kw, words in [
+        (dict(repeats=0), "repeats must be at least 1, got 0"),
+        (dict(batch_size=0), "batch_size must be at least 1, got 0"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            run(k, **kw)

@@ -97,6 +97,8 @@ OWN_TESTS = {
     "gmm": ["test_gmm", "test_cauchy_highdim"],
     "cauchy": ["test_toy", "test_cauchy_highdim"],
     "curl": ["test_curl"],
+    "rk": ["test_rk", "test_likelihood"],
+    "time_change": ["test_time_change", "test_likelihood"],
 }
 
 
