@@ -327,7 +327,7 @@ FIGURES = {
     "figures/density_checkerboard.png": "toy/results/density_paper/density_checkerboard.png",
     "figures/nll_vs_beta.png": "toy/results/density_paper/nll_vs_beta.png",
     "figures/cauchy_rel_l2_over_t.png": "toy/results/cauchy/rel_l2_over_t.png",
-    "figures/likelihood_work_precision.png": "benchmarks/results/likelihood_levers/work_precision.png",
+    "figures/likelihood_work_precision.png": "benchmarks/results/likelihood_levers/digits64/work_precision.png",
     "figures/audit_compare.png": "image/results/audit_compare/audit.png",
     "figures/audit_training.png": "image/results/audit_training/audit.png",
 }

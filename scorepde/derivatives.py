@@ -325,21 +325,22 @@ def value_and_divergence(
 
 def value_and_stacked_divergence(fn: Field, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(fn(x), tr ∂fn/∂x) exactly, ``[B]``, from one forward on D stacked copies of x and
-    one backward: rows k·B … k·B + B − 1 carry e_k, so Σ_k e_kᵀ (∂fn/∂x) e_k is one vjp.
+    one backward: copy k (rows k·B … k·B + B − 1) carries e_k, so Σ_k e_kᵀ (∂fn/∂x) e_k is one vjp.
 
     The same numbers as ``value_and_divergence(fn, x, "exact")``, which makes D backward
     passes on one forward; for a small model the cost is per-call dispatch, not arithmetic,
-    so one call on D·B rows is cheaper (the 2-D mixture: 0.42 against 0.52 ms an evaluation).
+    so one call on D·B rows is cheaper (the 2-D mixture, 64 points: 0.41 against 0.51 ms an evaluation).
     ``fn`` gets ``[D·B, ...]`` rows (x repeated D times, the copies one after another) and
     must treat its other inputs accordingly (repeat a per-sample t D times).
     """
     B, D = x.shape[0], x[0].numel()
-    rows = torch.eye(D, dtype=x.dtype, device=x.device).repeat_interleave(B, 0).view(D * B, *x.shape[1:])
     with torch.enable_grad():
         xr = x.detach().repeat(D, *([1] * (x.dim() - 1))).requires_grad_(True)
         out = fn(xr)
-        g = torch.autograd.grad((out * rows).sum(), xr)[0]
-    return out[:B].detach(), (g * rows).flatten(1).sum(1).view(D, B).sum(0)
+        # Σ_k ⟨out of copy k, e_k⟩: the diagonal of out seen as [copy k, sample, component]
+        picked = out.reshape(D, B, D).diagonal(dim1=0, dim2=2).sum()
+        g = torch.autograd.grad(picked, xr)[0]
+    return out[:B].detach(), g.reshape(D, B, D).diagonal(dim1=0, dim2=2).sum(-1)
 
 
 def hutchpp_divergence(

@@ -258,6 +258,18 @@ def _check_choices(
         raise ValueError(f"mode='stacked' forms the exact trace only, got div={div!r}; use mode='reverse'")
 
 
+def _trace_probes(x, div: str, probes, n_probes: int, probe: str, generator):
+    """The Hutchinson probes of one solve: the given ones (checked against x) or a fresh draw;
+    None for the exact trace."""
+    if div != "hutchinson":
+        return None
+    if probes is None:
+        return sample_probes(x, n_probes, probe, generator)
+    if probes.dim() != x.dim() + 1 or probes.shape[1:] != x.shape:
+        raise ValueError(f"probes must be [M, *x.shape] = [M, {list(x.shape)}], got {list(probes.shape)}")
+    return probes
+
+
 @renamed_keywords(model="score", trace="div")
 def log_likelihood(
     score: Score,
@@ -277,7 +289,7 @@ def log_likelihood(
     return_stats: bool = False,
     solver: str | None = None,
     control: str | None = None,
-    error_on: str = "state",
+    error_on: str = "balanced",
     state_dtype: torch.dtype | None = torch.float64,
     time: str = "t",
     probes: torch.Tensor | None = None,
@@ -295,8 +307,9 @@ def log_likelihood(
     ``solver`` (one of ``SOLVERS``; default ``"rk"``, or ``"torchdiffeq"`` when ``method``
     is not an rk tableau or ``options`` are given) integrates: ``"rk"`` is ``scorepde.rk.solve_batched``
     with tableau ``method`` (dopri5, tsit5, bosh3, dopri8), step sizes per ``control``
-    (``"per_sample"``, or ``"joint"``: the default for D ≤ ``SMALL_DIM``), the error measured on ``error_on`` (``"state"``: x and
-    log p; ``"logp"``: log p only), the state (x, log p) in ``state_dtype`` (None: x's; the
+    (``"per_sample"``, or ``"joint"``: the default for D ≤ ``SMALL_DIM``), the error measured
+    on ``error_on`` (``error_weights``: ``"balanced"``, the default, x's mean square and log p's
+    half each; ``"state"``: every component alike; ``"logp"``: log p only), the state (x, log p) in ``state_dtype`` (None: x's; the
     network always sees x's dtype) and the clock ``time`` (``scorepde.time_change``);
     ``"torchdiffeq"`` is ``torchdiffeq.odeint`` with ``method`` and ``options`` on a state in
     x's dtype, error norm :func:`joint_rms_norm` unless ``options`` names a ``norm``.
@@ -318,12 +331,7 @@ def log_likelihood(
         # One host check before the solve: a model that is broken at the start fails by name
         # instead of deep inside the solver.
         check_finite(check_output(score(x, t_eps), x), f"the model's score at t=eps={eps}")
-        if div != "hutchinson":
-            probes = None
-        elif probes is None:
-            probes = sample_probes(x, n_probes, probe, generator)
-        elif probes.dim() != x.dim() + 1 or probes.shape[1:] != x.shape:
-            raise ValueError(f"probes must be [M, *x.shape] = [M, {list(x.shape)}], got {list(probes.shape)}")
+        probes = _trace_probes(x, div, probes, n_probes, probe, generator)
         if solver == "rk":
             x_T, delta_logp, stats = _solve_rk(
                 score, sde, x, eps, div, probes, mode, rtol=rtol, atol=atol, method=method,

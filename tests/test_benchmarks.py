@@ -161,7 +161,7 @@ def test_likelihood_levers_quick(tmp_path):
     m = _run("likelihood_levers.py", tmp_path)
     module = importlib.import_module("scorepde.commands.likelihood_levers")
     rows = m["cases"]["mixture"]["rows"]
-    levers = [lv for lv, kw in module.LEVERS.items() if not (kw or {}).get("_channels_last")]  # images only
+    levers = [lv for lv in module.LEVERS if module.runs_here(lv, module.mixture_case(2, 0))]
     assert {(r["lever"], r["tol"]) for r in rows} == {(lv, t) for lv in levers for t in m["tols"]}
     for r in rows:
         assert r["nfe"] > 0 and r["seconds"] > 0 and r["sample_evals"] >= r["nfe"]
@@ -228,6 +228,9 @@ COMMITTED = {
     "likelihood_levers/mixture": "likelihood_levers",
     "likelihood_levers/mnist": "likelihood_levers",
     "likelihood_levers/digits32": "likelihood_levers",
+    "likelihood_levers/digits64": "likelihood_levers",
+    "likelihood_levers/digits64_torchode": "likelihood_levers",
+    "likelihood_levers/mnist4": "likelihood_levers",
     "lever_error": "lever_error",
     "time_steps": "time_steps",
     "bpd_cost": "bpd_cost",

@@ -236,7 +236,7 @@ def test_every_solver_path_matches_closed_form(gmm, name, path):
     log p only lets x wander more (2.4e-4 nats at 1e-7 on VE): it is held at tol 1e-8."""
     sde = SDES[name]()
     x = _points(gmm)
-    tol = 1e-8 if path == "rk_logp" else 1e-7
+    tol = 1e-8 if "logp" in path else 1e-7
     ll, stats = log_likelihood(
         lambda x, t: gmm.score(x, t, sde), sde, x, EPS, rtol=tol, atol=tol, return_stats=True,
         **RK_PATHS[path],
@@ -289,14 +289,16 @@ def test_per_sample_steps_keep_each_sample_with_its_probe(gmm):
 def test_float64_state_is_more_accurate_than_float32(gmm, control):
     """float32 points, the network in float32: a float64 state (the "rk" default) lands
     closer to the closed form than a float32 one at the same tolerance (by 3× with per-sample
-    steps, 1.5× with joint ones, the default at D = 2, whose error norm averages the batch)."""
+    steps, 1.5× with joint ones, the default at D = 2, whose error norm averages the batch),
+    with the error measured on the whole state alike (under the "balanced" default the gap is
+    2× and 1.2×: its tighter hold on log p leaves less to round-off)."""
     sde = sp.VPSDE()
     x = _points(gmm, n=16).float()
     model = lambda y, t: gmm.score(y, t, sde)
     err = {}
     for dtype in (torch.float32, torch.float64):
         ll, stats = log_likelihood(model, sde, x, EPS, rtol=1e-7, atol=1e-7, solver="rk", state_dtype=dtype,
-                                   control=control, return_stats=True)  # fmt: skip
+                                   control=control, error_on="state", return_stats=True)  # fmt: skip
         closed, mismatch = _closed_form(gmm, sde, x.double(), stats["x_T"].double())
         assert ll.dtype == torch.float32
         err[dtype] = (

@@ -1,7 +1,8 @@
 """Likelihood levers, each on its own: error against a tight reference and time, one curve each.
 
     python benchmarks/likelihood_levers.py --digits CKPT [--mnist CKPT] [--cases mixture,digits,mnist]
-        [--tols 1e-4,3e-5,1e-5] [--levers a,b,...] [--images 16] [--mnist-images 4] [--compile] [--out DIR]
+        [--tols 1e-4,3e-5,1e-5] [--levers a,b,...] [--images 16] [--mnist-images 4]
+        [--first-image 0] [--compile] [--out DIR]
 
 Every lever is ``scorepde.log_likelihood`` with one thing changed from the plain "rk"
 solver (a keyword, the model's memory format, or the batch; see ``LEVERS``), plus score_sde's SciPy loop
@@ -25,6 +26,7 @@ Writes metrics.json, table.md and work_precision.png to --out.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 import os
 import statistics
@@ -44,31 +46,40 @@ from scorepde.image_config import load_trained
 from scorepde.plotting import work_precision
 from scorepde.reporting import markdown_table
 
+
 #: lever → log_likelihood keywords (None: score_sde's SciPy loop). Each changes one thing.
 #: Not keywords: ``_channels_last`` runs a channels-last copy of the model on channels-last
 #: input, ``_batch`` cuts the points into solves of that many (the probes of one draw),
-#: ``_bpd`` takes evaluate_bpd's defaults (``scorepde.bpd.bpd_solver_defaults``).
+#: ``_bpd`` takes evaluate_bpd's defaults (``scorepde.bpd.bpd_solver_defaults``), ``_torchode``
+#: integrates the "rk" solver's right-hand side (t clock, float64 state) with torchode's dopri5
+#: and per-sample integral controller instead (``torchode_fn``; it needs ``pip install torchode``).
+def _rk(**change) -> dict:
+    """The plain "rk" solve (error on the whole state, clock t) with ``change``."""
+    return dict(solver="rk", error_on="state", time="t") | change
+
+
 LEVERS = {
     "scipy_rk45": None,
     "torchdiffeq_fp32": dict(solver="torchdiffeq"),
-    "rk_joint_fp32": dict(solver="rk", control="joint", state_dtype=None),
-    "rk_joint_fp64": dict(solver="rk", control="joint"),
-    "rk_per_sample": dict(solver="rk", control="per_sample"),
-    "rk_error_on_logp": dict(solver="rk", error_on="logp"),
-    "rk_balanced": dict(solver="rk", error_on="balanced"),
-    "rk_tsit5": dict(solver="rk", method="tsit5"),
-    "rk_bosh3": dict(solver="rk", method="bosh3"),
-    "rk_dopri8": dict(solver="rk", method="dopri8"),
-    "rk_log_snr": dict(solver="rk", time="log_snr"),
-    "rk_sigma": dict(solver="rk", time="sigma"),
-    "rk_sigma_logp": dict(solver="rk", time="sigma", error_on="logp"),
-    "rk_sigma_balanced": dict(solver="rk", time="sigma", error_on="balanced"),
-    "rk_sigma_joint": dict(solver="rk", time="sigma", control="joint"),
-    "rk_reverse": dict(solver="rk", mode="reverse"),
-    "rk_channels_last": dict(solver="rk", _channels_last=True),
-    "rk_batch16": dict(solver="rk", _batch=16),
+    "rk_joint_fp32": _rk(control="joint", state_dtype=None),
+    "rk_joint_fp64": _rk(control="joint"),
+    "rk_per_sample": _rk(control="per_sample"),
+    "rk_error_on_logp": _rk(error_on="logp"),
+    "rk_balanced": _rk(error_on="balanced"),
+    "rk_tsit5": _rk(method="tsit5"),
+    "rk_bosh3": _rk(method="bosh3"),
+    "rk_dopri8": _rk(method="dopri8"),
+    "rk_log_snr": _rk(time="log_snr"),
+    "rk_sigma": _rk(time="sigma"),
+    "rk_sigma_logp": _rk(time="sigma", error_on="logp"),
+    "rk_sigma_balanced": _rk(time="sigma", error_on="balanced"),
+    "rk_sigma_joint": _rk(time="sigma", control="joint"),
+    "rk_reverse": _rk(mode="reverse"),
+    "rk_channels_last": _rk(_channels_last=True),
+    "rk_batch16": _rk(_batch=16),
     "default": dict(),
     "bpd_default": dict(_bpd=True),
+    "torchode_dopri5": dict(_torchode=True),
 }
 CASES = ("mixture", "digits", "mnist")
 
@@ -85,6 +96,9 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=16, help="test images, digits")
     p.add_argument("--mnist-images", type=int, default=4, help="test images, mnist")
     p.add_argument(
+        "--first-image", type=int, default=0, help="index of the first test image (another sample)"
+    )
+    p.add_argument(
         "--compile", action="store_true", help="also time a torch.compile'd model (minutes of compile)"
     )
     p.add_argument(
@@ -93,15 +107,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def image_case(ckpt: str, n: int, seed: int, data_dir: str | None):
-    """(score, sde, x, eps, div, bits per nat) of a checkpoint's first n test images,
+def image_case(ckpt: str, n: int, seed: int, data_dir: str | None, first: int = 0):
+    """(score, sde, x, eps, div, bits per nat) of a checkpoint's test images first … first + n − 1,
     dequantized once, in its model space x = 2u − 1."""
     state = load_checkpoint(ckpt, map_location="cpu")
     dataset = state["config"]["dataset"]
     test = load_dataset(dataset, "test", None if dataset == "digits" else data_dir)
     cfg, sde, model = load_trained(state, test.shape, "ema", "cpu")
     model.requires_grad_(False)
-    x = 2.0 * sp.dequantize(test.images[:n], test.levels, torch.Generator().manual_seed(seed)) - 1.0
+    x = (
+        2.0 * sp.dequantize(test.images[first : first + n], test.levels, torch.Generator().manual_seed(seed))
+        - 1.0
+    )
     return model, sde, x, cfg.t_eps, "hutchinson"
 
 
@@ -118,10 +135,49 @@ def channels_last(model):
     return lambda y, t: m(y.contiguous(memory_format=torch.channels_last), t)
 
 
+def torchode_fn(case, tol: float, probes):
+    """One solve by torchode (Lienen & Günnemann 2022): dopri5, a step size per sample, every
+    sample evaluated at every step until the last is done; the same right-hand side,
+    state and probes as the "rk" solver. (log-likelihood float64, NFE, rows evaluated)."""
+    import torchode as to  # type: ignore  # untyped, and optional
+
+    from scorepde.likelihood import _rk_rhs
+    from scorepde.time_change import time_change
+
+    score, sde, x, eps, div = case
+    B, D, T = x.shape[0], x[0].numel(), float(sde.T)
+    rhs = _rk_rhs(
+        score, sde, x.shape[1:], div, probes, "reverse", time_change(sde, "t", eps, T), x.dtype, eps, T
+    )
+    idx = torch.arange(B)
+
+    def solve():
+        with torch.no_grad():
+            term = to.ODETerm(lambda t, y: rhs(t, y, idx))
+            solver = to.AutoDiffAdjoint(
+                to.Dopri5(term=term), to.IntegralController(atol=tol, rtol=tol, term=term)
+            )
+            y0 = torch.cat([x.flatten(1), torch.zeros(B, 1, dtype=x.dtype)], 1).double()
+            ts = torch.full((B,), eps, dtype=torch.float64), torch.full((B,), T, dtype=torch.float64)
+            sol = solver.solve(to.InitialValueProblem(y0=y0, t_start=ts[0], t_end=ts[1]))
+            y = sol.ys[:, -1]
+            nfe = int(sol.stats["n_f_evals"].max())
+        return sde.prior_log_prob(y[:, :D].reshape(x.shape)).double() + y[:, D], nfe, nfe * B
+
+    return solve
+
+
 def solve_fn(case, lever: str, tol: float, seed: int):
     """A function that solves once: (log-likelihood float64, NFE, rows evaluated)."""
     score, sde, x, eps, div = case
     kw = LEVERS[lever]
+    if kw is not None and kw.get("_torchode"):
+        pr = (
+            sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(seed))
+            if div == "hutchinson"
+            else None
+        )
+        return torchode_fn(case, tol, pr)
     if kw is not None:
         kw = dict(kw)
         if kw.pop("_bpd", False):
@@ -176,11 +232,18 @@ def reference(case, args, name: str) -> torch.Tensor:
     return ll
 
 
+def runs_here(lever: str, case) -> bool:
+    """False for channels-last without a model (an nn.Module) and torchode when not installed."""
+    kw = LEVERS[lever] or {}
+    if kw.get("_channels_last") and not isinstance(case[0], torch.nn.Module):
+        return False
+    return not (kw.get("_torchode") and importlib.util.find_spec("torchode") is None)
+
+
 def sweep(case, args, name: str, levers: list, tols: list) -> list:
     """One row per (lever, tol): median seconds of --repeats interleaved solves, NFE, rows
-    evaluated and the two errors in bits/dim (channels-last only for a model, an nn.Module)."""
-    if not isinstance(case[0], torch.nn.Module):
-        levers = [v for v in levers if not (LEVERS[v] or {}).get("_channels_last")]
+    evaluated and the two errors in bits/dim (the levers that ``runs_here``)."""
+    levers = [v for v in levers if runs_here(v, case)]
     ref = reference(case, args, name)
     x = case[2]
     bits = 1.0 / (x[0].numel() * math.log(2))
@@ -234,16 +297,20 @@ def verdict(rows: list) -> dict:
 
 
 def compile_break_even(res) -> float | None:
-    """Images after which ``torch.compile`` pays: its compile seconds over the seconds it saves
-    an image (ms saved an evaluation × the rows a solve at 1e-5 evaluates, per image; the
-    first of "default", "rk_sigma", "rk_per_sample" measured)."""
+    """Images after which ``torch.compile`` pays: its compile seconds (two batch sizes; a
+    per-sample solve meets many) over the seconds it saves an image (the ms it saves a row
+    × the rows a solve at 1e-5 evaluates per image; the first of "default", "rk_sigma",
+    "rk_per_sample" measured)."""
     ms = res.get("eval_ms") or {}
     rows = {r["lever"]: r for r in res["rows"] if r["tol"] == 1e-5}
     row = next((rows[k] for k in ("default", "rk_sigma", "rk_per_sample") if k in rows), None)
     if "fwd_vjp_compiled" not in ms or row is None or ms["fwd_vjp"] <= ms["fwd_vjp_compiled"]:
         return None
-    saved = (ms["fwd_vjp"] - ms["fwd_vjp_compiled"]) / 1e3 * row["sample_evals"] / res["points"]
-    return (ms["compile_first_call_s"] + ms["compile_second_batch_s"]) / saved
+    # ms an evaluation of the whole batch (res["points"] rows) → seconds a row → seconds an image
+    saved = (
+        (ms["fwd_vjp"] - ms["fwd_vjp_compiled"]) / 1e3 / res["points"] * row["sample_evals"] / res["points"]
+    )
+    return (ms["compile_first_call_s"] + ms.get("compile_second_batch_s", 0.0)) / saved
 
 
 def eval_costs(case, repeats: int = 7, compile_model: bool = False) -> dict:
@@ -252,7 +319,8 @@ def eval_costs(case, repeats: int = 7, compile_model: bool = False) -> dict:
     vjp, channels-last, a plain forward under ``no_grad`` and under ``inference_mode`` (the
     one graph-free call a solve makes), ms per image at batch 1, 4, 16, 64, 256; with
     ``compile_model`` also a ``torch.compile``'d model (dynamic shapes): its first call at the
-    case's batch and at half of it (the compile, seconds) and its ms per evaluation."""
+    case's batch and at half of it (the compile, seconds) and its ms per evaluation (static
+    shapes; a failed compile is printed and skipped)."""
     model, sde, x, eps, div = case
     B = x.shape[0]
     probe = sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(0))
@@ -273,12 +341,15 @@ def eval_costs(case, repeats: int = 7, compile_model: bool = False) -> dict:
            "fwd_vjp_channels_last": lambda: vd(cl, x, probe),
            "fwd_no_grad": lambda: forward(torch.no_grad), "fwd_inference_mode": lambda: forward(torch.inference_mode)}  # fmt: skip
     out: dict = {}
-    if compile_model:
-        cm = torch.compile(model, dynamic=True)
-        out["compile_first_call_s"] = call_seconds(lambda: vd(cm, x, probe))[0]
-        half = B // 2
-        out["compile_second_batch_s"] = call_seconds(lambda: vd(cm, x[:half], probe[:, :half]))[0]
-        fns["fwd_vjp_compiled"] = lambda: vd(cm, x, probe)
+    if compile_model:  # static shapes: dynamic=True failed in inductor on this U-Net (torch 2.13)
+        cm = torch.compile(model, dynamic=False)
+        try:
+            out["compile_first_call_s"] = call_seconds(lambda: vd(cm, x, probe))[0]
+            fns["fwd_vjp_compiled"] = lambda: vd(cm, x, probe)
+            half = B // 2  # a per-sample solve shrinks the batch: each new size compiles again
+            out["compile_second_batch_s"] = call_seconds(lambda: vd(cm, x[:half], probe[:, :half]))[0]
+        except Exception as err:  # a compiler failure is a result here, not the end of the run
+            print(f"torch.compile failed: {str(err)[:300]}", flush=True)
 
     def at_batch(b: int):
         xb, pb = x.repeat(-(-b // B), 1, 1, 1)[:b], probe.repeat(1, -(-b // B), 1, 1, 1)[:, :b]
@@ -331,7 +402,8 @@ def table(metrics) -> str:
         pays = compile_break_even(res)
         if pays is not None:
             lines += [
-                f"torch.compile pays after {pays:.0f} images (its compile over the time it saves an image).",
+                f"torch.compile pays after {pays:.0f} images (its compile at two batch sizes over the time it "
+                "saves an image).",
                 "",
             ]
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -344,7 +416,7 @@ def build_case(args, name: str):
     if not ckpt:
         raise SystemExit(f"error: --cases has {name}: pass its checkpoint with --{name} CKPT")
     n = args.images if name == "digits" else args.mnist_images
-    return image_case(ckpt, 2 if args.quick else n, args.seed, args.data_dir)
+    return image_case(ckpt, 2 if args.quick else n, args.seed, args.data_dir, args.first_image)
 
 
 def main(argv=None):
