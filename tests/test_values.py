@@ -1761,3 +1761,28 @@ def test_bpd_inputs_are_checked_at_their_boundaries():
             ValueError, match=f"dim must be a positive integer \\(features per sample\\), got {dim}"
         ):
             sp.bits_per_dim(ll, dim, 2, 2.0)
+
+
+def test_likelihood_takes_given_probes_and_checks_their_shape():
+    """probes= [M, *x.shape] are the ones used: the same numbers as drawing them from the generator
+    (Gaussian, M = 2); a wrong shape is refused naming both; the exact trace needs none."""
+    from scorepde.derivatives import sample_probes
+
+    sde, gmm = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
+    score = lambda y, s: gmm.score(y, s, sde)
+    x = torch.tensor([[0.0, 0.0], [1.5, -2.0], [-1.0, 0.5]], dtype=F64)
+    kw = dict(div="hutchinson", n_probes=2, probe="gaussian", rtol=1e-4, atol=1e-4)
+    drawn = sp.log_likelihood(score, sde, x, 1e-3, generator=torch.Generator().manual_seed(3), **kw)
+    u = sample_probes(x, 2, "gaussian", torch.Generator().manual_seed(3))
+    _close(sp.log_likelihood(score, sde, x, 1e-3, probes=u, **kw), drawn, rtol=0, atol=0)
+    with pytest.raises(
+        ValueError, match=r"probes must be \[M, \*x.shape\] = \[M, \[3, 2\]\], got \[2, 3, 3\]"
+    ):
+        sp.log_likelihood(score, sde, x, 1e-3, probes=torch.zeros(2, 3, 3, dtype=F64), **kw)
+    exact = sp.log_likelihood(score, sde, x, 1e-3, rtol=1e-4, atol=1e-4)
+    _close(
+        sp.log_likelihood(score, sde, x, 1e-3, probes=torch.zeros(9), rtol=1e-4, atol=1e-4),
+        exact,
+        rtol=0,
+        atol=0,
+    )
