@@ -1786,3 +1786,28 @@ def test_likelihood_takes_given_probes_and_checks_their_shape():
         rtol=0,
         atol=0,
     )
+
+
+def test_rk_refusals_and_weights_by_their_share():
+    """solve_batched refuses an unknown method or control and t1 = t0 by name, stops after max_steps
+    attempted steps, and reads weights by their share: [2, 0] is [1, 0] (only the first component
+    sets the steps), unlike all components alike."""
+    from scorepde.rk import solve_batched
+
+    f = lambda t, y, idx: torch.stack([-y[:, 0], -30 * y[:, 1]], 1)
+    y0 = torch.ones(2, 2, dtype=F64)
+    run = lambda **kw: solve_batched(f, y0, 0.0, 1.0, **{"rtol": 1e-6, "atol": 1e-9, **kw})[1]
+    for kw, words in [
+        (dict(method="rk5"), r"unknown method 'rk5'; choose one of \['dopri5', 'tsit5', 'bosh3', 'dopri8'\]"),
+        (dict(control="each"), r"unknown control 'each'; choose one of \['per_sample', 'joint'\]"),
+        (dict(max_steps=3), "the ODE solve took more than max_steps = 3 steps; loosen rtol/atol"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            run(**kw)
+    with pytest.raises(ValueError, match="solve_batched integrates forward: t1 = 0.5 must exceed t0 = 0.5"):
+        solve_batched(f, y0, 0.5, 0.5, rtol=1e-6, atol=1e-9)
+    one, two = (
+        run(weights=torch.tensor([1.0, 0.0], dtype=F64)),
+        run(weights=torch.tensor([2.0, 0.0], dtype=F64)),
+    )
+    assert one == two and one["steps"] < run()["steps"]
