@@ -1811,3 +1811,46 @@ def test_rk_refusals_and_weights_by_their_share():
         run(weights=torch.tensor([2.0, 0.0], dtype=F64)),
     )
     assert one == two and one["steps"] < run()["steps"]
+
+
+def test_gaussian_mixture_parameters_and_refusals():
+    """Equal weights 1/K by default and float64 everywhere (0.1 is not a float32 number); variances
+    s² per coordinate for iso and diag stds; each bad parameter refused by its whole message; a
+    weight of 0, a std of 0, and weights off 1 by 2e-6 are refused, off by 5e-7 accepted."""
+    gmm = sp.GaussianMixture([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]], [0.1, 0.2, 0.3])
+    assert gmm.means.dtype == gmm.weights.dtype == gmm.variances.dtype == F64
+    _close(gmm.weights, [1 / 3] * 3)
+    assert gmm.means[0, 0].item() == 0.1 and gmm.kind == "iso"
+    _close(gmm.variances, [[0.01, 0.01], [0.04, 0.04], [0.09, 0.09]])
+    diag = sp.GaussianMixture([[0.0, 0.0]], [[0.1, 0.3]], weights=[1.0])
+    assert diag.kind == "diag"
+    _close(diag.variances, [[0.01, 0.09]])
+    full = sp.GaussianMixture([[0.0, 0.0]], covs=torch.tensor([[[2.0, 0.0], [0.0, 0.5]]], dtype=F64))
+    assert full.kind == "full" and full.stds is None and full.basis.dtype == F64
+    sp.GaussianMixture([[0.0], [1.0]], [1.0, 1.0], weights=[0.5 + 5e-7, 0.5])
+    for kw, words in [
+        (dict(means=[0.0, 1.0], stds=[1.0]), r"^means must be \[K, D\], got shape \(2,\)$"),
+        (
+            dict(means=[[0.0], [1.0]], stds=[1.0, 1.0], weights=[1.0]),
+            r"^weights must be \[K\] and positive, one per mean$",
+        ),
+        (
+            dict(means=[[0.0], [1.0]], stds=[1.0, 1.0], weights=[1.0, 0.0]),
+            r"^weights must be \[K\] and positive, one per mean$",
+        ),
+        (
+            dict(means=[[0.0], [1.0]], stds=[1.0, 1.0], weights=[0.5 + 2e-6, 0.5]),
+            r"^weights must sum to 1, got 1; normalise them$",
+        ),
+        (
+            dict(means=[[0.0]]),
+            r"^give the covariances one way: stds \[K\] \(isotropic\), stds \[K, D\] \(diagonal\) or covs \[K, D, D\] \(full\)$",
+        ),
+        (
+            dict(means=[[0.0, 0.0]], stds=[1.0, 2.0, 3.0]),
+            r"^stds must be a scalar, \[K\] = \[1\] or \[K, D\] = \[1, 2\], got shape \(3,\)$",
+        ),
+        (dict(means=[[0.0, 0.0]], stds=[0.0]), r"^stds must be positive$"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.GaussianMixture(**kw)
