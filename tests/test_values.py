@@ -1854,3 +1854,39 @@ def test_gaussian_mixture_parameters_and_refusals():
     ]:
         with pytest.raises(ValueError, match=words):
             sp.GaussianMixture(**kw)
+
+
+def test_gaussian_mixture_samples_follow_the_mixture_and_the_generator():
+    """20 000 draws: the mean is Σ w_k μ_k and the covariance Σ w_k (C_k + μ_kμ_kᵀ) − mean meanᵀ within
+    a few standard errors, for iso, diag and full components; the same generator gives the same draws
+    whatever torch's global state; the dtype asked for is the one returned."""
+    means, w = torch.tensor([[1.0, -1.0], [-2.0, 0.5]], dtype=F64), torch.tensor([0.3, 0.7], dtype=F64)
+    C = torch.tensor([[[2.0, 0.8], [0.8, 1.0]], [[0.5, -0.2], [-0.2, 0.3]]], dtype=F64)
+    for gmm, covs in [
+        (
+            sp.GaussianMixture(means, [0.7, 1.2], w),
+            torch.stack([0.49 * torch.eye(2), 1.44 * torch.eye(2)]).double(),
+        ),
+        (
+            sp.GaussianMixture(means, [[0.5, 1.0], [2.0, 0.3]], w),
+            torch.stack(
+                [torch.diag(torch.tensor([0.25, 1.0])), torch.diag(torch.tensor([4.0, 0.09]))]
+            ).double(),
+        ),
+        (sp.GaussianMixture(means, weights=w, covs=C), C),
+    ]:
+        x = gmm.sample(20000, generator=torch.Generator().manual_seed(0), dtype=F64)
+        mean = (w[:, None] * means).sum(0)
+        cov = (w[:, None, None] * (covs + means[:, :, None] * means[:, None, :])).sum(0) - torch.outer(
+            mean, mean
+        )
+        se = (torch.diagonal(cov) / 20000).sqrt()
+        assert bool(((x.mean(0) - mean).abs() < 5 * se).all()), (x.mean(0), mean)
+        _close(torch.cov(x.T), cov, rtol=0.05, atol=0.05)
+        torch.manual_seed(1)
+        again = gmm.sample(20000, generator=torch.Generator().manual_seed(0), dtype=F64)
+        assert torch.equal(x, again)
+        assert (
+            gmm.sample(3, generator=torch.Generator().manual_seed(0), dtype=torch.float32).dtype
+            == torch.float32
+        )
