@@ -1761,3 +1761,53 @@ def test_bpd_inputs_are_checked_at_their_boundaries():
             ValueError, match=f"dim must be a positive integer \\(features per sample\\), got {dim}"
         ):
             sp.bits_per_dim(ll, dim, 2, 2.0)
+
+
+def test_likelihood_takes_given_probes_and_checks_their_shape():
+    """probes= [M, *x.shape] are the ones used: the same numbers as drawing them from the generator
+    (Gaussian, M = 2); a wrong shape is refused naming both; the exact trace needs none."""
+    from scorepde.derivatives import sample_probes
+
+    sde, gmm = sp.VPSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
+    score = lambda y, s: gmm.score(y, s, sde)
+    x = torch.tensor([[0.0, 0.0], [1.5, -2.0], [-1.0, 0.5]], dtype=F64)
+    kw = dict(div="hutchinson", n_probes=2, probe="gaussian", rtol=1e-4, atol=1e-4)
+    drawn = sp.log_likelihood(score, sde, x, 1e-3, generator=torch.Generator().manual_seed(3), **kw)
+    u = sample_probes(x, 2, "gaussian", torch.Generator().manual_seed(3))
+    _close(sp.log_likelihood(score, sde, x, 1e-3, probes=u, **kw), drawn, rtol=0, atol=0)
+    with pytest.raises(
+        ValueError, match=r"probes must be \[M, \*x.shape\] = \[M, \[3, 2\]\], got \[2, 3, 3\]"
+    ):
+        sp.log_likelihood(score, sde, x, 1e-3, probes=torch.zeros(2, 3, 3, dtype=F64), **kw)
+    exact = sp.log_likelihood(score, sde, x, 1e-3, rtol=1e-4, atol=1e-4)
+    _close(
+        sp.log_likelihood(score, sde, x, 1e-3, probes=torch.zeros(9), rtol=1e-4, atol=1e-4),
+        exact,
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_rk_refusals_and_weights_by_their_share():
+    """solve_batched refuses an unknown method or control and t1 = t0 by name, stops after max_steps
+    attempted steps, and reads weights by their share: [2, 0] is [1, 0] (only the first component
+    sets the steps), unlike all components alike."""
+    from scorepde.rk import solve_batched
+
+    f = lambda t, y, idx: torch.stack([-y[:, 0], -30 * y[:, 1]], 1)
+    y0 = torch.ones(2, 2, dtype=F64)
+    run = lambda **kw: solve_batched(f, y0, 0.0, 1.0, **{"rtol": 1e-6, "atol": 1e-9, **kw})[1]
+    for kw, words in [
+        (dict(method="rk5"), r"unknown method 'rk5'; choose one of \['dopri5', 'tsit5', 'bosh3', 'dopri8'\]"),
+        (dict(control="each"), r"unknown control 'each'; choose one of \['per_sample', 'joint'\]"),
+        (dict(max_steps=3), "the ODE solve took more than max_steps = 3 steps; loosen rtol/atol"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            run(**kw)
+    with pytest.raises(ValueError, match="solve_batched integrates forward: t1 = 0.5 must exceed t0 = 0.5"):
+        solve_batched(f, y0, 0.5, 0.5, rtol=1e-6, atol=1e-9)
+    one, two = (
+        run(weights=torch.tensor([1.0, 0.0], dtype=F64)),
+        run(weights=torch.tensor([2.0, 0.0], dtype=F64)),
+    )
+    assert one == two and one["steps"] < run()["steps"]
