@@ -141,6 +141,23 @@ def _data_name(m: dict) -> str:
     return m["dataset"] if folder == m["dataset"] else f"{m['dataset']} ({folder})"
 
 
+def _paired_dsm(m: dict, e: dict) -> dict:
+    """The DSM side of an FP row: its base's DSM runs, or, where FP's seeds start from several
+    bases (from scratch: one init per seed), the mean over those bases, so both sides average
+    the same seeds."""
+    if "dsm_by_base" not in m:
+        return m["dsm"]
+    bases = [m["dsm_by_base"][b] for b in dict.fromkeys(e["base_ids"])]
+    if len(bases) == 1:
+        return bases[0]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return {
+        "bpd": {"mean": mean([b["bpd"]["mean"] for b in bases])},
+        "heldout_dsm": mean([b["heldout_dsm"] for b in bases]),
+        "r_fp": [mean(col) for col in zip(*(b["r_fp"] for b in bases))],
+    }
+
+
 def verdict(arg: str) -> str:
     """The image verdict: one row per (data set, SDE, protocol, budget, β) of the given
     ``image/finetune.py`` folders, the paper's numbers beside ours, from each metrics.json."""
@@ -156,7 +173,7 @@ def verdict(arg: str) -> str:
             if "paired" not in e:
                 continue
             d = e["paired"]
-            dsm = m["dsm_by_base"][e["base_ids"][0]] if "dsm_by_base" in m else m["dsm"]
+            dsm = _paired_dsm(m, e)
             ci = f"{d['mean']:+.4f} " + (
                 "(one pair: no interval)" if d["lo"] is None else f"[{d['lo']:+.4f}, {d['hi']:+.4f}]"
             )

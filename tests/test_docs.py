@@ -65,6 +65,21 @@ def test_verdict_sets_the_paper_beside_ours_and_flags_a_short_budget():
     assert "Table 5, fine-tuned" in rows["| digits 1.0"] and len(rows) == 6
 
 
+def test_verdict_pairs_a_scratch_row_with_the_dsm_of_its_own_seeds():
+    """From scratch every seed is its own base: the DSM side is the mean over the bases the FP
+    row pairs with, not the first base's alone."""
+    m = {
+        "dsm_by_base": {
+            "a": {"bpd": {"mean": 2.0}, "heldout_dsm": 8.0, "r_fp": [1.0, 3.0]},
+            "b": {"bpd": {"mean": 1.0}, "heldout_dsm": 6.0, "r_fp": [3.0, 5.0]},
+            "c": {"bpd": {"mean": 9.0}, "heldout_dsm": 9.0, "r_fp": [9.0, 9.0]},
+        }
+    }
+    dsm = _generator()._paired_dsm(m, {"base_ids": ["a", "b"]})
+    assert dsm == {"bpd": {"mean": 1.5}, "heldout_dsm": 7.0, "r_fp": [2.0, 4.0]}
+    assert _generator()._paired_dsm(m, {"base_ids": ["c", "c"]}) is m["dsm_by_base"]["c"]
+
+
 def test_a_region_without_argument_ends_at_its_own_marker():
     page = "<!-- generated: presets -->\n<!-- /generated -->\nKEEP\n<!-- generated: presets -->\nold\n<!-- /generated -->\n"
     out = _generator().render(page)
