@@ -17,7 +17,7 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 #: import name -> distribution name, where they differ
 DIST = {"sklearn": "scikit-learn"}
 #: optional: imported lazily, only by the function that needs it, and declared as an extra
-OPTIONAL = {"diffusers"}
+OPTIONAL = {"diffusers", "torchode"}
 
 
 def _requirements(reqs):

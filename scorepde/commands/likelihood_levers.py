@@ -52,7 +52,7 @@ from scorepde.reporting import markdown_table
 #: input, ``_batch`` cuts the points into solves of that many (the probes of one draw),
 #: ``_bpd`` takes evaluate_bpd's defaults (``scorepde.bpd.bpd_solver_defaults``), ``_torchode``
 #: integrates the "rk" solver's right-hand side (t clock, float64 state) with torchode's dopri5
-#: and per-sample integral controller instead (``torchode_fn``; it needs ``pip install torchode``).
+#: and per-sample integral controller instead (``torchode_fn``; it needs ``pip install -e ".[levers]"``).
 def _rk(**change) -> dict:
     """The plain "rk" solve (error on the whole state, clock t) with ``change``."""
     return dict(solver="rk", error_on="state", time="t") | change
