@@ -79,12 +79,6 @@ def probability_flow_drift(score: Score, sde: SDE, x: torch.Tensor, t: torch.Ten
     return sde.drift(x, t) - 0.5 * g2 * score(x, t)
 
 
-def _flow_divergence(score: Score, sde: SDE, x, t, div: str, probes) -> torch.Tensor:
-    """div_x [f − ½g² s] = div f − ½g² div s, shape ``[B]`` (div f in the SDE's closed form)."""
-    div_s = divergence(lambda y: score(y, t), x, div, probes=probes)
-    return sde.drift_divergence(x, t) - 0.5 * sde.diffusion(t) ** 2 * div_s
-
-
 def _score_and_divergence(score: Score, x, t, div: str, probes, mode: str):
     """(s(x, t), div_x s) by ``mode`` (one of ``MODES``)."""
     if mode == "stacked":
@@ -95,8 +89,8 @@ def _score_and_divergence(score: Score, x, t, div: str, probes, mode: str):
 
 
 def _drift_and_divergence(score: Score, sde: SDE, x, t, div: str, probes, mode: str = "reverse"):
-    """(f − ½g² s, div_x [f − ½g² s]) from one forward of the model and vjps on its graph
-    (or ``mode``'s way, one of ``MODES``)."""
+    """(f − ½g² s, div_x [f − ½g² s] = div f − ½g² div s), s and div s formed ``mode``'s way
+    (one of ``MODES``; "reverse": one forward of the model and vjps on its graph)."""
     s, div_s = _score_and_divergence(score, x, t, div, probes, mode)
     g2 = sde.diffusion(t) ** 2
     return (
@@ -220,13 +214,7 @@ def _solve_torchdiffeq(score, sde, x, eps, div, probes, mode, *, rtol, atol, met
         nonlocal nfe
         nfe += 1
         y = state[0]
-        tb = t.to(y.dtype).expand(B)
-        if mode != "forward":
-            return _drift_and_divergence(score, sde, y, tb, div, probes, mode)
-        return (
-            probability_flow_drift(score, sde, y, tb),
-            _flow_divergence(score, sde, y, tb, div, probes),
-        )
+        return _drift_and_divergence(score, sde, y, t.to(y.dtype).expand(B), div, probes, mode)
 
     y0 = (x, torch.zeros(B, dtype=x.dtype, device=x.device))
     options = dict(options or {})
