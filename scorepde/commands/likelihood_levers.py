@@ -170,35 +170,24 @@ def torchode_fn(case, tol: float, probes):
 def solve_fn(case, lever: str, tol: float, seed: int):
     """A function that solves once: (log-likelihood float64, NFE, rows evaluated)."""
     score, sde, x, eps, div = case
+    drawn = sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(seed))  # one draw, every lever
+    probes = drawn if div == "hutchinson" else None
     kw = LEVERS[lever]
-    if kw is not None and kw.get("_torchode"):
-        pr = (
-            sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(seed))
-            if div == "hutchinson"
-            else None
-        )
-        return torchode_fn(case, tol, pr)
-    if kw is not None:
-        kw = dict(kw)
-        if kw.pop("_bpd", False):
-            kw.update({k: v for k, v in bpd_solver_defaults(sde).items() if k not in ("rtol", "atol")})
-        if kw.pop("_channels_last", False):
-            score = channels_last(score)
-        batch = kw.pop("_batch", x.shape[0])
     if kw is None:
-        probe = sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(seed))[0]
 
         def scipy():
-            ll, nfe = scipy_log_likelihood(score, sde, x, div, probe, eps=eps, rtol=tol, atol=tol)
+            ll, nfe = scipy_log_likelihood(score, sde, x, div, drawn[0], eps=eps, rtol=tol, atol=tol)
             return ll.double(), nfe, nfe * x.shape[0]
 
         return scipy
-
-    probes = (
-        sample_probes(x, 1, "rademacher", torch.Generator().manual_seed(seed))
-        if div == "hutchinson"
-        else None
-    )
+    if kw.get("_torchode"):
+        return torchode_fn(case, tol, probes)
+    kw = dict(kw)
+    if kw.pop("_bpd", False):
+        kw.update({k: v for k, v in bpd_solver_defaults(sde).items() if k not in ("rtol", "atol")})
+    if kw.pop("_channels_last", False):
+        score = channels_last(score)
+    batch = kw.pop("_batch", x.shape[0])
 
     def ours():
         lls, nfe, evals = [], 0, 0
