@@ -213,9 +213,13 @@ def report(commit: str | None = None) -> None:
     if not results:
         sys.exit("no mutmut results under mutants/: run `python tools/mutation.py run` first")
     statuses = ["killed", "timeout", "survived", "no tests", "not checked"]
+    counts_of = {
+        module: {s: sum(v == s for v in mutants.values()) for s in statuses}
+        for module, mutants in results.items()
+    }
     rows, totals = [], dict.fromkeys(statuses, 0)
     for module, mutants in results.items():
-        counts = {s: sum(v == s for v in mutants.values()) for s in statuses}
+        counts = counts_of[module]
         for s in statuses:
             totals[s] += counts[s]
         rows.append(
@@ -247,7 +251,7 @@ def report(commit: str | None = None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     summary = {
         module: {
-            "counts": {s: sum(v == s for v in mutants.values()) for s in statuses},
+            "counts": counts_of[module],
             "not_killed": {name: st for name, st in mutants.items() if st not in ("killed", "not checked")},
         }
         for module, mutants in results.items()
