@@ -39,6 +39,7 @@ from scorepde.baselines import scipy_log_likelihood
 from scorepde.benchmarking import call_seconds, interleaved_timings, load_average, machine_info
 from scorepde.bpd import bpd_solver_defaults
 from scorepde.checkpoints import load_checkpoint
+from scorepde.cli import user_errors
 from scorepde.commands._bench import benchmark_parser, command_line, setup_run, write_report
 from scorepde.data import load_dataset
 from scorepde.derivatives import sample_probes, value_and_divergence
@@ -111,7 +112,7 @@ def image_case(ckpt: str, n: int, seed: int, data_dir: str | None, first: int = 
     """(score, sde, x, eps, div, bits per nat) of a checkpoint's test images first … first + n − 1,
     dequantized once, in its model space x = 2u − 1."""
     state = load_checkpoint(ckpt, map_location="cpu")
-    dataset = state["config"]["dataset"]
+    dataset = state.get("config", {}).get("dataset", "digits")  # load_trained refuses a state without one
     test = load_dataset(dataset, "test", None if dataset == "digits" else data_dir)
     cfg, sde, model = load_trained(state, test.shape, "ema", "cpu")
     model.requires_grad_(False)
@@ -423,7 +424,8 @@ def main(argv=None):
     info = machine_info("cpu")
     cases = {}
     for name in args.cases.split(","):
-        case = build_case(args, name)
+        with user_errors():
+            case = build_case(args, name)
         rows = sweep(case, args, name, levers, tols)
         cases[name] = dict(points=case[2].shape[0], dim=case[2][0].numel(), rows=rows, verdict=verdict(rows),
                            eval_ms=None if name == "mixture" or args.quick else eval_costs(case, compile_model=args.compile))  # fmt: skip
