@@ -232,6 +232,7 @@ COMMITTED = {
     "likelihood_levers/digits64": "likelihood_levers",
     "likelihood_levers/digits64_torchode": "likelihood_levers",
     "likelihood_levers/mnist4": "likelihood_levers",
+    "likelihood_levers/digits64_ve": "likelihood_levers",
     "lever_error": "lever_error",
     "time_steps": "time_steps",
     "bpd_cost": "bpd_cost",
