@@ -102,7 +102,7 @@ def _difficulty(score: Score, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 def bpd_solver_defaults(sde: SDE) -> dict:
     """The :func:`log_likelihood` keywords :func:`evaluate_bpd` uses unless told otherwise:
-    the clock ``scorepde.time_change.bpd_clock(sde)`` (σ for VP and VE); the error norm is
+    the clock ``scorepde.time_change.bpd_clock(sde)`` (σ for VP, t otherwise); the error norm is
     log_likelihood's ("balanced"). ``error_on="logp"`` was faster on the U-Nets of issue 34
     but lets x drift: on a 2-D mixture a sorted, chunked split moved a point by 1.2e-3 bits
     at tol 1e-6 (docs/likelihood.md, "Likelihood levers")."""
@@ -133,7 +133,7 @@ def evaluate_bpd(
     Each repeat dequantizes every sample afresh, maps it to x = scale·u + shift (on
     ``device``, default the data's, in ``dtype``), runs :func:`log_likelihood` with
     ``div`` and ``ll_kwargs`` in solves of ``batch_size`` samples (default all at once; the
-    clock ``time`` defaults to ``scorepde.time_change.bpd_clock(sde)``, σ for VP and VE),
+    clock ``time`` defaults to ``scorepde.time_change.bpd_clock(sde)``, σ for VP),
     cut in the ``order`` of ``ORDERS``, and converts with :func:`bits_per_dim`. Returns
 
     - ``bpd``: the mean over samples and repeats; ``bpd_stderr``: its standard error, the

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -231,6 +232,7 @@ COMMITTED = {
     "likelihood_levers/digits64": "likelihood_levers",
     "likelihood_levers/digits64_torchode": "likelihood_levers",
     "likelihood_levers/mnist4": "likelihood_levers",
+    "likelihood_levers/digits64_ve": "likelihood_levers",
     "lever_error": "lever_error",
     "time_steps": "time_steps",
     "bpd_cost": "bpd_cost",
@@ -279,3 +281,15 @@ def test_time_steps_and_pfode_cost_quick(tmp_path):
     assert p["digits"]["ms_per_image_per_nfe"] > 0 and p["command"].endswith(
         "--quick --out " + str(tmp_path / "pfode_cost")
     )
+
+
+def test_likelihood_levers_refuses_a_checkpoint_without_a_config(tmp_path, capsys):
+    """A fine-tuning arm's file (weights, step, record: no config) is refused by name, not a KeyError."""
+    ckpt = tmp_path / "arm.final.pt"
+    torch.save({"model": {}, "step": 3, "record": {}}, ckpt)
+    module = importlib.import_module("scorepde.commands.likelihood_levers")
+    with pytest.raises(SystemExit):
+        module.main(
+            ["--cases", "digits", "--digits", str(ckpt), "--tols", "1e-5", "--out", str(tmp_path / "o")]
+        )
+    assert "no config" in capsys.readouterr().err

@@ -2142,12 +2142,13 @@ def test_likelihood_checks_eps_against_the_sdes_own_horizon():
         sp.log_likelihood(score, sde, x, 80.0)
 
 
-def test_bpd_solves_in_sigma_where_the_sde_has_it_in_closed_form():
-    """evaluate_bpd's default clock: σ for VP and VE, t for sub-VP and EDM (no closed form)."""
+def test_bpd_solves_in_sigma_for_vp_and_in_t_otherwise():
+    """evaluate_bpd's default clock (bpd_clock): σ for VP; t for VE (already affine in log σ),
+    sub-VP and EDM."""
     from scorepde.bpd import bpd_solver_defaults
 
     got = [bpd_solver_defaults(s)["time"] for s in (sp.VPSDE(), sp.VESDE(), sp.SubVPSDE(), sp.EDMSDE())]
-    assert got == ["sigma", "sigma", "t", "t"]
+    assert got == ["sigma", "t", "t", "t"]
 
 
 @pytest.mark.parametrize("name", ["vp", "ve"])

@@ -105,7 +105,7 @@ OWN_TESTS = {
 
 def cap_tests(max_tests: int) -> None:
     """Run each mutant against at most ``max_tests`` of its covering tests: those of
-    tests/test_values.py first, then those of its own module's test files, then the others, the
+    tests/test_values*.py first, then those of its own module's test files, then the others, the
     fastest first within each (mutmut runs them in that order and stops at the first failure: a
     value test that fails at once goes before a slower test the mutant would hang). A kill stays a
     kill; a survivor may be one that a test left out would have killed, so the score is then a
@@ -116,12 +116,14 @@ def cap_tests(max_tests: int) -> None:
 
     def get_mutant_runner(max_workers: int = 1):
         runner = make(max_workers)
-        submit, durations = runner.submit, mm.state().duration_by_test
+        submit = runner.submit
 
         def capped(name, tests, cpu_time_limit, estimated_time):
+            # read now: the runner is made before mutmut loads its stats, which replace the dict
+            durations = mm.state().duration_by_test
             module = name.split(".")[1]
             own = {f"tests/{f}.py" for f in OWN_TESTS.get(module, [])}
-            place = lambda path: 0 if path == "tests/test_values.py" else 1 if path in own else 2
+            place = lambda path: 0 if path.startswith("tests/test_values") else 1 if path in own else 2
             rank = lambda test: (place(test.split("::")[0]), durations.get(test, 0.0))
             tests = sorted(tests, key=rank)[:max_tests]
             return submit(name, tests, cpu_time_limit, sum(durations.get(test, 0.0) for test in tests))
