@@ -958,7 +958,25 @@ def test_forward_fd_differences_carry_their_closed_form_step_error():
             x_step(sde, t, bad)
 
 
-def test_separated_mixture_defaults_and_refusals():
+@pytest.fixture
+def sign_draws(monkeypatch):
+    """torch.randint counted, and stopped after 200 draws: separated_mixture's rejection loop, which
+    draws one sign vector per call, then fails at once where it could never find a new one
+    (every test here needs a few dozen draws at most)."""
+    draws = []
+    randint = torch.randint
+
+    def counted(*args, **kwargs):
+        draws.append(1)
+        if len(draws) > 200:
+            raise RuntimeError("separated_mixture keeps drawing sign vectors it already has")
+        return randint(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "randint", counted)
+    return draws
+
+
+def test_separated_mixture_defaults_and_refusals(sign_draws):
     """K = 4 sign vectors times offset 3, weights 0.4 … 0.1, iso stds 0.5 … 1.2 by default; diag stds
     log-spaced over 0.3 … 3 per coordinate; full = the diagonal ones rotated."""
     from scorepde.gmm import separated_mixture
@@ -1246,7 +1264,7 @@ def test_fpe_rhs_without_validation_reads_a_float_time_as_one_time_per_sample():
     _close(sp.fpe_rhs(_linear, sde, x, 0.5, validate=False), L)
 
 
-def test_separated_mixture_uses_every_sign_vector_at_the_offset():
+def test_separated_mixture_uses_every_sign_vector_at_the_offset(sign_draws):
     """K = 2ᴰ components may be asked for (all sign vectors, each once), means exactly ±offset in
     float64 (0.1 is not a float32 number), weights ∝ K, …, 1; K = 2ᴰ + 1 is refused by its count."""
     assert separated_mixture(3, 1).means.shape == (1, 3) and separated_mixture(3, 4).means.shape == (4, 3)
@@ -1889,4 +1907,432 @@ def test_gaussian_mixture_samples_follow_the_mixture_and_the_generator():
         assert (
             gmm.sample(3, generator=torch.Generator().manual_seed(0), dtype=torch.float32).dtype
             == torch.float32
+        )
+
+
+# -- log_likelihood's choices, its rk state and right-hand side, and the terms it names ------------
+
+
+def _iso(D, mean=0.3, std=0.7):
+    """An isotropic Gaussian N(mean·1, std² I) in D dimensions under VP, and its score."""
+    sde, gmm = sp.VPSDE(), sp.GaussianMixture([[mean] * D], [std])
+    return sde, gmm, lambda y, s: gmm.score(y, s, sde)
+
+
+def test_likelihood_refuses_each_bad_choice_by_name():
+    """eps must lie strictly inside (0, T): 0 and T are refused; each unknown choice is refused
+    naming its keyword and the choices."""
+    sde, _, score = _iso(2)
+    x = torch.zeros(2, 2, dtype=F64)
+    for eps in (0.0, 1.0):
+        with pytest.raises(ValueError, match=rf"^eps must lie in \(0, T\) = \(0, 1.0\), got {eps}; "):
+            sp.log_likelihood(score, sde, x, eps)
+    for kw, words in [
+        (dict(mode="fast"), r"^unknown mode='fast'; choose one of \['reverse', 'forward', 'stacked'\]$"),
+        (dict(solver="scipy"), r"^unknown solver='scipy'; choose one of \['rk', 'torchdiffeq'\]$"),
+        (dict(control="each"), r"^unknown control='each'; choose one of \['per_sample', 'joint'\]$"),
+        (dict(error_on="x"), r"^unknown error_on='x'; choose one of \['state', 'logp', 'balanced'\]$"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            sp.log_likelihood(score, sde, x, 1e-3, **kw)
+
+
+def test_hutchinson_likelihood_with_given_probes_is_its_closed_form():
+    """For N(μ, s0²I) under VP, J = −I/v(t), so Hutchinson with probes u gives div s = −m/v with
+    m = mean_m ‖u_m‖² (not −D/v): the integral is A + (m/D)(Δ − A), A = ∫ div f = −½D(G(T) − G(ε))
+    and Δ = log p_ε(x) − log p_T(x(T)) the exact one (both closed forms), for the rk and the
+    torchdiffeq solver, with the probes given or drawn from the generator."""
+    from scorepde.derivatives import sample_probes
+
+    D, eps = 3, 1e-3
+    sde, gmm, score = _iso(D)
+    x = torch.tensor([[0.0, 0.0, 0.2], [1.5, -2.0, 0.1], [-1.0, 0.5, 0.3]], dtype=F64)
+    ones = torch.ones(3, dtype=F64)
+    A = -0.5 * D * (_vp_int(1.0) - _vp_int(eps))
+    u = sample_probes(x, 2, "gaussian", torch.Generator().manual_seed(5))
+    m = u.pow(2).sum(2).mean(0)
+    for solver in ("rk", "torchdiffeq"):
+        for given in (dict(probes=u), dict(generator=torch.Generator().manual_seed(5))):
+            _, st = sp.log_likelihood(
+                score, sde, x, eps, "hutchinson", n_probes=2, probe="gaussian", solver=solver,
+                rtol=1e-6, atol=1e-6, return_stats=True, **given,
+            )  # fmt: skip
+            exact = gmm.log_prob(x, eps * ones, sde) - gmm.log_prob(st["x_T"], ones, sde)
+            _close(st["delta_logp"], A + m / D * (exact - A), rtol=0, atol=1e-4)
+
+
+def test_likelihood_picks_mode_and_control_by_dimension():
+    """Exact trace, D ≤ SMALL_DIM = 16: one forward on D stacked copies (the model sees 16·B rows)
+    and one step size for the batch (every call sees all B rows), by either solver; D = 17, flat
+    or as [B, 1, 17]: plain forwards of B rows and per-sample steps (the easy rows leave early)."""
+    for D, shape in [(16, (3, 16)), (17, (3, 17)), (17, (3, 1, 17))]:
+        sde, gmm, s = _iso(D)
+        x = torch.zeros(3, D, dtype=F64)
+        x[1, 0], x[2] = 2.0, 40.0
+        for solver in ("rk", "torchdiffeq") if D == 16 else ("rk",):
+            rows = []
+            score = lambda y, t: rows.append(y.shape[0]) or s(y.reshape(y.shape[0], D), t).reshape(y.shape)
+            _, st = sp.log_likelihood(
+                score, sde, x.reshape(shape), 1e-3, rtol=1e-3, atol=1e-3, return_stats=True, solver=solver
+            )
+            if D == 16:
+                assert set(rows) == {3, 48}, (solver, set(rows))  # 3: the host check at eps
+                assert solver == "torchdiffeq" or st["sample_evals"] == 3 * st["nfe"]
+            else:
+                assert set(rows) == {1, 3} and st["sample_evals"] < 3 * st["nfe"], (shape, set(rows))
+
+
+def test_likelihood_solver_follows_the_method_and_its_options():
+    """The rk solver for its own tableaux without options; torchdiffeq for a method only it has
+    (rk4, one step over [ε, T] without options) or when options are given (the same numbers as
+    asking for it)."""
+    sde, _, score = _iso(2)
+    x = torch.tensor([[0.0, 0.5], [1.5, -2.0]], dtype=F64)
+    run = lambda **kw: sp.log_likelihood(score, sde, x, 1e-3, rtol=1e-4, atol=1e-4, return_stats=True, **kw)
+    assert "steps" in run()[1] and "steps" not in run(method="rk4")[1]
+    with_options = run(options=dict(step_t=torch.tensor([1.0], dtype=F64)))
+    explicit = run(options=dict(step_t=torch.tensor([1.0], dtype=F64)), solver="torchdiffeq")
+    assert "steps" not in with_options[1] and torch.equal(with_options[0], explicit[0])
+
+
+def _flow_closed_form(x, t, u=None, D=3):
+    """(f − ½g²s, div f − ½g² div s) for N(0.3·1, 0.49 I) under VP at x [B, D] and times t: s =
+    −(x − aμ)/v, div s = −D/v, or −m/v with m = mean_m ‖u_m‖² for Hutchinson probes u."""
+    cf = CLOSED["vp"][1]
+    t = t.tolist()
+    a = torch.tensor([cf["a"](r) for r in t], dtype=F64)
+    v = a * a * 0.49 + torch.tensor([cf["var"](r) for r in t], dtype=F64)
+    g2 = torch.tensor([cf["g2"](r) for r in t], dtype=F64)
+    c = torch.tensor([cf["c"](r) for r in t], dtype=F64)
+    x = x.double()
+    m = D if u is None else u.double().pow(2).sum(2).mean(0)
+    return c[:, None] * x + 0.5 * g2[:, None] * (x - a[:, None] * 0.3) / v[:, None], c * D + 0.5 * g2 * m / v
+
+
+_X3 = torch.tensor([[0.0, 0.0, 0.2], [1.5, -2.0, 0.1], [-1.0, 0.5, 0.3]], dtype=F64)
+_U3 = torch.randn(2, 3, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+
+
+def test_rk_likelihood_hands_the_solver_its_state_weights_and_field(monkeypatch):
+    """What log_likelihood hands scorepde.rk.solve_batched (a stand-in that returns y0 unsolved):
+    the state (x, 0) in state_dtype (float64 by default, x's dtype for None), the error weights
+    of error_on in that dtype ([1/(2D)]·D + [1/2] for "balanced", [0]·D + [1] for "logp", None
+    for "state"), and dy/du, here for N(μ, s0²I) under VP (_flow_closed_form) with given probes u:
+    at t clamped into [ε, T], for the rows idx asked with their own probes, in the state's dtype.
+    The model sees x and t in x's dtype, and for the exact trace with D = 3 one stacked batch."""
+    import scorepde.likelihood as lik
+
+    D, eps = 3, 1e-3
+    sde, _, s = _iso(D)
+    handed, seen = [], []
+    stats = dict(nfe=0, sample_evals=0, steps=0, rejected=0)
+    monkeypatch.setattr(
+        lik, "solve_batched", lambda f, y0, t0, t1, **kw: handed.append((f, y0, kw)) or (y0, stats)
+    )
+    score = lambda y, t: seen.append((y.dtype, t.dtype, y.shape[0])) or s(y, t)
+    balanced = [1 / 6, 1 / 6, 1 / 6, 1 / 2]
+    for x, kw, state, weights in [
+        (_X3.float(), dict(), F64, balanced),
+        (_X3, dict(state_dtype=None), F64, balanced),
+        (_X3, dict(state_dtype=torch.float32, error_on="logp"), torch.float32, [0.0, 0.0, 0.0, 1.0]),
+        (_X3, dict(error_on="state"), F64, None),
+        (_X3, dict(div="exact"), F64, balanced),
+    ]:
+        handed.clear(), seen.clear()
+        kw = {"div": "hutchinson", "probes": _U3.to(x.dtype), **kw}
+        _, st = sp.log_likelihood(score, sde, x, eps, return_stats=True, **kw)
+        f, y0, opts = handed[0]
+        assert y0.dtype == st["delta_logp"].dtype == state
+        assert torch.equal(y0, torch.cat([x, torch.zeros(3, 1, dtype=x.dtype)], 1).to(state))
+        if weights is None:
+            assert opts["weights"] is None
+        else:
+            assert opts["weights"].dtype == state
+            assert torch.equal(opts["weights"], torch.tensor(weights, dtype=F64).to(state))
+        idx = torch.tensor([2, 0])
+        out = f(torch.tensor([0.0, 5.0], dtype=state), y0[idx], idx)  # t = ε and T
+        assert out.dtype == state
+        u = _U3[:, idx].to(x.dtype) if kw["div"] == "hutchinson" else None
+        v, dlogp = _flow_closed_form(x[idx], torch.tensor([eps, 1.0], dtype=F64), u)
+        tol = 1e-12 if x.dtype == state == F64 else 1e-5
+        _close(out.double(), torch.cat([v, dlogp[:, None]], 1), rtol=tol, atol=tol)
+        rows = 2 * D if kw["div"] == "exact" else 2  # the host check's 3 rows, then f's
+        assert seen == [(x.dtype, x.dtype, 3), (x.dtype, x.dtype, rows)], seen
+
+
+def test_torchdiffeq_likelihood_hands_the_solver_its_state_and_field(monkeypatch):
+    """What log_likelihood hands solve_ode on the torchdiffeq path (a stand-in returning y0): the
+    state (x, 0) in x's dtype, and a field that at t gives (f − ½g²s, div f − ½g² div s) of
+    _flow_closed_form with the given probes; the exact trace for D = 3 in one stacked batch."""
+    import scorepde.likelihood as lik
+
+    sde, _, s = _iso(3)
+    handed, seen = [], []
+    monkeypatch.setattr(lik, "solve_ode", lambda func, y0, t0, t1, **kw: handed.append((func, y0)) or y0)
+    score = lambda y, t: seen.append(y.shape[0]) or s(y, t)
+    for kw in (dict(div="hutchinson", probes=_U3), dict(div="exact")):
+        handed.clear(), seen.clear()
+        sp.log_likelihood(score, sde, _X3, 1e-3, solver="torchdiffeq", **kw)
+        func, y0 = handed[0]
+        assert torch.equal(y0[0], _X3) and torch.equal(y0[1], torch.zeros(3, dtype=F64))
+        assert y0[1].dtype == F64
+        v, dlogp = func(torch.tensor(0.4, dtype=F64), y0)
+        want = _flow_closed_form(_X3, torch.full((3,), 0.4, dtype=F64), kw.get("probes"))
+        _close(v, want[0], rtol=1e-12)
+        _close(dlogp, want[1], rtol=1e-12)
+        assert seen == [3, 3 if kw["div"] == "hutchinson" else 9]
+
+
+def test_drift_and_divergence_defaults_to_one_forward_and_vjps():
+    """_drift_and_divergence without a mode: one call of the model (reverse mode: vjps on its graph),
+    and the closed form of _flow_closed_form."""
+    from scorepde.likelihood import _drift_and_divergence
+
+    sde, _, s = _iso(3)
+    calls = []
+    t = torch.tensor([0.2, 0.5, 0.9], dtype=F64)
+    v, dlogp = _drift_and_divergence(lambda y, r: calls.append(1) or s(y, r), sde, _X3, t, "exact", None)
+    want = _flow_closed_form(_X3, t)
+    _close(v, want[0], rtol=1e-12)
+    _close(dlogp, want[1], rtol=1e-12)
+    assert len(calls) == 1
+
+
+def test_likelihood_names_the_term_that_went_non_finite(monkeypatch):
+    """A model broken at t = ε fails by name before the solve (a call budget stops a solve that
+    would start there); an end point, divergence integral or prior term that is not finite is
+    named (a solver that hands one back is injected)."""
+    import scorepde.likelihood as lik
+
+    sde, _, s = _iso(2)
+    x = torch.tensor([[0.0, 0.5], [1.5, -2.0]], dtype=F64)
+    calls = []
+
+    def broken(y, t):
+        calls.append(1)
+        if len(calls) > 30:
+            raise RuntimeError("the solve went on past the broken start")
+        return s(y, t) * torch.where(t < 2e-3, math.nan, 1.0)[:, None]
+
+    with pytest.raises(ValueError, match=r"^the model's score at t=eps=0.001 has 4 non-finite value"):
+        sp.log_likelihood(broken, sde, x, 1e-3)
+    inf = torch.tensor([[math.inf, 0.0], [0.0, 0.0]], dtype=F64)
+    for x_T, delta, words in [
+        (inf, torch.zeros(2, dtype=F64), r"^the ODE's end point x\(T\) has 1 non-finite"),
+        (
+            x,
+            torch.tensor([0.0, math.nan], dtype=F64),
+            r"^the divergence integral ∫ div\(f − ½g²s\) dt has 1 ",
+        ),
+        (x * 1e200, torch.zeros(2, dtype=F64), r"^the prior term log p_T\(x\(T\)\) has 2 non-finite"),
+    ]:
+        monkeypatch.setattr(lik, "_solve_rk", lambda *a, _r=(x_T, delta, {}), **k: _r)
+        with pytest.raises(ValueError, match=words):
+            sp.log_likelihood(s, sde, x, 1e-3)
+
+
+def test_likelihood_checks_eps_against_the_sdes_own_horizon():
+    """EDM's T is 80: eps = 2 lies in (0, T) and is accepted (a finite log-density); 80 is not."""
+    sde, gmm = sp.EDMSDE(), sp.GaussianMixture([[0.5, -0.5]], [0.7])
+    x = torch.tensor([[0.0, 0.5], [1.5, -2.0]], dtype=F64)
+    score = lambda y, t: gmm.score(y, t, sde)
+    ll = sp.log_likelihood(score, sde, x, 2.0, rtol=1e-4, atol=1e-4)
+    assert bool(torch.isfinite(ll).all())
+    with pytest.raises(ValueError, match=r"^eps must lie in \(0, T\) = \(0, 80.0\), got 80.0"):
+        sp.log_likelihood(score, sde, x, 80.0)
+
+
+def test_bpd_solves_in_sigma_for_vp_and_in_t_otherwise():
+    """evaluate_bpd's default clock (bpd_clock): σ for VP; t for VE (already affine in log σ),
+    sub-VP and EDM."""
+    from scorepde.bpd import bpd_solver_defaults
+
+    got = [bpd_solver_defaults(s)["time"] for s in (sp.VPSDE(), sp.VESDE(), sp.SubVPSDE(), sp.EDMSDE())]
+    assert got == ["sigma", "t", "t", "t"]
+
+
+@pytest.mark.parametrize("name", ["vp", "ve"])
+def test_time_changes_are_their_closed_forms(name):
+    """u = log r and u = √r, r = σ²/α², at t0 and t1, t(u), and dt/du = 1/(du/dt) with du/dt = r'/r
+    and r'/(2√r), from the marginals written out (CLOSED): VE r = σmin²((σmax/σmin)^{2t} − 1),
+    r' = 2 log(σmax/σmin)(r + σmin²); VP r = e^G − 1, r' = β e^G. The t clock is the identity
+    (and says so, so callers skip it); the others are not."""
+    from scorepde.time_change import time_change
+
+    sde = sp.VESDE() if name == "ve" else sp.VPSDE()
+    cf = CLOSED[name][1]
+    r = lambda t: cf["var"](t) / cf["a"](t) ** 2  # σ²/α²
+    if name == "ve":  # dr/dt = 2 L (r + σmin²), L = log(σmax/σmin)
+        dr = lambda t: 2 * math.log(5000.0) * (r(t) + 0.01**2)
+    else:  # r = e^G − 1: dr/dt = β e^G
+        dr = lambda t: (0.1 + 19.9 * t) * math.exp(_vp_int(t))
+    t0, t1 = 0.01, 0.9
+    assert time_change(sde, "t", t0, t1).identity
+    for clock, to_u, du_dt in [
+        ("log_snr", lambda t: math.log(r(t)), lambda t: dr(t) / r(t)),
+        ("sigma", lambda t: math.sqrt(r(t)), lambda t: dr(t) / (2 * math.sqrt(r(t)))),
+    ]:
+        tc = time_change(sde, clock, t0, t1)
+        assert not tc.identity
+        _close(torch.tensor([tc.u0, tc.u1], dtype=F64), [to_u(t0), to_u(t1)], rtol=1e-12)
+        ts = [0.05, 0.3, 0.7]
+        u = torch.tensor([to_u(t) for t in ts], dtype=F64)
+        _close(tc.t_of_u(u), ts, rtol=1e-10)
+        _close(tc.dt_du(u), [1 / du_dt(t) for t in ts], rtol=1e-10)
+
+
+# -- scorepde.rk: the first step, the sum of the stages, the clock and the counts ------------------
+
+
+def _hnw_first_step(f, t, y, t1, q, rtol, atol):
+    """Hairer, Nørsett & Wanner's starting step (§II.4) for one sample, in Python floats, as SciPy's
+    select_initial_step forms it (error order q − 1): the reference for rk._initial_step."""
+    scale = [atol + rtol * abs(v) for v in y]
+    norm = lambda v: math.sqrt(sum((a / s) ** 2 for a, s in zip(v, scale)) / len(v))
+    f0 = f(t, y)
+    d0, d1 = norm(y), norm(f0)
+    h0 = min(1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1, t1 - t)
+    f1 = f(t + h0, [a + h0 * b for a, b in zip(y, f0)])
+    d2 = norm([a - b for a, b in zip(f1, f0)]) / h0
+    big = max(d1, d2)
+    h1 = max(1e-6, h0 * 1e-3) if big <= 1e-15 else (0.01 / big) ** (1 / q)
+    return min(100 * h0, h1, t1 - t)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "nonlinear",  # f = t² + y², at t = 0.2: the trial point's t and y both matter
+        "loose",  # rtol = atol = 1: d0, d1 and max(d1, d2) below 1
+        "d0 = 1e-5",  # the thresholds, exactly at their values: h0 = 0.01 d0/d1 at d0 = 1e-5
+        "d1 = 1e-5",  # ... and at d1 = 1e-5
+        "d1 = 1e-15",  # h0 = 1e-6, and max(d1, d2) = 1e-15 gives h1 = max(1e-6, 1e-3 h0)
+    ],
+)
+def test_rk_first_step_is_hairer_norsett_wanners(case):
+    """rk._initial_step per sample against _hnw_first_step (the same numbers as SciPy 1.17's
+    select_initial_step with order q − 1), for dopri5 (q = 5) and bosh3 (q = 3)."""
+    from scorepde.rk import TABLEAUS, _initial_step
+
+    t, t1, rtol, atol = 0.2, 1.2, 1e-3, 1e-6
+    if case == "nonlinear":
+        fp = lambda t, y: [t * t + v * v for v in y]
+        rows = [[1.0, -2.0], [0.5, 4.0]]
+    elif case == "loose":
+        fp, rows, rtol, atol = (lambda t, y: [-0.5 * v for v in y]), [[1.0, -2.0], [0.5, 4.0]], 1.0, 1.0
+    else:
+        y0, c = {"d0 = 1e-5": (1e-5, 1.0), "d1 = 1e-5": (1.0, 1e-5), "d1 = 1e-15": (1.0, 1e-15)}[case]
+        fp, rows, rtol, atol = (lambda t, y, c=c: [c]), [[y0]], 0.0, 1.0
+    f = lambda t, y, idx: torch.tensor([fp(a, b) for a, b in zip(t.tolist(), y.tolist())], dtype=F64)
+    y = torch.tensor(rows, dtype=F64)
+    tt = torch.full((len(rows),), t, dtype=F64)
+    for method in ("dopri5", "bosh3"):
+        tab = TABLEAUS[method]
+        h = _initial_step(f, tt, y, f(tt, y, None), None, t1, tab, rtol, atol, None, False)
+        _close(h, [_hnw_first_step(fp, t, row, t1, tab.order, rtol, atol) for row in rows], rtol=1e-13)
+
+
+def test_rk_combine_sums_only_the_stages_it_weighs():
+    """Σ_j w_j k_j over the non-zero weights: a stage of weight 0 is left out even when it is not
+    finite (0·inf would be NaN), a weight of 1 counts like any other."""
+    from scorepde.rk import _combine
+
+    a, b, c = (torch.tensor([[1.0, -2.0]], dtype=F64) * s for s in (1.0, math.inf, 3.0))
+    _close(_combine((1.0, 0.0, -0.5), [a, b, c]), a - 0.5 * c, rtol=0, atol=0)
+    _close(_combine((0.0, 2.0), [b, c]), 2 * c, rtol=0, atol=0)
+
+
+def test_rk_clock_starts_at_t0_in_the_states_dtype():
+    """dy/dt = 1 is integrated exactly by any of the pairs (Σb = 1): y(t1) − y(t0) = t1 − t0 to
+    round-off, from t0 = 0.1, which a float32 clock would start at 0.1 + 1.5e-9; f sees t in
+    y's dtype."""
+    from scorepde.rk import solve_batched
+
+    seen = []
+    f = lambda t, y, idx: seen.append(t.dtype) or torch.ones_like(y)
+    y0 = torch.tensor([[0.25], [-1.0]], dtype=F64)
+    for method in ("dopri5", "tsit5", "bosh3", "dopri8"):
+        y, _ = solve_batched(f, y0, 0.1, 0.7, rtol=1e-8, atol=1e-8, method=method)
+        _close(y, y0 + 0.6, rtol=0, atol=1e-14)
+    assert set(seen) == {F64}
+
+
+def test_rk_weights_that_ignore_a_component_step_as_without_it():
+    """weights [2, 0] (or [1, 0]) make a two-component solve take the very steps of the first
+    component alone: f is called at the same times (the first step, every error ratio and every
+    step size read the first component only)."""
+    from scorepde.rk import solve_batched
+
+    def run(y0, **kw):
+        times = []
+        f = lambda t, y, idx: (
+            times.append(t.tolist()) or torch.cat([-y[:, :1], -30 * y[:, 1:]], 1)[:, : y.shape[1]]
+        )
+        solve_batched(f, y0, 0.0, 1.0, rtol=1e-6, atol=1e-9, **kw)
+        return times
+
+    alone = run(torch.ones(2, 1, dtype=F64))
+    for w in ([2.0, 0.0], [1.0, 0.0]):
+        assert run(torch.ones(2, 2, dtype=F64), weights=torch.tensor(w, dtype=F64)) == alone
+    assert run(torch.ones(2, 2, dtype=F64)) != alone
+
+
+def test_rk_ends_a_smooth_solve_in_few_steps():
+    """y' = λy, λ = −1 and −4 per sample, to 1e-6: e^λ within 1e-5 in under 40 attempted steps
+    (max_steps = 40 would stop a controller that never grows or shrinks its step)."""
+    from scorepde.rk import solve_batched
+
+    lam = torch.tensor([[-1.0], [-4.0]], dtype=F64)
+    for control in ("per_sample", "joint"):
+        y, st = solve_batched(
+            lambda t, y, idx: lam[idx] * y, torch.ones(2, 1, dtype=F64), 0.0, 1.0,
+            rtol=1e-6, atol=1e-9, control=control, max_steps=40,
+        )  # fmt: skip
+        _close(y[:, 0], torch.exp(lam[:, 0]), rtol=1e-5)
+        assert st["steps"] + st["rejected"] < 40
+
+
+def test_rk_stops_by_name_where_the_field_turns_non_finite():
+    """f = NaN from t = 0.5 on: every step across 0.5 is rejected and the step shrinks (×0.2 at
+    each, not ×1) until it underflows, a ValueError naming where, long before max_steps."""
+    from scorepde.rk import solve_batched
+
+    f = lambda t, y, idx: -y * torch.where(t < 0.5, 1.0, math.nan)[:, None]
+    with pytest.raises(
+        ValueError, match=r"^the ODE solve from t=0.0 to t=1.0 failed: its step size underflowed at t = 0.5;"
+    ):
+        solve_batched(f, torch.ones(2, 1, dtype=F64), 0.0, 1.0, rtol=1e-6, atol=1e-9, max_steps=2000)
+
+
+def test_rk_counts_steps_and_rejections_over_the_batch():
+    """Per-sample steps: each sample steps as it would alone, so the batch's rejections are the
+    hard sample's (the easy one, y' = 0, never rejects) and its accepted steps at least the hard
+    sample's; both solve to their closed forms."""
+    from scorepde.rk import solve_batched
+
+    lam = torch.tensor([[0.0], [-60.0]], dtype=F64)
+    f = lambda t, y, idx: lam[idx] * y + (idx == 1).to(y.dtype)[:, None] * torch.cos(40 * t)[:, None]
+    kw = dict(rtol=1e-6, atol=1e-9, method="dopri5")
+    y, st = solve_batched(f, torch.ones(2, 1, dtype=F64), 0.0, 1.0, **kw)
+    _, hard = solve_batched(lambda t, v, idx: f(t, v, idx + 1), torch.ones(1, 1, dtype=F64), 0.0, 1.0, **kw)
+    a = -60.0  # y' = a y + cos 40t, y(0) = 1
+    closed = (1 + a / (a * a + 1600)) * math.exp(a) + (40 * math.sin(40) - a * math.cos(40)) / (a * a + 1600)
+    _close(y[:, 0], [1.0, closed], rtol=1e-5)
+    assert hard["rejected"] >= 2 and st["rejected"] == hard["rejected"]
+    assert st["steps"] >= hard["steps"]
+
+
+def test_separated_mixture_draws_its_sign_vectors_in_few_draws(sign_draws):
+    """More components than the 2ᴰ sign vectors (3 in 1-D, 5 in 2-D) are refused before any draw;
+    all 2ᴰ of them (D = 1, 2, 3) are found within 200 fair ±1 draws (sign_draws)."""
+    draws = sign_draws
+    for dim, k in [(1, 3), (2, 5)]:
+        with pytest.raises(ValueError, match=rf"^only 2\^{dim} = {2**dim} distinct sign vectors exist"):
+            separated_mixture(dim, k)
+    assert draws == []
+    for dim in (1, 2, 3):
+        draws.clear()
+        means = separated_mixture(dim, 2**dim, offset=1.0).means
+        assert sorted(map(tuple, means.tolist())) == sorted(
+            tuple(float(2 * ((i >> j) & 1) - 1) for j in range(dim)) for i in range(2**dim)
         )
