@@ -221,7 +221,7 @@ def solve_batched(
             out[idx[done]] = y[done]
             keep = ~done
             idx, t, y, k1, h = idx[keep], t[keep], y[keep], k1[keep], h[keep]
-        elif bool((h <= 1e-14 * t.abs().clamp(min=1.0)).any()):
+        elif not bool((h > 1e-14 * t.abs().clamp(min=1.0)).all()):  # NaN h (f non-finite at t0) too
             raise ValueError(
                 f"the ODE solve from t={t0} to t={t1} failed: its step size underflowed at "
                 f"t = {t.min().item():.6g}; the right-hand side is probably non-finite there "

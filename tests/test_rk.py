@@ -82,6 +82,15 @@ def test_non_finite_rhs_is_a_value_error():
         solve_batched(f, torch.ones(2, 1, dtype=torch.float64), 0.0, 1.0, rtol=1e-6, atol=1e-6)
 
 
+def test_rhs_non_finite_from_the_start_fails_at_once():
+    """NaN at t0 makes the first step size NaN: refused within a few steps, not after max_steps."""
+    calls = []
+    f = lambda t, y, idx: calls.append(1) or torch.full_like(y, torch.nan)
+    with pytest.raises(ValueError, match="non-finite"):
+        solve_batched(f, torch.ones(2, 1, dtype=torch.float64), 0.0, 1.0, rtol=1e-6, atol=1e-6, max_steps=50)
+    assert len(calls) < 20
+
+
 @pytest.mark.parametrize(
     "kw, match",
     [
