@@ -156,7 +156,7 @@ def undecided() -> list[str]:
         for name, st in mutants.items()
         if st == "timeout"
         or st in ("survived", "no tests")
-        and _reason(name, _change(name, module), reasons).startswith("**unexplained**")
+        and _reason(name, _change(name, module), reasons) == UNEXPLAINED
     ]
 
 
@@ -173,6 +173,10 @@ def _results() -> dict[str, dict[str, str]]:
     return out
 
 
+#: The reason of a mutant that ``tools/mutation_survivors.toml`` does not explain yet.
+UNEXPLAINED = "**unexplained**: not analysed yet (a missing test, or an equivalent mutant to argue)."
+
+
 def _reason(name: str, change: str, reasons: dict) -> str:
     """Why ``name`` lived: its own entry in ``[survivors]``, else the first ``[[changes]]`` rule whose
     regular expression ``pattern`` matches its change (``old`` → ``new``)."""
@@ -181,11 +185,7 @@ def _reason(name: str, change: str, reasons: dict) -> str:
     if name in reasons.get("survivors", {}):
         return reasons["survivors"][name]
     rule = next((r for r in reasons.get("changes", []) if re.search(r["pattern"], change)), None)
-    return (
-        rule["reason"]
-        if rule
-        else "**unexplained**: not analysed yet (a missing test, or an equivalent mutant to argue)."
-    )
+    return rule["reason"] if rule else UNEXPLAINED
 
 
 def _change(name: str, module: str) -> str:
@@ -247,7 +247,7 @@ def report(commit: str | None = None) -> None:
             if st == "timeout":
                 why = "Timed out, not counted as a kill: " + (
                     "cause not analysed (a hang, or a correct but slow run on the loaded machine)."
-                    if why.startswith("**unexplained**")
+                    if why == UNEXPLAINED
                     else why
                 )
             lines.append(f"- `{name}` ({st}): {change}. {why}")
