@@ -276,3 +276,21 @@ def test_report_pools_chunks_of_one_model_only(tmp_path):
     store.save({**store.load(**key(0.1, 3)), "weights_id": "other"}, **key(0.1, 3))
     bad = run(*args)
     assert bad.returncode == 2 and "disagree" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_base_stage_resumes_after_training_finished_but_before_its_evaluation(tmp_path):
+    """Interrupted between the base's last training step and its stage's run file, the grid
+    evaluates the stage instead of asking the trainer for zero more steps (which it refuses)."""
+    out = tmp_path / "ft"
+    args = ["--out", str(out), "--base-stages", "2", "--base-only", "--heldout-repeats", "1", "--no-progress"]
+    args += ["--base-args", "--sample-steps 2 --n-samples 4 --warmup 1 --no-progress"]
+    first = run(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_file,) = (out / "runs").glob("phase=base*")
+    held = _load(run_file)["heldout_dsm"]
+    run_file.unlink()
+    (out / "base" / "stage_2.pt").unlink()
+    again = run(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "base: DSM to step" not in again.stdout  # not trained again
+    assert _load(run_file)["heldout_dsm"] == pytest.approx(held)  # the same weights, evaluated again

@@ -311,44 +311,10 @@ def base_phase(args, bench, store, out) -> None:
                 f"{ckpt} is at step {have}, past stage {steps}: stages must be run in order; "
                 "remove the folder to start the base again"
             )
-        cmd = [
-            sys.executable,
-            "-m",
-            "scorepde.commands.train",
-            "--dataset",
-            args.dataset,
-            "--objective",
-            "dsm",
-            "--steps",
-            str(steps),
-            "--out",
-            base_dir,
-            "--eval-images",
-            "-1",
-            "--ckpt-every",
-            "250",
-            "--device",
-            "cpu",
-            "--threads",
-            str(args.threads),
-            "--sde",
-            args.sde,
-            *args.base_args.split(),
-            *(["--trust-checkpoint"] if args.trust_checkpoint else []),
-        ]
-        if args.data_dir:
-            cmd += ["--data-dir", args.data_dir]
-        # a fresh checkout has the base's committed config/metrics but no checkpoint: start over
-        cmd.append("--resume" if have > 0 else "--overwrite")
-        print(f"base: DSM to step {steps} ({' '.join(cmd[1:])})", flush=True)
         t0 = time.time()
-        proc = subprocess.run(cmd)
-        if proc.returncode != 0:
-            fail(
-                f"the base's training (scorepde.commands.train) stopped with code {proc.returncode}; "
-                "run this command again to continue",
-                proc.returncode,
-            )
+        if have < steps:
+            _train_base(args, base_dir, steps, resume=have > 0)
+        # have == steps: training finished but the stage copy or its evaluation was interrupted
         shutil.copyfile(ckpt, stage)
         cfg, sde, model, bid = load_base(out, bench, steps)
         ev = {**bench.heldout_dsm(model, sde, cfg), "base_id": bid}
@@ -359,6 +325,47 @@ def base_phase(args, bench, store, out) -> None:
             **key,
         )
         print(f"base {steps} steps: held-out DSM {ev['heldout_dsm']:.4f}", flush=True)
+
+
+def _train_base(args, base_dir: str, steps: int, resume: bool) -> None:
+    """Continue the DSM base in ``base_dir`` to ``steps`` in a child process (scorepde.commands.train)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "scorepde.commands.train",
+        "--dataset",
+        args.dataset,
+        "--objective",
+        "dsm",
+        "--steps",
+        str(steps),
+        "--out",
+        base_dir,
+        "--eval-images",
+        "-1",
+        "--ckpt-every",
+        "250",
+        "--device",
+        "cpu",
+        "--threads",
+        str(args.threads),
+        "--sde",
+        args.sde,
+        *args.base_args.split(),
+        *(["--trust-checkpoint"] if args.trust_checkpoint else []),
+    ]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    # a fresh checkout has the base's committed config/metrics but no checkpoint: start over
+    cmd.append("--resume" if resume else "--overwrite")
+    print(f"base: DSM to step {steps} ({' '.join(cmd[1:])})", flush=True)
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        fail(
+            f"the base's training (scorepde.commands.train) stopped with code {proc.returncode}; "
+            "run this command again to continue",
+            proc.returncode,
+        )
 
 
 def load_base(out, bench, base_steps):
