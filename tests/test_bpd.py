@@ -90,11 +90,12 @@ def test_dequantize_range_and_refusals():
         bits_per_dim(torch.zeros(1), 2, 256, -2.0)
 
 
-def test_evaluate_bpd_end_to_end():
-    """GMM score under VP (β_max = 30, prior mismatch < 4e-3 nats), exact trace: each
+@pytest.mark.parametrize("sde", [sp.VPSDE(beta_max=30.0), sp.VESDE(sigma_max=40.0)], ids=["vp", "ve"])
+def test_evaluate_bpd_end_to_end(sde):
+    """GMM score under VP (β_max = 30, prior mismatch < 4e-3 nats) and VE (σ_max = 40), each
+    with its default clock and error norm (``bpd_solver_defaults``), exact trace: each
     repeat's bpd matches the closed form on the same dequantization noise to 2e-3 bits."""
     gmm = sp.GaussianMixture(means=[[-4.0, -4.0], [4.0, 3.0]], stds=[0.8, 1.3], weights=[0.3, 0.7])
-    sde = sp.VPSDE(beta_max=30.0)
     model = lambda x, t: gmm.score(x, t, sde)
     levels, a, b, eps = 17, 16.0, -8.0, 1e-5
     x0 = gmm.sample(48, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
@@ -126,9 +127,9 @@ def test_evaluate_bpd_end_to_end():
     assert abs(expected[0] - expected[1]) > 5e-3
 
 
-def _gmm_bpd_setup(n=24):
+def _gmm_bpd_setup(n=24, sde=None):
     gmm = sp.GaussianMixture(means=[[-4.0, -4.0], [4.0, 3.0]], stds=[0.8, 1.3], weights=[0.3, 0.7])
-    sde = sp.VPSDE(beta_max=30.0)
+    sde = sp.VPSDE(beta_max=30.0) if sde is None else sde
     levels, a, b = 17, 16.0, -8.0
     x0 = gmm.sample(n, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     k = torch.floor(levels * (x0 - b) / a).clamp(0, levels - 1).long()
@@ -209,3 +210,16 @@ def test_evaluate_bpd_default_clock_matches_the_t_clock():
     diff = (torch.tensor(default["per_sample"]) - torch.tensor(in_t["per_sample"])).abs()
     assert diff.max() < 1e-5 and default["nfe"] != in_t["nfe"]  # another clock, the same answer
     assert bpd_clock(sde) == "sigma" and bpd_clock(sp.VESDE()) == bpd_clock(sp.SubVPSDE()) == "t"
+
+
+def test_evaluate_bpd_ve_default_norm_matches_the_balanced_norm():
+    """Under VE evaluate_bpd measures the error on every component alike (``error_on="state"``):
+    the same bits/dim as the balanced norm it replaces, per sample to 1e-5 bits at tol 1e-8."""
+    model, sde, k, levels, a, b = _gmm_bpd_setup(12, sp.VESDE(sigma_max=40.0))
+    kw = dict(repeats=1, div="exact", dtype=torch.float64, rtol=1e-8, atol=1e-8)
+    run = lambda **extra: evaluate_bpd(
+        model, sde, k, levels, a, b, generator=torch.Generator().manual_seed(5), **kw, **extra
+    )
+    default, balanced = run(), run(error_on="balanced")
+    diff = (torch.tensor(default["per_sample"]) - torch.tensor(balanced["per_sample"])).abs()
+    assert diff.max() < 1e-5 and default["nfe"] != balanced["nfe"]  # another norm, the same answer

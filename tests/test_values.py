@@ -2147,8 +2147,11 @@ def test_bpd_solves_in_sigma_for_vp_and_in_t_otherwise():
     sub-VP and EDM."""
     from scorepde.bpd import bpd_solver_defaults
 
-    got = [bpd_solver_defaults(s)["time"] for s in (sp.VPSDE(), sp.VESDE(), sp.SubVPSDE(), sp.EDMSDE())]
+    sdes = (sp.VPSDE(), sp.VESDE(), sp.SubVPSDE(), sp.EDMSDE())
+    got = [bpd_solver_defaults(s)["time"] for s in sdes]
     assert got == ["sigma", "t", "t", "t"]
+    # the error norm: "state" under VE (fewer rows on three VE U-Nets), log_likelihood's otherwise
+    assert [bpd_solver_defaults(s).get("error_on") for s in sdes] == [None, "state", None, None]
 
 
 @pytest.mark.parametrize("name", ["vp", "ve"])
