@@ -40,9 +40,14 @@ class TimeChange:
     identity: bool = False
 
 
+def _is_vp(sde: SDE) -> bool:
+    """VP proper: sub-VP subclasses VPSDE but has another σ(t)."""
+    return isinstance(sde, VPSDE) and not isinstance(sde, SubVPSDE)
+
+
 def _g_clock(sde: SDE):
     """(G, G⁻¹, G', c) with σ²/α² = e^c expm1(G(t)), for VP and VE."""
-    if isinstance(sde, VPSDE) and not isinstance(sde, SubVPSDE):
+    if _is_vp(sde):
         b0, d = sde.beta_min, sde.beta_max - sde.beta_min
         g_inv = lambda g: 2 * g / (b0 + torch.sqrt(b0**2 + 2 * d * g))
         return sde.integrated_beta, g_inv, sde.beta, 0.0
@@ -91,4 +96,4 @@ def bpd_clock(sde: SDE) -> str:
     target on both. Under VE, t is already affine in log σ, and σ as the clock cost 1.6× the
     t clock's rows on the VE digits U-Net at the same tolerance, within the target either way
     (docs/likelihood.md, "Likelihood levers")."""
-    return "sigma" if isinstance(sde, VPSDE) and not isinstance(sde, SubVPSDE) else "t"
+    return "sigma" if _is_vp(sde) else "t"
