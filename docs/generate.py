@@ -11,7 +11,8 @@ KIND is ``include`` (ARG: a report a script wrote from its run files, e.g. a ``s
 folder; the table is built from its ``metrics.json``), ``verdict`` (ARG: several such folders;
 one table of the image verdict, the paper's numbers beside ours), ``api`` (the API reference: one
 entry per name in ``scorepde.__all__``), ``properties`` (ARG: a hypothesis test file; each property
-with its examples per profile) or ``tests`` (ARG: a test file; each test with its docstring's
+with its examples per profile), ``norms`` (ARG: lever studies ``FOLDER:CASE:SDE``; rows evaluated
+by each likelihood clock and error norm) or ``tests`` (ARG: a test file; each test with its docstring's
 first paragraph). The figures in ``FIGURES`` are copied from their results
 folders. ``--check`` writes nothing and exits 1 when a committed page
 differs from what this script generates (tests/test_docs.py runs it), so a number in the docs
@@ -327,6 +328,58 @@ def tests(arg: str) -> str:
     return "\n".join(lines) + f"\n\n*Generated from `{arg}`.*\n"
 
 
+#: The solver choices ``norms`` compares, as (lever of benchmarks/likelihood_levers.py, header).
+NORMS = (
+    ("scipy_rk45", "SciPy RK45"),
+    ("torchdiffeq_fp32", "torchdiffeq, float32"),
+    ("rk_per_sample", "t, state"),
+    ("rk_balanced", "t, balanced"),
+    ("rk_error_on_logp", "t, log p"),
+    ("rk_sigma", "σ, state"),
+    ("rk_sigma_balanced", "σ, balanced"),
+    ("rk_sigma_logp", "σ, log p"),
+)
+
+
+def norms(arg: str) -> str:
+    """Rows evaluated at tol 1e-5 by each clock and error norm (per-sample dopri5 in float64),
+    one row per lever study ``FOLDER:CASE:SDE`` of ARG, ✓ where inside issue 34's target on
+    both measures; the cheapest such choice in bold and bits/dim's default named."""
+    from scorepde.bpd import bpd_solver_defaults
+    from scorepde.commands.likelihood_levers import within
+    from scorepde.reporting import markdown_table
+    from scorepde.sde import VESDE, VPSDE
+
+    default_lever = {
+        ("t", "state"): "rk_per_sample",
+        ("t", "balanced"): "rk_balanced",
+        ("sigma", "state"): "rk_sigma",
+        ("sigma", "balanced"): "rk_sigma_balanced",
+    }
+    out = []
+    for item in arg.split():
+        folder, case, sde = item.split(":")
+        m = json.loads((ROOT / folder / "metrics.json").read_text())
+        c = m["cases"][case]
+        at = {r["lever"]: r for r in c["rows"] if r["tol"] == 1e-5}
+        ok = {k: within(r, c["verdict"]["target"]) == "both" for k, r in at.items()}
+        cheapest = min((at[k]["sample_evals"] for k in at if ok[k]), default=None)
+        kw = bpd_solver_defaults(VPSDE() if sde == "vp" else VESDE())
+        default = default_lever[kw["time"], kw.get("error_on", "balanced")]
+        cells = []
+        for lever, _ in NORMS:
+            if lever not in at:
+                cells.append("—")
+                continue
+            n = at[lever]["sample_evals"]
+            cell = f"{n} {'✓' if ok[lever] else '✗'}"
+            cells.append(f"**{cell}**" if n == cheapest else cell)
+        name = f"{Path(folder).name} ({c['points']} images, D = {c['dim']})"
+        out.append([name, sde.upper(), *cells, dict(NORMS)[default]])
+    headers = ["study", "SDE", *(h for _, h in NORMS), "bits/dim's default"]
+    return f"{markdown_table(headers, out)}\n\n*Generated from each study's `metrics.json`.*\n"
+
+
 KINDS = {
     "include": include,
     "verdict": verdict,
@@ -336,6 +389,7 @@ KINDS = {
     "presets": presets,
     "properties": properties,
     "tests": tests,
+    "norms": norms,
 }
 
 
