@@ -110,9 +110,10 @@ def bpd_solver_defaults(sde: SDE) -> dict:
     equal cost. ``error_on="logp"`` was faster on the VP U-Nets but lets x drift: on a 2-D
     mixture a sorted, chunked split moved a point by 1.2e-3 bits at tol 1e-6
     (docs/likelihood.md, "Likelihood levers")."""
+    defaults = dict(time=bpd_clock(sde))
     if isinstance(sde, VESDE):
-        return dict(time=bpd_clock(sde), error_on="state")
-    return dict(time=bpd_clock(sde))
+        defaults["error_on"] = "state"
+    return defaults
 
 
 @renamed_keywords(model="score", trace="div")
