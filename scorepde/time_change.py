@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeGuard
 
 __all__ = ["TIME_VARIABLES", "TimeChange", "time_change", "bpd_clock"]
 
@@ -40,7 +43,7 @@ class TimeChange:
     identity: bool = False
 
 
-def _is_vp(sde: SDE) -> bool:
+def _is_vp(sde: SDE) -> TypeGuard[VPSDE]:
     """VP proper: sub-VP subclasses VPSDE but has another σ(t)."""
     return isinstance(sde, VPSDE) and not isinstance(sde, SubVPSDE)
 
