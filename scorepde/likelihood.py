@@ -88,14 +88,18 @@ def _score_and_divergence(score: Score, x, t, div: str, probes, mode: str):
     return score(x, t), divergence(lambda z: score(z, t), x, div, probes=probes)
 
 
-def _drift_and_divergence(score: Score, sde: SDE, x, t, div: str, probes, mode: str = "reverse"):
+def _drift_and_divergence(
+    score: Score, sde: SDE, x, t, div: str, probes, mode: str = "reverse", net_dtype=None
+):
     """(f − ½g² s, div_x [f − ½g² s] = div f − ½g² div s), s and div s formed ``mode``'s way
-    (one of ``MODES``; "reverse": one forward of the model and vjps on its graph)."""
-    s, div_s = _score_and_divergence(score, x, t, div, probes, mode)
+    (one of ``MODES``; "reverse": one forward of the model and vjps on its graph). The model
+    sees x and t in ``net_dtype`` (default x's); everything else is in x's dtype."""
+    net = x.dtype if net_dtype is None else net_dtype
+    s, div_s = _score_and_divergence(score, x.to(net), t.to(net), div, probes, mode)
     g2 = sde.diffusion(t) ** 2
     return (
-        sde.drift(x, t) - 0.5 * broadcast_to_batch(g2, x) * s,
-        sde.drift_divergence(x, t) - 0.5 * g2 * div_s,
+        sde.drift(x, t) - 0.5 * broadcast_to_batch(g2, x) * s.to(x.dtype),
+        sde.drift_divergence(x, t) - 0.5 * g2 * div_s.to(x.dtype),
     )
 
 
@@ -162,12 +166,8 @@ def _rk_rhs(
     def rhs(u, y, idx):
         t = (u if tc.identity else tc.t_of_u(u)).clamp(t_lo, t_hi)
         xs = y[:, :D].reshape(-1, *shape)
-        xn, tn = xs.to(net_dtype), t.to(net_dtype)
         pr = None if probes is None else probes[:, idx]
-        s, div_s = _score_and_divergence(score, xn, tn, div, pr, mode)
-        g2 = sde.diffusion(t) ** 2
-        v = sde.drift(xs, t) - 0.5 * broadcast_to_batch(g2, xs) * s.to(y.dtype)
-        dlogp = sde.drift_divergence(xs, t) - 0.5 * g2 * div_s.to(y.dtype)
+        v, dlogp = _drift_and_divergence(score, sde, xs, t, div, pr, mode, net_dtype)
         out = torch.cat([v.flatten(1), dlogp[:, None]], 1)
         return out if tc.identity else out.mul_(tc.dt_du(u)[:, None])
 
