@@ -140,7 +140,7 @@ def evaluate_bpd(
     Each repeat dequantizes every sample afresh, maps it to x = scale·u + shift (on
     ``device``, default the data's, in ``dtype``), runs :func:`log_likelihood` with
     ``div`` and ``ll_kwargs`` in solves of ``batch_size`` samples (default all at once; the
-    clock ``time`` and the norm ``error_on`` default to :func:`bpd_solver_defaults`),
+    clock ``time`` defaults to ``scorepde.time_change.bpd_clock(sde)``, σ for VP),
     cut in the ``order`` of ``ORDERS``, and converts with :func:`bits_per_dim`. Returns
 
     - ``bpd``: the mean over samples and repeats; ``bpd_stderr``: its standard error, the
