@@ -110,12 +110,17 @@ def finetune(arg: str) -> str:
     )
 
 
+def _epochs(n: float) -> str:
+    """Epochs as a table shows them: whole from 10 up, one decimal below (0.5 is not 1)."""
+    return f"{n:.0f}" if n >= 10 else f"{n:.1f}"
+
+
 def _budget(m: dict) -> str:
     """A folder's training budget in epochs beside the paper's, saying when it is below."""
     paper = PAPER_EPOCHS[m["protocol"]]
-    ours = f"{m['epochs']:.0f} epochs"
+    ours = f"{_epochs(m['epochs'])} epochs"
     if m["protocol"] == "finetune":
-        ours = f"{m['base_epochs']:.0f} + {ours}"
+        ours = f"{_epochs(m['base_epochs'])} + {ours}"
         paper = f"100 + {paper}"
     below = m["epochs"] < 0.95 * PAPER_EPOCHS[m["protocol"]]
     return f"{ours} (paper {paper}: **below the paper's budget**)" if below else f"{ours} (paper {paper})"
@@ -128,7 +133,7 @@ def _base_state(m: dict) -> str:
     steps = m["base_steps"]
     if steps not in curve:
         return "—"
-    text = f"{steps} steps ({m['base_epochs']:.0f} ep.), held-out DSM {curve[steps]:.3f}"
+    text = f"{steps} steps ({_epochs(m['base_epochs'])} ep.), held-out DSM {curve[steps]:.3f}"
     for other, when in ((steps // 2, "before"), (steps * 2, "after")):
         if other in curve:
             change = curve[max(steps, other)] / curve[min(steps, other)] - 1
