@@ -333,7 +333,7 @@ def tests(arg: str) -> str:
     return "\n".join(lines) + f"\n\n*Generated from `{arg}`.*\n"
 
 
-#: The solver choices ``norms`` compares, as (lever of benchmarks/likelihood_levers.py, header).
+#: The solver choices ``norms`` compares, as (lever of benchmarks/likelihood_cost.py, header).
 NORMS = (
     ("scipy_rk45", "SciPy RK45"),
     ("torchdiffeq_fp32", "torchdiffeq, float32"),
@@ -351,7 +351,7 @@ def norms(arg: str) -> str:
     one row per lever study ``FOLDER:CASE:SDE`` of ARG, ✓ where inside issue 34's target on
     both measures; the cheapest such choice in bold and bits/dim's default named."""
     from scorepde.bpd import bpd_solver_defaults
-    from scorepde.commands.likelihood_levers import within
+    from scorepde.commands.likelihood_cost import within
     from scorepde.reporting import markdown_table
     from scorepde.sde import VESDE, VPSDE
 
@@ -403,7 +403,7 @@ FIGURES = {
     "figures/density_checkerboard.png": "toy/results/density_paper/density_checkerboard.png",
     "figures/nll_vs_beta.png": "toy/results/density_paper/nll_vs_beta.png",
     "figures/cauchy_rel_l2_over_t.png": "toy/results/cauchy/rel_l2_over_t.png",
-    "figures/likelihood_work_precision.png": "benchmarks/results/likelihood_levers/digits64/work_precision.png",
+    "figures/likelihood_work_precision.png": "benchmarks/results/likelihood_cost/digits64/work_precision.png",
     "figures/audit_compare.png": "image/results/audit_compare/audit.png",
     "figures/audit_training.png": "image/results/audit_training/audit.png",
 }

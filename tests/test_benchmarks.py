@@ -18,7 +18,6 @@ SCRIPTS = (
     "estimator_error",
     "lever_error",
     "likelihood_cost",
-    "likelihood_levers",
     "pfode_cost",
     "step_cost",
     "time_steps",
@@ -136,31 +135,10 @@ def test_step_cost_quick(tmp_path):
 
 
 def test_likelihood_cost_quick(tmp_path):
-    """Structure only, plus the answers' agreement with the SciPy loop (not a timing)."""
-    m = _run("likelihood_cost.py", tmp_path)
-    assert set(m["cases"]) == {"mixture_exact", "mixture_hutchinson", "unet_hutchinson"}
-    assert set(m["speedup_over_scipy"]) == set(m["cases"])
-    for case, res in m["cases"].items():
-        methods = {"scipy_rk45", "scorepde_reverse"} | (
-            {"scorepde_forward"} if case != "unet_hutchinson" else set()
-        )
-        assert set(res["rows"]) == methods
-        for row in res["rows"].values():
-            assert isinstance(row["nfe"], int) and row["nfe"] > 0
-            assert isinstance(row["seconds_per_nfe"], float) and isinstance(row["speedup_over_scipy"], float)
-        assert res["rows"]["scipy_rk45"]["max_abs_diff_nats"] == 0.0
-    assert m["goals"]["answers_agree"] is True  # same points, same probe, same tolerance
-    first = m["cases"]["mixture_hutchinson"]["rows"]["scorepde_reverse"]["first_call"]
-    assert set(first) == {"first", "second", "extra"}
-    assert not any(name.endswith(".pt") for name in os.listdir(tmp_path))  # the U-Net weights are cleaned up
-    assert (tmp_path / "table.md").stat().st_size > 0
-
-
-def test_likelihood_levers_quick(tmp_path):
     """Every lever at every tolerance on the mixture: NFE, time, both errors, the verdict
     against SciPy at 1e-5 and the work-precision figure (structure and accuracy, not speed)."""
-    m = _run("likelihood_levers.py", tmp_path)
-    module = importlib.import_module("scorepde.commands.likelihood_levers")
+    m = _run("likelihood_cost.py", tmp_path)
+    module = importlib.import_module("scorepde.commands.likelihood_cost")
     rows = m["cases"]["mixture"]["rows"]
     levers = [lv for lv in module.LEVERS if module.runs_here(lv, module.mixture_case(2, 0))]
     assert {(r["lever"], r["tol"]) for r in rows} == {(lv, t) for lv in levers for t in m["tols"]}
@@ -223,16 +201,13 @@ COMMITTED = {
     "step_cost/seed2": "step_cost",
     "estimator_error": "estimator_error",
     "likelihood_cost": "likelihood_cost",
-    "likelihood_cost/compile": "likelihood_cost",
-    "likelihood_cost/mixture_after_fix": "likelihood_cost",
-    "likelihood_levers": "likelihood_levers",
-    "likelihood_levers/mixture": "likelihood_levers",
-    "likelihood_levers/mnist": "likelihood_levers",
-    "likelihood_levers/digits32": "likelihood_levers",
-    "likelihood_levers/digits64": "likelihood_levers",
-    "likelihood_levers/digits64_torchode": "likelihood_levers",
-    "likelihood_levers/mnist4": "likelihood_levers",
-    "likelihood_levers/digits64_ve": "likelihood_levers",
+    "likelihood_cost/mixture": "likelihood_cost",
+    "likelihood_cost/mnist": "likelihood_cost",
+    "likelihood_cost/digits32": "likelihood_cost",
+    "likelihood_cost/digits64": "likelihood_cost",
+    "likelihood_cost/digits64_torchode": "likelihood_cost",
+    "likelihood_cost/mnist4": "likelihood_cost",
+    "likelihood_cost/digits64_ve": "likelihood_cost",
     "lever_error": "lever_error",
     "time_steps": "time_steps",
     "bpd_cost": "bpd_cost",
@@ -245,7 +220,7 @@ def test_committed_tables_regenerate_byte_for_byte(folder):
     name = COMMITTED[folder]
     module = (
         importlib.import_module(f"scorepde.commands.{name}")
-        if name in ("step_cost", "estimator_error", "likelihood_cost", "likelihood_levers")
+        if name in ("step_cost", "estimator_error", "likelihood_cost")
         else _script(name)
     )
     with open(os.path.join(RESULTS, folder, "metrics.json")) as f:
@@ -283,11 +258,11 @@ def test_time_steps_and_pfode_cost_quick(tmp_path):
     )
 
 
-def test_likelihood_levers_refuses_a_checkpoint_without_a_config(tmp_path, capsys):
+def test_likelihood_cost_refuses_a_checkpoint_without_a_config(tmp_path, capsys):
     """A fine-tuning arm's file (weights, step, record: no config) is refused by name, not a KeyError."""
     ckpt = tmp_path / "arm.final.pt"
     torch.save({"model": {}, "step": 3, "record": {}}, ckpt)
-    module = importlib.import_module("scorepde.commands.likelihood_levers")
+    module = importlib.import_module("scorepde.commands.likelihood_cost")
     with pytest.raises(SystemExit):
         module.main(
             ["--cases", "digits", "--digits", str(ckpt), "--tols", "1e-5", "--out", str(tmp_path / "o")]

@@ -317,26 +317,14 @@ def test_toy_density_checkpoints_load_with_weights_only(tmp_path, monkeypatch):
     assert seen and all(isinstance(s["rng"][0]["generator"], torch.Tensor) for s in seen)
 
 
-def test_likelihood_cost_cached_weights_refuse_a_code_payload(tmp_path):
-    """scorepde.commands.likelihood_cost keeps the U-Net it trained in --out and loads it later."""
-    from types import SimpleNamespace
-
+def test_likelihood_cost_refuses_a_code_payload(tmp_path):
+    """benchmarks/likelihood_cost.py loads the image checkpoint it is given with weights only."""
     from scorepde.commands import likelihood_cost as module
 
-    marker, path = tmp_path / "ran", tmp_path / "unet_dsm5_seed0_quick.pt"
-    torch.save({"weight": Payload(marker)}, path)
-    args = SimpleNamespace(
-        quick=True,
-        seed=0,
-        unet_train_steps=None,
-        data_dir=None,
-        out=str(tmp_path),
-        first_call=None,
-        unet_points=None,
-    )
+    path, marker = _evil_checkpoint(tmp_path / "ck.pt", tmp_path / "ran"), tmp_path / "ran"
     with pytest.raises(ValueError) as err:
-        module.unet_case(args)
-    assert not marker.exists() and str(path) in str(err.value) and "io.open" in str(err.value)
+        module.image_case(str(path), 1, 0, None)
+    assert not marker.exists() and str(path) in str(err.value)
 
 
 def test_fit_resume_refuses_a_code_payload(tmp_path):
