@@ -97,10 +97,12 @@ def _drift_and_divergence(
     net = x.dtype if net_dtype is None else net_dtype
     s, div_s = _score_and_divergence(score, x.to(net), t.to(net), div, probes, mode)
     g2 = sde.diffusion(t) ** 2
-    return (
-        sde.drift(x, t) - 0.5 * broadcast_to_batch(g2, x) * s.to(x.dtype),
-        sde.drift_divergence(x, t) - 0.5 * g2 * div_s.to(x.dtype),
-    )
+    return _drift(sde, x, t, s), sde.drift_divergence(x, t) - 0.5 * g2 * div_s.to(x.dtype)
+
+
+def _drift(sde: SDE, x, t, s):
+    """f − ½g² s in x's dtype, from the score's value s (in the network's dtype)."""
+    return sde.drift(x, t) - 0.5 * broadcast_to_batch(sde.diffusion(t) ** 2, x) * s.to(x.dtype)
 
 
 def solve_ode(
@@ -157,17 +159,33 @@ def joint_rms_norm(tensors) -> torch.Tensor:
 
 
 def _rk_rhs(
-    score: Score, sde: SDE, shape, div: str, probes, mode: str, tc, net_dtype, t_lo: float, t_hi: float
+    score: Score,
+    sde: SDE,
+    shape,
+    div: str,
+    probes,
+    mode: str,
+    tc,
+    net_dtype,
+    t_lo: float,
+    t_hi: float,
+    inner: bool = False,
 ):
     """dy/du for y = (x flattened, log-density integral) in the clock u of ``tc``, rows ``idx``
-    of the batch: the network sees x and t in ``net_dtype``, everything else is y's dtype."""
+    of the batch: the network sees x and t in ``net_dtype``, everything else is y's dtype.
+    With ``inner``, x's part only, from one plain forward (d log p/du left at zero: the
+    ``f_inner`` of ``scorepde.rk.solve_batched``, for the stages the log-density never reads)."""
     D = math.prod(shape)
 
     def rhs(u, y, idx):
         t = (u if tc.identity else tc.t_of_u(u)).clamp(t_lo, t_hi)
         xs = y[:, :D].reshape(-1, *shape)
-        pr = None if probes is None else probes[:, idx]
-        v, dlogp = _drift_and_divergence(score, sde, xs, t, div, pr, mode, net_dtype)
+        if inner:
+            v = _drift(sde, xs, t, score(xs.to(net_dtype), t.to(net_dtype)))
+            dlogp = torch.zeros_like(t)
+        else:
+            pr = None if probes is None else probes[:, idx]
+            v, dlogp = _drift_and_divergence(score, sde, xs, t, div, pr, mode, net_dtype)
         out = torch.cat([v.flatten(1), dlogp[:, None]], 1)
         return out if tc.identity else out.mul_(tc.dt_du(u)[:, None])
 
@@ -198,10 +216,14 @@ def _solve_rk(
     B, D = x.shape[0], x[0].numel()
     y0 = torch.cat([x.flatten(1), torch.zeros(B, 1, dtype=x.dtype, device=x.device)], 1).to(dtype)
     weights = error_weights(error_on, D, dtype=dtype, device=x.device)
-    rhs = _rk_rhs(score, sde, x.shape[1:], div, probes, mode, tc, x.dtype, eps, T)
-    y_T, stats = solve_batched(
-        rhs, y0, tc.u0, tc.u1, rtol=rtol, atol=atol, method=method, control=control, weights=weights
+    rhs, inner = (
+        _rk_rhs(score, sde, x.shape[1:], div, probes, mode, tc, x.dtype, eps, T, inner=only_x)
+        for only_x in (False, True)
     )
+    y_T, stats = solve_batched(
+        rhs, y0, tc.u0, tc.u1, rtol=rtol, atol=atol, method=method, control=control, weights=weights,
+        f_inner=inner,
+    )  # fmt: skip
     return y_T[:, :D].reshape(x.shape), y_T[:, D], stats
 
 
@@ -303,7 +325,8 @@ def log_likelihood(
     x's dtype, error norm :func:`joint_rms_norm` unless ``options`` names a ``norm``.
     With ``return_stats`` also returns a dict: ``nfe`` (ODE function evaluations),
     ``prior_logp`` = log p_T(x(T)), ``delta_logp`` = ∫ div dt (both ``[B]``) and ``x_T``
-    (with ``"rk"`` also ``sample_evals``, ``steps``, ``rejected``). No graph is kept.
+    (with ``"rk"`` also ``nfe_inner``, the evaluations of x's drift alone at the stages the
+    log-density never reads, ``sample_evals``, ``steps``, ``rejected``). No graph is kept.
     """
     T = float(sde.T)
     if solver is None:  # torchdiffeq for what only it has (euler, rk4, …; its options)

@@ -18,6 +18,11 @@ sample as the weighted RMS
 log-density), accepted when r ≤ 1; the next step is h · clamp(0.9 r^(−1/q), 0.2, 10) with
 q the method's order (Hairer, Nørsett & Wanner, Solving ODEs I, §II.4, as SciPy and
 torchdiffeq). All four tableaux are first-same-as-last, so a step costs S − 1 evaluations.
+
+A stage whose solution and error weights are both zero (dopri5's second, four of dopri8's)
+only feeds the later stages. Components of y that f never reads (quadratures, such as the
+log-density integral of a likelihood solve) are then not needed there: ``f_inner`` may give
+dy/dt with them left at zero, at a lower cost (CVODES calls such components quadratures).
 """
 
 from __future__ import annotations
@@ -44,6 +49,12 @@ class Tableau:
     b: tuple
     e: tuple
     order: int
+
+    @property
+    def inner(self) -> tuple:
+        """The stages (by index) that enter neither the solution nor the error estimate:
+        zero in b and e, and not the last (which is the next step's first)."""
+        return tuple(i for i in range(1, len(self.c) - 1) if self.b[i] == 0.0 and self.e[i] == 0.0)
 
 
 def _from_torchdiffeq(tableau, order: int) -> Tableau:
@@ -148,12 +159,15 @@ def _initial_step(f, t, y, k1, idx, t1, tab, rtol, atol, w, joint):
     return torch.minimum(torch.minimum(100 * h0, h1), t1 - t)
 
 
-def _stages(f, t, y, h, k1, idx, tab):
-    """The stages of one step from (t, y) with steps h: (y_new, error estimate, last stage)."""
+def _stages(f, t, y, h, k1, idx, tab, f_inner=None):
+    """The stages of one step from (t, y) with steps h: (y_new, error estimate, last stage);
+    ``f_inner`` (if given) evaluates the stages of ``tab.inner``."""
     ks = [k1]
     hc = h[:, None]
+    inner = tab.inner if f_inner is not None else ()
     for i in range(1, len(tab.c)):
-        ks.append(f(t + tab.c[i] * h, y + hc * _combine(tab.a[i], ks), idx))
+        fi = f_inner if i in inner else f
+        ks.append(fi(t + tab.c[i] * h, y + hc * _combine(tab.a[i], ks), idx))
     y_new = y + hc * _combine(tab.b, ks)
     return y_new, hc * _combine(tab.e, ks), ks[-1]
 
@@ -170,14 +184,17 @@ def solve_batched(
     control: str = "per_sample",
     weights: torch.Tensor | None = None,
     max_steps: int = 100_000,
+    f_inner: Callable | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """y(t1) ``[B, n]`` for dy/dt = f(t, y, idx), y(t0) = y0 ``[B, n]``, t0 < t1, and stats.
 
     ``f(t [b], y [b, n], idx [b])`` gets the samples still on their way (``idx`` their rows
     of y0) at their own times and returns dy/dt ``[b, n]``. ``method`` names a tableau of
     ``TABLEAUS``, ``control`` one of ``CONTROLS``, ``weights`` (``[n]``, ≥ 0) the components
-    the error norm counts (default all alike). Stats: ``nfe`` (calls of f), ``sample_evals``
-    (rows evaluated, summed), ``steps`` (accepted, the largest over samples), ``rejected``.
+    the error norm counts (default all alike). ``f_inner`` (same signature) may stand in for f
+    at the stages of ``Tableau.inner``, leaving components that f never reads at zero.
+    Stats: ``nfe`` (calls of f and f_inner), ``nfe_inner`` (of f_inner), ``sample_evals`` (rows
+    evaluated, summed), ``steps`` (accepted, the largest over samples), ``rejected``.
     A step size that underflows or ``max_steps`` steps raise a ValueError.
     """
     if method not in TABLEAUS:
@@ -195,12 +212,14 @@ def solve_batched(
     y = y0
     k1 = f(t, y, idx)
     h = _initial_step(f, t, y, k1, idx, t1, tab, rtol, atol, w, joint)
-    stats = dict(nfe=2, sample_evals=2 * B, steps=0, rejected=0)
+    stats = dict(nfe=2, nfe_inner=0, sample_evals=2 * B, steps=0, rejected=0)
+    n_inner = len(tab.inner) if f_inner is not None else 0
     while idx.numel():
         if stats["steps"] + stats["rejected"] >= max_steps:
             raise ValueError(f"the ODE solve took more than max_steps = {max_steps} steps; loosen rtol/atol")
-        y_new, err, k_last = _stages(f, t, y, h, k1, idx, tab)
+        y_new, err, k_last = _stages(f, t, y, h, k1, idx, tab, f_inner)
         stats["nfe"] += len(tab.c) - 1
+        stats["nfe_inner"] += n_inner
         stats["sample_evals"] += (len(tab.c) - 1) * idx.numel()
         r = _error_ratio(err, y, y_new, rtol, atol, w, joint)
         ok = r <= 1.0  # False for NaN

@@ -192,6 +192,24 @@ def test_reverse_mode_likelihood_matches_forward_mode(trace):
         assert (other - rev).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_drift_only_inner_stages_change_nothing(trace, monkeypatch):
+    """The "rk" solve evaluates x's drift alone (one plain forward, no vjp) at the stages the
+    log-density never reads: the same answer, bit for bit, as the full evaluation everywhere."""
+    import scorepde.likelihood as lik
+
+    torch.manual_seed(0)
+    model, sde = MLP(20).double(), sp.VPSDE()
+    x = torch.randn(5, 20, dtype=torch.float64)
+    kw = dict(div=trace, rtol=1e-6, atol=1e-6, return_stats=True)
+    new, s_new = log_likelihood(model, sde, x, generator=torch.Generator().manual_seed(2), **kw)
+    solve = lik.solve_batched
+    monkeypatch.setattr(lik, "solve_batched", lambda *a, f_inner, **k: solve(*a, **k))
+    old, s_old = log_likelihood(model, sde, x, generator=torch.Generator().manual_seed(2), **kw)
+    assert torch.equal(new, old) and s_new["nfe"] == s_old["nfe"]
+    assert s_new["nfe_inner"] == (s_new["nfe"] - 2) // 6 > 0 == s_old["nfe_inner"]  # dopri5: 1 of 6
+
+
 def test_joint_norm_is_the_rms_of_the_whole_state():
     from scorepde.likelihood import joint_rms_norm
 

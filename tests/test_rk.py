@@ -47,6 +47,34 @@ def test_solution_within_tolerance(name, control):
         assert stats["nfe"] > 0 and stats["rejected"] >= 0
 
 
+def test_inner_stages_are_those_without_solution_or_error_weight():
+    assert TABLEAUS["dopri5"].inner == (1,) and TABLEAUS["dopri8"].inner == (1, 2, 3, 4)
+    assert TABLEAUS["tsit5"].inner == () == TABLEAUS["bosh3"].inner
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+@pytest.mark.parametrize("name", ["dopri5", "dopri8"])
+def test_f_inner_values_of_unread_components_never_reach_the_answer(name, control):
+    """y = (y₁, q) with q' = y₁² (a quadrature: f never reads q). f_inner gives y₁' and
+    garbage for q' at the inner stages: y(t1), q(t1) and the steps are f's alone, bit for bit."""
+
+    def f(t, y, idx):
+        return torch.stack([LAM[idx] * y[:, 0] + torch.cos(t), y[:, 0] ** 2], 1)
+
+    def f_inner(t, y, idx):
+        return torch.stack([LAM[idx] * y[:, 0] + torch.cos(t), torch.full_like(t, 1e6)], 1)
+
+    y0 = torch.tensor([[1.0, 0.0]] * 4, dtype=torch.float64)
+    kw = dict(rtol=1e-7, atol=1e-7, method=name, control=control)
+    plain, s_plain = solve_batched(f, y0, 0.0, 3.0, **kw)
+    inner, s_inner = solve_batched(f, y0, 0.0, 3.0, f_inner=f_inner, **kw)
+    assert torch.equal(plain, inner) and s_plain["nfe"] == s_inner["nfe"]
+    assert s_plain["nfe_inner"] == 0
+    iterations = (s_inner["nfe"] - 2) // (len(TABLEAUS[name].c) - 1)  # one call of f_inner per inner stage
+    assert s_inner["nfe_inner"] == len(TABLEAUS[name].inner) * iterations > 0
+    assert (plain[:, :1] - _exact(3.0)).abs().max() < 1e-5
+
+
 def test_higher_order_takes_fewer_steps_at_tight_tolerance():
     y0 = torch.ones(4, 1, dtype=torch.float64)
     nfe = {m: solve_batched(_rhs(), y0, 0.0, 3.0, rtol=1e-9, atol=1e-9, method=m)[1]["nfe"] for m in TABLEAUS}
