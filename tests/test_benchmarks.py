@@ -245,7 +245,8 @@ def test_committed_tables_regenerate_byte_for_byte(folder):
     name = COMMITTED[folder]
     module = (
         importlib.import_module(f"scorepde.commands.{name}")
-        if name in ("step_cost", "estimator_error", "likelihood_cost", "likelihood_levers", "time_steps")
+        if name
+        in ("step_cost", "estimator_error", "likelihood_cost", "likelihood_levers", "time_steps", "bpd_cost")
         else _script(name)
     )
     with open(os.path.join(RESULTS, folder, "metrics.json")) as f:
