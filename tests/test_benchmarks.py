@@ -243,12 +243,7 @@ COMMITTED = {
 def test_committed_tables_regenerate_byte_for_byte(folder):
     """The committed table.md is what today's code writes from the committed metrics.json."""
     name = COMMITTED[folder]
-    module = (
-        importlib.import_module(f"scorepde.commands.{name}")
-        if name
-        in ("step_cost", "estimator_error", "likelihood_cost", "likelihood_levers", "time_steps", "bpd_cost")
-        else _script(name)
-    )
+    module = importlib.import_module(f"scorepde.commands.{name}")
     with open(os.path.join(RESULTS, folder, "metrics.json")) as f:
         metrics = json.load(f)
     if name == "step_cost":  # what --rederive writes: the metrics derived again, then the table
