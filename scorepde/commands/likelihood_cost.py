@@ -25,6 +25,7 @@ Writes metrics.json, table.md and work_precision.png to --out.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import math
@@ -53,7 +54,9 @@ from scorepde.reporting import markdown_table
 #: input, ``_batch`` cuts the points into solves of that many (the probes of one draw),
 #: ``_bpd`` takes evaluate_bpd's defaults (``scorepde.bpd.bpd_solver_defaults``), ``_torchode``
 #: integrates the "rk" solver's right-hand side (t clock, float64 state) with torchode's dopri5
-#: and per-sample integral controller instead (``torchode_fn``; it needs ``pip install -e ".[levers]"``).
+#: and per-sample integral controller instead (``torchode_fn``; it needs ``pip install -e ".[levers]"``),
+#: ``_full_stages`` evaluates the divergence at every stage, as before the drift-only inner
+#: stages (``scorepde.rk.Tableau.inner``; ``every_stage_full``).
 def _rk(**change) -> dict:
     """The plain "rk" solve (error on the whole state, clock t) with ``change``."""
     return dict(solver="rk", error_on="state", time="t") | change
@@ -81,6 +84,7 @@ LEVERS = {
     "rk_batch16": _rk(_batch=16),
     "default": dict(),
     "bpd_default": dict(_bpd=True),
+    "bpd_default_full_stages": dict(_bpd=True, _full_stages=True),
     "torchode_dopri5": dict(_torchode=True),
 }
 CASES = ("mixture", "digits", "mnist")
@@ -190,21 +194,37 @@ def solve_fn(case, lever: str, tol: float, seed: int):
     if kw.pop("_channels_last", False):
         score = channels_last(score)
     batch = kw.pop("_batch", x.shape[0])
+    stages = every_stage_full if kw.pop("_full_stages", False) else contextlib.nullcontext
 
     def ours():
         lls, nfe, evals = [], 0, 0
         for i in range(0, x.shape[0], batch):
             pr = None if probes is None else probes[:, i : i + batch]
             xb = x[i : i + batch]
-            _, st = sp.log_likelihood(
-                score, sde, xb, eps, div, probes=pr, rtol=tol, atol=tol, return_stats=True, **kw
-            )
+            with stages():
+                _, st = sp.log_likelihood(
+                    score, sde, xb, eps, div, probes=pr, rtol=tol, atol=tol, return_stats=True, **kw
+                )
             lls.append(st["prior_logp"].double() + st["delta_logp"].double())
             nfe += st["nfe"]
             evals += st.get("sample_evals", st["nfe"] * xb.shape[0])
         return torch.cat(lls), nfe, evals
 
     return ours
+
+
+@contextlib.contextmanager
+def every_stage_full():
+    """log_likelihood's "rk" solve with the full evaluation (drift and divergence) at every
+    stage, the inner ones too: the path the drift-only inner stages replaced, for timing."""
+    import scorepde.likelihood as lik
+
+    solve = lik.solve_batched
+    lik.solve_batched = lambda *args, f_inner=None, **kw: solve(*args, **kw)
+    try:
+        yield
+    finally:
+        lik.solve_batched = solve
 
 
 def reference(case, args, name: str) -> torch.Tensor:
