@@ -216,13 +216,10 @@ def _solve_rk(
     B, D = x.shape[0], x[0].numel()
     y0 = torch.cat([x.flatten(1), torch.zeros(B, 1, dtype=x.dtype, device=x.device)], 1).to(dtype)
     weights = error_weights(error_on, D, dtype=dtype, device=x.device)
-    rhs, inner = (
-        _rk_rhs(score, sde, x.shape[1:], div, probes, mode, tc, x.dtype, eps, T, inner=only_x)
-        for only_x in (False, True)
-    )
+    problem = (score, sde, x.shape[1:], div, probes, mode, tc, x.dtype, eps, T)
     y_T, stats = solve_batched(
-        rhs, y0, tc.u0, tc.u1, rtol=rtol, atol=atol, method=method, control=control, weights=weights,
-        f_inner=inner,
+        _rk_rhs(*problem), y0, tc.u0, tc.u1, rtol=rtol, atol=atol, method=method, control=control,
+        weights=weights, f_inner=_rk_rhs(*problem, inner=True),
     )  # fmt: skip
     return y_T[:, :D].reshape(x.shape), y_T[:, D], stats
 

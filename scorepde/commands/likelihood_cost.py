@@ -83,6 +83,7 @@ LEVERS = {
     "rk_channels_last": _rk(_channels_last=True),
     "rk_batch16": _rk(_batch=16),
     "default": dict(),
+    "default_full_stages": dict(_full_stages=True),
     "bpd_default": dict(_bpd=True),
     "bpd_default_full_stages": dict(_bpd=True, _full_stages=True),
     "torchode_dopri5": dict(_torchode=True),
