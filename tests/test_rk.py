@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from scorepde.rk import CONTROLS, TABLEAUS, solve_batched
+from scorepde.rk import CONTROLS, TABLEAUS, Tableau, solve_batched
 
 LAM = torch.tensor([-0.1, -1.0, -2.0, -8.0], dtype=torch.float64)
 
@@ -50,6 +50,11 @@ def test_solution_within_tolerance(name, control):
 def test_inner_stages_are_those_without_solution_or_error_weight():
     assert TABLEAUS["dopri5"].inner == (1,) and TABLEAUS["dopri8"].inner == (1, 2, 3, 4)
     assert TABLEAUS["tsit5"].inner == () == TABLEAUS["bosh3"].inner
+    # a stage with no solution weight still counts when the error estimate reads it
+    tab = Tableau(
+        c=(0.0, 0.5, 1.0), a=((), (0.5,), (0.5, 0.5)), b=(0.5, 0.0, 0.5), e=(0.1, -0.1, 0.0), order=2
+    )
+    assert tab.inner == ()
 
 
 @pytest.mark.parametrize("control", CONTROLS)
@@ -61,7 +66,10 @@ def test_f_inner_values_of_unread_components_never_reach_the_answer(name, contro
     def f(t, y, idx):
         return torch.stack([LAM[idx] * y[:, 0] + torch.cos(t), y[:, 0] ** 2], 1)
 
+    calls = []
+
     def f_inner(t, y, idx):
+        calls.append(len(idx))
         return torch.stack([LAM[idx] * y[:, 0] + torch.cos(t), torch.full_like(t, 1e6)], 1)
 
     y0 = torch.tensor([[1.0, 0.0]] * 4, dtype=torch.float64)
@@ -71,7 +79,7 @@ def test_f_inner_values_of_unread_components_never_reach_the_answer(name, contro
     assert torch.equal(plain, inner) and s_plain["nfe"] == s_inner["nfe"]
     assert s_plain["nfe_inner"] == 0
     iterations = (s_inner["nfe"] - 2) // (len(TABLEAUS[name].c) - 1)  # one call of f_inner per inner stage
-    assert s_inner["nfe_inner"] == len(TABLEAUS[name].inner) * iterations > 0
+    assert len(calls) == s_inner["nfe_inner"] == len(TABLEAUS[name].inner) * iterations > 0
     assert (plain[:, :1] - _exact(3.0)).abs().max() < 1e-5
 
 
