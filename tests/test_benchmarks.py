@@ -212,6 +212,7 @@ COMMITTED = {
     "likelihood_cost/fashion8_ve": "likelihood_cost",
     "likelihood_cost/digits64_inner": "likelihood_cost",
     "likelihood_cost/mixture_inner": "likelihood_cost",
+    "likelihood_cost/mnist4_inner": "likelihood_cost",
     "lever_error": "lever_error",
     "time_steps": "time_steps",
     "bpd_cost": "bpd_cost",
