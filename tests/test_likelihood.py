@@ -202,12 +202,25 @@ def test_drift_only_inner_stages_change_nothing(trace, monkeypatch):
     model, sde = MLP(20).double(), sp.VPSDE()
     x = torch.randn(5, 20, dtype=torch.float64)
     kw = dict(div=trace, rtol=1e-6, atol=1e-6, return_stats=True)
+    solve, fields = lik.solve_batched, []
+
+    def spy(f, y0, *a, f_inner, **k):
+        fields.append((f, f_inner, y0))
+        return solve(f, y0, *a, f_inner=f_inner, **k)
+
+    monkeypatch.setattr(lik, "solve_batched", spy)
     new, s_new = log_likelihood(model, sde, x, generator=torch.Generator().manual_seed(2), **kw)
-    solve = lik.solve_batched
     monkeypatch.setattr(lik, "solve_batched", lambda *a, f_inner, **k: solve(*a, **k))
     old, s_old = log_likelihood(model, sde, x, generator=torch.Generator().manual_seed(2), **kw)
     assert torch.equal(new, old) and s_new["nfe"] == s_old["nfe"]
     assert s_new["nfe_inner"] == (s_new["nfe"] - 2) // 6 > 0 == s_old["nfe_inner"]  # dopri5: 1 of 6
+    f, f_inner, y0 = fields[0]  # the inner field: x's drift as f's, d log p/dt left at zero
+    u, idx = torch.full((5,), 0.3, dtype=torch.float64), torch.arange(5)
+    with torch.no_grad():
+        full, inner = f(u, y0, idx), f_inner(u, y0, idx)
+    assert (
+        torch.equal(inner[:, :-1], full[:, :-1]) and full[:, -1].abs().min() > 0 == inner[:, -1].abs().max()
+    )
 
 
 def test_joint_norm_is_the_rms_of_the_whole_state():

@@ -55,6 +55,11 @@ def test_inner_stages_are_those_without_solution_or_error_weight():
         c=(0.0, 0.5, 1.0), a=((), (0.5,), (0.5, 0.5)), b=(0.5, 0.0, 0.5), e=(0.1, -0.1, 0.0), order=2
     )
     assert tab.inner == ()
+    # the first stage (the previous step's last) is never inner; the one before the last can be
+    tab = Tableau(
+        c=(0.0, 0.5, 1.0), a=((), (0.5,), (0.5, 0.5)), b=(0.0, 0.0, 1.0), e=(0.0, 0.0, 0.0), order=1
+    )
+    assert tab.inner == (1,)
 
 
 @pytest.mark.parametrize("control", CONTROLS)
