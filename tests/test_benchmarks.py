@@ -263,6 +263,14 @@ def test_time_steps_and_pfode_cost_quick(tmp_path):
     )
 
 
+def test_likelihood_cost_refuses_a_gpu_it_would_not_time(tmp_path):
+    """Its solves are timed in CPU seconds: --device cuda is refused by name, before any work."""
+    module = importlib.import_module("scorepde.commands.likelihood_cost")
+    with pytest.raises(SystemExit) as info:
+        module.main(["--device", "cuda", "--out", str(tmp_path / "o")])
+    assert "--device cpu only" in str(info.value) and not (tmp_path / "o").exists()
+
+
 def test_likelihood_cost_refuses_a_checkpoint_without_a_config(tmp_path, capsys):
     """A fine-tuning arm's file (weights, step, record: no config) is refused by name, not a KeyError."""
     ckpt = tmp_path / "arm.final.pt"

@@ -448,6 +448,8 @@ def main(argv=None):
         raise SystemExit(
             f"error: unknown lever/case {bad}, or --tols lacks 1e-5, or --levers lacks scipy_rk45"
         )
+    if args.device != "cpu":  # a GPU's work would not show in the host's CPU seconds
+        raise SystemExit("error: --device cpu only: every solve is timed in this process's CPU seconds")
     setup_run(args)
     info = machine_info("cpu")
     cases = {}
