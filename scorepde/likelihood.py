@@ -75,8 +75,7 @@ _ADAPTIVE = {"dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"}
 @renamed_keywords(model="score")
 def probability_flow_drift(score: Score, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """f(x, t) − ½g(t)² s(x, t), the probability-flow ODE's velocity, shaped like x."""
-    g2 = broadcast_to_batch(sde.diffusion(t) ** 2, x)
-    return sde.drift(x, t) - 0.5 * g2 * score(x, t)
+    return _drift(sde, x, t, score(x, t))
 
 
 def _score_and_divergence(score: Score, x, t, div: str, probes, mode: str):
@@ -97,12 +96,12 @@ def _drift_and_divergence(
     net = x.dtype if net_dtype is None else net_dtype
     s, div_s = _score_and_divergence(score, x.to(net), t.to(net), div, probes, mode)
     g2 = sde.diffusion(t) ** 2
-    return _drift(sde, x, t, s), sde.drift_divergence(x, t) - 0.5 * g2 * div_s.to(x.dtype)
+    return _drift(sde, x, t, s.to(x.dtype)), sde.drift_divergence(x, t) - 0.5 * g2 * div_s.to(x.dtype)
 
 
 def _drift(sde: SDE, x, t, s):
-    """f − ½g² s in x's dtype, from the score's value s (in the network's dtype)."""
-    return sde.drift(x, t) - 0.5 * broadcast_to_batch(sde.diffusion(t) ** 2, x) * s.to(x.dtype)
+    """f(x, t) − ½g(t)² s from the score's value s, shaped like x."""
+    return sde.drift(x, t) - 0.5 * broadcast_to_batch(sde.diffusion(t) ** 2, x) * s
 
 
 def solve_ode(
@@ -181,7 +180,7 @@ def _rk_rhs(
         t = (u if tc.identity else tc.t_of_u(u)).clamp(t_lo, t_hi)
         xs = y[:, :D].reshape(-1, *shape)
         if inner:
-            v = _drift(sde, xs, t, score(xs.to(net_dtype), t.to(net_dtype)))
+            v = _drift(sde, xs, t, score(xs.to(net_dtype), t.to(net_dtype)).to(xs.dtype))
             dlogp = torch.zeros_like(t)
         else:
             pr = None if probes is None else probes[:, idx]
