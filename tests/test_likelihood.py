@@ -192,16 +192,18 @@ def test_reverse_mode_likelihood_matches_forward_mode(trace):
         assert (other - rev).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("state_dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("trace", ["exact", "hutchinson"])
-def test_drift_only_inner_stages_change_nothing(trace, monkeypatch):
+def test_drift_only_inner_stages_change_nothing(trace, state_dtype, monkeypatch):
     """The "rk" solve evaluates x's drift alone (one plain forward, no vjp) at the stages the
-    log-density never reads: the same answer, bit for bit, as the full evaluation everywhere."""
+    log-density never reads: the same answer, bit for bit, as the full evaluation everywhere
+    (also with a state in a lower precision than the network's)."""
     import scorepde.likelihood as lik
 
     torch.manual_seed(0)
     model, sde = MLP(20).double(), sp.VPSDE()
     x = torch.randn(5, 20, dtype=torch.float64)
-    kw = dict(div=trace, rtol=1e-6, atol=1e-6, return_stats=True)
+    kw = dict(div=trace, rtol=1e-6, atol=1e-6, return_stats=True, state_dtype=state_dtype)
     solve, fields = lik.solve_batched, []
 
     def spy(f, y0, *a, f_inner, **k):
@@ -215,7 +217,7 @@ def test_drift_only_inner_stages_change_nothing(trace, monkeypatch):
     assert torch.equal(new, old) and s_new["nfe"] == s_old["nfe"]
     assert s_new["nfe_inner"] == (s_new["nfe"] - 2) // 6 > 0 == s_old["nfe_inner"]  # dopri5: 1 of 6
     f, f_inner, y0 = fields[0]  # the inner field: x's drift as f's, d log p/dt left at zero
-    u, idx = torch.full((5,), 0.3, dtype=torch.float64), torch.arange(5)
+    u, idx = torch.full((5,), 0.3, dtype=state_dtype), torch.arange(5)
     with torch.no_grad():
         full, inner = f(u, y0, idx), f_inner(u, y0, idx)
     assert (
