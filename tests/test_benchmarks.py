@@ -271,6 +271,14 @@ def test_likelihood_cost_refuses_a_gpu_it_would_not_time(tmp_path):
     assert "--device cpu only" in str(info.value) and not (tmp_path / "o").exists()
 
 
+def test_likelihood_cost_step_ceiling_counts_the_stages():
+    """SciPy's step is six evaluations of two forwards + vjp; dopri5's five forward + vjp and
+    one drift-only forward (six forward + vjp with every stage full)."""
+    module = importlib.import_module("scorepde.commands.likelihood_cost")
+    inner, full = module.step_ceiling({"scipy_2fwd_vjp": 30.0, "fwd_vjp": 20.0, "fwd_no_grad": 10.0})
+    assert inner == pytest.approx(180 / 110) and full == pytest.approx(180 / 120)
+
+
 def test_likelihood_cost_refuses_a_checkpoint_without_a_config(tmp_path, capsys):
     """A fine-tuning arm's file (weights, step, record: no config) is refused by name, not a KeyError."""
     ckpt = tmp_path / "arm.final.pt"
