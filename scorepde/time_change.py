@@ -23,7 +23,7 @@ import torch
 from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
 if TYPE_CHECKING:
-    from typing import TypeGuard  # Python ≥ 3.10; only read by the type checker
+    from typing import TypeGuard  # novermin: Python ≥ 3.10, only read by the type checker
 
 __all__ = ["TIME_VARIABLES", "TimeChange", "time_change", "bpd_clock"]
 
