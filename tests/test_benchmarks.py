@@ -280,6 +280,16 @@ def test_likelihood_cost_step_ceiling_counts_the_stages():
     assert inner == pytest.approx(180 / 110) and full == pytest.approx(180 / 120)
 
 
+def test_likelihood_cost_table_names_the_data_folder_of_a_case():
+    """An mnist case names the folder it read (Fashion-MNIST runs under the same flag)."""
+    module = importlib.import_module("scorepde.commands.likelihood_cost")
+    with open(os.path.join(RESULTS, "likelihood_cost", "mnist16", "metrics.json")) as f:
+        metrics = json.load(f)
+    assert "**mnist** (16 points" in module.table(metrics)
+    metrics["cases"]["mnist"]["data"] = "fashion-mnist"
+    assert "**mnist** (fashion-mnist: 16 points" in module.table(metrics)
+
+
 def test_likelihood_cost_refuses_a_checkpoint_without_a_config(tmp_path, capsys):
     """A fine-tuning arm's file (weights, step, record: no config) is refused by name, not a KeyError."""
     ckpt = tmp_path / "arm.final.pt"

@@ -410,7 +410,8 @@ def table(metrics) -> str:
     for name, res in metrics["cases"].items():
         res = dict(res, verdict=verdict(res["rows"]))  # derived again: older metrics had one criterion
         t = res["verdict"]["target"]
-        lines += [f"**{name}** ({res['points']} points, D = {res['dim']}); target: dataset error ≤ "
+        data = f"{res['data']}: " if res.get("data") else ""  # the folder an mnist case read (Fashion too)
+        lines += [f"**{name}** ({data}{res['points']} points, D = {res['dim']}); target: dataset error ≤ "
                   f"{t['dataset_error']:.2e}, per-image error ≤ {t['image_error']:.2e}.", ""]  # fmt: skip
         lines.append(markdown_table(
             ["lever", "tol", "seconds", "NFE", "rows evaluated", "dataset error", "per-image error", "within target",
@@ -482,6 +483,8 @@ def main(argv=None):
         rows = sweep(case, args, name, levers, tols)
         cases[name] = dict(points=case[2].shape[0], dim=case[2][0].numel(), rows=rows, verdict=verdict(rows),
                            eval_ms=None if name == "mixture" or args.quick else eval_costs(case, compile_model=args.compile))  # fmt: skip
+        if name == "mnist":  # the case is named by its flag; Fashion-MNIST runs under it too
+            cases[name]["data"] = os.path.basename(os.path.normpath(args.data_dir))
     metrics = dict(cases=cases, tols=tols, ref_tol=args.ref_tol, machine=info, load_average_end=load_average(),
                    command=command_line("benchmarks/likelihood_cost.py", argv))  # fmt: skip
     write_report(args.out, metrics, table(metrics))
