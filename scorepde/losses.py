@@ -28,12 +28,14 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .checks import check_batch_independent, check_finite, check_output
 from .derivatives import broadcast_to_batch
 from .fpe import get_estimator, residual_norm_sq
 from .sde import SDE
+from .stats import standard_error
 from .typing import Score, renamed_keywords, time_conditioning
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "DEFAULT_FP",
     "sample_time",
     "dsm_loss",
+    "held_out_dsm",
     "fp_regularizer",
     "FPObjective",
 ]
@@ -213,6 +216,30 @@ def dsm_loss(
     xt, t, z = _perturbed_batch(sde, x0, eps, generator)
     loss = _dsm_from_score(score(xt, t), sde, t, z, weighting)
     return (loss, xt, t) if return_samples else loss
+
+
+def held_out_dsm(
+    score: Score,
+    sde: SDE,
+    x0: torch.Tensor | Callable[[torch.Generator | None], torch.Tensor],
+    repeats: int,
+    *,
+    generator: torch.Generator | None = None,
+    **dsm_kwargs,
+) -> tuple[float, float]:
+    """J_DSM on held-out data: the mean of ``repeats`` :func:`dsm_loss` draws of (t, z) from
+    ``generator``, and its standard error (NaN for one draw). ``x0`` is the data, or a function
+    of the generator that draws it afresh before each repeat's (t, z) (a dequantization)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    with torch.no_grad():
+        draws = [
+            float(
+                dsm_loss(score, sde, x0(generator) if callable(x0) else x0, generator=generator, **dsm_kwargs)
+            )
+            for _ in range(repeats)
+        ]
+    return float(np.mean(draws)), standard_error(draws)
 
 
 class _Piggyback:

@@ -1,11 +1,14 @@
 """DSM and the FP regularizer: vanilla at β = γ = 0, unbiased ‖ε‖², refusals."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from conftest import MLP
 
 import scorepde as sp
-from scorepde.losses import DEFAULT_FP, PAPER_SETTINGS, FPObjective, dsm_loss, fp_regularizer
+from scorepde.losses import DEFAULT_FP, PAPER_SETTINGS, FPObjective, dsm_loss, fp_regularizer, held_out_dsm
 
 
 class Counting(torch.nn.Module):
@@ -37,6 +40,28 @@ def test_dsm_prefers_the_true_score(gmm2):
         a = dsm_loss(true, sde, x0, weighting=w, eps=0.05, generator=torch.Generator().manual_seed(1))
         b = dsm_loss(off, sde, x0, weighting=w, eps=0.05, generator=torch.Generator().manual_seed(1))
         assert a < b, w
+
+
+def test_held_out_dsm_is_the_mean_of_its_draws_and_redraws_the_data_first():
+    """The toy and image benchmarks' held-out DSM: ``repeats`` draws from one generator, the
+    data (when a function) drawn before each draw of (t, z); mean as np.mean, SE as sd/√n."""
+    sde, model = sp.VPSDE(), MLP(2).double()
+    x0 = torch.randn(16, 2, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    draws = [dsm_loss(model, sde, x0, eps=0.01, generator=gen).item() for _ in range(5)]
+    mean, se = held_out_dsm(model, sde, x0, 5, eps=0.01, generator=torch.Generator().manual_seed(3))
+    assert mean == float(np.mean(draws)) and se == pytest.approx(np.std(draws, ddof=1) / 5**0.5, rel=1e-12)
+
+    fresh = lambda g: x0 + 0.1 * torch.rand(x0.shape, generator=g, dtype=x0.dtype)  # a dequantization
+    gen = torch.Generator().manual_seed(3)
+    draws = [dsm_loss(model, sde, fresh(gen), eps=0.01, generator=gen).item() for _ in range(3)]
+    assert held_out_dsm(model, sde, fresh, 3, eps=0.01, generator=torch.Generator().manual_seed(3))[
+        0
+    ] == float(np.mean(draws))
+    one = held_out_dsm(model, sde, x0, 1, eps=0.01, generator=torch.Generator().manual_seed(3))
+    assert math.isnan(one[1])  # one draw: no SE
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
+        held_out_dsm(model, sde, x0, 0)
 
 
 @pytest.mark.parametrize("estimator", ["exact", "paper", "hutchinson", "directional"])

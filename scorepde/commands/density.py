@@ -34,7 +34,7 @@ from .. import plotting
 from .. import reporting as rp
 from ..cli import fail
 from ..curves import residual_curves
-from ..losses import PAPER_SETTINGS, FPObjective, dsm_loss
+from ..losses import PAPER_SETTINGS, FPObjective, held_out_dsm
 from ..metrics import cross_entropy, nll
 from ..outputs import announce
 from ..runstore import RunStore, parse_shard, shard_of
@@ -117,19 +117,9 @@ def _held_out(model, sde, x_test, seed=1, repeats=10):
     of ``repeats`` draws of (t, z)) and r_FP(t) = E‖ε‖, r_DSM(t) = E‖s + z/σ_t‖ at EVAL_TIMES
     (``scorepde.residual_curves``, exact ε; Table 4's quantities)."""
     gen = generator(seed)
-    with torch.no_grad():
-        dsm = float(
-            np.mean(
-                [
-                    float(
-                        dsm_loss(
-                            model, sde, x_test, weighting=PRESET["dsm_weighting"], eps=EPS, generator=gen
-                        )
-                    )
-                    for _ in range(repeats)
-                ]
-            )
-        )
+    dsm, _ = held_out_dsm(
+        model, sde, x_test, repeats, weighting=PRESET["dsm_weighting"], eps=EPS, generator=gen
+    )
     curves = residual_curves(model, sde, x_test, EVAL_TIMES, generator=gen)
     return dsm, curves
 

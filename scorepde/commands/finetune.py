@@ -69,7 +69,7 @@ from scorepde.image_config import (
     model_scaling,
 )
 from scorepde.image_eval import TABLE4_TIMES, image_bpd, in_chunks
-from scorepde.losses import PAPER_SETTINGS, FPObjective, dsm_loss
+from scorepde.losses import PAPER_SETTINGS, FPObjective, held_out_dsm
 from scorepde.runstore import RunStore, parse_shard, run_name, shard_of
 from scorepde.stats import mean_se, paired_difference, paired_eval_se, pool_chunks, standard_error
 from scorepde.training import Checkpointing, StopRequested, fit, make_ema, make_optimizer, step_seed
@@ -222,25 +222,19 @@ class Bench:
     def heldout_dsm(self, model, sde, cfg) -> dict:
         """The DSM loss on the test split: ``heldout_repeats`` draws of dequantization and
         (t, z), the same for every model; mean and its standard error."""
-        gen = torch.Generator().manual_seed(EVAL_SEED + 1)
         scaling = model_scaling(cfg)
-        with torch.no_grad():
-            held = [
-                float(
-                    dsm_loss(
-                        in_chunks(model),
-                        sde,
-                        to_model_space(
-                            self.test.images, self.levels, scaling, dequantized=True, generator=gen
-                        )[0],
-                        weighting=cfg.dsm_weighting,
-                        eps=cfg.t_eps,
-                        generator=gen,
-                    )
-                )
-                for _ in range(self.args.heldout_repeats)
-            ]
-        return {"heldout_dsm": float(np.mean(held)), "heldout_dsm_se": _finite(standard_error(held))}
+        mean, se = held_out_dsm(
+            in_chunks(model),
+            sde,
+            lambda gen: to_model_space(
+                self.test.images, self.levels, scaling, dequantized=True, generator=gen
+            )[0],
+            self.args.heldout_repeats,
+            weighting=cfg.dsm_weighting,
+            eps=cfg.t_eps,
+            generator=torch.Generator().manual_seed(EVAL_SEED + 1),
+        )
+        return {"heldout_dsm": mean, "heldout_dsm_se": _finite(se)}
 
     def evaluate(self, model, sde, cfg, chunk) -> dict:
         """Bits/dim on test images [a, b), held-out DSM loss and r_FP(t), r_DSM(t) of one model.
