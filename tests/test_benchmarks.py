@@ -280,6 +280,32 @@ def test_likelihood_cost_step_ceiling_counts_the_stages():
     assert inner == pytest.approx(180 / 110) and full == pytest.approx(180 / 120)
 
 
+def test_likelihood_cost_draws_average_independent_runs(tmp_path):
+    """--draws 2 is the runs at seeds 0 and 2 side by side: errors their mean, NFE and rows their
+    sum, each draw measured against its own reference; the table says how many draws."""
+    module = importlib.import_module("scorepde.commands.likelihood_cost")
+    flags = ["--quick", "--levers", "scipy_rk45,default", "--repeats", "1"]
+    runs = {}
+    for name, extra in (("both", ["--draws", "2"]), ("first", ["--seed", "0"]), ("second", ["--seed", "2"])):
+        module.main([*flags, *extra, "--out", str(tmp_path / name)])
+        with open(tmp_path / name / "metrics.json") as f:
+            runs[name] = {(r["lever"], r["tol"]): r for r in json.load(f)["cases"]["mixture"]["rows"]}
+    assert set(runs["both"]) == set(runs["first"]) and len(runs["both"]) == 4
+    for key, row in runs["both"].items():
+        one, two = runs["first"][key], runs["second"][key]
+        assert (
+            row["nfe"] == one["nfe"] + two["nfe"]
+            and row["sample_evals"] == one["sample_evals"] + two["sample_evals"]
+        )
+        for err in ("dataset_error", "image_error"):
+            assert row[err] == pytest.approx((one[err] + two[err]) / 2, rel=1e-12, abs=1e-15)
+        assert row["max_error"] == max(one["max_error"], two["max_error"])
+    assert one["image_error"] != two["image_error"]  # two draws, not one twice
+    assert "(8 points × 2 draws, D = 2)" in (tmp_path / "both" / "table.md").read_text()
+    with pytest.raises(SystemExit, match="--draws must be at least 1"):
+        module.main([*flags, "--draws", "0", "--out", str(tmp_path / "none")])
+
+
 def test_likelihood_cost_table_names_the_data_folder_of_a_case():
     """An mnist case names the folder it read (Fashion-MNIST runs under the same flag)."""
     module = importlib.import_module("scorepde.commands.likelihood_cost")

@@ -12,7 +12,9 @@ kept), levers interleaved (A B C, C B A, …), timed in this process's CPU secon
 (``time.process_time``: one thread, so it is the solve's own cost; wall time on the shared
 2-core machine swung 4× between identical solves).
 Error: bits/dim against the "rk" solver at --ref-tol (cached in --out), as the dataset's
-|Δ bits/dim| (the issue's measure) and the mean per-image |Δ|. Target: max(1e-4, 1.5 ×
+|Δ bits/dim| (the issue's measure) and the mean per-image |Δ|; with --draws K, their mean over
+K independent draws of the dequantization and the probe (one solve's error depends on its step
+sequence: one draw decides "within the target" by luck), times summed. Target: max(1e-4, 1.5 ×
 SciPy's at 1e-5) on each; the speed-up of a lever is SciPy's 1e-5 time over its fastest point
 within the target, under the dataset criterion alone and under both (``CRITERIA``).
 Image cases: a checkpoint of image/train.py, its first test images, eps = its t_eps; the
@@ -111,6 +113,13 @@ def parse_args(argv=None):
     )
     p.add_argument(
         "--repeats", type=int, default=None, help="timed solves per point (default 5 mixture, 1 images)"
+    )
+    p.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        help="independent draws of the points' dequantization (the mixture: of the points) and of the "
+        "probe, each with its own reference: errors are their mean, the target's too; times are summed",
     )
     return p.parse_args(argv)
 
@@ -229,13 +238,18 @@ def every_stage_full():
         lik.solve_batched = solve
 
 
-def reference(case, args, name: str) -> torch.Tensor:
+def draw_seed(args, draw: int) -> int:
+    """The seed of draw ``draw``: its points (dequantization) use it, its probe the next one."""
+    return args.seed + 2 * draw
+
+
+def reference(case, args, name: str, draw: int = 0) -> torch.Tensor:
     """The tight solve every error is measured against, cached in --out (it is the slow part)."""
-    path = os.path.join(args.out, f"reference_{name}.pt")
+    path = os.path.join(args.out, f"reference_{name}" + (f"_draw{draw}" if draw else "") + ".pt")
     if os.path.exists(path):
         return torch.load(path)["ll"]
     score, sde, x, eps, div = case
-    gen = torch.Generator().manual_seed(args.seed + 1)
+    gen = torch.Generator().manual_seed(draw_seed(args, draw) + 1)
     tol = args.ref_tol
     print(f"{name}: the reference solve at tol {tol:g} (the slow part, once: cached in {path})", flush=True)
     ll, st = sp.log_likelihood(
@@ -254,37 +268,46 @@ def runs_here(lever: str, case) -> bool:
     return not (kw.get("_torchode") and importlib.util.find_spec("torchode") is None)
 
 
-def sweep(case, args, name: str, levers: list, tols: list) -> list:
-    """One row per (lever, tol): median seconds of --repeats interleaved solves, NFE, rows
-    evaluated and the two errors in bits/dim (the levers that ``runs_here``)."""
-    levers = [v for v in levers if runs_here(v, case)]
-    ref = reference(case, args, name)
-    x = case[2]
+def sweep(draws: list, args, name: str, levers: list, tols: list) -> list:
+    """One row per (lever, tol) over the cases of ``draws`` (one per draw of the points and the
+    probe): seconds (each draw's median of --repeats interleaved solves, summed), NFE and rows
+    evaluated (summed), and the two errors in bits/dim against each draw's reference, averaged
+    over the draws (the levers that ``runs_here``)."""
+    levers = [v for v in levers if runs_here(v, draws[0])]
+    refs = [reference(case, args, name, d) for d, case in enumerate(draws)]
+    x = draws[0][2]
     bits = 1.0 / (x[0].numel() * math.log(2))
     rows = []
     for r, tol in enumerate(tols):
         order = levers if r % 2 == 0 else levers[::-1]
-        answers: dict = {}
+        per_draw = []
+        for d, case in enumerate(draws):
+            answers: dict = {}
 
-        def keep(lever, fn):
-            return lambda: answers.__setitem__(lever, fn())
+            def keep(lever, fn, answers=answers):
+                return lambda: answers.__setitem__(lever, fn())
 
-        fns = {lever: keep(lever, solve_fn(case, lever, tol, args.seed + 1)) for lever in order}
-        repeats = args.repeats or (5 if name == "mixture" else 1)
-        times = interleaved_timings(
-            fns,
-            repeats=repeats,
-            warmup=0,
-            progress=True,
-            desc=f"{name}, tol {tol:g}",
-            clock=time.process_time,
-        )
+            seed = draw_seed(args, d) + 1
+            fns = {lever: keep(lever, solve_fn(case, lever, tol, seed)) for lever in order}
+            times = interleaved_timings(
+                fns,
+                repeats=args.repeats or (5 if name == "mixture" else 1),
+                warmup=0,
+                progress=True,
+                desc=f"{name}, tol {tol:g}" + (f", draw {d + 1} of {len(draws)}" if len(draws) > 1 else ""),
+                clock=time.process_time,
+            )
+            per_draw.append({lever: (answers[lever], times[lever], (answers[lever][0] - refs[d]) * bits)
+                             for lever in order})  # fmt: skip
         for lever in order:
-            ll, nfe, evals = answers[lever]
-            d = (ll - ref) * bits
-            rows.append(dict(lever=lever, tol=tol, seconds=statistics.median(times[lever]), times=times[lever],
-                             nfe=nfe, sample_evals=evals, dataset_error=d.mean().abs().item(),
-                             image_error=d.abs().mean().item(), max_error=d.abs().max().item()))  # fmt: skip
+            got = [pd[lever] for pd in per_draw]
+            errors = [e for _, _, e in got]
+            rows.append(dict(lever=lever, tol=tol, seconds=sum(statistics.median(ts) for _, ts, _ in got),
+                             times=[t for _, ts, _ in got for t in ts],
+                             nfe=sum(a[1] for a, _, _ in got), sample_evals=sum(a[2] for a, _, _ in got),
+                             dataset_error=statistics.fmean(e.mean().abs().item() for e in errors),
+                             image_error=statistics.fmean(e.abs().mean().item() for e in errors),
+                             max_error=max(e.abs().max().item() for e in errors)))  # fmt: skip
         print(f"{name} tol={tol:g} load {load_average()}: " + ", ".join(
             f"{r['lever']} {r['seconds']:.2f} s {r['image_error']:.1e}" for r in rows[-len(order):]), flush=True)  # fmt: skip
     return rows
@@ -411,7 +434,8 @@ def table(metrics) -> str:
         res = dict(res, verdict=verdict(res["rows"]))  # derived again: older metrics had one criterion
         t = res["verdict"]["target"]
         data = f"{res['data']}: " if res.get("data") else ""  # the folder an mnist case read (Fashion too)
-        lines += [f"**{name}** ({data}{res['points']} points, D = {res['dim']}); target: dataset error ≤ "
+        draws = f" × {res['draws']} draws" if res.get("draws", 1) > 1 else ""
+        lines += [f"**{name}** ({data}{res['points']} points{draws}, D = {res['dim']}); target: dataset error ≤ "
                   f"{t['dataset_error']:.2e}, per-image error ≤ {t['image_error']:.2e}.", ""]  # fmt: skip
         lines.append(markdown_table(
             ["lever", "tol", "seconds", "NFE", "rows evaluated", "dataset error", "per-image error", "within target",
@@ -451,14 +475,14 @@ def table(metrics) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def build_case(args, name: str):
+def build_case(args, name: str, draw: int = 0):
     if name == "mixture":
-        return mixture_case(8 if args.quick else 64, args.seed)
+        return mixture_case(8 if args.quick else 64, draw_seed(args, draw))
     ckpt = getattr(args, name)
     if not ckpt:
         raise SystemExit(f"error: --cases has {name}: pass its checkpoint with --{name} CKPT")
     n = args.images if name == "digits" else args.mnist_images
-    return image_case(ckpt, 2 if args.quick else n, args.seed, args.data_dir, args.first_image)
+    return image_case(ckpt, 2 if args.quick else n, draw_seed(args, draw), args.data_dir, args.first_image)
 
 
 def main(argv=None):
@@ -468,6 +492,8 @@ def main(argv=None):
     tols = [float(v) for v in args.tols.split(",")]
     levers = [v for v in args.levers.split(",") if v]
     bad = [v for v in levers if v not in LEVERS] + [c for c in args.cases.split(",") if c not in CASES]
+    if args.draws < 1:
+        raise SystemExit(f"error: --draws must be at least 1, got {args.draws}")
     if bad or 1e-5 not in tols or "scipy_rk45" not in levers:
         raise SystemExit(
             f"error: unknown lever/case {bad}, or --tols lacks 1e-5, or --levers lacks scipy_rk45"
@@ -479,10 +505,13 @@ def main(argv=None):
     cases = {}
     for name in args.cases.split(","):
         with user_errors():
-            case = build_case(args, name)
-        rows = sweep(case, args, name, levers, tols)
+            draws = [build_case(args, name, d) for d in range(args.draws)]
+        rows = sweep(draws, args, name, levers, tols)
+        case = draws[0]
         cases[name] = dict(points=case[2].shape[0], dim=case[2][0].numel(), rows=rows, verdict=verdict(rows),
                            eval_ms=None if name == "mixture" or args.quick else eval_costs(case, compile_model=args.compile))  # fmt: skip
+        if args.draws > 1:
+            cases[name]["draws"] = args.draws
         if name == "mnist":  # the case is named by its flag; Fashion-MNIST runs under it too
             cases[name]["data"] = os.path.basename(os.path.normpath(args.data_dir))
     metrics = dict(cases=cases, tols=tols, ref_tol=args.ref_tol, machine=info, load_average_end=load_average(),
