@@ -383,7 +383,8 @@ def norms(arg: str) -> str:
             n = at[lever]["sample_evals"]
             cell = f"{n} {'✓' if ok[lever] else '✗'}"
             cells.append(f"**{cell}**" if n == cheapest else cell)
-        name = f"{Path(folder).name} ({c['points']} images, D = {c['dim']})"
+        draws = f" × {c['draws']} draws" if c.get("draws", 1) > 1 else ""
+        name = f"{Path(folder).name} ({c['points']} images{draws}, D = {c['dim']})"
         out.append([name, sde.upper(), *cells, dict(NORMS)[default]])
     headers = ["study", "SDE", *(h for _, h in NORMS), "bits/dim's default"]
     return f"{markdown_table(headers, out)}\n\n*Generated from each study's `metrics.json`.*\n"

@@ -214,6 +214,8 @@ COMMITTED = {
     "likelihood_cost/mixture_inner": "likelihood_cost",
     "likelihood_cost/mnist4_inner": "likelihood_cost",
     "likelihood_cost/mnist16": "likelihood_cost",
+    "likelihood_cost/mnist16x3": "likelihood_cost",
+    "likelihood_cost/digits64x3": "likelihood_cost",
     "likelihood_cost/digits64_ve16k_inner": "likelihood_cost",
     "lever_error": "lever_error",
     "time_steps": "time_steps",
