@@ -431,6 +431,7 @@ def work_precision(
     targets: Mapping[str, float],
     path: str,
     ylabel: str = "per-image |Δ bits/dim|",
+    xlabel: str = "CPU seconds per solve",
 ) -> str:
     """Error against time, log-log, one axes per case (``{case: {method: [(seconds, error)]}}``),
     one curve per method, a dashed line at each case's target error."""
@@ -445,7 +446,7 @@ def work_precision(
         ax.set(
             xscale="log",
             yscale="log",
-            xlabel="CPU seconds per solve",
+            xlabel=xlabel,
             ylabel=ylabel,
             title=case,
         )

@@ -475,6 +475,25 @@ def table(metrics) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def figure(metrics, levers: list, path: str) -> str:
+    """work_precision.png: error against seconds, one curve per lever, a panel per case and
+    error measure, the target dashed (seconds summed over the draws where there are several)."""
+    panels, targets = {}, {}
+    for name, res in metrics["cases"].items():
+        for key, label in (("dataset_error", "dataset"), ("image_error", "per image")):
+            panels[f"{name}: {label}"] = {lever: [(r["seconds"], r[key]) for r in res["rows"] if r["lever"] == lever]
+                                          for lever in levers}  # fmt: skip
+            targets[f"{name}: {label}"] = res["verdict"]["target"][key]
+    draws = max(res.get("draws", 1) for res in metrics["cases"].values())
+    return work_precision(
+        panels,
+        targets,
+        path,
+        ylabel="|Δ bits/dim| against the reference",
+        xlabel="CPU seconds per solve" if draws == 1 else f"CPU seconds, {draws} draws' solves summed",
+    )
+
+
 def build_case(args, name: str, draw: int = 0):
     if name == "mixture":
         return mixture_case(8 if args.quick else 64, draw_seed(args, draw))
@@ -517,18 +536,7 @@ def main(argv=None):
     metrics = dict(cases=cases, tols=tols, ref_tol=args.ref_tol, machine=info, load_average_end=load_average(),
                    command=command_line("benchmarks/likelihood_cost.py", argv))  # fmt: skip
     write_report(args.out, metrics, table(metrics))
-    panels, targets = {}, {}
-    for name, res in cases.items():
-        for key, label in (("dataset_error", "dataset"), ("image_error", "per image")):
-            panels[f"{name}: {label}"] = {lever: [(r["seconds"], r[key]) for r in res["rows"] if r["lever"] == lever]
-                                          for lever in levers}  # fmt: skip
-            targets[f"{name}: {label}"] = res["verdict"]["target"][key]
-    work_precision(
-        panels,
-        targets,
-        os.path.join(args.out, "work_precision.png"),
-        ylabel="|Δ bits/dim| against the reference",
-    )
+    figure(metrics, levers, os.path.join(args.out, "work_precision.png"))
     for name, res in cases.items():
         for c, best in res["verdict"]["best"].items():
             print(name, c, {k: round(v["speedup"], 2) for k, v in best.items()})
