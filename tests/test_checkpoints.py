@@ -323,7 +323,7 @@ def test_likelihood_cost_refuses_a_code_payload(tmp_path):
 
     path, marker = _evil_checkpoint(tmp_path / "ck.pt", tmp_path / "ran"), tmp_path / "ran"
     with pytest.raises(ValueError) as err:
-        module.image_case(str(path), 1, 0, None)
+        module.image_cases(str(path), 1, [0], None)
     assert not marker.exists() and str(path) in str(err.value)
 
 

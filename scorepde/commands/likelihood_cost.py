@@ -124,19 +124,21 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def image_case(ckpt: str, n: int, seed: int, data_dir: str | None, first: int = 0):
-    """(score, sde, x, eps, div, bits per nat) of a checkpoint's test images first … first + n − 1,
-    dequantized once, in its model space x = 2u − 1."""
+def image_cases(ckpt: str, n: int, seeds: list, data_dir: str | None, first: int = 0) -> list:
+    """One case (model, sde, x, eps, div) per seed of ``seeds``: a checkpoint's test images
+    first … first + n − 1 dequantized with that seed, in its model space x = 2u − 1 (the
+    checkpoint, data and model loaded once, shared by every case)."""
     state = load_checkpoint(ckpt, map_location="cpu")
     dataset = state.get("config", {}).get("dataset", "digits")  # load_trained refuses a state without one
     test = load_dataset(dataset, "test", None if dataset == "digits" else data_dir)
     cfg, sde, model = load_trained(state, test.shape, "ema", "cpu")
     model.requires_grad_(False)
-    x = (
-        2.0 * sp.dequantize(test.images[first : first + n], test.levels, torch.Generator().manual_seed(seed))
-        - 1.0
-    )
-    return model, sde, x, cfg.t_eps, "hutchinson"
+    images = test.images[first : first + n]
+    return [
+        (model, sde, 2.0 * sp.dequantize(images, test.levels, torch.Generator().manual_seed(seed)) - 1.0,
+         cfg.t_eps, "hutchinson")
+        for seed in seeds
+    ]  # fmt: skip
 
 
 def mixture_case(n: int, seed: int):
@@ -494,14 +496,16 @@ def figure(metrics, levers: list, path: str) -> str:
     )
 
 
-def build_case(args, name: str, draw: int = 0):
+def build_cases(args, name: str) -> list:
+    """The case ``name``, once per draw (``draw_seed``)."""
+    seeds = [draw_seed(args, d) for d in range(args.draws)]
     if name == "mixture":
-        return mixture_case(8 if args.quick else 64, draw_seed(args, draw))
+        return [mixture_case(8 if args.quick else 64, seed) for seed in seeds]
     ckpt = getattr(args, name)
     if not ckpt:
         raise SystemExit(f"error: --cases has {name}: pass its checkpoint with --{name} CKPT")
     n = args.images if name == "digits" else args.mnist_images
-    return image_case(ckpt, 2 if args.quick else n, draw_seed(args, draw), args.data_dir, args.first_image)
+    return image_cases(ckpt, 2 if args.quick else n, seeds, args.data_dir, args.first_image)
 
 
 def main(argv=None):
@@ -524,7 +528,7 @@ def main(argv=None):
     cases = {}
     for name in args.cases.split(","):
         with user_errors():
-            draws = [build_case(args, name, d) for d in range(args.draws)]
+            draws = build_cases(args, name)
         rows = sweep(draws, args, name, levers, tols)
         case = draws[0]
         cases[name] = dict(points=case[2].shape[0], dim=case[2][0].numel(), rows=rows, verdict=verdict(rows),
